@@ -1,0 +1,2 @@
+// Placeholder so the part links before its first real source lands.
+namespace nydus::builder {}

@@ -1,0 +1,43 @@
+#include "common/result.h"
+
+#include <cstring>
+
+namespace nydus {
+
+const char* errc_name(Errc c) {
+  switch (c) {
+    case Errc::kInvalidArgument: return "invalid argument";
+    case Errc::kCorrupt: return "corrupt";
+    case Errc::kUnsupported: return "unsupported";
+    case Errc::kNotFound: return "not found";
+    case Errc::kIo: return "I/O error";
+    case Errc::kExists: return "exists";
+    case Errc::kNoSpace: return "no space";
+    case Errc::kInternal: return "internal error";
+  }
+  return "unknown";
+}
+
+int Error::to_errno() const {
+  if (sys_errno != 0) return sys_errno;
+  switch (code) {
+    case Errc::kInvalidArgument: return EINVAL;
+    case Errc::kCorrupt: return EIO;
+    case Errc::kUnsupported: return EOPNOTSUPP;
+    case Errc::kNotFound: return ENOENT;
+    case Errc::kIo: return EIO;
+    case Errc::kExists: return EEXIST;
+    case Errc::kNoSpace: return ENOSPC;
+    case Errc::kInternal: return EIO;
+  }
+  return EIO;
+}
+
+std::string Error::to_string() const { return message; }
+
+std::unexpected<Error> sys_error(std::string_view what, int err) {
+  return std::unexpected(
+      Error{Errc::kIo, err, fmt::format("{}: {}", what, std::strerror(err))});
+}
+
+}  // namespace nydus

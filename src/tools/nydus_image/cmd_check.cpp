@@ -1,0 +1,17 @@
+#include <cstdio>
+
+#include "tools/nydus_image/commands.h"
+
+namespace nydus::tools {
+
+Command add_check_command(CLI::App& parent) {
+  Command cmd;
+  cmd.app = parent.add_subcommand("check", "not implemented yet");
+  cmd.run = [] {
+    std::fprintf(stderr, "nydus-image check: not implemented yet\n");
+    return 1;
+  };
+  return cmd;
+}
+
+}  // namespace nydus::tools
