@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "format/digest.h"
+#include "common/test_util.h"
 
 namespace nydus::format {
 namespace {
@@ -65,6 +66,39 @@ TEST(Layout, CiV1RoundTrip) {
   EXPECT_EQ(d.uncompressed_offset, c.uncompressed_offset);
   EXPECT_EQ(d.uncompressed_size, c.uncompressed_size);
   EXPECT_TRUE(d.compressed);
+}
+
+}  // namespace
+}  // namespace nydus::format
+
+#include "format/tar_header.h"
+
+namespace nydus::format {
+namespace {
+
+TEST(TarHeader, RoundTripAndChecksum) {
+  auto h = make_tar_header("blob.meta", 4128);
+  auto p = parse_tar_header(h);
+  ASSERT_TRUE(p.has_value()) << p.error().message;
+  EXPECT_EQ(p->name, "blob.meta");
+  EXPECT_EQ(p->size, 4128u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(h.data() + 124)), "00000010040");
+  h[0] ^= 1;
+  EXPECT_FALSE(parse_tar_header(h).has_value());
+}
+
+// The blob fixture ends with upstream's `rafs.blob.toc` header: ours must match it byte for byte.
+TEST(TarHeader, MatchesUpstreamFixture) {
+  auto dir = test::fixtures_dir();
+  if (dir.empty()) GTEST_SKIP() << "shared/fixtures not beside the checkout";
+  auto blob = test::read_file(dir / "v6/be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef");
+  ASSERT_GE(blob.size(), 512u);
+  std::span<const uint8_t> last(blob.data() + blob.size() - 512, 512);
+  auto p = parse_tar_header(last);
+  ASSERT_TRUE(p.has_value()) << p.error().message;
+  EXPECT_EQ(p->name, "rafs.blob.toc");
+  auto mine = make_tar_header(p->name, p->size);
+  EXPECT_TRUE(std::equal(mine.begin(), mine.end(), last.begin()));
 }
 
 }  // namespace
