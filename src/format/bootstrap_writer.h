@@ -50,6 +50,11 @@ struct BootstrapResult {
   std::vector<uint64_t> nids;        // nid of every node (by node index)
 };
 
+// Node indices in the order upstream's builder walks the tree: a directory,
+// then its non-directory children by name, then each subdirectory (depth
+// first). Regular files are stored in the data blob in this order.
+std::vector<uint32_t> placement_order(const std::vector<TreeNode>& nodes);
+
 Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec);
 
 }  // namespace nydus::format

@@ -1,0 +1,293 @@
+#include "builder/create_image.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+#include "builder/chunk_pipeline.h"
+#include "builder/source_tree.h"
+#include "format/blob_reader.h"
+#include "format/blob_writer.h"
+#include "format/bootstrap_writer.h"
+
+namespace nydus::builder {
+
+namespace fs = std::filesystem;
+using format::ChunkRecord;
+
+namespace {
+
+Status write_whole_file(const fs::path& path, std::span<const uint8_t> data) {
+  const fs::path tmp = path.string() + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return sys_error("create " + tmp.string());
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      ::close(fd);
+      return sys_error("write " + tmp.string(), e);
+    }
+    done += size_t(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) return sys_error("close " + tmp.string());
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return sys_error("rename to " + path.string());
+  return ok();
+}
+
+// The uncompressed layout of the blob, filled as chunks are stored.
+class CacheDataFile {
+ public:
+  ~CacheDataFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Status open(const fs::path& path) {
+    path_ = path;
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) return sys_error("create " + path.string());
+    return ok();
+  }
+  bool is_open() const { return fd_ >= 0; }
+  Status write_at(uint64_t off, std::span<const uint8_t> data) {
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = ::pwrite(fd_, data.data() + done, data.size() - done, off_t(off + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return sys_error("write " + path_.string());
+      done += size_t(n);
+    }
+    return ok();
+  }
+  Status finish(uint64_t size, const fs::path& final_path) {
+    if (::ftruncate(fd_, off_t(size)) != 0) return sys_error("truncate " + path_.string());
+    if (::close(fd_) != 0) return sys_error("close " + path_.string());
+    fd_ = -1;
+    if (::rename(path_.c_str(), final_path.c_str()) != 0) return sys_error("rename " + path_.string());
+    return ok();
+  }
+
+ private:
+  fs::path path_;
+  int fd_ = -1;
+};
+
+// Files in blob order: those under a prefetch pattern first (by pattern, in
+// walk order inside a pattern), then the rest in walk order.
+std::vector<uint32_t> file_order(const SourceTree& t, const std::vector<std::string>& patterns) {
+  std::vector<uint32_t> walk;
+  for (uint32_t i : format::placement_order(t.nodes))
+    if (S_ISREG(t.nodes[i].mode) && t.nodes[i].hardlink_of < 0 && t.nodes[i].size > 0) walk.push_back(i);
+  if (patterns.empty()) return walk;
+  std::vector<uint32_t> out;
+  std::vector<bool> taken(t.nodes.size(), false);
+  for (auto& p : patterns) {
+    const std::string prefix = p == "/" ? "/" : p + "/";
+    for (uint32_t i : walk) {
+      const auto& ip = t.image_paths[i];
+      if (!taken[i] && (ip == p || ip.starts_with(prefix))) {
+        taken[i] = true;
+        out.push_back(i);
+      }
+    }
+  }
+  for (uint32_t i : walk)
+    if (!taken[i]) out.push_back(i);
+  return out;
+}
+
+// Prefetch table entries: nodes exactly matching a pattern, dropping patterns
+// covered by an earlier one.
+std::vector<uint32_t> prefetch_nodes(const SourceTree& t, const std::vector<std::string>& patterns) {
+  std::vector<uint32_t> out;
+  std::vector<std::string> kept;
+  for (auto p : patterns) {
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    bool covered = false;
+    for (auto& k : kept) covered |= (p == k || k == "/" || p.starts_with(k + "/"));
+    if (covered) continue;
+    for (uint32_t i = 0; i < t.nodes.size(); i++) {
+      if (t.image_paths[i] == p) {
+        kept.push_back(p);
+        out.push_back(i);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<uint8_t> ci_buffer(const std::vector<ChunkRecord>& stored) {
+  std::vector<uint8_t> out(stored.size() * sizeof(format::ChunkInfoV1));
+  for (size_t i = 0; i < stored.size(); i++) {
+    format::DecodedChunkInfo d;
+    d.compressed_offset = stored[i].compressed_offset;
+    d.compressed_size = stored[i].compressed_size;
+    d.uncompressed_offset = stored[i].uncompressed_offset;
+    d.uncompressed_size = stored[i].uncompressed_size;
+    auto e = format::encode_ci_v1(d);
+    std::memcpy(out.data() + i * sizeof(e), &e, sizeof(e));
+  }
+  return out;
+}
+
+class Progress {
+ public:
+  Progress(bool on, uint64_t total) : on_(on), total_(total) {}
+  void add(uint64_t n) {
+    done_ += n;
+    if (!on_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(200) && done_ < total_) return;
+    last_ = now;
+    std::fprintf(stderr, "\rchunking %llu / %llu MiB (%3.0f%%)", (unsigned long long)(done_ >> 20),
+                 (unsigned long long)(total_ >> 20), total_ ? 100.0 * double(done_) / double(total_) : 100.0);
+  }
+  void done() {
+    if (on_) std::fputc('\n', stderr);
+  }
+
+ private:
+  bool on_;
+  uint64_t total_, done_ = 0;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+}  // namespace
+
+Result<CreateReport> create_image(const CreateOptions& o) {
+  if (o.bootstrap.empty() && !o.blob_inline_meta)
+    return make_error(Errc::kInvalidArgument, "a bootstrap path (-B) is required unless --blob-inline-meta is used");
+  if (o.blob_dir.empty() && o.blob_file.empty())
+    return make_error(Errc::kInvalidArgument, "a blob destination (-D/--blob-dir or --blob) is required");
+  if (!std::has_single_bit(o.chunk_size) || o.chunk_size < format::kMinChunkSize || o.chunk_size > format::kMaxChunkSize)
+    return errorf(Errc::kInvalidArgument, "chunk size {:#x} must be a power of two between 0x1000 and 0x1000000",
+                  o.chunk_size);
+  if (o.compressor == format::Compressor::kGzip)
+    return make_error(Errc::kUnsupported, "gzip is not a chunk compressor (none, lz4_block, zstd)");
+
+  CreateReport rep;
+  NYDUS_ASSIGN_OR_RETURN(SourceTree tree, scan_directory(o.source));
+  rep.warnings = tree.warnings;
+  rep.inodes = tree.nodes.size();
+
+  // ---- chunk jobs in blob order -----------------------------------------------------
+  const std::vector<uint32_t> files = file_order(tree, o.prefetch_patterns);
+  std::vector<ChunkJob> jobs;
+  uint64_t total_bytes = 0;
+  for (uint32_t f : files) {
+    const uint64_t size = tree.nodes[f].size;
+    for (uint64_t off = 0; off < size; off += o.chunk_size)
+      jobs.push_back({f, &tree.paths[f], off, uint32_t(std::min<uint64_t>(o.chunk_size, size - off))});
+    total_bytes += size;
+    rep.files++;
+  }
+
+  // ---- blob ---------------------------------------------------------------------
+  const fs::path blob_tmp = !o.blob_file.empty() ? fs::path(o.blob_file.string() + ".tmp")
+                                                 : o.blob_dir / ".nydus-blob.tmp";
+  if (!o.blob_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(o.blob_dir, ec);
+    if (ec) return errorf(Errc::kIo, "create {}: {}", o.blob_dir.string(), ec.message());
+  }
+  format::BlobWriterOptions bo;
+  bo.compressor = o.compressor;
+  bo.digester = o.digester;
+  bo.chunk_size = o.chunk_size;
+  bo.tar_headers = o.blob_inline_meta || o.blob_toc;
+  bo.toc = o.blob_toc || o.blob_inline_meta;
+  bo.inline_bootstrap = o.blob_inline_meta;
+  NYDUS_ASSIGN_OR_RETURN(auto blob, format::BlobWriter::create(blob_tmp, bo));
+
+  CacheDataFile cache;
+  if (!o.blob_cache_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(o.blob_cache_dir, ec);
+    if (ec) return errorf(Errc::kIo, "create {}: {}", o.blob_cache_dir.string(), ec.message());
+    NYDUS_TRY(cache.open(o.blob_cache_dir / ".nydus-blob-data.tmp"));
+  }
+
+  // Identical chunks (same digest and size) are stored once.
+  std::map<std::pair<format::Digest, uint32_t>, ChunkRecord> dedup;
+  std::vector<ChunkRecord> stored;
+  std::vector<std::vector<ChunkRecord>> file_chunks(tree.nodes.size());
+  Progress progress(o.progress, total_bytes);
+  PipelineOptions po{o.compressor, o.digester, o.threads};
+  NYDUS_TRY(run_chunk_pipeline(jobs, po, [&](const ChunkResult& r) -> Status {
+    const uint32_t usize = uint32_t(r.raw.size());
+    auto [it, fresh] = dedup.try_emplace({r.digest, usize});
+    if (fresh) {
+      NYDUS_ASSIGN_OR_RETURN(it->second, blob->add_chunk(r.stored, r.compressed, usize, r.digest, r.crc32));
+      stored.push_back(it->second);
+      if (cache.is_open()) NYDUS_TRY(cache.write_at(it->second.uncompressed_offset, r.raw));
+    }
+    file_chunks[r.job->file].push_back(it->second);
+    rep.chunks_total++;
+    rep.bytes_read += usize;
+    progress.add(usize);
+    return ok();
+  }));
+  progress.done();
+  rep.chunks_stored = stored.size();
+
+  // ---- tree for the bootstrap ----------------------------------------------------
+  format::BootstrapSpec spec;
+  spec.prefetch_nodes = prefetch_nodes(tree, o.prefetch_patterns);
+  spec.nodes = std::move(tree.nodes);
+  for (size_t i = 0; i < spec.nodes.size(); i++) spec.nodes[i].chunks = std::move(file_chunks[i]);
+  // Hardlink aliases carry their leader's data.
+  for (auto& n : spec.nodes)
+    if (n.hardlink_of >= 0) n.chunks = spec.nodes[size_t(n.hardlink_of)].chunks;
+  spec.chunk_size = o.chunk_size;
+  spec.compressor = o.compressor;
+  spec.digester = o.digester;
+  spec.explicit_uid_gid = !o.repeatable;
+
+  const bool has_blob = !stored.empty();
+  NYDUS_ASSIGN_OR_RETURN(format::BlobInfo info, blob->finish_meta());
+  if (has_blob && o.blob_inline_meta) {
+    // The bootstrap inside the blob cannot know the blob's final hash.
+    format::BootstrapSpec inl = spec;
+    format::BlobInfo pi = info;
+    pi.blob_id.assign(64, format::kInlinedBlobIdPlaceholder);
+    inl.blobs = {pi};
+    NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(inl));
+    NYDUS_TRY(blob->append_bootstrap(boot.bytes));
+  }
+  NYDUS_ASSIGN_OR_RETURN(info, blob->close());
+
+  if (has_blob) {
+    rep.blob_path = !o.blob_file.empty() ? o.blob_file : o.blob_dir / info.blob_id;
+    if (::rename(blob_tmp.c_str(), rep.blob_path.c_str()) != 0) return sys_error("rename blob to " + rep.blob_path.string());
+    spec.blobs = {info};
+    rep.blobs = {info};
+    if (cache.is_open()) {
+      NYDUS_TRY(cache.finish(info.uncompressed_size, o.blob_cache_dir / (info.blob_id + ".blob.data")));
+      auto meta = format::encode_blob_meta_cache(ci_buffer(stored), info);
+      NYDUS_TRY(write_whole_file(o.blob_cache_dir / (info.blob_id + ".blob.meta"), meta));
+    }
+  } else {
+    // Nothing to store: no blob at all, as upstream does.
+    ::unlink(blob_tmp.c_str());
+    if (cache.is_open()) {
+      NYDUS_TRY(cache.finish(0, o.blob_cache_dir / ".nydus-blob-data.tmp"));
+      ::unlink((o.blob_cache_dir / ".nydus-blob-data.tmp").c_str());
+    }
+  }
+
+  NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
+  rep.bootstrap_size = boot.bytes.size();
+  if (!o.bootstrap.empty()) {
+    NYDUS_TRY(write_whole_file(o.bootstrap, boot.bytes));
+    rep.bootstrap = o.bootstrap;
+  }
+  return rep;
+}
+
+}  // namespace nydus::builder

@@ -1,0 +1,50 @@
+// `nydus-image create` from a directory: scan the tree, cut regular files
+// into chunks (digest + compress on a pool of threads, stored in walk order),
+// store identical chunks once, write the data blob, the bootstrap and
+// optionally the blob-cache files (`<id>.blob.data`, `<id>.blob.meta`).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "format/blob_info.h"
+
+namespace nydus::builder {
+
+struct CreateOptions {
+  std::filesystem::path source;
+  std::filesystem::path bootstrap;       // -B; may be empty with --blob-inline-meta
+  std::filesystem::path blob_dir;        // -D: blob written as <dir>/<blob id>
+  std::filesystem::path blob_file;       // --blob
+  std::filesystem::path blob_cache_dir;  // --blob-cache-dir
+  format::Compressor compressor = format::Compressor::kZstd;
+  format::Digester digester = format::Digester::kBlake3;
+  uint32_t chunk_size = format::kDefaultChunkSize;
+  bool repeatable = false;
+  bool blob_inline_meta = false;
+  bool blob_toc = false;                 // --features blob-toc
+  std::vector<std::string> prefetch_patterns;  // --prefetch-policy fs
+  unsigned threads = 0;                  // 0 = all cores
+  bool progress = false;                 // draw a progress line on stderr
+};
+
+struct CreateReport {
+  std::vector<format::BlobInfo> blobs;   // 0 or 1 blob
+  std::filesystem::path bootstrap;
+  std::filesystem::path blob_path;
+  uint64_t bootstrap_size = 0;
+  uint64_t inodes = 0;
+  uint64_t files = 0;
+  uint64_t bytes_read = 0;               // regular-file bytes chunked
+  uint64_t chunks_total = 0;             // chunk references
+  uint64_t chunks_stored = 0;            // distinct chunks in the blob
+  std::vector<std::string> warnings;
+};
+
+Result<CreateReport> create_image(const CreateOptions& opts);
+
+}  // namespace nydus::builder

@@ -1,2 +1,0 @@
-// Placeholder so the part links before its first real source lands.
-namespace nydus::builder {}
