@@ -1,0 +1,104 @@
+# shellcheck shell=bash
+# Shared helpers for tests/integration/*.sh. Source it; it sets:
+#   LIB_DIR NYDUS_SOURCE_DIR NYDUS_BIN_DIR NYDUS_IMAGE PY
+# and provides step/skip/die/summary and mount tracking. Scripts must `set -uo pipefail`
+# (not -e: steps record failures and the script goes on to the next independent step).
+
+LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+NYDUS_SOURCE_DIR=${NYDUS_SOURCE_DIR:-$(cd "$LIB_DIR/../../.." && pwd)}
+NYDUS_BIN_DIR=${NYDUS_BIN_DIR:-$NYDUS_SOURCE_DIR/build/bin}
+NYDUS_IMAGE=${NYDUS_IMAGE:-$NYDUS_BIN_DIR/nydus-image}
+NYDUS_FIXTURES_DIR=${NYDUS_FIXTURES_DIR:-$NYDUS_SOURCE_DIR/../shared/fixtures/upstream}
+PY=${PYTHON:-python3}
+STEP_TIMEOUT=${STEP_TIMEOUT:-900}
+
+PASSES=0
+FAILS=0
+FAILED_STEPS=()
+STEP_NO=0
+LOG_DIR=${LOG_DIR:-}
+
+skip() { echo "SKIP: $*"; exit 77; }
+die() { echo "FAIL: $*" >&2; exit 1; }
+
+# step NAME CMD...: run CMD (with a timeout unless it is a shell function), output to a per-step log; print PASS/FAIL.
+# On failure the last 40 lines of the log are shown. Returns CMD's status.
+step() {
+  local name=$1; shift
+  STEP_NO=$((STEP_NO + 1))
+  local log start=$SECONDS rc=0
+  log=${LOG_DIR:-/tmp}/step-$(printf %03d "$STEP_NO").log
+  if [ "$(type -t "$1")" = function ]; then
+    { echo "+ $*"; "$@"; } >"$log" 2>&1 || rc=$?
+  else
+    { echo "+ $*"; timeout --kill-after=10 "$STEP_TIMEOUT" "$@"; } >"$log" 2>&1 || rc=$?
+  fi
+  if [ "$rc" -eq 0 ]; then
+    PASSES=$((PASSES + 1))
+    printf 'PASS %s (%ss)\n' "$name" "$((SECONDS - start))"
+  else
+    FAILS=$((FAILS + 1))
+    FAILED_STEPS+=("$name")
+    printf 'FAIL %s (exit %s%s, %ss) log: %s\n' "$name" "$rc" \
+      "$([ "$rc" -eq 124 ] && echo ", timed out after ${STEP_TIMEOUT}s")" "$((SECONDS - start))" "$log"
+    tail -n 40 "$log" | sed 's/^/    | /'
+  fi
+  return "$rc"
+}
+
+# fail_step NAME MESSAGE: record a failure that isn't a command.
+fail_step() {
+  FAILS=$((FAILS + 1))
+  FAILED_STEPS+=("$1")
+  printf 'FAIL %s: %s\n' "$1" "$2"
+}
+
+# summary: print totals, return 0 only if nothing failed.
+summary() {
+  echo "----"
+  echo "$PASSES steps passed, $FAILS failed"
+  local s
+  for s in "${FAILED_STEPS[@]}"; do echo "  failed: $s"; done
+  [ "$FAILS" -eq 0 ]
+}
+
+# need_nydus_image: a missing binary is a failure, not a skip.
+need_nydus_image() {
+  [ -x "$NYDUS_IMAGE" ] || die "nydus-image not found at $NYDUS_IMAGE (build first; set NYDUS_BIN_DIR)"
+}
+
+need_root_and_erofs() {
+  [ "$(id -u)" -eq 0 ] || skip "needs root (mount(2) of EROFS images)"
+  if ! grep -qw erofs /proc/filesystems; then
+    modprobe erofs 2>/dev/null || true
+    grep -qw erofs /proc/filesystems || skip "kernel has no EROFS (not in /proc/filesystems)"
+  fi
+}
+
+erofs_mount() { "$PY" "$LIB_DIR/erofs_mount.py" mount "$@"; }
+erofs_umount() { "$PY" "$LIB_DIR/erofs_mount.py" umount "$@"; }
+compare_trees() { "$PY" "$LIB_DIR/compare_trees.py" "$@"; }
+
+# umount_below DIR: unmount everything mounted at or below DIR (deepest first, lazily).
+umount_below() {
+  local dir=$1 m
+  [ -n "$dir" ] || return 0
+  while read -r m; do
+    [ -n "$m" ] && umount -l "$m" 2>/dev/null
+  done < <(awk -v d="$dir" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/self/mounts | sort -r)
+}
+
+# blob_ids JSON: print the blob ids listed in `nydus-image create -J` output, one a line.
+blob_ids() {
+  "$PY" - "$1" <<'EOF'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+for b in doc["blobs"]:
+    print(b if isinstance(b, str) else (b.get("blob_id") or b.get("id")))
+EOF
+}
+
+# count_entries DIR: number of entries below DIR (not counting DIR), newline-safe.
+count_entries() {
+  "$PY" -c 'import os,sys; print(sum(len(d)+len(f) for _,d,f in os.walk(sys.argv[1])))' "$1"
+}
