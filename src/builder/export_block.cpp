@@ -1,0 +1,71 @@
+#include "builder/export_block.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace nydus::builder {
+
+namespace {
+
+Status pwrite_all(int fd, std::span<const uint8_t> data, uint64_t off, const std::string& what) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, off_t(off + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("write " + what);
+    done += size_t(n);
+  }
+  return ok();
+}
+
+}  // namespace
+
+Result<ExportReport> export_block(format::ImageReader& image, const std::filesystem::path& output, bool verify) {
+  const auto& boot = image.bootstrap();
+  const auto bytes = boot.bytes();
+  ExportReport rep;
+  // Where each blob goes, checked before anything is written: blobs must lie
+  // after the bootstrap and must not overlap each other.
+  uint64_t end = bytes.size();
+  for (const auto& b : boot.blobs()) {
+    const uint64_t start = uint64_t(b.mapped_blkaddr) << format::kBlockBits;
+    if (b.mapped_blkaddr == 0 || start < end)
+      return corrupt("blob {}: mapped block address {} overlaps the bootstrap or a previous blob", b.blob_id,
+                     b.mapped_blkaddr);
+    end = start + b.uncompressed_size;
+  }
+  rep.disk_size = end;
+
+  const std::filesystem::path tmp = output.string() + ".tmp";
+  int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return sys_error("create " + tmp.string());
+  auto fail = [&](Error e) -> Result<ExportReport> {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return std::unexpected(std::move(e));
+  };
+  if (auto s = pwrite_all(fd, bytes, 0, tmp.string()); !s) return fail(s.error());
+  std::vector<uint8_t> buf;
+  for (uint32_t i = 0; i < boot.blobs().size(); i++) {
+    const uint64_t base = uint64_t(boot.blobs()[i].mapped_blkaddr) << format::kBlockBits;
+    auto f = image.blob(i);
+    if (!f) return fail(f.error());
+    auto recs = image.blob_chunks(i);
+    if (!recs) return fail(recs.error());
+    for (const auto& r : **recs) {
+      if (r.uncompressed_size == 0) continue;
+      if (r.uncompressed_offset + r.uncompressed_size > boot.blobs()[i].uncompressed_size)
+        return fail(Error{Errc::kCorrupt, 0, fmt::format("blob {} chunk {} lies beyond the blob", i, r.ci_index)});
+      buf.resize(r.uncompressed_size);
+      if (auto s = (*f)->read_chunk(r, buf, verify); !s) return fail(s.error());
+      if (auto s = pwrite_all(fd, buf, base + r.uncompressed_offset, tmp.string()); !s) return fail(s.error());
+      rep.chunks_written++;
+    }
+  }
+  if (::ftruncate(fd, off_t(end)) != 0 || ::fsync(fd) != 0) return fail(sys_error("finish " + tmp.string()).error());
+  if (::close(fd) != 0) return sys_error("close " + tmp.string());
+  if (::rename(tmp.c_str(), output.c_str()) != 0) return sys_error("rename to " + output.string());
+  return rep;
+}
+
+}  // namespace nydus::builder

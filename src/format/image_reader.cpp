@@ -1,0 +1,130 @@
+#include "format/image_reader.h"
+
+#include <algorithm>
+
+namespace nydus::format {
+
+Result<std::unique_ptr<ImageReader>> ImageReader::open(const std::filesystem::path& bootstrap,
+                                                       const BlobLocation& loc) {
+  NYDUS_ASSIGN_OR_RETURN(auto boot, Bootstrap::open(bootstrap));
+  return open(std::move(boot), loc);
+}
+
+Result<std::unique_ptr<ImageReader>> ImageReader::open(std::shared_ptr<Bootstrap> boot, const BlobLocation& loc) {
+  std::unique_ptr<ImageReader> r(new ImageReader());
+  r->boot_ = std::move(boot);
+  r->loc_ = loc;
+  return r;
+}
+
+Result<std::filesystem::path> ImageReader::blob_path(uint32_t index) const {
+  const auto& blobs = boot_->blobs();
+  if (index >= blobs.size()) return corrupt("blob index {} beyond the blob table ({} blobs)", index, blobs.size());
+  if (!loc_.blob_file.empty()) {
+    if (blobs.size() > 1)
+      return errorf(Errc::kInvalidArgument, "image has {} blobs; give a blob directory instead of one blob file",
+                    blobs.size());
+    return loc_.blob_file;
+  }
+  if (loc_.blob_dir.empty()) return make_error(Errc::kInvalidArgument, "no blob directory or blob file given");
+  const std::string& id = blobs[index].blob_id;
+  // Ids come from an untrusted image: never let one walk out of the directory.
+  if (id.empty() || id.find('/') != std::string::npos || id == "." || id == "..")
+    return corrupt("blob {} has an unusable id '{}'", index, id);
+  return loc_.blob_dir / id;
+}
+
+Result<const BlobFile*> ImageReader::blob(uint32_t index) {
+  if (auto it = blobs_.find(index); it != blobs_.end()) return it->second.get();
+  NYDUS_ASSIGN_OR_RETURN(auto path, blob_path(index));
+  NYDUS_ASSIGN_OR_RETURN(BlobFile f, BlobFile::open(path, boot_->blobs()[index]));
+  auto p = std::make_unique<BlobFile>(std::move(f));
+  const BlobFile* raw = p.get();
+  blobs_[index] = std::move(p);
+  return raw;
+}
+
+Result<const std::vector<ChunkRecord>*> ImageReader::blob_chunks(uint32_t index) {
+  if (auto it = chunks_.find(index); it != chunks_.end()) return &it->second;
+  const auto& blobs = boot_->blobs();
+  if (index >= blobs.size()) return corrupt("blob index {} beyond the blob table", index);
+  const BlobInfo& bi = blobs[index];
+  std::vector<ChunkRecord> recs;
+  if (bi.ci_compressed_size > 0 && has_blobs()) {
+    NYDUS_ASSIGN_OR_RETURN(const BlobFile* f, blob(index));
+    NYDUS_ASSIGN_OR_RETURN(BlobMeta meta, f->read_meta());
+    recs.resize(meta.chunks.size());
+    for (size_t i = 0; i < meta.chunks.size(); i++) {
+      const auto& c = meta.chunks[i];
+      auto& r = recs[i];
+      r.blob_index = index;
+      r.ci_index = uint32_t(i);
+      r.compressed_offset = c.compressed_offset;
+      r.compressed_size = c.compressed_size;
+      r.uncompressed_offset = c.uncompressed_offset;
+      r.uncompressed_size = c.uncompressed_size;
+      r.compressed = c.compressed;
+    }
+    // Digests for verification come from the bootstrap chunk table.
+    if (!table_) {
+      NYDUS_ASSIGN_OR_RETURN(auto t, boot_->chunk_table());
+      table_ = std::move(t);
+    }
+    for (const auto& t : *table_)
+      if (t.blob_index == index && t.ci_index < recs.size()) recs[t.ci_index].digest = t.digest;
+  } else {
+    if (!table_) {
+      NYDUS_ASSIGN_OR_RETURN(auto t, boot_->chunk_table());
+      table_ = std::move(t);
+    }
+    uint32_t n = bi.chunk_count;
+    recs.resize(n);
+    std::vector<bool> seen(n, false);
+    for (const auto& t : *table_) {
+      if (t.blob_index != index) continue;
+      if (t.ci_index >= n) return corrupt("chunk table entry for blob {} has ci index {} of {}", index, t.ci_index, n);
+      recs[t.ci_index] = t;
+      seen[t.ci_index] = true;
+    }
+    // Chunks only referenced through dedup may be absent: mark them unusable.
+    for (uint32_t i = 0; i < n; i++)
+      if (!seen[i]) recs[i].uncompressed_size = 0;
+  }
+  auto [it, _] = chunks_.emplace(index, std::move(recs));
+  return &it->second;
+}
+
+Result<ChunkRecord> ImageReader::resolve(const ChunkRef& ref) {
+  NYDUS_ASSIGN_OR_RETURN(const auto* recs, blob_chunks(ref.blob_index));
+  if (ref.ci_index >= recs->size())
+    return corrupt("chunk index {} beyond blob {}'s {} chunks", ref.ci_index, ref.blob_index, recs->size());
+  const ChunkRecord& r = (*recs)[ref.ci_index];
+  if (r.uncompressed_size == 0) return corrupt("chunk {} of blob {} is unknown", ref.ci_index, ref.blob_index);
+  if (r.uncompressed_offset != uint64_t(ref.blkaddr) << kBlockBits)
+    return corrupt("chunk {} of blob {}: block address {} disagrees with its offset {:#x}", ref.ci_index,
+                   ref.blob_index, ref.blkaddr, r.uncompressed_offset);
+  return r;
+}
+
+Status ImageReader::read_file(const InodeView& inode, bool verify,
+                              const std::function<Status(uint64_t, std::span<const uint8_t>)>& fn) {
+  NYDUS_ASSIGN_OR_RETURN(auto refs, boot_->chunks(inode));
+  const uint64_t cs = boot_->chunk_size();
+  std::vector<uint8_t> buf;
+  uint64_t off = 0;
+  for (const auto& ref : refs) {
+    const uint64_t want = std::min<uint64_t>(cs, inode.size - off);
+    NYDUS_ASSIGN_OR_RETURN(ChunkRecord r, resolve(ref));
+    if (r.uncompressed_size != want)
+      return corrupt("inode {}: chunk at {} holds {} bytes, expected {}", inode.nid, off, r.uncompressed_size, want);
+    NYDUS_ASSIGN_OR_RETURN(const BlobFile* f, blob(ref.blob_index));
+    buf.resize(want);
+    auto st = f->read_chunk(r, buf, verify);
+    if (!st) return std::unexpected(std::move(st).error().context(fmt::format("inode {} offset {}", inode.nid, off)));
+    NYDUS_TRY(fn(off, buf));
+    off += want;
+  }
+  return ok();
+}
+
+}  // namespace nydus::format
