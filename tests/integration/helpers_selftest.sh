@@ -7,7 +7,7 @@
 #     erofs_mount.py compares equal to the source. Known mkfs.erofs 1.5 limitation: it can't
 #     take 255-byte names (fails with ENOENT), so those are removed from its copy first.
 set -uo pipefail
-# shellcheck source=lib/common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
 
 WORK=$(mktemp -d "${NYDUS_TEST_TMP:-/var/tmp}/nydus-helpers.XXXXXX") || die "mktemp"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Install the Debian build/test dependencies (skipped when already installed) and build the
+# project into ./build (or $BUILD_DIR) with CMake + Ninja.
+#   SKIP_APT=1   don't touch apt at all      BUILD_TYPE=Release|RelWithDebInfo|Debug
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo}
+
+PACKAGES=(
+  cmake ninja-build g++ pkg-config
+  libfuse3-dev fuse3 libzstd-dev liblz4-dev libssl-dev nlohmann-json3-dev libcli11-dev
+  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
+  librust-blake3-dev libarchive-dev libcurl4-openssl-dev
+  erofs-utils attr zstd lz4 python3 xxd time
+)
+
+missing_packages() {
+  local p
+  for p in "${PACKAGES[@]}"; do
+    if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
+      echo "$p"
+    fi
+  done
+}
+
+if [ "${SKIP_APT:-0}" != 1 ]; then
+  if ! command -v dpkg-query >/dev/null; then
+    echo "setup: not a Debian/Ubuntu system (no dpkg-query); install the equivalents of:" >&2
+    echo "  ${PACKAGES[*]}" >&2
+  else
+    mapfile -t missing < <(missing_packages)
+    if [ "${#missing[@]}" -eq 0 ]; then
+      echo "setup: all ${#PACKAGES[@]} packages already installed"
+    else
+      echo "setup: installing ${missing[*]}"
+      SUDO=()
+      [ "$(id -u)" -eq 0 ] || SUDO=(sudo)
+      "${SUDO[@]}" apt-get update
+      DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+    fi
+  fi
+fi
+
+echo "setup: configuring $BUILD_DIR ($BUILD_TYPE)"
+cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE"
+echo "setup: building"
+ninja -C "$BUILD_DIR"
+echo "setup: done: $BUILD_DIR/bin/nydus-image"
