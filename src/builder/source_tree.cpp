@@ -108,7 +108,7 @@ Result<SourceTree> scan_directory(const std::filesystem::path& root) {
       }
       NYDUS_TRY(read_xattrs(p, node, t.warnings));
       const uint32_t idx = uint32_t(t.nodes.size());
-      if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
+      if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
         auto [it, inserted] = hardlinks.try_emplace({st.st_dev, st.st_ino}, idx);
         if (!inserted) node.hardlink_of = it->second;
       }

@@ -1,6 +1,6 @@
 // Scans a source directory into the tree the bootstrap writer serialises:
-// one TreeNode per entry (lstat, xattrs, symlink targets), hardlinked regular
-// files grouped by (st_dev, st_ino), and the source path of every node so the
+// one TreeNode per entry (lstat, xattrs, symlink targets), hardlinked
+// non-directories grouped by (st_dev, st_ino), and the source path of every node so the
 // chunker can read file data later.
 #pragma once
 

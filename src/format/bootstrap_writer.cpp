@@ -212,7 +212,9 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
   std::vector<uint32_t> group_size(n, 0);
   for (size_t i = 0; i < n; i++) {
     int64_t h = nodes[i].hardlink_of;
-    leader[i] = (h >= 0 && size_t(h) < n && is_reg(nodes[i])) ? uint32_t(h) : uint32_t(i);
+    // Any non-directory may be hardlinked: the kernel just sees one nid under
+    // several names (upstream only shares regular files).
+    leader[i] = (h >= 0 && size_t(h) < n && !is_dir(nodes[i]) && !is_dir(nodes[size_t(h)])) ? uint32_t(h) : uint32_t(i);
     group_size[leader[i]]++;
   }
 
@@ -311,9 +313,11 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
         p.nlink = group_size[l];
       } else if (is_lnk(nd)) {
         place_with_tail(l);
+        p.nlink = group_size[l];
       } else {
         p.off = a.take(p.inode_size);
         p.layout = DataLayout::kFlatPlain;
+        p.nlink = group_size[l];
       }
       p.placed = true;
       a.align(32);
