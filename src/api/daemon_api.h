@@ -1,0 +1,41 @@
+// What the HTTP API asks of a running daemon. The API server (src/api/) maps
+// upstream nydusd's routes onto this interface; the daemon (src/daemon/)
+// implements it. Keeping the two apart lets the API be tested with a fake.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.h"
+
+namespace nydus::api {
+
+struct MountRequest {
+  std::string mountpoint;  // ?mountpoint= query parameter
+  std::string source;      // bootstrap path
+  std::string fs_type;     // "rafs" (also "fanotify" later)
+  std::string config;      // JSON text of the storage config, as upstream sends it
+  bool prefetch_files_given = false;
+  std::vector<std::string> prefetch_files;
+};
+
+class DaemonApi {
+ public:
+  virtual ~DaemonApi() = default;
+  // GET /api/v1/daemon: {"id", "version": {...}, "state": "RUNNING"|"INIT"|..., "backend_collection": {...}, ...}
+  virtual nlohmann::json daemon_info() = 0;
+  // PUT (mount), POST (remount), DELETE (umount) /api/v1/mount?mountpoint=
+  virtual Status mount(const MountRequest& req) = 0;
+  virtual Status remount(const MountRequest& req) = 0;
+  virtual Status umount(const std::string& mountpoint) = 0;
+  // GET /api/v1/metrics[/<kind>]?id=<mountpoint or blob id>: kind is "" (fs
+  // global), "files", "pattern", "backend", "blobcache", "inflight".
+  virtual Result<nlohmann::json> metrics(const std::string& kind, const std::map<std::string, std::string>& query) = 0;
+  // GET /metrics: Prometheus text exposition.
+  virtual std::string prometheus_metrics() = 0;
+  // PUT /api/v1/daemon/exit and friends may be added by later issues.
+};
+
+}  // namespace nydus::api
