@@ -1,0 +1,389 @@
+#include "format/blob_writer.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstring>
+
+#include "format/blob_meta_internal.h"
+#include "format/compress.h"
+#include "format/tar_header.h"
+
+namespace nydus::format {
+
+namespace {
+
+constexpr size_t kWriteBufferSize = 1 << 20;
+
+// V1 ci entries hold the compressed offset in 40 bits and the uncompressed
+// offset in bits 12..43; anything beyond cannot be described.
+constexpr uint64_t kMaxCompressedOffset = 1ull << 40;
+constexpr uint64_t kMaxUncompressedOffset = 1ull << 44;
+
+std::span<const uint8_t> bytes_of(const auto& pod) {
+  return {reinterpret_cast<const uint8_t*>(&pod), sizeof(pod)};
+}
+
+TocEntry make_toc_entry(std::string_view name, uint32_t flags, const Digest& digest, uint64_t off,
+                        uint64_t csize, uint64_t usize) {
+  TocEntry e;
+  std::memset(&e, 0, sizeof(e));  // reserved fields are zero (old builders leaked junk there)
+  e.flags = flags;
+  std::memcpy(e.name, name.data(), std::min(name.size(), sizeof(e.name)));
+  std::memcpy(e.digest, digest.data(), 32);
+  e.compressed_offset = off;
+  e.compressed_size = csize;
+  e.uncompressed_size = usize;
+  return e;
+}
+
+enum class Stage { kChunks, kMetaDone, kBootstrapDone, kClosed };
+
+// SHA-256 of everything written, whose running state can be snapshotted: the
+// image.blob ToC digest is the hash of the file prefix ending with its tar
+// header, so one pass over the chunk data yields it and the blob id.
+class FileHash {
+ public:
+  FileHash() : ctx_(EVP_MD_CTX_new()) {
+    if (ctx_ && EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) {
+      EVP_MD_CTX_free(ctx_);
+      ctx_ = nullptr;
+    }
+  }
+  ~FileHash() { EVP_MD_CTX_free(ctx_); }
+  FileHash(const FileHash&) = delete;
+  FileHash& operator=(const FileHash&) = delete;
+  bool valid() const { return ctx_ != nullptr; }
+  void update(std::span<const uint8_t> d) { EVP_DigestUpdate(ctx_, d.data(), d.size()); }
+  Result<Digest> snapshot() const {
+    EVP_MD_CTX* c = EVP_MD_CTX_new();
+    Digest out;
+    unsigned n = 0;
+    const bool good = c && EVP_MD_CTX_copy_ex(c, ctx_) == 1 && EVP_DigestFinal_ex(c, out.data(), &n) == 1;
+    EVP_MD_CTX_free(c);
+    if (!good) return make_error(Errc::kInternal, "sha256 snapshot failed");
+    return out;
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+}  // namespace
+
+struct BlobWriter::Impl {
+  BlobWriterOptions opts;
+  bool tar = false;  // effective: ToC/inline bootstrap need the reverse-tar chain
+  std::filesystem::path path;
+  int fd = -1;
+  std::vector<uint8_t> buf;
+  size_t used = 0;
+  uint64_t pos = 0;  // bytes handed to write(), i.e. the logical file offset
+  FileHash file_hash;
+  std::optional<Error> failed;  // sticky: after an I/O error the file is unusable
+  Stage stage = Stage::kChunks;
+
+  std::vector<ChunkInfoV1> ci;
+  std::vector<Digest> digests;
+  uint64_t uncompressed_end = 0;
+  std::vector<TocEntry> toc;
+  BlobInfo info;
+
+  ~Impl() {
+    if (fd >= 0) ::close(fd);
+  }
+
+  Status check_usable() const {
+    if (failed) return std::unexpected(*failed);
+    return ok();
+  }
+
+  std::unexpected<Error> fail(Error e) {
+    failed = e;
+    return std::unexpected(std::move(e));
+  }
+
+  Status write_fd(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      ssize_t w = ::write(fd, p, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        const int err = errno;
+        Error e = sys_error(fmt::format("writing blob {}", path.string()), err).error();
+        if (err == ENOSPC || err == EDQUOT) e.code = Errc::kNoSpace;
+        return fail(std::move(e));
+      }
+      if (w == 0) return fail(Error{Errc::kIo, EIO, "writing blob " + path.string() + ": write returned 0"});
+      p += w;
+      n -= size_t(w);
+    }
+    return ok();
+  }
+
+  Status flush() {
+    if (used == 0) return ok();
+    NYDUS_TRY(write_fd(buf.data(), used));
+    used = 0;
+    return ok();
+  }
+
+  Status write(std::span<const uint8_t> d) {
+    NYDUS_TRY(check_usable());
+    if (d.empty()) return ok();
+    file_hash.update(d);
+    pos += d.size();
+    if (used + d.size() <= buf.size()) {
+      std::memcpy(buf.data() + used, d.data(), d.size());
+      used += d.size();
+      if (used == buf.size()) return flush();
+      return ok();
+    }
+    NYDUS_TRY(flush());
+    // Big pieces skip the copy; small ones start a new buffer.
+    if (d.size() >= buf.size()) return write_fd(d.data(), d.size());
+    std::memcpy(buf.data(), d.data(), d.size());
+    used = d.size();
+    return ok();
+  }
+
+  Status write_tar_header(std::string_view name, uint64_t size) {
+    TarHeader h = make_tar_header(name, size);
+    return write(h);
+  }
+
+  Status write_meta();
+  Status write_toc();
+};
+
+BlobWriter::BlobWriter() : impl_(std::make_unique<Impl>()) {}
+BlobWriter::~BlobWriter() = default;
+
+Result<std::unique_ptr<BlobWriter>> BlobWriter::create(const std::filesystem::path& path,
+                                                       const BlobWriterOptions& opts) {
+  if (opts.compressor != Compressor::kNone && opts.compressor != Compressor::kLz4Block &&
+      opts.compressor != Compressor::kZstd)
+    return errorf(Errc::kUnsupported, "blob compressor {} is not supported for data blobs",
+                  compressor_name(opts.compressor));
+  if (opts.digester != Digester::kBlake3 && opts.digester != Digester::kSha256)
+    return errorf(Errc::kInvalidArgument, "unknown digester id {}", uint32_t(opts.digester));
+  if (opts.chunk_size < kMinChunkSize || opts.chunk_size > kMaxChunkSize ||
+      !std::has_single_bit(opts.chunk_size))
+    return errorf(Errc::kInvalidArgument, "chunk size {:#x} must be a power of two in 4K..16M",
+                  opts.chunk_size);
+  if (opts.blob_index >= kMaxBlobs)
+    return errorf(Errc::kInvalidArgument, "blob index {} exceeds {}", opts.blob_index, kMaxBlobs - 1);
+
+  std::unique_ptr<BlobWriter> w(new BlobWriter());
+  Impl& m = *w->impl_;
+  m.opts = opts;
+  // Upstream writes the tar chain whenever blob-toc or inline meta is on; the
+  // ToC itself is only found through its tar header, so force it.
+  m.tar = opts.tar_headers || opts.toc || opts.inline_bootstrap;
+  m.path = path;
+  if (!m.file_hash.valid()) return make_error(Errc::kInternal, "cannot set up sha256");
+  m.fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (m.fd < 0) return sys_error(fmt::format("creating blob {}", path.string()));
+  m.buf.resize(kWriteBufferSize);
+
+  BlobInfo& b = m.info;
+  b.compressor = opts.compressor;
+  b.digester = opts.digester;
+  b.chunk_size = opts.chunk_size;
+  b.features = blob_features::kAligned | blob_features::kCapTarToc;
+  if (m.tar) b.features |= blob_features::kHasTarHeader;
+  if (opts.toc) b.features |= blob_features::kHasToc | blob_features::kInlinedChunkDigest;
+  if (opts.inline_bootstrap) b.features |= blob_features::kInlinedFsMeta;
+  return w;
+}
+
+Result<ChunkRecord> BlobWriter::add_chunk(std::span<const uint8_t> stored, bool compressed,
+                                          uint32_t uncompressed_size, const Digest& digest,
+                                          uint32_t crc32) {
+  Impl& m = *impl_;
+  NYDUS_TRY(m.check_usable());
+  if (m.stage != Stage::kChunks)
+    return make_error(Errc::kInvalidArgument, "add_chunk after finish_meta");
+  if (uncompressed_size == 0 || uncompressed_size > m.opts.chunk_size)
+    return errorf(Errc::kInvalidArgument, "chunk size {} outside 1..{}", uncompressed_size,
+                  m.opts.chunk_size);
+  if (stored.empty() || stored.size() > kMaxChunkSize)
+    return errorf(Errc::kInvalidArgument, "stored chunk size {} outside 1..{}", stored.size(),
+                  kMaxChunkSize);
+  if (!compressed && stored.size() != uncompressed_size)
+    return errorf(Errc::kInvalidArgument, "raw chunk has {} bytes but claims {}", stored.size(),
+                  uncompressed_size);
+  // V1 ci entries say "compressed" exactly when the sizes differ.
+  if (compressed && (m.opts.compressor == Compressor::kNone || stored.size() == uncompressed_size))
+    return make_error(Errc::kInvalidArgument,
+                      "compressed chunk must use the blob compressor and differ in size from its data");
+  if (m.ci.size() >= kMaxChunksPerBlob)
+    return errorf(Errc::kInvalidArgument, "blob already holds {} chunks", kMaxChunksPerBlob);
+  const uint64_t coff = m.pos;
+  const uint64_t uoff = m.uncompressed_end;
+  const uint64_t uend = uoff + align_up(uncompressed_size, kBlockSize);
+  if (coff + stored.size() > kMaxCompressedOffset || uend > kMaxUncompressedOffset)
+    return make_error(Errc::kInvalidArgument, "blob too large for ci entries");
+
+  NYDUS_TRY(m.write(stored));
+
+  DecodedChunkInfo d;
+  d.compressed_offset = coff;
+  d.compressed_size = uint32_t(stored.size());
+  d.uncompressed_offset = uoff;
+  d.uncompressed_size = uncompressed_size;
+  d.compressed = compressed;
+  m.ci.push_back(encode_ci_v1(d));
+  m.digests.push_back(digest);
+  m.uncompressed_end = uend;
+
+  ChunkRecord r;
+  r.digest = digest;
+  r.blob_index = m.opts.blob_index;
+  r.ci_index = uint32_t(m.ci.size() - 1);
+  r.compressed_offset = coff;
+  r.compressed_size = uint32_t(stored.size());
+  r.uncompressed_offset = uoff;
+  r.uncompressed_size = uncompressed_size;
+  r.compressed = compressed;
+  r.crc32 = crc32;
+  r.has_crc32 = true;  // current upstream computes CRC-32C for every chunk
+  return r;
+}
+
+uint32_t BlobWriter::chunk_count() const { return uint32_t(impl_->ci.size()); }
+
+Status BlobWriter::Impl::write_meta() {
+  BlobInfo& b = info;
+  const uint64_t data_size = pos;
+  b.chunk_count = uint32_t(ci.size());
+  b.uncompressed_size = uncompressed_end;
+
+  if (tar) {
+    NYDUS_TRY(write_tar_header(kTarNameBlob, data_size));
+    if (opts.toc) {
+      // sha256(chunk data || its tar header) = hash of the file so far.
+      NYDUS_ASSIGN_OR_RETURN(Digest d, file_hash.snapshot());
+      toc.push_back(make_toc_entry(kTarNameBlob, toc_flags::kNone, d, 0, data_size, b.uncompressed_size));
+    }
+  }
+
+  // No chunks, no blob meta (upstream skips it when the uncompressed size is 0).
+  if (ci.empty()) return ok();
+
+  std::span<const uint8_t> ci_raw(reinterpret_cast<const uint8_t*>(ci.data()),
+                                  ci.size() * sizeof(ChunkInfoV1));
+  std::vector<uint8_t> packed;
+  std::span<const uint8_t> ci_stored = ci_raw;
+  b.ci_compressor = Compressor::kNone;
+  if (opts.compressor != Compressor::kNone) {
+    NYDUS_ASSIGN_OR_RETURN(bool shrank, compress(opts.compressor, ci_raw, packed));
+    if (shrank) {
+      ci_stored = packed;
+      b.ci_compressor = opts.compressor;
+    }
+  }
+  b.ci_offset = pos;
+  b.ci_compressed_size = ci_stored.size();
+  b.ci_uncompressed_size = ci_raw.size();
+  const BlobMetaHeader header = blob_internal::make_blob_meta_header(b);
+  NYDUS_TRY(write(ci_stored));
+  NYDUS_TRY(write(bytes_of(header)));
+  if (tar) NYDUS_TRY(write_tar_header(kTarNameBlobMeta, b.ci_compressed_size + kBlobMetaHeaderSize));
+
+  if (opts.toc) {
+    toc.push_back(make_toc_entry(kTarNameBlobMeta, blob_internal::toc_flag_for(b.ci_compressor),
+                                 sha256(ci_raw), b.ci_offset, b.ci_compressed_size,
+                                 b.ci_uncompressed_size));
+    toc.push_back(make_toc_entry(kTarNameBlobMetaHeader, toc_flags::kNone, sha256(bytes_of(header)),
+                                 b.ci_offset + b.ci_compressed_size, kBlobMetaHeaderSize,
+                                 kBlobMetaHeaderSize));
+    // Digests are incompressible: stored raw.
+    std::span<const uint8_t> dig(digests.front().data(), digests.size() * sizeof(Digest));
+    const uint64_t off = pos;
+    NYDUS_TRY(write(dig));
+    NYDUS_TRY(write_tar_header(kTarNameBlobDigest, dig.size()));
+    toc.push_back(make_toc_entry(kTarNameBlobDigest, toc_flags::kNone, sha256(dig), off, dig.size(),
+                                 dig.size()));
+  }
+  return ok();
+}
+
+Result<BlobInfo> BlobWriter::finish_meta() {
+  Impl& m = *impl_;
+  NYDUS_TRY(m.check_usable());
+  if (m.stage != Stage::kChunks) return make_error(Errc::kInvalidArgument, "finish_meta called twice");
+  static_assert(sizeof(Digest) == 32 && alignof(Digest) == 1, "digest array is written in place");
+  NYDUS_TRY(m.write_meta());
+  m.stage = Stage::kMetaDone;
+  m.info.compressed_size = m.pos;
+  return m.info;
+}
+
+Status BlobWriter::append_bootstrap(std::span<const uint8_t> bootstrap) {
+  Impl& m = *impl_;
+  NYDUS_TRY(m.check_usable());
+  if (!m.opts.inline_bootstrap)
+    return make_error(Errc::kInvalidArgument, "append_bootstrap without inline_bootstrap");
+  if (m.stage != Stage::kMetaDone)
+    return make_error(Errc::kInvalidArgument, "append_bootstrap must follow finish_meta, once");
+  if (bootstrap.empty()) return make_error(Errc::kInvalidArgument, "empty bootstrap");
+  // With a ToC the bootstrap is zstd (raw when that does not shrink it);
+  // legacy inline meta without a ToC stores it raw.
+  std::vector<uint8_t> packed;
+  std::span<const uint8_t> stored = bootstrap;
+  uint32_t flags = toc_flags::kNone;
+  if (m.opts.toc) {
+    NYDUS_ASSIGN_OR_RETURN(bool shrank, compress(Compressor::kZstd, bootstrap, packed));
+    if (shrank) {
+      stored = packed;
+      flags = toc_flags::kZstd;
+    }
+  }
+  const uint64_t off = m.pos;
+  NYDUS_TRY(m.write(stored));
+  if (m.tar) NYDUS_TRY(m.write_tar_header(kTarNameBootstrap, stored.size()));
+  if (m.opts.toc)
+    m.toc.push_back(make_toc_entry(kTarNameBootstrap, flags, sha256(bootstrap), off, stored.size(),
+                                   bootstrap.size()));
+  m.stage = Stage::kBootstrapDone;
+  return ok();
+}
+
+Status BlobWriter::Impl::write_toc() {
+  std::span<const uint8_t> entries(reinterpret_cast<const uint8_t*>(toc.data()),
+                                   toc.size() * sizeof(TocEntry));
+  TarHeader h = make_tar_header(kTarNameToc, entries.size());
+  Sha256Stream toc_hash;
+  toc_hash.update(entries);
+  toc_hash.update(h);
+  NYDUS_TRY(write(entries));
+  NYDUS_TRY(write(h));
+  info.toc_size = uint32_t(entries.size() + kTarHeaderSize);
+  info.toc_digest = toc_hash.finish();
+  return ok();
+}
+
+Result<BlobInfo> BlobWriter::close() {
+  Impl& m = *impl_;
+  NYDUS_TRY(m.check_usable());
+  if (m.stage == Stage::kClosed) return make_error(Errc::kInvalidArgument, "blob writer already closed");
+  if (m.stage == Stage::kChunks) NYDUS_TRY(finish_meta());
+  if (m.opts.inline_bootstrap && m.stage != Stage::kBootstrapDone)
+    return make_error(Errc::kInvalidArgument, "inline_bootstrap set but no bootstrap appended");
+  if (m.opts.toc) NYDUS_TRY(m.write_toc());
+  NYDUS_TRY(m.flush());
+  NYDUS_ASSIGN_OR_RETURN(Digest id, m.file_hash.snapshot());
+  if (::fsync(m.fd) != 0) return m.fail(sys_error(fmt::format("fsync {}", m.path.string())).error());
+  const int fd = m.fd;
+  m.fd = -1;
+  if (::close(fd) != 0) return m.fail(sys_error(fmt::format("closing {}", m.path.string())).error());
+  m.stage = Stage::kClosed;
+  m.info.compressed_size = m.pos;
+  m.info.blob_id = to_hex(id);
+  return m.info;
+}
+
+}  // namespace nydus::format
