@@ -1,0 +1,118 @@
+// A small HTTP/1.1 server on a unix domain socket, for nydusd's API.
+//
+// One poll-loop thread owns every connection (accept, non-blocking reads,
+// request parsing, writes, timeouts); complete requests are handed to a small
+// worker pool so a slow handler (a mount can take seconds) never stalls the
+// loop, and a stalled client only ever costs a slot, never a thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <sys/types.h>
+
+#include "common/result.h"
+
+namespace nydus::api {
+
+struct HttpRequest {
+  std::string method;   // "GET", "PUT", ...
+  std::string path;     // percent-decoded, without the query
+  std::string raw_query;
+  std::map<std::string, std::string> query;    // decoded; first value of a repeated key wins
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+
+  // The query value for `key`, if given (an empty value counts as given).
+  std::optional<std::string> query_param(const std::string& key) const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra headers
+
+  static HttpResponse json(int status, std::string body);
+  static HttpResponse no_content() { return HttpResponse{204, "", "", {}}; }
+  // {"code": code, "message": message}, the error shape upstream's clients parse.
+  static HttpResponse error(int status, std::string_view code, std::string_view message);
+};
+
+const char* http_reason(int status);
+
+using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+// Exact method + path matching. A known path with an unregistered method is
+// 405 (with Allow), an unknown path 404.
+class Router {
+ public:
+  void add(std::string method, std::string path, HttpHandler handler);
+  HttpResponse dispatch(const HttpRequest& req) const;
+
+ private:
+  std::map<std::string, std::map<std::string, HttpHandler>> routes_;  // path -> method -> handler
+};
+
+struct HttpServerOptions {
+  size_t max_header_bytes = 16 * 1024;  // request line + headers
+  size_t max_body_bytes = 1024 * 1024;
+  // A request must arrive completely within this long of the connection
+  // going idle (accept or previous response written); idle keep-alive
+  // connections are closed after it too. Not extended by trickling bytes.
+  std::chrono::milliseconds request_timeout{10'000};
+  size_t max_connections = 64;  // beyond this, new clients wait in the backlog
+  size_t worker_threads = 4;
+  mode_t socket_mode = 0600;
+};
+
+// Parsing, exposed for tests. Returns nullopt-equivalent kIncomplete while
+// more bytes are needed.
+struct ParseOutcome {
+  enum Kind { kIncomplete, kComplete, kError } kind = kIncomplete;
+  HttpRequest request;         // kComplete
+  size_t consumed = 0;         // kComplete: bytes of `buf` this request used
+  bool keep_alive = true;      // kComplete
+  bool expect_continue = false;  // kIncomplete: headers done, client awaits 100
+  int error_status = 400;      // kError
+  std::string error_code;      // kError
+  std::string error_message;   // kError
+};
+ParseOutcome parse_http_request(std::string_view buf, const HttpServerOptions& opts);
+
+// Percent-decoding; '+' becomes a space only when `plus_is_space` (query).
+Result<std::string> percent_decode(std::string_view s, bool plus_is_space);
+Result<std::map<std::string, std::string>> parse_query(std::string_view q);
+
+std::string serialize_response(const HttpResponse& resp, bool keep_alive);
+
+class HttpServer {
+ public:
+  HttpServer(std::string socket_path, Router router, HttpServerOptions opts = {});
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds (replacing a stale socket file, refusing a live one) and starts the
+  // threads. Fails if already started.
+  Status start();
+  // Closes every connection, joins the threads (waiting only for handlers
+  // already running), removes the socket file if it is still ours. Idempotent.
+  void stop();
+
+  const std::string& socket_path() const { return path_; }
+
+ private:
+  struct Impl;
+  std::string path_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace nydus::api

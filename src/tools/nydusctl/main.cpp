@@ -1,0 +1,160 @@
+// nydusctl: query and drive a running nydusd through its API socket.
+//
+//   nydusctl --sock /run/nydusd/api.sock info
+//   nydusctl --sock S mount --source /x/bootstrap --mountpoint /sub --config cfg.json
+//   nydusctl --sock S metrics [--id /sub] [--raw]
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "api/api_client.h"
+
+namespace {
+
+using nydus::api::ApiClient;
+using nlohmann::json;
+
+int fail(const nydus::Error& e) {
+  fmt::print(stderr, "nydusctl: {}\n", e.message);
+  return 1;
+}
+
+std::string scalar(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
+// Human form: nested objects become indented "key: value" lines.
+void print_tree(const json& j, int indent) {
+  std::string pad(static_cast<size_t>(indent) * 2, ' ');
+  if (j.is_object()) {
+    for (const auto& [k, v] : j.items()) {
+      if (v.is_object() && !v.empty()) {
+        fmt::print("{}{}:\n", pad, k);
+        print_tree(v, indent + 1);
+      } else if (v.is_array() && !v.empty() && (v.front().is_object() || v.front().is_array())) {
+        fmt::print("{}{}:\n", pad, k);
+        for (const auto& e : v) {
+          print_tree(e, indent + 1);
+          fmt::print("{}  -\n", pad);
+        }
+      } else {
+        fmt::print("{}{}: {}\n", pad, k, scalar(v));
+      }
+    }
+  } else {
+    fmt::print("{}{}\n", pad, scalar(j));
+  }
+}
+
+void print_json(const json& j, bool raw) {
+  if (raw) {
+    fmt::print("{}\n", j.dump(-1, ' ', false, json::error_handler_t::replace));
+  } else {
+    print_tree(j, 0);
+  }
+}
+
+void print_info(const json& info, bool raw) {
+  if (raw || !info.is_object()) return print_json(info, raw);
+  auto field = [&](const char* k) { return info.contains(k) ? scalar(info[k]) : std::string("-"); };
+  fmt::print("Process ID: {}\n", field("id"));
+  fmt::print("State:      {}\n", field("state"));
+  if (auto v = info.find("version"); v != info.end() && v->is_object()) {
+    auto vf = [&](const char* k) { return v->contains(k) ? scalar((*v)[k]) : std::string("-"); };
+    fmt::print("Version:    {} ({}, {}, built {})\n", vf("package_ver"), vf("git_commit"),
+               vf("profile"), vf("build_time"));
+  }
+  if (auto s = info.find("supervisor"); s != info.end() && !s->is_null())
+    fmt::print("Supervisor: {}\n", scalar(*s));
+  if (auto b = info.find("backend_collection"); b != info.end() && b->is_object()) {
+    fmt::print("Mounts:\n");
+    for (const auto& [mp, backend] : b->items()) {
+      fmt::print("  {}\n", mp);
+      if (backend.is_object()) print_tree(backend, 2);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Query and control a running nydusd through its HTTP API socket"};
+  app.require_subcommand(1);
+  std::string sock;
+  bool raw = false;
+  app.add_option("-S,--sock", sock, "nydusd API socket path")->required();
+  app.add_flag("-r,--raw", raw, "print the reply JSON as is");
+
+  auto* info = app.add_subcommand("info", "show daemon information");
+  std::string id;
+  bool latest = false;
+  auto* metrics = app.add_subcommand("metrics", "filesystem metrics");
+  metrics->add_option("-i,--id", id, "mountpoint (filesystem id)");
+  auto* backend = app.add_subcommand("backend", "storage backend metrics");
+  backend->add_option("-i,--id", id, "backend id");
+  auto* blobcache = app.add_subcommand("blobcache", "blob cache metrics");
+  blobcache->add_option("-i,--id", id, "blob cache id");
+  auto* files = app.add_subcommand("files", "per-file access metrics");
+  files->add_option("-i,--id", id, "mountpoint (filesystem id)");
+  files->add_flag("--latest", latest, "only files read since the last query");
+  auto* inflight = app.add_subcommand("inflight", "requests in flight");
+
+  std::string source, mountpoint, config_file, fs_type = "rafs";
+  auto* mount = app.add_subcommand("mount", "mount a filesystem instance");
+  mount->add_option("-s,--source", source, "bootstrap path")->required();
+  mount->add_option("-m,--mountpoint", mountpoint, "mountpoint inside the daemon")->required();
+  mount->add_option("-c,--config", config_file, "storage config JSON file")->check(CLI::ExistingFile);
+  mount->add_option("-t,--type", fs_type, "filesystem type")->capture_default_str();
+  auto* umount = app.add_subcommand("umount", "unmount a filesystem instance");
+  umount->add_option("mountpoint", mountpoint, "mountpoint inside the daemon")->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  ApiClient client(sock);
+  auto show = [&](const nydus::Result<json>& r) {
+    if (!r) return fail(r.error());
+    print_json(*r, raw);
+    return 0;
+  };
+
+  if (*info) {
+    auto r = client.daemon_info();
+    if (!r) return fail(r.error());
+    print_info(*r, raw);
+    return 0;
+  }
+  if (*metrics) return show(client.metrics("", id));
+  if (*backend) return show(client.metrics("backend", id));
+  if (*blobcache) return show(client.metrics("blobcache", id));
+  if (*files) return show(client.metrics("files", id, latest));
+  if (*inflight) return show(client.metrics("inflight"));
+  if (*mount) {
+    std::string config = "{}";
+    if (!config_file.empty()) {
+      std::ifstream in(config_file, std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      if (!in) {
+        fmt::print(stderr, "nydusctl: cannot read {}\n", config_file);
+        return 1;
+      }
+      config = ss.str();
+    }
+    auto r = client.mount(mountpoint, source, config, fs_type);
+    if (!r) return fail(r.error());
+    fmt::print("mounted {} at {}\n", source, mountpoint);
+    return 0;
+  }
+  if (*umount) {
+    auto r = client.umount(mountpoint);
+    if (!r) return fail(r.error());
+    fmt::print("unmounted {}\n", mountpoint);
+    return 0;
+  }
+  return 0;
+}
