@@ -1,0 +1,457 @@
+#include "storage/blob_cache.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <random>
+
+#include "format/blob_reader.h"
+#include "format/compress.h"
+#include "format/digest.h"
+#include "format/layout.h"
+#include "storage/chunk_map.h"
+#include "storage/localfs_backend.h"
+
+namespace nydus::storage {
+
+namespace {
+
+namespace fs = std::filesystem;
+using format::BlobInfo;
+using format::ChunkRecord;
+
+// a + b <= limit without overflow.
+bool fits(uint64_t a, uint64_t b, uint64_t limit) { return a <= limit && b <= limit - a; }
+
+Status pread_exact(int fd, uint64_t off, std::span<uint8_t> out, const char* what) {
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::pread(fd, out.data() + done, out.size() - done, off_t(off + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error(what);
+    }
+    if (n == 0) return corrupt("{}: EOF at {:#x}", what, off + done);
+    done += size_t(n);
+  }
+  return ok();
+}
+
+Status pwrite_all(int fd, uint64_t off, std::span<const uint8_t> in, const char* what) {
+  size_t done = 0;
+  while (done < in.size()) {
+    ssize_t n = ::pwrite(fd, in.data() + done, in.size() - done, off_t(off + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ENOSPC) return std::unexpected(Error{Errc::kNoSpace, ENOSPC, fmt::format("{}: no space", what)});
+      return sys_error(what);
+    }
+    done += size_t(n);
+  }
+  return ok();
+}
+
+Result<std::vector<uint8_t>> read_whole(const fs::path& p, uint64_t expected_size) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return sys_error(fmt::format("opening {}", p.string()));
+  struct stat st;
+  Result<std::vector<uint8_t>> out;
+  if (::fstat(fd, &st) != 0) {
+    out = sys_error("stat");
+  } else if (uint64_t(st.st_size) != expected_size) {
+    out = corrupt("{} is {} bytes, expected {}", p.string(), st.st_size, expected_size);
+  } else {
+    out = std::vector<uint8_t>(expected_size);
+    if (auto s = pread_exact(fd, 0, *out, "reading blob meta cache"); !s) out = std::unexpected(s.error());
+  }
+  ::close(fd);
+  return out;
+}
+
+// Atomically replace `path` with `data` (tmp + rename).
+Status write_atomic(const fs::path& path, std::span<const uint8_t> data) {
+  fs::path tmp = path;
+  tmp += fmt::format(".tmp.{}.{}", ::getpid(), std::random_device{}());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return sys_error(fmt::format("creating {}", tmp.string()));
+  Status s = pwrite_all(fd, 0, data, "writing blob meta cache");
+  ::close(fd);
+  if (s && ::rename(tmp.c_str(), path.c_str()) != 0) s = sys_error(fmt::format("renaming {}", tmp.string()));
+  if (!s) ::unlink(tmp.c_str());
+  return s;
+}
+
+// Decode a `<id>.blob.meta` cache file (uncompressed ci buffer padded to 4K,
+// then the header) after checking its header against the blob table. The
+// entries are validated by parse_blob_meta, fed as an uncompressed blob meta.
+Result<format::BlobMeta> parse_meta_cache(std::span<const uint8_t> file, const BlobInfo& blob) {
+  const uint64_t ci_len = blob.ci_uncompressed_size;
+  const uint64_t padded = format::align_up(ci_len, format::kBlockSize);
+  if (file.size() != padded + format::kBlobMetaHeaderSize) return corrupt("blob meta cache has the wrong size");
+  auto h = format::load<format::BlobMetaHeader>(file.data() + padded);
+  if (h.magic != format::kBlobMetaMagic || h.magic2 != format::kBlobMetaMagic || h.ci_entries != blob.chunk_count ||
+      h.ci_compressor != uint32_t(blob.ci_compressor) || h.ci_offset != blob.ci_offset ||
+      h.ci_compressed_size != blob.ci_compressed_size || h.ci_uncompressed_size != blob.ci_uncompressed_size)
+    return corrupt("blob meta cache header does not match the blob table");
+  for (uint64_t i = ci_len; i < padded; i++)
+    if (file[i] != 0) return corrupt("blob meta cache padding is not zero");
+  BlobInfo raw = blob;
+  raw.ci_compressor = format::Compressor::kNone;
+  raw.ci_compressed_size = ci_len;
+  h.ci_compressor = 0;
+  h.ci_compressed_size = ci_len;
+  std::vector<uint8_t> bytes(ci_len + format::kBlobMetaHeaderSize);
+  std::memcpy(bytes.data(), file.data(), ci_len);
+  std::memcpy(bytes.data() + ci_len, &h, sizeof(h));
+  return format::parse_blob_meta(bytes, raw);
+}
+
+class BlobCacheImpl final : public BlobCache {
+ public:
+  ~BlobCacheImpl() override {
+    if (data_fd_ >= 0) ::close(data_fd_);
+  }
+
+  const BlobInfo& info() const override { return blob_; }
+  const std::vector<ChunkRecord>& chunks() const override { return chunks_; }
+  int data_fd() const override { return data_fd_; }
+  fs::path data_path() const override { return data_path_; }
+  Status flush() override { return map_->flush(); }
+
+  CacheMetrics metrics() const override {
+    CacheMetrics m;
+    m.chunks_total = chunks_.size();
+    m.chunks_ready = map_->ready_count();
+    m.hits = hits_.load(std::memory_order_relaxed);
+    m.misses = misses_.load(std::memory_order_relaxed);
+    m.backend_requests = backend_requests_.load(std::memory_order_relaxed);
+    m.backend_bytes = backend_bytes_.load(std::memory_order_relaxed);
+    m.digest_failures = digest_failures_.load(std::memory_order_relaxed);
+    m.prefetch_bytes = prefetch_bytes_.load(std::memory_order_relaxed);
+    return m;
+  }
+
+  Status read(uint64_t offset, std::span<uint8_t> out) override {
+    if (!fits(offset, out.size(), blob_.uncompressed_size))
+      return errorf(Errc::kInvalidArgument, "read {:#x}+{} beyond blob {} size {:#x}", offset, out.size(),
+                    blob_.blob_id, blob_.uncompressed_size);
+    if (out.empty()) return ok();
+    NYDUS_TRY(ensure(overlapping(offset, out.size()), false));
+    // Gaps between chunks are holes of the sparse file: they read as zeros.
+    return pread_exact(data_fd_, offset, out, "reading blob cache data");
+  }
+
+  Status fetch_range(uint64_t offset, uint64_t len, bool prefetch) override {
+    if (offset > blob_.uncompressed_size)
+      return errorf(Errc::kInvalidArgument, "fetch at {:#x} beyond blob size {:#x}", offset, blob_.uncompressed_size);
+    len = std::min(len, blob_.uncompressed_size - offset);  // prefetch hints may be coarse
+    if (len == 0) return ok();
+    return ensure(overlapping(offset, len), prefetch);
+  }
+
+  bool is_ready(uint64_t offset, uint64_t len) const override {
+    if (!fits(offset, len, blob_.uncompressed_size)) return false;
+    for (uint32_t ci : overlapping(offset, len))
+      if (!map_->is_ready(ci)) return false;
+    return true;
+  }
+
+  Status init(const BlobInfo& blob, std::shared_ptr<Backend> backend, const CacheConfig& cfg,
+              std::vector<format::Digest> digests);
+
+ private:
+  // ci indices of the chunks overlapping [offset, offset+len), in
+  // uncompressed order (binary search over the sorted, disjoint ranges).
+  std::vector<uint32_t> overlapping(uint64_t offset, uint64_t len) const;
+  // Make every listed chunk ready: claim the missing ones, wait for those
+  // another thread is fetching, fetch ours.
+  Status ensure(const std::vector<uint32_t>& cis, bool prefetch);
+  // Fetch the claimed chunks (sorted by compressed offset), write them, sync,
+  // set their bits. Does not touch the in-flight table.
+  Status fetch_claimed(std::vector<uint32_t> cis, bool prefetch);
+  // Load the ci array (cache file or backend) and index it.
+  Status load_meta(const std::vector<format::Digest>& digests);
+  // Validate the decoded chunks and build chunks_ / by_uoff_.
+  Status index_meta(const format::BlobMeta& meta, const std::vector<format::Digest>& digests);
+
+  BlobInfo blob_;
+  std::shared_ptr<Backend> backend_;
+  CacheConfig cfg_;
+  std::vector<ChunkRecord> chunks_;
+  std::vector<bool> has_digest_;
+  std::vector<uint32_t> by_uoff_;  // ci indices sorted by uncompressed offset
+  fs::path data_path_;
+  int data_fd_ = -1;
+  std::unique_ptr<ChunkMap> map_;
+
+  std::mutex mu_;  // guards inflight_; never held across I/O
+  std::condition_variable cv_;
+  std::vector<uint8_t> inflight_;
+
+  std::atomic<uint64_t> hits_{0}, misses_{0}, backend_requests_{0}, backend_bytes_{0}, digest_failures_{0},
+      prefetch_bytes_{0};
+};
+
+Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
+  const fs::path cache_path = cfg_.work_dir / (blob_.blob_id + ".blob.meta");
+  const uint64_t cache_size =
+      format::align_up(blob_.ci_uncompressed_size, format::kBlockSize) + format::kBlobMetaHeaderSize;
+  if (auto bytes = read_whole(cache_path, cache_size)) {
+    auto m = parse_meta_cache(*bytes, blob_);
+    if (m && index_meta(*m, digests)) return ok();
+    // An invalid cache file is not trusted: refetch and replace it.
+  }
+
+  std::vector<uint8_t> raw(blob_.ci_compressed_size + format::kBlobMetaHeaderSize);
+  NYDUS_TRY(backend_->read(blob_.blob_id, blob_.ci_offset, raw));
+  backend_requests_.fetch_add(1, std::memory_order_relaxed);
+  backend_bytes_.fetch_add(raw.size(), std::memory_order_relaxed);
+  NYDUS_ASSIGN_OR_RETURN(format::BlobMeta meta, format::parse_blob_meta(raw, blob_));
+  NYDUS_TRY(index_meta(meta, digests));
+  // parse_blob_meta validated the sizes and that this decompresses.
+  std::vector<uint8_t> ci(blob_.ci_uncompressed_size);
+  NYDUS_TRY(format::decompress(blob_.ci_compressor, std::span(raw).first(blob_.ci_compressed_size), ci));
+  return write_atomic(cache_path, format::encode_blob_meta_cache(ci, blob_));
+}
+
+Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector<format::Digest>& digests) {
+  if (meta.chunks.size() != blob_.chunk_count) return corrupt("blob meta has {} chunks", meta.chunks.size());
+  // parse_blob_meta bounds every chunk; re-check what we index the data file
+  // with, since a wrong range here would write outside our chunk's slot.
+  chunks_.assign(meta.chunks.size(), ChunkRecord{});
+  has_digest_.assign(meta.chunks.size(), false);
+  for (uint32_t i = 0; i < meta.chunks.size(); i++) {
+    const auto& d = meta.chunks[i];
+    if (d.uncompressed_size == 0 || d.uncompressed_size > format::kMaxChunkSize || d.compressed_size == 0 ||
+        d.compressed_size > format::kMaxChunkSize ||
+        !fits(d.uncompressed_offset, d.uncompressed_size, blob_.uncompressed_size) ||
+        (!d.compressed && d.compressed_size != d.uncompressed_size))
+      return corrupt("chunk {} has an invalid range", i);
+    ChunkRecord& c = chunks_[i];
+    c.ci_index = i;
+    c.compressed_offset = d.compressed_offset;
+    c.compressed_size = d.compressed_size;
+    c.uncompressed_offset = d.uncompressed_offset;
+    c.uncompressed_size = d.uncompressed_size;
+    c.compressed = d.compressed;
+    c.has_crc32 = d.v2_flags & format::ci_v2_flags::kHasCrc32;
+    c.crc32 = c.has_crc32 ? uint32_t(d.v2_data) : 0;
+    // An all-zero digest means "unknown" (TARFS images, chunks missing from
+    // the bootstrap's table).
+    if (!digests.empty() && digests[i] != format::Digest{}) {
+      c.digest = digests[i];
+      has_digest_[i] = true;
+    }
+  }
+
+  // ci order normally has increasing uncompressed offsets; sort if not.
+  by_uoff_.resize(chunks_.size());
+  for (uint32_t i = 0; i < by_uoff_.size(); i++) by_uoff_[i] = i;
+  auto less = [&](uint32_t a, uint32_t b) {
+    return chunks_[a].uncompressed_offset < chunks_[b].uncompressed_offset;
+  };
+  if (!std::is_sorted(by_uoff_.begin(), by_uoff_.end(), less))
+    std::stable_sort(by_uoff_.begin(), by_uoff_.end(), less);
+  // Overlapping chunks would overwrite each other's ready bytes in the file.
+  for (size_t k = 1; k < by_uoff_.size(); k++) {
+    const ChunkRecord& p = chunks_[by_uoff_[k - 1]];
+    if (chunks_[by_uoff_[k]].uncompressed_offset < p.uncompressed_offset + p.uncompressed_size)
+      return corrupt("chunks {} and {} overlap in the uncompressed layout", by_uoff_[k - 1], by_uoff_[k]);
+  }
+  return ok();
+}
+
+Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backend, const CacheConfig& cfg,
+                           std::vector<format::Digest> digests) {
+  blob_ = blob;
+  backend_ = std::move(backend);
+  cfg_ = cfg;
+  if (!backend_) return errorf(Errc::kInvalidArgument, "blob cache needs a backend");
+  NYDUS_TRY(validate_blob_id(blob_.blob_id));
+  if (blob_.ci_compressed_size == 0 || blob_.ci_uncompressed_size == 0)
+    return errorf(Errc::kUnsupported, "blob {} has no chunk info (blob meta)", blob_.blob_id);
+  // Bound what the untrusted table makes us allocate before reading anything
+  // (V2 entries are 24 bytes; parse_blob_meta checks the exact size).
+  if (blob_.chunk_count == 0 || blob_.chunk_count > format::kMaxChunksPerBlob ||
+      blob_.ci_uncompressed_size > uint64_t(blob_.chunk_count) * sizeof(format::ChunkInfoV2) ||
+      blob_.ci_compressed_size > blob_.ci_uncompressed_size)
+    return corrupt("blob {}: {} chunks with ci sizes {}/{}", blob_.blob_id, blob_.chunk_count,
+                   blob_.ci_compressed_size, blob_.ci_uncompressed_size);
+  if (blob_.uncompressed_size % format::kBlockSize != 0 || blob_.uncompressed_size > (uint64_t(1) << 52))
+    return corrupt("blob {}: uncompressed size {:#x} invalid", blob_.blob_id, blob_.uncompressed_size);
+  if (!digests.empty() && digests.size() != blob_.chunk_count)
+    return errorf(Errc::kInvalidArgument, "{} digests for {} chunks", digests.size(), blob_.chunk_count);
+  if (cfg_.amplify_io == 0) cfg_.amplify_io = 1;
+
+  std::error_code ec;
+  fs::create_directories(cfg_.work_dir, ec);
+  if (ec) return errorf(Errc::kIo, "creating {}: {}", cfg_.work_dir.string(), ec.message());
+
+  if (Status s = load_meta(digests); !s)
+    return std::unexpected(std::move(s).error().context(fmt::format("loading blob meta of {}", blob_.blob_id)));
+
+  // Data file: sparse, exactly uncompressed_size; a wrong-sized one is reset,
+  // and then no chunk map over it can be trusted.
+  data_path_ = cfg_.work_dir / (blob_.blob_id + ".blob.data");
+  data_fd_ = ::open(data_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (data_fd_ < 0) return sys_error(fmt::format("opening {}", data_path_.string()));
+  struct stat st;
+  if (::fstat(data_fd_, &st) != 0) return sys_error(fmt::format("stat {}", data_path_.string()));
+  if (!S_ISREG(st.st_mode)) return errorf(Errc::kInvalidArgument, "{} is not a regular file", data_path_.string());
+  bool fresh = false;
+  if (uint64_t(st.st_size) != blob_.uncompressed_size) {
+    if (::ftruncate(data_fd_, 0) != 0 || ::ftruncate(data_fd_, off_t(blob_.uncompressed_size)) != 0)
+      return sys_error(fmt::format("sizing {}", data_path_.string()));
+    fresh = true;
+  }
+  NYDUS_ASSIGN_OR_RETURN(map_, ChunkMap::open(cfg_.work_dir / (blob_.blob_id + ".chunk_map"), blob_.chunk_count, fresh));
+  inflight_.assign(chunks_.size(), 0);
+  return ok();
+}
+
+std::vector<uint32_t> BlobCacheImpl::overlapping(uint64_t offset, uint64_t len) const {
+  std::vector<uint32_t> out;
+  const uint64_t end = offset + len;
+  // Ranges are sorted and disjoint, so their ends are sorted too: find the
+  // first chunk ending after `offset`.
+  auto it = std::upper_bound(by_uoff_.begin(), by_uoff_.end(), offset, [&](uint64_t off, uint32_t ci) {
+    return off < chunks_[ci].uncompressed_offset + chunks_[ci].uncompressed_size;
+  });
+  for (; it != by_uoff_.end() && chunks_[*it].uncompressed_offset < end; ++it) out.push_back(*it);
+  return out;
+}
+
+Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch) {
+  bool first_look = true;
+  // Each round either fetches what nobody else is fetching or waits for the
+  // thread that is; a waiter whose fetcher failed claims the chunk itself in
+  // the next round. Bounded so a persistently failing peer cannot spin us.
+  for (int round = 0; round < 8; round++) {
+    std::vector<uint32_t> mine, theirs;
+    {
+      std::lock_guard lk(mu_);
+      for (uint32_t ci : cis) {
+        if (map_->is_ready(ci)) continue;
+        if (inflight_[ci]) {
+          theirs.push_back(ci);
+        } else {
+          inflight_[ci] = 1;
+          mine.push_back(ci);
+        }
+      }
+    }
+    if (first_look) {
+      const uint64_t missing = mine.size() + theirs.size();
+      hits_.fetch_add(cis.size() - missing, std::memory_order_relaxed);
+      misses_.fetch_add(missing, std::memory_order_relaxed);
+      first_look = false;
+    }
+    if (mine.empty() && theirs.empty()) return ok();
+    Status st = ok();
+    if (!mine.empty()) {
+      st = fetch_claimed(mine, prefetch);
+      {
+        std::lock_guard lk(mu_);
+        for (uint32_t ci : mine) inflight_[ci] = 0;
+      }
+      cv_.notify_all();
+      if (!st) return st;
+    }
+    if (!theirs.empty()) {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return std::none_of(theirs.begin(), theirs.end(), [&](uint32_t ci) { return inflight_[ci] != 0; }); });
+    }
+  }
+  for (uint32_t ci : cis)
+    if (!map_->is_ready(ci))
+      return errorf(Errc::kIo, "blob {}: chunk {} could not be fetched (concurrent fetches kept failing)",
+                    blob_.blob_id, ci);
+  return ok();
+}
+
+Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
+  std::sort(cis.begin(), cis.end(),
+            [&](uint32_t a, uint32_t b) { return chunks_[a].compressed_offset < chunks_[b].compressed_offset; });
+  Status first_error = ok();
+  std::vector<uint32_t> written;
+  std::vector<uint8_t> buf, plain;
+  size_t i = 0;
+  while (i < cis.size()) {
+    // One backend request per run of chunks stored back to back, up to
+    // amplify_io bytes (a single larger chunk still goes alone).
+    size_t j = i + 1;
+    uint64_t total = chunks_[cis[i]].compressed_size;
+    while (j < cis.size()) {
+      const ChunkRecord& prev = chunks_[cis[j - 1]];
+      const ChunkRecord& next = chunks_[cis[j]];
+      if (next.compressed_offset != prev.compressed_offset + prev.compressed_size ||
+          total + next.compressed_size > cfg_.amplify_io)
+        break;
+      total += next.compressed_size;
+      j++;
+    }
+    const uint64_t base = chunks_[cis[i]].compressed_offset;
+    buf.resize(total);
+    backend_requests_.fetch_add(1, std::memory_order_relaxed);
+    Status rs = backend_->read(blob_.blob_id, base, buf);
+    if (!rs) {
+      if (first_error) first_error = std::unexpected(std::move(rs).error().context(
+                           fmt::format("fetching blob {} {:#x}+{}", blob_.blob_id, base, total)));
+      i = j;
+      continue;
+    }
+    backend_bytes_.fetch_add(total, std::memory_order_relaxed);
+    if (prefetch) prefetch_bytes_.fetch_add(total, std::memory_order_relaxed);
+
+    for (size_t k = i; k < j; k++) {
+      const ChunkRecord& c = chunks_[cis[k]];
+      std::span<const uint8_t> stored(buf.data() + (c.compressed_offset - base), c.compressed_size);
+      std::span<const uint8_t> data = stored;
+      if (c.compressed) {
+        plain.resize(c.uncompressed_size);
+        if (Status ds = format::decompress(blob_.compressor, stored, plain); !ds) {
+          if (first_error)
+            first_error = std::unexpected(std::move(ds).error().context(
+                fmt::format("blob {} chunk {}", blob_.blob_id, c.ci_index)));
+          continue;
+        }
+        data = plain;
+      }
+      if (cfg_.digest_validate && has_digest_[c.ci_index] &&
+          format::compute_digest(blob_.digester, data) != c.digest) {
+        digest_failures_.fetch_add(1, std::memory_order_relaxed);
+        if (first_error) first_error = corrupt("blob {} chunk {}: chunk digest mismatch", blob_.blob_id, c.ci_index);
+        continue;  // never written, never marked
+      }
+      if (Status ws = pwrite_all(data_fd_, c.uncompressed_offset, data, "writing blob cache data"); !ws) {
+        if (first_error) first_error = std::move(ws);
+        continue;
+      }
+      written.push_back(c.ci_index);
+    }
+    i = j;
+  }
+  // Bytes reach the disk before any bit claims them (one sync per fetch).
+  if (!written.empty()) {
+    if (::fdatasync(data_fd_) != 0) return sys_error("syncing blob cache data");
+    for (uint32_t ci : written) map_->set_ready(ci);
+  }
+  return first_error;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<BlobCache>> BlobCache::open(const format::BlobInfo& blob, std::shared_ptr<Backend> backend,
+                                                   const CacheConfig& cfg, std::vector<format::Digest> digests) {
+  auto cache = std::make_shared<BlobCacheImpl>();
+  NYDUS_TRY(cache->init(blob, std::move(backend), cfg, std::move(digests)));
+  return std::shared_ptr<BlobCache>(std::move(cache));
+}
+
+}  // namespace nydus::storage
