@@ -1,0 +1,626 @@
+#define FUSE_USE_VERSION 312
+#include "fuse/rafs_fs.h"
+
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "fuse/read_plan.h"
+
+namespace nydus::fuse {
+
+namespace {
+
+// An error that carries the exact errno to reply with (ours, not the reader's).
+std::unexpected<Error> fs_error(int err, std::string msg) {
+  return std::unexpected(Error{Errc::kInvalidArgument, err, std::move(msg)});
+}
+
+// Reader and cache failures (corrupt image, backend down, bad digest) are EIO:
+// never let a reader errno such as ENOENT leak into a valid lookup's answer.
+int reply_errno(const Error& e) {
+  if (e.code == Errc::kInvalidArgument && e.sys_errno != 0) return e.sys_errno;
+  return EIO;
+}
+
+}  // namespace
+
+// ---- RafsFs --------------------------------------------------------------------------
+
+RafsFs::RafsFs(std::shared_ptr<const format::Bootstrap> boot, std::vector<std::shared_ptr<storage::BlobCache>> blobs,
+               FsOptions opts)
+    : boot_(std::move(boot)), blobs_(std::move(blobs)), opts_(opts), root_nid_(boot_->root_nid()) {
+  // A blob without a cache (nullptr) cannot be read: size 0 makes every plan
+  // touching it fail as corrupt -> EIO rather than crash.
+  for (size_t i = 0; i < boot_->blobs().size(); ++i)
+    blob_sizes_.push_back(i < blobs_.size() && blobs_[i] ? boot_->blobs()[i].uncompressed_size : 0);
+}
+
+uint64_t RafsFs::to_nid(uint64_t ino) const {
+  if (ino == FUSE_ROOT_ID) return root_nid_;
+  if (ino == root_nid_) return FUSE_ROOT_ID;
+  return ino;
+}
+
+uint64_t RafsFs::to_ino(uint64_t nid) const { return to_nid(nid); }  // the swap is its own inverse
+
+Result<struct stat> RafsFs::stat_of(const format::InodeView& ino) const {
+  struct stat st{};
+  st.st_ino = to_ino(ino.nid);
+  st.st_mode = ino.mode;
+  st.st_nlink = ino.nlink;
+  st.st_uid = ino.uid;
+  st.st_gid = ino.gid;
+  st.st_size = static_cast<off_t>(std::min<uint64_t>(ino.size, INT64_MAX));
+  st.st_blksize = format::kBlockSize;
+  st.st_blocks = static_cast<blkcnt_t>(ino.size / 512 + (ino.size % 512 != 0));
+  st.st_mtim.tv_sec = static_cast<time_t>(ino.mtime);
+  st.st_mtim.tv_nsec = ino.mtime_nsec;
+  st.st_atim = st.st_mtim;
+  st.st_ctim = st.st_mtim;
+  const uint32_t fmt = ino.mode & S_IFMT;
+  if (fmt == S_IFCHR || fmt == S_IFBLK)
+    st.st_rdev = makedev(format::rdev_major(ino.rdev()), format::rdev_minor(ino.rdev()));
+  return st;
+}
+
+Result<struct stat> RafsFs::getattr(uint64_t ino) {
+  getattrs_.fetch_add(1, std::memory_order_relaxed);
+  NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
+  return stat_of(iv);
+}
+
+Result<std::optional<struct stat>> RafsFs::lookup(uint64_t parent, std::string_view name) {
+  lookups_.fetch_add(1, std::memory_order_relaxed);
+  if (name.size() > 255) return fs_error(ENAMETOOLONG, "name too long");
+  NYDUS_ASSIGN_OR_RETURN(format::InodeView dir, boot_->inode(to_nid(parent)));
+  if (!dir.is_dir()) return fs_error(ENOTDIR, fmt::format("nid {} is not a directory", dir.nid));
+  NYDUS_ASSIGN_OR_RETURN(std::optional<format::DirEntryView> de, boot_->lookup(dir, name));
+  if (!de) return std::optional<struct stat>{};
+  NYDUS_ASSIGN_OR_RETURN(format::InodeView child, boot_->inode(de->nid));
+  NYDUS_ASSIGN_OR_RETURN(struct stat st, stat_of(child));
+  return std::optional<struct stat>{st};
+}
+
+Status RafsFs::opendir(uint64_t ino) {
+  NYDUS_ASSIGN_OR_RETURN(format::InodeView dir, boot_->inode(to_nid(ino)));
+  if (!dir.is_dir()) return fs_error(ENOTDIR, "not a directory");
+  return ok();
+}
+
+Status RafsFs::readdir(uint64_t ino, uint64_t off, const std::function<bool(const DirEntry&)>& fn) {
+  readdirs_.fetch_add(1, std::memory_order_relaxed);
+  NYDUS_ASSIGN_OR_RETURN(format::InodeView dir, boot_->inode(to_nid(ino)));
+  if (!dir.is_dir()) return fs_error(ENOTDIR, "not a directory");
+  // The cookie is the entry's index in on-disk order: stable across calls
+  // because the image never changes.
+  uint64_t index = 0;
+  DirEntry e;
+  return boot_->for_each_dirent(dir, [&](const format::DirEntryView& d) {
+    const uint64_t i = index++;
+    if (i < off) return true;
+    e.name.assign(d.name);
+    e.ino = to_ino(d.nid);
+    e.mode = 0;
+    switch (d.type) {
+      case format::FileType::kRegular: e.mode = S_IFREG; break;
+      case format::FileType::kDirectory: e.mode = S_IFDIR; break;
+      case format::FileType::kCharDev: e.mode = S_IFCHR; break;
+      case format::FileType::kBlockDev: e.mode = S_IFBLK; break;
+      case format::FileType::kFifo: e.mode = S_IFIFO; break;
+      case format::FileType::kSocket: e.mode = S_IFSOCK; break;
+      case format::FileType::kSymlink: e.mode = S_IFLNK; break;
+      default: break;
+    }
+    e.next_off = i + 1;
+    return fn(e);
+  });
+}
+
+Result<std::unique_ptr<OpenFile>> RafsFs::open(uint64_t ino, int flags) {
+  opens_.fetch_add(1, std::memory_order_relaxed);
+  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) return fs_error(EROFS, "read-only filesystem");
+  NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
+  if (iv.is_dir()) return fs_error(EISDIR, "is a directory");
+  auto f = std::make_unique<OpenFile>();
+  f->nid = iv.nid;
+  f->size = iv.size;
+  if (iv.is_reg()) {
+    NYDUS_ASSIGN_OR_RETURN(f->chunks, boot_->chunks(iv));
+  }
+  return f;
+}
+
+Result<size_t> RafsFs::read(const OpenFile& f, uint64_t off, std::span<uint8_t> out) {
+  reads_.fetch_add(1, std::memory_order_relaxed);
+  auto plan = plan_read(f.chunks, boot_->chunk_size(), f.size, off, out.size(), blob_sizes_);
+  if (!plan) {
+    read_errors_.fetch_add(1, std::memory_order_relaxed);
+    return std::unexpected(std::move(plan).error().context(fmt::format("nid {}", f.nid)));
+  }
+  for (const ReadSegment& s : plan->segments) {
+    auto st = blobs_[s.blob_index]->read(s.blob_offset, out.subspan(s.buf_offset, s.len));
+    if (!st) {
+      read_errors_.fetch_add(1, std::memory_order_relaxed);
+      return std::unexpected(std::move(st).error().context(
+          fmt::format("nid {}: blob {} [{:#x}, +{:#x})", f.nid, s.blob_index, s.blob_offset, s.len)));
+    }
+  }
+  read_bytes_.fetch_add(plan->total, std::memory_order_relaxed);
+  if (opts_.iostats_files) record_read(f.nid, plan->total);
+  return size_t(plan->total);
+}
+
+void RafsFs::record_read(uint64_t nid, uint64_t bytes) {
+  Shard& sh = shards_[nid % kShards];
+  Counter* c;
+  {
+    std::lock_guard lk(sh.mu);
+    auto& slot = sh.files[nid];
+    if (!slot) slot = std::make_unique<Counter>();
+    c = slot.get();  // stable: entries are never erased
+  }
+  c->reads.fetch_add(1, std::memory_order_relaxed);
+  c->bytes.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+std::vector<FileStats> RafsFs::file_stats() const {
+  std::vector<FileStats> out;
+  for (const Shard& sh : shards_) {
+    std::lock_guard lk(sh.mu);
+    for (const auto& [nid, c] : sh.files)
+      out.push_back({nid, c->reads.load(std::memory_order_relaxed), c->bytes.load(std::memory_order_relaxed)});
+  }
+  std::sort(out.begin(), out.end(), [](const FileStats& a, const FileStats& b) { return a.nid < b.nid; });
+  return out;
+}
+
+Result<std::string> RafsFs::readlink(uint64_t ino) {
+  NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
+  if (!iv.is_symlink()) return fs_error(EINVAL, "not a symlink");
+  return boot_->read_link(iv);
+}
+
+Result<std::vector<uint8_t>> RafsFs::getxattr(uint64_t ino, std::string_view name) {
+  if (!opts_.enable_xattr) return fs_error(ENOSYS, "xattrs disabled");
+  NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
+  if (iv.xattr_size == 0) return fs_error(ENODATA, "no xattrs");
+  NYDUS_ASSIGN_OR_RETURN(std::vector<format::XattrView> xs, boot_->xattrs(iv));
+  for (const auto& x : xs)
+    if (x.name == name) return std::vector<uint8_t>(x.value.begin(), x.value.end());
+  return fs_error(ENODATA, "no such xattr");
+}
+
+Result<std::string> RafsFs::listxattr(uint64_t ino) {
+  if (!opts_.enable_xattr) return fs_error(ENOSYS, "xattrs disabled");
+  NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
+  std::string names;
+  if (iv.xattr_size == 0) return names;
+  NYDUS_ASSIGN_OR_RETURN(std::vector<format::XattrView> xs, boot_->xattrs(iv));
+  for (const auto& x : xs) {
+    names += x.name;
+    names.push_back('\0');
+  }
+  return names;
+}
+
+struct statvfs RafsFs::statfs() {
+  // Block usage needs a tree walk: do it once (the image never changes). A
+  // corrupt tree just stops the count early; statfs itself never fails.
+  std::call_once(statfs_once_, [&] {
+    uint64_t blocks = 0;
+    std::unordered_map<uint64_t, bool> seen;
+    (void)boot_->walk([&](const std::string&, const format::InodeView& iv) -> Status {
+      if (iv.is_reg() && seen.emplace(iv.nid, true).second)
+        blocks += iv.size / format::kBlockSize + (iv.size % format::kBlockSize != 0);
+      return ok();
+    });
+    total_blocks_ = blocks;
+  });
+  struct statvfs sv{};
+  sv.f_bsize = format::kBlockSize;
+  sv.f_frsize = format::kBlockSize;
+  sv.f_blocks = total_blocks_;
+  sv.f_files = boot_->super_block().inos;
+  sv.f_namemax = 255;
+  sv.f_flag = ST_RDONLY;
+  return sv;
+}
+
+Status RafsFs::access(uint64_t ino, int mask) {
+  NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
+  (void)iv;
+  if (mask & W_OK) return fs_error(EROFS, "read-only filesystem");
+  return ok();
+}
+
+FsMetrics RafsFs::metrics() const {
+  auto ld = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  return FsMetrics{ld(lookups_), ld(getattrs_), ld(opens_),    ld(reads_),
+                   ld(read_bytes_), ld(read_errors_), ld(readdirs_), ld(errors_)};
+}
+
+// ---- fuse_lowlevel_ops adapters ------------------------------------------------------
+
+namespace {
+
+RafsFs& fs_of(fuse_req_t req) { return *static_cast<RafsFs*>(fuse_req_userdata(req)); }
+
+void reply_error(fuse_req_t req, const Error& e, const char* op, uint64_t ino) {
+  const int err = reply_errno(e);
+  if (err == EIO) {
+    fs_of(req).count_error();
+    spdlog::warn("{} ino {}: {}", op, ino, e.message);
+  } else {
+    spdlog::debug("{} ino {}: {}", op, ino, e.message);
+  }
+  fuse_reply_err(req, err);
+}
+
+void op_init(void* userdata, struct fuse_conn_info* conn) {
+  auto* fs = static_cast<RafsFs*>(userdata);
+  auto want = [&](unsigned cap) {
+    if (conn->capable & cap) conn->want |= cap;
+  };
+  want(FUSE_CAP_PARALLEL_DIROPS);  // lookups in one directory need no kernel serialisation
+  want(FUSE_CAP_READDIRPLUS);
+  want(FUSE_CAP_READDIRPLUS_AUTO);
+  want(FUSE_CAP_ASYNC_READ);
+  want(FUSE_CAP_CACHE_SYMLINKS);   // immutable image: symlink targets can stay cached
+  // Nothing changes under the kernel's page cache, so no invalidation on mtime.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  if (fs->options().splice) {
+    want(FUSE_CAP_SPLICE_WRITE);
+    want(FUSE_CAP_SPLICE_MOVE);
+  } else {
+    conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
+  }
+}
+
+void fill_entry(const RafsFs& fs, const struct stat& st, fuse_entry_param& e) {
+  std::memset(&e, 0, sizeof(e));
+  e.ino = st.st_ino;
+  e.generation = 1;
+  e.attr = st;
+  e.attr_timeout = fs.options().attr_timeout;
+  e.entry_timeout = fs.options().entry_timeout;
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  RafsFs& fs = fs_of(req);
+  auto r = fs.lookup(parent, name);
+  if (!r) return reply_error(req, r.error(), "lookup", parent);
+  fuse_entry_param e;
+  if (!*r) {
+    // A negative entry the kernel may cache as long as a positive one.
+    std::memset(&e, 0, sizeof(e));
+    e.entry_timeout = fs.options().entry_timeout;
+    fuse_reply_entry(req, &e);
+    return;
+  }
+  fill_entry(fs, **r, e);
+  fuse_reply_entry(req, &e);
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
+void op_forget_multi(fuse_req_t req, size_t, struct fuse_forget_data*) { fuse_reply_none(req); }
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info*) {
+  RafsFs& fs = fs_of(req);
+  auto r = fs.getattr(ino);
+  if (!r) return reply_error(req, r.error(), "getattr", ino);
+  fuse_reply_attr(req, &*r, fs.options().attr_timeout);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  auto r = fs_of(req).readlink(ino);
+  if (!r) return reply_error(req, r.error(), "readlink", ino);
+  fuse_reply_readlink(req, r->c_str());
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  auto r = fs_of(req).open(ino, fi->flags);
+  if (!r) return reply_error(req, r.error(), "open", ino);
+  fi->fh = reinterpret_cast<uint64_t>(r->release());
+  fi->keep_cache = 1;  // the image is immutable: keep pages across opens
+  fi->direct_io = 0;
+  if (fuse_reply_open(req, fi) != 0) delete reinterpret_cast<OpenFile*>(fi->fh);  // interrupted
+}
+
+void op_release(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
+  delete reinterpret_cast<OpenFile*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
+  auto* f = reinterpret_cast<OpenFile*>(fi->fh);
+  if (!f || off < 0) return (void)fuse_reply_err(req, EINVAL);
+  // One reusable buffer per worker thread: reads are at most max_read bytes.
+  thread_local std::vector<uint8_t> buf;
+  const uint64_t want = std::min<uint64_t>(size, off < 0 || uint64_t(off) >= f->size ? 0 : f->size - off);
+  if (buf.size() < want) buf.resize(want);
+  auto r = fs_of(req).read(*f, uint64_t(off), std::span<uint8_t>(buf.data(), want));
+  if (!r) return reply_error(req, r.error(), "read", ino);
+  fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
+void op_fsync(fuse_req_t req, fuse_ino_t, int, struct fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  auto r = fs_of(req).opendir(ino);
+  if (!r) return reply_error(req, r.error(), "opendir", ino);
+  fi->cache_readdir = 1;  // entries never change
+  fi->keep_cache = 1;
+  fuse_reply_open(req, fi);
+}
+
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  RafsFs& fs = fs_of(req);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  Error inner;
+  bool failed = false;
+  auto st = fs.readdir(ino, off < 0 ? 0 : uint64_t(off), [&](const DirEntry& e) {
+    size_t n;
+    if (plus) {
+      fuse_entry_param ep;
+      if (e.name == "." || e.name == "..") {
+        // The kernel doesn't instantiate these; only d_ino/type matter.
+        std::memset(&ep, 0, sizeof(ep));
+        ep.attr.st_ino = e.ino;
+        ep.attr.st_mode = e.mode;
+      } else {
+        auto a = fs.getattr(e.ino);
+        if (!a) {
+          inner = a.error();
+          failed = true;
+          return false;
+        }
+        fill_entry(fs, *a, ep);
+      }
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, e.name.c_str(), &ep, off_t(e.next_off));
+    } else {
+      struct stat st{};
+      st.st_ino = e.ino;
+      st.st_mode = e.mode;
+      n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st, off_t(e.next_off));
+    }
+    if (n > size - used) return false;  // did not fit: the kernel asks again from this cookie
+    used += n;
+    return true;
+  });
+  if (!st) return reply_error(req, st.error(), plus ? "readdirplus" : "readdir", ino);
+  // A failing child is reported only if nothing fit before it, so the
+  // entries that did resolve are still listed.
+  if (failed && used == 0) return reply_error(req, inner, "readdirplus", ino);
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
+  do_readdir(req, ino, size, off, false);
+}
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
+  do_readdir(req, ino, size, off, true);
+}
+void op_releasedir(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void op_statfs(fuse_req_t req, fuse_ino_t) {
+  struct statvfs sv = fs_of(req).statfs();
+  fuse_reply_statfs(req, &sv);
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto r = fs_of(req).getxattr(ino, name);
+  if (!r) return reply_error(req, r.error(), "getxattr", ino);
+  if (size == 0) return (void)fuse_reply_xattr(req, r->size());  // size probe
+  if (size < r->size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, reinterpret_cast<const char*>(r->data()), r->size());
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto r = fs_of(req).listxattr(ino);
+  if (!r) return reply_error(req, r.error(), "listxattr", ino);
+  if (size == 0) return (void)fuse_reply_xattr(req, r->size());
+  if (size < r->size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, r->data(), r->size());
+}
+
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  auto r = fs_of(req).access(ino, mask);
+  if (!r) return reply_error(req, r.error(), "access", ino);
+  fuse_reply_err(req, 0);
+}
+
+// Everything that would change the image.
+void op_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, struct fuse_file_info*) { fuse_reply_err(req, EROFS); }
+void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { fuse_reply_err(req, EROFS); }
+void op_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { fuse_reply_err(req, EROFS); }
+void op_unlink(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
+  fuse_reply_err(req, EROFS);
+}
+void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, struct fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+void op_setxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) { fuse_reply_err(req, EROFS); }
+void op_removexattr(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, struct fuse_file_info*) { fuse_reply_err(req, EROFS); }
+void op_fallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, struct fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+
+const fuse_lowlevel_ops& lowlevel_ops() {
+  static const fuse_lowlevel_ops ops = [] {
+    fuse_lowlevel_ops o{};
+    o.init = op_init;
+    o.lookup = op_lookup;
+    o.forget = op_forget;
+    o.forget_multi = op_forget_multi;
+    o.getattr = op_getattr;
+    o.readlink = op_readlink;
+    o.open = op_open;
+    o.read = op_read;
+    o.release = op_release;
+    o.flush = op_flush;
+    o.fsync = op_fsync;
+    o.opendir = op_opendir;
+    o.readdir = op_readdir;
+    o.readdirplus = op_readdirplus;
+    o.releasedir = op_releasedir;
+    o.statfs = op_statfs;
+    o.getxattr = op_getxattr;
+    o.listxattr = op_listxattr;
+    o.access = op_access;
+    o.setattr = op_setattr;
+    o.mknod = op_mknod;
+    o.mkdir = op_mkdir;
+    o.unlink = op_unlink;
+    o.rmdir = op_unlink;
+    o.symlink = op_symlink;
+    o.rename = op_rename;
+    o.link = op_link;
+    o.write = op_write;
+    o.setxattr = op_setxattr;
+    o.removexattr = op_removexattr;
+    o.create = op_create;
+    o.fallocate = op_fallocate;
+    return o;
+  }();
+  return ops;
+}
+
+// mountinfo escapes space, tab, newline and backslash as octal.
+std::string mountinfo_escape(const std::string& p) {
+  std::string out;
+  for (char c : p) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\\')
+      out += fmt::format("\\{:03o}", static_cast<unsigned char>(c));
+    else
+      out.push_back(c);
+  }
+  return out;
+}
+
+// The FUSE connection id (minor of the mount's st_dev) of the newest mount at
+// `mountpoint`, read from mountinfo: stat() on the mount would block until the
+// loop answers INIT.
+std::optional<unsigned> fuse_conn_id(const std::string& mountpoint) {
+  std::ifstream in("/proc/self/mountinfo");
+  const std::string want = mountinfo_escape(mountpoint);
+  std::string line;
+  std::optional<unsigned> id;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string mid, parent, devno, root, mp;
+    if (!(ls >> mid >> parent >> devno >> root >> mp) || mp != want) continue;
+    const auto sep = line.find(" - ");
+    if (sep == std::string::npos || line.compare(sep + 3, 4, "fuse") != 0) continue;
+    const auto colon = devno.find(':');
+    if (colon == std::string::npos) continue;
+    id = static_cast<unsigned>(std::stoul(devno.substr(colon + 1)));
+  }
+  return id;
+}
+
+}  // namespace
+
+// ---- FuseSession -----------------------------------------------------------------------
+
+Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<RafsFs> fs, const std::string& mountpoint,
+                                                        const SessionOptions& opts) {
+  std::error_code ec;
+  auto canon = std::filesystem::canonical(mountpoint, ec);
+  if (ec) return fs_error(ec.value(), fmt::format("mountpoint {}: {}", mountpoint, ec.message()));
+  if (!std::filesystem::is_directory(canon, ec))
+    return fs_error(ENOTDIR, fmt::format("mountpoint {} is not a directory", mountpoint));
+
+  std::unique_ptr<FuseSession> s(new FuseSession());
+  s->fs_ = std::move(fs);
+  s->mountpoint_ = canon.string();
+  s->opts_ = opts;
+
+  // fsname is a comma-separated mount option: keep it to safe characters.
+  std::string fsname = opts.fsname;
+  std::replace(fsname.begin(), fsname.end(), ',', '_');
+  std::string mopts = "ro,default_permissions,fsname=" + fsname;
+  if (opts.allow_other) mopts += ",allow_other";
+  std::vector<std::string> argv_s = {"nydusd", "-o", mopts};
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(int(argv.size()), argv.data());
+  s->se_ = fuse_session_new(&args, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), s->fs_.get());
+  if (!s->se_) return make_error(Errc::kIo, "fuse_session_new failed (bad mount options?)");
+  if (fuse_session_mount(s->se_, s->mountpoint_.c_str()) != 0) {
+    fuse_session_destroy(s->se_);
+    s->se_ = nullptr;
+    return make_error(Errc::kIo, fmt::format("cannot mount FUSE at {} (is /dev/fuse available?)", s->mountpoint_));
+  }
+  s->conn_id_ = fuse_conn_id(s->mountpoint_);
+  return s;
+}
+
+Status FuseSession::start() {
+  if (loop_.joinable() || !se_) return make_error(Errc::kInternal, "session already started or not mounted");
+  running_ = true;
+  loop_ = std::thread([this] {
+    // Signals belong to the daemon's main thread; libfuse's workers inherit this mask.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(cfg, std::max(1u, opts_.max_threads));
+    fuse_loop_cfg_set_idle_threads(cfg, std::max(1u, opts_.max_threads / 2));
+    const int rc = fuse_session_loop_mt(se_, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    if (rc != 0) spdlog::info("FUSE loop at {} ended: {}", mountpoint_, rc);
+    // The connection is gone or aborted: this closes /dev/fuse and unmounts
+    // if the kernel still has the mount.
+    fuse_session_unmount(se_);
+    running_ = false;
+  });
+  return ok();
+}
+
+void FuseSession::stop() {
+  std::lock_guard lk(stop_mu_);
+  if (stopped_) return;
+  stopped_ = true;
+  if (!se_) return;
+  fuse_session_exit(se_);
+  if (loop_.joinable()) {
+    // Detaching the mount ends the connection once nothing uses it; the
+    // workers then read ENODEV and the loop returns.
+    if (::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+      spdlog::warn("umount {}: {}", mountpoint_, std::strerror(errno));
+    for (int i = 0; i < 300 && running_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (running_ && conn_id_) {
+      // Still busy (open files, a cwd inside): abort the connection.
+      spdlog::warn("mount {} still busy, aborting FUSE connection {}", mountpoint_, *conn_id_);
+      std::ofstream(fmt::format("/sys/fs/fuse/connections/{}/abort", *conn_id_)) << "1";
+    }
+    loop_.join();
+  } else {
+    fuse_session_unmount(se_);
+  }
+  fuse_session_destroy(se_);
+  se_ = nullptr;
+}
+
+FuseSession::~FuseSession() { stop(); }
+
+}  // namespace nydus::fuse

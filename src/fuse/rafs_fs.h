@@ -1,0 +1,185 @@
+// A read-only FUSE filesystem over one RAFS v6 image, on libfuse3's low-level
+// API. RafsFs holds the filesystem logic as plain methods returning Results
+// (unit-testable without /dev/fuse); the fuse_lowlevel_ops callbacks in
+// rafs_fs.cpp are thin adapters. FuseSession mounts a RafsFs and runs the
+// multi-threaded session loop on its own thread.
+//
+// Inode numbers: FUSE ino == nid, except that the root nid and FUSE_ROOT_ID (1)
+// swap places (a bijection, so a real inode at nid 1 still works).
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.h"
+#include "format/bootstrap.h"
+#include "storage/blob_cache.h"
+
+struct fuse_session;
+
+namespace nydus::fuse {
+
+struct FsOptions {
+  double entry_timeout = 3600;  // the image is immutable: let the kernel cache
+  double attr_timeout = 3600;
+  bool enable_xattr = true;
+  bool iostats_files = false;   // per-file read counters
+  bool splice = false;          // let libfuse splice replies into /dev/fuse
+};
+
+// Counters of the whole filesystem (upstream's "fs metrics", simplified).
+struct FsMetrics {
+  uint64_t lookups = 0;
+  uint64_t getattrs = 0;
+  uint64_t opens = 0;
+  uint64_t reads = 0;
+  uint64_t read_bytes = 0;
+  uint64_t read_errors = 0;
+  uint64_t readdirs = 0;
+  uint64_t errors = 0;  // any op answered EIO
+};
+
+struct FileStats {
+  uint64_t nid = 0;
+  uint64_t reads = 0;
+  uint64_t bytes = 0;
+};
+
+// An open regular file: its chunk list, decoded once at open.
+struct OpenFile {
+  uint64_t nid = 0;
+  uint64_t size = 0;
+  std::vector<format::ChunkRef> chunks;
+};
+
+struct DirEntry {
+  std::string name;
+  uint64_t ino = 0;  // FUSE ino
+  uint32_t mode = 0; // S_IFMT bits
+  uint64_t next_off = 0;
+};
+
+class RafsFs {
+ public:
+  // `blobs[i]` serves blob table entry i.
+  RafsFs(std::shared_ptr<const format::Bootstrap> boot, std::vector<std::shared_ptr<storage::BlobCache>> blobs,
+         FsOptions opts);
+
+  const format::Bootstrap& bootstrap() const { return *boot_; }
+  const FsOptions& options() const { return opts_; }
+
+  uint64_t to_nid(uint64_t ino) const;
+  uint64_t to_ino(uint64_t nid) const;
+
+  // The operations, by FUSE ino. Errors carry the errno to reply with.
+  Result<struct stat> getattr(uint64_t ino);
+  // nullopt: no such name.
+  Result<std::optional<struct stat>> lookup(uint64_t parent, std::string_view name);
+  // Entries of a directory from cookie `off` (index in on-disk order), while
+  // `fn` accepts them (returns false when the reply buffer is full).
+  Status readdir(uint64_t ino, uint64_t off, const std::function<bool(const DirEntry&)>& fn);
+  Result<std::unique_ptr<OpenFile>> open(uint64_t ino, int flags);
+  Status opendir(uint64_t ino);
+  // Read into `out` (at most out.size() bytes); returns the byte count (0 at EOF).
+  Result<size_t> read(const OpenFile& f, uint64_t off, std::span<uint8_t> out);
+  Result<std::string> readlink(uint64_t ino);
+  // Value of xattr `name`; kNotFound if absent.
+  Result<std::vector<uint8_t>> getxattr(uint64_t ino, std::string_view name);
+  // All names, each NUL-terminated.
+  Result<std::string> listxattr(uint64_t ino);
+  struct statvfs statfs();
+  Status access(uint64_t ino, int mask);
+
+  FsMetrics metrics() const;
+  std::vector<FileStats> file_stats() const;
+
+  // Counters the callbacks bump.
+  void count_error() { errors_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  Result<struct stat> stat_of(const format::InodeView& ino) const;
+  void record_read(uint64_t nid, uint64_t bytes);
+
+  std::shared_ptr<const format::Bootstrap> boot_;
+  std::vector<std::shared_ptr<storage::BlobCache>> blobs_;
+  std::vector<uint64_t> blob_sizes_;
+  FsOptions opts_;
+  uint64_t root_nid_;
+
+  std::once_flag statfs_once_;
+  uint64_t total_blocks_ = 0;
+
+  std::atomic<uint64_t> lookups_{0}, getattrs_{0}, opens_{0}, reads_{0}, read_bytes_{0}, read_errors_{0},
+      readdirs_{0}, errors_{0};
+
+  // Per-file counters, sharded by nid so concurrent readers rarely contend;
+  // the shard lock is held only to find the entry, never across I/O.
+  struct Counter {
+    std::atomic<uint64_t> reads{0};
+    std::atomic<uint64_t> bytes{0};
+  };
+  struct Shard {
+    mutable std::mutex mu;
+    std::unordered_map<uint64_t, std::unique_ptr<Counter>> files;
+  };
+  static constexpr size_t kShards = 32;
+  std::array<Shard, kShards> shards_;
+};
+
+struct SessionOptions {
+  unsigned max_threads = 4;     // worker threads of the session loop
+  std::string fsname = "rafs";  // mount source shown in mountinfo
+  bool allow_other = true;
+};
+
+// One mounted FUSE session serving a RafsFs.
+class FuseSession {
+ public:
+  // Create the session and mount it (the kernel's INIT is answered once the
+  // loop runs, so call start() right after).
+  static Result<std::unique_ptr<FuseSession>> mount(std::shared_ptr<RafsFs> fs, const std::string& mountpoint,
+                                                    const SessionOptions& opts);
+  ~FuseSession();
+  FuseSession(const FuseSession&) = delete;
+  FuseSession& operator=(const FuseSession&) = delete;
+
+  // Run the multi-threaded loop on a background thread.
+  Status start();
+  // End the loop and unmount (lazily, aborting the connection if the mount
+  // stays busy); returns when the loop thread has finished. Idempotent.
+  void stop();
+  // Whether the loop is still serving (false after an external umount).
+  bool running() const { return running_.load(); }
+  const std::string& mountpoint() const { return mountpoint_; }
+  RafsFs& fs() { return *fs_; }
+
+ private:
+  FuseSession() = default;
+
+  std::shared_ptr<RafsFs> fs_;
+  std::string mountpoint_;
+  SessionOptions opts_;
+  struct fuse_session* se_ = nullptr;
+  std::optional<unsigned> conn_id_;  // /sys/fs/fuse/connections/<id>
+  std::thread loop_;
+  std::atomic<bool> running_{false};
+  std::mutex stop_mu_;
+  bool stopped_ = false;
+};
+
+}  // namespace nydus::fuse

@@ -1,0 +1,275 @@
+// RafsFs over a real image (builder + localfs backend + blob cache), without
+// /dev/fuse: the operations the FUSE callbacks adapt.
+#include "fuse/rafs_fs.h"
+
+#include <fcntl.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "builder/create_image.h"
+#include "common/test_util.h"
+#include "storage/backend.h"
+
+namespace nydus::fuse {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<uint8_t> random_bytes(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = uint8_t(rng());
+  return v;
+}
+
+class RafsFsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    src_ = tmp_ / "src";
+    fs::create_directories(src_ / "dir" / "sub");
+    big_ = random_bytes(5 * 4096 + 123, 1);
+    test::write_file(src_ / "big", big_);
+    test::write_file(src_ / "dir" / "small", std::string("hello\n"));
+    test::write_file(src_ / "empty", std::string());
+    fs::create_symlink("dir/small", src_ / "link");
+    has_xattr_ = ::setxattr((src_ / "dir" / "small").c_str(), "user.k", "val", 3, 0) == 0;
+    build(false);
+  }
+
+  void build(bool validate) {
+    fs_.reset();
+    fs::remove_all(tmp_ / "blobs");
+    fs::remove_all(tmp_ / "cache");
+    fs::create_directories(tmp_ / "blobs");
+    builder::CreateOptions o;
+    o.source = src_;
+    o.bootstrap = tmp_ / "boot";
+    o.blob_dir = tmp_ / "blobs";
+    o.chunk_size = 0x1000;  // many chunks, to cross boundaries
+    auto rep = builder::create_image(o);
+    ASSERT_TRUE(rep) << rep.error().message;
+    open_fs(validate);
+  }
+
+  void open_fs(bool validate) {
+    auto boot = format::Bootstrap::open(tmp_ / "boot");
+    ASSERT_TRUE(boot) << boot.error().message;
+    boot_ = *boot;
+    auto be = storage::make_backend(nlohmann::json{{"type", "localfs"}, {"config", {{"dir", (tmp_ / "blobs").string()}}}});
+    ASSERT_TRUE(be) << be.error().message;
+    storage::CacheConfig cc;
+    cc.work_dir = tmp_ / "cache";
+    cc.digest_validate = validate;
+    fs::create_directories(cc.work_dir);
+    std::vector<std::shared_ptr<storage::BlobCache>> caches;
+    for (const auto& b : boot_->blobs()) {
+      std::vector<format::Digest> digests;
+      if (validate) {
+        auto table = boot_->chunk_table();
+        ASSERT_TRUE(table);
+        digests.assign(b.chunk_count, format::Digest{});
+        for (const auto& r : *table) digests[r.ci_index] = r.digest;
+      }
+      auto c = storage::BlobCache::open(b, *be, cc, digests);
+      ASSERT_TRUE(c) << c.error().message;
+      caches.push_back(*c);
+    }
+    FsOptions fo;
+    fo.iostats_files = true;
+    fs_ = std::make_unique<RafsFs>(boot_, caches, fo);
+  }
+
+  uint64_t ino_of(uint64_t parent, const char* name) {
+    auto r = fs_->lookup(parent, name);
+    EXPECT_TRUE(r && *r) << name;
+    return r && *r ? (**r).st_ino : 0;
+  }
+
+  std::vector<uint8_t> read_all(uint64_t ino, uint64_t off, size_t size) {
+    auto f = fs_->open(ino, O_RDONLY);
+    EXPECT_TRUE(f);
+    std::vector<uint8_t> buf(size);
+    auto n = fs_->read(**f, off, buf);
+    EXPECT_TRUE(n) << (n ? "" : n.error().message);
+    buf.resize(n ? *n : 0);
+    return buf;
+  }
+
+  test::TempDir tmp_;
+  fs::path src_;
+  std::vector<uint8_t> big_;
+  bool has_xattr_ = false;
+  std::shared_ptr<format::Bootstrap> boot_;
+  std::unique_ptr<RafsFs> fs_;
+};
+
+TEST_F(RafsFsTest, RootIsFuseRootAndInosAreNids) {
+  auto st = fs_->getattr(1);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(S_ISDIR(st->st_mode));
+  EXPECT_EQ(st->st_ino, 1u);
+  const uint64_t dir = ino_of(1, "dir");
+  auto iv = boot_->resolve("/dir");
+  ASSERT_TRUE(iv);
+  EXPECT_EQ(dir, *iv);
+  EXPECT_EQ(fs_->to_nid(1), boot_->root_nid());
+  EXPECT_EQ(fs_->to_ino(boot_->root_nid()), 1u);
+  auto missing = fs_->lookup(1, "nope");
+  ASSERT_TRUE(missing);
+  EXPECT_FALSE(*missing);
+  // Lookup under a file is ENOTDIR.
+  auto bad = fs_->lookup(ino_of(1, "big"), "x");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().sys_errno, ENOTDIR);
+}
+
+TEST_F(RafsFsTest, Getattr) {
+  auto st = fs_->getattr(ino_of(1, "big"));
+  ASSERT_TRUE(st);
+  EXPECT_EQ(uint64_t(st->st_size), big_.size());
+  EXPECT_EQ(uint64_t(st->st_blocks), (big_.size() + 511) / 512);
+  EXPECT_TRUE(S_ISREG(st->st_mode));
+  struct stat real;
+  ASSERT_EQ(::lstat((src_ / "big").c_str(), &real), 0);
+  EXPECT_EQ(st->st_mtim.tv_sec, real.st_mtim.tv_sec);
+  EXPECT_EQ(st->st_mode, real.st_mode);
+}
+
+TEST_F(RafsFsTest, ReaddirOrderCookiesAndResume) {
+  std::vector<std::string> names;
+  std::vector<uint64_t> offs;
+  ASSERT_TRUE(fs_->readdir(1, 0, [&](const DirEntry& e) {
+    names.push_back(e.name);
+    offs.push_back(e.next_off);
+    return true;
+  }));
+  std::vector<std::string> want{".", "..", "big", "dir", "empty", "link"};
+  EXPECT_EQ(names, want);
+  for (size_t i = 0; i < offs.size(); ++i) EXPECT_EQ(offs[i], i + 1);
+  // Resume from a cookie: the rest, none skipped.
+  std::vector<std::string> rest;
+  ASSERT_TRUE(fs_->readdir(1, 3, [&](const DirEntry& e) {
+    rest.push_back(e.name);
+    return true;
+  }));
+  EXPECT_EQ(rest, (std::vector<std::string>{"dir", "empty", "link"}));
+  // ".." of the root is the root.
+  ASSERT_TRUE(fs_->readdir(1, 1, [&](const DirEntry& e) {
+    EXPECT_EQ(e.ino, 1u);
+    return false;
+  }));
+}
+
+TEST_F(RafsFsTest, ReadWholeAndAcrossChunksAndEof) {
+  const uint64_t ino = ino_of(1, "big");
+  EXPECT_EQ(read_all(ino, 0, big_.size() + 100), big_);
+  auto mid = read_all(ino, 4090, 8200);
+  EXPECT_EQ(mid, std::vector<uint8_t>(big_.begin() + 4090, big_.begin() + 4090 + 8200));
+  auto tail = read_all(ino, big_.size() - 10, 4096);
+  EXPECT_EQ(tail.size(), 10u);
+  EXPECT_TRUE(read_all(ino, big_.size(), 4096).empty());
+  EXPECT_TRUE(read_all(ino, uint64_t(1) << 62, 4096).empty());
+  EXPECT_TRUE(read_all(ino_of(1, "empty"), 0, 4096).empty());
+  auto stats = fs_->file_stats();
+  ASSERT_FALSE(stats.empty());
+  EXPECT_EQ(fs_->metrics().read_errors, 0u);
+}
+
+TEST_F(RafsFsTest, WritesAreRefused) {
+  const uint64_t ino = ino_of(1, "big");
+  for (int fl : {O_WRONLY, O_RDWR, O_RDONLY | O_TRUNC}) {
+    auto f = fs_->open(ino, fl);
+    ASSERT_FALSE(f);
+    EXPECT_EQ(f.error().sys_errno, EROFS);
+  }
+  auto a = fs_->access(ino, W_OK);
+  ASSERT_FALSE(a);
+  EXPECT_EQ(a.error().sys_errno, EROFS);
+  EXPECT_TRUE(fs_->access(ino, R_OK));
+}
+
+TEST_F(RafsFsTest, ReadlinkXattrStatfs) {
+  auto l = fs_->readlink(ino_of(1, "link"));
+  ASSERT_TRUE(l);
+  EXPECT_EQ(*l, "dir/small");
+  const uint64_t small = ino_of(ino_of(1, "dir"), "small");
+  if (has_xattr_) {
+    auto v = fs_->getxattr(small, "user.k");
+    ASSERT_TRUE(v);
+    EXPECT_EQ(std::string(v->begin(), v->end()), "val");
+    auto names = fs_->listxattr(small);
+    ASSERT_TRUE(names);
+    EXPECT_NE(names->find(std::string("user.k\0", 7)), std::string::npos);
+  }
+  auto none = fs_->getxattr(small, "user.absent");
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().sys_errno, ENODATA);
+  auto sv = fs_->statfs();
+  EXPECT_EQ(sv.f_bsize, 4096u);
+  EXPECT_EQ(sv.f_namemax, 255u);
+  EXPECT_GE(sv.f_blocks, 7u);
+  EXPECT_EQ(sv.f_files, boot_->super_block().inos);
+}
+
+TEST_F(RafsFsTest, CorruptBlobWithValidationIsAnErrorNotWrongBytes) {
+  build(true);
+  // Flip a byte inside the stored data of the blob (the chunks come first).
+  fs::path blob;
+  for (const auto& e : fs::directory_iterator(tmp_ / "blobs")) blob = e.path();
+  ASSERT_FALSE(blob.empty());
+  auto bytes = test::read_file(blob);
+  bytes[10] ^= 0xFF;
+  test::write_file(blob, bytes);
+  const uint64_t ino = ino_of(1, "big");
+  auto f = fs_->open(ino, O_RDONLY);
+  ASSERT_TRUE(f);
+  std::vector<uint8_t> buf(big_.size());
+  auto n = fs_->read(**f, 0, buf);
+  EXPECT_FALSE(n);
+  EXPECT_GE(fs_->metrics().read_errors, 1u);
+}
+
+// A cache that always fails: the read is an error, never zeros.
+class FailingCache : public storage::BlobCache {
+ public:
+  explicit FailingCache(format::BlobInfo b) : b_(std::move(b)) {}
+  const format::BlobInfo& info() const override { return b_; }
+  const std::vector<format::ChunkRecord>& chunks() const override { return c_; }
+  Status read(uint64_t, std::span<uint8_t>) override { return make_error(Errc::kIo, "backend down"); }
+  Status fetch_range(uint64_t, uint64_t, bool) override { return make_error(Errc::kIo, "backend down"); }
+  bool is_ready(uint64_t, uint64_t) const override { return false; }
+  int data_fd() const override { return -1; }
+  std::filesystem::path data_path() const override { return {}; }
+  storage::CacheMetrics metrics() const override { return {}; }
+  Status flush() override { return ok(); }
+
+ private:
+  format::BlobInfo b_;
+  std::vector<format::ChunkRecord> c_;
+};
+
+TEST_F(RafsFsTest, BackendFailureIsAnError) {
+  std::vector<std::shared_ptr<storage::BlobCache>> caches;
+  for (const auto& b : boot_->blobs()) caches.push_back(std::make_shared<FailingCache>(b));
+  RafsFs broken(boot_, caches, FsOptions{});
+  auto st = broken.lookup(1, "big");
+  ASSERT_TRUE(st && *st);
+  auto f = broken.open((**st).st_ino, O_RDONLY);
+  ASSERT_TRUE(f);
+  std::vector<uint8_t> buf(100);
+  EXPECT_FALSE(broken.read(**f, 0, buf));
+  // No caches at all (blob missing): still an error, not a crash.
+  RafsFs none(boot_, {}, FsOptions{});
+  auto f2 = none.open((**st).st_ino, O_RDONLY);
+  ASSERT_TRUE(f2);
+  EXPECT_FALSE(none.read(**f2, 0, buf));
+}
+
+}  // namespace
+}  // namespace nydus::fuse
