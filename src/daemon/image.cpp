@@ -1,0 +1,139 @@
+#include "daemon/image.h"
+
+#include <spdlog/spdlog.h>
+
+namespace nydus::daemon {
+
+using nlohmann::json;
+
+Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& opts) {
+  std::unique_ptr<ImageInstance> img(new ImageInstance());
+  img->opts_ = opts;
+  const DaemonConfig& cfg = opts.config;
+
+  NYDUS_ASSIGN_OR_RETURN(img->boot_, format::Bootstrap::open(opts.bootstrap));
+  const auto& blobs = img->boot_->blobs();
+  if (!blobs.empty()) {
+    NYDUS_ASSIGN_OR_RETURN(img->backend_, storage::make_backend(cfg.backend));
+  }
+
+  storage::CacheConfig cc;
+  cc.work_dir = cfg.work_dir.empty() ? opts.fallback_work_dir : cfg.work_dir;
+  cc.digest_validate = cfg.digest_validate;
+  if (cfg.amplify_io > 0) cc.amplify_io = cfg.amplify_io;
+  std::error_code ec;
+  std::filesystem::create_directories(cc.work_dir, ec);
+  if (ec) return sys_error(fmt::format("create cache dir {}", cc.work_dir.string()), ec.value());
+
+  // Digests by ci index per blob, for validation against the bootstrap.
+  std::vector<std::vector<format::Digest>> digests(blobs.size());
+  if (cfg.digest_validate && !blobs.empty()) {
+    NYDUS_ASSIGN_OR_RETURN(std::vector<format::ChunkRecord> table, img->boot_->chunk_table());
+    for (size_t b = 0; b < blobs.size(); ++b) digests[b].assign(blobs[b].chunk_count, format::Digest{});
+    for (const auto& r : table)
+      if (r.blob_index < blobs.size() && r.ci_index < digests[r.blob_index].size())
+        digests[r.blob_index][r.ci_index] = r.digest;
+  }
+  for (size_t b = 0; b < blobs.size(); ++b) {
+    auto c = storage::BlobCache::open(blobs[b], img->backend_, cc, std::move(digests[b]));
+    if (!c) return std::unexpected(std::move(c).error().context(fmt::format("blob {}", blobs[b].blob_id)));
+    img->caches_.push_back(std::move(*c));
+  }
+
+  fuse::FsOptions fo;
+  fo.enable_xattr = cfg.enable_xattr;
+  fo.iostats_files = cfg.iostats_files;
+  img->fs_ = std::make_shared<fuse::RafsFs>(img->boot_, img->caches_, fo);
+
+  fuse::SessionOptions so;
+  so.max_threads = opts.fuse_threads;
+  NYDUS_ASSIGN_OR_RETURN(img->session_, fuse::FuseSession::mount(img->fs_, opts.mountpoint, so));
+  NYDUS_TRY(img->session_->start());
+  spdlog::info("mounted {} at {} ({} blobs, cache {})", opts.bootstrap.string(), opts.mountpoint, blobs.size(),
+               cc.work_dir.string());
+
+  if (cfg.prefetch.enable && !img->caches_.empty()) {
+    img->prefetch_ = std::make_unique<Prefetcher>(img->boot_, img->caches_, cfg.prefetch, opts.prefetch_files);
+    img->prefetch_->start();
+  }
+  return img;
+}
+
+ImageInstance::~ImageInstance() { shutdown(); }
+
+void ImageInstance::shutdown() {
+  if (shut_) return;
+  shut_ = true;
+  // Stop prefetch first so it doesn't keep fetching into caches we flush.
+  if (prefetch_) prefetch_->stop();
+  if (session_) session_->stop();
+  for (auto& c : caches_)
+    if (auto st = c->flush(); !st) spdlog::warn("flush cache of blob {}: {}", c->info().blob_id, st.error().message);
+  spdlog::info("unmounted {}", opts_.mountpoint);
+}
+
+json ImageInstance::info() const {
+  return json{{"mountpoint", opts_.mountpoint},
+              {"fs_type", "rafs"},
+              {"source", opts_.bootstrap.string()},
+              {"config", json{{"mode", opts_.config.mode},
+                              {"digest_validate", opts_.config.digest_validate},
+                              {"enable_xattr", opts_.config.enable_xattr},
+                              {"iostats_files", opts_.config.iostats_files},
+                              {"device", json{{"backend", opts_.config.backend},
+                                              {"cache", json{{"type", opts_.config.cache_type},
+                                                             {"config", json{{"work_dir",
+                                                                              opts_.config.work_dir.string()}}}}}}}}}};
+}
+
+json ImageInstance::fs_metrics() const {
+  const auto m = fs_->metrics();
+  json j{{"id", opts_.mountpoint},
+         {"nr_opens", m.opens},
+         {"data_read", m.read_bytes},
+         {"fop_hits", json{{"lookup", m.lookups}, {"getattr", m.getattrs}, {"open", m.opens},
+                           {"read", m.reads}, {"readdir", m.readdirs}}},
+         {"fop_errors", json{{"read", m.read_errors}, {"all", m.errors}}}};
+  if (prefetch_) {
+    const auto p = prefetch_->stats();
+    j["prefetch"] = json{{"ranges_total", p.ranges_total}, {"ranges_done", p.ranges_done},
+                         {"bytes", p.bytes},               {"errors", p.errors},
+                         {"finished", p.finished}};
+  }
+  return j;
+}
+
+json ImageInstance::file_metrics() const {
+  json arr = json::array();
+  for (const auto& f : fs_->file_stats())
+    arr.push_back(json{{"nid", f.nid}, {"ino", fs_->to_ino(f.nid)}, {"nr_read", f.reads}, {"data_read", f.bytes}});
+  return arr;
+}
+
+json ImageInstance::backend_metrics() const {
+  if (!backend_) return json::object();
+  const auto m = backend_->metrics();
+  return json{{"backend_type", backend_->type()},
+              {"read_count", m.read_count},
+              {"read_amount_total", m.read_bytes},
+              {"read_errors", m.read_errors}};
+}
+
+json ImageInstance::cache_metrics() const {
+  json arr = json::array();
+  for (const auto& c : caches_) {
+    const auto m = c->metrics();
+    arr.push_back(json{{"id", c->info().blob_id},
+                       {"chunks_total", m.chunks_total},
+                       {"chunks_ready", m.chunks_ready},
+                       {"hits", m.hits},
+                       {"misses", m.misses},
+                       {"backend_requests", m.backend_requests},
+                       {"backend_bytes", m.backend_bytes},
+                       {"digest_failures", m.digest_failures},
+                       {"prefetch_data_amount", m.prefetch_bytes}});
+  }
+  return arr;
+}
+
+}  // namespace nydus::daemon

@@ -1,0 +1,71 @@
+// One mounted image: its bootstrap, backend, one blob cache per blob, the
+// FUSE filesystem and session, and the prefetcher. Created by nydusd at start
+// (fuse mode) or by the API (singleton mode).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.h"
+#include "daemon/config.h"
+#include "daemon/prefetch.h"
+#include "format/bootstrap.h"
+#include "fuse/rafs_fs.h"
+#include "storage/backend.h"
+#include "storage/blob_cache.h"
+
+namespace nydus::daemon {
+
+struct ImageOptions {
+  std::filesystem::path bootstrap;
+  std::string mountpoint;
+  DaemonConfig config;
+  // Cache directory when the config names none (no cache configured): the
+  // daemon still caches, in a directory of its own.
+  std::filesystem::path fallback_work_dir;
+  unsigned fuse_threads = 4;
+  std::vector<std::string> prefetch_files;  // image paths from the API
+};
+
+class ImageInstance {
+ public:
+  // Open everything and mount; the FUSE loop and prefetch are running on return.
+  static Result<std::unique_ptr<ImageInstance>> mount(const ImageOptions& opts);
+  ~ImageInstance();
+
+  // Unmount, stop prefetch, flush caches. Idempotent.
+  void shutdown();
+  bool serving() const { return session_ && session_->running(); }
+
+  const ImageOptions& options() const { return opts_; }
+  const std::string& mountpoint() const { return opts_.mountpoint; }
+  fuse::RafsFs& fs() { return *fs_; }
+  const format::Bootstrap& bootstrap() const { return *boot_; }
+  storage::Backend& backend() { return *backend_; }
+  const std::vector<std::shared_ptr<storage::BlobCache>>& caches() const { return caches_; }
+  const Prefetcher* prefetcher() const { return prefetch_.get(); }
+
+  nlohmann::json info() const;             // for GET /api/v1/daemon backend_collection
+  nlohmann::json fs_metrics() const;       // GET /api/v1/metrics
+  nlohmann::json file_metrics() const;     // GET /api/v1/metrics/files
+  nlohmann::json backend_metrics() const;  // GET /api/v1/metrics/backend
+  nlohmann::json cache_metrics() const;    // GET /api/v1/metrics/blobcache
+
+ private:
+  ImageInstance() = default;
+
+  ImageOptions opts_;
+  std::shared_ptr<format::Bootstrap> boot_;
+  std::shared_ptr<storage::Backend> backend_;
+  std::vector<std::shared_ptr<storage::BlobCache>> caches_;
+  std::shared_ptr<fuse::RafsFs> fs_;
+  std::unique_ptr<fuse::FuseSession> session_;
+  std::unique_ptr<Prefetcher> prefetch_;
+  bool shut_ = false;
+};
+
+}  // namespace nydus::daemon

@@ -1,0 +1,191 @@
+// nydusd: mounts RAFS images with FUSE and fetches their data lazily.
+//   nydusd [fuse] --bootstrap B --config C --mountpoint M [--apisock S] ...
+//   nydusd singleton --apisock S        (images mounted/umounted through the API)
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "api/api_routes.h"
+#include "api/http_server.h"
+#include "daemon/config.h"
+#include "daemon/daemon.h"
+
+namespace {
+
+struct Args {
+  std::string bootstrap;
+  std::string config;
+  std::string mountpoint;
+  std::string apisock;
+  std::string id;
+  std::string log_level = "info";
+  std::string log_file;
+  unsigned threads = 4;
+  std::string supervisor;
+  bool upgrade = false;
+  std::string failover_policy;
+  std::vector<std::string> prefetch_files;
+  bool fscache = false;
+};
+
+void add_common(CLI::App* app, Args& a) {
+  app->add_option("-A,--apisock", a.apisock, "unix socket of the HTTP API");
+  app->add_option("-I,--id", a.id, "daemon id");
+  app->add_option("-l,--log-level", a.log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app->add_option("-L,--log-file", a.log_file, "log to this file instead of stderr");
+  app->add_option("-T,--thread-num,--fuse-threads", a.threads, "FUSE worker threads")->check(CLI::Range(1u, 1024u));
+  app->add_option("-S,--supervisor", a.supervisor, "supervisor socket (not supported yet)");
+  app->add_flag("--upgrade", a.upgrade, "take over from a running daemon (not supported yet)");
+  app->add_option("--failover-policy", a.failover_policy, "flush or resend (ignored)");
+}
+
+void add_fuse(CLI::App* app, Args& a) {
+  app->add_option("-B,--bootstrap", a.bootstrap, "RAFS bootstrap (metadata) file");
+  app->add_option("-C,--config", a.config, "JSON config of storage and rafs");
+  app->add_option("-M,--mountpoint", a.mountpoint, "where to mount the image");
+  app->add_option("-P,--prefetch-files", a.prefetch_files, "image paths to prefetch");
+}
+
+void setup_logging(const Args& a) {
+  std::shared_ptr<spdlog::logger> lg;
+  if (!a.log_file.empty()) {
+    try {
+      lg = spdlog::basic_logger_mt("nydusd", a.log_file);
+    } catch (const spdlog::spdlog_ex& e) {
+      std::fprintf(stderr, "cannot open log file %s: %s\n", a.log_file.c_str(), e.what());
+      std::exit(1);
+    }
+  } else {
+    lg = spdlog::stderr_color_mt("nydusd");
+  }
+  spdlog::set_default_logger(lg);
+  spdlog::set_level(spdlog::level::from_str(a.log_level));
+  spdlog::flush_on(spdlog::level::info);
+}
+
+int run(Args& a, bool singleton) {
+  setup_logging(a);
+  if (a.upgrade) {
+    spdlog::error("--upgrade is not supported yet");
+    return 1;
+  }
+  if (!a.supervisor.empty()) spdlog::warn("--supervisor is not supported yet; ignored");
+  if (a.fscache) {
+    spdlog::error("fscache mode is not supported yet");
+    return 1;
+  }
+  if (singleton) {
+    if (a.apisock.empty()) {
+      spdlog::error("singleton mode needs --apisock");
+      return 1;
+    }
+  } else if (a.bootstrap.empty() || a.mountpoint.empty() || a.config.empty()) {
+    spdlog::error("--bootstrap, --config and --mountpoint are required (or use `nydusd singleton --apisock`)");
+    return 1;
+  }
+
+  // Signals are taken synchronously by the main thread (sigtimedwait below):
+  // block them before any thread starts so every thread inherits the mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  nydus::daemon::DaemonOptions dopts;
+  dopts.id = a.id;
+  dopts.apisock = a.apisock;
+  dopts.fuse_threads = a.threads;
+  dopts.singleton = singleton;
+  dopts.fallback_work_dir = std::filesystem::temp_directory_path() /
+                            fmt::format("nydusd-cache-{}", a.id.empty() ? std::to_string(getpid()) : a.id);
+  auto daemon = std::make_unique<nydus::daemon::Daemon>(dopts);
+
+  if (!singleton) {
+    auto cfg = nydus::daemon::load_config(a.config);
+    if (!cfg) {
+      spdlog::error("{}", cfg.error().message);
+      return 1;
+    }
+    if (auto st = daemon->mount_image(a.mountpoint, a.bootstrap, *cfg, a.prefetch_files); !st) {
+      spdlog::error("mount {} at {}: {}", a.bootstrap, a.mountpoint, st.error().message);
+      return 1;
+    }
+  } else {
+    daemon->set_state("RUNNING");
+  }
+
+  std::unique_ptr<nydus::api::HttpServer> server;
+  if (!a.apisock.empty()) {
+    nydus::api::Router router;
+    nydus::api::ApiHooks hooks;
+    // The API's exit request becomes a SIGTERM to ourselves: one shutdown path.
+    hooks.on_exit = [] {
+      kill(getpid(), SIGTERM);
+      return nydus::ok();
+    };
+    nydus::api::register_api_routes(router, *daemon, hooks);
+    server = std::make_unique<nydus::api::HttpServer>(a.apisock, std::move(router));
+    if (auto st = server->start(); !st) {
+      spdlog::error("API server on {}: {}", a.apisock, st.error().message);
+      daemon->shutdown();
+      return 1;
+    }
+    spdlog::info("API listening on {}", a.apisock);
+  }
+
+  int rc = 0;
+  for (;;) {
+    timespec ts{0, 200'000'000};
+    const int sig = sigtimedwait(&sigs, nullptr, &ts);
+    if (sig > 0) {
+      spdlog::info("signal {}: shutting down", sig);
+      break;
+    }
+    // In fuse mode the daemon's life is its mount: leave when it was unmounted
+    // from outside (as upstream does).
+    if (!singleton) {
+      auto dead = daemon->dead_mounts();
+      if (!dead.empty()) {
+        spdlog::info("{} was unmounted externally; exiting", dead.front());
+        break;
+      }
+    }
+  }
+  if (server) server->stop();
+  daemon->shutdown();
+  spdlog::info("bye");
+  spdlog::shutdown();
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"nydusd: RAFS image daemon (FUSE)"};
+  app.set_version_flag("-V,--version", "nydusd 0.1.0 (C++ reimplementation)");
+  Args a;
+  add_common(&app, a);
+  add_fuse(&app, a);
+  auto* fuse_cmd = app.add_subcommand("fuse", "mount one image with FUSE (the default)");
+  add_common(fuse_cmd, a);
+  add_fuse(fuse_cmd, a);
+  auto* single = app.add_subcommand("singleton", "no image at start; mount through the API");
+  add_common(single, a);
+  single->add_flag("--fscache", a.fscache, "fscache mode (not supported yet)");
+  app.require_subcommand(0, 1);
+  CLI11_PARSE(app, argc, argv);
+  return run(a, single->parsed());
+}

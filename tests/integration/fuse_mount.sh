@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2016
+# End-to-end nydusd: awkward tree -> nydus-image create -> nydusd FUSE mount (localfs
+# backend + blob cache) -> compare with the source; SIGTERM gives a clean exit and
+# unmount; a restart on the same cache with the backend gone still serves what was
+# read; with digest_validate a corrupted blob gives EIO for the affected file only,
+# and the daemon keeps serving the others. Needs root and /dev/fuse (else exit 77).
+#
+# Env: NYDUS_BIN_DIR, NYDUS_TEST_TMP (default /var/tmp), KEEP_WORK=1, SMALL=1 (quick tree).
+set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
+
+[ "$(id -u)" -eq 0 ] || skip "needs root (FUSE mounts, tmpfs for the source tree)"
+[ -c /dev/fuse ] || skip "no /dev/fuse"
+need_nydus_image
+NYDUSD=${NYDUSD:-$NYDUS_BIN_DIR/nydusd}
+[ -x "$NYDUSD" ] || die "nydusd not found at $NYDUSD (build first; set NYDUS_BIN_DIR)"
+
+WORK=$(mktemp -d "${NYDUS_TEST_TMP:-/var/tmp}/nydus-fuse.XXXXXX") || die "mktemp"
+LOG_DIR=$WORK/logs
+mkdir -p "$LOG_DIR"
+DAEMON_PID=
+cleanup() {
+  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    kill -TERM "$DAEMON_PID" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$DAEMON_PID" 2>/dev/null
+  fi
+  local m
+  for m in "$WORK"/mnt*; do
+    [ -d "$m" ] && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; }
+  done
+  umount_below "$WORK"
+  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK"; return; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The source tree lives on a tmpfs: ext4 can't hold 50 x 1000-byte xattrs on one inode.
+mkdir -p "$WORK/srcfs"
+mount -t tmpfs -o size=2g,mode=0755 tmpfs "$WORK/srcfs" || die "cannot mount tmpfs for the source tree"
+SRC=$WORK/srcfs/tree
+TREE_OPTS=()
+[ "${SMALL:-0}" = 1 ] && TREE_OPTS+=(--small)
+step "make awkward tree" "$PY" "$LIB_DIR/make_tree.py" "${TREE_OPTS[@]}" "$SRC" || die "make_tree.py failed"
+CMP_OPTS=(--ignore-root-mtime --mtime-ns)
+
+is_mounted() { awk -v d="$1" '$5 == d {f=1} END {exit !f}' /proc/self/mountinfo; }
+
+# write_config FILE BLOBDIR WORKDIR DIGEST_VALIDATE
+write_config() {
+  cat >"$1" <<JSON
+{
+  "device": {
+    "backend": {"type": "localfs", "config": {"dir": "$2"}},
+    "cache": {"type": "blobcache", "config": {"work_dir": "$3"}}
+  },
+  "mode": "direct",
+  "digest_validate": $4,
+  "iostats_files": true,
+  "enable_xattr": true,
+  "amplify_io": 1048576,
+  "fs_prefetch": {"enable": false}
+}
+JSON
+}
+
+# start_daemon NAME BOOT CONFIG MNT: start nydusd in the background, wait for the mount.
+start_daemon() {
+  local name=$1 boot=$2 cfg=$3 mnt=$4
+  mkdir -p "$mnt"
+  "$NYDUSD" --bootstrap "$boot" --config "$cfg" --mountpoint "$mnt" --apisock "$WORK/$name.sock" \
+    --log-level debug --thread-num 4 >"$LOG_DIR/$name.daemon.log" 2>&1 &
+  DAEMON_PID=$!
+  local i
+  for i in $(seq 200); do
+    if is_mounted "$mnt"; then echo "mounted after $i polls (pid $DAEMON_PID)"; return 0; fi
+    kill -0 "$DAEMON_PID" 2>/dev/null || { echo "nydusd exited early"; cat "$LOG_DIR/$name.daemon.log"; return 1; }
+    sleep 0.1
+  done
+  echo "not mounted after 20s"; cat "$LOG_DIR/$name.daemon.log"; return 1
+}
+
+# stop_daemon MNT: SIGTERM, expect exit status 0 and the mount gone.
+stop_daemon() {
+  local mnt=$1 rc=0 i
+  kill -TERM "$DAEMON_PID" || return 1
+  for i in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$DAEMON_PID" 2>/dev/null; then echo "nydusd still running 10s after SIGTERM"; return 1; fi
+  wait "$DAEMON_PID"; rc=$?
+  DAEMON_PID=
+  echo "nydusd exit status $rc"
+  [ "$rc" -eq 0 ] || return 1
+  if is_mounted "$mnt"; then echo "$mnt still mounted"; return 1; fi
+}
+
+# ---- 1. build and mount ---------------------------------------------------------------
+IMG=$WORK/img
+mkdir -p "$IMG/blobs" "$IMG/cache"
+step "nydus-image create" "$NYDUS_IMAGE" create -B "$IMG/boot" -D "$IMG/blobs" -J "$IMG/create.json" "$SRC" ||
+  die "cannot build the image"
+write_config "$IMG/config.json" "$IMG/blobs" "$IMG/cache" false
+MNT=$WORK/mnt
+if step "nydusd: mount" start_daemon first "$IMG/boot" "$IMG/config.json" "$MNT"; then
+  step "nydusd: mounted tree == source" compare_trees "${CMP_OPTS[@]}" "$SRC" "$MNT"
+  step "nydusd: writes are refused" bash -c '! touch "$1/newfile" 2>/dev/null && ! echo x 2>/dev/null >>"$(find "$1" -maxdepth 1 -type f | head -n1)"' _ "$MNT"
+  step "nydusd: API answers" bash -c 'curl -sf --unix-socket "$1" http://localhost/api/v1/daemon | grep -q RUNNING' _ "$WORK/first.sock"
+  step "nydusd: SIGTERM -> clean exit and unmount" stop_daemon "$MNT"
+fi
+
+# ---- 2. restart on the same cache with the backend gone --------------------------------
+mv "$IMG/blobs" "$IMG/blobs.gone"
+if step "restart without backend: mount" start_daemon second "$IMG/boot" "$IMG/config.json" "$MNT"; then
+  step "restart without backend: cached data == source" compare_trees "${CMP_OPTS[@]}" "$SRC" "$MNT"
+  step "restart without backend: SIGTERM" stop_daemon "$MNT"
+fi
+mv "$IMG/blobs.gone" "$IMG/blobs"
+
+# ---- 3. digest validation over a corrupted blob -----------------------------------------
+# A tiny uncompressed image: the first stored bytes of the blob belong to a_victim
+# (files are chunked in walk order), so flipping one of them breaks only its digest.
+V=$WORK/val
+mkdir -p "$V/src" "$V/blobs" "$V/cache"
+head -c 1048576 /dev/urandom >"$V/src/a_victim"
+head -c 300000 /dev/urandom >"$V/src/b_other"
+echo "small file" >"$V/src/c_small"
+step "validate: create (uncompressed)" "$NYDUS_IMAGE" create -c none -B "$V/boot" -D "$V/blobs" "$V/src" ||
+  die "cannot build the validation image"
+corrupt_blob() {
+  local f
+  f=$(find "$V/blobs" -type f | head -n1)
+  [ -n "$f" ] || return 1
+  printf '\xff\x00\xff\x00' | dd of="$f" bs=1 seek=100 conv=notrunc status=none
+  cmp -s <(head -c 200 "$f") <(head -c 200 "$V/src/a_victim") && { echo "corruption didn't change a_victim's bytes"; return 1; }
+  return 0
+}
+step "validate: corrupt blob copy" corrupt_blob
+write_config "$V/config.json" "$V/blobs" "$V/cache" true
+VMNT=$WORK/mnt-val
+if step "validate: mount" start_daemon val "$V/boot" "$V/config.json" "$VMNT"; then
+  step "validate: reading the corrupted file fails" bash -c '! cat "$1/a_victim" >/dev/null 2>"$2"; grep -i "input/output error" "$2"' _ "$VMNT" "$LOG_DIR/victim.err"
+  step "validate: daemon still running" kill -0 "$DAEMON_PID"
+  step "validate: other files still served intact" bash -c 'cmp "$1/b_other" "$2/b_other" && cmp "$1/c_small" "$2/c_small"' _ "$V/src" "$VMNT"
+  step "validate: corrupted file fails again (never cached)" bash -c '! cat "$1/a_victim" >/dev/null' _ "$VMNT"
+  step "validate: SIGTERM" stop_daemon "$VMNT"
+fi
+
+# ---- 4. prefetch_all fills a fresh cache in the background ------------------------------
+P=$WORK/pf
+mkdir -p "$P/cache"
+sed -e "s|\"work_dir\": \"[^\"]*\"|\"work_dir\": \"$P/cache\"|" \
+    -e 's|"fs_prefetch": {"enable": false}|"fs_prefetch": {"enable": true, "threads_count": 4, "merging_size": 1048576, "prefetch_all": true}|' \
+    "$IMG/config.json" >"$P/config.json"
+# wait_prefetched SOCK: every blob cache reports all chunks ready.
+wait_prefetched() {
+  local i
+  for i in $(seq 300); do
+    if curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/blobcache |
+      "$PY" -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d and all(b["chunks_ready"]==b["chunks_total"] for b in d) else 1)'; then
+      echo "all chunks ready after $i polls"; return 0
+    fi
+    sleep 0.1
+  done
+  curl -s --unix-socket "$1" http://localhost/api/v1/metrics/blobcache; echo
+  return 1
+}
+if step "prefetch: mount" start_daemon pf "$IMG/boot" "$P/config.json" "$MNT"; then
+  step "prefetch: whole image cached without reading it" wait_prefetched "$WORK/pf.sock"
+  step "prefetch: SIGTERM" stop_daemon "$MNT"
+  mv "$IMG/blobs" "$IMG/blobs.gone"
+  if step "prefetch: restart without backend" start_daemon pf2 "$IMG/boot" "$P/config.json" "$MNT"; then
+    step "prefetch: prefetched data == source" compare_trees "${CMP_OPTS[@]}" "$SRC" "$MNT"
+    step "prefetch: SIGTERM after restart" stop_daemon "$MNT"
+  fi
+  mv "$IMG/blobs.gone" "$IMG/blobs"
+fi
+
+summary
