@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -14,21 +15,23 @@ namespace nydus::builder {
 
 namespace {
 
+// Buffers are allocated once per slot and never zero-filled: resizing a
+// std::vector per chunk cost a memset of up to a chunk each time.
 struct Slot {
-  std::vector<uint8_t> raw;
-  std::vector<uint8_t> packed;
+  std::unique_ptr<uint8_t[]> raw;
+  std::unique_ptr<uint8_t[]> packed;
+  size_t packed_cap = 0;
   ChunkResult result;
   std::optional<Error> error;
   bool ready = false;
 };
 
-Status read_chunk(const ChunkJob& job, std::vector<uint8_t>& buf) {
-  buf.resize(job.length);
+Status read_chunk(const ChunkJob& job, uint8_t* buf) {
   int fd = ::open(job.path->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return sys_error("open " + *job.path);
   size_t done = 0;
   while (done < job.length) {
-    ssize_t n = ::pread(fd, buf.data() + done, job.length - done, off_t(job.offset + done));
+    ssize_t n = ::pread(fd, buf + done, job.length - done, off_t(job.offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       int e = errno;
@@ -46,14 +49,22 @@ Status read_chunk(const ChunkJob& job, std::vector<uint8_t>& buf) {
 }
 
 Status process(const ChunkJob& job, const PipelineOptions& o, Slot& s) {
-  NYDUS_TRY(read_chunk(job, s.raw));
+  const size_t cap = format::compress_bound(o.compressor, job.length);
+  if (!s.raw) s.raw.reset(new uint8_t[o.max_chunk]);
+  if (s.packed_cap < cap) {
+    s.packed.reset(new uint8_t[cap]);
+    s.packed_cap = cap;
+  }
+  if (job.length > o.max_chunk) return make_error(Errc::kInternal, "chunk larger than the pipeline's buffers");
+  NYDUS_TRY(read_chunk(job, s.raw.get()));
+  std::span<const uint8_t> raw(s.raw.get(), job.length);
   s.result.job = &job;
-  s.result.digest = format::compute_digest(o.digester, s.raw);
-  s.result.crc32 = format::crc32c(s.raw);
-  s.result.raw = s.raw;
-  NYDUS_ASSIGN_OR_RETURN(bool shrunk, format::compress(o.compressor, s.raw, s.packed));
-  s.result.compressed = shrunk;
-  s.result.stored = shrunk ? std::span<const uint8_t>(s.packed) : std::span<const uint8_t>(s.raw);
+  s.result.digest = format::compute_digest(o.digester, raw);
+  s.result.crc32 = format::crc32c(raw);
+  s.result.raw = raw;
+  NYDUS_ASSIGN_OR_RETURN(auto packed, format::compress_into(o.compressor, raw, {s.packed.get(), s.packed_cap}));
+  s.result.compressed = packed.has_value();
+  s.result.stored = packed ? std::span<const uint8_t>(s.packed.get(), *packed) : raw;
   return ok();
 }
 

@@ -36,6 +36,7 @@ struct PipelineOptions {
   format::Compressor compressor = format::Compressor::kZstd;
   format::Digester digester = format::Digester::kBlake3;
   unsigned threads = 0;  // 0 = hardware concurrency
+  uint32_t max_chunk = format::kDefaultChunkSize;  // largest job length
 };
 
 // Runs `jobs` through the pool; `commit` is called on the calling thread for

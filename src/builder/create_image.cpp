@@ -218,7 +218,7 @@ Result<CreateReport> create_image(const CreateOptions& o) {
   std::vector<ChunkRecord> stored;
   std::vector<std::vector<ChunkRecord>> file_chunks(tree.nodes.size());
   Progress progress(o.progress, total_bytes);
-  PipelineOptions po{o.compressor, o.digester, o.threads};
+  PipelineOptions po{o.compressor, o.digester, o.threads, o.chunk_size};
   NYDUS_TRY(run_chunk_pipeline(jobs, po, [&](const ChunkResult& r) -> Status {
     const uint32_t usize = uint32_t(r.raw.size());
     auto [it, fresh] = dedup.try_emplace({r.digest, usize});

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -21,6 +22,16 @@ const char* compressor_name(Compressor c);
 // when the output would not be strictly smaller than the input: the caller
 // then stores the chunk raw, as upstream does.
 Result<bool> compress(Compressor c, std::span<const uint8_t> in, std::vector<uint8_t>& out);
+
+// Worst-case compressed size of `n` bytes (buffer size for compress_into).
+size_t compress_bound(Compressor c, size_t n);
+
+// Compress into a caller-owned buffer of at least compress_bound() bytes (no
+// allocation, no zero-filling: the chunk pipeline calls this per chunk).
+// Returns the compressed length, or nullopt when it would not be strictly
+// smaller than the input (store raw). zstd contexts are reused per thread;
+// the output equals single-shot ZSTD_compress at level 3.
+Result<std::optional<size_t>> compress_into(Compressor c, std::span<const uint8_t> in, std::span<uint8_t> out);
 
 // Decompress `in` into exactly `out.size()` bytes; any other length is kCorrupt.
 Status decompress(Compressor c, std::span<const uint8_t> in, std::span<uint8_t> out);

@@ -1,5 +1,7 @@
 #include "format/compress.h"
 
+#include <zstd.h>
+
 #include <gtest/gtest.h>
 
 #include "format/digest.h"
@@ -99,6 +101,37 @@ TEST(TarHeader, MatchesUpstreamFixture) {
   EXPECT_EQ(p->name, "rafs.blob.toc");
   auto mine = make_tar_header(p->name, p->size);
   EXPECT_TRUE(std::equal(mine.begin(), mine.end(), last.begin()));
+}
+
+}  // namespace
+}  // namespace nydus::format
+
+namespace nydus::format {
+namespace {
+
+// The reused per-thread zstd context must produce exactly the single-shot
+// level-3 frame upstream writes (byte-identical blobs depend on it).
+TEST(Compress, ReusedZstdContextMatchesSingleShot) {
+  std::vector<uint8_t> buf(compress_bound(Compressor::kZstd, 1 << 20));
+  for (size_t n : {size_t(5000), size_t(1) << 20, size_t(4096), size_t(70000)}) {
+    auto in = sample(n);
+    std::vector<uint8_t> ref(ZSTD_compressBound(n));
+    size_t m = ZSTD_compress(ref.data(), ref.size(), in.data(), in.size(), 3);
+    ASSERT_FALSE(ZSTD_isError(m));
+    auto r = compress_into(Compressor::kZstd, in, buf);
+    ASSERT_TRUE(r && *r);
+    EXPECT_EQ(std::vector<uint8_t>(buf.begin(), buf.begin() + long(**r)), std::vector<uint8_t>(ref.begin(), ref.begin() + long(m)));
+  }
+}
+
+TEST(Compress, IncompressibleInputIsStoredRaw) {
+  std::vector<uint8_t> in(4096);
+  uint32_t x = 12345;
+  for (auto& b : in) b = uint8_t((x = x * 1103515245 + 12345) >> 16);
+  std::vector<uint8_t> buf(compress_bound(Compressor::kLz4Block, in.size()));
+  auto r = compress_into(Compressor::kLz4Block, in, buf);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(*r);
 }
 
 }  // namespace
