@@ -588,9 +588,9 @@ Status FuseSession::start() {
     const int rc = fuse_session_loop_mt(se_, cfg);
     fuse_loop_cfg_destroy(cfg);
     if (rc != 0) spdlog::info("FUSE loop at {} ended: {}", mountpoint_, rc);
-    // The connection is gone or aborted: this closes /dev/fuse and unmounts
-    // if the kernel still has the mount.
-    fuse_session_unmount(se_);
+    // Ended by itself (external umount, connection abort): let libfuse tidy
+    // up the mount. After stop() we detached it already; destroy closes the fd.
+    if (!stopping_) fuse_session_unmount(se_);
     running_ = false;
   });
   return ok();
@@ -601,12 +601,24 @@ void FuseSession::stop() {
   if (stopped_) return;
   stopped_ = true;
   if (!se_) return;
-  fuse_session_exit(se_);
+  stopping_ = true;
   if (loop_.joinable()) {
-    // Detaching the mount ends the connection once nothing uses it; the
-    // workers then read ENODEV and the loop returns.
+    // Keep a handle on our root across the detach: through it one last
+    // request wakes a worker, which answers it, sees the exit flag and ends
+    // the loop even when the mount stays busy (a cwd or an open file inside).
+    const int root = running_ ? ::open(mountpoint_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+    fuse_session_exit(se_);
     if (::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
       spdlog::warn("umount {}: {}", mountpoint_, std::strerror(errno));
+    if (root >= 0) {
+      // OPENDIR always reaches the daemon. Detached: if every worker is stuck
+      // in a slow read this waits for them, and ends when the connection does.
+      std::thread([root] {
+        const int d = ::openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (d >= 0) ::close(d);
+        ::close(root);
+      }).detach();
+    }
     for (int i = 0; i < 300 && running_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (running_ && conn_id_) {
       // Still busy (open files, a cwd inside): abort the connection.
@@ -615,6 +627,7 @@ void FuseSession::stop() {
     }
     loop_.join();
   } else {
+    fuse_session_exit(se_);
     fuse_session_unmount(se_);
   }
   fuse_session_destroy(se_);

@@ -178,6 +178,7 @@ class FuseSession {
   std::optional<unsigned> conn_id_;  // /sys/fs/fuse/connections/<id>
   std::thread loop_;
   std::atomic<bool> running_{false};
+  std::atomic<bool> stopping_{false};
   std::mutex stop_mu_;
   bool stopped_ = false;
 };

@@ -176,4 +176,43 @@ if step "prefetch: mount" start_daemon pf "$IMG/boot" "$P/config.json" "$MNT"; t
   mv "$IMG/blobs.gone" "$IMG/blobs"
 fi
 
+# ---- 5. SIGTERM while the mount is busy (open file, cwd inside) still exits ------------------
+busy_stop() {
+  local f
+  f=$(find "$MNT" -type f -size +0 | head -n1)
+  ( cd "$MNT" && exec sleep 60 ) & local holder=$!
+  exec 7<"$f"
+  sleep 0.2
+  stop_daemon "$MNT"; local rc=$?
+  exec 7<&-
+  kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+  return "$rc"
+}
+if step "busy: mount" start_daemon busy "$IMG/boot" "$IMG/config.json" "$MNT"; then
+  step "busy: SIGTERM with an open file and a cwd inside" busy_stop
+fi
+
+# ---- 6. singleton: mount and umount through the API ------------------------------------------
+singleton_api() {
+  local sock=$WORK/single.sock body i
+  "$NYDUSD" singleton --apisock "$sock" >"$LOG_DIR/single.daemon.log" 2>&1 &
+  DAEMON_PID=$!
+  for i in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+  body=$("$PY" -c 'import json,sys; print(json.dumps({"source": sys.argv[1], "fs_type": "rafs", "config": open(sys.argv[2]).read()}))' "$IMG/boot" "$IMG/config.json")
+  mkdir -p "$MNT"
+  curl -sf -X POST --unix-socket "$sock" "http://localhost/api/v1/mount?mountpoint=$MNT" -d "$body" || { echo "mount request failed"; return 1; }
+  is_mounted "$MNT" || { echo "not mounted after the API call"; return 1; }
+  compare_trees -q "${CMP_OPTS[@]}" "$SRC" "$MNT" || return 1
+  curl -sf -X DELETE --unix-socket "$sock" "http://localhost/api/v1/mount?mountpoint=$MNT" || { echo "umount request failed"; return 1; }
+  is_mounted "$MNT" && { echo "still mounted after umount"; return 1; }
+  kill -0 "$DAEMON_PID" || { echo "daemon died"; return 1; }
+  curl -sf -X PUT --unix-socket "$sock" "http://localhost/api/v1/daemon/exit" || { echo "exit request failed"; return 1; }
+  for i in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+  wait "$DAEMON_PID"; i=$?
+  DAEMON_PID=
+  echo "singleton exit status $i"
+  [ "$i" -eq 0 ]
+}
+step "singleton: mount, compare, umount and exit via the API" singleton_api
+
 summary
