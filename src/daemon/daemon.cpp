@@ -31,11 +31,14 @@ Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem:
     if (images_.count(mp)) return errorf(Errc::kExists, "{} is already mounted by this daemon", mp);
   }
   ImageOptions io;
-  io.bootstrap = bootstrap;
+  std::error_code ec;
+  io.bootstrap = std::filesystem::absolute(bootstrap, ec);
+  if (ec) io.bootstrap = bootstrap;
   io.mountpoint = mp;
   io.config = cfg;
-  // Each image gets its own fallback dir so two images never share a cache by accident.
-  io.fallback_work_dir = opts_.fallback_work_dir;
+  // Each mountpoint gets its own fallback dir: two live caches of one blob
+  // must not write the same files.
+  io.fallback_work_dir = opts_.fallback_work_dir / fmt::format("{:016x}", std::hash<std::string>{}(mp));
   io.fuse_threads = opts_.fuse_threads;
   io.prefetch_files = std::move(prefetch_files);
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageInstance> img, ImageInstance::mount(io));
