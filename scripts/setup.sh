@@ -14,6 +14,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   librust-blake3-dev libarchive-dev libcurl4-openssl-dev
   erofs-utils attr zstd lz4 python3 xxd time
+  docker-registry apache2-utils
 )
 
 missing_packages() {
@@ -40,6 +41,18 @@ if [ "${SKIP_APT:-0}" != 1 ]; then
       "${SUDO[@]}" apt-get update
       DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
     fi
+  fi
+fi
+
+# s3rver (an S3 emulator) for the remote storage tests, from the npm registry.
+if [ "${SKIP_APT:-0}" != 1 ] && ! command -v s3rver >/dev/null; then
+  if command -v npm >/dev/null; then
+    echo "setup: installing s3rver (npm)"
+    SUDO=()
+    [ "$(id -u)" -eq 0 ] || SUDO=(sudo)
+    "${SUDO[@]}" npm install -g --no-fund --no-audit s3rver || echo "setup: npm install s3rver failed; the s3rver tests will skip" >&2
+  else
+    echo "setup: npm not found; the s3rver tests will skip (install nodejs+npm, then: npm install -g s3rver)" >&2
   fi
 fi
 

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "storage/localfs_backend.h"
+#include "storage/registry_backend.h"
+#include "storage/s3_backend.h"
 
 namespace nydus::storage {
 
@@ -47,7 +49,18 @@ Result<std::shared_ptr<Backend>> make_backend(const nlohmann::json& backend) {
     config = &*it;
   }
   if (type == "localfs") return make_localfs(*config);
-  return errorf(Errc::kUnsupported, "backend type '{}' is not supported (supported: localfs)", type);
+  if (type == "registry") {
+    NYDUS_ASSIGN_OR_RETURN(auto cfg, parse_registry_config(*config));
+    NYDUS_ASSIGN_OR_RETURN(auto b, RegistryBackend::create(std::move(cfg)));
+    return std::shared_ptr<Backend>(std::move(b));
+  }
+  if (type == "s3" || type == "oss") {
+    NYDUS_ASSIGN_OR_RETURN(auto cfg, parse_s3_config(*config, type == "oss"));
+    NYDUS_ASSIGN_OR_RETURN(auto b, S3Backend::create(std::move(cfg)));
+    return std::shared_ptr<Backend>(std::move(b));
+  }
+  return errorf(Errc::kUnsupported, "backend type '{}' is not supported (supported: localfs, registry, s3, oss)",
+                type);
 }
 
 }  // namespace nydus::storage

@@ -1,6 +1,6 @@
 // Where blobs live: a backend reads byte ranges of a blob's stored
-// (compressed) layout. Implementations: localfs now; registry, s3 and proxy
-// later. Backends are shared by all blob caches and must be thread-safe.
+// (compressed) layout. Implementations: localfs, registry (with proxy and
+// mirrors), s3. Backends are shared by all blob caches and must be thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,11 @@ struct BackendMetrics {
   uint64_t read_count = 0;
   uint64_t read_bytes = 0;
   uint64_t read_errors = 0;
+  // Remote backends only (zero for localfs):
+  uint64_t requests = 0;          // HTTP requests sent (incl. token, redirect, HEAD)
+  uint64_t retries = 0;           // read/size attempts repeated after a retryable failure
+  uint64_t dedup_waits = 0;       // reads served by joining an identical in-flight read
+  uint64_t latency_us_total = 0;  // summed wall time of successful reads
 };
 
 class Backend {
@@ -33,7 +38,8 @@ class Backend {
 };
 
 // From upstream's `device.backend` JSON: {"type": "localfs", "config": {"dir": ...}}
-// or {"config": {"blob_file": ...}}.
+// or {"config": {"blob_file": ...}}; "registry" and "s3" take upstream's
+// config fields (see registry_backend.h, s3_backend.h).
 Result<std::shared_ptr<Backend>> make_backend(const nlohmann::json& backend);
 
 }  // namespace nydus::storage

@@ -104,7 +104,7 @@ TEST(LocalFsBackend, BlobFileServesEveryIdAndAltDirsAreSearched) {
 }
 
 TEST(MakeBackend, RejectsUnknownTypesAndBadConfigs) {
-  auto r = make_backend(json{{"type", "registry"}, {"config", json::object()}});
+  auto r = make_backend(json{{"type", "ftp"}, {"config", json::object()}});
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code, Errc::kUnsupported);
   EXPECT_NE(r.error().message.find("localfs"), std::string::npos);

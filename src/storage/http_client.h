@@ -1,0 +1,107 @@
+// A small libcurl HTTP client shared by the remote backends (registry, s3).
+//
+// - Connection reuse: a bounded pool of CURL easy handles (curl keeps each
+//   handle's live connections across curl_easy_reset) plus a CURLSH sharing
+//   the DNS cache and TLS sessions between them.
+// - HTTP/2 over TLS when the server offers it (CURL_HTTP_VERSION_2TLS),
+//   HTTP/1.1 otherwise; TLS verification on unless `skip_verify`.
+// - Every request has a deadline (total timeout + connect timeout).
+// - Redirects are never followed automatically: callers see 3xx + Location.
+// - Bodies are bounded: a ranged GET writes straight into the caller's span
+//   and a body longer than the span aborts the transfer (kCorrupt); other
+//   bodies are collected up to `max_body` bytes.
+// - Response headers are captured (names lower-cased, last value wins).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/result.h"
+
+namespace nydus::storage {
+
+struct HttpOptions {
+  std::chrono::milliseconds timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
+  bool skip_verify = false;
+  bool http2 = true;           // offer HTTP/2 over TLS
+  size_t max_idle_handles = 16;  // easy handles kept for reuse
+};
+
+struct HttpResponse {
+  long status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;           // when the request had no body_out (bounded)
+  uint64_t body_bytes = 0;    // bytes of body received (into body_out or body)
+  bool wrote_body_out = false;  // the body went into the request's body_out
+
+  // Header value or "" when absent (`name` lower-case).
+  const std::string& header(const std::string& name) const;
+  bool has_header(const std::string& name) const { return headers.count(name) != 0; }
+  std::optional<uint64_t> content_length() const;
+};
+
+struct HttpRequest {
+  std::string method = "GET";  // GET, HEAD, PUT, POST
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  // Request body (PUT/POST); not owned, must outlive perform().
+  std::span<const uint8_t> body;
+  // GET target: a 2xx body is written here and must not exceed its size.
+  // Before the first byte lands, `accept` (if set) sees the status and
+  // headers; an error from it aborts the transfer and is returned.
+  std::optional<std::span<uint8_t>> body_out;
+  std::function<Status(const HttpResponse&)> accept;
+  size_t max_body = 1 << 20;  // bound for bodies collected into `body`
+  std::string proxy;          // e.g. "http://127.0.0.1:3128"; "" = none (env ignored)
+  std::optional<std::chrono::milliseconds> timeout;  // overrides HttpOptions
+};
+
+// Which failures a caller may retry: transport errors (connect, timeout,
+// reset) and a bad body length are kIo/kCorrupt from perform(); HTTP status
+// codes are returned in the response for the caller to judge.
+class HttpClient {
+ public:
+  explicit HttpClient(HttpOptions opts = {});
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Perform one request. Transport failures are kIo; a body larger than
+  // body_out is kCorrupt; an `accept` error is returned as is.
+  Result<HttpResponse> perform(const HttpRequest& req);
+
+  const HttpOptions& options() const { return opts_; }
+
+ private:
+  struct Share;
+  void* acquire();
+  void release(void* h);
+
+  HttpOptions opts_;
+  std::unique_ptr<Share> share_;
+  std::mutex mu_;
+  std::vector<void*> idle_;
+};
+
+// Helpers for URLs and headers.
+std::string url_encode(std::string_view s, bool keep_slash = false);
+// Resolve a Location header against the request URL (absolute or relative).
+Result<std::string> resolve_url(const std::string& base, const std::string& location);
+// scheme://host[:port] of a URL ("" when unparsable).
+std::string url_origin(const std::string& url);
+std::string base64_encode(std::span<const uint8_t> data);
+inline std::string base64_encode(std::string_view s) {
+  return base64_encode(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
+}
+
+}  // namespace nydus::storage

@@ -1,0 +1,153 @@
+// The registry backend: blobs are OCI/Docker registry blobs, read with
+// ranged GETs of `/v2/<repo>/blobs/sha256:<blob id>`.
+//
+// Auth: anonymous first; a 401 is answered from its WWW-Authenticate
+// challenge — Bearer: a token from the realm (with `auth` as Basic
+// credentials when set), cached until `expires_in` (default 60 s) and
+// refreshed on expiry or 401; Basic: `auth`. `registry_token` is a static
+// bearer token. Redirects (to blob storage) are followed by hand without the
+// registry's Authorization, and the target is cached per blob until it fails.
+//
+// Proxy (Dragonfly): requests go to `proxy.url` + the same path with
+// `X-Dragonfly-Registry: <scheme>://<host>`; a background check GETs
+// `proxy.ping_url` every `check_interval` s. While the proxy is unhealthy
+// and `fallback` is set, requests go to the mirrors/origin directly.
+// Mirrors are tried in order before the origin, each with its `headers`; a
+// mirror failing `failure_limit` times is skipped until its `ping_url`
+// passes (checked every `health_check_interval` s).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "storage/remote_backend.h"
+
+namespace nydus::storage {
+
+struct ProxyConfig {
+  std::string url;       // "" = no proxy
+  std::string ping_url;
+  bool fallback = true;
+  Millis check_interval{5000};
+  bool use_http = false;  // talk to the proxy over plain http
+};
+
+struct MirrorConfig {
+  std::string host;  // "http://127.0.0.1:5001" (a scheme-less host takes the registry's scheme)
+  std::map<std::string, std::string> headers;
+  std::string ping_url;
+  Millis health_check_interval{5000};
+  int failure_limit = 5;
+};
+
+struct RegistryConfig {
+  std::string scheme = "https";
+  std::string host;
+  std::string repo;
+  std::string auth;            // base64("user:pass")
+  std::string registry_token;  // static bearer token
+  bool skip_verify = false;
+  Millis timeout{5000};
+  Millis connect_timeout{5000};
+  RetryPolicy retry;           // retry.retry_limit from "retry_limit"
+  ProxyConfig proxy;
+  std::vector<MirrorConfig> mirrors;
+};
+
+// From upstream's `backend.config` JSON for type "registry". Intervals are
+// seconds (fractions allowed); "retry_backoff_ms" (ours) sets the base backoff.
+Result<RegistryConfig> parse_registry_config(const nlohmann::json& config);
+
+// One challenge of a WWW-Authenticate header: scheme (lower-case) and params
+// (lower-case names, unquoted values).
+struct AuthChallenge {
+  std::string scheme;
+  std::map<std::string, std::string> params;
+};
+std::vector<AuthChallenge> parse_www_authenticate(std::string_view header);
+
+class RegistryBackend final : public RemoteBackend {
+ public:
+  static Result<std::shared_ptr<RegistryBackend>> create(RegistryConfig cfg);
+  ~RegistryBackend() override;
+
+  const char* type() const override { return "registry"; }
+
+  // For tests/metrics: whether the proxy is considered healthy, and how many
+  // mirrors are currently skipped.
+  bool proxy_healthy() const { return proxy_healthy_.load(); }
+  size_t mirrors_disabled() const;
+
+ protected:
+  Attempt<> fetch(const std::string& blob_id, uint64_t offset, std::span<uint8_t> out) override;
+  Attempt<uint64_t> head_size(const std::string& blob_id) override;
+
+ private:
+  explicit RegistryBackend(RegistryConfig cfg);
+
+  enum class Kind { kProxy, kMirror, kOrigin };
+  struct Endpoint {
+    Kind kind;
+    std::string base;  // scheme://host[:port]
+    size_t mirror = 0;
+  };
+  struct AuthState {
+    std::mutex mu;
+    std::string header;  // "Bearer x" / "Basic x" / ""
+    std::chrono::steady_clock::time_point expires = std::chrono::steady_clock::time_point::max();
+    std::optional<AuthChallenge> bearer;  // to refresh an expired token
+  };
+  struct Mirror {
+    MirrorConfig cfg;
+    std::string base;
+    std::atomic<int> failures{0};
+    std::chrono::steady_clock::time_point next_check{};
+  };
+
+  std::vector<Endpoint> route();
+  std::string blob_path(const std::string& blob_id) const;
+  AuthState& auth_for(const std::string& key);
+  std::string auth_header(AuthState& st);
+  // Answer a 401; false when there is nothing more to try.
+  Attempt<> reauth(AuthState& st, const std::string& www_authenticate);
+  // Get a token from a Bearer challenge's realm and store it in `st`.
+  Attempt<> refresh_bearer(AuthState& st, const AuthChallenge& ch);
+
+  // One request to an endpoint (auth, manual redirect). For a GET with
+  // `out`, the body lands in `out` after check_range_response.
+  Attempt<HttpResponse> request(const Endpoint& ep, const std::string& method, const std::string& blob_id,
+                                uint64_t offset, std::optional<std::span<uint8_t>> out);
+  Attempt<HttpResponse> request_storage(const std::string& url, const std::string& method, uint64_t offset,
+                                        std::optional<std::span<uint8_t>> out);
+  void endpoint_failed(const Endpoint& ep);
+  void health_loop();
+  bool ping(const std::string& url);
+
+  RegistryConfig cfg_;
+  std::string origin_;     // scheme://host
+  std::string proxy_base_;
+  HttpClient http_;
+  std::vector<std::unique_ptr<Mirror>> mirrors_;
+  std::atomic<bool> proxy_healthy_{true};
+  std::chrono::steady_clock::time_point proxy_next_check_{};
+
+  std::mutex auth_mu_;
+  std::map<std::string, std::unique_ptr<AuthState>> auth_;
+  std::mutex redirect_mu_;
+  std::map<std::string, std::string> redirects_;  // blob id -> storage URL
+
+  std::mutex health_mu_;
+  std::condition_variable health_cv_;
+  bool stop_ = false;
+  std::thread health_thread_;
+};
+
+}  // namespace nydus::storage
