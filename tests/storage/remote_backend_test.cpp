@@ -350,7 +350,7 @@ TEST(Registry, RejectsShortLongAndMisplacedBodies) {
 TEST(Registry, DeadlineFiresOnSilentServer) {
   Blob blob;
   auto srv = registry_for(blob, [](const FakeRequest&) -> std::optional<FakeResponse> {
-    return FakeResponse{FakeResponse::kHang};
+    return FakeResponse{FakeResponse::kHang, 0, {}, {}};
   });
   auto b = make(reg_config(srv, {{"timeout", 0.5}, {"retry_limit", 1}}));
   auto t0 = Clock::now();
@@ -363,7 +363,7 @@ TEST(Registry, DeadlineFiresOnSilentServer) {
   EXPECT_LT(secs_since(t0), 4.0);
   EXPECT_EQ(srv.hits(), 2);
   // A dropped connection is retried too.
-  srv.set_handler([](const FakeRequest&) { return FakeResponse{FakeResponse::kDrop}; });
+  srv.set_handler([](const FakeRequest&) { return FakeResponse{FakeResponse::kDrop, 0, {}, {}}; });
   read_str(*b, blob.id, 0, 100, &st);
   EXPECT_FALSE(st);
   EXPECT_EQ(srv.hits(), 4);
@@ -505,7 +505,7 @@ TEST(Registry, ProxyFallbackAndRecovery) {
   std::mutex mu;
   std::string dragonfly_header;
   auto proxy_handler = [&](const FakeRequest& req) {
-    if (!proxy_up.load()) return FakeResponse{FakeResponse::kDrop};
+    if (!proxy_up.load()) return FakeResponse{FakeResponse::kDrop, 0, {}, {}};
     if (req.target == "/server/ping") return FakeResponse{FakeResponse::kRespond, 200, {}, "pong"};
     {
       std::lock_guard lk(mu);
