@@ -98,12 +98,30 @@ stop_daemon() {
 # ---- 1. build and mount ---------------------------------------------------------------
 IMG=$WORK/img
 mkdir -p "$IMG/blobs" "$IMG/cache"
-step "nydus-image create" "$NYDUS_IMAGE" create -B "$IMG/boot" -D "$IMG/blobs" -J "$IMG/create.json" "$SRC" ||
+step "nydus-image create" "$NYDUS_IMAGE" create -B "$IMG/boot" -D "$IMG/blobs" --blob-cache-dir "$IMG/kcache" \
+  -J "$IMG/create.json" "$SRC" ||
   die "cannot build the image"
 write_config "$IMG/config.json" "$IMG/blobs" "$IMG/cache" false
 MNT=$WORK/mnt
 if step "nydusd: mount" start_daemon first "$IMG/boot" "$IMG/config.json" "$MNT"; then
+  # Cold cache: 16 readers at random offsets race on the same chunks.
+  step "nydusd: 16 concurrent random readers == source (cold cache)" \
+    "$PY" "$LIB_DIR/concurrent_read.py" --threads 16 --reads 300 "$SRC" "$MNT"
   step "nydusd: mounted tree == source" compare_trees "${CMP_OPTS[@]}" "$SRC" "$MNT"
+  # The same image through the kernel's own EROFS: FUSE must show what it shows.
+  kernel_vs_fuse() {
+    local id devs=()
+    while read -r id; do devs+=(--device "$IMG/kcache/$id.blob.data"); done < <(blob_ids "$IMG/create.json")
+    mkdir -p "$WORK/kmnt"
+    "$PY" "$LIB_DIR/erofs_mount.py" mount "$IMG/boot" "$WORK/kmnt" "${devs[@]}" || return 1
+    compare_trees --mtime-ns "$WORK/kmnt" "$MNT"
+    local rc=$?
+    "$PY" "$LIB_DIR/erofs_mount.py" umount "$WORK/kmnt"
+    return $rc
+  }
+  if grep -qw erofs /proc/filesystems; then
+    step "nydusd: FUSE mount == kernel EROFS mount of the same image" kernel_vs_fuse
+  fi
   step "nydusd: writes are refused" bash -c '! touch "$1/newfile" 2>/dev/null && ! echo x 2>/dev/null >>"$(find "$1" -maxdepth 1 -type f | head -n1)"' _ "$MNT"
   step "nydusd: API answers" bash -c 'curl -sf --unix-socket "$1" http://localhost/api/v1/daemon | grep -q RUNNING' _ "$WORK/first.sock"
   step "nydusd: SIGTERM -> clean exit and unmount" stop_daemon "$MNT"

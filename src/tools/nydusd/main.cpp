@@ -4,10 +4,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/basic_file_sink.h>
@@ -20,6 +22,16 @@
 #include "daemon/daemon.h"
 
 namespace {
+
+// The API's exit request becomes a SIGTERM to ourselves (one shutdown path),
+// sent a moment later so the HTTP reply to the request is written first.
+nydus::Status exit_soon() {
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    kill(getpid(), SIGTERM);
+  }).detach();
+  return nydus::ok();
+}
 
 struct Args {
   std::string bootstrap;
@@ -131,11 +143,7 @@ int run(Args& a, bool singleton) {
   if (!a.apisock.empty()) {
     nydus::api::Router router;
     nydus::api::ApiHooks hooks;
-    // The API's exit request becomes a SIGTERM to ourselves: one shutdown path.
-    hooks.on_exit = [] {
-      kill(getpid(), SIGTERM);
-      return nydus::ok();
-    };
+    hooks.on_exit = exit_soon;
     nydus::api::register_api_routes(router, *daemon, hooks);
     server = std::make_unique<nydus::api::HttpServer>(a.apisock, std::move(router));
     if (auto st = server->start(); !st) {
