@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -115,19 +116,25 @@ Result<format::BlobMeta> parse_meta_cache(std::span<const uint8_t> file, const B
 class BlobCacheImpl final : public BlobCache {
  public:
   ~BlobCacheImpl() override {
-    if (data_fd_ >= 0) ::close(data_fd_);
+    if (data_fd_ >= 0) {
+      (void)persist(true);
+      ::close(data_fd_);
+    }
   }
 
   const BlobInfo& info() const override { return blob_; }
   const std::vector<ChunkRecord>& chunks() const override { return chunks_; }
   int data_fd() const override { return data_fd_; }
   fs::path data_path() const override { return data_path_; }
-  Status flush() override { return map_->flush(); }
+  Status flush() override {
+    NYDUS_TRY(persist(true));
+    return map_->flush();
+  }
 
   CacheMetrics metrics() const override {
     CacheMetrics m;
     m.chunks_total = chunks_.size();
-    m.chunks_ready = map_->ready_count();
+    m.chunks_ready = ready_count_.load(std::memory_order_relaxed);
     m.hits = hits_.load(std::memory_order_relaxed);
     m.misses = misses_.load(std::memory_order_relaxed);
     m.backend_requests = backend_requests_.load(std::memory_order_relaxed);
@@ -158,7 +165,7 @@ class BlobCacheImpl final : public BlobCache {
   bool is_ready(uint64_t offset, uint64_t len) const override {
     if (!fits(offset, len, blob_.uncompressed_size)) return false;
     for (uint32_t ci : overlapping(offset, len))
-      if (!map_->is_ready(ci)) return false;
+      if (!ready(ci)) return false;
     return true;
   }
 
@@ -177,6 +184,22 @@ class BlobCacheImpl final : public BlobCache {
   Status fetch_claimed(std::vector<uint32_t> cis, bool prefetch);
   // Load the ci array (cache file or backend) and index it.
   Status load_meta(const std::vector<format::Digest>& digests);
+  // In-memory readiness: a chunk's bytes are in the data file (at least in
+  // the page cache). The persistent map lags behind: its bits are set only
+  // after an fdatasync that covers the bytes (see persist()).
+  bool ready(uint32_t ci) const {
+    return (ready_mem_[ci / 64].load(std::memory_order_acquire) >> (ci % 64)) & 1;
+  }
+  void mark_ready(uint32_t ci) {
+    uint64_t bit = uint64_t(1) << (ci % 64);
+    if (!(ready_mem_[ci / 64].fetch_or(bit, std::memory_order_acq_rel) & bit))
+      ready_count_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Sync the data file and persist the bits of chunks written since the last
+  // sync. Called at most about once a second from the read path (`force` =
+  // false) and on flush/close: a per-fetch fdatasync made every cold read of
+  // a small file wait for the disk (~5 ms each here).
+  Status persist(bool force);
   // Validate the decoded chunks and build chunks_ / by_uoff_.
   Status index_meta(const format::BlobMeta& meta, const std::vector<format::Digest>& digests);
 
@@ -193,6 +216,12 @@ class BlobCacheImpl final : public BlobCache {
   std::mutex mu_;  // guards inflight_; never held across I/O
   std::condition_variable cv_;
   std::vector<uint8_t> inflight_;
+
+  std::unique_ptr<std::atomic<uint64_t>[]> ready_mem_;
+  std::atomic<uint64_t> ready_count_{0};
+  std::mutex persist_mu_;  // guards pending_ and last_persist_
+  std::vector<uint32_t> pending_;
+  std::chrono::steady_clock::time_point last_persist_{};
 
   std::atomic<uint64_t> hits_{0}, misses_{0}, backend_requests_{0}, backend_bytes_{0}, digest_failures_{0},
       prefetch_bytes_{0};
@@ -312,6 +341,12 @@ Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backen
   }
   NYDUS_ASSIGN_OR_RETURN(map_, ChunkMap::open(cfg_.work_dir / (blob_.blob_id + ".chunk_map"), blob_.chunk_count, fresh));
   inflight_.assign(chunks_.size(), 0);
+  const size_t words = (chunks_.size() + 63) / 64;
+  ready_mem_.reset(new std::atomic<uint64_t>[words]);
+  for (size_t w = 0; w < words; w++) ready_mem_[w].store(0, std::memory_order_relaxed);
+  for (uint32_t ci = 0; ci < chunks_.size(); ci++)
+    if (map_->is_ready(ci)) mark_ready(ci);
+  last_persist_ = std::chrono::steady_clock::now();
   return ok();
 }
 
@@ -337,7 +372,7 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch) {
     {
       std::lock_guard lk(mu_);
       for (uint32_t ci : cis) {
-        if (map_->is_ready(ci)) continue;
+        if (ready(ci)) continue;
         if (inflight_[ci]) {
           theirs.push_back(ci);
         } else {
@@ -369,7 +404,7 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch) {
     }
   }
   for (uint32_t ci : cis)
-    if (!map_->is_ready(ci))
+    if (!ready(ci))
       return errorf(Errc::kIo, "blob {}: chunk {} could not be fetched (concurrent fetches kept failing)",
                     blob_.blob_id, ci);
   return ok();
@@ -437,12 +472,37 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
     }
     i = j;
   }
-  // Bytes reach the disk before any bit claims them (one sync per fetch).
+  // Readers may use the bytes at once (they are in the page cache); the
+  // persistent bits follow after the next sync.
   if (!written.empty()) {
-    if (::fdatasync(data_fd_) != 0) return sys_error("syncing blob cache data");
-    for (uint32_t ci : written) map_->set_ready(ci);
+    for (uint32_t ci : written) mark_ready(ci);
+    {
+      std::lock_guard lk(persist_mu_);
+      pending_.insert(pending_.end(), written.begin(), written.end());
+    }
+    if (Status ps = persist(false); !ps && first_error) first_error = std::move(ps);
   }
   return first_error;
+}
+
+Status BlobCacheImpl::persist(bool force) {
+  std::vector<uint32_t> batch;
+  {
+    std::lock_guard lk(persist_mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (pending_.empty() || (!force && now - last_persist_ < std::chrono::seconds(1))) return ok();
+    batch.swap(pending_);
+    last_persist_ = now;
+  }
+  // Bytes reach the disk before any persistent bit claims them.
+  if (::fdatasync(data_fd_) != 0) {
+    int e = errno;
+    std::lock_guard lk(persist_mu_);
+    pending_.insert(pending_.end(), batch.begin(), batch.end());
+    return sys_error("syncing blob cache data", e);
+  }
+  for (uint32_t ci : batch) map_->set_ready(ci);
+  return ok();
 }
 
 }  // namespace
