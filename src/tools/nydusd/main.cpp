@@ -1,6 +1,8 @@
 // nydusd: mounts RAFS images with FUSE and fetches their data lazily.
 //   nydusd [fuse] --bootstrap B --config C --mountpoint M [--apisock S] ...
 //   nydusd singleton --apisock S        (images mounted/umounted through the API)
+//   nydusd fanotify --bootstrap B --config C --mountpoint M [--apisock S]
+//                                       (kernel EROFS + fanotify pre-content fills; see src/fanotify/README.md)
 #include <signal.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 #include "api/http_server.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
+#include "fanotify/fanotify_image.h"
 
 namespace {
 
@@ -179,6 +182,72 @@ int run(Args& a, bool singleton) {
   return rc;
 }
 
+// fanotify mode: one image, mounted by the kernel's EROFS over our cache files.
+int run_fanotify(Args& a) {
+  setup_logging(a);
+  if (a.bootstrap.empty() || a.mountpoint.empty() || a.config.empty()) {
+    spdlog::error("fanotify mode needs --bootstrap, --config and --mountpoint");
+    return 1;
+  }
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto cfg = nydus::daemon::load_config(a.config);
+  if (!cfg) {
+    spdlog::error("{}", cfg.error().message);
+    return 1;
+  }
+  nydus::fanotify::FanotifyImageOptions o;
+  o.bootstrap = a.bootstrap;
+  o.mountpoint = std::filesystem::absolute(a.mountpoint).lexically_normal().string();
+  o.config = *cfg;
+  // Not /tmp: file-backed EROFS cannot use files on tmpfs.
+  o.fallback_work_dir = fmt::format("/var/tmp/nydusd-cache-{}", a.id.empty() ? std::to_string(getpid()) : a.id);
+  o.workers = a.threads;
+  o.prefetch_files = a.prefetch_files;
+  auto img = nydus::fanotify::FanotifyImage::mount(o);
+  if (!img) {
+    spdlog::error("fanotify mode: {}", img.error().to_string());
+    return 1;
+  }
+  std::unique_ptr<nydus::api::HttpServer> server;
+  if (!a.apisock.empty()) {
+    nydus::api::Router router;
+    nydus::api::ApiHooks hooks;
+    hooks.on_exit = exit_soon;
+    nydus::api::register_api_routes(router, **img, hooks);
+    server = std::make_unique<nydus::api::HttpServer>(a.apisock, std::move(router));
+    if (auto st = server->start(); !st) {
+      spdlog::error("API server on {}: {}", a.apisock, st.error().message);
+      (*img)->shutdown();
+      return 1;
+    }
+    spdlog::info("API listening on {}", a.apisock);
+  }
+  for (;;) {
+    timespec ts{0, 200'000'000};
+    const int sig = sigtimedwait(&sigs, nullptr, &ts);
+    if (sig > 0) {
+      spdlog::info("signal {}: shutting down", sig);
+      break;
+    }
+    if (!(*img)->mounted()) {
+      spdlog::info("{} was unmounted externally; exiting", o.mountpoint);
+      break;
+    }
+  }
+  if (server) server->stop();
+  (*img)->shutdown();
+  spdlog::info("bye");
+  spdlog::shutdown();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -193,7 +262,11 @@ int main(int argc, char** argv) {
   auto* single = app.add_subcommand("singleton", "no image at start; mount through the API");
   add_common(single, a);
   single->add_flag("--fscache", a.fscache, "fscache mode (not supported yet)");
+  auto* fan = app.add_subcommand("fanotify", "mount one image with the kernel's EROFS, data filled via fanotify");
+  add_common(fan, a);
+  add_fuse(fan, a);
   app.require_subcommand(0, 1);
   CLI11_PARSE(app, argc, argv);
+  if (fan->parsed()) return run_fanotify(a);
   return run(a, single->parsed());
 }

@@ -1,0 +1,233 @@
+#include "fanotify/fanotify_image.h"
+
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+namespace nydus::fanotify {
+
+using nlohmann::json;
+
+Result<std::string> erofs_device_options(const std::vector<std::filesystem::path>& data_files) {
+  std::string opts;
+  for (const auto& p : data_files) {
+    const std::string s = p.string();
+    // The kernel splits options at ',' and has no escaping.
+    if (s.find(',') != std::string::npos || s.empty())
+      return errorf(Errc::kInvalidArgument, "cache path {} cannot be passed as an EROFS device= option", s);
+    if (!opts.empty()) opts += ',';
+    opts += "device=" + s;
+  }
+  return opts;
+}
+
+Result<std::unique_ptr<FanotifyImage>> FanotifyImage::mount(const FanotifyImageOptions& opts) {
+  std::unique_ptr<FanotifyImage> img(new FanotifyImage());
+  img->opts_ = opts;
+  const auto& cfg = opts.config;
+
+  // Preflight before touching anything: no pre-content events, no mode.
+  NYDUS_ASSIGN_OR_RETURN(img->listener_, Listener::create(opts.workers));
+
+  NYDUS_ASSIGN_OR_RETURN(img->boot_, format::Bootstrap::open(opts.bootstrap));
+  const auto& blobs = img->boot_->blobs();
+  if (!blobs.empty()) {
+    NYDUS_ASSIGN_OR_RETURN(img->backend_, storage::make_backend(cfg.backend));
+  }
+  storage::CacheConfig cc;
+  cc.work_dir = cfg.work_dir.empty() ? opts.fallback_work_dir : cfg.work_dir;
+  cc.digest_validate = cfg.digest_validate;
+  if (cfg.amplify_io > 0) cc.amplify_io = cfg.amplify_io;
+  std::error_code ec;
+  std::filesystem::create_directories(cc.work_dir, ec);
+  if (ec) return sys_error(fmt::format("create cache dir {}", cc.work_dir.string()), ec.value());
+
+  std::vector<std::vector<format::Digest>> digests(blobs.size());
+  if (cfg.digest_validate && !blobs.empty()) {
+    NYDUS_ASSIGN_OR_RETURN(std::vector<format::ChunkRecord> table, img->boot_->chunk_table());
+    for (size_t b = 0; b < blobs.size(); ++b) digests[b].assign(blobs[b].chunk_count, format::Digest{});
+    for (const auto& r : table)
+      if (r.blob_index < blobs.size() && r.ci_index < digests[r.blob_index].size())
+        digests[r.blob_index][r.ci_index] = r.digest;
+  }
+  // All caches are opened (their data fds too) before the first mark: an fd
+  // opened while the filesystem has no pre-content marks raises no events,
+  // so fills never wait on ourselves (see listener.h).
+  for (size_t b = 0; b < blobs.size(); ++b) {
+    auto c = storage::BlobCache::open(blobs[b], img->backend_, cc, std::move(digests[b]));
+    if (!c) return std::unexpected(std::move(c).error().context(fmt::format("blob {}", blobs[b].blob_id)));
+    img->caches_.push_back(std::move(*c));
+  }
+  std::vector<std::filesystem::path> files;
+  for (auto& c : img->caches_) {
+    NYDUS_TRY(img->listener_->add_blob(c));
+    files.push_back(c->data_path());
+  }
+  img->listener_->start();
+
+  // The kernel opens the device files now, after the marks: its reads raise events.
+  NYDUS_ASSIGN_OR_RETURN(std::string mopts, erofs_device_options(files));
+  if (::mount(opts.bootstrap.c_str(), opts.mountpoint.c_str(), "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID,
+              mopts.c_str()) != 0) {
+    const int err = errno;
+    std::string hint = err == ENOTBLK ? " (file-backed EROFS needs the bootstrap and cache on a disk "
+                                        "filesystem, not tmpfs, and a kernel with EROFS_FS_BACKED_BY_FILE)"
+                                      : "";
+    return sys_error(fmt::format("mount -t erofs {} {} -o {}{}; use the FUSE mode (`nydusd fuse`) instead",
+                                 opts.bootstrap.string(), opts.mountpoint, mopts, hint),
+                     err);
+  }
+  img->mounted_ = true;
+  spdlog::info("mounted {} at {} with EROFS + fanotify ({} blobs, cache {})", opts.bootstrap.string(),
+               opts.mountpoint, blobs.size(), cc.work_dir.string());
+
+  if (cfg.prefetch.enable && !img->caches_.empty()) {
+    img->prefetch_ =
+        std::make_unique<daemon::Prefetcher>(img->boot_, img->caches_, cfg.prefetch, opts.prefetch_files);
+    img->prefetch_->start();
+  }
+  return img;
+}
+
+FanotifyImage::~FanotifyImage() { shutdown(); }
+
+bool FanotifyImage::mounted() const {
+  if (!mounted_) return false;
+  // mountinfo octal-escapes space, tab, newline and backslash.
+  std::string want;
+  for (char ch : opts_.mountpoint) {
+    if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\\')
+      want += fmt::format("\\{:03o}", unsigned(uint8_t(ch)));
+    else
+      want += ch;
+  }
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // "id parent maj:min root mountpoint ..."
+    size_t p = 0;
+    for (int f = 0; f < 4 && p != std::string::npos; f++) p = line.find(' ', p + 1);
+    if (p == std::string::npos) continue;
+    size_t e = line.find(' ', p + 1);
+    if (line.substr(p + 1, e - p - 1) == want) return true;
+  }
+  return false;
+}
+
+void FanotifyImage::shutdown() {
+  if (shut_) return;
+  shut_ = true;
+  if (prefetch_) prefetch_->stop();
+  // The listener keeps answering while we unmount: a reader blocked in a
+  // fill must be answered or the umount could never succeed.
+  bool detached_busy = false;
+  if (mounted_) {
+    int rc = -1;
+    for (int i = 0; i < 20; i++) {
+      rc = ::umount(opts_.mountpoint.c_str());
+      if (rc == 0 || errno != EBUSY) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (rc != 0 && errno == EBUSY) {
+      spdlog::warn("{} is busy: detaching it", opts_.mountpoint);
+      if (::umount2(opts_.mountpoint.c_str(), MNT_DETACH) != 0)
+        spdlog::error("umount {}: {}", opts_.mountpoint, std::strerror(errno));
+      detached_busy = true;
+    } else if (rc != 0 && errno != EINVAL) {
+      spdlog::error("umount {}: {}", opts_.mountpoint, std::strerror(errno));
+    }
+  }
+  if (detached_busy) {
+    // The detached EROFS lives on for its open files, and once our group is
+    // gone its reads would see unfilled holes as zeros. Truncating the cache
+    // files turns such reads into errors (short reads) instead of wrong
+    // bytes; the next start finds the size wrong and rebuilds the cache.
+    for (auto& c : caches_)
+      if (::ftruncate(c->data_fd(), 0) != 0)
+        spdlog::error("truncate {}: {}", c->data_path().string(), std::strerror(errno));
+  }
+  if (listener_) listener_->stop();
+  if (!detached_busy)
+    for (auto& c : caches_)
+      if (auto st = c->flush(); !st) spdlog::warn("flush cache of blob {}: {}", c->info().blob_id, st.error().message);
+  if (listener_) {
+    auto s = listener_->stats();
+    spdlog::info("fanotify: {} events, {} ready, {} filled, {} denied, {} self, {} malformed, {} overflows",
+                 s.events, s.allowed_ready, s.filled, s.denied, s.self_events, s.malformed, s.overflows);
+  }
+  if (mounted_) spdlog::info("unmounted {}", opts_.mountpoint);
+}
+
+json FanotifyImage::daemon_info() {
+  return json{{"id", ""},
+              {"version", json{{"package_ver", "0.1.0"}, {"profile", "release"}}},
+              {"state", shut_ ? "STOPPED" : "RUNNING"},
+              {"backend_collection",
+               json{{opts_.mountpoint, json{{"mountpoint", opts_.mountpoint},
+                                            {"fs_type", "fanotify"},
+                                            {"source", opts_.bootstrap.string()}}}}}};
+}
+
+Status FanotifyImage::mount(const api::MountRequest&) {
+  return errorf(Errc::kUnsupported, "fanotify mode serves one image; mounting through the API is not supported");
+}
+Status FanotifyImage::remount(const api::MountRequest&) {
+  return errorf(Errc::kUnsupported, "remount is not supported in fanotify mode");
+}
+Status FanotifyImage::umount(const std::string&) {
+  return errorf(Errc::kUnsupported, "umount through the API is not supported in fanotify mode; send SIGTERM");
+}
+
+Result<json> FanotifyImage::metrics(const std::string& kind, const std::map<std::string, std::string>&) {
+  if (kind == "blobcache") {
+    json arr = json::array();
+    for (const auto& c : caches_) {
+      const auto m = c->metrics();
+      arr.push_back(json{{"id", c->info().blob_id},
+                         {"chunks_total", m.chunks_total},
+                         {"chunks_ready", m.chunks_ready},
+                         {"hits", m.hits},
+                         {"misses", m.misses},
+                         {"backend_requests", m.backend_requests},
+                         {"backend_bytes", m.backend_bytes},
+                         {"digest_failures", m.digest_failures},
+                         {"prefetch_data_amount", m.prefetch_bytes}});
+    }
+    return arr;
+  }
+  if (kind == "backend") {
+    if (!backend_) return json::object();
+    const auto m = backend_->metrics();
+    return json{{"backend_type", backend_->type()},
+                {"read_count", m.read_count},
+                {"read_amount_total", m.read_bytes},
+                {"read_errors", m.read_errors}};
+  }
+  if (kind.empty()) {
+    const auto s = listener_->stats();
+    return json{{"id", opts_.mountpoint},
+                {"fanotify", json{{"events", s.events},
+                                  {"allowed_ready", s.allowed_ready},
+                                  {"filled", s.filled},
+                                  {"denied", s.denied},
+                                  {"self_events", s.self_events},
+                                  {"malformed", s.malformed},
+                                  {"overflows", s.overflows}}}};
+  }
+  return errorf(Errc::kNotFound, "metrics kind {} is not available in fanotify mode", kind);
+}
+
+std::string FanotifyImage::prometheus_metrics() {
+  const auto s = listener_->stats();
+  return fmt::format("nydusd_fanotify_events_total {}\nnydusd_fanotify_filled_total {}\nnydusd_fanotify_denied_total {}\n",
+                     s.events, s.filled, s.denied);
+}
+
+}  // namespace nydus::fanotify
