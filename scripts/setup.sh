@@ -15,6 +15,7 @@ PACKAGES=(
   librust-blake3-dev libarchive-dev libcurl4-openssl-dev
   erofs-utils attr zstd lz4 python3 xxd time
   docker-registry apache2-utils
+  clang-16 libclang-rt-16-dev  # only for fuzz/ (libFuzzer); clang 14/15 cannot compile <expected>
 )
 
 missing_packages() {

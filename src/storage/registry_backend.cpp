@@ -88,7 +88,7 @@ std::vector<AuthChallenge> parse_www_authenticate(std::string_view h) {
   // by "=" starts a new challenge.
   std::vector<AuthChallenge> out;
   auto is_tchar = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+    return std::isalnum(static_cast<unsigned char>(c)) || (c != 0 && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr);
   };
   size_t i = 0;
   const size_t n = h.size();

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Sanitizer pass (called by .ci/run after the main tests). Stages, in order, as
+# listed in $STAGES (default "asan tsan fuzz"):
+#   asan  ASan+UBSan (g++, -DNYDUS_SANITIZE=ON) build of what `ctest -L unit` needs
+#         (the <part>_tests binaries, the fuzz replay drivers, nydusctl) into build-asan/,
+#         then `ctest -L unit` there;
+#   tsan  TSan build of the concurrent parts only (storage_tests, api_tests) into
+#         build-tsan/, running those two binaries;
+#   fuzz  a short libFuzzer pass, FUZZ_SECONDS per target (default 30), via
+#         fuzz/run.sh into build-fuzz/ (skipped with a note when clang++-16 is missing).
+# Build dirs: ASAN_BUILD_DIR, TSAN_BUILD_DIR, FUZZ_BUILD_DIR.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ASAN_DIR=${ASAN_BUILD_DIR:-$ROOT/build-asan}
+TSAN_DIR=${TSAN_BUILD_DIR:-$ROOT/build-tsan}
+STAGES=${STAGES:-asan tsan fuzz}
+export FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+
+t0=$(date +%s)
+stamp() { echo "sanitizers: $1 ($(($(date +%s) - t0)) s so far)"; }
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+
+# What `ctest -L unit` runs: every <part>_tests binary, the fuzz replay drivers, and
+# nydusctl (the API tests run it).
+unit_targets() {
+  ninja -C "$1" -t targets all 2>/dev/null | cut -d: -f1 |
+    grep -xE '[a-z]+_tests|fuzz_[a-z_]+_replay|nydusctl' | sort -u
+}
+
+if want asan; then
+  stamp "ASan+UBSan build in $ASAN_DIR"
+  cmake -S "$ROOT" -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNYDUS_SANITIZE=ON >/dev/null
+  mapfile -t targets < <(unit_targets "$ASAN_DIR")
+  ninja -C "$ASAN_DIR" "${targets[@]}"
+  stamp "ASan+UBSan unit tests"
+  ctest --test-dir "$ASAN_DIR" -L unit --output-on-failure -j "$(nproc)"
+fi
+
+if want tsan; then
+  stamp "TSan build in $TSAN_DIR"
+  cmake -S "$ROOT" -B "$TSAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
+    -DCMAKE_C_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
+    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
+  ninja -C "$TSAN_DIR" storage_tests api_tests
+  stamp "TSan storage + api tests"
+  # The binaries directly: ctest would also list the parts not built here.
+  for t in storage_tests api_tests; do
+    (cd "$TSAN_DIR/tests" && "./$t" --gtest_brief=1) || { echo "sanitizers: TSan $t failed" >&2; exit 1; }
+  done
+fi
+
+if want fuzz && [ "$FUZZ_SECONDS" != 0 ]; then
+  if command -v clang++-16 >/dev/null; then
+    stamp "fuzzing ${FUZZ_SECONDS}s per target"
+    bash "$ROOT/fuzz/run.sh" "$FUZZ_SECONDS"
+  else
+    echo "sanitizers: clang++-16 not installed (scripts/setup.sh installs it); no fuzz pass" >&2
+  fi
+fi
+stamp "done ($STAGES)"
