@@ -56,8 +56,14 @@ Status process(const ChunkJob& job, const PipelineOptions& o, Slot& s) {
     s.packed_cap = cap;
   }
   if (job.length > o.max_chunk) return make_error(Errc::kInternal, "chunk larger than the pipeline's buffers");
-  NYDUS_TRY(read_chunk(job, s.raw.get()));
-  std::span<const uint8_t> raw(s.raw.get(), job.length);
+  std::span<const uint8_t> raw;
+  if (job.path) {
+    NYDUS_TRY(read_chunk(job, s.raw.get()));
+    raw = {s.raw.get(), job.length};
+  } else {
+    if (job.data.size() != job.length) return make_error(Errc::kInternal, "chunk job data/length mismatch");
+    raw = job.data;
+  }
   s.result.job = &job;
   s.result.digest = format::compute_digest(o.digester, raw);
   s.result.crc32 = format::crc32c(raw);

@@ -18,9 +18,10 @@ namespace nydus::builder {
 
 struct ChunkJob {
   uint32_t file = 0;      // caller's file number
-  const std::string* path = nullptr;
+  const std::string* path = nullptr;  // read [offset, offset+length) from this file, or
   uint64_t offset = 0;    // in the file
   uint32_t length = 0;    // uncompressed bytes
+  std::span<const uint8_t> data;      // when path is null: the bytes themselves (streamed sources)
 };
 
 struct ChunkResult {

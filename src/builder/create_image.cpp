@@ -7,9 +7,12 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <set>
+#include <thread>
 
 #include "builder/chunk_pipeline.h"
 #include "builder/source_tree.h"
+#include "builder/tar_source.h"
 #include "format/blob_reader.h"
 #include "format/blob_writer.h"
 #include "format/bootstrap_writer.h"
@@ -158,6 +161,196 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// What the directory and tar builds share: dedup of chunks, the data blob,
+// the blob-cache files and the bootstrap.
+class ImageBuild {
+ public:
+  explicit ImageBuild(const CreateOptions& o) : o_(o) {}
+
+  Status open() {
+    blob_tmp_ = !o_.blob_file.empty() ? fs::path(o_.blob_file.string() + ".tmp") : o_.blob_dir / ".nydus-blob.tmp";
+    if (!o_.blob_dir.empty()) {
+      std::error_code ec;
+      fs::create_directories(o_.blob_dir, ec);
+      if (ec) return errorf(Errc::kIo, "create {}: {}", o_.blob_dir.string(), ec.message());
+    }
+    format::BlobWriterOptions bo;
+    bo.compressor = o_.compressor;
+    bo.digester = o_.digester;
+    bo.chunk_size = o_.chunk_size;
+    bo.tar_headers = o_.blob_inline_meta || o_.blob_toc;
+    bo.toc = o_.blob_toc || o_.blob_inline_meta;
+    bo.inline_bootstrap = o_.blob_inline_meta;
+    NYDUS_ASSIGN_OR_RETURN(blob_, format::BlobWriter::create(blob_tmp_, bo));
+    if (!o_.blob_cache_dir.empty()) {
+      std::error_code ec;
+      fs::create_directories(o_.blob_cache_dir, ec);
+      if (ec) return errorf(Errc::kIo, "create {}: {}", o_.blob_cache_dir.string(), ec.message());
+      NYDUS_TRY(cache_.open(o_.blob_cache_dir / ".nydus-blob-data.tmp"));
+    }
+    return ok();
+  }
+
+  // Identical chunks (same digest and size) are stored once.
+  Status store(const ChunkResult& r) {
+    const uint32_t usize = uint32_t(r.raw.size());
+    auto [it, fresh] = dedup_.try_emplace({r.digest, usize});
+    if (fresh) {
+      NYDUS_ASSIGN_OR_RETURN(it->second, blob_->add_chunk(r.stored, r.compressed, usize, r.digest, r.crc32));
+      stored_.push_back(it->second);
+      if (cache_.is_open()) NYDUS_TRY(cache_.write_at(it->second.uncompressed_offset, r.raw));
+    }
+    if (file_chunks_.size() <= r.job->file) file_chunks_.resize(size_t(r.job->file) + 1);
+    file_chunks_[r.job->file].push_back(it->second);
+    rep.chunks_total++;
+    rep.bytes_read += usize;
+    return ok();
+  }
+
+  // `origin[i]`: the file number whose chunks node i gets (identity when empty).
+  Result<CreateReport> finish(SourceTree tree, const std::vector<uint32_t>& origin,
+                              std::vector<uint32_t> prefetch) {
+    rep.chunks_stored = stored_.size();
+    rep.inodes = tree.nodes.size();
+    rep.warnings.insert(rep.warnings.end(), tree.warnings.begin(), tree.warnings.end());
+    format::BootstrapSpec spec;
+    spec.prefetch_nodes = std::move(prefetch);
+    spec.nodes = std::move(tree.nodes);
+    for (size_t i = 0; i < spec.nodes.size(); i++) {
+      const size_t f = origin.empty() ? i : origin[i];
+      if (f < file_chunks_.size()) spec.nodes[i].chunks = f == i ? std::move(file_chunks_[f]) : file_chunks_[f];
+    }
+    // Hardlink aliases carry their leader's data.
+    for (auto& n : spec.nodes)
+      if (n.hardlink_of >= 0) n.chunks = spec.nodes[size_t(n.hardlink_of)].chunks;
+    spec.chunk_size = o_.chunk_size;
+    spec.compressor = o_.compressor;
+    spec.digester = o_.digester;
+    spec.explicit_uid_gid = !o_.repeatable;
+
+    const bool has_blob = !stored_.empty();
+    NYDUS_ASSIGN_OR_RETURN(format::BlobInfo info, blob_->finish_meta());
+    if (has_blob && o_.blob_inline_meta) {
+      // The bootstrap inside the blob cannot know the blob's final hash.
+      format::BootstrapSpec inl = spec;
+      format::BlobInfo pi = info;
+      pi.blob_id.assign(64, format::kInlinedBlobIdPlaceholder);
+      inl.blobs = {pi};
+      NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(inl));
+      NYDUS_TRY(blob_->append_bootstrap(boot.bytes));
+    }
+    NYDUS_ASSIGN_OR_RETURN(info, blob_->close());
+
+    if (has_blob) {
+      rep.blob_path = !o_.blob_file.empty() ? o_.blob_file : o_.blob_dir / info.blob_id;
+      if (::rename(blob_tmp_.c_str(), rep.blob_path.c_str()) != 0)
+        return sys_error("rename blob to " + rep.blob_path.string());
+      spec.blobs = {info};
+      rep.blobs = {info};
+      if (cache_.is_open()) {
+        NYDUS_TRY(cache_.finish(info.uncompressed_size, o_.blob_cache_dir / (info.blob_id + ".blob.data")));
+        auto meta = format::encode_blob_meta_cache(ci_buffer(stored_), info);
+        NYDUS_TRY(write_whole_file(o_.blob_cache_dir / (info.blob_id + ".blob.meta"), meta));
+      }
+    } else {
+      // Nothing to store: no blob at all, as upstream does.
+      ::unlink(blob_tmp_.c_str());
+      if (cache_.is_open()) {
+        NYDUS_TRY(cache_.finish(0, o_.blob_cache_dir / ".nydus-blob-data.tmp"));
+        ::unlink((o_.blob_cache_dir / ".nydus-blob-data.tmp").c_str());
+      }
+    }
+
+    NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
+    rep.bootstrap_size = boot.bytes.size();
+    if (!o_.bootstrap.empty()) {
+      NYDUS_TRY(write_whole_file(o_.bootstrap, boot.bytes));
+      rep.bootstrap = o_.bootstrap;
+    }
+    return std::move(rep);
+  }
+
+  CreateReport rep;
+
+ private:
+  const CreateOptions& o_;
+  fs::path blob_tmp_;
+  std::unique_ptr<format::BlobWriter> blob_;
+  CacheDataFile cache_;
+  std::map<std::pair<format::Digest, uint32_t>, ChunkRecord> dedup_;
+  std::vector<ChunkRecord> stored_;
+  std::vector<std::vector<ChunkRecord>> file_chunks_;  // by file number
+};
+
+Result<CreateReport> create_from_directory(const CreateOptions& o) {
+  NYDUS_ASSIGN_OR_RETURN(SourceTree tree, scan_directory(o.source));
+
+  // Chunk jobs in blob order.
+  const std::vector<uint32_t> files = file_order(tree, o.prefetch_patterns);
+  std::vector<ChunkJob> jobs;
+  uint64_t total_bytes = 0;
+  for (uint32_t f : files) {
+    const uint64_t size = tree.nodes[f].size;
+    for (uint64_t off = 0; off < size; off += o.chunk_size)
+      jobs.push_back({f, &tree.paths[f], off, uint32_t(std::min<uint64_t>(o.chunk_size, size - off)), {}});
+    total_bytes += size;
+  }
+
+  ImageBuild b(o);
+  NYDUS_TRY(b.open());
+  b.rep.files = files.size();
+  Progress progress(o.progress, total_bytes);
+  PipelineOptions po{o.compressor, o.digester, o.threads, o.chunk_size};
+  NYDUS_TRY(run_chunk_pipeline(jobs, po, [&](const ChunkResult& r) -> Status {
+    NYDUS_TRY(b.store(r));
+    progress.add(r.raw.size());
+    return ok();
+  }));
+  progress.done();
+  auto prefetch = prefetch_nodes(tree, o.prefetch_patterns);
+  return b.finish(std::move(tree), {}, std::move(prefetch));
+}
+
+// A tar is read once, front to back, so chunks are stored in tar order, not in
+// the bootstrap's walk order (upstream's tar builder can't do better either
+// without buffering the layer). Data is batched (bounded memory) and each
+// batch goes through the parallel pipeline. A file replaced by a later entry
+// of the same path keeps its chunks in the blob, unreferenced.
+Result<CreateReport> create_from_tar(const CreateOptions& o) {
+  if (!o.prefetch_patterns.empty())
+    return make_error(Errc::kUnsupported, "--prefetch-policy fs is not supported for tar sources");
+  ImageBuild b(o);
+  NYDUS_TRY(b.open());
+  PipelineOptions po{o.compressor, o.digester, o.threads, o.chunk_size};
+  const unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  const uint64_t batch_limit = std::max<uint64_t>(64ull << 20, uint64_t(threads) * 8 * o.chunk_size);
+  std::vector<std::vector<uint8_t>> bufs;
+  std::vector<ChunkJob> jobs;
+  uint64_t batch_bytes = 0;
+  std::set<uint32_t> files;
+  auto flush = [&]() -> Status {
+    auto st = run_chunk_pipeline(jobs, po, [&](const ChunkResult& r) { return b.store(r); });
+    jobs.clear();
+    bufs.clear();
+    batch_bytes = 0;
+    return st;
+  };
+  auto tt = scan_tar(o.source.string(), o.chunk_size,
+                     [&](uint32_t node, uint64_t off, std::vector<uint8_t> piece) -> Status {
+                       files.insert(node);
+                       batch_bytes += piece.size();
+                       bufs.push_back(std::move(piece));
+                       const auto& buf = bufs.back();
+                       jobs.push_back({node, nullptr, off, uint32_t(buf.size()), {buf.data(), buf.size()}});
+                       if (batch_bytes >= batch_limit) return flush();
+                       return ok();
+                     });
+  if (!tt) return std::unexpected(std::move(tt).error());
+  NYDUS_TRY(flush());
+  b.rep.files = files.size();
+  return b.finish(std::move(tt->tree), tt->origin, {});
+}
+
 }  // namespace
 
 Result<CreateReport> create_image(const CreateOptions& o) {
@@ -170,124 +363,7 @@ Result<CreateReport> create_image(const CreateOptions& o) {
                   o.chunk_size);
   if (o.compressor == format::Compressor::kGzip)
     return make_error(Errc::kUnsupported, "gzip is not a chunk compressor (none, lz4_block, zstd)");
-
-  CreateReport rep;
-  NYDUS_ASSIGN_OR_RETURN(SourceTree tree, scan_directory(o.source));
-  rep.warnings = tree.warnings;
-  rep.inodes = tree.nodes.size();
-
-  // ---- chunk jobs in blob order -----------------------------------------------------
-  const std::vector<uint32_t> files = file_order(tree, o.prefetch_patterns);
-  std::vector<ChunkJob> jobs;
-  uint64_t total_bytes = 0;
-  for (uint32_t f : files) {
-    const uint64_t size = tree.nodes[f].size;
-    for (uint64_t off = 0; off < size; off += o.chunk_size)
-      jobs.push_back({f, &tree.paths[f], off, uint32_t(std::min<uint64_t>(o.chunk_size, size - off))});
-    total_bytes += size;
-    rep.files++;
-  }
-
-  // ---- blob ---------------------------------------------------------------------
-  const fs::path blob_tmp = !o.blob_file.empty() ? fs::path(o.blob_file.string() + ".tmp")
-                                                 : o.blob_dir / ".nydus-blob.tmp";
-  if (!o.blob_dir.empty()) {
-    std::error_code ec;
-    fs::create_directories(o.blob_dir, ec);
-    if (ec) return errorf(Errc::kIo, "create {}: {}", o.blob_dir.string(), ec.message());
-  }
-  format::BlobWriterOptions bo;
-  bo.compressor = o.compressor;
-  bo.digester = o.digester;
-  bo.chunk_size = o.chunk_size;
-  bo.tar_headers = o.blob_inline_meta || o.blob_toc;
-  bo.toc = o.blob_toc || o.blob_inline_meta;
-  bo.inline_bootstrap = o.blob_inline_meta;
-  NYDUS_ASSIGN_OR_RETURN(auto blob, format::BlobWriter::create(blob_tmp, bo));
-
-  CacheDataFile cache;
-  if (!o.blob_cache_dir.empty()) {
-    std::error_code ec;
-    fs::create_directories(o.blob_cache_dir, ec);
-    if (ec) return errorf(Errc::kIo, "create {}: {}", o.blob_cache_dir.string(), ec.message());
-    NYDUS_TRY(cache.open(o.blob_cache_dir / ".nydus-blob-data.tmp"));
-  }
-
-  // Identical chunks (same digest and size) are stored once.
-  std::map<std::pair<format::Digest, uint32_t>, ChunkRecord> dedup;
-  std::vector<ChunkRecord> stored;
-  std::vector<std::vector<ChunkRecord>> file_chunks(tree.nodes.size());
-  Progress progress(o.progress, total_bytes);
-  PipelineOptions po{o.compressor, o.digester, o.threads, o.chunk_size};
-  NYDUS_TRY(run_chunk_pipeline(jobs, po, [&](const ChunkResult& r) -> Status {
-    const uint32_t usize = uint32_t(r.raw.size());
-    auto [it, fresh] = dedup.try_emplace({r.digest, usize});
-    if (fresh) {
-      NYDUS_ASSIGN_OR_RETURN(it->second, blob->add_chunk(r.stored, r.compressed, usize, r.digest, r.crc32));
-      stored.push_back(it->second);
-      if (cache.is_open()) NYDUS_TRY(cache.write_at(it->second.uncompressed_offset, r.raw));
-    }
-    file_chunks[r.job->file].push_back(it->second);
-    rep.chunks_total++;
-    rep.bytes_read += usize;
-    progress.add(usize);
-    return ok();
-  }));
-  progress.done();
-  rep.chunks_stored = stored.size();
-
-  // ---- tree for the bootstrap ----------------------------------------------------
-  format::BootstrapSpec spec;
-  spec.prefetch_nodes = prefetch_nodes(tree, o.prefetch_patterns);
-  spec.nodes = std::move(tree.nodes);
-  for (size_t i = 0; i < spec.nodes.size(); i++) spec.nodes[i].chunks = std::move(file_chunks[i]);
-  // Hardlink aliases carry their leader's data.
-  for (auto& n : spec.nodes)
-    if (n.hardlink_of >= 0) n.chunks = spec.nodes[size_t(n.hardlink_of)].chunks;
-  spec.chunk_size = o.chunk_size;
-  spec.compressor = o.compressor;
-  spec.digester = o.digester;
-  spec.explicit_uid_gid = !o.repeatable;
-
-  const bool has_blob = !stored.empty();
-  NYDUS_ASSIGN_OR_RETURN(format::BlobInfo info, blob->finish_meta());
-  if (has_blob && o.blob_inline_meta) {
-    // The bootstrap inside the blob cannot know the blob's final hash.
-    format::BootstrapSpec inl = spec;
-    format::BlobInfo pi = info;
-    pi.blob_id.assign(64, format::kInlinedBlobIdPlaceholder);
-    inl.blobs = {pi};
-    NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(inl));
-    NYDUS_TRY(blob->append_bootstrap(boot.bytes));
-  }
-  NYDUS_ASSIGN_OR_RETURN(info, blob->close());
-
-  if (has_blob) {
-    rep.blob_path = !o.blob_file.empty() ? o.blob_file : o.blob_dir / info.blob_id;
-    if (::rename(blob_tmp.c_str(), rep.blob_path.c_str()) != 0) return sys_error("rename blob to " + rep.blob_path.string());
-    spec.blobs = {info};
-    rep.blobs = {info};
-    if (cache.is_open()) {
-      NYDUS_TRY(cache.finish(info.uncompressed_size, o.blob_cache_dir / (info.blob_id + ".blob.data")));
-      auto meta = format::encode_blob_meta_cache(ci_buffer(stored), info);
-      NYDUS_TRY(write_whole_file(o.blob_cache_dir / (info.blob_id + ".blob.meta"), meta));
-    }
-  } else {
-    // Nothing to store: no blob at all, as upstream does.
-    ::unlink(blob_tmp.c_str());
-    if (cache.is_open()) {
-      NYDUS_TRY(cache.finish(0, o.blob_cache_dir / ".nydus-blob-data.tmp"));
-      ::unlink((o.blob_cache_dir / ".nydus-blob-data.tmp").c_str());
-    }
-  }
-
-  NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
-  rep.bootstrap_size = boot.bytes.size();
-  if (!o.bootstrap.empty()) {
-    NYDUS_TRY(write_whole_file(o.bootstrap, boot.bytes));
-    rep.bootstrap = o.bootstrap;
-  }
-  return rep;
+  return o.source_type == SourceType::kTar ? create_from_tar(o) : create_from_directory(o);
 }
 
 }  // namespace nydus::builder

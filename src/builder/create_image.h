@@ -1,4 +1,4 @@
-// `nydus-image create` from a directory: scan the tree, cut regular files
+// `nydus-image create` from a directory or a layer tar: scan the tree, cut regular files
 // into chunks (digest + compress on a pool of threads, stored in walk order),
 // store identical chunks once, write the data blob, the bootstrap and
 // optionally the blob-cache files (`<id>.blob.data`, `<id>.blob.meta`).
@@ -15,7 +15,13 @@
 
 namespace nydus::builder {
 
+enum class SourceType {
+  kDirectory,  // dir-rafs
+  kTar,        // tar-rafs / targz-rafs: an OCI layer tar (any compression), "-" = stdin
+};
+
 struct CreateOptions {
+  SourceType source_type = SourceType::kDirectory;
   std::filesystem::path source;
   std::filesystem::path bootstrap;       // -B; may be empty with --blob-inline-meta
   std::filesystem::path blob_dir;        // -D: blob written as <dir>/<blob id>

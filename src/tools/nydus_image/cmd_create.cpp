@@ -1,4 +1,4 @@
-// nydus-image create: build a RAFS v6 image from a directory.
+// nydus-image create: build a RAFS v6 image from a directory or a layer tar.
 #include <unistd.h>
 
 #include <cstdio>
@@ -53,8 +53,15 @@ int run_create(const CreateArgs& a) {
     return 1;
   };
   if (a.fs_version != "6") return fail("only --fs-version 6 (RAFS v6) is supported");
-  if (a.type != "dir-rafs" && a.type != "directory") return fail("--type " + a.type + " is not supported yet (dir-rafs)");
   builder::CreateOptions o;
+  if (a.type == "tar-rafs" || a.type == "targz-rafs") {
+    // Compression (none, gzip, zstd, ...) is detected from the stream either way.
+    o.source_type = builder::SourceType::kTar;
+  } else if (a.type != "dir-rafs" && a.type != "directory") {
+    return fail("--type " + a.type + " is not supported (dir-rafs, tar-rafs, targz-rafs)");
+  }
+  if (a.whiteout_spec != "oci" && a.whiteout_spec != "overlayfs" && a.whiteout_spec != "none")
+    return fail("--whiteout-spec " + a.whiteout_spec + " is not one of oci, overlayfs, none");
   o.source = a.source;
   o.bootstrap = a.bootstrap;
   o.blob_dir = a.blob_dir;
@@ -127,16 +134,16 @@ int run_create(const CreateArgs& a) {
 Command add_create_command(CLI::App& parent) {
   auto args = std::make_shared<CreateArgs>();
   Command cmd;
-  auto* app = parent.add_subcommand("create", "Build a RAFS v6 image from a directory");
+  auto* app = parent.add_subcommand("create", "Build a RAFS v6 image from a directory or an OCI layer tar");
   cmd.app = app;
-  app->add_option("SOURCE", args->source, "source directory")->required();
+  app->add_option("SOURCE", args->source, "source directory, or layer tar ('-' = stdin) with --type tar-rafs")->required();
   app->add_option("-B,--bootstrap", args->bootstrap, "bootstrap (metadata) file to write");
   app->add_option("-D,--blob-dir", args->blob_dir, "directory to store the data blob in, named by its id");
   app->add_option("-b,--blob", args->blob, "file to write the data blob to");
   app->add_option("--blob-cache-dir", args->blob_cache_dir,
                   "also write <id>.blob.data (uncompressed layout) and <id>.blob.meta here");
   app->add_option("-v,--fs-version", args->fs_version, "RAFS version (6)");
-  app->add_option("-t,--type", args->type, "source type (dir-rafs)");
+  app->add_option("-t,--type", args->type, "source type: dir-rafs, tar-rafs, targz-rafs (tar compression is auto-detected)");
   app->add_option("-c,--compressor", args->compressor, "none, lz4_block, zstd");
   app->add_option("-d,--digester", args->digester, "blake3, sha256");
   app->add_option("-S,--chunk-size", args->chunk_size, "chunk size, power of two 0x1000..0x1000000");
@@ -145,7 +152,7 @@ Command add_create_command(CLI::App& parent) {
   app->add_option("--features", args->features, "blob-toc")->delimiter(',');
   app->add_option("-P,--prefetch-policy", args->prefetch_policy, "fs or none");
   app->add_option("--prefetch-files", args->prefetch_files, "file listing prefetch paths (default: stdin)");
-  app->add_option("-W,--whiteout-spec", args->whiteout_spec, "oci, overlayfs, none (directory builds keep files)");
+  app->add_option("-W,--whiteout-spec", args->whiteout_spec, "oci, overlayfs, none (single-layer builds keep whiteout files as-is; merge applies them)");
   app->add_option("-J,--output-json", args->output_json, "write a JSON report here");
   app->add_option("--threads", args->threads, "worker threads (default: all cores)");
   cmd.run = [args] { return run_create(*args); };

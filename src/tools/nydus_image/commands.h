@@ -19,5 +19,6 @@ Command add_inspect_command(CLI::App& parent);
 Command add_stat_command(CLI::App& parent);
 Command add_unpack_command(CLI::App& parent);
 Command add_export_command(CLI::App& parent);
+Command add_merge_command(CLI::App& parent);
 
 }  // namespace nydus::tools

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   std::vector<Command> commands = {
       add_create_command(app), add_check_command(app),  add_inspect_command(app),
       add_stat_command(app),   add_unpack_command(app), add_export_command(app),
+      add_merge_command(app),
   };
   CLI11_PARSE(app, argc, argv);
   for (auto& c : commands)

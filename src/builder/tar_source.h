@@ -1,0 +1,37 @@
+// Reads an OCI layer tar stream (plain, gzip or zstd; "-" = stdin) into the
+// tree the bootstrap writer serialises. The stream is read once, in order:
+// each regular file's data is handed to `on_data` in chunk-size pieces as it
+// arrives, tagged with the file's arena node. The tar is untrusted: names,
+// depth and entry count are bounded and symlinks are never followed.
+// Whiteout markers (.wh.*) are kept as ordinary files; merge applies them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "builder/source_tree.h"
+#include "common/result.h"
+
+namespace nydus::builder {
+
+struct TarLimits {
+  size_t max_entries = 4u << 20;
+  size_t max_depth = 256;        // path components
+  size_t max_path = 64 * 1024;   // bytes of one entry's path
+};
+
+// One piece of file data: `node` is the arena index that finish-time
+// `TarTree::origin` refers to.
+using TarDataFn = std::function<Status(uint32_t node, uint64_t offset, std::vector<uint8_t> piece)>;
+
+struct TarTree {
+  SourceTree tree;               // paths[] empty: data came through on_data
+  std::vector<uint32_t> origin;  // per node: arena node whose data it has
+};
+
+Result<TarTree> scan_tar(const std::string& source, uint32_t chunk_size, const TarDataFn& on_data,
+                         const TarLimits& limits = {});
+
+}  // namespace nydus::builder

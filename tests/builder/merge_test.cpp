@@ -1,0 +1,164 @@
+// nydus-image merge: two tar layers with OCI whiteouts, merged and read back
+// through ImageReader with both blobs in one blob dir.
+#include "builder/merge.h"
+
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include "builder/create_image.h"
+#include "builder/tar_test_util.h"
+#include "common/test_util.h"
+#include "format/bootstrap.h"
+#include "format/image_reader.h"
+
+namespace nydus::builder {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace nydus::format;
+using test::TarEntry;
+
+std::string read_all(ImageReader& img, const std::string& path) {
+  auto nid = img.bootstrap().resolve(path);
+  EXPECT_TRUE(nid) << path;
+  if (!nid) return {};
+  auto ino = img.bootstrap().inode(*nid);
+  std::string out;
+  auto st = img.read_file(*ino, true, [&](uint64_t, std::span<const uint8_t> b) -> Status {
+    out.append(b.begin(), b.end());
+    return ok();
+  });
+  EXPECT_TRUE(st) << st.error().message;
+  return out;
+}
+
+std::set<std::string> all_paths(const Bootstrap& b) {
+  std::set<std::string> out;
+  auto st = b.walk([&](const std::string& p, const InodeView&) -> Status {
+    out.insert(p);
+    return ok();
+  });
+  EXPECT_TRUE(st);
+  return out;
+}
+
+Result<CreateReport> build_layer(const test::TempDir& t, const std::string& name, const std::vector<TarEntry>& es,
+                                 bool inline_meta = false) {
+  test::write_tar(t / (name + ".tar"), es);
+  CreateOptions o;
+  o.source_type = SourceType::kTar;
+  o.source = t / (name + ".tar");
+  o.bootstrap = t / (name + ".boot");
+  o.blob_dir = t / "blobs";
+  o.chunk_size = 4096;
+  o.blob_inline_meta = inline_meta;
+  return create_image(o);
+}
+
+std::string big(size_t n, char c) {
+  std::string s(n, c);
+  for (size_t i = 0; i < n; i += 97) s[i] = char(i / 97);
+  return s;
+}
+
+TEST(Merge, OciWhiteoutsAndBlobRemap) {
+  test::TempDir t;
+  auto l1 = build_layer(t, "l1", {{.path = "a/x", .data = "x1"},
+                                  {.path = "a/y", .data = big(9000, 'y')},
+                                  {.path = "a/yy", .hardlink = "a/y"},
+                                  {.path = "b/z", .data = "z1"},
+                                  {.path = "c/old", .data = "old"},
+                                  {.path = "keep", .data = "keep"}});
+  ASSERT_TRUE(l1) << l1.error().message;
+  auto l2 = build_layer(t, "l2", {{.path = "a/.wh.x"},
+                                  {.path = ".wh.b"},
+                                  {.path = ".wh.nothing"},
+                                  {.path = "c/.wh..wh..opq"},
+                                  {.path = "c/new", .data = "new"},
+                                  {.path = "a/y", .data = big(5000, 'Y')},
+                                  {.path = "d/h1", .data = "hl"},
+                                  {.path = "d/h2", .hardlink = "d/h1"}});
+  ASSERT_TRUE(l2) << l2.error().message;
+
+  MergeOptions mo;
+  mo.layers = {t / "l1.boot", t / "l2.boot"};
+  mo.bootstrap = t / "merged.boot";
+  auto m = merge_layers(mo);
+  ASSERT_TRUE(m) << m.error().message;
+  ASSERT_EQ(m->blobs.size(), 2u);
+  EXPECT_EQ(m->blobs[0].blob_id, l1->blobs[0].blob_id);
+  EXPECT_EQ(m->blobs[1].blob_id, l2->blobs[0].blob_id);
+
+  auto img = ImageReader::open(t / "merged.boot", {t / "blobs", {}});
+  ASSERT_TRUE(img) << img.error().message;
+  const Bootstrap& b = (*img)->bootstrap();
+  EXPECT_EQ(all_paths(b), (std::set<std::string>{"/", "/a", "/a/y", "/a/yy", "/c", "/c/new", "/d", "/d/h1", "/d/h2",
+                                                 "/keep"}));
+  EXPECT_EQ(read_all(**img, "/a/y"), big(5000, 'Y'));
+  EXPECT_EQ(read_all(**img, "/a/yy"), big(9000, 'y'));  // the lower link keeps the old inode
+  EXPECT_EQ(read_all(**img, "/c/new"), "new");
+  EXPECT_EQ(read_all(**img, "/keep"), "keep");
+  EXPECT_EQ(*b.resolve("/d/h1"), *b.resolve("/d/h2"));
+  EXPECT_EQ(b.inode(*b.resolve("/d/h1"))->nlink, 2u);
+  // Chunk refs of each layer point at that layer's blob.
+  auto refs = b.chunks(*b.inode(*b.resolve("/a/y")));
+  ASSERT_TRUE(refs);
+  for (auto& r : *refs) EXPECT_EQ(r.blob_index, 1u);
+  refs = b.chunks(*b.inode(*b.resolve("/keep")));
+  ASSERT_TRUE(refs);
+  for (auto& r : *refs) EXPECT_EQ(r.blob_index, 0u);
+}
+
+TEST(Merge, InlinedBlobIdsNeedDigests) {
+  test::TempDir t;
+  auto l1 = build_layer(t, "l1", {{.path = "f", .data = "one"}});
+  ASSERT_TRUE(l1) << l1.error().message;
+  auto l2 = build_layer(t, "l2", {{.path = "g", .data = "two"}});
+  ASSERT_TRUE(l2) << l2.error().message;
+  // A bootstrap as stored inside a blob names it with the placeholder id.
+  auto bytes = test::read_file(t / "l1.boot");
+  const std::string id = l1->blobs[0].blob_id;
+  std::string s(bytes.begin(), bytes.end());
+  for (size_t p; (p = s.find(id)) != std::string::npos;) s.replace(p, 64, std::string(64, 'x'));
+  test::write_file(t / "l1.boot", s);
+  MergeOptions mo;
+  mo.layers = {t / "l1.boot", t / "l2.boot"};
+  mo.bootstrap = t / "merged.boot";
+  EXPECT_FALSE(merge_layers(mo));
+  mo.blob_digests = {id, l2->blobs[0].blob_id};
+  auto m = merge_layers(mo);
+  ASSERT_TRUE(m) << m.error().message;
+  auto img = ImageReader::open(t / "merged.boot", {t / "blobs", {}});
+  ASSERT_TRUE(img);
+  EXPECT_EQ((*img)->bootstrap().blobs()[0].blob_id, id);
+  EXPECT_EQ(read_all(**img, "/f"), "one");
+  EXPECT_EQ(read_all(**img, "/g"), "two");
+}
+
+TEST(Merge, ParentBootstrapAndOverlayfsWhiteouts) {
+  test::TempDir t;
+  auto p = build_layer(t, "p", {{.path = "o/a", .data = "a"}, {.path = "gone", .data = "g"}});
+  ASSERT_TRUE(p);
+  auto l = build_layer(t, "l", {{.path = "gone", .type = AE_IFCHR},
+                                {.path = "o", .type = AE_IFDIR, .xattrs = {{"trusted.overlay.opaque", "y"}}},
+                                {.path = "o/b", .data = "b"}});
+  ASSERT_TRUE(l) << l.error().message;
+  MergeOptions mo;
+  mo.parent_bootstrap = t / "p.boot";
+  mo.layers = {t / "l.boot"};
+  mo.bootstrap = t / "merged.boot";
+  mo.whiteout = WhiteoutSpec::kOverlayfs;
+  auto m = merge_layers(mo);
+  ASSERT_TRUE(m) << m.error().message;
+  auto img = ImageReader::open(t / "merged.boot", {t / "blobs", {}});
+  ASSERT_TRUE(img);
+  EXPECT_EQ(all_paths((*img)->bootstrap()), (std::set<std::string>{"/", "/o", "/o/b"}));
+  EXPECT_EQ(read_all(**img, "/o/b"), "b");
+  auto xs = (*img)->bootstrap().xattrs(*(*img)->bootstrap().inode(*(*img)->bootstrap().resolve("/o")));
+  ASSERT_TRUE(xs);
+  for (auto& x : *xs) ADD_FAILURE() << "xattr left: " << x.name << "=" << std::string(x.value.begin(), x.value.end());
+}
+
+}  // namespace
+}  // namespace nydus::builder
