@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "builder/chunk_pipeline.h"
+#include "common/file_util.h"
 #include "builder/source_tree.h"
 #include "builder/tar_source.h"
 #include "format/blob_reader.h"
@@ -24,25 +25,6 @@ using format::ChunkRecord;
 
 namespace {
 
-Status write_whole_file(const fs::path& path, std::span<const uint8_t> data) {
-  const fs::path tmp = path.string() + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return sys_error("create " + tmp.string());
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      return sys_error("write " + tmp.string(), e);
-    }
-    done += size_t(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) return sys_error("close " + tmp.string());
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return sys_error("rename to " + path.string());
-  return ok();
-}
 
 // The uncompressed layout of the blob, filled as chunks are stored.
 class CacheDataFile {
@@ -250,7 +232,7 @@ class ImageBuild {
       if (cache_.is_open()) {
         NYDUS_TRY(cache_.finish(info.uncompressed_size, o_.blob_cache_dir / (info.blob_id + ".blob.data")));
         auto meta = format::encode_blob_meta_cache(ci_buffer(stored_), info);
-        NYDUS_TRY(write_whole_file(o_.blob_cache_dir / (info.blob_id + ".blob.meta"), meta));
+        NYDUS_TRY(write_file_atomic(o_.blob_cache_dir / (info.blob_id + ".blob.meta"), meta));
       }
     } else {
       // Nothing to store: no blob at all, as upstream does.
@@ -264,7 +246,7 @@ class ImageBuild {
     NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
     rep.bootstrap_size = boot.bytes.size();
     if (!o_.bootstrap.empty()) {
-      NYDUS_TRY(write_whole_file(o_.bootstrap, boot.bytes));
+      NYDUS_TRY(write_file_atomic(o_.bootstrap, boot.bytes));
       rep.bootstrap = o_.bootstrap;
     }
     return std::move(rep);

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "builder/tree_edit.h"
+#include "common/file_util.h"
 #include "format/bootstrap.h"
 #include "format/bootstrap_writer.h"
 
@@ -23,24 +24,6 @@ constexpr std::string_view kOpaque = ".wh..wh..opq";
 constexpr std::string_view kOverlayOpaque = "trusted.overlay.opaque";
 constexpr size_t kMaxDepth = 4096;
 
-Status write_file_atomic(const fs::path& path, std::span<const uint8_t> data) {
-  const fs::path tmp = path.string() + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return sys_error("create " + tmp.string());
-  for (size_t done = 0; done < data.size();) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      return sys_error("write " + tmp.string(), e);
-    }
-    done += size_t(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) return sys_error("close " + tmp.string());
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return sys_error("rename to " + path.string());
-  return ok();
-}
 
 class Merger {
  public:

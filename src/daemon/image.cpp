@@ -1,4 +1,5 @@
 #include "daemon/image.h"
+#include "daemon/image_storage.h"
 
 #include <spdlog/spdlog.h>
 
@@ -13,32 +14,9 @@ Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& 
 
   NYDUS_ASSIGN_OR_RETURN(img->boot_, format::Bootstrap::open(opts.bootstrap));
   const auto& blobs = img->boot_->blobs();
-  if (!blobs.empty()) {
-    NYDUS_ASSIGN_OR_RETURN(img->backend_, storage::make_backend(cfg.backend));
-  }
-
-  storage::CacheConfig cc;
-  cc.work_dir = cfg.work_dir.empty() ? opts.fallback_work_dir : cfg.work_dir;
-  cc.digest_validate = cfg.digest_validate;
-  if (cfg.amplify_io > 0) cc.amplify_io = cfg.amplify_io;
-  std::error_code ec;
-  std::filesystem::create_directories(cc.work_dir, ec);
-  if (ec) return sys_error(fmt::format("create cache dir {}", cc.work_dir.string()), ec.value());
-
-  // Digests by ci index per blob, for validation against the bootstrap.
-  std::vector<std::vector<format::Digest>> digests(blobs.size());
-  if (cfg.digest_validate && !blobs.empty()) {
-    NYDUS_ASSIGN_OR_RETURN(std::vector<format::ChunkRecord> table, img->boot_->chunk_table());
-    for (size_t b = 0; b < blobs.size(); ++b) digests[b].assign(blobs[b].chunk_count, format::Digest{});
-    for (const auto& r : table)
-      if (r.blob_index < blobs.size() && r.ci_index < digests[r.blob_index].size())
-        digests[r.blob_index][r.ci_index] = r.digest;
-  }
-  for (size_t b = 0; b < blobs.size(); ++b) {
-    auto c = storage::BlobCache::open(blobs[b], img->backend_, cc, std::move(digests[b]));
-    if (!c) return std::unexpected(std::move(c).error().context(fmt::format("blob {}", blobs[b].blob_id)));
-    img->caches_.push_back(std::move(*c));
-  }
+  NYDUS_ASSIGN_OR_RETURN(ImageStorage storage, open_image_storage(*img->boot_, cfg, opts.fallback_work_dir));
+  img->backend_ = std::move(storage.backend);
+  img->caches_ = std::move(storage.caches);
 
   fuse::FsOptions fo;
   fo.enable_xattr = cfg.enable_xattr;
@@ -50,7 +28,7 @@ Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& 
   NYDUS_ASSIGN_OR_RETURN(img->session_, fuse::FuseSession::mount(img->fs_, opts.mountpoint, so));
   NYDUS_TRY(img->session_->start());
   spdlog::info("mounted {} at {} ({} blobs, cache {})", opts.bootstrap.string(), opts.mountpoint, blobs.size(),
-               cc.work_dir.string());
+               storage.work_dir.string());
 
   if (cfg.prefetch.enable && !img->caches_.empty()) {
     img->prefetch_ = std::make_unique<Prefetcher>(img->boot_, img->caches_, cfg.prefetch, opts.prefetch_files);

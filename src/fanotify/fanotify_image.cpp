@@ -11,6 +11,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/image_storage.h"
+
 namespace nydus::fanotify {
 
 using nlohmann::json;
@@ -37,34 +39,14 @@ Result<std::unique_ptr<FanotifyImage>> FanotifyImage::mount(const FanotifyImageO
   NYDUS_ASSIGN_OR_RETURN(img->listener_, Listener::create(opts.workers));
 
   NYDUS_ASSIGN_OR_RETURN(img->boot_, format::Bootstrap::open(opts.bootstrap));
-  const auto& blobs = img->boot_->blobs();
-  if (!blobs.empty()) {
-    NYDUS_ASSIGN_OR_RETURN(img->backend_, storage::make_backend(cfg.backend));
-  }
-  storage::CacheConfig cc;
-  cc.work_dir = cfg.work_dir.empty() ? opts.fallback_work_dir : cfg.work_dir;
-  cc.digest_validate = cfg.digest_validate;
-  if (cfg.amplify_io > 0) cc.amplify_io = cfg.amplify_io;
-  std::error_code ec;
-  std::filesystem::create_directories(cc.work_dir, ec);
-  if (ec) return sys_error(fmt::format("create cache dir {}", cc.work_dir.string()), ec.value());
-
-  std::vector<std::vector<format::Digest>> digests(blobs.size());
-  if (cfg.digest_validate && !blobs.empty()) {
-    NYDUS_ASSIGN_OR_RETURN(std::vector<format::ChunkRecord> table, img->boot_->chunk_table());
-    for (size_t b = 0; b < blobs.size(); ++b) digests[b].assign(blobs[b].chunk_count, format::Digest{});
-    for (const auto& r : table)
-      if (r.blob_index < blobs.size() && r.ci_index < digests[r.blob_index].size())
-        digests[r.blob_index][r.ci_index] = r.digest;
-  }
   // All caches are opened (their data fds too) before the first mark: an fd
   // opened while the filesystem has no pre-content marks raises no events,
   // so fills never wait on ourselves (see listener.h).
-  for (size_t b = 0; b < blobs.size(); ++b) {
-    auto c = storage::BlobCache::open(blobs[b], img->backend_, cc, std::move(digests[b]));
-    if (!c) return std::unexpected(std::move(c).error().context(fmt::format("blob {}", blobs[b].blob_id)));
-    img->caches_.push_back(std::move(*c));
-  }
+  NYDUS_ASSIGN_OR_RETURN(daemon::ImageStorage storage,
+                         daemon::open_image_storage(*img->boot_, cfg, opts.fallback_work_dir));
+  img->backend_ = std::move(storage.backend);
+  img->caches_ = std::move(storage.caches);
+  const auto& blobs = img->boot_->blobs();
   std::vector<std::filesystem::path> files;
   for (auto& c : img->caches_) {
     NYDUS_TRY(img->listener_->add_blob(c));
@@ -86,7 +68,7 @@ Result<std::unique_ptr<FanotifyImage>> FanotifyImage::mount(const FanotifyImageO
   }
   img->mounted_ = true;
   spdlog::info("mounted {} at {} with EROFS + fanotify ({} blobs, cache {})", opts.bootstrap.string(),
-               opts.mountpoint, blobs.size(), cc.work_dir.string());
+               opts.mountpoint, blobs.size(), storage.work_dir.string());
 
   if (cfg.prefetch.enable && !img->caches_.empty()) {
     img->prefetch_ =

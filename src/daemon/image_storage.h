@@ -1,0 +1,28 @@
+// The storage side of a mounted image, shared by the FUSE and fanotify modes:
+// the backend from the config and one blob cache per blob of the bootstrap,
+// with the bootstrap's chunk digests when digest validation is on.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "common/result.h"
+#include "daemon/config.h"
+#include "format/bootstrap.h"
+#include "storage/backend.h"
+#include "storage/blob_cache.h"
+
+namespace nydus::daemon {
+
+struct ImageStorage {
+  std::shared_ptr<storage::Backend> backend;  // null for an image without blobs
+  std::vector<std::shared_ptr<storage::BlobCache>> caches;  // by blob index
+  std::filesystem::path work_dir;
+};
+
+// `fallback_work_dir` is used when the config names no cache work_dir.
+Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const DaemonConfig& cfg,
+                                        const std::filesystem::path& fallback_work_dir);
+
+}  // namespace nydus::daemon
