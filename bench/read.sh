@@ -2,7 +2,9 @@
 # Read benchmark (not a test): the same tree served by
 #   - our nydusd FUSE mount: cold cache (local blob), warm cache (page cache
 #     dropped), page-cache hot;
-#   - the kernel's EROFS mounting the same image (bootstrap + <id>.blob.data);
+#   - the kernel's EROFS mounting the same image (bootstrap + <id>.blob.data),
+#     and the `export --block` disk of it;
+#   - nydusd fanotify mode (kernel EROFS over our lazily filled cache files);
 #   - squashfuse on a squashfs of the same tree (Debian's squashfs-tools).
 # Prints one markdown table: sequential MB/s over the large files, random 4 KiB
 # reads/s, time to stat every entry, time to read every small file, and the
@@ -137,6 +139,39 @@ start_nydusd() {
 }
 stop_nydusd() { kill -TERM "$DPID"; wait "$DPID"; DPID=; }
 rss() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/"$DPID"/status; }
+
+# nydusd fanotify mode: the kernel's EROFS over our cache files, filled on
+# pre-content events (Linux >= 6.14 with FAN_PRE_ACCESS).
+start_fanotify() {
+  mkdir -p "$W/mnt-f"
+  "$BIN/nydusd" fanotify --bootstrap "$W/boot" --config "$W/cfg-f.json" --mountpoint "$W/mnt-f" --log-level warn \
+    >"$W/nydusd-f.log" 2>&1 &
+  DPID=$!
+  for _ in $(seq 100); do awk -v d="$W/mnt-f" '$5 == d {f=1} END {exit !f}' /proc/self/mountinfo && return 0; sleep 0.1; done
+  kill "$DPID" 2>/dev/null; wait "$DPID" 2>/dev/null; DPID=
+  return 1
+}
+sed "s|$W/cache|$W/cache-f|" "$W/cfg.json" >"$W/cfg-f.json"
+rm -rf "$W/cache-f"
+if start_fanotify; then
+  read -r a b c d < <(measure "$W/mnt-f" drop)
+  row "nydusd fanotify, cold cache (local blob)" "$a" "$b" "$c" "$d" "$(rss)"
+  stop_nydusd
+  start_fanotify
+  read -r a b c d < <(measure "$W/mnt-f" drop)
+  row "nydusd fanotify, warm cache" "$a" "$b" "$c" "$d" "$(rss)"
+  stop_nydusd
+else
+  echo "(fanotify mode unavailable on this kernel: $(tail -n1 "$W/nydusd-f.log"))" >&2
+fi
+
+# Plain kernel EROFS of the `export --block` disk (metadata + data in one file).
+"$BIN/nydus-image" export --block -B "$W/boot" -D "$W/blobs" --output "$W/disk.img" >/dev/null 2>&1
+mkdir -p "$W/mnt-d"
+python3 "$LIB/erofs_mount.py" mount "$W/disk.img" "$W/mnt-d" >/dev/null
+read -r a b c d < <(measure "$W/mnt-d" drop)
+row "kernel EROFS, export --block disk (cold)" "$a" "$b" "$c" "$d" "-"
+umount "$W/mnt-d"
 
 rm -rf "$W/cache"
 start_nydusd
