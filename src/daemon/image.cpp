@@ -88,30 +88,8 @@ json ImageInstance::file_metrics() const {
   return arr;
 }
 
-json ImageInstance::backend_metrics() const {
-  if (!backend_) return json::object();
-  const auto m = backend_->metrics();
-  return json{{"backend_type", backend_->type()},
-              {"read_count", m.read_count},
-              {"read_amount_total", m.read_bytes},
-              {"read_errors", m.read_errors}};
-}
+json ImageInstance::backend_metrics() const { return backend_metrics_json(backend_.get()); }
 
-json ImageInstance::cache_metrics() const {
-  json arr = json::array();
-  for (const auto& c : caches_) {
-    const auto m = c->metrics();
-    arr.push_back(json{{"id", c->info().blob_id},
-                       {"chunks_total", m.chunks_total},
-                       {"chunks_ready", m.chunks_ready},
-                       {"hits", m.hits},
-                       {"misses", m.misses},
-                       {"backend_requests", m.backend_requests},
-                       {"backend_bytes", m.backend_bytes},
-                       {"digest_failures", m.digest_failures},
-                       {"prefetch_data_amount", m.prefetch_bytes}});
-  }
-  return arr;
-}
+json ImageInstance::cache_metrics() const { return cache_metrics_json(caches_); }
 
 }  // namespace nydus::daemon

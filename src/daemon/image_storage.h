@@ -7,6 +7,8 @@
 #include <memory>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/result.h"
 #include "daemon/config.h"
 #include "format/bootstrap.h"
@@ -24,5 +26,10 @@ struct ImageStorage {
 // `fallback_work_dir` is used when the config names no cache work_dir.
 Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const DaemonConfig& cfg,
                                         const std::filesystem::path& fallback_work_dir);
+
+// Upstream-shaped metrics JSON (GET /api/v1/metrics/backend and /blobcache),
+// the same in every mode.
+nlohmann::json backend_metrics_json(const storage::Backend* backend);
+nlohmann::json cache_metrics_json(const std::vector<std::shared_ptr<storage::BlobCache>>& caches);
 
 }  // namespace nydus::daemon

@@ -168,30 +168,8 @@ Status FanotifyImage::umount(const std::string&) {
 }
 
 Result<json> FanotifyImage::metrics(const std::string& kind, const std::map<std::string, std::string>&) {
-  if (kind == "blobcache") {
-    json arr = json::array();
-    for (const auto& c : caches_) {
-      const auto m = c->metrics();
-      arr.push_back(json{{"id", c->info().blob_id},
-                         {"chunks_total", m.chunks_total},
-                         {"chunks_ready", m.chunks_ready},
-                         {"hits", m.hits},
-                         {"misses", m.misses},
-                         {"backend_requests", m.backend_requests},
-                         {"backend_bytes", m.backend_bytes},
-                         {"digest_failures", m.digest_failures},
-                         {"prefetch_data_amount", m.prefetch_bytes}});
-    }
-    return arr;
-  }
-  if (kind == "backend") {
-    if (!backend_) return json::object();
-    const auto m = backend_->metrics();
-    return json{{"backend_type", backend_->type()},
-                {"read_count", m.read_count},
-                {"read_amount_total", m.read_bytes},
-                {"read_errors", m.read_errors}};
-  }
+  if (kind == "blobcache") return daemon::cache_metrics_json(caches_);
+  if (kind == "backend") return daemon::backend_metrics_json(backend_.get());
   if (kind.empty()) {
     const auto s = listener_->stats();
     return json{{"id", opts_.mountpoint},
