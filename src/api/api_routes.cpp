@@ -133,9 +133,32 @@ void register_api_routes(Router& router, DaemonApi& api, ApiHooks hooks) {
     if (!exit) return not_implemented(req);
     return from_status(exit());
   });
-  for (const char* path : {"/api/v1/daemon/start", "/api/v1/daemon/fuse/sendfd",
-                           "/api/v1/daemon/fuse/takeover"})
-    router.add("PUT", path, not_implemented);
+  router.add("PUT", "/api/v1/daemon/start", [d](const HttpRequest&) { return from_status(d->start()); });
+  router.add("PUT", "/api/v1/daemon/fuse/sendfd", [d](const HttpRequest&) { return from_status(d->send_fd()); });
+  router.add("PUT", "/api/v1/daemon/fuse/takeover", [d](const HttpRequest&) { return from_status(d->takeover()); });
+
+  // v2: daemon info and blob objects (fscache mode).
+  router.add("GET", "/api/v2/daemon", [d](const HttpRequest&) {
+    return HttpResponse::json(200, dump(d->daemon_info()));
+  });
+  auto create_blob = [d](const HttpRequest& req) { return from_status(d->create_blob(req.body)); };
+  router.add("PUT", "/api/v2/blobs", create_blob);
+  router.add("POST", "/api/v2/blobs", create_blob);
+  router.add("GET", "/api/v2/blobs", [d](const HttpRequest& req) {
+    auto domain = req.query_param("domain_id");
+    if (!domain)
+      return HttpResponse::error(400, "InvalidArgument", "'domain_id' should be specified in query string");
+    auto list = d->list_blobs(*domain, req.query_param("blob_id").value_or(""));
+    if (!list) return error_response(list.error());
+    return HttpResponse::json(200, dump(*list));
+  });
+  router.add("DELETE", "/api/v2/blobs", [d](const HttpRequest& req) {
+    auto domain = req.query_param("domain_id");
+    auto blob = req.query_param("blob_id");
+    if (domain) return from_status(d->delete_blobs(*domain, blob.value_or("")));
+    if (blob) return from_status(d->delete_blob_file(*blob));
+    return HttpResponse::error(400, "InvalidArgument", "'domain_id' or 'blob_id' should be specified in query string");
+  });
 }
 
 }  // namespace nydus::api

@@ -5,6 +5,8 @@
 
 #include <map>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -35,7 +37,32 @@ class DaemonApi {
   virtual Result<nlohmann::json> metrics(const std::string& kind, const std::map<std::string, std::string>& query) = 0;
   // GET /metrics: Prometheus text exposition.
   virtual std::string prometheus_metrics() = 0;
-  // PUT /api/v1/daemon/exit and friends may be added by later issues.
+
+  // /api/v2/blobs (fscache mode): register a bootstrap entry (upstream's
+  // BlobCacheEntry JSON), list, remove by domain and/or id, remove the cached
+  // file of a blob. Modes without blob objects answer 501.
+  virtual Status create_blob(std::string_view body) { return unsupported("blob objects"); }
+  virtual Result<nlohmann::json> list_blobs(const std::string& domain_id, const std::string& blob_id) {
+    return unsupported("blob objects");
+  }
+  virtual Status delete_blobs(const std::string& domain_id, const std::string& blob_id) {
+    return unsupported("blob objects");
+  }
+  virtual Status delete_blob_file(const std::string& blob_id) { return unsupported("blob objects"); }
+
+  // Live upgrade and failover, as nydus-snapshotter drives them: send the
+  // daemon's state and its kernel fd to the supervisor (PUT
+  // /api/v1/daemon/fuse/sendfd), take them over in a new daemon started with
+  // --upgrade (PUT /api/v1/daemon/fuse/takeover), then start serving (PUT
+  // /api/v1/daemon/start).
+  virtual Status send_fd() { return unsupported("sendfd"); }
+  virtual Status takeover() { return unsupported("takeover"); }
+  virtual Status start() { return unsupported("start"); }
+
+ private:
+  static std::unexpected<Error> unsupported(std::string_view what) {
+    return errorf(Errc::kUnsupported, "{} not supported by this daemon mode", what);
+  }
 };
 
 }  // namespace nydus::api

@@ -104,6 +104,17 @@ Result<DaemonConfig> parse_v1(const json& root) {
   return c;
 }
 
+Status parse_v2_prefetch(const json& pf, const std::string& where, PrefetchConfig& p) {
+  NYDUS_TRY(get_bool(pf, "enable", where + ".enable", p.enable));
+  NYDUS_TRY(get_unsigned(pf, "threads_count", where + ".threads_count", p.threads_count));
+  NYDUS_TRY(get_unsigned(pf, "threads", where + ".threads", p.threads_count));
+  NYDUS_TRY(get_u64(pf, "batch_size", where + ".batch_size", p.merging_size));
+  NYDUS_TRY(get_u64(pf, "bandwidth_limit", where + ".bandwidth_limit", p.bandwidth_rate));
+  NYDUS_TRY(get_u64(pf, "bandwidth_rate", where + ".bandwidth_rate", p.bandwidth_rate));
+  NYDUS_TRY(get_bool(pf, "prefetch_all", where + ".prefetch_all", p.prefetch_all));
+  return ok();
+}
+
 Result<DaemonConfig> parse_v2(const json& root) {
   DaemonConfig c;
   NYDUS_ASSIGN_OR_RETURN(const json* backend, get_object(root, "backend", "backend"));
@@ -128,6 +139,13 @@ Result<DaemonConfig> parse_v2(const json& root) {
     }
   }
   NYDUS_TRY(parse_cache_type(c));
+  if (cache) {
+    // Blob-level settings (the shape of upstream's CacheConfigV2, which the
+    // fscache blob API sends): digest validation and blob prefetch.
+    NYDUS_TRY(get_bool(*cache, "validate", "cache.validate", c.digest_validate));
+    NYDUS_ASSIGN_OR_RETURN(const json* pf, get_object(*cache, "prefetch", "cache.prefetch"));
+    if (pf) NYDUS_TRY(parse_v2_prefetch(*pf, "cache.prefetch", c.prefetch));
+  }
   NYDUS_ASSIGN_OR_RETURN(const json* rafs, get_object(root, "rafs", "rafs"));
   if (rafs) {
     NYDUS_TRY(get_string(*rafs, "mode", "rafs.mode", c.mode));
@@ -137,15 +155,7 @@ Result<DaemonConfig> parse_v2(const json& root) {
     NYDUS_TRY(get_bool(*rafs, "enable_xattr", "rafs.enable_xattr", c.enable_xattr));
     NYDUS_TRY(get_u64(*rafs, "batch_size", "rafs.batch_size", c.amplify_io));
     NYDUS_ASSIGN_OR_RETURN(const json* pf, get_object(*rafs, "prefetch", "rafs.prefetch"));
-    if (pf) {
-      NYDUS_TRY(get_bool(*pf, "enable", "rafs.prefetch.enable", c.prefetch.enable));
-      NYDUS_TRY(get_unsigned(*pf, "threads_count", "rafs.prefetch.threads_count", c.prefetch.threads_count));
-      NYDUS_TRY(get_unsigned(*pf, "threads", "rafs.prefetch.threads", c.prefetch.threads_count));
-      NYDUS_TRY(get_u64(*pf, "batch_size", "rafs.prefetch.batch_size", c.prefetch.merging_size));
-      NYDUS_TRY(get_u64(*pf, "bandwidth_limit", "rafs.prefetch.bandwidth_limit", c.prefetch.bandwidth_rate));
-      NYDUS_TRY(get_u64(*pf, "bandwidth_rate", "rafs.prefetch.bandwidth_rate", c.prefetch.bandwidth_rate));
-      NYDUS_TRY(get_bool(*pf, "prefetch_all", "rafs.prefetch.prefetch_all", c.prefetch.prefetch_all));
-    }
+    if (pf) NYDUS_TRY(parse_v2_prefetch(*pf, "rafs.prefetch", c.prefetch));
   }
   return c;
 }

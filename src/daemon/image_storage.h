@@ -23,7 +23,14 @@ struct ImageStorage {
   std::filesystem::path work_dir;
 };
 
-// `fallback_work_dir` is used when the config names no cache work_dir.
+// The blob cache settings of a config; `fallback_work_dir` is used when the
+// config names no cache work_dir.
+storage::CacheConfig cache_config(const DaemonConfig& cfg, const std::filesystem::path& fallback_work_dir);
+// Each blob's chunk digests by ci index, from the bootstrap's chunk table
+// (what digest validation compares against).
+Result<std::vector<std::vector<format::Digest>>> chunk_digests(const format::Bootstrap& boot);
+
+// The backend and one blob cache per blob of `boot`.
 Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const DaemonConfig& cfg,
                                         const std::filesystem::path& fallback_work_dir);
 

@@ -87,11 +87,44 @@ uint64_t TokenBucket::reserve(uint64_t n) {
   return uint64_t(-tokens_ / rate_ * 1e9);
 }
 
+namespace {
+
+class BlobCacheTarget : public PrefetchTarget {
+ public:
+  explicit BlobCacheTarget(std::vector<std::shared_ptr<storage::BlobCache>> blobs) : blobs_(std::move(blobs)) {}
+  bool is_ready(const PrefetchRange& r) override {
+    auto* c = cache(r);
+    return c && c->is_ready(r.offset, r.len);
+  }
+  Status fetch(const PrefetchRange& r) override {
+    auto* c = cache(r);
+    if (!c) return errorf(Errc::kCorrupt, "prefetch range names blob {} of {}", r.blob_index, blobs_.size());
+    return c->fetch_range(r.offset, r.len, true);
+  }
+
+ private:
+  storage::BlobCache* cache(const PrefetchRange& r) {
+    return r.blob_index < blobs_.size() ? blobs_[r.blob_index].get() : nullptr;
+  }
+  std::vector<std::shared_ptr<storage::BlobCache>> blobs_;
+};
+
+}  // namespace
+
+std::shared_ptr<PrefetchTarget> blob_cache_target(std::vector<std::shared_ptr<storage::BlobCache>> blobs) {
+  return std::make_shared<BlobCacheTarget>(std::move(blobs));
+}
+
 Prefetcher::Prefetcher(std::shared_ptr<const format::Bootstrap> boot,
                        std::vector<std::shared_ptr<storage::BlobCache>> blobs, PrefetchConfig cfg,
                        std::vector<std::string> extra_paths)
+    : Prefetcher(std::move(boot), blob_cache_target(std::move(blobs)), cfg, std::move(extra_paths)) {}
+
+Prefetcher::Prefetcher(std::shared_ptr<const format::Bootstrap> boot, std::shared_ptr<PrefetchTarget> target,
+                       PrefetchConfig cfg, std::vector<std::string> extra_paths, std::optional<uint32_t> only_blob)
     : boot_(std::move(boot)),
-      blobs_(std::move(blobs)),
+      target_(std::move(target)),
+      only_blob_(only_blob),
       cfg_(cfg),
       extra_paths_(std::move(extra_paths)),
       bucket_(cfg.bandwidth_rate) {}
@@ -135,6 +168,8 @@ void Prefetcher::run() {
     finished_ = true;
     return;
   }
+  if (only_blob_)
+    std::erase_if(*plan, [&](const PrefetchRange& r) { return r.blob_index != *only_blob_; });
   total_ = plan->size();
   spdlog::info("prefetch: {} ranges on {} threads", plan->size(), cfg_.threads_count);
   std::vector<std::thread> workers;
@@ -151,17 +186,12 @@ void Prefetcher::worker(const std::vector<PrefetchRange>& ranges) {
     const size_t i = next_.fetch_add(1);
     if (i >= ranges.size()) return;
     const PrefetchRange& r = ranges[i];
-    if (r.blob_index >= blobs_.size() || !blobs_[r.blob_index]) {
-      errors_++;
-      continue;
-    }
-    auto& cache = *blobs_[r.blob_index];
-    if (cache.is_ready(r.offset, r.len)) {
+    if (target_->is_ready(r)) {
       done_++;
       continue;
     }
     if (!sleep_ns(bucket_.reserve(r.len))) return;
-    if (auto st = cache.fetch_range(r.offset, r.len, true); !st) {
+    if (auto st = target_->fetch(r); !st) {
       errors_++;
       spdlog::debug("prefetch: blob {} [{:#x}, +{:#x}): {}", r.blob_index, r.offset, r.len, st.error().message);
       continue;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,15 +57,33 @@ struct PrefetchStats {
   bool finished = false;
 };
 
+// Where prefetched ranges go: the image's blob caches (FUSE and fanotify
+// modes), or a cachefiles object's anon fd (fscache mode).
+class PrefetchTarget {
+ public:
+  virtual ~PrefetchTarget() = default;
+  virtual bool is_ready(const PrefetchRange& r) = 0;
+  virtual Status fetch(const PrefetchRange& r) = 0;
+};
+
+// The blob caches of an image, by blob index.
+std::shared_ptr<PrefetchTarget> blob_cache_target(std::vector<std::shared_ptr<storage::BlobCache>> blobs);
+
 class Prefetcher {
  public:
   // `extra_paths`: absolute paths in the image to prefetch besides the
   // bootstrap's table (the API's prefetch_files).
   Prefetcher(std::shared_ptr<const format::Bootstrap> boot, std::vector<std::shared_ptr<storage::BlobCache>> blobs,
              PrefetchConfig cfg, std::vector<std::string> extra_paths = {});
+  // Same, into any target; with `only_blob`, just the ranges of that blob.
+  Prefetcher(std::shared_ptr<const format::Bootstrap> boot, std::shared_ptr<PrefetchTarget> target,
+             PrefetchConfig cfg, std::vector<std::string> extra_paths = {},
+             std::optional<uint32_t> only_blob = std::nullopt);
   ~Prefetcher();
 
   void start();
+  // Ask the threads to stop, without waiting.
+  void request_stop() { stop_ = true; }
   // Ask the threads to stop and join them; a fetch in flight finishes first.
   void stop();
   PrefetchStats stats() const;
@@ -75,7 +94,8 @@ class Prefetcher {
   bool sleep_ns(uint64_t ns);  // false when stopped meanwhile
 
   std::shared_ptr<const format::Bootstrap> boot_;
-  std::vector<std::shared_ptr<storage::BlobCache>> blobs_;
+  std::shared_ptr<PrefetchTarget> target_;
+  std::optional<uint32_t> only_blob_;
   PrefetchConfig cfg_;
   std::vector<std::string> extra_paths_;
   TokenBucket bucket_;

@@ -204,7 +204,7 @@ TEST_F(RoutesTest, DaemonControl) {
   for (const char* p : {"/api/v1/daemon/start", "/api/v1/daemon/fuse/sendfd", "/api/v1/daemon/fuse/takeover"}) {
     auto r = req("PUT", p);
     EXPECT_EQ(r.status, 501) << p;
-    EXPECT_EQ(code_of(r), "NotImplemented");
+    EXPECT_EQ(code_of(r), "Unsupported");  // a daemon mode without live upgrade
     EXPECT_EQ(req("GET", p).status, 405) << p;
   }
   int exits = 0;
@@ -217,9 +217,21 @@ TEST_F(RoutesTest, DaemonControl) {
 }
 
 TEST_F(RoutesTest, UnknownRoute) {
-  auto r = req("GET", "/api/v2/blobs");
+  auto r = req("GET", "/api/v3/blobs");
   EXPECT_EQ(r.status, 404);
   EXPECT_EQ(code_of(r), "NotFound");
+}
+
+TEST_F(RoutesTest, BlobObjectsV2) {
+  // Query checks happen before the daemon is asked.
+  EXPECT_EQ(req("GET", "/api/v2/blobs").status, 400);
+  EXPECT_EQ(req("DELETE", "/api/v2/blobs").status, 400);
+  // A daemon mode without blob objects says so.
+  EXPECT_EQ(req("GET", "/api/v2/blobs?domain_id=d").status, 501);
+  EXPECT_EQ(req("DELETE", "/api/v2/blobs?domain_id=d&blob_id=b").status, 501);
+  EXPECT_EQ(req("DELETE", "/api/v2/blobs?blob_id=b").status, 501);
+  EXPECT_EQ(req("PUT", "/api/v2/blobs", "{}").status, 501);
+  EXPECT_EQ(req("GET", "/api/v2/daemon").status, 200);
 }
 
 TEST_F(RoutesTest, RawKeepAliveAcrossRoutes) {

@@ -3,6 +3,8 @@
 //   nydusd singleton --apisock S        (images mounted/umounted through the API)
 //   nydusd fanotify --bootstrap B --config C --mountpoint M [--apisock S]
 //                                       (kernel EROFS + fanotify pre-content fills; see src/fanotify/README.md)
+//   nydusd [singleton] --fscache DIR --apisock S [--fscache-tag T] [--fscache-threads N]
+//                                       (kernel EROFS over cachefiles on-demand; see src/fscache/README.md)
 #include <signal.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "fanotify/fanotify_image.h"
+#include "fscache/fscache_daemon.h"
 
 namespace {
 
@@ -49,7 +52,10 @@ struct Args {
   bool upgrade = false;
   std::string failover_policy;
   std::vector<std::string> prefetch_files;
-  bool fscache = false;
+  std::string fscache_dir;
+  std::string fscache_tag;
+  unsigned fscache_threads = 4;
+  std::string fscache_device = "/dev/cachefiles";
 };
 
 void add_common(CLI::App* app, Args& a) {
@@ -59,9 +65,17 @@ void add_common(CLI::App* app, Args& a) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app->add_option("-L,--log-file", a.log_file, "log to this file instead of stderr");
   app->add_option("-T,--thread-num,--fuse-threads", a.threads, "FUSE worker threads")->check(CLI::Range(1u, 1024u));
-  app->add_option("-S,--supervisor", a.supervisor, "supervisor socket (not supported yet)");
-  app->add_flag("--upgrade", a.upgrade, "take over from a running daemon (not supported yet)");
+  app->add_option("-S,--supervisor", a.supervisor, "supervisor socket for live upgrade and failover (fscache mode)");
+  app->add_flag("--upgrade", a.upgrade, "start without serving; take over from the supervisor (fscache mode)");
   app->add_option("--failover-policy", a.failover_policy, "flush or resend (ignored)");
+}
+
+void add_fscache(CLI::App* app, Args& a) {
+  app->add_option("-F,--fscache", a.fscache_dir, "fscache mode: the cachefiles working directory (ext4/xfs/btrfs)");
+  app->add_option("--fscache-tag", a.fscache_tag, "fscache cache tag");
+  app->add_option("--fscache-threads", a.fscache_threads, "fscache READ worker threads")->check(CLI::Range(1u, 1024u));
+  app->add_option("--fscache-device", a.fscache_device,
+                  "the cachefiles device, or a kernel emulator's unix socket (tests)");
 }
 
 void add_fuse(CLI::App* app, Args& a) {
@@ -91,14 +105,10 @@ void setup_logging(const Args& a) {
 int run(Args& a, bool singleton) {
   setup_logging(a);
   if (a.upgrade) {
-    spdlog::error("--upgrade is not supported yet");
+    spdlog::error("--upgrade is only supported in fscache mode");
     return 1;
   }
-  if (!a.supervisor.empty()) spdlog::warn("--supervisor is not supported yet; ignored");
-  if (a.fscache) {
-    spdlog::error("fscache mode is not supported yet");
-    return 1;
-  }
+  if (!a.supervisor.empty()) spdlog::warn("--supervisor is only used in fscache mode; ignored");
   if (singleton) {
     if (a.apisock.empty()) {
       spdlog::error("singleton mode needs --apisock");
@@ -248,6 +258,67 @@ int run_fanotify(Args& a) {
   return 0;
 }
 
+// fscache mode: images registered through /api/v2/blobs, read by the
+// kernel's EROFS through cachefiles on-demand objects we fill.
+int run_fscache(Args& a) {
+  setup_logging(a);
+  if (a.apisock.empty()) {
+    spdlog::error("fscache mode needs --apisock (images are registered through the API)");
+    return 1;
+  }
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  nydus::fscache::FscacheOptions o;
+  o.dir = a.fscache_dir;
+  o.tag = a.fscache_tag;
+  o.threads = a.fscache_threads;
+  o.device = a.fscache_device;
+  o.id = a.id;
+  o.supervisor = a.supervisor;
+  o.upgrade = a.upgrade;
+  auto d = nydus::fscache::FscacheDaemon::create(o);
+  if (!d) {
+    spdlog::error("fscache mode: {}", d.error().to_string());
+    return 1;
+  }
+  nydus::api::Router router;
+  nydus::api::ApiHooks hooks;
+  hooks.on_exit = exit_soon;
+  nydus::api::register_api_routes(router, **d, hooks);
+  nydus::api::HttpServer server(a.apisock, std::move(router));
+  if (auto st = server.start(); !st) {
+    spdlog::error("API server on {}: {}", a.apisock, st.error().message);
+    (*d)->shutdown();
+    return 1;
+  }
+  spdlog::info("API listening on {}", a.apisock);
+  int rc = 0;
+  for (;;) {
+    timespec ts{0, 200'000'000};
+    const int sig = sigtimedwait(&sigs, nullptr, &ts);
+    if (sig > 0) {
+      spdlog::info("signal {}: shutting down", sig);
+      break;
+    }
+    if ((*d)->failed()) {
+      spdlog::error("fscache: the request loop stopped (cache device gone); exiting");
+      rc = 1;
+      break;
+    }
+  }
+  server.stop();
+  (*d)->shutdown();
+  spdlog::info("bye");
+  spdlog::shutdown();
+  return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -256,17 +327,19 @@ int main(int argc, char** argv) {
   Args a;
   add_common(&app, a);
   add_fuse(&app, a);
+  add_fscache(&app, a);
   auto* fuse_cmd = app.add_subcommand("fuse", "mount one image with FUSE (the default)");
   add_common(fuse_cmd, a);
   add_fuse(fuse_cmd, a);
   auto* single = app.add_subcommand("singleton", "no image at start; mount through the API");
   add_common(single, a);
-  single->add_flag("--fscache", a.fscache, "fscache mode (not supported yet)");
+  add_fscache(single, a);
   auto* fan = app.add_subcommand("fanotify", "mount one image with the kernel's EROFS, data filled via fanotify");
   add_common(fan, a);
   add_fuse(fan, a);
   app.require_subcommand(0, 1);
   CLI11_PARSE(app, argc, argv);
   if (fan->parsed()) return run_fanotify(a);
+  if (!a.fscache_dir.empty()) return run_fscache(a);
   return run(a, single->parsed());
 }
