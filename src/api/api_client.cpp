@@ -171,4 +171,38 @@ Status ApiClient::exit_daemon() {
   return ok();
 }
 
+Status ApiClient::create_blob(std::string_view entry_json) {
+  NYDUS_TRY(checked("PUT", "/api/v2/blobs", entry_json));
+  return ok();
+}
+
+Result<nlohmann::json> ApiClient::list_blobs(const std::string& domain_id, const std::string& blob_id) {
+  std::string q = "/api/v2/blobs?domain_id=" + url_encode(domain_id);
+  if (!blob_id.empty()) q += "&blob_id=" + url_encode(blob_id);
+  return get_json(q);
+}
+
+Status ApiClient::delete_blobs(const std::string& domain_id, const std::string& blob_id) {
+  std::string q;
+  if (!domain_id.empty()) q = "domain_id=" + url_encode(domain_id);
+  if (!blob_id.empty()) q += std::string(q.empty() ? "" : "&") + "blob_id=" + url_encode(blob_id);
+  NYDUS_TRY(checked("DELETE", "/api/v2/blobs?" + q));
+  return ok();
+}
+
+Status ApiClient::send_fd() {
+  NYDUS_TRY(checked("PUT", "/api/v1/daemon/fuse/sendfd"));
+  return ok();
+}
+
+Status ApiClient::takeover() {
+  NYDUS_TRY(checked("PUT", "/api/v1/daemon/fuse/takeover"));
+  return ok();
+}
+
+Status ApiClient::start() {
+  NYDUS_TRY(checked("PUT", "/api/v1/daemon/start"));
+  return ok();
+}
+
 }  // namespace nydus::api

@@ -56,6 +56,17 @@ class ApiClient {
   Result<std::string> prometheus();
   Status exit_daemon();
 
+  // fscache mode: /api/v2/blobs.
+  Status create_blob(std::string_view entry_json);
+  Result<nlohmann::json> list_blobs(const std::string& domain_id, const std::string& blob_id = "");
+  // With a domain: remove its objects (one bootstrap or blob when `blob_id`
+  // is set); without: remove the cached files of blob `blob_id`.
+  Status delete_blobs(const std::string& domain_id, const std::string& blob_id);
+  // Live upgrade / failover.
+  Status send_fd();
+  Status takeover();
+  Status start();
+
  private:
   Result<ApiReply> checked(std::string_view method, std::string_view path_and_query,
                            std::optional<std::string_view> body = std::nullopt);

@@ -3,6 +3,9 @@
 //   nydusctl --sock /run/nydusd/api.sock info
 //   nydusctl --sock S mount --source /x/bootstrap --mountpoint /sub --config cfg.json
 //   nydusctl --sock S metrics [--id /sub] [--raw]
+//   nydusctl --sock S blob add entry.json | blob list --domain D | blob rm --domain D [--blob B]
+//   nydusctl --sock S sendfd | takeover | start      (live upgrade / failover)
+//   nydusctl supervise --path P                       (hold a daemon's state and fd across restarts)
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -12,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "api/api_client.h"
+#include "supervise.h"
 
 namespace {
 
@@ -87,7 +91,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string sock;
   bool raw = false;
-  app.add_option("-S,--sock", sock, "nydusd API socket path")->required();
+  app.add_option("-S,--sock", sock, "nydusd API socket path");
   app.add_flag("-r,--raw", raw, "print the reply JSON as is");
 
   auto* info = app.add_subcommand("info", "show daemon information");
@@ -113,9 +117,39 @@ int main(int argc, char** argv) {
   auto* umount = app.add_subcommand("umount", "unmount a filesystem instance");
   umount->add_option("mountpoint", mountpoint, "mountpoint inside the daemon")->required();
 
+  // fscache mode: blob objects.
+  auto* blob = app.add_subcommand("blob", "fscache blob objects (/api/v2/blobs)");
+  blob->require_subcommand(1);
+  std::string entry_file, domain, blob_id;
+  auto* blob_add = blob->add_subcommand("add", "register a bootstrap entry (upstream BlobCacheEntry JSON)");
+  blob_add->add_option("entry", entry_file, "JSON file")->required()->check(CLI::ExistingFile);
+  auto* blob_list = blob->add_subcommand("list", "list the objects of a domain");
+  blob_list->add_option("-d,--domain", domain, "domain id (empty: images registered without one)");
+  blob_list->add_option("-b,--blob", blob_id, "one object");
+  auto* blob_rm = blob->add_subcommand("rm", "remove objects of a domain, or a blob's cached files");
+  blob_rm->add_option("-d,--domain", domain, "domain id");
+  blob_rm->add_option("-b,--blob", blob_id, "bootstrap or blob id");
+
+  auto* sendfd = app.add_subcommand("sendfd", "send the daemon's state and kernel fd to its supervisor");
+  auto* takeover = app.add_subcommand("takeover", "make an --upgrade daemon take over from the supervisor");
+  auto* start = app.add_subcommand("start", "start serving after a takeover");
+  std::string sup_path;
+  auto* supervise = app.add_subcommand("supervise", "hold a daemon's state and fd across restarts");
+  supervise->add_option("-p,--path", sup_path, "supervisor socket (nydusd --supervisor)")->required();
+
   CLI11_PARSE(app, argc, argv);
 
+  if (*supervise) return run_supervisor(sup_path);
+  if (sock.empty()) {
+    fmt::print(stderr, "nydusctl: --sock is required\n");
+    return 1;
+  }
   ApiClient client(sock);
+  auto done = [&](const nydus::Status& s, const std::string& what) {
+    if (!s) return fail(s.error());
+    fmt::print("{}\n", what);
+    return 0;
+  };
   auto show = [&](const nydus::Result<json>& r) {
     if (!r) return fail(r.error());
     print_json(*r, raw);
@@ -150,6 +184,23 @@ int main(int argc, char** argv) {
     fmt::print("mounted {} at {}\n", source, mountpoint);
     return 0;
   }
+  if (*blob_add) {
+    std::ifstream in(entry_file, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return done(client.create_blob(ss.str()), "registered " + entry_file);
+  }
+  if (*blob_list) return show(client.list_blobs(domain, blob_id));
+  if (*blob_rm) {
+    if (domain.empty() && blob_id.empty()) {
+      fmt::print(stderr, "nydusctl: blob rm needs --domain and/or --blob\n");
+      return 1;
+    }
+    return done(client.delete_blobs(domain, blob_id), "removed");
+  }
+  if (*sendfd) return done(client.send_fd(), "state sent to the supervisor");
+  if (*takeover) return done(client.takeover(), "taken over");
+  if (*start) return done(client.start(), "started");
   if (*umount) {
     auto r = client.umount(mountpoint);
     if (!r) return fail(r.error());

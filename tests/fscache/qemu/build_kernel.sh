@@ -5,7 +5,8 @@
 # Usage: tests/fscache/qemu/build_kernel.sh
 #   Prints the bzImage path as the last line of stdout; progress goes to stderr.
 #   NYDUS_KERNEL_CACHE     cache root (default /var/cache/nydus-cpp/kernel)
-#   NYDUS_KERNEL_FRAGMENT  config fragment (default /work/shared/kernel/erofs-ondemand.config)
+#   NYDUS_KERNEL_FRAGMENT  config fragment (default: erofs-ondemand.config beside this script,
+#                          a copy of ../shared/kernel/erofs-ondemand.config)
 #   SKIP_APT=1             never call apt-get (fail if something is missing)
 #
 # Needs root (or sudo) only to install missing packages and to write the default
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
-FRAGMENT=${NYDUS_KERNEL_FRAGMENT:-/work/shared/kernel/erofs-ondemand.config}
+FRAGMENT=${NYDUS_KERNEL_FRAGMENT:-$(dirname "$SELF")/erofs-ondemand.config}
 CACHE_ROOT=${NYDUS_KERNEL_CACHE:-/var/cache/nydus-cpp/kernel}
 SRC_PKG=linux-source-6.12
 SRC_TARBALL=/usr/src/linux-source-6.12.tar.xz
@@ -28,6 +29,10 @@ CONFIG_PROC_SYSCTL=y
 CONFIG_MAGIC_SYSRQ=y
 # madvise/posix_fadvise: glibc malloc and the daemon call them; ENOSYS otherwise.
 CONFIG_ADVISE_SYSCALLS=y
+# TCP on loopback: a registry backend served by busybox httpd inside the guest.
+CONFIG_INET=y
+# /dev/fuse: the benchmark runs FUSE mode beside fscache mode in the same guest.
+CONFIG_FUSE_FS=y
 FRAG
 )
 
@@ -36,6 +41,7 @@ REQUIRED=(
   CONFIG_EROFS_FS_ONDEMAND CONFIG_CACHEFILES_ONDEMAND CONFIG_EXT4_FS CONFIG_VIRTIO_BLK
   CONFIG_UNIX CONFIG_DEVTMPFS CONFIG_TMPFS CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP
   CONFIG_SERIAL_8250_CONSOLE CONFIG_BINFMT_ELF CONFIG_BINFMT_SCRIPT CONFIG_PROC_SYSCTL
+  CONFIG_INET CONFIG_FUSE_FS
 )
 
 log() { echo "build_kernel: $*" >&2; }
