@@ -16,12 +16,13 @@ Result<std::string> string_field(const json& j, const char* key, bool required) 
   return it->get<std::string>();
 }
 
-// Ids end up in keys split at '/' and in kernel cache file names.
+// Ids end up in mount options (split at ','), in keys (split at '/') and in
+// the kernel's cache file names, which are "D<id>" only for printable ids.
 Status check_id(std::string_view what, std::string_view id, bool may_be_empty) {
   if (id.empty() && !may_be_empty) return errorf(Errc::kInvalidArgument, "blob entry: empty {}", what);
-  if (id.size() > 255) return errorf(Errc::kInvalidArgument, "blob entry: {} longer than 255 bytes", what);
+  if (id.size() > 240) return errorf(Errc::kInvalidArgument, "blob entry: {} longer than 240 bytes", what);
   for (char c : id)
-    if (c == '/' || c == ',' || c == '\0' || c == '\n' || uint8_t(c) < 0x20)
+    if (c == '/' || c == ',' || uint8_t(c) <= 0x20 || uint8_t(c) >= 0x7f)
       return errorf(Errc::kInvalidArgument, "blob entry: {} \"{}\" holds a character not allowed in an id", what,
                     id);
   return ok();

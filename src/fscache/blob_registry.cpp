@@ -42,9 +42,12 @@ Status BlobRegistry::add(const BlobEntry& entry, std::shared_ptr<storage::Backen
 
   std::lock_guard lk(mu_);
   if (metas_.count(key) || datas_.count(key)) return errorf(Errc::kExists, "blob object {} already exists", key);
+  // Data blobs live in the kernel volume of the mount: the domain's, or
+  // without one the image's own (named after its fsid).
+  const std::string vol = volume_of(entry);
   // Check every blob before taking any reference: all or nothing.
   for (const auto& b : blobs) {
-    const std::string dkey = blob_key(entry.domain_id, b.blob_id);
+    const std::string dkey = blob_key(vol, b.blob_id);
     if (metas_.count(dkey)) return errorf(Errc::kExists, "blob {} is registered as a bootstrap in this domain", dkey);
     auto it = datas_.find(dkey);
     if (it != datas_.end() && it->second.source->size() != b.uncompressed_size)
@@ -56,9 +59,10 @@ Status BlobRegistry::add(const BlobEntry& entry, std::shared_ptr<storage::Backen
   m.boot = *boot;
   m.source = std::make_shared<BootstrapSource>(entry.id, *boot);
   for (uint32_t i = 0; i < blobs.size(); ++i) {
-    const std::string dkey = blob_key(entry.domain_id, blobs[i].blob_id);
+    const std::string dkey = blob_key(vol, blobs[i].blob_id);
     auto [it, fresh] = datas_.try_emplace(dkey);
     if (fresh) {
+      it->second.volume_id = vol;
       it->second.domain_id = entry.domain_id;
       it->second.source = shared_source_locked(blobs[i], backend, cc, std::move(digests[i]));
       it->second.boot = *boot;
@@ -73,6 +77,8 @@ Status BlobRegistry::add(const BlobEntry& entry, std::shared_ptr<storage::Backen
   return ok();
 }
 
+std::string BlobRegistry::volume_of(const BlobEntry& e) { return e.domain_id.empty() ? e.id : e.domain_id; }
+
 bool BlobRegistry::unref_locked(const std::string& key) {
   auto it = datas_.find(key);
   if (it == datas_.end()) return false;
@@ -83,13 +89,10 @@ bool BlobRegistry::unref_locked(const std::string& key) {
 
 void BlobRegistry::remove_meta_locked(std::map<std::string, Meta>::iterator it, std::vector<CacheObjectName>& gone) {
   const BlobEntry& e = it->second.entry;
-  // Without a domain, the kernel keeps this image's objects in a volume of
-  // its own, named after its fsid: all of them go with it.
-  const std::string vol = e.domain_id.empty() ? e.id : e.domain_id;
+  const std::string vol = volume_of(e);
   gone.push_back({vol, e.id});
   for (size_t i = 0; i < it->second.blob_keys.size(); ++i)
-    if (unref_locked(it->second.blob_keys[i]) || e.domain_id.empty())
-      gone.push_back({vol, it->second.boot->blobs()[i].blob_id});
+    if (unref_locked(it->second.blob_keys[i])) gone.push_back({vol, it->second.boot->blobs()[i].blob_id});
   metas_.erase(it);
 }
 
@@ -104,8 +107,10 @@ Result<std::vector<CacheObjectName>> BlobRegistry::remove(const std::string& dom
       it = next;
     }
     for (auto it = datas_.begin(); it != datas_.end();)  // references from bootstraps of other domains cannot exist
-      if (it->second.domain_id == domain_id) gone.push_back({domain_id, it->second.source->name()}), it = datas_.erase(it), n++;
-      else ++it;
+      if (it->second.domain_id == domain_id)
+        gone.push_back({it->second.volume_id, it->second.source->name()}), it = datas_.erase(it), n++;
+      else
+        ++it;
     if (n == 0) return errorf(Errc::kNotFound, "no blob objects in domain {}", domain_id);
     return gone;
   }
@@ -115,7 +120,7 @@ Result<std::vector<CacheObjectName>> BlobRegistry::remove(const std::string& dom
     return gone;
   }
   if (datas_.count(key)) {
-    if (unref_locked(key) && !domain_id.empty()) gone.push_back({domain_id, blob_id});
+    if (unref_locked(key)) gone.push_back({domain_id, blob_id});
     return gone;
   }
   return errorf(Errc::kNotFound, "blob object {} not found", key);
@@ -143,9 +148,10 @@ std::optional<ObjectLookup> BlobRegistry::find(std::string_view volume_key, std:
     return std::nullopt;
   };
   if (auto l = lookup(blob_key(vol, cookie))) return l;
-  // A mount without domain_id names its volume after its fsid; the entry was
-  // registered without a domain, under plain ids.
-  if (metas_.count(vol) && metas_.at(vol).entry.domain_id.empty()) return lookup(cookie);
+  // A mount without domain_id names its volume after its fsid, and its
+  // bootstrap entry was registered without a domain, under its plain id.
+  if (vol == cookie)
+    if (auto it = metas_.find(cookie); it != metas_.end() && it->second.entry.domain_id.empty()) return lookup(cookie);
   return std::nullopt;
 }
 

@@ -1,7 +1,8 @@
 // The images the fscache daemon may serve, registered through /api/v2/blobs:
-// each bootstrap entry (key "<domain>/<fsid>") and the data blobs of its blob
-// table (key "<domain>/<blob id>", shared by every bootstrap of the domain
-// that names them, reference-counted). The kernel's OPEN names an object by
+// each bootstrap entry (key "<domain>/<fsid>", or "<fsid>" without a domain)
+// and the data blobs of its blob table, keyed by the kernel volume they live
+// in: "<domain>/<blob id>" (shared by every bootstrap of the domain that
+// names them, reference-counted) or "<fsid>/<blob id>" without a domain. The kernel's OPEN names an object by
 // volume key "erofs,<domain or fsid>" and cookie key (fsid or blob id), which
 // find() maps back to what the object holds.
 //
@@ -75,6 +76,7 @@ class BlobRegistry {
     std::vector<std::string> blob_keys;  // one reference each
   };
   struct Data {
+    std::string volume_id;  // the kernel volume: the domain, or the fsid without one
     std::string domain_id;
     std::shared_ptr<DataBlobSource> source;
     std::shared_ptr<const format::Bootstrap> boot;  // of the first registrant
@@ -83,6 +85,7 @@ class BlobRegistry {
     unsigned refs = 0;
   };
 
+  static std::string volume_of(const BlobEntry& e);
   // Drop one reference; true when it was the last.
   bool unref_locked(const std::string& key);
 
