@@ -476,8 +476,10 @@ int Emulator::object_locked(const std::string& volume, const std::string& cookie
   o.volume = volume;
   o.cookie = cookie;
   std::string vdir = volume, cname = cookie;
-  std::replace(vdir.begin(), vdir.end(), '/', '_');
-  std::replace(cname.begin(), cname.end(), '/', '_');
+  // Usable as EROFS device= paths later (the kernel splits options at ',').
+  for (auto* n : {&vdir, &cname})
+    for (char& c : *n)
+      if (c == '/' || c == ',') c = '_';
   std::filesystem::create_directories(store_ / vdir);
   o.path = store_ / vdir / cname;
   // A cache file from an earlier run (or mount) is reused if its size matches.
