@@ -124,6 +124,11 @@ void Emulator::close_device() {
   if (conn_ >= 0) ::shutdown(conn_, SHUT_RDWR);
 }
 
+void Emulator::set_pipeline(unsigned n) {
+  std::lock_guard lk(mu_);
+  pipeline_ = std::max(n, 1u);
+}
+
 void Emulator::violation_locked(std::string v) { violations_.push_back(std::move(v)); }
 
 // ---- the io thread: device commands, fd closes, message delivery ----
@@ -371,9 +376,18 @@ void Emulator::pump_locked() {
   if (conn_ < 0) return;
   if (in_flight_) {
     int unread = 0;
-    if (::ioctl(conn_, SIOCOUTQ, &unread) == 0 && unread > 0) return;
-    in_flight_ = false;
+    if (::ioctl(conn_, SIOCOUTQ, &unread) == 0 && unread > 0 && sent_unconfirmed_ >= pipeline_) return;
+    if (unread == 0) {
+      in_flight_ = false;
+      sent_unconfirmed_ = 0;
+    }
   }
+  while (pump_one_locked()) {
+    if (++sent_unconfirmed_ >= pipeline_) return;
+  }
+}
+
+bool Emulator::pump_one_locked() {
   for (size_t i = 0; i < new_queue_.size(); ++i) {
     auto it = requests_.find(new_queue_[i]);
     if (it == requests_.end() || it->second.state != ReqState::kNew) {
@@ -393,8 +407,9 @@ void Emulator::pump_locked() {
         new_queue_.pop_back();
         new_queue_.insert(new_queue_.begin() + ptrdiff_t(i), id);
         Request& open = requests_[id];
-        if (send_locked(open)) new_queue_.erase(new_queue_.begin() + ptrdiff_t(i));
-        return;
+        if (!send_locked(open)) return false;
+        new_queue_.erase(new_queue_.begin() + ptrdiff_t(i));
+        return true;
       }
       if (o.state != ObjState::kOpen) {
         r.state = ReqState::kFailed;
@@ -404,9 +419,11 @@ void Emulator::pump_locked() {
         continue;
       }
     }
-    if (send_locked(r)) new_queue_.erase(new_queue_.begin() + ptrdiff_t(i));
-    return;
+    if (!send_locked(r)) return false;
+    new_queue_.erase(new_queue_.begin() + ptrdiff_t(i));
+    return true;
   }
+  return false;
 }
 
 bool Emulator::send_locked(Request& r) {

@@ -82,6 +82,10 @@ class Emulator {
   bool wait_restored(uint64_t count, ms timeout);
   // Drop the device connection as the kernel sees a closed device fd.
   void close_device();
+  // Send up to `n` messages before waiting for the daemon to read them
+  // (benchmarks). With n > 1 "read by the daemon" is no longer exact, so a
+  // `restore` may deliver a message twice: keep 1 for failover tests.
+  void set_pipeline(unsigned n);
 
   // EROFS side. Returns a mount id. `devices` replaces the device-table tags
   // (the device= mount options).
@@ -160,7 +164,8 @@ class Emulator {
   void on_restore();
   void on_fd_closed(int wd);
   void on_device_closed();
-  void pump_locked();  // send the next NEW request if the daemon read the last one
+  void pump_locked();  // send NEW requests once the daemon read the previous ones
+  bool pump_one_locked();
   bool send_locked(Request& r);
   uint32_t new_msg_id_locked();
   uint32_t queue_locked(uint32_t opcode, int obj, uint64_t off = 0, uint64_t len = 0);
@@ -180,6 +185,7 @@ class Emulator {
   std::condition_variable cv_;
   bool bound_ = false, dead_ = false, in_flight_ = false;
   uint32_t in_flight_id_ = 0;
+  unsigned pipeline_ = 1, sent_unconfirmed_ = 0;
   uint32_t next_msg_id_ = 0, next_object_id_ = 1;
   std::map<uint32_t, Request> requests_;  // live (new or delivered)
   std::deque<uint32_t> new_queue_;        // msg ids in delivery order

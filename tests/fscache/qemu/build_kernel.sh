@@ -66,9 +66,11 @@ command -v dpkg-query >/dev/null || die "needs a Debian system (dpkg-query, apt-
 install_missing
 [ -r "$SRC_TARBALL" ] || die "$SRC_TARBALL missing although $SRC_PKG is installed"
 
-# The key changes whenever the config, the kernel sources or this recipe change.
+# The key changes whenever the config or the kernel sources change, or the
+# recipe below does (bump RECIPE then; comments and logging do not count).
+RECIPE=1
 SRC_VERSION=$(dpkg-query -W -f='${Version}' "$SRC_PKG")
-KEY=$( { cat "$FRAGMENT"; printf '%s\n' "$EXTRA_FRAGMENT" "$SRC_PKG=$SRC_VERSION"; cat "$SELF"; } \
+KEY=$( { cat "$FRAGMENT"; printf '%s\n' "$EXTRA_FRAGMENT" "$SRC_PKG=$SRC_VERSION" "recipe=$RECIPE"; } \
        | sha256sum | cut -d' ' -f1)
 OUT_DIR=$CACHE_ROOT/$KEY
 OUT=$OUT_DIR/bzImage

@@ -110,12 +110,12 @@ fi
 # 5. A blob the backend does not have: reads fail with EIO, never hang; the
 # daemon keeps serving the other mounts.
 if mount -t erofs none -o fsid=broken /mnt/broken; then
-  if timeout 60 tree-manifest /mnt/broken > /dev/null 2>/tmp/broken.err; then
+  if timeout 60 tree-manifest /mnt/broken > /tmp/broken.manifest 2>/tmp/broken.err; then
     result bad_blob_eio FAIL "read a blob the backend lacks"
-  elif grep -q "Input/output error" /tmp/broken.err && kill -0 $N1; then
+  elif grep -q "READ-ERROR:Input/output error" /tmp/broken.manifest && kill -0 $N1; then
     result bad_blob_eio OK
   else
-    result bad_blob_eio FAIL "$(head -3 /tmp/broken.err | tr '\n' ' ')"
+    result bad_blob_eio FAIL "$(grep -m3 ERROR /tmp/broken.manifest | tr '\n' ' ')"
   fi
   umount /mnt/broken
 else
@@ -139,6 +139,10 @@ if mount -t erofs none -o fsid=reg /mnt/reg; then
   i=0
   while [ "$(metric $S reads)" = "$reads0" ] && [ $i -lt 100 ]; do usleep 100000; i=$((i + 1)); done
   usleep 500000
+  # The scenario only means something if the reader is blocked on a READ the
+  # daemon has taken.
+  blocked=no
+  kill -0 $READER 2>/dev/null && [ "$(metric $S reads)" != "$reads0" ] && blocked=yes
   kill -9 $N1
   wait $N1 2>/dev/null
   kill -CONT $HTTPD
@@ -150,8 +154,11 @@ if mount -t erofs none -o fsid=reg /mnt/reg; then
     if timeout 120 sh -c "while kill -0 $READER 2>/dev/null; do usleep 100000; done"; then
       wait $READER
       rc=$?
-      if [ $rc -eq 0 ] && cmp -s /expected/manifest /tmp/reg.manifest; then result failover_restore OK
-      else result failover_restore FAIL "reader exit $rc: $(head -3 /tmp/reg.err | tr '\n' ' ')"; fi
+      served=$(metric $S reads)
+      if [ $blocked != yes ]; then result failover_restore FAIL "the reader was not blocked on a taken READ at the kill"
+      elif [ $rc -eq 0 ] && cmp -s /expected/manifest /tmp/reg.manifest && [ "${served:-0}" -gt 0 ]; then
+        result failover_restore OK
+      else result failover_restore FAIL "reader exit $rc, new daemon READs ${served:-?}: $(head -3 /tmp/reg.err | tr '\n' ' ')"; fi
     else
       result failover_restore FAIL "reader still blocked 120 s after the takeover"
     fi
