@@ -16,6 +16,9 @@ PACKAGES=(
   erofs-utils attr zstd lz4 python3 xxd time
   docker-registry apache2-utils
   clang-16 libclang-rt-16-dev  # only for fuzz/ (libFuzzer); clang 14/15 cannot compile <expected>
+  # fscache mode's real-kernel tests: a 6.12 kernel built from source (cached in
+  # /var/cache/nydus-cpp/kernel), booted under QEMU with a busybox initramfs
+  qemu-system-x86 busybox-static cpio linux-source-6.12 bc bison flex libelf-dev xz-utils make gcc
 )
 
 missing_packages() {

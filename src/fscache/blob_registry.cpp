@@ -68,6 +68,7 @@ Status BlobRegistry::add(const BlobEntry& entry, std::shared_ptr<storage::Backen
       it->second.boot = *boot;
       it->second.blob_index = i;
       it->second.prefetch = entry.config.prefetch;
+      it->second.amplify = entry.config.amplify_io;
     }
     it->second.refs++;
     m.blob_keys.push_back(dkey);
@@ -135,6 +136,7 @@ std::optional<ObjectLookup> BlobRegistry::find(std::string_view volume_key, std:
       ObjectLookup l;
       l.source = it->second.source;
       l.is_bootstrap = true;
+      l.amplify = it->second.entry.config.amplify_io;
       return l;
     }
     if (auto it = datas_.find(key); it != datas_.end()) {
@@ -143,6 +145,7 @@ std::optional<ObjectLookup> BlobRegistry::find(std::string_view volume_key, std:
       l.boot = it->second.boot;
       l.blob_index = it->second.blob_index;
       l.prefetch = it->second.prefetch;
+      l.amplify = it->second.amplify;
       return l;
     }
     return std::nullopt;

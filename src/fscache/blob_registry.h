@@ -30,6 +30,8 @@ namespace nydus::fscache {
 struct ObjectLookup {
   std::shared_ptr<ObjectSource> source;
   bool is_bootstrap = false;
+  // Bytes past a READ also written into the object (the config's amplify_io).
+  uint64_t amplify = 0;
   // Data blobs: the bootstrap that registered the blob first, the blob's index
   // in its blob table and that entry's prefetch settings.
   std::shared_ptr<const format::Bootstrap> boot;
@@ -70,7 +72,7 @@ class BlobRegistry {
 
  private:
   struct Meta {
-    BlobEntry entry;
+    BlobEntry entry;  // entry.config.amplify_io applies to the bootstrap object
     std::shared_ptr<const format::Bootstrap> boot;
     std::shared_ptr<BootstrapSource> source;
     std::vector<std::string> blob_keys;  // one reference each
@@ -82,6 +84,7 @@ class BlobRegistry {
     std::shared_ptr<const format::Bootstrap> boot;  // of the first registrant
     uint32_t blob_index = 0;
     daemon::PrefetchConfig prefetch;
+    uint64_t amplify = 0;
     unsigned refs = 0;
   };
 

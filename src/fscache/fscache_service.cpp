@@ -326,6 +326,24 @@ void FscacheService::serve_read(ReadJob& job) {
     complete_failures_++;
     spdlog::warn("fscache: completing msg {} for {}: {} (cancelled?)", m.msg_id, obj.key, st.error().to_string());
   }
+  if (w) amplify(obj, m.off + m.len);
+}
+
+void FscacheService::amplify(CacheObject& obj, uint64_t from) {
+  // The kernel asks in readahead-sized steps, one file at a time; filling the
+  // holes just past a READ (after completing it: the reader is not kept
+  // waiting) saves it those round trips, and keeps the cache file's extents
+  // long. Stops at data already there; best effort.
+  const uint64_t want = obj.what.amplify;
+  const uint64_t limit = page_up(obj.what.source->size());
+  const uint64_t start = page_up(from);
+  if (want == 0 || start >= limit || obj.closed) return;
+  uint64_t end = std::min(limit, start + want);
+  const off_t data = ::lseek(obj.fd, off_t(start), SEEK_DATA);
+  if (data >= 0 && uint64_t(data) < end) end = page_down(uint64_t(data));
+  if (end <= start) return;
+  if (auto w = write_object_range(obj, start, end - start)) amplified_bytes_ += *w;
+  else spdlog::debug("fscache: amplifying {} at {:#x}: {}", obj.key, start, w.error().to_string());
 }
 
 namespace {
@@ -399,6 +417,7 @@ ServiceStats FscacheService::stats() const {
   s.complete_failures = complete_failures_;
   s.malformed = malformed_;
   s.prefetch_bytes = *prefetch_bytes_;
+  s.amplified_bytes = amplified_bytes_;
   {
     std::lock_guard lk(objects_mu_);
     s.objects = objects_.size();
@@ -418,6 +437,7 @@ json FscacheService::stats_json() const {
               {"complete_failures", s.complete_failures},
               {"malformed", s.malformed},
               {"prefetch_bytes", s.prefetch_bytes},
+              {"amplified_bytes", s.amplified_bytes},
               {"objects", s.objects}};
 }
 

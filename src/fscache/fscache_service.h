@@ -44,7 +44,8 @@ struct ServiceStats {
   uint64_t complete_failures = 0;  // READ_COMPLETE refused (request cancelled or killed)
   uint64_t malformed = 0;
   uint64_t prefetch_bytes = 0;
-  uint64_t objects = 0;  // open now
+  uint64_t amplified_bytes = 0;  // written past READs (amplify_io)
+  uint64_t objects = 0;          // open now
 };
 
 // One open cachefiles object: its anon fd and what it holds.
@@ -100,6 +101,7 @@ class FscacheService {
   void handle_close(const CloseMsg& m);
   void handle_read(const ReadMsg& m);
   void serve_read(ReadJob& job);
+  void amplify(CacheObject& obj, uint64_t from);
   void reply_open(uint32_t msg_id, int64_t size_or_errno);
   void start_prefetch(const std::shared_ptr<CacheObject>& obj);
   void reap_prefetchers(bool all);
@@ -128,7 +130,7 @@ class FscacheService {
   bool stopped_ = false;
 
   std::atomic<uint64_t> opens_{0}, open_failures_{0}, closes_{0}, reads_{0}, read_bytes_{0}, read_failures_{0},
-      unknown_objects_{0}, complete_failures_{0}, malformed_{0};
+      unknown_objects_{0}, complete_failures_{0}, malformed_{0}, amplified_bytes_{0};
   std::shared_ptr<std::atomic<uint64_t>> prefetch_bytes_ = std::make_shared<std::atomic<uint64_t>>(0);
 };
 

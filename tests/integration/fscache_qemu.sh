@@ -9,7 +9,9 @@
 # lacks (EIO, no hang), and failover: SIGKILL mid-READ, takeover from the
 # supervisor, `restore`, the blocked reader completing with the right bytes.
 # One RESULT line per scenario; any FAIL, missing line or timeout fails.
-#   FSCACHE_BENCH=1  also run the benchmark scenarios (see bench/fscache.sh)
+#   FSCACHE_TREE=DIR use DIR as the source tree instead of an awkward one
+#   FSCACHE_BENCH="PHASE SUBDIR;..."  also run the benchmark (bench/fscache.sh);
+#                    BENCH_OUT=FILE receives its BENCH lines
 #   KEEP_WORK=1      keep the work dir (console log, initramfs)
 set -uo pipefail
 . "$(dirname "$0")/lib/common.sh"
@@ -37,9 +39,13 @@ echo "kernel: $KERNEL"
 # The source tree on tmpfs (ext4 cannot hold its big xattrs).
 mkdir -p "$WORK/srcfs" "$WORK/root/images/blobs" "$WORK/root/images/noblobs" "$WORK/root/entries" \
   "$WORK/root/expected" "$WORK/root/etc"
-mount -t tmpfs -o size=512m,mode=0755 tmpfs "$WORK/srcfs" || die "cannot mount tmpfs"
-SRC=$WORK/srcfs/tree
-step "make awkward tree" "$PY" "$LIB_DIR/make_tree.py" --small "$SRC" || die "make_tree.py failed"
+if [ -n "${FSCACHE_TREE:-}" ]; then
+  SRC=$FSCACHE_TREE
+else
+  mount -t tmpfs -o size=512m,mode=0755 tmpfs "$WORK/srcfs" || die "cannot mount tmpfs"
+  SRC=$WORK/srcfs/tree
+  step "make awkward tree" "$PY" "$LIB_DIR/make_tree.py" --small "$SRC" || die "make_tree.py failed"
+fi
 IMG=$WORK/root/images
 step "nydus-image create" "$NYDUS_IMAGE" create --fs-version 6 --compressor zstd -B "$IMG/boot1" \
   -D "$IMG/blobs" "$SRC" || die "create failed"
@@ -76,11 +82,13 @@ cat > "$WORK/root/entries/fuse.json" <<'JSON'
 JSON
 
 DISKS=()
-truncate -s 512M "$WORK/cache.img"
+# Room for every scenario's kernel cache files and blob caches (sparse on the host).
+TREE_MB=$(( $(du -sm "$SRC" | cut -f1) + 1 ))
+truncate -s $((512 + 12 * TREE_MB))M "$WORK/cache.img"
 mkfs.ext4 -q -F "$WORK/cache.img" || die "mkfs.ext4 failed"
 DISKS+=(--disk "$WORK/cache.img")
-if [ "${FSCACHE_BENCH:-0}" = 1 ]; then
-  touch "$WORK/root/etc/bench"
+if [ -n "${FSCACHE_BENCH:-}" ]; then
+  echo "$FSCACHE_BENCH" | tr ';' '\n' > "$WORK/root/etc/bench"
   step "export --block (native EROFS disk for the benchmark)" "$NYDUS_IMAGE" export --block \
     -B "$IMG/boot1" --blob-dir "$IMG/blobs" -O "$WORK/native.img" || die "export failed"
   DISKS+=(--disk "$WORK/native.img")
@@ -93,7 +101,8 @@ step "initramfs" "$QEMU_DIR/make_initramfs.sh" "$WORK/initramfs.cpio.gz" "$QEMU_
 
 t0=$SECONDS
 rc=0
-"$QEMU_DIR/run_guest.sh" --kernel "$KERNEL" --initrd "$WORK/initramfs.cpio.gz" "${DISKS[@]}" --mem 1536 \
+"$QEMU_DIR/run_guest.sh" --kernel "$KERNEL" --initrd "$WORK/initramfs.cpio.gz" "${DISKS[@]}" \
+  --mem $((1536 + 3 * TREE_MB)) \
   --timeout "${FSCACHE_GUEST_TIMEOUT:-900}" --log "$WORK/console.log" > /dev/null || rc=$?
 echo "guest ran $((SECONDS - t0)) s (exit $rc)"
 grep -E '^(RESULT|BENCH) ' "$WORK/console.log"

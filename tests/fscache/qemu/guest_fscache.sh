@@ -174,34 +174,33 @@ else
 fi
 
 # 7. Benchmark: the same image through fscache, FUSE and a native EROFS disk.
+# /etc/bench lists "PHASE SUBDIR" lines: read every file below SUBDIR (". " for
+# all). Each mode reads the phases cold (nothing cached), then warm (page cache
+# dropped, data in that mode's cache), then walks the tree with lstat.
 if [ -e /etc/bench ]; then
-  bench() {  # bench MODE PHASE CMD...: print BENCH MODE PHASE SECONDS
-  _m=$1 _p=$2
-  shift 2
-  echo 3 > /proc/sys/vm/drop_caches
-  _t0=$(now)
-  "$@" > /dev/null 2>&1
-  _t1=$(now)
-  echo "BENCH $_m $_p $(echo "$_t1 $_t0" | awk '{printf "%.2f", $1 - $2}')"
+  timed() {  # timed CMD...: seconds it took, page cache dropped first
+    echo 3 > /proc/sys/vm/drop_caches
+    _t0=$(now)
+    "$@" > /dev/null 2>&1
+    _t1=$(now)
+    echo "$_t1 $_t0" | awk '{printf "%.2f", $1 - $2}'
   }
   readall() { find "$1" -type f -exec cat {} + ; }
-  statall() { ls -laR "$1"; }
+  bench_mode() {  # bench_mode MODE MNT
+    for temp in cold warm; do
+      while read -r phase sub; do
+        [ -n "$phase" ] && echo "BENCH $1 ${temp}_$phase $(timed readall "$2/$sub")"
+      done < /etc/bench
+    done
+    echo "BENCH $1 stat_walk $(timed ls -laR "$2")"
+  }
   nydusctl --sock $S blob add /entries/bench.json > /dev/null
-  mount -t erofs none -o fsid=bench /mnt/bench
-  bench fscache cold_read readall /mnt/bench
-  bench fscache warm_read readall /mnt/bench
-  bench fscache stat_walk statall /mnt/bench
+  mount -t erofs none -o fsid=bench /mnt/bench && bench_mode fscache /mnt/bench
   nydusd --bootstrap /images/boot1 --config /entries/fuse.json --mountpoint /mnt/fuse --log-file /tmp/fuse.log &
   i=0
   while ! grep -q " /mnt/fuse " /proc/mounts && [ $i -lt 100 ]; do usleep 100000; i=$((i + 1)); done
-  bench fuse cold_read readall /mnt/fuse
-  bench fuse warm_read readall /mnt/fuse
-  bench fuse stat_walk statall /mnt/fuse
-  if [ -b /dev/vdb ] && mount -t erofs -o ro /dev/vdb /mnt/native; then
-    bench erofs_disk cold_read readall /mnt/native
-    bench erofs_disk warm_read readall /mnt/native
-    bench erofs_disk stat_walk statall /mnt/native
-  fi
+  bench_mode fuse /mnt/fuse
+  if [ -b /dev/vdb ] && mount -t erofs -o ro /dev/vdb /mnt/native; then bench_mode erofs_disk /mnt/native; fi
 fi
 
 umount /mnt/img1 /mnt/a /mnt/b /mnt/reg /mnt/bench /mnt/fuse /mnt/native 2>/dev/null
