@@ -112,3 +112,27 @@ for k, v in {
 for k, v in {"range": b"bytes 0-1023/4096", "star": b"bytes 100-199/*", "retry": b"120",
              "spaces": b"bytes  18446744073709551614-18446744073709551614/18446744073709551615"}.items():
     put("content_range", k, v)
+
+# fscache_message: kernel messages as the 6.12 kernel lays them out (first byte 0)
+# and /api/v2/blobs bodies as nydus-snapshotter sends them (first byte 1).
+def hdr(mid, op, ln, oid):
+    return struct.pack("<IIII", mid, op, ln, oid)
+
+
+def open_msg(mid, oid, vk, ck, fd):
+    vk, ck = vk.encode() + b"\0", ck.encode()
+    return hdr(mid, 0, 32 + len(vk) + len(ck), oid) + struct.pack("<IIII", len(vk), len(ck), fd, 0) + vk + ck
+
+
+for k, v in {
+    "open-boot": b"\0" + open_msg(0, 1, "erofs,boot", "boot", 5),
+    "open-blob": b"\0" + open_msg(3, 2, "erofs,dom", "a" * 64, 7),
+    "read": b"\0" + hdr(4, 2, 32, 2) + struct.pack("<QQ", 0x10000, 0x20000),
+    "close": b"\0" + hdr(5, 1, 16, 2),
+    "entry-v2": b'\1{"type":"bootstrap","id":"img","domain_id":"d","config_v2":{"version":2,"backend":{"type":"registry",'
+                b'"registry":{"host":"h","repo":"r"}},"cache":{"type":"fscache","fscache":{"work_dir":"/w"},'
+                b'"prefetch":{"enable":true}},"metadata_path":"/m"}}',
+    "entry-legacy": b'\1{"type":"bootstrap","id":"img","config":{"backend_type":"localfs","backend_config":{"dir":"/b"},'
+                    b'"cache_type":"fscache","cache_config":{"work_dir":"/w"},"metadata_path":"/m"}}',
+}.items():
+    put("fscache_message", k, v)
