@@ -28,22 +28,7 @@ W=$(mktemp -d "${BENCH_TMP:-/var/tmp}/nydus-bench-fscache.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 SRC=$W/src
 mkdir -p "$SRC/big" "$SRC/small"
-python3 - "$SRC" "$BIG_MB" "$SMALL_FILES" <<'PY'
-import os, random, sys
-src, big_mb, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(7)
-block = bytes(rng.getrandbits(8) for _ in range(1 << 16))
-text = (b"the quick brown fox jumps over the lazy dog %d\n" * 1500)[: 1 << 16]
-for i in range(2):
-    with open(f"{src}/big/file{i}", "wb") as f:
-        for k in range(big_mb * 16):
-            f.write(block if (k + i) % 2 else text.replace(b"%d", str(k).encode()))
-for i in range(n):
-    d = f"{src}/small/d{i % 100:03d}"
-    os.makedirs(d, exist_ok=True)
-    with open(f"{d}/f{i:06d}", "wb") as f:
-        f.write(os.urandom(rng.randrange(0, 16384)) if i % 3 else b"x" * rng.randrange(0, 16384))
-PY
+python3 "$ROOT/bench/make_tree.py" "$SRC" "$BIG_MB" "$SMALL_FILES"
 BIG_BYTES=$(du -sb "$SRC/big" | cut -f1)
 SMALL_BYTES=$(du -sb --apparent-size "$SRC/small" | cut -f1)
 

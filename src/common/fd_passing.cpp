@@ -45,6 +45,52 @@ Status wait_for(int fd, short events, Clock::time_point deadline, std::string_vi
 
 }  // namespace
 
+ssize_t send_with_fd(int sock, const void* data, size_t len, int fd, int flags) {
+  iovec iov{const_cast<void*>(data), len};
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  if (fd >= 0) {
+    mh.msg_control = ctrl;
+    mh.msg_controllen = sizeof(ctrl);
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  }
+  ssize_t n;
+  do n = ::sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return n;
+}
+
+ssize_t recv_with_fds(int sock, void* buf, size_t len, std::vector<int>& fds, int flags, int* msg_flags) {
+  iovec iov{buf, len};
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 64)];
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = ctrl;
+  mh.msg_controllen = sizeof(ctrl);
+  ssize_t n;
+  do n = ::recvmsg(sock, &mh, flags | MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < nfd; ++i) {
+      int f;
+      std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      fds.push_back(f);
+    }
+  }
+  if (msg_flags) *msg_flags = mh.msg_flags;
+  return n;
+}
+
 Status send_state_on(int conn, std::string_view data, int fd, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   bool fd_sent = fd < 0;
@@ -54,23 +100,9 @@ Status send_state_on(int conn, std::string_view data, int fd, std::chrono::milli
   if (payload.empty()) payload = "{}";
   while (off < payload.size()) {
     NYDUS_TRY(wait_for(conn, POLLOUT, deadline, "sending state to the supervisor"));
-    iovec iov{payload.data() + off, payload.size() - off};
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (!fd_sent) {
-      mh.msg_control = ctrl;
-      mh.msg_controllen = sizeof(ctrl);
-      cmsghdr* c = CMSG_FIRSTHDR(&mh);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    }
-    const ssize_t n = ::sendmsg(conn, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t n = send_with_fd(conn, payload.data() + off, payload.size() - off, fd_sent ? -1 : fd, MSG_DONTWAIT);
     if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno == EAGAIN) continue;
       return sys_error("sending state to the supervisor");
     }
     fd_sent = true;
@@ -91,28 +123,13 @@ Result<HandedState> receive_state_on(int conn, std::chrono::milliseconds timeout
   for (;;) {
     if (auto st = wait_for(conn, POLLIN, deadline, "receiving state from the supervisor"); !st)
       return fail(std::unexpected(st.error()));
-    iovec iov{buf.data(), buf.size()};
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 64)];
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctrl;
-    mh.msg_controllen = sizeof(ctrl);
-    const ssize_t n = ::recvmsg(conn, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    int mflags = 0;
+    const ssize_t n = recv_with_fds(conn, buf.data(), buf.size(), fds, MSG_DONTWAIT, &mflags);
     if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno == EAGAIN) continue;
       return fail(sys_error("receiving state from the supervisor"));
     }
-    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < nfd; ++i) {
-        int f;
-        std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        fds.push_back(f);
-      }
-    }
-    if (mh.msg_flags & MSG_CTRUNC) return fail(errorf(Errc::kCorrupt, "supervisor sent more fds than expected"));
+    if (mflags & MSG_CTRUNC) return fail(errorf(Errc::kCorrupt, "supervisor sent more fds than expected"));
     if (n == 0) break;
     if (out.data.size() + size_t(n) > max_bytes)
       return fail(errorf(Errc::kCorrupt, "supervisor state larger than {} bytes", max_bytes));

@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <vector>
 
+#include "common/fd_passing.h"
 #include "fscache/cachefiles_abi.h"
 
 namespace nydus::fscache {
@@ -105,29 +107,15 @@ Result<size_t> CacheDevice::read_msg(std::span<uint8_t> buf) {
       return sys_error("read /dev/cachefiles");
     }
   }
-  iovec iov{buf.data(), buf.size()};
-  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 4)];
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = ctrl;
-  mh.msg_controllen = sizeof(ctrl);
-  ssize_t n;
-  do n = ::recvmsg(fd_, &mh, MSG_CMSG_CLOEXEC);
-  while (n < 0 && errno == EINTR);
+  std::vector<int> fds;
+  const ssize_t n = recv_with_fds(fd_, buf.data(), buf.size(), fds, 0);
   if (n < 0) return errno == EAGAIN ? Result<size_t>(0) : sys_error("recvmsg from the cachefiles emulator");
-  if (n == 0) return errorf(Errc::kIo, "the cachefiles emulator closed the channel");
   // Every received fd is ours: keep the first (the anon fd of an OPEN), close the rest.
-  int passed = -1;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < nfd; i++) {
-      int f;
-      std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      if (passed < 0) passed = f;
-      else ::close(f);
-    }
+  const int passed = fds.empty() ? -1 : fds[0];
+  for (size_t i = 1; i < fds.size(); ++i) ::close(fds[i]);
+  if (n == 0) {
+    if (passed >= 0) ::close(passed);
+    return errorf(Errc::kIo, "the cachefiles emulator closed the channel");
   }
   MsgHeader h;
   if (size_t(n) >= sizeof(MsgHeader) + sizeof(OpenBody) && (std::memcpy(&h, buf.data(), sizeof(h)), true) &&
@@ -159,22 +147,8 @@ Status CacheDevice::complete_read(int anon_fd, uint32_t msg_id) {
     return ok();
   }
   const std::string text = fmt::format("cread {}", msg_id);
-  iovec iov{const_cast<char*>(text.data()), text.size()};
-  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = ctrl;
-  mh.msg_controllen = sizeof(ctrl);
-  cmsghdr* c = CMSG_FIRSTHDR(&mh);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &anon_fd, sizeof(int));
-  ssize_t n;
-  do n = ::sendmsg(fd_, &mh, MSG_NOSIGNAL);
-  while (n < 0 && errno == EINTR);
-  if (n != ssize_t(text.size())) return sys_error(fmt::format("READ_COMPLETE of msg {} (emulator)", msg_id));
+  if (send_with_fd(fd_, text.data(), text.size(), anon_fd, 0) != ssize_t(text.size()))
+    return sys_error(fmt::format("READ_COMPLETE of msg {} (emulator)", msg_id));
   return ok();
 }
 

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <random>
 
+#include "common/fd_passing.h"
 #include "fscache/cachefiles_abi.h"
 #include "fscache/message.h"
 
@@ -168,28 +169,16 @@ void Emulator::io_loop() {
     }
     if (conn >= 0) {
       for (;;) {
-        iovec iov{buf.data(), buf.size()};
-        alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 4)];
-        msghdr mh{};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = ctrl;
-        mh.msg_controllen = sizeof(ctrl);
-        const ssize_t r = ::recvmsg(conn, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (r < 0 && (errno == EAGAIN || errno == EINTR)) break;
+        std::vector<int> fds;
+        const ssize_t r = recv_with_fds(conn, buf.data(), buf.size(), fds, MSG_DONTWAIT);
+        for (size_t i = 1; i < fds.size(); ++i) ::close(fds[i]);
+        const int fd = fds.empty() ? -1 : fds[0];
+        if (r < 0 && errno == EAGAIN) break;
         if (r <= 0) {
+          if (fd >= 0) ::close(fd);
           on_device_closed();
           break;
         }
-        int fd = -1;
-        for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-          if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
-              int f;
-              std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-              if (fd < 0) fd = f;
-              else ::close(f);
-            }
         handle_command(std::string(buf.data(), size_t(r)), fd);
         if (fd >= 0) ::close(fd);
       }
@@ -445,21 +434,7 @@ bool Emulator::send_locked(Request& r) {
   } else {
     msg = encode_close(r.msg_id, o.kernel_id);
   }
-  iovec iov{msg.data(), msg.size()};
-  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  if (fd >= 0) {
-    mh.msg_control = ctrl;
-    mh.msg_controllen = sizeof(ctrl);
-    cmsghdr* c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  }
-  const ssize_t n = ::sendmsg(conn_, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+  const ssize_t n = send_with_fd(conn_, msg.data(), msg.size(), fd, MSG_DONTWAIT);
   if (fd >= 0) ::close(fd);  // the description lives on in the message, then in the daemon
   if (n != ssize_t(msg.size())) return false;
   in_flight_ = true;

@@ -11,6 +11,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -102,6 +104,55 @@ void setup_logging(const Args& a) {
   spdlog::flush_on(spdlog::level::info);
 }
 
+// Signals are taken synchronously by the main thread (wait_for_shutdown):
+// block them before any thread starts so every thread inherits the mask.
+sigset_t block_shutdown_signals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return sigs;
+}
+
+// The HTTP API on `sock` over `api` (null when no socket is asked for); false
+// when it cannot listen.
+bool start_api(const std::string& sock, nydus::api::DaemonApi& api, std::unique_ptr<nydus::api::HttpServer>& out) {
+  if (sock.empty()) return true;
+  nydus::api::Router router;
+  nydus::api::ApiHooks hooks;
+  hooks.on_exit = exit_soon;
+  nydus::api::register_api_routes(router, api, hooks);
+  out = std::make_unique<nydus::api::HttpServer>(sock, std::move(router));
+  if (auto st = out->start(); !st) {
+    spdlog::error("API server on {}: {}", sock, st.error().message);
+    return false;
+  }
+  spdlog::info("API listening on {}", sock);
+  return true;
+}
+
+// Serve until a signal, or until `gone` names a reason the daemon has nothing
+// left to serve (polled every 200 ms). Returns 0 for a signal, 1 otherwise
+// when `gone_is_error`.
+int wait_for_shutdown(const sigset_t& sigs, const std::function<std::optional<std::string>()>& gone,
+                      bool gone_is_error = false) {
+  for (;;) {
+    timespec ts{0, 200'000'000};
+    const int sig = sigtimedwait(&sigs, nullptr, &ts);
+    if (sig > 0) {
+      spdlog::info("signal {}: shutting down", sig);
+      return 0;
+    }
+    if (auto why = gone()) {
+      (gone_is_error ? spdlog::error("{}; exiting", *why) : spdlog::info("{}; exiting", *why));
+      return gone_is_error ? 1 : 0;
+    }
+  }
+}
+
 int run(Args& a, bool singleton) {
   setup_logging(a);
   if (a.upgrade) {
@@ -118,16 +169,7 @@ int run(Args& a, bool singleton) {
     spdlog::error("--bootstrap, --config and --mountpoint are required (or use `nydusd singleton --apisock`)");
     return 1;
   }
-
-  // Signals are taken synchronously by the main thread (sigtimedwait below):
-  // block them before any thread starts so every thread inherits the mask.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t sigs = block_shutdown_signals();
 
   nydus::daemon::DaemonOptions dopts;
   dopts.id = a.id;
@@ -153,38 +195,18 @@ int run(Args& a, bool singleton) {
   }
 
   std::unique_ptr<nydus::api::HttpServer> server;
-  if (!a.apisock.empty()) {
-    nydus::api::Router router;
-    nydus::api::ApiHooks hooks;
-    hooks.on_exit = exit_soon;
-    nydus::api::register_api_routes(router, *daemon, hooks);
-    server = std::make_unique<nydus::api::HttpServer>(a.apisock, std::move(router));
-    if (auto st = server->start(); !st) {
-      spdlog::error("API server on {}: {}", a.apisock, st.error().message);
-      daemon->shutdown();
-      return 1;
-    }
-    spdlog::info("API listening on {}", a.apisock);
+  if (!start_api(a.apisock, *daemon, server)) {
+    daemon->shutdown();
+    return 1;
   }
-
-  int rc = 0;
-  for (;;) {
-    timespec ts{0, 200'000'000};
-    const int sig = sigtimedwait(&sigs, nullptr, &ts);
-    if (sig > 0) {
-      spdlog::info("signal {}: shutting down", sig);
-      break;
-    }
-    // In fuse mode the daemon's life is its mount: leave when it was unmounted
-    // from outside (as upstream does).
-    if (!singleton) {
-      auto dead = daemon->dead_mounts();
-      if (!dead.empty()) {
-        spdlog::info("{} was unmounted externally; exiting", dead.front());
-        break;
-      }
-    }
-  }
+  // In fuse mode the daemon's life is its mount: leave when it was unmounted
+  // from outside (as upstream does).
+  const int rc = wait_for_shutdown(sigs, [&]() -> std::optional<std::string> {
+    if (singleton) return std::nullopt;
+    auto dead = daemon->dead_mounts();
+    if (dead.empty()) return std::nullopt;
+    return dead.front() + " was unmounted externally";
+  });
   if (server) server->stop();
   daemon->shutdown();
   spdlog::info("bye");
@@ -199,14 +221,7 @@ int run_fanotify(Args& a) {
     spdlog::error("fanotify mode needs --bootstrap, --config and --mountpoint");
     return 1;
   }
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
+  const sigset_t sigs = block_shutdown_signals();
   auto cfg = nydus::daemon::load_config(a.config);
   if (!cfg) {
     spdlog::error("{}", cfg.error().message);
@@ -226,36 +241,19 @@ int run_fanotify(Args& a) {
     return 1;
   }
   std::unique_ptr<nydus::api::HttpServer> server;
-  if (!a.apisock.empty()) {
-    nydus::api::Router router;
-    nydus::api::ApiHooks hooks;
-    hooks.on_exit = exit_soon;
-    nydus::api::register_api_routes(router, **img, hooks);
-    server = std::make_unique<nydus::api::HttpServer>(a.apisock, std::move(router));
-    if (auto st = server->start(); !st) {
-      spdlog::error("API server on {}: {}", a.apisock, st.error().message);
-      (*img)->shutdown();
-      return 1;
-    }
-    spdlog::info("API listening on {}", a.apisock);
+  if (!start_api(a.apisock, **img, server)) {
+    (*img)->shutdown();
+    return 1;
   }
-  for (;;) {
-    timespec ts{0, 200'000'000};
-    const int sig = sigtimedwait(&sigs, nullptr, &ts);
-    if (sig > 0) {
-      spdlog::info("signal {}: shutting down", sig);
-      break;
-    }
-    if (!(*img)->mounted()) {
-      spdlog::info("{} was unmounted externally; exiting", o.mountpoint);
-      break;
-    }
-  }
+  const int rc = wait_for_shutdown(sigs, [&]() -> std::optional<std::string> {
+    if ((*img)->mounted()) return std::nullopt;
+    return o.mountpoint + " was unmounted externally";
+  });
   if (server) server->stop();
   (*img)->shutdown();
   spdlog::info("bye");
   spdlog::shutdown();
-  return 0;
+  return rc;
 }
 
 // fscache mode: images registered through /api/v2/blobs, read by the
@@ -266,14 +264,7 @@ int run_fscache(Args& a) {
     spdlog::error("fscache mode needs --apisock (images are registered through the API)");
     return 1;
   }
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
+  const sigset_t sigs = block_shutdown_signals();
   nydus::fscache::FscacheOptions o;
   o.dir = a.fscache_dir;
   o.tag = a.fscache_tag;
@@ -287,32 +278,19 @@ int run_fscache(Args& a) {
     spdlog::error("fscache mode: {}", d.error().to_string());
     return 1;
   }
-  nydus::api::Router router;
-  nydus::api::ApiHooks hooks;
-  hooks.on_exit = exit_soon;
-  nydus::api::register_api_routes(router, **d, hooks);
-  nydus::api::HttpServer server(a.apisock, std::move(router));
-  if (auto st = server.start(); !st) {
-    spdlog::error("API server on {}: {}", a.apisock, st.error().message);
+  std::unique_ptr<nydus::api::HttpServer> server;
+  if (!start_api(a.apisock, **d, server)) {
     (*d)->shutdown();
     return 1;
   }
-  spdlog::info("API listening on {}", a.apisock);
-  int rc = 0;
-  for (;;) {
-    timespec ts{0, 200'000'000};
-    const int sig = sigtimedwait(&sigs, nullptr, &ts);
-    if (sig > 0) {
-      spdlog::info("signal {}: shutting down", sig);
-      break;
-    }
-    if ((*d)->failed()) {
-      spdlog::error("fscache: the request loop stopped (cache device gone); exiting");
-      rc = 1;
-      break;
-    }
-  }
-  server.stop();
+  const int rc = wait_for_shutdown(
+      sigs,
+      [&]() -> std::optional<std::string> {
+        if (!(*d)->failed()) return std::nullopt;
+        return std::string("fscache: the request loop stopped (cache device gone)");
+      },
+      /*gone_is_error=*/true);
+  if (server) server->stop();
   (*d)->shutdown();
   spdlog::info("bye");
   spdlog::shutdown();
