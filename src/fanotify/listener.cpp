@@ -75,11 +75,7 @@ void Listener::stop() {
   }
   stop_reading_ = true;
   if (reader_.joinable()) reader_.join();
-  {
-    std::lock_guard lk(mu_);
-    stop_workers_ = true;
-  }
-  cv_.notify_all();
+  queue_.close();
   for (auto& t : workers_) t.join();
   workers_.clear();
   // Events still queued in the kernel: closing the group would let them
@@ -188,23 +184,12 @@ void Listener::handle_event(Event& ev) {
     return;
   }
   spdlog::debug("fanotify: pid {} needs blob {} {:#x}+{:#x}", ev.pid, bi, r.offset, r.len);
-  {
-    std::lock_guard lk(mu_);
-    queue_.push_back(Job{ev.fd, size_t(bi), r});
-  }
-  cv_.notify_one();
+  queue_.push(Job{ev.fd, size_t(bi), r});
 }
 
 void Listener::worker_loop() {
-  for (;;) {
-    Job job;
-    {
-      std::unique_lock lk(mu_);
-      cv_.wait(lk, [&] { return stop_workers_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping and drained
-      job = queue_.front();
-      queue_.pop_front();
-    }
+  while (auto next = queue_.pop()) {  // until stopped and drained
+    const Job& job = *next;
     auto& cache = blobs_[job.blob];
     // BlobCache sets a chunk's bit only after its bytes are written and synced.
     Status st = cache->fetch_range(job.range.offset, job.range.len);

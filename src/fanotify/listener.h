@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/work_queue.h"
 #include "fanotify/event_parser.h"
 #include "storage/blob_cache.h"
 
@@ -94,10 +95,8 @@ class Listener {
   std::thread reader_;
   std::vector<std::thread> workers_;
   std::atomic<bool> stop_reading_{false};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> queue_;
-  bool stop_workers_ = false;
+  std::mutex mu_;  // guards started_/stopped_
+  WorkQueue<Job> queue_;
   bool started_ = false, stopped_ = false;
 
   std::atomic<uint64_t> events_{0}, allowed_ready_{0}, filled_{0}, denied_{0}, self_events_{0}, malformed_{0},

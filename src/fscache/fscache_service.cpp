@@ -121,11 +121,7 @@ void FscacheService::stop() {
     [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
   }
   if (poller_.joinable()) poller_.join();
-  {
-    std::lock_guard lk(queue_mu_);
-    stop_workers_ = true;
-  }
-  queue_cv_.notify_all();
+  queue_.close();
   for (auto& w : workers_) w.join();
   workers_.clear();
   {
@@ -280,25 +276,11 @@ void FscacheService::handle_read(const ReadMsg& m) {
     std::lock_guard lk(objects_mu_);
     if (auto it = objects_.find(m.object_id); it != objects_.end()) job.obj = it->second;
   }
-  {
-    std::lock_guard lk(queue_mu_);
-    queue_.push_back(std::move(job));
-  }
-  queue_cv_.notify_one();
+  queue_.push(std::move(job));
 }
 
 void FscacheService::worker_loop() {
-  for (;;) {
-    ReadJob job;
-    {
-      std::unique_lock lk(queue_mu_);
-      queue_cv_.wait(lk, [&] { return stop_workers_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping and drained
-      job = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    serve_read(job);
-  }
+  while (auto job = queue_.pop()) serve_read(*job);  // until stopped and drained
 }
 
 void FscacheService::serve_read(ReadJob& job) {

@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.h"
+#include "common/work_queue.h"
 #include "daemon/prefetch.h"
 #include "fscache/blob_registry.h"
 #include "fscache/cache_device.h"
@@ -114,10 +115,7 @@ class FscacheService {
   mutable std::mutex objects_mu_;
   std::map<uint32_t, std::shared_ptr<CacheObject>> objects_;
 
-  std::mutex queue_mu_;
-  std::condition_variable queue_cv_;
-  std::deque<ReadJob> queue_;
-  bool stop_workers_ = false;
+  WorkQueue<ReadJob> queue_;
 
   std::mutex prefetch_mu_;
   std::map<uint32_t, std::unique_ptr<daemon::Prefetcher>> prefetchers_;
