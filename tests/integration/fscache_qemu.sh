@@ -7,7 +7,8 @@
 # the source (bytes, modes, owners, ns mtimes, xattrs, links), remount without
 # refetching, two images sharing a domain, an unknown fsid, a blob the backend
 # lacks (EIO, no hang), and failover: SIGKILL mid-READ, takeover from the
-# supervisor, `restore`, the blocked reader completing with the right bytes.
+# supervisor, `restore`, the blocked reader completing with the right bytes;
+# unregistering a domain culls its cache files.
 # One RESULT line per scenario; any FAIL, missing line or timeout fails.
 #   FSCACHE_TREE=DIR use DIR as the source tree instead of an awkward one
 #   FSCACHE_BENCH="PHASE SUBDIR;..."  also run the benchmark (bench/fscache.sh);
@@ -109,7 +110,7 @@ grep -E '^(RESULT|BENCH) ' "$WORK/console.log"
 
 EXPECTED=(daemon_start mount_compare remount_no_fetch shared_domain_a shared_domain_b shared_domain_blob_once
           duplicate_fsid_in_domain unknown_fsid bad_blob_eio still_serving failover_restore
-          after_takeover_img1 after_takeover_domain done)
+          after_takeover_img1 after_takeover_domain delete_culls_cache_files done)
 [ "$rc" -eq 0 ] || fail_step "guest" "run_guest.sh exited with $rc (124: timeout, 3: kernel panic)"
 while read -r line; do
   fail_step "${line#RESULT }" "in the guest"

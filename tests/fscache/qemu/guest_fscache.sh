@@ -203,7 +203,22 @@ if [ -e /etc/bench ]; then
   if [ -b /dev/vdb ] && mount -t erofs -o ro /dev/vdb /mnt/native; then bench_mode erofs_disk /mnt/native; fi
 fi
 
-umount /mnt/img1 /mnt/a /mnt/b /mnt/reg /mnt/bench /mnt/fuse /mnt/native 2>/dev/null
+# 8. Unregistering a domain culls the kernel's cache files nothing uses any
+# more (they live in <dir>/cache/Ierofs,<domain>/@<fan-out>/D<cookie>).
+umount /mnt/a /mnt/b
+before=$(find /cache/fscache/cache/Ierofs,dom -name 'D*' -type f 2>/dev/null | wc -l)
+if nydusctl --sock $S blob rm --domain dom > /dev/null; then
+  after=$(find /cache/fscache/cache/Ierofs,dom -name 'D*' -type f 2>/dev/null | wc -l)
+  if [ "$before" -eq 3 ] && [ "$after" -eq 0 ] && [ "$(nydusctl --sock $S --raw blob list --domain dom)" = "[]" ]; then
+    result delete_culls_cache_files OK
+  else
+    result delete_culls_cache_files FAIL "cache files in the domain: $before before, $after after"
+  fi
+else
+  result delete_culls_cache_files FAIL "blob rm failed"
+fi
+
+umount /mnt/img1 /mnt/reg /mnt/bench /mnt/fuse /mnt/native 2>/dev/null
 log "nydusd log tail:"
 tail -3 /tmp/n1.log
 result done OK
