@@ -179,7 +179,8 @@ Result<json> FanotifyImage::metrics(const std::string& kind, const std::map<std:
                                   {"denied", s.denied},
                                   {"self_events", s.self_events},
                                   {"malformed", s.malformed},
-                                  {"overflows", s.overflows}}}};
+                                  {"overflows", s.overflows},
+                                  {"unmarked", s.unmarked}}}};
   }
   return errorf(Errc::kNotFound, "metrics kind {} is not available in fanotify mode", kind);
 }

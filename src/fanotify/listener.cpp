@@ -43,11 +43,24 @@ Listener::~Listener() {
   if (owns_fd_ && fan_fd_ >= 0) ::close(fan_fd_);
 }
 
+namespace {
+
+bool fully_cached(const storage::BlobCache& c) {
+  const auto m = c.metrics();
+  return m.chunks_ready >= m.chunks_total;
+}
+
+}  // namespace
+
 Status Listener::add_blob(std::shared_ptr<storage::BlobCache> cache) {
   struct stat st;
   if (::fstat(cache->data_fd(), &st) != 0) return sys_error("stat blob cache data file");
   const std::string path = cache->data_path().string();
-  if (fan_fd_ >= 0 && ::fanotify_mark(fan_fd_, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, path.c_str()) != 0) {
+  // A blob whose every chunk is on disk needs no guard: reads of it go
+  // straight to the cache file, at the kernel's own speed.
+  const bool mark = !fully_cached(*cache);
+  if (!mark) spdlog::info("fanotify: blob {} is fully cached: not marked", cache->info().blob_id);
+  if (mark && fan_fd_ >= 0 && ::fanotify_mark(fan_fd_, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, path.c_str()) != 0) {
     const int err = errno;
     return sys_error(fmt::format("fanotify_mark(FAN_PRE_ACCESS) on {} (use `nydusd fuse` if this filesystem "
                                  "does not support pre-content marks)",
@@ -56,7 +69,24 @@ Status Listener::add_blob(std::shared_ptr<storage::BlobCache> cache) {
   }
   by_inode_[{st.st_dev, st.st_ino}] = blobs_.size();
   blobs_.push_back(std::move(cache));
+  marked_.push_back(mark);
   return ok();
+}
+
+void Listener::unmark_if_complete(size_t bi) {
+  std::lock_guard lk(mark_mu_);
+  if (!marked_[bi] || !fully_cached(*blobs_[bi])) return;
+  // Every chunk is on disk, so no read of this file can meet a hole any more:
+  // drop the mark and stop paying a round trip per read. Events already
+  // queued for it are still answered (allowed: their ranges are ready).
+  const std::string path = blobs_[bi]->data_path().string();
+  if (fan_fd_ >= 0 && ::fanotify_mark(fan_fd_, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, path.c_str()) != 0) {
+    spdlog::warn("fanotify: removing the mark of {}: {}", path, std::strerror(errno));
+    return;
+  }
+  marked_[bi] = false;
+  unmarked_++;
+  spdlog::info("fanotify: blob {} is fully cached: mark removed", blobs_[bi]->info().blob_id);
 }
 
 void Listener::start() {
@@ -102,6 +132,7 @@ ListenerStats Listener::stats() const {
   s.malformed = malformed_.load();
   s.overflows = overflows_.load();
   s.bad_batches = bad_batches_.load();
+  s.unmarked = unmarked_.load();
   return s;
 }
 
@@ -181,6 +212,8 @@ void Listener::handle_event(Event& ev) {
   if (r.len == 0 || cache->is_ready(r.offset, r.len)) {
     allowed_ready_++;
     answer(ev.fd, true);
+    // A blob filled by prefetch loses its mark at its next read.
+    unmark_if_complete(size_t(bi));
     return;
   }
   spdlog::debug("fanotify: pid {} needs blob {} {:#x}+{:#x}", ev.pid, bi, r.offset, r.len);
@@ -196,6 +229,7 @@ void Listener::worker_loop() {
     if (st && cache->is_ready(job.range.offset, job.range.len)) {
       filled_++;
       answer(job.fd, true);
+      unmark_if_complete(job.blob);
     } else {
       spdlog::error("fanotify: blob {} {:#x}+{:#x}: {}; read denied with EIO", cache->info().blob_id,
                     job.range.offset, job.range.len, st ? "not ready after fetch" : st.error().to_string());

@@ -48,6 +48,7 @@ struct ListenerStats {
   uint64_t malformed = 0;
   uint64_t overflows = 0;
   uint64_t bad_batches = 0;
+  uint64_t unmarked = 0;       // blobs whose mark was dropped once fully cached
 };
 
 class Listener {
@@ -84,6 +85,8 @@ class Listener {
   // Write the response and close the event fd (exactly once per event fd).
   void answer(int fd, bool allow);
   ssize_t find_blob(int fd);
+  // Drop the mark of a blob once every chunk of it is cached.
+  void unmark_if_complete(size_t blob);
 
   int fan_fd_;
   bool owns_fd_;
@@ -91,6 +94,8 @@ class Listener {
   std::atomic<bool> deny_errno_ok_{true};
   std::vector<std::shared_ptr<storage::BlobCache>> blobs_;
   std::map<std::pair<dev_t, ino_t>, size_t> by_inode_;
+  std::mutex mark_mu_;
+  std::vector<bool> marked_;  // by blob, guarded by mark_mu_ once started
 
   std::thread reader_;
   std::vector<std::thread> workers_;
@@ -100,7 +105,7 @@ class Listener {
   bool started_ = false, stopped_ = false;
 
   std::atomic<uint64_t> events_{0}, allowed_ready_{0}, filled_{0}, denied_{0}, self_events_{0}, malformed_{0},
-      overflows_{0}, bad_batches_{0};
+      overflows_{0}, bad_batches_{0}, unmarked_{0};
 };
 
 }  // namespace nydus::fanotify

@@ -162,7 +162,10 @@ fi
 # ---- 2. restart on the same cache with the backend gone --------------------------------
 mv "$IMG/blobs" "$IMG/blobs.gone"
 if step "restart without backend: mount" start_daemon second "$IMG/boot" "$IMG/config.json" "$MNT"; then
+  # Fully cached blobs are not marked: reads go to the kernel alone (no events).
+  step "restart without backend: warm blob left unmarked" grep -q "fully cached: not marked" "$LOG_DIR/second.daemon.log"
   step "restart without backend: cached data == source" compare_trees "${CMP_OPTS[@]}" "$SRC" "$MNT"
+  step "restart without backend: no events raised" bash -c 'curl -sf --unix-socket "$1" http://localhost/api/v1/metrics | tee /dev/stderr | grep -q "\"events\":0"' _ "$WORK/second.sock"
   step "restart without backend: SIGTERM" stop_daemon "$MNT"
 fi
 mv "$IMG/blobs.gone" "$IMG/blobs"
