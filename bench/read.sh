@@ -53,6 +53,8 @@ drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 measure() {
   local m=$1 mode=$2 t0 t1 seq rnd st sm
   [ "$mode" = drop ] && drop
+  # "hot": what is timed is in the page cache already (read it once untimed).
+  [ "$mode" = hot ] && cat "$m/big/file0" "$m/big/file1" >/dev/null
   t0=$(date +%s.%N)
   cat "$m/big/file0" "$m/big/file1" >/dev/null
   t1=$(date +%s.%N)
@@ -76,6 +78,7 @@ PY
   t1=$(date +%s.%N)
   st=$(python3 -c "print(f'{$t1-$t0:.2f}')")
   [ "$mode" = drop ] && drop
+  [ "$mode" = hot ] && tar -C "$m" -cf - small | cat >/dev/null
   t0=$(date +%s.%N)
   tar -C "$m" -cf - small | cat >/dev/null
   t1=$(date +%s.%N)
