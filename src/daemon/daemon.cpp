@@ -51,12 +51,15 @@ Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem:
 void Daemon::shutdown() {
   std::lock_guard ops(ops_mu_);
   std::map<std::string, std::shared_ptr<ImageInstance>> imgs;
+  std::map<std::string, std::shared_ptr<ExternalMount>> exts;
   {
     std::lock_guard lk(mu_);
     imgs.swap(images_);
+    exts.swap(externals_);
     state_ = "STOPPED";
   }
   for (auto& [mp, img] : imgs) img->shutdown();
+  for (auto& [mp, ext] : exts) ext->shutdown();
 }
 
 std::vector<std::string> Daemon::dead_mounts() {
@@ -64,18 +67,21 @@ std::vector<std::string> Daemon::dead_mounts() {
   std::vector<std::string> out;
   for (auto& [mp, img] : images_)
     if (!img->serving()) out.push_back(mp);
+  for (auto& [mp, ext] : externals_)
+    if (!ext->alive()) out.push_back(mp);
   return out;
 }
 
 size_t Daemon::mount_count() {
   std::lock_guard lk(mu_);
-  return images_.size();
+  return images_.size() + externals_.size();
 }
 
 json Daemon::daemon_info() {
   std::lock_guard lk(mu_);
   json coll = json::object();
   for (auto& [mp, img] : images_) coll[mp] = img->info();
+  for (auto& [mp, ext] : externals_) coll[mp] = ext->info();
   return json{{"id", opts_.id},
               {"version", json{{"package_ver", "0.1.0"},
                                {"git_commit", ""},
@@ -88,12 +94,38 @@ json Daemon::daemon_info() {
 }
 
 Status Daemon::mount(const api::MountRequest& req) {
-  if (!req.fs_type.empty() && req.fs_type != "rafs")
-    return errorf(Errc::kUnsupported, "fs_type \"{}\" is not supported (rafs only)", req.fs_type);
+  const bool fuse = req.fs_type.empty() || req.fs_type == "rafs";
+  auto mounter = opts_.mounters.find(req.fs_type);
+  if (!fuse && mounter == opts_.mounters.end()) {
+    std::string known = "rafs";
+    for (const auto& [t, m] : opts_.mounters) known += ", " + t;
+    return errorf(Errc::kUnsupported, "fs_type \"{}\" is not supported ({})", req.fs_type, known);
+  }
   if (req.mountpoint.empty()) return errorf(Errc::kInvalidArgument, "missing mountpoint");
   if (req.source.empty()) return errorf(Errc::kInvalidArgument, "missing source (bootstrap path)");
   NYDUS_ASSIGN_OR_RETURN(DaemonConfig cfg, parse_config(req.config));
-  return mount_image(req.mountpoint, req.source, cfg, req.prefetch_files);
+  if (fuse) return mount_image(req.mountpoint, req.source, cfg, req.prefetch_files);
+
+  std::lock_guard ops(ops_mu_);
+  const std::string mp = canonical_mountpoint(req.mountpoint);
+  {
+    std::lock_guard lk(mu_);
+    if (images_.count(mp) || externals_.count(mp))
+      return errorf(Errc::kExists, "{} is already mounted by this daemon", mp);
+  }
+  ExternalMountRequest er;
+  er.mountpoint = mp;
+  std::error_code ec;
+  er.bootstrap = std::filesystem::absolute(req.source, ec);
+  if (ec) er.bootstrap = req.source;
+  er.config = cfg;
+  er.prefetch_files = req.prefetch_files;
+  er.fallback_work_dir = opts_.fallback_work_dir / fmt::format("{:016x}", std::hash<std::string>{}(mp));
+  NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ExternalMount> m, mounter->second(er));
+  std::lock_guard lk(mu_);
+  externals_[mp] = std::shared_ptr<ExternalMount>(std::move(m));
+  state_ = "RUNNING";
+  return ok();
 }
 
 Status Daemon::remount(const api::MountRequest& req) {
@@ -106,14 +138,21 @@ Status Daemon::umount(const std::string& mountpoint) {
   std::lock_guard ops(ops_mu_);
   const std::string mp = canonical_mountpoint(mountpoint);
   std::shared_ptr<ImageInstance> img;
+  std::shared_ptr<ExternalMount> ext;
   {
     std::lock_guard lk(mu_);
-    auto it = images_.find(mp);
-    if (it == images_.end()) return errorf(Errc::kNotFound, "nothing mounted at {}", mp);
-    img = it->second;
-    images_.erase(it);
+    if (auto it = images_.find(mp); it != images_.end()) {
+      img = it->second;
+      images_.erase(it);
+    } else if (auto e = externals_.find(mp); e != externals_.end()) {
+      ext = e->second;
+      externals_.erase(e);
+    } else {
+      return errorf(Errc::kNotFound, "nothing mounted at {}", mp);
+    }
   }
-  img->shutdown();
+  if (img) img->shutdown();
+  if (ext) ext->shutdown();
   return ok();
 }
 
@@ -132,6 +171,20 @@ Result<std::shared_ptr<ImageInstance>> Daemon::pick(const std::map<std::string, 
 
 Result<json> Daemon::metrics(const std::string& kind, const std::map<std::string, std::string>& query) {
   if (kind == "inflight") return json::array();
+  {
+    // A mount of another mode answers for itself when named (or when alone).
+    std::shared_ptr<ExternalMount> ext;
+    {
+      std::lock_guard lk(mu_);
+      auto id = query.find("id");
+      if (id != query.end() && !id->second.empty()) {
+        if (auto e = externals_.find(canonical_mountpoint(id->second)); e != externals_.end()) ext = e->second;
+      } else if (images_.empty() && externals_.size() == 1) {
+        ext = externals_.begin()->second;
+      }
+    }
+    if (ext) return ext->metrics(kind);
+  }
   if (kind == "blobcache") {
     // ?id= may name a blob id rather than a mountpoint.
     std::lock_guard lk(mu_);

@@ -3,15 +3,39 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "api/daemon_api.h"
 #include "daemon/image.h"
 
 namespace nydus::daemon {
+
+// A mount served by something other than this library's FUSE filesystem
+// (the fanotify mode): nydusd plugs it in by fs_type, so this library does not
+// depend on it.
+class ExternalMount {
+ public:
+  virtual ~ExternalMount() = default;
+  virtual void shutdown() = 0;
+  virtual bool alive() const = 0;    // still mounted
+  virtual nlohmann::json info() = 0;  // its entry in GET /api/v1/daemon
+  // GET /api/v1/metrics[/kind] for this mount.
+  virtual Result<nlohmann::json> metrics(const std::string& kind) = 0;
+};
+
+struct ExternalMountRequest {
+  std::string mountpoint;
+  std::filesystem::path bootstrap;
+  DaemonConfig config;
+  std::vector<std::string> prefetch_files;
+  std::filesystem::path fallback_work_dir;  // when the config names no work_dir
+};
+using ExternalMounter = std::function<Result<std::unique_ptr<ExternalMount>>(const ExternalMountRequest&)>;
 
 struct DaemonOptions {
   std::string id;
@@ -19,6 +43,7 @@ struct DaemonOptions {
   std::filesystem::path fallback_work_dir;  // cache dir for images configured without one
   unsigned fuse_threads = 4;
   bool singleton = false;
+  std::map<std::string, ExternalMounter> mounters;  // by fs_type, besides "rafs" (FUSE)
 };
 
 class Daemon : public api::DaemonApi {
@@ -52,6 +77,7 @@ class Daemon : public api::DaemonApi {
   std::mutex ops_mu_;  // serialises mount/umount (slow, does I/O)
   std::mutex mu_;      // guards images_ and state_ only, briefly
   std::map<std::string, std::shared_ptr<ImageInstance>> images_;
+  std::map<std::string, std::shared_ptr<ExternalMount>> externals_;
   std::string state_ = "INIT";
 };
 

@@ -147,14 +147,15 @@ void FanotifyImage::shutdown() {
   if (mounted_) spdlog::info("unmounted {}", opts_.mountpoint);
 }
 
+json FanotifyImage::info() {
+  return json{{"mountpoint", opts_.mountpoint}, {"fs_type", "fanotify"}, {"source", opts_.bootstrap.string()}};
+}
+
 json FanotifyImage::daemon_info() {
   return json{{"id", ""},
               {"version", json{{"package_ver", "0.1.0"}, {"profile", "release"}}},
               {"state", shut_ ? "STOPPED" : "RUNNING"},
-              {"backend_collection",
-               json{{opts_.mountpoint, json{{"mountpoint", opts_.mountpoint},
-                                            {"fs_type", "fanotify"},
-                                            {"source", opts_.bootstrap.string()}}}}}};
+              {"backend_collection", json{{opts_.mountpoint, info()}}}};
 }
 
 Status FanotifyImage::mount(const api::MountRequest&) {

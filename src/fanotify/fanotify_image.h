@@ -14,6 +14,7 @@
 #include "api/daemon_api.h"
 #include "common/result.h"
 #include "daemon/config.h"
+#include "daemon/daemon.h"
 #include "daemon/prefetch.h"
 #include "fanotify/listener.h"
 #include "format/bootstrap.h"
@@ -34,16 +35,23 @@ struct FanotifyImageOptions {
 // The mount(2) options string: "device=<p1>,device=<p2>" in device-table order.
 Result<std::string> erofs_device_options(const std::vector<std::filesystem::path>& data_files);
 
-class FanotifyImage : public api::DaemonApi {
+// Serves its own API in `nydusd fanotify`, and is one mount among others in
+// `nydusd singleton` (fs_type "fanotify").
+class FanotifyImage : public api::DaemonApi, public daemon::ExternalMount {
  public:
   // Open caches, mark them, mount, start serving and prefetch.
   static Result<std::unique_ptr<FanotifyImage>> mount(const FanotifyImageOptions& opts);
   ~FanotifyImage() override;
 
   // Stop prefetch, unmount (detaching if busy), stop the listener, flush. Idempotent.
-  void shutdown();
+  void shutdown() override;
   // Whether our mount is still in the mount table (false after an external umount).
   bool mounted() const;
+
+  // daemon::ExternalMount
+  bool alive() const override { return mounted(); }
+  nlohmann::json info() override;
+  Result<nlohmann::json> metrics(const std::string& kind) override { return metrics(kind, {}); }
 
   // api::DaemonApi (read-only: mounting more images through the API is not supported here)
   nlohmann::json daemon_info() override;

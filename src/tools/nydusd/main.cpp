@@ -178,6 +178,23 @@ int run(Args& a, bool singleton) {
   dopts.singleton = singleton;
   dopts.fallback_work_dir = std::filesystem::temp_directory_path() /
                             fmt::format("nydusd-cache-{}", a.id.empty() ? std::to_string(getpid()) : a.id);
+  // fs_type "fanotify" through the API: the kernel's EROFS over our cache files.
+  dopts.mounters["fanotify"] = [threads = a.threads, id = a.id](const nydus::daemon::ExternalMountRequest& r)
+      -> nydus::Result<std::unique_ptr<nydus::daemon::ExternalMount>> {
+    nydus::fanotify::FanotifyImageOptions o;
+    o.bootstrap = r.bootstrap;
+    o.mountpoint = r.mountpoint;
+    o.config = r.config;
+    // Not under /tmp: file-backed EROFS cannot use files on tmpfs.
+    o.fallback_work_dir = std::filesystem::path("/var/tmp") /
+                          fmt::format("nydusd-cache-{}", id.empty() ? std::to_string(getpid()) : id) /
+                          r.fallback_work_dir.filename();
+    o.workers = threads;
+    o.prefetch_files = r.prefetch_files;
+    NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<nydus::fanotify::FanotifyImage> img,
+                           nydus::fanotify::FanotifyImage::mount(o));
+    return std::unique_ptr<nydus::daemon::ExternalMount>(std::move(img));
+  };
   auto daemon = std::make_unique<nydus::daemon::Daemon>(dopts);
 
   if (!singleton) {

@@ -102,3 +102,47 @@ EOF
 count_entries() {
   "$PY" -c 'import os,sys; print(sum(len(d)+len(f) for _,d,f in os.walk(sys.argv[1])))' "$1"
 }
+
+# start_registry DIR: Debian's docker-registry (OCI distribution) on a free
+# loopback port, anonymous, storage in DIR. Sets REGISTRY_HOST and REGISTRY_PID.
+start_registry() {
+  local dir=$1 port
+  command -v docker-registry >/dev/null || { echo "docker-registry not installed"; return 1; }
+  port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  REGISTRY_HOST=127.0.0.1:$port
+  mkdir -p "$dir/data"
+  cat >"$dir/config.yml" <<YML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+http:
+  addr: $REGISTRY_HOST
+YML
+  docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+  REGISTRY_PID=$!
+  local i
+  for i in $(seq 100); do
+    curl -sf "http://$REGISTRY_HOST/v2/" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "docker-registry did not come up"; cat "$dir/registry.log"; return 1
+}
+
+# push_blob HOST REPO FILE: upload FILE as blob sha256:<its digest> (monolithic upload).
+push_blob() {
+  local host=$1 repo=$2 file=$3 digest loc
+  digest=sha256:$(sha256sum "$file" | cut -d' ' -f1)
+  loc=$(curl -sf -X POST -D - -o /dev/null "http://$host/v2/$repo/blobs/uploads/" |
+        tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+  [ -n "$loc" ] || { echo "upload start failed"; return 1; }
+  case $loc in http*) ;; *) loc="http://$host$loc" ;; esac
+  case $loc in *\?*) loc="$loc&digest=$digest" ;; *) loc="$loc?digest=$digest" ;; esac
+  curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$file" "$loc" >/dev/null ||
+    { echo "upload of $file failed"; return 1; }
+  curl -sf -I "http://$host/v2/$repo/blobs/$digest" >/dev/null
+}
