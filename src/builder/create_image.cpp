@@ -330,6 +330,7 @@ Result<CreateReport> create_from_tar(const CreateOptions& o) {
   if (!tt) return std::unexpected(std::move(tt).error());
   NYDUS_TRY(flush());
   b.rep.files = files.size();
+  b.rep.implicit_dirs = std::move(tt->implicit_dirs);
   return b.finish(std::move(tt->tree), tt->origin, {});
 }
 

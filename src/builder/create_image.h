@@ -49,6 +49,8 @@ struct CreateReport {
   uint64_t chunks_total = 0;             // chunk references
   uint64_t chunks_stored = 0;            // distinct chunks in the blob
   std::vector<std::string> warnings;
+  // Tar sources: directories the tar did not describe (see TarTree).
+  std::vector<std::string> implicit_dirs;
 };
 
 Result<CreateReport> create_image(const CreateOptions& opts);

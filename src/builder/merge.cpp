@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <map>
+#include <set>
 
 #include "builder/tree_edit.h"
 #include "common/file_util.h"
@@ -70,17 +71,22 @@ class Merger {
     }
     links_.clear();
 
+    implicit_.clear();
+    if (digest_slot >= 0 && size_t(digest_slot) < o_.implicit_dirs.size())
+      implicit_.insert(o_.implicit_dirs[size_t(digest_slot)].begin(), o_.implicit_dirs[size_t(digest_slot)].end());
     NYDUS_ASSIGN_OR_RETURN(InodeView root, b.inode(b.root_nid()));
     NYDUS_ASSIGN_OR_RETURN(auto root_node, make_node(b, root));
-    // The upper root's attributes win, as for any directory over a directory.
-    NYDUS_TRY(merge_dir_attrs(0, std::move(root_node)));
+    // The upper root's attributes win, as for any directory over a directory
+    // (unless the layer never described it).
+    if (layers_ == 1 || !implicit_.count("/")) NYDUS_TRY(merge_dir_attrs(0, std::move(root_node)));
 
     struct Item {
       InodeView dir;
       uint32_t arena;
       size_t depth;
+      std::string path;  // "" for the root
     };
-    std::vector<Item> stack{{root, 0, 0}};
+    std::vector<Item> stack{{root, 0, 0, ""}};
     while (!stack.empty()) {
       Item it = stack.back();
       stack.pop_back();
@@ -116,15 +122,16 @@ class Merger {
             std::erase_if(xs, [](const format::XattrPair& x) { return x.name == kOverlayOpaque; });
           }
           uint32_t d;
+          std::string path = it.path + "/" + name;
           if (old >= 0 && tree_.is_dir(uint32_t(old))) {
             d = uint32_t(old);
-            NYDUS_TRY(merge_dir_attrs(d, std::move(node)));
+            if (!implicit_.count(path)) NYDUS_TRY(merge_dir_attrs(d, std::move(node)));
             if (opaque) tree_.clear_children(d);
           } else {
             d = tree_.add(std::move(node));
             tree_.set_child(it.arena, name, d);
           }
-          stack.push_back({ino, d, it.depth + 1});
+          stack.push_back({ino, d, it.depth + 1, std::move(path)});
           continue;
         }
         int64_t group = -1;
@@ -209,6 +216,7 @@ class Merger {
   std::vector<uint32_t> blob_map_;  // current layer's blob index -> merged
   std::map<std::pair<uint32_t, uint32_t>, format::ChunkRecord> chunks_;  // current layer
   std::map<uint64_t, int64_t> links_;  // current layer: nid -> hardlink group
+  std::set<std::string> implicit_;      // current layer: undescribed directories
   int64_t next_group_ = 0;
 };
 
@@ -222,6 +230,9 @@ Result<MergeReport> merge_layers(const MergeOptions& o) {
                   o.layers.size());
   if (!o.blob_sizes.empty() && o.blob_sizes.size() != o.layers.size())
     return errorf(Errc::kInvalidArgument, "--blob-sizes has {} entries for {} layers", o.blob_sizes.size(),
+                  o.layers.size());
+  if (!o.implicit_dirs.empty() && o.implicit_dirs.size() != o.layers.size())
+    return errorf(Errc::kInvalidArgument, "implicit_dirs has {} entries for {} layers", o.implicit_dirs.size(),
                   o.layers.size());
   for (auto& d : o.blob_digests) {
     if (d.size() != 64 || d.find_first_not_of("0123456789abcdef") != std::string::npos)

@@ -31,6 +31,11 @@ struct MergeOptions {
   std::vector<std::string> blob_digests;
   std::vector<uint64_t> blob_sizes;
   WhiteoutSpec whiteout = WhiteoutSpec::kOci;
+  // Per entry of `layers` (or empty): paths of directories the layer did not
+  // describe itself (CreateReport::implicit_dirs). Over an existing lower
+  // directory they keep the lower one's attributes, as unpacking the layers
+  // in order would.
+  std::vector<std::vector<std::string>> implicit_dirs;
 };
 
 struct MergeReport {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <memory>
+#include <set>
 
 #include "builder/tree_edit.h"
 #include "format/layout.h"
@@ -85,6 +86,8 @@ class TarBuilder {
     t.tree.paths.assign(t.tree.nodes.size(), std::string());
     t.tree.warnings = std::move(warnings);
     for (uint32_t o : f.origin) t.origin.push_back(data_of_[o]);
+    for (size_t k = 0; k < f.origin.size(); ++k)
+      if (implicit_.count(f.origin[k])) t.implicit_dirs.push_back(t.tree.image_paths[k]);
     return t;
   }
 
@@ -103,6 +106,7 @@ class TarBuilder {
         d.mode = S_IFDIR | 0755;
         uint32_t n = new_node(std::move(d));
         tree_.set_child(dir, comps[i], n);
+        implicit_.insert(n);
         dir = n;
       } else if (tree_.is_dir(uint32_t(c))) {
         dir = uint32_t(c);
@@ -211,6 +215,7 @@ class TarBuilder {
   }
 
   void update_dir(uint32_t d, format::TreeNode attrs) {
+    implicit_.erase(d);
     auto& n = tree_.node(d);
     n.mode = attrs.mode;
     n.uid = attrs.uid;
@@ -255,6 +260,7 @@ class TarBuilder {
   TarLimits lim_;
   EditTree tree_;
   std::vector<uint32_t> data_of_;  // arena node -> node whose data it shares
+  std::set<uint32_t> implicit_{0};  // directories no entry described (the root until "./")
 };
 
 }  // namespace

@@ -29,6 +29,10 @@ using TarDataFn = std::function<Status(uint32_t node, uint64_t offset, std::vect
 struct TarTree {
   SourceTree tree;               // paths[] empty: data came through on_data
   std::vector<uint32_t> origin;  // per node: arena node whose data it has
+  // Directories the tar did not describe (parents of its entries, and "/"
+  // without a "./" entry): their attributes are defaults, not the layer's,
+  // so a merge keeps a lower layer's instead.
+  std::vector<std::string> implicit_dirs;
 };
 
 Result<TarTree> scan_tar(const std::string& source, uint32_t chunk_size, const TarDataFn& on_data,

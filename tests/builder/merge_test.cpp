@@ -162,3 +162,76 @@ TEST(Merge, ParentBootstrapAndOverlayfsWhiteouts) {
 
 }  // namespace
 }  // namespace nydus::builder
+
+namespace nydus::builder {
+namespace {
+
+// A layer that only names files below a directory describes neither that
+// directory nor the root: merged over a lower layer, they keep the lower
+// layer's attributes (what unpacking the layers in order gives), while a
+// directory the upper layer does describe takes the upper attributes.
+TEST(Merge, UndescribedDirectoriesKeepTheLowerAttributes) {
+  test::TempDir t;
+  std::vector<TarEntry> lower(3);
+  lower[0].path = "./";
+  lower[0].type = AE_IFDIR;
+  lower[0].perm = 0711;
+  lower[0].uid = 7;
+  lower[1].path = "a/";
+  lower[1].type = AE_IFDIR;
+  lower[1].perm = 0700;
+  lower[1].mtime = 1234;
+  lower[1].uid = 42;
+  lower[2].path = "b/";
+  lower[2].type = AE_IFDIR;
+  lower[2].perm = 0700;
+  lower[2].mtime = 1234;
+  auto l1 = build_layer(t, "l1", lower);
+  ASSERT_TRUE(l1) << l1.error().message;
+  EXPECT_TRUE(l1->implicit_dirs.empty());
+
+  std::vector<TarEntry> upper(3);
+  upper[0].path = "a/x";
+  upper[0].data = "x";
+  upper[1].path = "b/";
+  upper[1].type = AE_IFDIR;
+  upper[1].perm = 0755;
+  upper[1].mtime = 99;
+  upper[2].path = "b/y";
+  upper[2].data = "y";
+  auto l2 = build_layer(t, "l2", upper);
+  ASSERT_TRUE(l2) << l2.error().message;
+  EXPECT_EQ(std::set<std::string>(l2->implicit_dirs.begin(), l2->implicit_dirs.end()),
+            (std::set<std::string>{"/", "/a"}));
+
+  MergeOptions m;
+  m.layers = {t / "l1.boot", t / "l2.boot"};
+  m.implicit_dirs = {l1->implicit_dirs, l2->implicit_dirs};
+  m.bootstrap = t / "merged.boot";
+  ASSERT_TRUE(merge_layers(m));
+  auto b = Bootstrap::open(m.bootstrap);
+  ASSERT_TRUE(b);
+  auto attrs = [&](const std::string& p) {
+    auto nid = (*b)->resolve(p);
+    EXPECT_TRUE(nid) << p;
+    return *(*b)->inode(*nid);
+  };
+  EXPECT_EQ(attrs("/").mode & 07777, 0711u);
+  EXPECT_EQ(attrs("/").uid, 7u);
+  EXPECT_EQ(attrs("/a").mode & 07777, 0700u);
+  EXPECT_EQ(attrs("/a").mtime, 1234u);
+  EXPECT_EQ(attrs("/a").uid, 42u);
+  EXPECT_EQ(attrs("/b").mode & 07777, 0755u);
+  EXPECT_EQ(attrs("/b").mtime, 99u);
+  EXPECT_TRUE((*b)->resolve("/a/x") && (*b)->resolve("/b/y"));
+
+  // Without the hints (the nydus-image merge CLI), the upper layer's wins.
+  m.implicit_dirs.clear();
+  ASSERT_TRUE(merge_layers(m));
+  b = Bootstrap::open(m.bootstrap);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(attrs("/a").mode & 07777, 0755u);
+}
+
+}  // namespace
+}  // namespace nydus::builder
