@@ -25,26 +25,9 @@ struct Source {
 
 // The manifest for `platform` (through an index when the reference names one).
 Result<Source> resolve_source(ImageStore& src, const std::string& reference, const Platform& want) {
-  NYDUS_ASSIGN_OR_RETURN(FetchedManifest top, src.get_manifest(reference));
   Source s;
-  s.platform = want;
-  FetchedManifest m = top;
-  if (is_index_type(top.media_type)) {
-    NYDUS_ASSIGN_OR_RETURN(std::vector<Descriptor> entries, parse_index(top.bytes));
-    const Descriptor* pick = nullptr;
-    for (const auto& e : entries)
-      if (is_manifest_type(e.media_type) && e.platform && platform_matches(want, *e.platform)) {
-        // A Nydus manifest in the index is the result of an earlier conversion.
-        const auto& f = e.platform->os_features;
-        if (std::find(f.begin(), f.end(), kNydusOsFeature) != f.end()) continue;
-        pick = &e;
-        s.platform = *e.platform;
-        break;
-      }
-    if (!pick)
-      return errorf(Errc::kNotFound, "{} has no manifest for {}/{}", src.describe(), want.os, want.architecture);
-    NYDUS_ASSIGN_OR_RETURN(m, src.get_manifest(pick->digest));
-  }
+  // A Nydus manifest in an index is the result of an earlier conversion: skip it.
+  NYDUS_ASSIGN_OR_RETURN(FetchedManifest m, resolve_manifest(src, reference, want, /*nydus=*/false, &s.platform));
   NYDUS_ASSIGN_OR_RETURN(s.manifest, parse_manifest(m.bytes));
   for (const auto& l : s.manifest.layers) {
     if (l.media_type == media::kNydusBlob || l.annotations.count(std::string(annotation::kNydusBootstrap)))

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <mutex>
@@ -364,6 +365,23 @@ class LayoutStore : public ImageStore {
 };
 
 }  // namespace
+
+Result<FetchedManifest> resolve_manifest(ImageStore& s, const std::string& reference, const Platform& want, bool nydus,
+                                         Platform* found) {
+  NYDUS_ASSIGN_OR_RETURN(FetchedManifest top, s.get_manifest(reference));
+  if (found) *found = want;
+  if (!is_index_type(top.media_type)) return top;
+  NYDUS_ASSIGN_OR_RETURN(std::vector<Descriptor> entries, parse_index(top.bytes));
+  for (const auto& e : entries) {
+    if (!is_manifest_type(e.media_type) || !e.platform || !platform_matches(want, *e.platform)) continue;
+    const auto& f = e.platform->os_features;
+    if ((std::find(f.begin(), f.end(), kNydusOsFeature) != f.end()) != nydus) continue;
+    if (found) *found = *e.platform;
+    return s.get_manifest(e.digest);
+  }
+  return errorf(Errc::kNotFound, "{} has no {}manifest for {}/{}", s.describe(), nydus ? "Nydus " : "", want.os,
+                want.architecture);
+}
 
 Result<std::string> file_digest(const fs::path& p) {
   NYDUS_ASSIGN_OR_RETURN(MappedFile m, MappedFile::open_read(p));

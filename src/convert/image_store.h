@@ -57,6 +57,13 @@ class ImageStore {
 
 Result<std::unique_ptr<ImageStore>> open_store(const ImageRef& ref, const StoreOptions& opts);
 
+// The image manifest a reference names for `want`: the manifest itself, or
+// through an index the entry for that platform — the Nydus one (with the
+// nydus.remoteimage.v1 os feature) when `nydus`, else a plain one.
+// `found` gets the entry's platform.
+Result<FetchedManifest> resolve_manifest(ImageStore& s, const std::string& reference, const Platform& want, bool nydus,
+                                         Platform* found = nullptr);
+
 // sha256 of a file's bytes ("sha256:<hex>").
 Result<std::string> file_digest(const std::filesystem::path& p);
 

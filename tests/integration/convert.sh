@@ -134,6 +134,10 @@ if step "nydusd mounts the converted image from the registry" mount_lazy; then
   kill "$DPID"; wait "$DPID" 2>/dev/null; DPID=
 fi
 
+step "nydusify check: format, bootstrap, every chunk, tree == source layers" \
+  "$NYDUSIFY" check --target "$R/lib/nyd:v3" --source "$R/lib/src:v3" --target-insecure --source-insecure \
+  --work-dir "$WORK/check1"
+
 # ---- a second image sharing the lower layers: their blobs are reused ----------------
 more_layers() {
   umoci unpack --image img:v3 b3 >/dev/null && echo extra > b3/rootfs/srv/extra && umoci repack --image img:v4 b3 &&
@@ -150,6 +154,15 @@ step "shared layers convert to the same blobs" sh -c "
   for b in \$(ls '$WORK/w1/layers/blobs'); do [ -e '$WORK/w2/layers/blobs/'\$b ] || { echo \"blob \$b differs\"; exit 1; }; done"
 step "converting again pushes no blob (all already in the registry)" sh -c "'$NYDUSIFY' convert --source $R/lib/src:v4 \
   --target $R/lib/nyd:v4 --source-insecure --target-insecure --work-dir '$WORK/w3' | tee /dev/stderr | grep -q 'pushed 0 blobs'"
+
+check_mismatch() {  # v4 checked against v3's layers: must fail, naming the extra file
+  "$NYDUSIFY" check --target "$R/lib/nyd:v4" --source "$R/lib/src:v3" --target-insecure --source-insecure \
+    --work-dir "$WORK/check2" > "$WORK/check2.out"
+  local rc=$?
+  cat "$WORK/check2.out"
+  [ "$rc" -ne 0 ] && grep -q '^PROBLEM /srv/extra: only in the Nydus image' "$WORK/check2.out"
+}
+step "nydusify check tells images apart (v4 against v3's layers fails)" check_mismatch
 
 # ---- an OCI layout source gives the same blobs ---------------------------------------
 step "nydusify convert (OCI layout -> OCI layout)" sh -c "'$NYDUSIFY' convert --source oci:img:v3 --target oci:out:v3 \

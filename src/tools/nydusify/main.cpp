@@ -2,6 +2,8 @@
 //
 //   nydusify convert --source HOST/REPO:TAG --target HOST/REPO:TAG [--source-insecure] [--target-insecure]
 //   nydusify convert --source oci:DIR:TAG --target oci:DIR:TAG
+//   nydusify check --target REF [--source REF] [...]   (format, bootstrap, every chunk, and
+//                                                       the tree against the source's layers)
 // Options follow upstream's nydusify where they exist (--source, --target,
 // --work-dir, --platform, --compressor, --chunk-size, --fs-version).
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "convert/checker.h"
 #include "convert/converter.h"
 
 namespace {
@@ -74,7 +77,33 @@ int main(int argc, char** argv) {
   conv->add_option("--source-auth", source_auth, "base64(user:pass) for the source registry");
   conv->add_option("--target-auth", target_auth, "base64(user:pass) for the target registry");
   o.work_dir = "./tmp";
+  nydus::convert::CheckOptions c;
+  c.work_dir = "./tmp-check";
+  bool check_source_insecure = false, check_target_insecure = false;
+  auto* check = app.add_subcommand("check", "check a converted image (and compare it with its source)");
+  check->add_option("--target", c.target, "the Nydus image")->required();
+  check->add_option("--source", c.source, "the original image, to compare the file trees");
+  check->add_option("--work-dir", c.work_dir, "scratch directory")->capture_default_str();
+  check->add_option("--platform", c.platform, "os/arch[/variant]")->capture_default_str();
+  check->add_flag("--source-insecure", check_source_insecure, "source registry over plain HTTP");
+  check->add_flag("--target-insecure", check_target_insecure, "target registry over plain HTTP");
   CLI11_PARSE(app, argc, argv);
+
+  if (*check) {
+    c.source_store.plain_http = check_source_insecure;
+    c.target_store.plain_http = check_target_insecure;
+    auto r = nydus::convert::check_image(c);
+    if (!r) {
+      std::fprintf(stderr, "nydusify check: %s\n", r.error().message.c_str());
+      return 1;
+    }
+    for (const auto& p : r->problems) std::printf("PROBLEM %s\n", p.c_str());
+    std::printf("%s: %s — %llu blobs, %llu chunks verified, %llu inodes%s\n", c.target.c_str(),
+                r->ok() ? "OK" : "FAILED", (unsigned long long)r->blobs, (unsigned long long)r->chunks_verified,
+                (unsigned long long)r->entries,
+                c.source.empty() ? "" : fmt::format(", {} entries equal to {}", r->entries_compared, c.source).c_str());
+    return r->ok() ? 0 : 1;
+  }
 
   auto comp = compressor_named(compressor);
   if (!comp) {
