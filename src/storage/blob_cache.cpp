@@ -11,6 +11,8 @@
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <thread>
+#include <vector>
 
 #include "format/blob_reader.h"
 #include "format/compress.h"
@@ -113,7 +115,40 @@ Result<format::BlobMeta> parse_meta_cache(std::span<const uint8_t> file, const B
   return format::parse_blob_meta(bytes, raw);
 }
 
-class BlobCacheImpl final : public BlobCache {
+class BlobCacheImpl;
+
+// Ready bits are persisted at most once a second (each persist is an
+// fdatasync). Bits set inside that window would otherwise wait for the next
+// miss or a clean shutdown, and a crash would lose them: this one thread
+// persists what is still pending a second later.
+class DeferredPersist {
+ public:
+  static DeferredPersist& instance() {
+    static DeferredPersist d;
+    return d;
+  }
+  void schedule(std::weak_ptr<BlobCacheImpl> c);
+
+ private:
+  DeferredPersist() = default;
+  ~DeferredPersist() {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  void run();
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::weak_ptr<BlobCacheImpl>>> due_;  // deadline, cache
+  std::thread thread_;
+  bool stop_ = false;
+};
+
+class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_this<BlobCacheImpl> {
  public:
   ~BlobCacheImpl() override {
     if (data_fd_ >= 0) {
@@ -197,9 +232,12 @@ class BlobCacheImpl final : public BlobCache {
   }
   // Sync the data file and persist the bits of chunks written since the last
   // sync. Called at most about once a second from the read path (`force` =
-  // false) and on flush/close: a per-fetch fdatasync made every cold read of
-  // a small file wait for the disk (~5 ms each here).
+  // false), by DeferredPersist for bits left pending, and on flush/close: a
+  // per-fetch fdatasync made every cold read of a small file wait for the
+  // disk (~5 ms each here).
   Status persist(bool force);
+  friend class DeferredPersist;
+  std::atomic<bool> persist_scheduled_{false};  // a DeferredPersist run is due
   // Validate the decoded chunks and build chunks_ / by_uoff_.
   Status index_meta(const format::BlobMeta& meta, const std::vector<format::Digest>& digests);
 
@@ -334,12 +372,17 @@ Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backen
   if (::fstat(data_fd_, &st) != 0) return sys_error(fmt::format("stat {}", data_path_.string()));
   if (!S_ISREG(st.st_mode)) return errorf(Errc::kInvalidArgument, "{} is not a regular file", data_path_.string());
   bool fresh = false;
+  const fs::path map_path = cfg_.work_dir / (blob_.blob_id + ".chunk_map");
   if (uint64_t(st.st_size) != blob_.uncompressed_size) {
+    // The map goes first: a crash between the two steps must never leave an
+    // old map over a freshly emptied data file (its bits would claim holes).
+    if (::unlink(map_path.c_str()) != 0 && errno != ENOENT)
+      return sys_error(fmt::format("removing {}", map_path.string()));
     if (::ftruncate(data_fd_, 0) != 0 || ::ftruncate(data_fd_, off_t(blob_.uncompressed_size)) != 0)
       return sys_error(fmt::format("sizing {}", data_path_.string()));
     fresh = true;
   }
-  NYDUS_ASSIGN_OR_RETURN(map_, ChunkMap::open(cfg_.work_dir / (blob_.blob_id + ".chunk_map"), blob_.chunk_count, fresh));
+  NYDUS_ASSIGN_OR_RETURN(map_, ChunkMap::open(map_path, blob_.chunk_count, fresh));
   inflight_.assign(chunks_.size(), 0);
   const size_t words = (chunks_.size() + 63) / 64;
   ready_mem_.reset(new std::atomic<uint64_t>[words]);
@@ -481,8 +524,51 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
       pending_.insert(pending_.end(), written.begin(), written.end());
     }
     if (Status ps = persist(false); !ps && first_error) first_error = std::move(ps);
+    bool left;
+    {
+      std::lock_guard lk(persist_mu_);
+      left = !pending_.empty();
+    }
+    if (left && !persist_scheduled_.exchange(true)) DeferredPersist::instance().schedule(weak_from_this());
   }
   return first_error;
+}
+
+void DeferredPersist::schedule(std::weak_ptr<BlobCacheImpl> c) {
+  std::lock_guard lk(mu_);
+  if (stop_) return;
+  if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+  due_.emplace_back(std::chrono::steady_clock::now() + std::chrono::milliseconds(1100), std::move(c));
+  cv_.notify_one();
+}
+
+void DeferredPersist::run() {
+  std::unique_lock lk(mu_);
+  while (!stop_) {
+    if (due_.empty()) {
+      cv_.wait(lk);
+      continue;
+    }
+    const auto next = std::min_element(due_.begin(), due_.end(), [](auto& a, auto& b) { return a.first < b.first; });
+    if (cv_.wait_until(lk, next->first) == std::cv_status::no_timeout && !stop_) continue;
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<BlobCacheImpl>> now_due;
+    for (auto it = due_.begin(); it != due_.end();) {
+      if (it->first <= now) {
+        if (auto c = it->second.lock()) now_due.push_back(std::move(c));
+        it = due_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    lk.unlock();
+    for (auto& c : now_due) {
+      c->persist_scheduled_ = false;
+      (void)c->persist(true);  // an error leaves the bits pending for the next miss or flush
+    }
+    now_due.clear();  // the last reference to a cache may go here, outside our lock
+    lk.lock();
+  }
 }
 
 Status BlobCacheImpl::persist(bool force) {

@@ -499,5 +499,41 @@ TEST(BlobCache, BytesAreWrittenBeforeBitsAreSet) {
   EXPECT_EQ(read_range(*after, 0, env.uend(2)), env.expect(0, env.uend(2)));
 }
 
+// Bits set inside the once-a-second persist window reach the chunk map on
+// disk about a second later even with no further misses: a crash (here: a
+// copy of the files, as a kill -9 would leave them) keeps them.
+TEST(BlobCache, ReadyBitsArePersistedWithoutFurtherMisses) {
+  Env env;
+  auto cache = env.open();
+  ASSERT_TRUE(cache);
+  ASSERT_EQ(read_range(*cache, env.uoff(1), 10), env.expect(env.uoff(1), 10));
+  auto on_disk = [&] {
+    auto m = ChunkMap::open(env.file(".chunk_map"), env.blob.info.chunk_count, false);
+    return m && (*m)->is_ready(1);
+  };
+  bool persisted = false;
+  for (int i = 0; i < 40 && !(persisted = on_disk()); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(persisted) << "the ready bit of chunk 1 never reached the chunk map";
+}
+
+// A data file that is missing or of the wrong size makes the old chunk map
+// worthless; the map is removed before the data file is recreated, so no
+// crash in between can leave old bits over an emptied file.
+TEST(BlobCache, ChunkMapIsDroppedBeforeTheDataFileIsRecreated) {
+  Env env;
+  {
+    auto cache = env.open();
+    ASSERT_TRUE(cache);
+    ASSERT_EQ(read_range(*cache, 0, env.uend(7)), env.expect(0, env.uend(7)));
+    ASSERT_TRUE(cache->flush().has_value());
+  }
+  fs::remove(env.file(".blob.data"));
+  auto cache = env.open();
+  ASSERT_TRUE(cache);
+  EXPECT_EQ(cache->metrics().chunks_ready, 0u);
+  EXPECT_FALSE(cache->is_ready(0, 1));
+  EXPECT_EQ(read_range(*cache, 0, env.uend(7)), env.expect(0, env.uend(7)));
+}
+
 }  // namespace
 }  // namespace nydus::storage
