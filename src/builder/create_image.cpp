@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "builder/chunk_pipeline.h"
+#include "builder/prefetch_list.h"
 #include "common/file_util.h"
 #include "builder/source_tree.h"
 #include "builder/tar_source.h"
@@ -83,27 +84,6 @@ std::vector<uint32_t> file_order(const SourceTree& t, const std::vector<std::str
   }
   for (uint32_t i : walk)
     if (!taken[i]) out.push_back(i);
-  return out;
-}
-
-// Prefetch table entries: nodes exactly matching a pattern, dropping patterns
-// covered by an earlier one.
-std::vector<uint32_t> prefetch_nodes(const SourceTree& t, const std::vector<std::string>& patterns) {
-  std::vector<uint32_t> out;
-  std::vector<std::string> kept;
-  for (auto p : patterns) {
-    while (p.size() > 1 && p.back() == '/') p.pop_back();
-    bool covered = false;
-    for (auto& k : kept) covered |= (p == k || k == "/" || p.starts_with(k + "/"));
-    if (covered) continue;
-    for (uint32_t i = 0; i < t.nodes.size(); i++) {
-      if (t.image_paths[i] == p) {
-        kept.push_back(p);
-        out.push_back(i);
-        break;
-      }
-    }
-  }
   return out;
 }
 
@@ -289,7 +269,7 @@ Result<CreateReport> create_from_directory(const CreateOptions& o) {
     return ok();
   }));
   progress.done();
-  auto prefetch = prefetch_nodes(tree, o.prefetch_patterns);
+  auto prefetch = prefetch_nodes(tree.image_paths, o.prefetch_patterns);
   return b.finish(std::move(tree), {}, std::move(prefetch));
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "builder/prefetch_list.h"
 #include "builder/tree_edit.h"
 #include "common/file_util.h"
 #include "format/bootstrap.h"
@@ -150,6 +151,7 @@ class Merger {
   Result<MergeReport> finish() {
     auto f = tree_.finish();
     format::BootstrapSpec spec;
+    spec.prefetch_nodes = prefetch_nodes(f.image_paths, o_.prefetch_patterns);
     spec.nodes = std::move(f.nodes);
     spec.blobs = blobs_;
     spec.chunk_size = chunk_size_;

@@ -36,6 +36,9 @@ struct MergeOptions {
   // directory they keep the lower one's attributes, as unpacking the layers
   // in order would.
   std::vector<std::vector<std::string>> implicit_dirs;
+  // `--prefetch-policy fs`: image paths whose data the daemon prefetches
+  // (the merged image's prefetch table).
+  std::vector<std::string> prefetch_patterns;
 };
 
 struct MergeReport {

@@ -143,6 +143,7 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
   }
   m.bootstrap = o.work_dir / "image.boot";
   m.whiteout = builder::WhiteoutSpec::kOci;
+  m.prefetch_patterns = o.prefetch_patterns;
   NYDUS_ASSIGN_OR_RETURN(builder::MergeReport merged, builder::merge_layers(m));
   NYDUS_ASSIGN_OR_RETURN(BootstrapLayer boot, write_bootstrap_layer(m.bootstrap, o.work_dir));
   rep.bootstrap_digest = boot.digest;

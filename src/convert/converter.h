@@ -31,6 +31,8 @@ struct ConvertOptions {
   format::Compressor compressor = format::Compressor::kZstd;
   uint32_t chunk_size = format::kDefaultChunkSize;
   unsigned jobs = 2;  // layers converted at once
+  // Image paths to prefetch when mounted (the bootstrap's prefetch table).
+  std::vector<std::string> prefetch_patterns;
   // Progress: (layer index, layer count, stage, detail). Stages: "pull",
   // "convert", "push", "done", and layer -1 for image-wide steps.
   std::function<void(int, int, const std::string&, const std::string&)> progress;

@@ -233,5 +233,29 @@ TEST(Merge, UndescribedDirectoriesKeepTheLowerAttributes) {
   EXPECT_EQ(attrs("/a").mode & 07777, 0755u);
 }
 
+// `--prefetch-policy fs` at merge time: the merged image's prefetch table
+// names the patterns' inodes (the converter's --prefetch-patterns).
+TEST(Merge, PrefetchPatternsBecomeThePrefetchTable) {
+  test::TempDir t;
+  std::vector<TarEntry> l(3);
+  l[0].path = "a/x";
+  l[0].data = "x";
+  l[1].path = "b/y";
+  l[1].data = "y";
+  l[2].path = "c";
+  l[2].data = "c";
+  ASSERT_TRUE(build_layer(t, "l1", l));
+  MergeOptions m;
+  m.layers = {t / "l1.boot"};
+  m.bootstrap = t / "merged.boot";
+  m.prefetch_patterns = {"/b", "/a/x", "/b/y", "/missing"};
+  ASSERT_TRUE(merge_layers(m));
+  auto b = Bootstrap::open(m.bootstrap);
+  ASSERT_TRUE(b);
+  std::vector<uint64_t> want{*(*b)->resolve("/b"), *(*b)->resolve("/a/x")};
+  std::vector<uint64_t> got((*b)->prefetch_nids().begin(), (*b)->prefetch_nids().end());
+  EXPECT_EQ(got, want) << "/b/y is covered by /b, /missing names nothing";
+}
+
 }  // namespace
 }  // namespace nydus::builder

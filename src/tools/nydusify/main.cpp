@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
+#include <iostream>
 #include <mutex>
 
 #include <CLI/CLI.hpp>
@@ -74,6 +76,10 @@ int main(int argc, char** argv) {
   conv->add_option("--jobs", o.jobs, "layers converted at once")->capture_default_str();
   conv->add_flag("--source-insecure", source_insecure, "source registry over plain HTTP");
   conv->add_flag("--target-insecure", target_insecure, "target registry over plain HTTP");
+  bool patterns_stdin = false;
+  std::string patterns_file;
+  conv->add_flag("--prefetch-patterns", patterns_stdin, "read paths to prefetch from stdin (one per line)");
+  conv->add_option("--prefetch-file", patterns_file, "read paths to prefetch from this file")->check(CLI::ExistingFile);
   conv->add_option("--source-auth", source_auth, "base64(user:pass) for the source registry");
   conv->add_option("--target-auth", target_auth, "base64(user:pass) for the target registry");
   o.work_dir = "./tmp";
@@ -111,6 +117,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.compressor = *comp;
+  auto read_patterns = [&](std::istream& in) {
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty() && line[0] == '/') o.prefetch_patterns.push_back(line);
+  };
+  if (patterns_stdin) read_patterns(std::cin);
+  if (!patterns_file.empty()) {
+    std::ifstream in(patterns_file);
+    read_patterns(in);
+  }
   o.source_store.plain_http = source_insecure;
   o.target_store.plain_http = target_insecure;
   o.source_store.auth = source_auth;
