@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/work_queue.h"
 #include "format/blob_reader.h"
 #include "format/compress.h"
 #include "format/digest.h"
@@ -148,6 +149,36 @@ class DeferredPersist {
   bool stop_ = false;
 };
 
+// Read-ahead of amplified chunks (see BlobCacheImpl::amplify) on two shared
+// threads: a read waits only for what it asked for, and the neighbours it
+// made worth fetching arrive behind it. Optional work, so a full queue drops
+// new jobs rather than growing.
+class ReadAhead {
+ public:
+  static ReadAhead& instance() {
+    static ReadAhead r;
+    return r;
+  }
+  void submit(std::weak_ptr<BlobCacheImpl> c, std::vector<uint32_t> cis);
+
+ private:
+  struct Job {
+    std::weak_ptr<BlobCacheImpl> cache;
+    std::vector<uint32_t> cis;
+  };
+  static constexpr int kThreads = 2, kMaxQueued = 64;
+  ReadAhead() = default;
+  ~ReadAhead() {
+    queue_.close();
+    for (auto& t : threads_) t.join();
+  }
+
+  std::once_flag started_;
+  std::atomic<int> queued_{0};
+  WorkQueue<Job> queue_;
+  std::vector<std::thread> threads_;
+};
+
 class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_this<BlobCacheImpl> {
  public:
   ~BlobCacheImpl() override {
@@ -184,7 +215,10 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
       return errorf(Errc::kInvalidArgument, "read {:#x}+{} beyond blob {} size {:#x}", offset, out.size(),
                     blob_.blob_id, blob_.uncompressed_size);
     if (out.empty()) return ok();
-    NYDUS_TRY(ensure(overlapping(offset, out.size()), false));
+    const auto cis = overlapping(offset, out.size());
+    auto extra = amplify(cis);
+    NYDUS_TRY(ensure(cis, false));
+    if (!extra.empty()) ReadAhead::instance().submit(weak_from_this(), std::move(extra));
     // Gaps between chunks are holes of the sparse file: they read as zeros.
     return pread_exact(data_fd_, offset, out, "reading blob cache data");
   }
@@ -194,7 +228,11 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
       return errorf(Errc::kInvalidArgument, "fetch at {:#x} beyond blob size {:#x}", offset, blob_.uncompressed_size);
     len = std::min(len, blob_.uncompressed_size - offset);  // prefetch hints may be coarse
     if (len == 0) return ok();
-    return ensure(overlapping(offset, len), prefetch);
+    const auto cis = overlapping(offset, len);
+    auto extra = prefetch ? std::vector<uint32_t>{} : amplify(cis);
+    NYDUS_TRY(ensure(cis, prefetch));
+    if (!extra.empty()) ReadAhead::instance().submit(weak_from_this(), std::move(extra));
+    return ok();
   }
 
   bool is_ready(uint64_t offset, uint64_t len) const override {
@@ -213,7 +251,15 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   std::vector<uint32_t> overlapping(uint64_t offset, uint64_t len) const;
   // Make every listed chunk ready: claim the missing ones, wait for those
   // another thread is fetching, fetch ours.
+  // Make `cis` ready (fetching what is missing, waiting for what another
+  // thread is fetching).
   Status ensure(const std::vector<uint32_t>& cis, bool prefetch);
+  // Read amplification: the missing chunks stored right after `cis` in the
+  // blob, up to amplify_io bytes in all, which one backend request can fetch
+  // with them. Neighbours in the blob are neighbours in the tree (files are
+  // stored in walk order), so a reader going through a directory finds the
+  // next files ready instead of paying a round trip for each.
+  std::vector<uint32_t> amplify(const std::vector<uint32_t>& cis) const;
   // Fetch the claimed chunks (sorted by compressed offset), write them, sync,
   // set their bits. Does not touch the in-flight table.
   Status fetch_claimed(std::vector<uint32_t> cis, bool prefetch);
@@ -237,6 +283,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // disk (~5 ms each here).
   Status persist(bool force);
   friend class DeferredPersist;
+  friend class ReadAhead;
   std::atomic<bool> persist_scheduled_{false};  // a DeferredPersist run is due
   // Validate the decoded chunks and build chunks_ / by_uoff_.
   Status index_meta(const format::BlobMeta& meta, const std::vector<format::Digest>& digests);
@@ -405,6 +452,32 @@ std::vector<uint32_t> BlobCacheImpl::overlapping(uint64_t offset, uint64_t len) 
   return out;
 }
 
+std::vector<uint32_t> BlobCacheImpl::amplify(const std::vector<uint32_t>& cis) const {
+  std::vector<uint32_t> extra;
+  if (cis.empty() || !cfg_.amplify_reads || cfg_.amplify_io <= 1) return extra;
+  uint64_t total = 0;
+  bool missing = false;
+  for (uint32_t ci : cis) {
+    total += chunks_[ci].compressed_size;
+    missing |= !ready(ci);
+  }
+  if (!missing) return extra;  // a cache hit stays a hit: no backend traffic
+  const ChunkRecord* prev = &chunks_[cis.back()];
+  auto it = std::upper_bound(by_uoff_.begin(), by_uoff_.end(), prev->uncompressed_offset,
+                             [&](uint64_t off, uint32_t ci) { return off < chunks_[ci].uncompressed_offset; });
+  for (; it != by_uoff_.end(); ++it) {
+    const ChunkRecord& c = chunks_[*it];
+    // Stop at cached data and at a gap: only what one request can carry.
+    if (ready(*it) || c.compressed_offset != prev->compressed_offset + prev->compressed_size ||
+        total + c.compressed_size > cfg_.amplify_io)
+      break;
+    total += c.compressed_size;
+    extra.push_back(*it);
+    prev = &c;
+  }
+  return extra;
+}
+
 Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch) {
   bool first_look = true;
   // Each round either fetches what nobody else is fetching or waits for the
@@ -532,6 +605,23 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
     if (left && !persist_scheduled_.exchange(true)) DeferredPersist::instance().schedule(weak_from_this());
   }
   return first_error;
+}
+
+void ReadAhead::submit(std::weak_ptr<BlobCacheImpl> c, std::vector<uint32_t> cis) {
+  std::call_once(started_, [this] {
+    for (int i = 0; i < kThreads; ++i)
+      threads_.emplace_back([this] {
+        while (auto job = queue_.pop()) {
+          queued_--;
+          if (auto cache = job->cache.lock()) (void)cache->ensure(job->cis, /*prefetch=*/true);  // best effort
+        }
+      });
+  });
+  if (queued_.fetch_add(1) >= kMaxQueued) {
+    queued_--;
+    return;
+  }
+  queue_.push(Job{std::move(c), std::move(cis)});
 }
 
 void DeferredPersist::schedule(std::weak_ptr<BlobCacheImpl> c) {

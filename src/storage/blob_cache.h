@@ -29,6 +29,9 @@ struct CacheConfig {
   std::filesystem::path work_dir;
   bool digest_validate = false;
   uint64_t amplify_io = 1 << 20;  // max bytes merged into one backend request
+  // On-demand reads also fetch the missing chunks stored right after the
+  // ones asked for, up to amplify_io bytes, in the background (read-ahead).
+  bool amplify_reads = true;
 };
 
 struct CacheMetrics {

@@ -48,6 +48,7 @@ struct Env {
     fake = std::make_shared<FakeBackend>(local);
     cfg.work_dir = dir / "cache";
     cfg.digest_validate = true;
+    cfg.amplify_reads = false;  // most tests count exactly which chunks a read fetches
   }
   std::shared_ptr<BlobCache> open(std::shared_ptr<Backend> b = nullptr, bool digests = true) {
     auto c = BlobCache::open(blob.info, b ? b : fake, cfg, digests ? blob.digests() : std::vector<format::Digest>{});
@@ -533,6 +534,42 @@ TEST(BlobCache, ChunkMapIsDroppedBeforeTheDataFileIsRecreated) {
   EXPECT_EQ(cache->metrics().chunks_ready, 0u);
   EXPECT_FALSE(cache->is_ready(0, 1));
   EXPECT_EQ(read_range(*cache, 0, env.uend(7)), env.expect(0, env.uend(7)));
+}
+
+// Read amplification: after a read that missed, the missing chunks stored
+// right after it are fetched in the background, in one request (up to
+// amplify_io); it stops at a cached chunk, a cached read stays a hit, and a
+// chunk that fails to come along does not fail the read that did not ask
+// for it.
+TEST(BlobCache, ReadsBringTheFollowingChunksBehindThem) {
+  Env env;
+  env.cfg.amplify_reads = true;
+  auto cache = env.open();
+  ASSERT_TRUE(cache);
+  auto wait_ready = [&](BlobCache& c, uint64_t off, uint64_t len) {
+    for (int i = 0; i < 200 && !c.is_ready(off, len); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return c.is_ready(off, len);
+  };
+  const int base = env.fake->reads.load();  // the blob meta
+  ASSERT_EQ(read_range(*cache, env.uoff(4), 1), env.expect(env.uoff(4), 1));
+  ASSERT_TRUE(wait_ready(*cache, env.uoff(5), env.uend(7) - env.uoff(5)));
+  EXPECT_EQ(env.fake->reads.load(), base + 2) << "chunk 4, then 5..7 in one request";
+  ASSERT_EQ(read_range(*cache, env.uoff(1), 10), env.expect(env.uoff(1), 10));
+  ASSERT_TRUE(wait_ready(*cache, env.uoff(2), env.uend(3) - env.uoff(2)));
+  EXPECT_EQ(env.fake->reads.load(), base + 4) << "chunk 1, then 2..3, stopping at the cached chunk 4";
+  EXPECT_FALSE(cache->is_ready(env.uoff(0), 1));
+  EXPECT_EQ(read_range(*cache, env.uoff(2), env.uend(7) - env.uoff(2)), env.expect(env.uoff(2), env.uend(7) - env.uoff(2)));
+  EXPECT_EQ(env.fake->reads.load(), base + 4) << "read-ahead chunks are really there";
+
+  Env fresh;
+  fresh.cfg.amplify_reads = true;
+  auto c2 = fresh.open();
+  ASSERT_TRUE(c2);
+  const uint64_t bad = fresh.blob.records[6].compressed_offset;
+  fresh.fake->hook = [&](uint64_t off, uint64_t len) { fresh.fake->fail = off + len > bad; };
+  EXPECT_EQ(read_range(*c2, fresh.uoff(4), 10), fresh.expect(fresh.uoff(4), 10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(c2->is_ready(fresh.uoff(6), 1));
 }
 
 }  // namespace
