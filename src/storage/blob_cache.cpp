@@ -455,13 +455,12 @@ std::vector<uint32_t> BlobCacheImpl::overlapping(uint64_t offset, uint64_t len) 
 std::vector<uint32_t> BlobCacheImpl::amplify(const std::vector<uint32_t>& cis) const {
   std::vector<uint32_t> extra;
   if (cis.empty() || !cfg_.amplify_reads || cfg_.amplify_io <= 1) return extra;
-  uint64_t total = 0;
   bool missing = false;
-  for (uint32_t ci : cis) {
-    total += chunks_[ci].compressed_size;
-    missing |= !ready(ci);
-  }
+  for (uint32_t ci : cis) missing |= !ready(ci);
   if (!missing) return extra;  // a cache hit stays a hit: no backend traffic
+  // The budget is for what comes after the read (at least one chunk, even a
+  // big one: with 1 MiB chunks and amplify_io 1 MiB there would be none).
+  uint64_t total = 0;
   const ChunkRecord* prev = &chunks_[cis.back()];
   auto it = std::upper_bound(by_uoff_.begin(), by_uoff_.end(), prev->uncompressed_offset,
                              [&](uint64_t off, uint32_t ci) { return off < chunks_[ci].uncompressed_offset; });
@@ -469,7 +468,7 @@ std::vector<uint32_t> BlobCacheImpl::amplify(const std::vector<uint32_t>& cis) c
     const ChunkRecord& c = chunks_[*it];
     // Stop at cached data and at a gap: only what one request can carry.
     if (ready(*it) || c.compressed_offset != prev->compressed_offset + prev->compressed_size ||
-        total + c.compressed_size > cfg_.amplify_io)
+        (!extra.empty() && total + c.compressed_size > cfg_.amplify_io))
       break;
     total += c.compressed_size;
     extra.push_back(*it);
