@@ -12,6 +12,7 @@
 
 #include "builder/chunk_pipeline.h"
 #include "builder/prefetch_list.h"
+#include "format/bootstrap.h"
 #include "common/file_util.h"
 #include "builder/source_tree.h"
 #include "builder/tar_source.h"
@@ -150,19 +151,46 @@ class ImageBuild {
       if (ec) return errorf(Errc::kIo, "create {}: {}", o_.blob_cache_dir.string(), ec.message());
       NYDUS_TRY(cache_.open(o_.blob_cache_dir / ".nydus-blob-data.tmp"));
     }
+    if (!o_.chunk_dict.empty()) NYDUS_TRY(load_dict());
     return ok();
   }
 
-  // Identical chunks (same digest and size) are stored once.
+  // The chunk dictionary's chunks by (digest, size), with blob indexes tagged
+  // kDictBlob + its blob index until the blob table is final.
+  Status load_dict() {
+    auto dict = format::Bootstrap::open(o_.chunk_dict);
+    if (!dict) return std::unexpected(std::move(dict).error().context("chunk dict " + o_.chunk_dict.string()));
+    if ((*dict)->digester() != o_.digester)
+      return errorf(Errc::kInvalidArgument, "chunk dict {}: its chunk digester differs from this build's",
+                    o_.chunk_dict.string());
+    dict_blobs_ = (*dict)->blobs();
+    NYDUS_ASSIGN_OR_RETURN(auto table, (*dict)->chunk_table());
+    for (auto c : table) {
+      if (c.blob_index >= dict_blobs_.size()) continue;
+      c.blob_index += kDictBlob;
+      dict_.try_emplace({c.digest, c.uncompressed_size}, c);
+    }
+    return ok();
+  }
+
+  // Identical chunks (same digest and size) are stored once, and not at all
+  // when the chunk dictionary has them.
   Status store(const ChunkResult& r) {
     const uint32_t usize = uint32_t(r.raw.size());
+    if (file_chunks_.size() <= r.job->file) file_chunks_.resize(size_t(r.job->file) + 1);
+    if (auto d = dict_.find({r.digest, usize}); d != dict_.end()) {
+      file_chunks_[r.job->file].push_back(d->second);
+      rep.chunks_total++;
+      rep.chunks_from_dict++;
+      rep.bytes_read += usize;
+      return ok();
+    }
     auto [it, fresh] = dedup_.try_emplace({r.digest, usize});
     if (fresh) {
       NYDUS_ASSIGN_OR_RETURN(it->second, blob_->add_chunk(r.stored, r.compressed, usize, r.digest, r.crc32));
       stored_.push_back(it->second);
       if (cache_.is_open()) NYDUS_TRY(cache_.write_at(it->second.uncompressed_offset, r.raw));
     }
-    if (file_chunks_.size() <= r.job->file) file_chunks_.resize(size_t(r.job->file) + 1);
     file_chunks_[r.job->file].push_back(it->second);
     rep.chunks_total++;
     rep.bytes_read += usize;
@@ -191,6 +219,17 @@ class ImageBuild {
     spec.explicit_uid_gid = !o_.repeatable;
 
     const bool has_blob = !stored_.empty();
+    // The blob table: this build's blob (if it stored anything), then the
+    // dictionary blobs some chunk points into, in order of first use.
+    std::map<uint32_t, uint32_t> dict_index;  // dict blob -> table index
+    std::vector<format::BlobInfo> dict_used;
+    for (auto& n : spec.nodes)
+      for (auto& c : n.chunks)
+        if (c.blob_index >= kDictBlob) {
+          auto [it, fresh] = dict_index.try_emplace(c.blob_index - kDictBlob, uint32_t(has_blob) + dict_used.size());
+          if (fresh) dict_used.push_back(dict_blobs_[c.blob_index - kDictBlob]);
+          c.blob_index = it->second;
+        }
     NYDUS_ASSIGN_OR_RETURN(format::BlobInfo info, blob_->finish_meta());
     if (has_blob && o_.blob_inline_meta) {
       // The bootstrap inside the blob cannot know the blob's final hash.
@@ -198,6 +237,7 @@ class ImageBuild {
       format::BlobInfo pi = info;
       pi.blob_id.assign(64, format::kInlinedBlobIdPlaceholder);
       inl.blobs = {pi};
+      inl.blobs.insert(inl.blobs.end(), dict_used.begin(), dict_used.end());
       NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(inl));
       NYDUS_TRY(blob_->append_bootstrap(boot.bytes));
     }
@@ -209,13 +249,15 @@ class ImageBuild {
         return sys_error("rename blob to " + rep.blob_path.string());
       spec.blobs = {info};
       rep.blobs = {info};
+      spec.blobs.insert(spec.blobs.end(), dict_used.begin(), dict_used.end());
       if (cache_.is_open()) {
         NYDUS_TRY(cache_.finish(info.uncompressed_size, o_.blob_cache_dir / (info.blob_id + ".blob.data")));
         auto meta = format::encode_blob_meta_cache(ci_buffer(stored_), info);
         NYDUS_TRY(write_file_atomic(o_.blob_cache_dir / (info.blob_id + ".blob.meta"), meta));
       }
     } else {
-      // Nothing to store: no blob at all, as upstream does.
+      // Nothing to store: no blob of its own, as upstream does.
+      spec.blobs = dict_used;
       ::unlink(blob_tmp_.c_str());
       if (cache_.is_open()) {
         NYDUS_TRY(cache_.finish(0, o_.blob_cache_dir / ".nydus-blob-data.tmp"));
@@ -240,6 +282,9 @@ class ImageBuild {
   std::unique_ptr<format::BlobWriter> blob_;
   CacheDataFile cache_;
   std::map<std::pair<format::Digest, uint32_t>, ChunkRecord> dedup_;
+  static constexpr uint32_t kDictBlob = 1u << 20;  // tags dictionary blob indexes until the table is final
+  std::map<std::pair<format::Digest, uint32_t>, ChunkRecord> dict_;
+  std::vector<format::BlobInfo> dict_blobs_;
   std::vector<ChunkRecord> stored_;
   std::vector<std::vector<ChunkRecord>> file_chunks_;  // by file number
 };

@@ -35,6 +35,10 @@ struct CreateOptions {
   bool blob_toc = false;                 // --features blob-toc
   std::vector<std::string> prefetch_patterns;  // --prefetch-policy fs
   unsigned threads = 0;                  // 0 = all cores
+  // --chunk-dict: a bootstrap whose chunks are referenced, not stored again:
+  // a chunk with the same digest and size points into the dictionary's blob
+  // (which joins this image's blob table).
+  std::filesystem::path chunk_dict;
   bool progress = false;                 // draw a progress line on stderr
 };
 
@@ -48,6 +52,7 @@ struct CreateReport {
   uint64_t bytes_read = 0;               // regular-file bytes chunked
   uint64_t chunks_total = 0;             // chunk references
   uint64_t chunks_stored = 0;            // distinct chunks in the blob
+  uint64_t chunks_from_dict = 0;         // chunk references served by the chunk dictionary
   std::vector<std::string> warnings;
   // Tar sources: directories the tar did not describe (see TarTree).
   std::vector<std::string> implicit_dirs;

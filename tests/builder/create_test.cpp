@@ -166,5 +166,56 @@ TEST(Create, RejectsBadOptions) {
   EXPECT_NE(r.error().message.find("missing"), std::string::npos);
 }
 
+// --chunk-dict: chunks the dictionary image already has are referenced in
+// its blob (which joins the blob table), not stored again; every file still
+// reads back (through the blob reader, from both blobs).
+TEST(Create, ChunkDictChunksAreReferencedNotStored) {
+  test::TempDir t;
+  fs::create_directories(t / "dict");
+  fs::create_directories(t / "src");
+  const auto shared = random_bytes(5 * 4096 + 7, 11);
+  const auto fresh = random_bytes(2 * 4096, 12);
+  test::write_file(t / "dict" / "s", shared);
+  test::write_file(t / "src" / "same", shared);
+  test::write_file(t / "src" / "new", fresh);
+  CreateOptions d = options(t);
+  d.source = t / "dict";
+  d.bootstrap = t / "dict.boot";
+  d.chunk_size = 4096;
+  auto dr = create_image(d);
+  ASSERT_TRUE(dr) << dr.error().message;
+
+  CreateOptions o = options(t);
+  o.chunk_size = 4096;
+  o.chunk_dict = t / "dict.boot";
+  auto r = create_image(o);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->chunks_from_dict, 6u);
+  EXPECT_EQ(r->chunks_stored, 2u);
+  auto img = ImageReader::open(o.bootstrap, BlobLocation{o.blob_dir, {}});
+  ASSERT_TRUE(img);
+  const auto& blobs = (*img)->bootstrap().blobs();
+  ASSERT_EQ(blobs.size(), 2u);
+  EXPECT_EQ(blobs[0].blob_id, r->blobs[0].blob_id) << "this build's blob first";
+  EXPECT_EQ(blobs[1].blob_id, dr->blobs[0].blob_id) << "then the dictionary's";
+  EXPECT_EQ(read_all(**img, "/same"), shared);
+  EXPECT_EQ(read_all(**img, "/new"), fresh);
+
+  // Everything in the dictionary: no blob of its own at all.
+  fs::remove(t / "src" / "new");
+  o.bootstrap = t / "all-dict.boot";
+  auto r2 = create_image(o);
+  ASSERT_TRUE(r2) << r2.error().message;
+  EXPECT_TRUE(r2->blobs.empty());
+  auto img2 = ImageReader::open(o.bootstrap, BlobLocation{o.blob_dir, {}});
+  ASSERT_TRUE(img2);
+  ASSERT_EQ((*img2)->bootstrap().blobs().size(), 1u);
+  EXPECT_EQ(read_all(**img2, "/same"), shared);
+
+  // A dictionary with another digester cannot be used.
+  o.digester = Digester::kSha256;
+  EXPECT_FALSE(create_image(o));
+}
+
 }  // namespace
 }  // namespace nydus::builder

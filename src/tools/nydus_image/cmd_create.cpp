@@ -19,7 +19,7 @@ struct CreateArgs {
   std::string source, bootstrap, blob_dir, blob, blob_cache_dir, output_json;
   std::string compressor = "zstd", digester = "blake3", chunk_size = "0x100000";
   std::string fs_version = "6", type = "dir-rafs", prefetch_policy = "none", prefetch_files;
-  std::string whiteout_spec = "oci";
+  std::string whiteout_spec = "oci", chunk_dict;
   std::vector<std::string> features;
   bool repeatable = false, inline_meta = false;
   unsigned threads = 0;
@@ -71,6 +71,13 @@ int run_create(const CreateArgs& a) {
   o.blob_inline_meta = a.inline_meta;
   o.threads = a.threads;
   o.progress = isatty(STDERR_FILENO);
+  if (!a.chunk_dict.empty()) {
+    // Upstream's syntax is "bootstrap=<path>"; a bare path is taken as one.
+    std::string d = a.chunk_dict;
+    if (d.starts_with("bootstrap=")) d.erase(0, 10);
+    else if (d.find('=') != std::string::npos) return fail("--chunk-dict " + a.chunk_dict + ": only bootstrap=<path>");
+    o.chunk_dict = d;
+  }
   for (auto& f : a.features) {
     if (f == "blob-toc") o.blob_toc = true;
     else return fail("unknown feature '" + f + "' (blob-toc)");
@@ -112,7 +119,8 @@ int run_create(const CreateArgs& a) {
   j["blob_path"] = r->blob_path.string();
   j["stats"] = {{"inodes", r->inodes},         {"files", r->files},
                 {"bytes", r->bytes_read},      {"chunks", r->chunks_total},
-                {"chunks_stored", r->chunks_stored}, {"bootstrap_size", r->bootstrap_size}};
+                {"chunks_stored", r->chunks_stored}, {"chunks_from_dict", r->chunks_from_dict},
+                {"bootstrap_size", r->bootstrap_size}};
   if (!r->blobs.empty()) {
     j["stats"]["blob_size"] = r->blobs[0].compressed_size;
     j["stats"]["blob_uncompressed_size"] = r->blobs[0].uncompressed_size;
@@ -122,9 +130,10 @@ int run_create(const CreateArgs& a) {
     f << j.dump(2) << "\n";
     if (!f) return fail("cannot write " + a.output_json);
   }
-  std::fprintf(stderr, "built %s: %llu inodes, %llu files, %llu chunks (%llu stored), blob %s\n",
+  std::fprintf(stderr, "built %s: %llu inodes, %llu files, %llu chunks (%llu stored%s), blob %s\n",
                a.bootstrap.c_str(), (unsigned long long)r->inodes, (unsigned long long)r->files,
                (unsigned long long)r->chunks_total, (unsigned long long)r->chunks_stored,
+               a.chunk_dict.empty() ? "" : fmt::format(", {} from the chunk dict", r->chunks_from_dict).c_str(),
                r->blobs.empty() ? "(none)" : r->blobs[0].blob_id.c_str());
   return 0;
 }
@@ -155,6 +164,7 @@ Command add_create_command(CLI::App& parent) {
   app->add_option("-W,--whiteout-spec", args->whiteout_spec, "oci, overlayfs, none (single-layer builds keep whiteout files as-is; merge applies them)");
   app->add_option("-J,--output-json", args->output_json, "write a JSON report here");
   app->add_option("--threads", args->threads, "worker threads (default: all cores)");
+  app->add_option("--chunk-dict", args->chunk_dict, "bootstrap=<path>: reference chunks that bootstrap's blobs hold");
   cmd.run = [args] { return run_create(*args); };
   return cmd;
 }
