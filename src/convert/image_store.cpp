@@ -311,9 +311,16 @@ class LayoutStore : public ImageStore {
     json index = json{{"schemaVersion", 2}, {"mediaType", media::kOciIndex}, {"manifests", json::array()}};
     if (auto existing = read_index()) index = *existing;
     json kept = json::array();
-    for (const auto& m : index["manifests"])
-      if (!(m.contains("annotations") && m["annotations"].value(std::string(annotation::kRefName), "") == reference))
-        kept.push_back(m);
+    auto tagged = [&](const json& m) {  // untrusted: any shape
+      if (!m.is_object()) return false;
+      auto a = m.find("annotations");
+      if (a == m.end() || !a->is_object()) return false;
+      auto n = a->find(std::string(annotation::kRefName));
+      return n != a->end() && n->is_string() && n->get<std::string>() == reference;
+    };
+    if (index.contains("manifests") && index["manifests"].is_array())
+      for (const auto& m : index["manifests"])
+        if (!tagged(m)) kept.push_back(m);
     Descriptor d;
     d.media_type = std::string(media_type);
     d.digest = digest;
