@@ -2,7 +2,7 @@
 """Regenerate the seed corpora in fuzz/corpus/<target>/ from images built by the
 project (nydus-image create over a tiny tree; see make_corpus.sh) plus the
 upstream fixtures. Usage: make_corpus.py IMAGES_DIR FIXTURES_DIR"""
-import os, struct, sys, zlib
+import json, os, struct, sys, zlib
 
 out_root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 images, fixtures = sys.argv[1], sys.argv[2]
@@ -136,3 +136,23 @@ for k, v in {
                     b'"cache_type":"fscache","cache_config":{"work_dir":"/w"},"metadata_path":"/m"}}',
 }.items():
     put("fscache_message", k, v)
+
+# oci_manifest: what the converter reads from registries and OCI layouts.
+D = "sha256:" + "a" * 64
+for k, v in {
+    "manifest": {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": D, "size": 10},
+                 "layers": [{"mediaType": "application/vnd.oci.image.layer.nydus.blob.v1", "digest": D, "size": 5,
+                             "annotations": {"containerd.io/snapshot/nydus-blob": "true"}}]},
+    "index": {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+              "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": D, "size": 7,
+                             "platform": {"os": "linux", "architecture": "amd64",
+                                          "os.features": ["nydus.remoteimage.v1"]}}]},
+    "docker": {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+               "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": D, "size": 1},
+               "layers": []},
+}.items():
+    put("oci_manifest", k, json.dumps(v).encode())
+for k, v in {"ref": "registry.local:5000/lib/app:v1", "ref-digest": "localhost/a/b@" + D,
+             "ref-oci": "oci:/tmp/layout:tag"}.items():
+    put("oci_manifest", k, v.encode())
