@@ -49,25 +49,6 @@ case $(stat -f -c %T "$WORK") in
 esac
 echo "work dir $WORK, $ITERATIONS iterations, loop seed $SEED (CRASH_SEED=$SEED to repeat the kill pattern)"
 
-is_mounted() { awk -v d="$1" '$5 == d {f=1} END {exit !f}' /proc/self/mountinfo; }
-
-# write_config FILE BLOBDIR WORKDIR
-write_config() {
-  cat >"$1" <<JSON
-{
-  "device": {
-    "backend": {"type": "localfs", "config": {"dir": "$2"}},
-    "cache": {"type": "blobcache", "config": {"work_dir": "$3"}}
-  },
-  "mode": "direct",
-  "digest_validate": false,
-  "enable_xattr": true,
-  "amplify_io": 1048576,
-  "fs_prefetch": {"enable": false}
-}
-JSON
-}
-
 # start_daemon NAME MNT: start nydusd on the image in the background, wait for the mount.
 start_daemon() {
   local name=$1 mnt=$2 i

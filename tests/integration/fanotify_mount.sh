@@ -78,24 +78,6 @@ head -c $((8 << 20)) /dev/urandom >"$SRC/big_two"
 touch -d @1700000000 "$SRC"
 CMP_OPTS=(--mtime-ns --ignore-root-mtime)
 
-is_mounted() { awk -v d="$1" '$5 == d {f=1} END {exit !f}' /proc/self/mountinfo; }
-
-# write_config FILE BLOBDIR WORKDIR DIGEST_VALIDATE
-write_config() {
-  cat >"$1" <<JSON
-{
-  "device": {
-    "backend": {"type": "localfs", "config": {"dir": "$2"}},
-    "cache": {"type": "blobcache", "config": {"work_dir": "$3"}}
-  },
-  "mode": "direct",
-  "digest_validate": $4,
-  "amplify_io": 1048576,
-  "fs_prefetch": {"enable": false}
-}
-JSON
-}
-
 # start_daemon NAME BOOT CONFIG MNT
 start_daemon() {
   local name=$1 boot=$2 cfg=$3 mnt=$4 i

@@ -46,26 +46,6 @@ TREE_OPTS=()
 step "make awkward tree" "$PY" "$LIB_DIR/make_tree.py" "${TREE_OPTS[@]}" "$SRC" || die "make_tree.py failed"
 CMP_OPTS=(--ignore-root-mtime --mtime-ns)
 
-is_mounted() { awk -v d="$1" '$5 == d {f=1} END {exit !f}' /proc/self/mountinfo; }
-
-# write_config FILE BLOBDIR WORKDIR DIGEST_VALIDATE
-write_config() {
-  cat >"$1" <<JSON
-{
-  "device": {
-    "backend": {"type": "localfs", "config": {"dir": "$2"}},
-    "cache": {"type": "blobcache", "config": {"work_dir": "$3"}}
-  },
-  "mode": "direct",
-  "digest_validate": $4,
-  "iostats_files": true,
-  "enable_xattr": true,
-  "amplify_io": 1048576,
-  "fs_prefetch": {"enable": false}
-}
-JSON
-}
-
 # start_daemon NAME BOOT CONFIG MNT: start nydusd in the background, wait for the mount.
 start_daemon() {
   local name=$1 boot=$2 cfg=$3 mnt=$4

@@ -146,3 +146,24 @@ push_blob() {
     { echo "upload of $file failed"; return 1; }
   curl -sf -I "http://$host/v2/$repo/blobs/$digest" >/dev/null
 }
+
+is_mounted() { awk -v d="$1" '$5 == d {f=1} END {exit !f}' /proc/self/mountinfo; }
+
+# write_config FILE BLOBDIR WORKDIR [DIGEST_VALIDATE]: a nydusd config for a
+# local blob dir and a blob cache (FUSE and fanotify modes read the same).
+write_config() {
+  cat >"$1" <<JSON
+{
+  "device": {
+    "backend": {"type": "localfs", "config": {"dir": "$2"}},
+    "cache": {"type": "blobcache", "config": {"work_dir": "$3"}}
+  },
+  "mode": "direct",
+  "digest_validate": ${4:-false},
+  "iostats_files": true,
+  "enable_xattr": true,
+  "amplify_io": 1048576,
+  "fs_prefetch": {"enable": false}
+}
+JSON
+}
