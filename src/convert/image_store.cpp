@@ -272,35 +272,12 @@ class LayoutStore : public ImageStore {
   }
 
   Status push_blob(const std::string& digest, const fs::path& file) override {
-    const fs::path p = path_of(digest);
-    std::error_code ec;
-    if (fs::exists(p, ec)) {
-      present_++;
-      return ok();
-    }
-    fs::create_directories(p.parent_path(), ec);
-    const fs::path tmp = p.string() + ".tmp";
-    fs::copy_file(file, tmp, fs::copy_options::overwrite_existing, ec);
-    if (ec) return sys_error(fmt::format("copy {} into {}", file.string(), dir_.string()), ec.value());
-    fs::rename(tmp, p, ec);
-    if (ec) return sys_error(fmt::format("rename into {}", p.string()), ec.value());
-    pushed_++;
-    bytes_ += fs::file_size(p, ec);
-    return ok();
+    NYDUS_ASSIGN_OR_RETURN(MappedFile m, MappedFile::open_read(file));
+    return store(digest, m.bytes());
   }
 
   Status push_blob_bytes(const std::string& digest, std::string_view bytes) override {
-    const fs::path p = path_of(digest);
-    std::error_code ec;
-    if (fs::exists(p, ec)) {
-      present_++;
-      return ok();
-    }
-    fs::create_directories(p.parent_path(), ec);
-    NYDUS_TRY(write_file_atomic(p, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}));
-    pushed_++;
-    bytes_ += bytes.size();
-    return ok();
+    return store(digest, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
   }
 
   Status push_manifest(const std::string& reference, std::string_view media_type, std::string_view bytes) override {
@@ -340,6 +317,22 @@ class LayoutStore : public ImageStore {
 
  private:
   fs::path path_of(const std::string& digest) const { return dir_ / "blobs" / "sha256" / digest.substr(7); }
+
+  // Content-addressed: a blob already there is the same blob.
+  Status store(const std::string& digest, std::span<const uint8_t> data) {
+    NYDUS_TRY(check_digest(data, digest, "blob for " + dir_.string()));
+    const fs::path p = path_of(digest);
+    std::error_code ec;
+    if (fs::exists(p, ec)) {
+      present_++;
+      return ok();
+    }
+    fs::create_directories(p.parent_path(), ec);
+    NYDUS_TRY(write_file_atomic(p, data));
+    pushed_++;
+    bytes_ += data.size();
+    return ok();
+  }
 
   Result<json> read_index() const {
     std::ifstream in(dir_ / "index.json");
