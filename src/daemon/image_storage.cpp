@@ -1,6 +1,15 @@
 #include "daemon/image_storage.h"
 
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <thread>
+
 namespace nydus::daemon {
+
+namespace {
+constexpr size_t kBlobOpenThreads = 4;
+}  // namespace
 
 storage::CacheConfig cache_config(const DaemonConfig& cfg, const std::filesystem::path& fallback_work_dir) {
   storage::CacheConfig cc;
@@ -40,8 +49,21 @@ Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const Dae
   if (cfg.digest_validate) {
     NYDUS_ASSIGN_OR_RETURN(digests, chunk_digests(boot));
   }
+  // Opening a cache may fetch its blob meta: one round trip per blob on a
+  // cold start, so the blobs are opened side by side (a few threads at most).
+  std::vector<std::optional<Result<std::shared_ptr<storage::BlobCache>>>> opened(blobs.size());
+  std::atomic<size_t> next{0};
+  auto opener = [&] {
+    for (size_t b; (b = next.fetch_add(1)) < blobs.size();)
+      opened[b].emplace(storage::BlobCache::open(blobs[b], out.backend, cc, std::move(digests[b])));
+  };
+  {
+    std::vector<std::jthread> pool;
+    for (size_t t = 1; t < std::min<size_t>(blobs.size(), kBlobOpenThreads); ++t) pool.emplace_back(opener);
+    opener();
+  }
   for (size_t b = 0; b < blobs.size(); ++b) {
-    auto c = storage::BlobCache::open(blobs[b], out.backend, cc, std::move(digests[b]));
+    auto& c = *opened[b];
     if (!c) return std::unexpected(std::move(c).error().context(fmt::format("blob {}", blobs[b].blob_id)));
     out.caches.push_back(std::move(*c));
   }

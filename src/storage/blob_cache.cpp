@@ -216,9 +216,9 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
                     blob_.blob_id, blob_.uncompressed_size);
     if (out.empty()) return ok();
     const auto cis = overlapping(offset, out.size());
-    auto extra = amplify(cis);
+    // Read-ahead starts with the read, not after it: its round trip overlaps ours.
+    if (auto extra = amplify(cis); !extra.empty()) ReadAhead::instance().submit(weak_from_this(), std::move(extra));
     NYDUS_TRY(ensure(cis, false));
-    if (!extra.empty()) ReadAhead::instance().submit(weak_from_this(), std::move(extra));
     // Gaps between chunks are holes of the sparse file: they read as zeros.
     return pread_exact(data_fd_, offset, out, "reading blob cache data");
   }
