@@ -1,11 +1,15 @@
-// Fuzz target: nydusd's JSON configuration (v1 and v2 shapes).
+// Fuzz target: the daemon's JSON inputs: nydusd's configuration (v1 and v2
+// shapes) and the FUSE state a supervisor hands back on takeover.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 
 #include "daemon/config.h"
+#include "daemon/fuse_handover.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  (void)nydus::daemon::parse_config(std::string_view(reinterpret_cast<const char*>(data), size));
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  (void)nydus::daemon::parse_config(text);
+  (void)nydus::daemon::decode_fuse_handover(text);
   return 0;
 }

@@ -1,6 +1,12 @@
 #include "daemon/daemon.h"
 
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
+
+#include "common/fd_passing.h"
+#include "daemon/fuse_handover.h"
+#include "fuse/fuse_channel.h"
 
 namespace nydus::daemon {
 
@@ -48,17 +54,19 @@ Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem:
   return ok();
 }
 
-void Daemon::shutdown() {
+void Daemon::shutdown(bool leave_handed_over) {
   std::lock_guard ops(ops_mu_);
   std::map<std::string, std::shared_ptr<ImageInstance>> imgs;
   std::map<std::string, std::shared_ptr<ExternalMount>> exts;
+  bool leave;
   {
     std::lock_guard lk(mu_);
     imgs.swap(images_);
     exts.swap(externals_);
     state_ = "STOPPED";
+    leave = leave_handed_over && handed_over_;
   }
-  for (auto& [mp, img] : imgs) img->shutdown();
+  for (auto& [mp, img] : imgs) leave ? img->leave() : img->shutdown();
   for (auto& [mp, ext] : exts) ext->shutdown();
 }
 
@@ -222,6 +230,75 @@ std::string Daemon::prometheus_metrics() {
     out += fmt::format("nydusd_backend_read_bytes_total{{mountpoint=\"{}\"}} {}\n", mp,
                        img->caches().empty() ? 0 : img->backend().metrics().read_bytes);
   return out;
+}
+
+Status Daemon::send_fd() {
+  if (opts_.supervisor.empty()) return errorf(Errc::kInvalidArgument, "no --supervisor socket to send the fd to");
+  std::lock_guard ops(ops_mu_);
+  std::shared_ptr<ImageInstance> img;
+  {
+    std::lock_guard lk(mu_);
+    if (images_.size() != 1 || !externals_.empty())
+      return errorf(Errc::kUnsupported, "sendfd hands over exactly one FUSE mount ({} here)",
+                    images_.size() + externals_.size());
+    img = images_.begin()->second;
+  }
+  FuseHandover h{img->mountpoint(), img->options().bootstrap.string(), img->fuse_init()};
+  if (h.init.empty() || img->fuse_fd() < 0)
+    return errorf(Errc::kIo, "{}: the FUSE connection is not initialised yet", h.mountpoint);
+  NYDUS_TRY(send_state(opts_.supervisor, encode_fuse_handover(h), img->fuse_fd()));
+  std::lock_guard lk(mu_);
+  handed_over_ = true;
+  spdlog::info("sent the FUSE fd of {} to {}", h.mountpoint, opts_.supervisor);
+  return ok();
+}
+
+Status Daemon::takeover() {
+  if (!opts_.upgrade) return errorf(Errc::kInvalidArgument, "takeover needs a daemon started with --upgrade");
+  if (opts_.supervisor.empty()) return errorf(Errc::kInvalidArgument, "no --supervisor socket to take over from");
+  std::lock_guard ops(ops_mu_);
+  {
+    std::lock_guard lk(mu_);
+    if (!images_.empty() || state_ != "INIT")
+      return errorf(Errc::kExists, "already serving (state {})", state_);
+  }
+  NYDUS_ASSIGN_OR_RETURN(HandedState hs, receive_state(opts_.supervisor));
+  AdoptedConnection conn{hs.fd, {}};
+  auto h = decode_fuse_handover(hs.data);
+  const std::string mp = canonical_mountpoint(opts_.takeover_mountpoint);
+  if (h && canonical_mountpoint(h->mountpoint) != mp)
+    h = errorf(Errc::kInvalidArgument, "the supervisor holds {}, this daemon serves {}", h->mountpoint, mp);
+  if (!h) {
+    if (hs.fd >= 0) ::close(hs.fd);
+    return std::unexpected(std::move(h).error());
+  }
+  conn.init = std::move(h->init);
+  ImageOptions io;
+  io.bootstrap = opts_.takeover_bootstrap.empty() ? std::filesystem::path(h->bootstrap) : opts_.takeover_bootstrap;
+  io.mountpoint = mp;
+  io.config = opts_.takeover_config;
+  io.fallback_work_dir = opts_.fallback_work_dir / fmt::format("{:016x}", std::hash<std::string>{}(mp));
+  io.fuse_threads = opts_.fuse_threads;
+  const int fd = conn.fd;
+  NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageInstance> img, ImageInstance::adopt(io, std::move(conn)));
+  // Requests the previous daemon read but never answered (it crashed) are
+  // still in the kernel's processing queue: have them sent again.
+  if (opts_.failover_resend) {
+    if (auto st = fuse::FuseChannel::notify_resend(fd); !st)
+      spdlog::warn("{}: cannot ask the kernel to resend requests (needs Linux 6.9+): {}", mp, st.error().message);
+  }
+  std::lock_guard lk(mu_);
+  images_[mp] = std::shared_ptr<ImageInstance>(std::move(img));
+  state_ = "READY";
+  return ok();
+}
+
+Status Daemon::start() {
+  std::lock_guard lk(mu_);
+  if (state_ == "RUNNING") return ok();
+  if (state_ != "READY") return errorf(Errc::kInvalidArgument, "nothing to start (state {})", state_);
+  state_ = "RUNNING";
+  return ok();
 }
 
 }  // namespace nydus::daemon

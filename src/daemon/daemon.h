@@ -44,6 +44,18 @@ struct DaemonOptions {
   unsigned fuse_threads = 4;
   bool singleton = false;
   std::map<std::string, ExternalMounter> mounters;  // by fs_type, besides "rafs" (FUSE)
+
+  // Live upgrade and failover of the FUSE mount (nydus-snapshotter's flow):
+  // sendfd hands the /dev/fuse fd and state to `supervisor`; a daemon
+  // started with `upgrade` mounts nothing and takes them over from there,
+  // serving `takeover_mountpoint` with `takeover_bootstrap` and
+  // `takeover_config` (its own command line, as upstream).
+  std::string supervisor;
+  bool upgrade = false;
+  bool failover_resend = true;  // --failover-policy resend: requeue what the old daemon held
+  std::string takeover_mountpoint;
+  std::filesystem::path takeover_bootstrap;
+  DaemonConfig takeover_config;
 };
 
 class Daemon : public api::DaemonApi {
@@ -54,8 +66,10 @@ class Daemon : public api::DaemonApi {
   // Mount an image (fuse mode at start, and the API).
   Status mount_image(const std::string& mountpoint, const std::filesystem::path& bootstrap,
                      const DaemonConfig& cfg, std::vector<std::string> prefetch_files = {});
-  // Unmount everything (shutdown path).
-  void shutdown();
+  // Unmount everything (shutdown path). `leave_handed_over`: a mount whose
+  // fd went to the supervisor stays mounted for the next daemon (the exit
+  // API after sendfd, as in upgrades).
+  void shutdown(bool leave_handed_over = false);
   // Mountpoints whose FUSE session ended on its own (external umount).
   std::vector<std::string> dead_mounts();
   size_t mount_count();
@@ -68,6 +82,9 @@ class Daemon : public api::DaemonApi {
   Status umount(const std::string& mountpoint) override;
   Result<nlohmann::json> metrics(const std::string& kind, const std::map<std::string, std::string>& query) override;
   std::string prometheus_metrics() override;
+  Status send_fd() override;
+  Status takeover() override;
+  Status start() override;
 
  private:
   // The instance named by ?id= (a mountpoint), or the only one.
@@ -79,6 +96,7 @@ class Daemon : public api::DaemonApi {
   std::map<std::string, std::shared_ptr<ImageInstance>> images_;
   std::map<std::string, std::shared_ptr<ExternalMount>> externals_;
   std::string state_ = "INIT";
+  bool handed_over_ = false;  // sendfd succeeded at least once
 };
 
 }  // namespace nydus::daemon

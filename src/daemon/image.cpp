@@ -1,13 +1,32 @@
 #include "daemon/image.h"
-#include "daemon/image_storage.h"
+
+#include <unistd.h>
+
+#include <utility>
 
 #include <spdlog/spdlog.h>
+
+#include "daemon/image_storage.h"
 
 namespace nydus::daemon {
 
 using nlohmann::json;
 
-Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& opts) {
+Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& opts) { return open(opts, {}); }
+
+Result<std::unique_ptr<ImageInstance>> ImageInstance::adopt(const ImageOptions& opts, AdoptedConnection conn) {
+  return open(opts, std::move(conn));
+}
+
+Result<std::unique_ptr<ImageInstance>> ImageInstance::open(const ImageOptions& opts,
+                                                           std::optional<AdoptedConnection> adopted) {
+  // Until a session owns the adopted fd, it is ours to close on failure.
+  struct FdGuard {
+    int* fd;
+    ~FdGuard() {
+      if (fd && *fd >= 0) ::close(*fd);
+    }
+  } guard{adopted ? &adopted->fd : nullptr};
   std::unique_ptr<ImageInstance> img(new ImageInstance());
   img->opts_ = opts;
   const DaemonConfig& cfg = opts.config;
@@ -25,10 +44,16 @@ Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& 
 
   fuse::SessionOptions so;
   so.max_threads = opts.fuse_threads;
-  NYDUS_ASSIGN_OR_RETURN(img->session_, fuse::FuseSession::mount(img->fs_, opts.mountpoint, so));
+  if (adopted) {
+    const int fd = std::exchange(adopted->fd, -1);
+    NYDUS_ASSIGN_OR_RETURN(img->session_,
+                           fuse::FuseSession::adopt(img->fs_, opts.mountpoint, fd, std::move(adopted->init), so));
+  } else {
+    NYDUS_ASSIGN_OR_RETURN(img->session_, fuse::FuseSession::mount(img->fs_, opts.mountpoint, so));
+  }
   NYDUS_TRY(img->session_->start());
-  spdlog::info("mounted {} at {} ({} blobs, cache {})", opts.bootstrap.string(), opts.mountpoint, blobs.size(),
-               storage.work_dir.string());
+  spdlog::info("{} {} at {} ({} blobs, cache {})", adopted ? "took over" : "mounted", opts.bootstrap.string(),
+               opts.mountpoint, blobs.size(), storage.work_dir.string());
 
   if (cfg.prefetch.enable && !img->caches_.empty()) {
     img->prefetch_ = std::make_unique<Prefetcher>(img->boot_, img->caches_, cfg.prefetch, opts.prefetch_files);
@@ -39,15 +64,18 @@ Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& 
 
 ImageInstance::~ImageInstance() { shutdown(); }
 
-void ImageInstance::shutdown() {
+void ImageInstance::shutdown() { stop(false); }
+void ImageInstance::leave() { stop(true); }
+
+void ImageInstance::stop(bool leave) {
   if (shut_) return;
   shut_ = true;
   // Stop prefetch first so it doesn't keep fetching into caches we flush.
   if (prefetch_) prefetch_->stop();
-  if (session_) session_->stop();
+  if (session_) leave ? session_->leave() : session_->stop();
   for (auto& c : caches_)
     if (auto st = c->flush(); !st) spdlog::warn("flush cache of blob {}: {}", c->info().blob_id, st.error().message);
-  spdlog::info("unmounted {}", opts_.mountpoint);
+  spdlog::info("{} {}", leave ? "left the mount to the next daemon:" : "unmounted", opts_.mountpoint);
 }
 
 json ImageInstance::info() const {
@@ -71,7 +99,9 @@ json ImageInstance::fs_metrics() const {
          {"data_read", m.read_bytes},
          {"fop_hits", json{{"lookup", m.lookups}, {"getattr", m.getattrs}, {"open", m.opens},
                            {"read", m.reads}, {"readdir", m.readdirs}}},
-         {"fop_errors", json{{"read", m.read_errors}, {"all", m.errors}}}};
+         {"fop_errors", json{{"read", m.read_errors}, {"all", m.errors}}},
+         // requests a crashed predecessor held, sent again by the kernel to us
+         {"fuse_resent_requests", session_ ? session_->resent_requests() : 0}};
   if (prefetch_) {
     const auto p = prefetch_->stats();
     j["prefetch"] = json{{"ranges_total", p.ranges_total}, {"ranges_done", p.ranges_done},

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,14 +32,28 @@ struct ImageOptions {
   std::vector<std::string> prefetch_files;  // image paths from the API
 };
 
+// A live FUSE connection handed over by another daemon (see
+// fuse/fuse_channel.h): its /dev/fuse fd and the INIT request it began with.
+struct AdoptedConnection {
+  int fd = -1;
+  std::vector<uint8_t> init;
+};
+
 class ImageInstance {
  public:
   // Open everything and mount; the FUSE loop and prefetch are running on return.
   static Result<std::unique_ptr<ImageInstance>> mount(const ImageOptions& opts);
+  // The same, serving a connection another daemon mounted (takes conn.fd).
+  static Result<std::unique_ptr<ImageInstance>> adopt(const ImageOptions& opts, AdoptedConnection conn);
   ~ImageInstance();
 
   // Unmount, stop prefetch, flush caches. Idempotent.
   void shutdown();
+  // Stop serving but keep the mount for the daemon that took it over.
+  void leave();
+  // What a successor needs (sendfd): the FUSE fd and INIT request.
+  int fuse_fd() const { return session_ ? session_->fd() : -1; }
+  std::vector<uint8_t> fuse_init() const { return session_ ? session_->init_message() : std::vector<uint8_t>{}; }
   bool serving() const { return session_ && session_->running(); }
 
   const ImageOptions& options() const { return opts_; }
@@ -57,6 +72,10 @@ class ImageInstance {
 
  private:
   ImageInstance() = default;
+  // Everything but the FUSE session; `adopted`: serve that connection.
+  static Result<std::unique_ptr<ImageInstance>> open(const ImageOptions& opts,
+                                                     std::optional<AdoptedConnection> adopted);
+  void stop(bool leave);
 
   ImageOptions opts_;
   std::shared_ptr<format::Bootstrap> boot_;

@@ -17,6 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fuse/fuse_channel.h"
 #include "fuse/read_plan.h"
 
 namespace nydus::fuse {
@@ -331,22 +332,31 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
-  auto r = fs_of(req).open(ino, fi->flags);
+  RafsFs& fs = fs_of(req);
+  auto r = fs.open(ino, fi->flags);
   if (!r) return reply_error(req, r.error(), "open", ino);
-  fi->fh = reinterpret_cast<uint64_t>(r->release());
+  fi->fh = fs.handles().add(std::shared_ptr<OpenFile>(std::move(*r)));
   fi->keep_cache = 1;  // the image is immutable: keep pages across opens
   fi->direct_io = 0;
-  if (fuse_reply_open(req, fi) != 0) delete reinterpret_cast<OpenFile*>(fi->fh);  // interrupted
+  if (fuse_reply_open(req, fi) != 0) fs.handles().remove(fi->fh);  // interrupted
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
-  delete reinterpret_cast<OpenFile*>(fi->fh);
+  fs_of(req).handles().remove(fi->fh);
   fuse_reply_err(req, 0);
 }
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
-  auto* f = reinterpret_cast<OpenFile*>(fi->fh);
-  if (!f || off < 0) return (void)fuse_reply_err(req, EINVAL);
+  if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+  std::shared_ptr<OpenFile> f = fs_of(req).handles().get(fi->fh);
+  if (!f) {
+    // A handle the daemon we took over from made: open the file again and
+    // keep it under that handle until the kernel releases it.
+    auto r = fs_of(req).open(ino, O_RDONLY);
+    if (!r) return reply_error(req, r.error(), "read (reopen)", ino);
+    f = std::shared_ptr<OpenFile>(std::move(*r));
+    fs_of(req).handles().put(fi->fh, f);
+  }
   // One reusable buffer per worker thread: reads are at most max_read bytes.
   thread_local std::vector<uint8_t> buf;
   const uint64_t want = std::min<uint64_t>(size, off < 0 || uint64_t(off) >= f->size ? 0 : f->size - off);
@@ -570,8 +580,52 @@ Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<RafsFs> 
     s->se_ = nullptr;
     return make_error(Errc::kIo, fmt::format("cannot mount FUSE at {} (is /dev/fuse available?)", s->mountpoint_));
   }
+  NYDUS_ASSIGN_OR_RETURN(s->channel_, FuseChannel::create(fuse_session_fd(s->se_)));
+  NYDUS_TRY(s->channel_->install(s->se_));
   s->conn_id_ = fuse_conn_id(s->mountpoint_);
   return s;
+}
+
+Result<std::unique_ptr<FuseSession>> FuseSession::adopt(std::shared_ptr<RafsFs> fs, const std::string& mountpoint,
+                                                        int fd, std::vector<uint8_t> init,
+                                                        const SessionOptions& opts) {
+  std::unique_ptr<FuseSession> s(new FuseSession());
+  s->fs_ = std::move(fs);
+  s->mountpoint_ = mountpoint;
+  s->opts_ = opts;
+  std::vector<std::string> argv_s = {"nydusd"};
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(int(argv.size()), argv.data());
+  s->se_ = fuse_session_new(&args, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), s->fs_.get());
+  if (!s->se_) {
+    ::close(fd);
+    return make_error(Errc::kIo, "fuse_session_new failed");
+  }
+  auto ch = FuseChannel::create(fd, std::move(init));
+  if (!ch) {
+    ::close(fd);
+    return std::unexpected(std::move(ch).error());
+  }
+  s->channel_ = std::move(*ch);
+  // From here the session owns fd (fuse_session_destroy closes it).
+  NYDUS_TRY(s->channel_->install(s->se_));
+  s->conn_id_ = fuse_conn_id(s->mountpoint_);
+  return s;
+}
+
+int FuseSession::fd() const { return channel_ ? channel_->fd() : -1; }
+uint64_t FuseSession::resent_requests() const { return channel_ ? channel_->resent_requests() : 0; }
+std::vector<uint8_t> FuseSession::init_message() const {
+  return channel_ ? channel_->init_message() : std::vector<uint8_t>{};
+}
+
+void FuseSession::leave() {
+  {
+    std::lock_guard lk(stop_mu_);
+    leaving_ = true;
+  }
+  stop();
 }
 
 Status FuseSession::start() {
@@ -602,35 +656,26 @@ void FuseSession::stop() {
   stopped_ = true;
   if (!se_) return;
   stopping_ = true;
+  fuse_session_exit(se_);
+  // Workers wait for requests in poll(): wake them all; each answers the
+  // request it holds, sees the exit flag and ends.
+  if (channel_) channel_->wake();
   if (loop_.joinable()) {
-    // Keep a handle on our root across the detach: through it one last
-    // request wakes a worker, which answers it, sees the exit flag and ends
-    // the loop even when the mount stays busy (a cwd or an open file inside).
-    const int root = running_ ? ::open(mountpoint_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
-    fuse_session_exit(se_);
-    if (::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
-      spdlog::warn("umount {}: {}", mountpoint_, std::strerror(errno));
-    if (root >= 0) {
-      // OPENDIR always reaches the daemon. Detached: if every worker is stuck
-      // in a slow read this waits for them, and ends when the connection does.
-      std::thread([root] {
-        const int d = ::openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (d >= 0) ::close(d);
-        ::close(root);
-      }).detach();
+    if (!leaving_) {
+      if (::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+        spdlog::warn("umount {}: {}", mountpoint_, std::strerror(errno));
     }
     for (int i = 0; i < 300 && running_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (running_ && conn_id_) {
-      // Still busy (open files, a cwd inside): abort the connection.
-      spdlog::warn("mount {} still busy, aborting FUSE connection {}", mountpoint_, *conn_id_);
+    if (running_ && conn_id_ && !leaving_) {
+      // A worker stuck in a slow read (a backend that does not answer): abort.
+      spdlog::warn("mount {}: a request is still running, aborting FUSE connection {}", mountpoint_, *conn_id_);
       std::ofstream(fmt::format("/sys/fs/fuse/connections/{}/abort", *conn_id_)) << "1";
     }
     loop_.join();
-  } else {
-    fuse_session_exit(se_);
+  } else if (!leaving_) {
     fuse_session_unmount(se_);
   }
-  fuse_session_destroy(se_);
+  fuse_session_destroy(se_);  // closes our fd; a successor holds its own
   se_ = nullptr;
 }
 

@@ -28,11 +28,14 @@
 
 #include "common/result.h"
 #include "format/bootstrap.h"
+#include "fuse/handle_table.h"
 #include "storage/blob_cache.h"
 
 struct fuse_session;
 
 namespace nydus::fuse {
+
+class FuseChannel;
 
 struct FsOptions {
   double entry_timeout = 3600;  // the image is immutable: let the kernel cache
@@ -110,6 +113,8 @@ class RafsFs {
 
   // Counters the callbacks bump.
   void count_error() { errors_.fetch_add(1, std::memory_order_relaxed); }
+  // Open files by the handle the kernel holds (see handle_table.h).
+  HandleTable<OpenFile>& handles() { return handles_; }
 
  private:
   Result<struct stat> stat_of(const format::InodeView& ino) const;
@@ -123,6 +128,7 @@ class RafsFs {
 
   std::once_flag statfs_once_;
   uint64_t total_blocks_ = 0;
+  HandleTable<OpenFile> handles_;
 
   std::atomic<uint64_t> lookups_{0}, getattrs_{0}, opens_{0}, reads_{0}, read_bytes_{0}, read_errors_{0},
       readdirs_{0}, errors_{0};
@@ -154,6 +160,11 @@ class FuseSession {
   // loop runs, so call start() right after).
   static Result<std::unique_ptr<FuseSession>> mount(std::shared_ptr<RafsFs> fs, const std::string& mountpoint,
                                                     const SessionOptions& opts);
+  // Serve a connection that is already mounted at `mountpoint` and was
+  // served by another daemon (live upgrade, failover): `fd` is its
+  // /dev/fuse fd (owned from now on), `init` the INIT request it began with.
+  static Result<std::unique_ptr<FuseSession>> adopt(std::shared_ptr<RafsFs> fs, const std::string& mountpoint,
+                                                    int fd, std::vector<uint8_t> init, const SessionOptions& opts);
   ~FuseSession();
   FuseSession(const FuseSession&) = delete;
   FuseSession& operator=(const FuseSession&) = delete;
@@ -163,8 +174,15 @@ class FuseSession {
   // End the loop and unmount (lazily, aborting the connection if the mount
   // stays busy); returns when the loop thread has finished. Idempotent.
   void stop();
+  // End the loop but leave the mount and the connection to the daemon that
+  // took them over: every request read is answered first. Idempotent.
+  void leave();
   // Whether the loop is still serving (false after an external umount).
   bool running() const { return running_.load(); }
+  // What a successor needs: the /dev/fuse fd and the INIT request.
+  int fd() const;
+  std::vector<uint8_t> init_message() const;
+  uint64_t resent_requests() const;
   const std::string& mountpoint() const { return mountpoint_; }
   RafsFs& fs() { return *fs_; }
 
@@ -175,6 +193,8 @@ class FuseSession {
   std::string mountpoint_;
   SessionOptions opts_;
   struct fuse_session* se_ = nullptr;
+  std::unique_ptr<FuseChannel> channel_;
+  bool leaving_ = false;  // stop() keeps the mount (leave())
   std::optional<unsigned> conn_id_;  // /sys/fs/fuse/connections/<id>
   std::thread loop_;
   std::atomic<bool> running_{false};

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -32,8 +33,13 @@
 namespace {
 
 // The API's exit request becomes a SIGTERM to ourselves (one shutdown path),
-// sent a moment later so the HTTP reply to the request is written first.
+// sent a moment later so the HTTP reply to the request is written first. It
+// is remembered: after a sendfd, an exit asked through the API is the old
+// half of an upgrade and leaves the mount to the new daemon (a signal
+// always unmounts).
+std::atomic<bool> g_exit_by_api{false};
 nydus::Status exit_soon() {
+  g_exit_by_api = true;
   std::thread([] {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     kill(getpid(), SIGTERM);
@@ -67,9 +73,11 @@ void add_common(CLI::App* app, Args& a) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app->add_option("-L,--log-file", a.log_file, "log to this file instead of stderr");
   app->add_option("-T,--thread-num,--fuse-threads", a.threads, "FUSE worker threads")->check(CLI::Range(1u, 1024u));
-  app->add_option("-S,--supervisor", a.supervisor, "supervisor socket for live upgrade and failover (fscache mode)");
-  app->add_flag("--upgrade", a.upgrade, "start without serving; take over from the supervisor (fscache mode)");
-  app->add_option("--failover-policy", a.failover_policy, "flush or resend (ignored)");
+  app->add_option("-S,--supervisor", a.supervisor, "supervisor socket for live upgrade and failover");
+  app->add_flag("--upgrade", a.upgrade, "start without serving; take over from the supervisor (PUT .../takeover)");
+  app->add_option("--failover-policy", a.failover_policy,
+                  "resend (default: requests a crashed daemon held are sent again; Linux 6.9+) or flush")
+      ->check(CLI::IsMember({"resend", "flush"}));
 }
 
 void add_fscache(CLI::App* app, Args& a) {
@@ -155,11 +163,11 @@ int wait_for_shutdown(const sigset_t& sigs, const std::function<std::optional<st
 
 int run(Args& a, bool singleton) {
   setup_logging(a);
-  if (a.upgrade) {
-    spdlog::error("--upgrade is only supported in fscache mode");
+  if (a.upgrade && (singleton || a.supervisor.empty())) {
+    spdlog::error("--upgrade takes over one FUSE mount: it needs --supervisor, --bootstrap, --config and "
+                  "--mountpoint (not singleton mode)");
     return 1;
   }
-  if (!a.supervisor.empty()) spdlog::warn("--supervisor is only used in fscache mode; ignored");
   if (singleton) {
     if (a.apisock.empty()) {
       spdlog::error("singleton mode needs --apisock");
@@ -176,6 +184,9 @@ int run(Args& a, bool singleton) {
   dopts.apisock = a.apisock;
   dopts.fuse_threads = a.threads;
   dopts.singleton = singleton;
+  dopts.supervisor = a.supervisor;
+  dopts.upgrade = a.upgrade;
+  dopts.failover_resend = a.failover_policy != "flush";
   dopts.fallback_work_dir = std::filesystem::temp_directory_path() /
                             fmt::format("nydusd-cache-{}", a.id.empty() ? std::to_string(getpid()) : a.id);
   // fs_type "fanotify" through the API: the kernel's EROFS over our cache files.
@@ -203,7 +214,14 @@ int run(Args& a, bool singleton) {
       spdlog::error("{}", cfg.error().message);
       return 1;
     }
-    if (auto st = daemon->mount_image(a.mountpoint, a.bootstrap, *cfg, a.prefetch_files); !st) {
+    if (a.upgrade) {
+      // Serve nothing until PUT /api/v1/daemon/fuse/takeover brings the mount.
+      dopts.takeover_mountpoint = a.mountpoint;
+      dopts.takeover_bootstrap = a.bootstrap;
+      dopts.takeover_config = *cfg;
+      daemon = std::make_unique<nydus::daemon::Daemon>(dopts);
+      spdlog::info("waiting to take over {} from {}", a.mountpoint, a.supervisor);
+    } else if (auto st = daemon->mount_image(a.mountpoint, a.bootstrap, *cfg, a.prefetch_files); !st) {
       spdlog::error("mount {} at {}: {}", a.bootstrap, a.mountpoint, st.error().message);
       return 1;
     }
@@ -225,7 +243,7 @@ int run(Args& a, bool singleton) {
     return dead.front() + " was unmounted externally";
   });
   if (server) server->stop();
-  daemon->shutdown();
+  daemon->shutdown(/*leave_handed_over=*/g_exit_by_api);
   spdlog::info("bye");
   spdlog::shutdown();
   return rc;

@@ -1,0 +1,143 @@
+#define FUSE_USE_VERSION 312
+#include "fuse/fuse_channel.h"
+
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <linux/fuse.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+
+namespace nydus::fuse {
+
+namespace {
+
+// libfuse hands custom I/O the session's userdata (our RafsFs), not ours:
+// channels are found by fd, without a lock on the request path.
+constexpr int kMaxFd = 1 << 16;
+std::array<std::atomic<FuseChannel*>, kMaxFd> g_channels{};
+
+// A unique no kernel request carries (the kernel counts up from 1 and uses
+// the top bit for resends): marks libfuse's answer to a replayed INIT.
+constexpr uint64_t kReplayUnique = 0x7FFF'FFFF'FFFF'FFF1ull;
+
+}  // namespace
+
+Result<std::unique_ptr<FuseChannel>> FuseChannel::create(int fd, std::vector<uint8_t> replay_init) {
+  if (fd < 0 || fd >= kMaxFd) return errorf(Errc::kInvalidArgument, "FUSE fd {} out of range", fd);
+  std::unique_ptr<FuseChannel> c(new FuseChannel());
+  c->fd_ = fd;
+  if (!replay_init.empty()) {
+    fuse_in_header h;
+    if (replay_init.size() < sizeof(h) + sizeof(fuse_init_in) - 48 || replay_init.size() > 4096)
+      return errorf(Errc::kInvalidArgument, "recorded FUSE INIT has a bad size ({} bytes)", replay_init.size());
+    std::memcpy(&h, replay_init.data(), sizeof(h));
+    if (h.opcode != FUSE_INIT || h.len != replay_init.size())
+      return errorf(Errc::kInvalidArgument, "recorded FUSE INIT is not an INIT request (opcode {}, len {})", h.opcode,
+                    h.len);
+    h.unique = kReplayUnique;
+    std::memcpy(replay_init.data(), &h, sizeof(h));
+    c->init_ = std::move(replay_init);
+    c->replay_pending_ = true;
+    c->replay_unique_ = kReplayUnique;
+  }
+  const int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) return sys_error("making the FUSE fd non-blocking");
+  c->wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (c->wake_fd_ < 0) return sys_error("eventfd");
+  return c;
+}
+
+FuseChannel::~FuseChannel() {
+  if (fd_ >= 0 && fd_ < kMaxFd) {
+    FuseChannel* self = this;
+    g_channels[fd_].compare_exchange_strong(self, nullptr);
+  }
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+Status FuseChannel::install(struct fuse_session* se) {
+  g_channels[fd_].store(this);
+  static const fuse_custom_io io{&FuseChannel::io_writev, &FuseChannel::io_read, nullptr, nullptr};
+  if (int rc = fuse_session_custom_io(se, &io, fd_); rc != 0)
+    return errorf(Errc::kIo, "fuse_session_custom_io: {}", std::strerror(-rc));
+  return ok();
+}
+
+void FuseChannel::wake() {
+  const uint64_t one = 1;  // never drained: every poll() sees it from now on
+  (void)!::write(wake_fd_, &one, sizeof(one));
+}
+
+std::vector<uint8_t> FuseChannel::init_message() const {
+  std::lock_guard lk(init_mu_);
+  return init_;
+}
+
+ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
+  FuseChannel* c = fd >= 0 && fd < kMaxFd ? g_channels[fd].load() : nullptr;
+  if (!c) {
+    errno = EBADF;
+    return -1;
+  }
+  if (c->replay_pending_.exchange(false)) {
+    std::lock_guard lk(c->init_mu_);
+    if (len < c->init_.size()) {
+      errno = EINVAL;
+      return -1;
+    }
+    std::memcpy(buf, c->init_.data(), c->init_.size());
+    return ssize_t(c->init_.size());
+  }
+  for (;;) {
+    pollfd p[2] = {{fd, POLLIN, 0}, {c->wake_fd_, POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (p[1].revents) {
+      errno = EINTR;  // libfuse checks for exit first and ends this worker
+      return -1;
+    }
+    const ssize_t n = ::read(fd, buf, len);
+    if (n < 0 && errno == EAGAIN) continue;  // another worker took it
+    if (n >= ssize_t(sizeof(fuse_in_header))) {
+      fuse_in_header h;
+      std::memcpy(&h, buf, sizeof(h));
+      if (h.unique & (uint64_t(1) << 63)) c->resent_.fetch_add(1, std::memory_order_relaxed);  // FUSE_UNIQUE_RESEND
+      if (h.opcode == FUSE_INIT && size_t(n) <= 4096) {
+        std::lock_guard lk(c->init_mu_);
+        if (c->init_.empty()) c->init_.assign(static_cast<uint8_t*>(buf), static_cast<uint8_t*>(buf) + n);
+      }
+    }
+    return n;
+  }
+}
+
+ssize_t FuseChannel::io_writev(int fd, struct iovec* iov, int count, void*) {
+  FuseChannel* c = fd >= 0 && fd < kMaxFd ? g_channels[fd].load() : nullptr;
+  if (c && c->replay_unique_ != 0 && count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
+    fuse_out_header h;
+    std::memcpy(&h, iov[0].iov_base, sizeof(h));
+    if (h.unique == c->replay_unique_) {  // the kernel answered this INIT long ago
+      ssize_t total = 0;
+      for (int i = 0; i < count; i++) total += ssize_t(iov[i].iov_len);
+      return total;
+    }
+  }
+  return ::writev(fd, iov, count);
+}
+
+Status FuseChannel::notify_resend(int fd) {
+  fuse_out_header h{};
+  h.len = sizeof(h);
+  h.error = 7;  // FUSE_NOTIFY_RESEND (Linux 6.9+)
+  h.unique = 0;
+  if (::write(fd, &h, sizeof(h)) != ssize_t(sizeof(h))) return sys_error("FUSE_NOTIFY_RESEND");
+  return ok();
+}
+
+}  // namespace nydus::fuse

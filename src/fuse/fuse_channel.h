@@ -1,0 +1,65 @@
+// How a FuseSession talks to its /dev/fuse fd (libfuse custom I/O), built
+// for handing the connection to another daemon (live upgrade, failover):
+//
+// - Stopping never depends on a request arriving: the fd is non-blocking and
+//   every worker waits in poll() on it and on a wake eventfd, so stop() ends
+//   the loop at once while each worker finishes the request it holds (none
+//   is taken and dropped).
+// - The kernel sends FUSE_INIT once per connection. The first daemon's INIT
+//   bytes are recorded; a daemon that adopts the fd replays them to libfuse
+//   (which answers nothing else before INIT) and swallows libfuse's reply,
+//   so both sides agree on what the kernel negotiated.
+// - After a crash, requests the dead daemon had read but not answered sit in
+//   the kernel's processing queue: FUSE_NOTIFY_RESEND (Linux >= 6.9) puts
+//   them back in the pending queue for the new daemon.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "common/result.h"
+
+struct fuse_session;
+
+namespace nydus::fuse {
+
+class FuseChannel {
+ public:
+  // `fd` is the session's /dev/fuse fd (not owned: libfuse closes it).
+  // `replay_init`: the INIT message to hand libfuse first (adoption), or empty.
+  static Result<std::unique_ptr<FuseChannel>> create(int fd, std::vector<uint8_t> replay_init = {});
+  ~FuseChannel();
+
+  // Install as the session's I/O (libfuse's fuse_session_custom_io).
+  Status install(struct fuse_session* se);
+  // Wake every worker blocked waiting for a request (the loop then ends,
+  // once fuse_session_exit() was called).
+  void wake();
+  // The INIT message the kernel (or the replay) opened this connection with.
+  std::vector<uint8_t> init_message() const;
+  int fd() const { return fd_; }
+  // Requests the kernel sent again after a FUSE_NOTIFY_RESEND.
+  uint64_t resent_requests() const { return resent_.load(std::memory_order_relaxed); }
+
+  // Ask the kernel to queue again every request read but not answered.
+  static Status notify_resend(int fd);
+
+ private:
+  FuseChannel() = default;
+  static ssize_t io_read(int fd, void* buf, size_t len, void* self);
+  static ssize_t io_writev(int fd, struct iovec* iov, int count, void* self);
+
+  int fd_ = -1;
+  int wake_fd_ = -1;
+  mutable std::mutex init_mu_;
+  std::vector<uint8_t> init_;     // recorded (or replayed) INIT request
+  std::atomic<bool> replay_pending_{false};
+  std::atomic<uint64_t> resent_{0};
+  uint64_t replay_unique_ = 0;    // libfuse's reply to the replayed INIT is dropped
+};
+
+}  // namespace nydus::fuse
