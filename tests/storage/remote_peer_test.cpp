@@ -1,5 +1,7 @@
 // The remote backends against REAL peers on 127.0.0.1: Debian's
-// docker-registry (distribution v2; anonymous and htpasswd Basic auth) and
+// docker-registry (distribution v2; anonymous, htpasswd Basic auth, and
+// Bearer tokens from a token issuer of our own that signs RS256 JWTs the
+// registry verifies against the issuer's certificate) and
 // s3rver (SigV4-checking S3 emulator). Blobs are pushed with plain HTTP
 // (POST uploads/ + PUT ?digest=), then read through the backend and through
 // a BlobCache end to end, for a real image built with create_image.
@@ -7,7 +9,13 @@
 // scripts/setup.sh installs both.
 #include <gtest/gtest.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <fstream>
+#include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -38,9 +46,9 @@ struct Registry {
   std::unique_ptr<test::PeerProcess> proc;
   std::string host() const { return "127.0.0.1:" + std::to_string(port); }
 
-  // htpasswd_user: "user:pass" enables Basic auth (bcrypt htpasswd file).
-  bool start(const std::string& htpasswd_user = {}) {
-    std::string auth;
+  // htpasswd_user: "user:pass" enables Basic auth (bcrypt htpasswd file);
+  // `auth_yaml`: any other auth section (token).
+  bool start(const std::string& htpasswd_user = {}, std::string auth = {}) {
     if (!htpasswd_user.empty()) {
       auto colon = htpasswd_user.find(':');
       std::string cmd = "htpasswd -Bbn '" + htpasswd_user.substr(0, colon) + "' '" + htpasswd_user.substr(colon + 1) +
@@ -63,14 +71,15 @@ struct Registry {
   }
 };
 
-// Push a blob with the registry's upload protocol.
-Status push_blob(const std::string& host, const std::string& data, const std::string& basic = {}) {
+// Push a blob with the registry's upload protocol (`authorization`: the
+// whole header value, "Basic ..." or "Bearer ...").
+Status push_blob(const std::string& host, const std::string& data, const std::string& authorization = {}) {
   HttpClient http;
   const std::string id = sha256_hex({reinterpret_cast<const uint8_t*>(data.data()), data.size()});
   HttpRequest post;
   post.method = "POST";
   post.url = "http://" + host + "/v2/" + kRepo + "/blobs/uploads/";
-  if (!basic.empty()) post.headers.emplace_back("Authorization", "Basic " + basic);
+  if (!authorization.empty()) post.headers.emplace_back("Authorization", authorization);
   NYDUS_ASSIGN_OR_RETURN(auto r, http.perform(post));
   if (r.status != 202) return errorf(Errc::kIo, "upload start: HTTP {} {}", r.status, r.body);
   NYDUS_ASSIGN_OR_RETURN(std::string loc, resolve_url(post.url, r.header("location")));
@@ -79,7 +88,7 @@ Status push_blob(const std::string& host, const std::string& data, const std::st
   put.url = loc + (loc.find('?') == std::string::npos ? "?" : "&") + "digest=sha256:" + id;
   put.body = {reinterpret_cast<const uint8_t*>(data.data()), data.size()};
   put.headers.emplace_back("Content-Type", "application/octet-stream");
-  if (!basic.empty()) put.headers.emplace_back("Authorization", "Basic " + basic);
+  if (!authorization.empty()) put.headers.emplace_back("Authorization", authorization);
   NYDUS_ASSIGN_OR_RETURN(auto p, http.perform(put));
   if (p.status != 201) return errorf(Errc::kIo, "upload finish: HTTP {} {}", p.status, p.body);
   return ok();
@@ -145,7 +154,7 @@ TEST(RealRegistry, HtpasswdBasicAuth) {
   const std::string creds = base64_encode("nydus:s3cret");
   const std::string data = as_string(test::text_bytes(200000, 3));
   const std::string id = sha256_hex({reinterpret_cast<const uint8_t*>(data.data()), data.size()});
-  ASSERT_TRUE(push_blob(reg.host(), data, creds));
+  ASSERT_TRUE(push_blob(reg.host(), data, "Basic " + creds));
   auto b = registry_backend(reg.host(), {{"auth", creds}});
   auto got = read_range(*b, id, 1000, 50000);
   ASSERT_TRUE(got) << got.error().message;
@@ -157,6 +166,164 @@ TEST(RealRegistry, HtpasswdBasicAuth) {
   EXPECT_EQ(denied.error().to_errno(), EIO);
   auto anon = registry_backend(reg.host());
   EXPECT_FALSE(read_range(*anon, id, 0, 10));
+}
+
+// The token service a registry with `auth: token` sends clients to (the role
+// of docker/auth, Harbor's core or a cloud's): GET /token?service=&scope=
+// with Basic credentials of "nydus:s3cret" returns an RS256 JWT carrying the
+// scope's access, signed by a key whose self-signed certificate is the
+// registry's rootcertbundle and rides in the JWT's x5c header.
+class TokenIssuer {
+ public:
+  TokenIssuer(const fs::path& dir, int expires_in) : expires_in_(expires_in) {
+    const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -keyout '" + (dir / "key.pem").string() +
+                            "' -out '" + (dir / "cert.pem").string() +
+                            "' -days 2 -subj /CN=nydus-token-issuer >/dev/null 2>&1";
+    if (::system(cmd.c_str()) != 0) return;
+    cert_path_ = dir / "cert.pem";
+    if (FILE* f = std::fopen((dir / "key.pem").c_str(), "r")) {
+      key_ = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
+      std::fclose(f);
+    }
+    if (FILE* f = std::fopen(cert_path_.c_str(), "r")) {
+      X509* x = PEM_read_X509(f, nullptr, nullptr, nullptr);
+      std::fclose(f);
+      unsigned char* der = nullptr;
+      const int n = x ? i2d_X509(x, &der) : -1;
+      if (n > 0) cert_b64_ = base64_encode(std::span<const uint8_t>(der, size_t(n)));
+      OPENSSL_free(der);
+      X509_free(x);
+    }
+    server_ = std::make_unique<test::FakeHttpServer>([this](const test::FakeRequest& r) { return serve(r); });
+  }
+  ~TokenIssuer() { EVP_PKEY_free(key_); }
+  bool ok() const { return key_ && !cert_b64_.empty() && server_; }
+  const fs::path& cert() const { return cert_path_; }
+  std::string realm() const { return server_->base() + "/token"; }
+  int issued() const { return issued_.load(); }
+  int refused() const { return refused_.load(); }
+
+  // A token for `scope` ("repository:<name>:<actions>"), as GET /token returns.
+  std::string token(const std::string& scope) const {
+    auto b64url = [](std::string_view in) {
+      std::string s = base64_encode(in);
+      for (char& c : s) c = c == '+' ? '-' : c == '/' ? '_' : c;
+      while (!s.empty() && s.back() == '=') s.pop_back();
+      return s;
+    };
+    json access = json::array();
+    const auto c1 = scope.find(':'), c2 = scope.rfind(':');
+    if (c1 != std::string::npos && c2 > c1) {
+      json actions = json::array();
+      std::stringstream as(scope.substr(c2 + 1));
+      for (std::string a; std::getline(as, a, ',');) actions.push_back(a);
+      access.push_back({{"type", scope.substr(0, c1)}, {"name", scope.substr(c1 + 1, c2 - c1 - 1)}, {"actions", actions}});
+    }
+    const int64_t now = ::time(nullptr);
+    const std::string header = b64url(json{{"typ", "JWT"}, {"alg", "RS256"}, {"x5c", {cert_b64_}}}.dump());
+    const std::string claims = b64url(json{{"iss", "nydus-test-issuer"}, {"sub", "nydus"}, {"aud", "nydus-test"},
+                                           {"exp", now + expires_in_}, {"nbf", now - 10}, {"iat", now},
+                                           {"jti", std::to_string(now) + "-" + std::to_string(issued_.load())},
+                                           {"access", access}}
+                                          .dump());
+    const std::string input = header + "." + claims;
+    std::string sig(512, '\0');
+    size_t sig_len = sig.size();
+    EVP_MD_CTX* md = EVP_MD_CTX_new();
+    const bool signed_ok =
+        EVP_DigestSignInit(md, nullptr, EVP_sha256(), nullptr, key_) == 1 &&
+        EVP_DigestSign(md, reinterpret_cast<unsigned char*>(sig.data()), &sig_len,
+                       reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
+    EVP_MD_CTX_free(md);
+    if (!signed_ok) return {};
+    sig.resize(sig_len);
+    return input + "." + b64url(sig);
+  }
+
+ private:
+  test::FakeResponse serve(const test::FakeRequest& r) {
+    test::FakeResponse resp;
+    if (r.target.rfind("/token", 0) != 0) {
+      resp.status = 404;
+      return resp;
+    }
+    if (r.header("authorization") != "Basic " + base64_encode("nydus:s3cret")) {
+      refused_++;
+      resp.status = 401;
+      resp.body = R"({"errors":[{"code":"UNAUTHORIZED"}]})";
+      return resp;
+    }
+    std::string scope;
+    if (auto p = r.target.find("scope="); p != std::string::npos) {
+      const std::string enc = r.target.substr(p + 6, r.target.find('&', p) - p - 6);
+      for (size_t i = 0; i < enc.size(); i++) {  // percent-decoding
+        if (enc[i] == '%' && i + 2 < enc.size()) {
+          scope += char(std::stoi(enc.substr(i + 1, 2), nullptr, 16));
+          i += 2;
+        } else {
+          scope += enc[i];
+        }
+      }
+    }
+    issued_++;
+    resp.headers.emplace_back("Content-Type", "application/json");
+    resp.body = json{{"token", token(scope)}, {"expires_in", expires_in_}}.dump();
+    return resp;
+  }
+
+  int expires_in_;
+  EVP_PKEY* key_ = nullptr;
+  fs::path cert_path_;
+  std::string cert_b64_;
+  mutable std::atomic<int> issued_{0};
+  std::atomic<int> refused_{0};
+  std::unique_ptr<test::FakeHttpServer> server_;
+};
+
+TEST(RealRegistry, BearerTokenAuth) {
+  REQUIRE_PROGRAM("docker-registry");
+  REQUIRE_PROGRAM("openssl");
+  TempDir keys;
+  TokenIssuer issuer(keys.path(), /*expires_in=*/2);
+  ASSERT_TRUE(issuer.ok()) << "cannot make the token issuer's key and certificate";
+  Registry reg;
+  ASSERT_TRUE(reg.start({}, "auth:\n  token:\n    realm: " + issuer.realm() +
+                                "\n    service: nydus-test\n    issuer: nydus-test-issuer\n    rootcertbundle: " +
+                                issuer.cert().string() + "\n"))
+      << "docker-registry did not come up";
+  const std::string data = as_string(test::text_bytes(300000, 5));
+  const std::string id = sha256_hex({reinterpret_cast<const uint8_t*>(data.data()), data.size()});
+  // Without a token the registry refuses, and says where to get one.
+  auto anon_push = push_blob(reg.host(), data);
+  ASSERT_FALSE(anon_push);
+  ASSERT_TRUE(push_blob(reg.host(), data, "Bearer " + issuer.token(std::string("repository:") + kRepo + ":pull,push")))
+      << "the registry did not accept our issuer's token";
+
+  auto b = registry_backend(reg.host(), {{"auth", base64_encode("nydus:s3cret")}});
+  auto got = read_range(*b, id, 5000, 100000);
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(*got, data.substr(5000, 100000));
+  EXPECT_EQ(issuer.issued(), 1);  // challenge -> token -> retry
+  // The token is cached: more reads, no new token.
+  for (uint64_t off : {0ull, 123456ull, 299000ull}) {
+    auto r = read_range(*b, id, off, 1000);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(*r, data.substr(off, 1000));
+  }
+  EXPECT_EQ(issuer.issued(), 1);
+  // Past its expires_in the backend fetches a fresh one before reading.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  auto later = read_range(*b, id, 777, 4096);
+  ASSERT_TRUE(later) << later.error().message;
+  EXPECT_EQ(*later, data.substr(777, 4096));
+  EXPECT_EQ(issuer.issued(), 2);
+  // Wrong credentials: the issuer refuses, the read fails cleanly (EIO), no bytes.
+  auto wrong = registry_backend(reg.host(), {{"auth", base64_encode("nydus:wrong")}});
+  auto denied = read_range(*wrong, id, 0, 10);
+  ASSERT_FALSE(denied);
+  EXPECT_EQ(denied.error().to_errno(), EIO);
+  EXPECT_GE(issuer.refused(), 1);
+  EXPECT_FALSE(read_range(*registry_backend(reg.host()), id, 0, 10));  // anonymous
 }
 
 // A real image: create_image → push its blob → read every chunk through a
