@@ -4,8 +4,9 @@
 #   asan  ASan+UBSan (g++, -DNYDUS_SANITIZE=ON) build of what `ctest -L unit` needs
 #         (the <part>_tests binaries, the fuzz replay drivers, nydusctl) into build-asan/,
 #         then `ctest -L unit` there;
-#   tsan  TSan build of the concurrent parts only (storage_tests, api_tests) into
-#         build-tsan/, running those two binaries;
+#   tsan  TSan build of the concurrent parts only (storage_tests: the blob cache, its
+#         read-ahead and persist threads; api_tests; fuse_tests: the handle table) into
+#         build-tsan/, running those binaries;
 #   fuzz  a short libFuzzer pass, FUZZ_SECONDS per target (default 30), via
 #         fuzz/run.sh into build-fuzz/ (skipped with a note when clang++-16 is missing).
 # Build dirs: ASAN_BUILD_DIR, TSAN_BUILD_DIR, FUZZ_BUILD_DIR.
@@ -24,10 +25,10 @@ stamp() { echo "sanitizers: $1 ($(($(date +%s) - t0)) s so far)"; }
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 
 # What `ctest -L unit` runs: every <part>_tests binary, the fuzz replay drivers, and
-# nydusctl (the API tests run it).
+# nydusctl and nydusd (the API and fscache process tests run them).
 unit_targets() {
   ninja -C "$1" -t targets all 2>/dev/null | cut -d: -f1 |
-    grep -xE '[a-z]+_tests|fuzz_[a-z_]+_replay|nydusctl' | sort -u
+    grep -xE '[a-z]+_tests|fuzz_[a-z_]+_replay|nydusctl|nydusd' | sort -u
 }
 
 if want asan; then
@@ -47,10 +48,10 @@ if want tsan; then
     -DCMAKE_CXX_FLAGS="-O1 -g1 -fsanitize=thread -fno-omit-frame-pointer" \
     -DCMAKE_C_FLAGS="-O1 -g1 -fsanitize=thread -fno-omit-frame-pointer" \
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
-  ninja -C "$TSAN_DIR" storage_tests api_tests
-  stamp "TSan storage + api tests"
+  ninja -C "$TSAN_DIR" storage_tests api_tests fuse_tests
+  stamp "TSan storage + api + fuse tests"
   # The binaries directly: ctest would also list the parts not built here.
-  for t in storage_tests api_tests; do
+  for t in storage_tests api_tests fuse_tests; do
     (cd "$TSAN_DIR/tests" && "./$t" --gtest_brief=1) || { echo "sanitizers: TSan $t failed" >&2; exit 1; }
   done
 fi

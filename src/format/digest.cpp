@@ -28,6 +28,22 @@ Digest sha256(std::span<const uint8_t> data) {
   return out;
 }
 
+namespace {
+// BLAKE3's C code detects CPU features lazily into an unsynchronised global
+// on its first multi-chunk hash: two threads hashing at once race on it
+// (found by TSan). Hashing once here, before main() starts any thread,
+// settles it for good.
+const bool g_blake3_ready = [] {
+  static const uint8_t zeros[4096] = {};
+  uint8_t out[32];
+  blake3_hasher h;
+  blake3_hasher_init(&h);
+  blake3_hasher_update(&h, zeros, sizeof zeros);
+  blake3_hasher_finalize(&h, out, sizeof out);
+  return true;
+}();
+}  // namespace
+
 Digest compute_digest(Digester d, std::span<const uint8_t> data) {
   if (d == Digester::kSha256) return sha256(data);
   Digest out;

@@ -638,8 +638,10 @@ void DeferredPersist::run() {
       cv_.wait(lk);
       continue;
     }
-    const auto next = std::min_element(due_.begin(), due_.end(), [](auto& a, auto& b) { return a.first < b.first; });
-    if (cv_.wait_until(lk, next->first) == std::cv_status::no_timeout && !stop_) continue;
+    // A copy: schedule() may grow due_ while we wait (found by ASan).
+    const auto deadline =
+        std::min_element(due_.begin(), due_.end(), [](auto& a, auto& b) { return a.first < b.first; })->first;
+    if (cv_.wait_until(lk, deadline) == std::cv_status::no_timeout && !stop_) continue;
     const auto now = std::chrono::steady_clock::now();
     std::vector<std::shared_ptr<BlobCacheImpl>> now_due;
     for (auto it = due_.begin(); it != due_.end();) {
