@@ -17,6 +17,7 @@ TSAN_DIR=${TSAN_BUILD_DIR:-$ROOT/build-tsan}
 STAGES=${STAGES:-asan tsan fuzz}
 export FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/scripts/lsan.supp}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 
@@ -40,6 +41,14 @@ if want asan; then
   ninja -C "$ASAN_DIR" "${targets[@]}"
   stamp "ASan+UBSan unit tests"
   ctest --test-dir "$ASAN_DIR" -L unit --output-on-failure -j "$(nproc)"
+  # The integration scripts that attack the daemon, with sanitized binaries:
+  # malicious images, the FUSE mount end to end, upgrade and kill -9 failover.
+  ninja -C "$ASAN_DIR" nydus-image nydusd nydusctl hostile-image tree-manifest
+  stamp "ASan+UBSan integration: hostile_images, fuse_mount, fuse_upgrade"
+  for t in hostile_images fuse_mount fuse_upgrade; do
+    NYDUS_BIN_DIR="$ASAN_DIR/bin" HOSTILE_RSS_LIMIT_MB=1024 SMALL=1 UPGRADES=2 KILLS=2 \
+      bash "$ROOT/tests/integration/$t.sh" || { echo "sanitizers: ASan $t failed" >&2; exit 1; }
+  done
 fi
 
 if want tsan; then

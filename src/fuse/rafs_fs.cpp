@@ -574,6 +574,7 @@ Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<RafsFs> 
   for (auto& a : argv_s) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(int(argv.size()), argv.data());
   s->se_ = fuse_session_new(&args, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), s->fs_.get());
+  fuse_opt_free_args(&args);  // libfuse may have added arguments of its own (found by LSan)
   if (!s->se_) return make_error(Errc::kIo, "fuse_session_new failed (bad mount options?)");
   if (fuse_session_mount(s->se_, s->mountpoint_.c_str()) != 0) {
     fuse_session_destroy(s->se_);
@@ -598,6 +599,7 @@ Result<std::unique_ptr<FuseSession>> FuseSession::adopt(std::shared_ptr<RafsFs> 
   for (auto& a : argv_s) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(int(argv.size()), argv.data());
   s->se_ = fuse_session_new(&args, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), s->fs_.get());
+  fuse_opt_free_args(&args);
   if (!s->se_) {
     ::close(fd);
     return make_error(Errc::kIo, "fuse_session_new failed");
@@ -608,6 +610,7 @@ Result<std::unique_ptr<FuseSession>> FuseSession::adopt(std::shared_ptr<RafsFs> 
     return std::unexpected(std::move(ch).error());
   }
   s->channel_ = std::move(*ch);
+  s->adopted_ = true;
   // From here the session owns fd (fuse_session_destroy closes it).
   NYDUS_TRY(s->channel_->install(s->se_));
   s->conn_id_ = fuse_conn_id(s->mountpoint_);
@@ -661,10 +664,6 @@ void FuseSession::stop() {
   // request it holds, sees the exit flag and ends.
   if (channel_) channel_->wake();
   if (loop_.joinable()) {
-    if (!leaving_) {
-      if (::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
-        spdlog::warn("umount {}: {}", mountpoint_, std::strerror(errno));
-    }
     for (int i = 0; i < 300 && running_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (running_ && conn_id_ && !leaving_) {
       // A worker stuck in a slow read (a backend that does not answer): abort.
@@ -672,6 +671,13 @@ void FuseSession::stop() {
       std::ofstream(fmt::format("/sys/fs/fuse/connections/{}/abort", *conn_id_)) << "1";
     }
     loop_.join();
+  }
+  // Lazily, so a busy mount (an open file, a cwd inside) goes too; libfuse
+  // also frees what it kept of the mount. A mount handed over stays.
+  if (!leaving_ && adopted_) {
+    // libfuse did not mount this one (another daemon did): unmount it ourselves.
+    if (::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+      spdlog::warn("umount {}: {}", mountpoint_, std::strerror(errno));
   } else if (!leaving_) {
     fuse_session_unmount(se_);
   }

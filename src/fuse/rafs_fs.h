@@ -195,6 +195,7 @@ class FuseSession {
   struct fuse_session* se_ = nullptr;
   std::unique_ptr<FuseChannel> channel_;
   bool leaving_ = false;  // stop() keeps the mount (leave())
+  bool adopted_ = false;  // mounted by another daemon (adopt())
   std::optional<unsigned> conn_id_;  // /sys/fs/fuse/connections/<id>
   std::thread loop_;
   std::atomic<bool> running_{false};
