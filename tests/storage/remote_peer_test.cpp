@@ -1,7 +1,8 @@
 // The remote backends against REAL peers on 127.0.0.1: Debian's
 // docker-registry (distribution v2; anonymous, htpasswd Basic auth, and
 // Bearer tokens from a token issuer of our own that signs RS256 JWTs the
-// registry verifies against the issuer's certificate) and
+// registry verifies against the issuer's certificate; and behind nginx as a
+// caching proxy, with fallback when it dies) and
 // s3rver (SigV4-checking S3 emulator). Blobs are pushed with plain HTTP
 // (POST uploads/ + PUT ?digest=), then read through the backend and through
 // a BlobCache end to end, for a real image built with create_image.
@@ -25,6 +26,7 @@
 #include "storage/backend.h"
 #include "storage/blob_cache.h"
 #include "storage/localfs_backend.h"
+#include "storage/registry_backend.h"
 #include "storage/s3_backend.h"
 #include "storage_test_util.h"
 
@@ -324,6 +326,106 @@ TEST(RealRegistry, BearerTokenAuth) {
   EXPECT_EQ(denied.error().to_errno(), EIO);
   EXPECT_GE(issuer.refused(), 1);
   EXPECT_FALSE(read_range(*registry_backend(reg.host()), id, 0, 10));  // anonymous
+}
+
+// nginx as a caching proxy in front of the registry (the place Dragonfly's
+// dfdaemon takes in production): reads go through it while its ping answers;
+// when it dies they fall back to the registry at once and keep working; after
+// it is back, the next health check (check_interval) returns them to it.
+TEST(RealRegistry, NginxCachingProxyAndFallback) {
+  REQUIRE_PROGRAM("docker-registry");
+  REQUIRE_PROGRAM("nginx");
+  Registry reg;
+  ASSERT_TRUE(reg.start()) << "docker-registry did not come up";
+  const std::string data = as_string(test::random_bytes(2 << 20, 11));
+  const std::string id = sha256_hex({reinterpret_cast<const uint8_t*>(data.data()), data.size()});
+  ASSERT_TRUE(push_blob(reg.host(), data));
+
+  TempDir ng;
+  const uint16_t port = test::free_port();
+  fs::create_directories(ng / "tmp");
+  std::ofstream(ng / "nginx.conf") << "daemon off;\nmaster_process off;\nuser root;\nworker_processes 1;\npid " << (ng / "nginx.pid").string()
+                                   << ";\nerror_log " << (ng / "error.log").string()
+                                   << ";\nevents {}\nhttp {\n"
+                                      "  log_format st '$request_uri $status $upstream_cache_status';\n"
+                                      "  access_log "
+                                   << (ng / "access.log").string() << " st;\n  client_body_temp_path "
+                                   << (ng / "tmp").string() << ";\n  proxy_temp_path " << (ng / "tmp").string()
+                                   << ";\n  proxy_cache_path " << (ng / "cache").string()
+                                   << " keys_zone=blobs:4m;\n  server {\n    listen 127.0.0.1:" << port
+                                   << ";\n    location = /ping { return 200 'ok'; }\n"
+                                      "    location / {\n      proxy_pass http://"
+                                   << reg.host()
+                                   << ";\n      proxy_http_version 1.1;\n      proxy_set_header Range $http_range;\n"
+                                      "      proxy_cache blobs;\n      proxy_cache_key $uri$http_range;\n"
+                                      "      proxy_cache_valid 200 206 10m;\n    }\n  }\n}\n";
+  const std::string ping = "http://127.0.0.1:" + std::to_string(port) + "/ping";
+  auto start_nginx = [&] {
+    auto p = std::make_unique<test::PeerProcess>(
+        std::vector<std::string>{"nginx", "-p", ng.path().string(), "-c", (ng / "nginx.conf").string()},
+        (ng / "nginx.out").string());
+    EXPECT_TRUE(p->started() && test::wait_http(ping)) << "nginx did not come up: "
+                                                        << [&] {
+                                                             auto b = nydus::test::read_file(ng / "error.log");
+                                                             return std::string(b.begin(), b.end());
+                                                           }();
+    return p;
+  };
+  // Blob requests nginx answered so far (it logs just after answering: wait
+  // up to a second for `expect` lines to show).
+  auto proxied = [&](int expect) {
+    int n = 0;
+    for (int i = 0; i < 100; i++) {
+      std::ifstream in(ng / "access.log");
+      n = 0;
+      for (std::string line; std::getline(in, line);) n += line.find("/blobs/") != std::string::npos;
+      if (n >= expect) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return n;
+  };
+  auto nginx = start_nginx();
+  auto b = registry_backend(reg.host(), {{"proxy",
+                                          {{"url", "http://127.0.0.1:" + std::to_string(port)},
+                                           {"ping_url", ping},
+                                           {"fallback", true},
+                                           {"check_interval", 1}}}});
+  auto* rb = dynamic_cast<RegistryBackend*>(b.get());
+  ASSERT_NE(rb, nullptr);
+  auto check_reads = [&](int n, uint64_t seed) {
+    std::mt19937 rng(seed);
+    for (int i = 0; i < n; i++) {
+      const uint64_t off = rng() % data.size();
+      const size_t len = 1 + rng() % std::min<uint64_t>(data.size() - off, 100000);
+      auto got = read_range(*b, id, off, len);
+      ASSERT_TRUE(got) << got.error().message;
+      ASSERT_EQ(*got, data.substr(off, len));
+    }
+  };
+  check_reads(10, 1);
+  EXPECT_EQ(proxied(10), 10);  // every read went through the proxy
+  check_reads(10, 1);        // the same ranges again: nginx answers from its cache
+  EXPECT_EQ(proxied(20), 20);
+  {
+    std::ifstream in(ng / "access.log");
+    int hits = 0;
+    for (std::string line; std::getline(in, line);) hits += line.ends_with(" HIT");
+    EXPECT_EQ(hits, 10);
+  }
+  EXPECT_TRUE(rb->proxy_healthy());
+
+  nginx->kill_now();  // the proxy dies: reads fall back to the registry, none fails
+  const auto t0 = std::chrono::steady_clock::now();
+  check_reads(10, 2);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_FALSE(rb->proxy_healthy());
+  EXPECT_EQ(proxied(21), 20);  // (waits the full second: nothing more may show)
+
+  nginx = start_nginx();  // back: within about one check_interval reads return to it
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_TRUE(rb->proxy_healthy());
+  check_reads(5, 3);
+  EXPECT_EQ(proxied(25), 25);
 }
 
 // A real image: create_image → push its blob → read every chunk through a
