@@ -23,6 +23,10 @@ std::string canonical_mountpoint(const std::string& mp) {
 Daemon::Daemon(DaemonOptions opts) : opts_(std::move(opts)) {}
 Daemon::~Daemon() { shutdown(); }
 
+std::filesystem::path Daemon::fallback_dir_for(const std::string& mountpoint) const {
+  return opts_.fallback_work_dir / fmt::format("{:016x}", std::hash<std::string>{}(mountpoint));
+}
+
 void Daemon::set_state(std::string s) {
   std::lock_guard lk(mu_);
   state_ = std::move(s);
@@ -42,9 +46,7 @@ Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem:
   if (ec) io.bootstrap = bootstrap;
   io.mountpoint = mp;
   io.config = cfg;
-  // Each mountpoint gets its own fallback dir: two live caches of one blob
-  // must not write the same files.
-  io.fallback_work_dir = opts_.fallback_work_dir / fmt::format("{:016x}", std::hash<std::string>{}(mp));
+  io.fallback_work_dir = fallback_dir_for(mp);
   io.fuse_threads = opts_.fuse_threads;
   io.prefetch_files = std::move(prefetch_files);
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageInstance> img, ImageInstance::mount(io));
@@ -128,7 +130,7 @@ Status Daemon::mount(const api::MountRequest& req) {
   if (ec) er.bootstrap = req.source;
   er.config = cfg;
   er.prefetch_files = req.prefetch_files;
-  er.fallback_work_dir = opts_.fallback_work_dir / fmt::format("{:016x}", std::hash<std::string>{}(mp));
+  er.fallback_work_dir = fallback_dir_for(mp);
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ExternalMount> m, mounter->second(er));
   std::lock_guard lk(mu_);
   externals_[mp] = std::shared_ptr<ExternalMount>(std::move(m));
@@ -277,7 +279,7 @@ Status Daemon::takeover() {
   io.bootstrap = opts_.takeover_bootstrap.empty() ? std::filesystem::path(h->bootstrap) : opts_.takeover_bootstrap;
   io.mountpoint = mp;
   io.config = opts_.takeover_config;
-  io.fallback_work_dir = opts_.fallback_work_dir / fmt::format("{:016x}", std::hash<std::string>{}(mp));
+  io.fallback_work_dir = fallback_dir_for(mp);
   io.fuse_threads = opts_.fuse_threads;
   const int fd = conn.fd;
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageInstance> img, ImageInstance::adopt(io, std::move(conn)));

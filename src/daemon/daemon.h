@@ -87,6 +87,9 @@ class Daemon : public api::DaemonApi {
   Status start() override;
 
  private:
+  // Each mountpoint gets its own fallback cache dir: two live caches of one
+  // blob must not write the same files.
+  std::filesystem::path fallback_dir_for(const std::string& mountpoint) const;
   // The instance named by ?id= (a mountpoint), or the only one.
   Result<std::shared_ptr<ImageInstance>> pick(const std::map<std::string, std::string>& query);
 

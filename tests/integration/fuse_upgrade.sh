@@ -23,8 +23,7 @@ set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
 
-[ "$(id -u)" -eq 0 ] || skip "needs root (FUSE mounts)"
-[ -c /dev/fuse ] || skip "no /dev/fuse"
+need_root_and_fuse
 need_nydus_image
 NYDUSD=$NYDUS_BIN_DIR/nydusd
 NYDUSCTL=$NYDUS_BIN_DIR/nydusctl

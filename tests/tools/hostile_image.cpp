@@ -66,6 +66,17 @@ T get(const std::vector<uint8_t>& b, uint64_t off) {
   return v;
 }
 
+// A zstd stream grown to exactly `size` bytes with a skippable frame after
+// it, so it fits a slot whose offset and size the tables already record.
+std::vector<uint8_t> pad_zstd(std::vector<uint8_t> stream, size_t size) {
+  if (stream.size() + 8 > size) die("zstd stream does not fit its slot");
+  const uint32_t magic = 0x184D2A50, pad = uint32_t(size - stream.size() - 8);
+  stream.insert(stream.end(), reinterpret_cast<const uint8_t*>(&magic), reinterpret_cast<const uint8_t*>(&magic) + 4);
+  stream.insert(stream.end(), reinterpret_cast<const uint8_t*>(&pad), reinterpret_cast<const uint8_t*>(&pad) + 4);
+  stream.resize(size, 0);
+  return stream;
+}
+
 // The image under attack: bootstrap and its (single) blob, plus a reader of
 // the unpatched bootstrap to find where things are.
 struct Image {
@@ -131,13 +142,7 @@ struct Image {
         if (!ZSTD_isError(n) && (best.empty() || n < best.size())) best.assign(e.begin(), e.begin() + long(n));
       }
       if (best.empty() || best.size() + 8 > info.ci_compressed_size) die("re-encoded ci array does not fit");
-      enc = std::move(best);
-      const size_t n = enc.size();
-      const uint32_t pad = uint32_t(info.ci_compressed_size - n - 8);
-      const uint32_t magic = 0x184D2A50;  // a skippable frame
-      enc.insert(enc.end(), reinterpret_cast<const uint8_t*>(&magic), reinterpret_cast<const uint8_t*>(&magic) + 4);
-      enc.insert(enc.end(), reinterpret_cast<const uint8_t*>(&pad), reinterpret_cast<const uint8_t*>(&pad) + 4);
-      enc.resize(info.ci_compressed_size, 0);
+      enc = pad_zstd(std::move(best), info.ci_compressed_size);
     }
     std::memcpy(blob.data() + info.ci_offset, enc.data(), enc.size());
   }
@@ -225,11 +230,7 @@ std::vector<Case> cases() {
          }
          ZSTD_freeCCtx(z);
          if (out.pos + 8 > c.compressed_size) die("bomb does not fit chunk 0");
-         std::vector<uint8_t> bytes(frame.begin(), frame.begin() + long(out.pos));
-         const uint32_t magic = 0x184D2A50, pad = uint32_t(c.compressed_size - out.pos - 8);
-         bytes.insert(bytes.end(), reinterpret_cast<const uint8_t*>(&magic), reinterpret_cast<const uint8_t*>(&magic) + 4);
-         bytes.insert(bytes.end(), reinterpret_cast<const uint8_t*>(&pad), reinterpret_cast<const uint8_t*>(&pad) + 4);
-         bytes.resize(c.compressed_size, 0);
+         const auto bytes = pad_zstd({frame.begin(), frame.begin() + long(out.pos)}, c.compressed_size);
          std::memcpy(im.blob.data() + c.compressed_offset, bytes.data(), bytes.size());
        }},
       {"truncated-bootstrap", "/",

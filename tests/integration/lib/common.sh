@@ -75,6 +75,11 @@ need_root_and_erofs() {
   fi
 }
 
+need_root_and_fuse() {
+  [ "$(id -u)" -eq 0 ] || skip "needs root (FUSE mounts)"
+  [ -c /dev/fuse ] || skip "no /dev/fuse"
+}
+
 erofs_mount() { "$PY" "$LIB_DIR/erofs_mount.py" mount "$@"; }
 erofs_umount() { "$PY" "$LIB_DIR/erofs_mount.py" umount "$@"; }
 compare_trees() { "$PY" "$LIB_DIR/compare_trees.py" "$@"; }
