@@ -144,13 +144,16 @@ Result<std::unique_ptr<OpenFile>> RafsFs::open(uint64_t ino, int flags) {
   return f;
 }
 
-Result<size_t> RafsFs::read(const OpenFile& f, uint64_t off, std::span<uint8_t> out) {
+Result<size_t> RafsFs::read(OpenFile& f, uint64_t off, std::span<uint8_t> out) {
   reads_.fetch_add(1, std::memory_order_relaxed);
   auto plan = plan_read(f.chunks, boot_->chunk_size(), f.size, off, out.size(), blob_sizes_);
   if (!plan) {
     read_errors_.fetch_add(1, std::memory_order_relaxed);
     return std::unexpected(std::move(plan).error().context(fmt::format("nid {}", f.nid)));
   }
+  // Submitted before our own fetch so both round trips overlap.
+  if (opts_.read_ahead && plan->total > 0)
+    if (auto ra = f.read_ahead.on_read(off, plan->total, f.size); ra.len > 0) read_ahead(f, ra);
   for (const ReadSegment& s : plan->segments) {
     auto st = blobs_[s.blob_index]->read(s.blob_offset, out.subspan(s.buf_offset, s.len));
     if (!st) {
@@ -162,6 +165,12 @@ Result<size_t> RafsFs::read(const OpenFile& f, uint64_t off, std::span<uint8_t> 
   read_bytes_.fetch_add(plan->total, std::memory_order_relaxed);
   if (opts_.iostats_files) record_read(f.nid, plan->total);
   return size_t(plan->total);
+}
+
+void RafsFs::read_ahead(const OpenFile& f, ReadAheadWindow::Range r) {
+  auto plan = plan_read(f.chunks, boot_->chunk_size(), f.size, r.off, r.len, blob_sizes_);
+  if (!plan) return;  // the demand read reports a bad image
+  for (const ReadSegment& s : plan->segments) blobs_[s.blob_index]->read_ahead(s.blob_offset, s.len);
 }
 
 void RafsFs::record_read(uint64_t nid, uint64_t bytes) {

@@ -29,6 +29,7 @@
 #include "common/result.h"
 #include "format/bootstrap.h"
 #include "fuse/handle_table.h"
+#include "fuse/read_ahead_window.h"
 #include "storage/blob_cache.h"
 
 struct fuse_session;
@@ -43,6 +44,7 @@ struct FsOptions {
   bool enable_xattr = true;
   bool iostats_files = false;   // per-file read counters
   bool splice = false;          // let libfuse splice replies into /dev/fuse
+  bool read_ahead = true;       // fetch ahead of sequential readers (read_ahead_window.h)
 };
 
 // Counters of the whole filesystem (upstream's "fs metrics", simplified).
@@ -63,11 +65,13 @@ struct FileStats {
   uint64_t bytes = 0;
 };
 
-// An open regular file: its chunk list, decoded once at open.
+// An open regular file: its chunk list, decoded once at open, and its
+// sequential read-ahead state.
 struct OpenFile {
   uint64_t nid = 0;
   uint64_t size = 0;
   std::vector<format::ChunkRef> chunks;
+  ReadAheadWindow read_ahead;
 };
 
 struct DirEntry {
@@ -99,7 +103,7 @@ class RafsFs {
   Result<std::unique_ptr<OpenFile>> open(uint64_t ino, int flags);
   Status opendir(uint64_t ino);
   // Read into `out` (at most out.size() bytes); returns the byte count (0 at EOF).
-  Result<size_t> read(const OpenFile& f, uint64_t off, std::span<uint8_t> out);
+  Result<size_t> read(OpenFile& f, uint64_t off, std::span<uint8_t> out);
   Result<std::string> readlink(uint64_t ino);
   // Value of xattr `name`; kNotFound if absent.
   Result<std::vector<uint8_t>> getxattr(uint64_t ino, std::string_view name);
@@ -119,6 +123,8 @@ class RafsFs {
  private:
   Result<struct stat> stat_of(const format::InodeView& ino) const;
   void record_read(uint64_t nid, uint64_t bytes);
+  // Ask the caches to fetch a file range in the background.
+  void read_ahead(const OpenFile& f, ReadAheadWindow::Range r);
 
   std::shared_ptr<const format::Bootstrap> boot_;
   std::vector<std::shared_ptr<storage::BlobCache>> blobs_;

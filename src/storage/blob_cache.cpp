@@ -149,9 +149,10 @@ class DeferredPersist {
   bool stop_ = false;
 };
 
-// Read-ahead of amplified chunks (see BlobCacheImpl::amplify) on two shared
-// threads: a read waits only for what it asked for, and the neighbours it
-// made worth fetching arrive behind it. Optional work, so a full queue drops
+// Read-ahead (amplified neighbours of a miss, see BlobCacheImpl::amplify, and
+// sequential read-ahead, see read_ahead()) on a few shared threads: a read
+// waits only for what it asked for, and what it made worth fetching arrives
+// behind it, several requests in flight. Optional work, so a full queue drops
 // new jobs rather than growing.
 class ReadAhead {
  public:
@@ -166,7 +167,7 @@ class ReadAhead {
     std::weak_ptr<BlobCacheImpl> cache;
     std::vector<uint32_t> cis;
   };
-  static constexpr int kThreads = 2, kMaxQueued = 64;
+  static constexpr int kThreads = 4, kMaxQueued = 64;
   ReadAhead() = default;
   ~ReadAhead() {
     queue_.close();
@@ -235,6 +236,8 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
     return ok();
   }
 
+  void read_ahead(uint64_t offset, uint64_t len) override;
+
   bool is_ready(uint64_t offset, uint64_t len) const override {
     if (!fits(offset, len, blob_.uncompressed_size)) return false;
     for (uint32_t ci : overlapping(offset, len))
@@ -249,17 +252,20 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // ci indices of the chunks overlapping [offset, offset+len), in
   // uncompressed order (binary search over the sorted, disjoint ranges).
   std::vector<uint32_t> overlapping(uint64_t offset, uint64_t len) const;
-  // Make every listed chunk ready: claim the missing ones, wait for those
-  // another thread is fetching, fetch ours.
-  // Make `cis` ready (fetching what is missing, waiting for what another
-  // thread is fetching).
-  Status ensure(const std::vector<uint32_t>& cis, bool prefetch);
+  // Make `cis` ready: claim the missing ones and fetch them, and wait for
+  // those another thread is fetching (unless `wait_for_others` is false:
+  // read-ahead leaves them to that thread).
+  Status ensure(const std::vector<uint32_t>& cis, bool prefetch, bool wait_for_others = true);
   // Read amplification: the missing chunks stored right after `cis` in the
   // blob, up to amplify_io bytes in all, which one backend request can fetch
   // with them. Neighbours in the blob are neighbours in the tree (files are
   // stored in walk order), so a reader going through a directory finds the
   // next files ready instead of paying a round trip for each.
   std::vector<uint32_t> amplify(const std::vector<uint32_t>& cis) const;
+  // Index past the run of cis (sorted by compressed offset) that starts at i
+  // and one backend request can carry: stored back to back, up to
+  // amplify_io bytes (a single larger chunk still goes alone).
+  size_t run_end(const std::vector<uint32_t>& cis, size_t i) const;
   // Fetch the claimed chunks (sorted by compressed offset), write them, sync,
   // set their bits. Does not touch the in-flight table.
   Status fetch_claimed(std::vector<uint32_t> cis, bool prefetch);
@@ -477,7 +483,7 @@ std::vector<uint32_t> BlobCacheImpl::amplify(const std::vector<uint32_t>& cis) c
   return extra;
 }
 
-Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch) {
+Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bool wait_for_others) {
   bool first_look = true;
   // Each round either fetches what nobody else is fetching or waits for the
   // thread that is; a waiter whose fetcher failed claims the chunk itself in
@@ -513,6 +519,7 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch) {
       cv_.notify_all();
       if (!st) return st;
     }
+    if (!wait_for_others) return ok();
     if (!theirs.empty()) {
       std::unique_lock lk(mu_);
       cv_.wait(lk, [&] { return std::none_of(theirs.begin(), theirs.end(), [&](uint32_t ci) { return inflight_[ci] != 0; }); });
@@ -525,6 +532,37 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch) {
   return ok();
 }
 
+size_t BlobCacheImpl::run_end(const std::vector<uint32_t>& cis, size_t i) const {
+  size_t j = i + 1;
+  uint64_t total = chunks_[cis[i]].compressed_size;
+  while (j < cis.size()) {
+    const ChunkRecord& prev = chunks_[cis[j - 1]];
+    const ChunkRecord& next = chunks_[cis[j]];
+    if (next.compressed_offset != prev.compressed_offset + prev.compressed_size ||
+        total + next.compressed_size > cfg_.amplify_io)
+      break;
+    total += next.compressed_size;
+    j++;
+  }
+  return j;
+}
+
+void BlobCacheImpl::read_ahead(uint64_t offset, uint64_t len) {
+  if (!fits(offset, len, blob_.uncompressed_size) || len == 0) return;
+  std::vector<uint32_t> missing;
+  for (uint32_t ci : overlapping(offset, len))
+    if (!ready(ci)) missing.push_back(ci);
+  if (missing.empty()) return;
+  std::sort(missing.begin(), missing.end(),
+            [&](uint32_t a, uint32_t b) { return chunks_[a].compressed_offset < chunks_[b].compressed_offset; });
+  // One job per request: the read-ahead threads fetch them side by side.
+  for (size_t i = 0; i < missing.size();) {
+    const size_t j = run_end(missing, i);
+    ReadAhead::instance().submit(weak_from_this(), std::vector<uint32_t>(missing.begin() + i, missing.begin() + j));
+    i = j;
+  }
+}
+
 Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
   std::sort(cis.begin(), cis.end(),
             [&](uint32_t a, uint32_t b) { return chunks_[a].compressed_offset < chunks_[b].compressed_offset; });
@@ -533,20 +571,9 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
   std::vector<uint8_t> buf, plain;
   size_t i = 0;
   while (i < cis.size()) {
-    // One backend request per run of chunks stored back to back, up to
-    // amplify_io bytes (a single larger chunk still goes alone).
-    size_t j = i + 1;
-    uint64_t total = chunks_[cis[i]].compressed_size;
-    while (j < cis.size()) {
-      const ChunkRecord& prev = chunks_[cis[j - 1]];
-      const ChunkRecord& next = chunks_[cis[j]];
-      if (next.compressed_offset != prev.compressed_offset + prev.compressed_size ||
-          total + next.compressed_size > cfg_.amplify_io)
-        break;
-      total += next.compressed_size;
-      j++;
-    }
+    const size_t j = run_end(cis, i);
     const uint64_t base = chunks_[cis[i]].compressed_offset;
+    const uint64_t total = chunks_[cis[j - 1]].compressed_offset + chunks_[cis[j - 1]].compressed_size - base;
     buf.resize(total);
     backend_requests_.fetch_add(1, std::memory_order_relaxed);
     Status rs = backend_->read(blob_.blob_id, base, buf);
@@ -612,7 +639,8 @@ void ReadAhead::submit(std::weak_ptr<BlobCacheImpl> c, std::vector<uint32_t> cis
       threads_.emplace_back([this] {
         while (auto job = queue_.pop()) {
           queued_--;
-          if (auto cache = job->cache.lock()) (void)cache->ensure(job->cis, /*prefetch=*/true);  // best effort
+          // Best effort; chunks a reader is already fetching are left to it.
+          if (auto cache = job->cache.lock()) (void)cache->ensure(job->cis, /*prefetch=*/true, /*wait_for_others=*/false);
         }
       });
   });

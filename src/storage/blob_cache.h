@@ -66,6 +66,11 @@ class BlobCache {
   // Make every chunk overlapping [offset, offset+len) ready without copying
   // (prefetch, fscache READ). `prefetch` marks the traffic for metrics.
   virtual Status fetch_range(uint64_t offset, uint64_t len, bool prefetch = false) = 0;
+  // Fetch the missing chunks overlapping [offset, offset+len) in the
+  // background, in requests of up to amplify_io bytes that run side by side
+  // (sequential read-ahead). Best effort: returns at once, drops work when
+  // the read-ahead queue is full, ignores a range outside the blob.
+  virtual void read_ahead(uint64_t offset, uint64_t len) = 0;
   // Whether every chunk overlapping the range is already on disk.
   virtual bool is_ready(uint64_t offset, uint64_t len) const = 0;
 

@@ -243,6 +243,7 @@ class FailingCache : public storage::BlobCache {
   const std::vector<format::ChunkRecord>& chunks() const override { return c_; }
   Status read(uint64_t, std::span<uint8_t>) override { return make_error(Errc::kIo, "backend down"); }
   Status fetch_range(uint64_t, uint64_t, bool) override { return make_error(Errc::kIo, "backend down"); }
+  void read_ahead(uint64_t, uint64_t) override {}
   bool is_ready(uint64_t, uint64_t) const override { return false; }
   int data_fd() const override { return -1; }
   std::filesystem::path data_path() const override { return {}; }

@@ -572,5 +572,40 @@ TEST(BlobCache, ReadsBringTheFollowingChunksBehindThem) {
   EXPECT_FALSE(c2->is_ready(fresh.uoff(6), 1));
 }
 
+TEST(BlobCache, ReadAheadFetchesMissingChunksSideBySide) {
+  Env env;
+  // Each request carries one or two chunks, so several run at once.
+  env.cfg.amplify_io = env.blob.records[0].compressed_size + env.blob.records[1].compressed_size;
+  auto cache = env.open();
+  ASSERT_TRUE(cache);
+  ASSERT_EQ(read_range(*cache, env.uoff(2), 1), env.expect(env.uoff(2), 1));
+  std::atomic<int> in_flight{0}, peak{0};
+  env.fake->hook = [&](uint64_t, uint64_t) {
+    int now = ++in_flight;
+    for (int p = peak.load(); now > p && !peak.compare_exchange_weak(p, now);) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    --in_flight;
+  };
+  env.fake->reads = 0;
+  env.fake->requests.clear();
+  cache->read_ahead(0, env.blob.info.uncompressed_size);
+  const auto all = env.blob.info.uncompressed_size;
+  for (int i = 0; i < 300 && !cache->is_ready(0, all); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(cache->is_ready(0, all));
+  EXPECT_GE(peak.load(), 2) << "requests ran side by side";
+  for (auto [off, len] : env.fake->requests) {
+    EXPECT_LE(len, env.cfg.amplify_io) << "at " << off;
+    EXPECT_NE(off, env.blob.records[2].compressed_offset) << "chunk 2 was cached already";
+  }
+  const int fetched = env.fake->reads.load();
+  EXPECT_EQ(read_range(*cache, 0, all), env.blob.layout);
+  EXPECT_EQ(env.fake->reads.load(), fetched) << "every byte came from the read-ahead";
+  // Out-of-blob ranges are ignored, not fetched.
+  cache->read_ahead(all, 1);
+  cache->read_ahead(UINT64_MAX - 10, 100);
+  EXPECT_EQ(env.fake->reads.load(), fetched);
+}
+
 }  // namespace
 }  // namespace nydus::storage
