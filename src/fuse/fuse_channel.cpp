@@ -4,7 +4,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -68,6 +68,7 @@ Status FuseChannel::install(struct fuse_session* se) {
 }
 
 void FuseChannel::wake() {
+  stopping_.store(true, std::memory_order_release);
   const uint64_t one = 1;  // never drained: every poll() sees it from now on
   (void)!::write(wake_fd_, &one, sizeof(one));
 }
@@ -93,17 +94,17 @@ ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
     return ssize_t(c->init_.size());
   }
   for (;;) {
-    pollfd p[2] = {{fd, POLLIN, 0}, {c->wake_fd_, POLLIN, 0}};
-    if (::poll(p, 2, -1) < 0) {
-      if (errno == EINTR) continue;
+    if (c->stopping_.load(std::memory_order_acquire)) {
+      errno = EINTR;  // as from the wake eventfd below
       return -1;
     }
-    if (p[1].revents) {
-      errno = EINTR;  // libfuse checks for exit first and ends this worker
-      return -1;
-    }
+    // Take a waiting request without a wait first; when there is none, wait
+    // for one (see wait_readable) and try again.
     const ssize_t n = ::read(fd, buf, len);
-    if (n < 0 && errno == EAGAIN) continue;  // another worker took it
+    if (n < 0 && errno == EAGAIN) {
+      if (!c->wait_readable()) return -1;  // errno EINTR: woken to stop
+      continue;
+    }
     if (n >= ssize_t(sizeof(fuse_in_header))) {
       fuse_in_header h;
       std::memcpy(&h, buf, sizeof(h));
@@ -114,6 +115,57 @@ ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
       }
     }
     return n;
+  }
+}
+
+bool FuseChannel::wait_readable() {
+  // One epoll instance per worker thread, with the FUSE fd registered
+  // EPOLLEXCLUSIVE: a new request wakes one waiting worker, not all of them.
+  // poll() on the shared fd woke every worker for every request (all but one
+  // then found nothing to read), and on 2 vCPUs those wake-ups were most of
+  // the cost of a small request. The wake eventfd is registered normally, so
+  // stop() still reaches every worker.
+  struct Waiter {
+    const FuseChannel* owner = nullptr;
+    int epfd = -1;
+    ~Waiter() {
+      if (epfd >= 0) ::close(epfd);
+    }
+  };
+  thread_local Waiter w;
+  if (w.owner != this) {
+    if (w.epfd >= 0) ::close(w.epfd);
+    w.owner = nullptr;
+    w.epfd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (w.epfd < 0) return false;
+    epoll_event fe{};
+    fe.events = EPOLLIN | EPOLLEXCLUSIVE;
+    fe.data.u32 = 0;
+    epoll_event we{};
+    we.events = EPOLLIN;
+    we.data.u32 = 1;
+    if (::epoll_ctl(w.epfd, EPOLL_CTL_ADD, fd_, &fe) != 0 || ::epoll_ctl(w.epfd, EPOLL_CTL_ADD, wake_fd_, &we) != 0) {
+      const int e = errno;
+      ::close(w.epfd);
+      w.epfd = -1;
+      errno = e;
+      return false;
+    }
+    w.owner = this;
+  }
+  for (;;) {
+    epoll_event ev[2];
+    const int n = ::epoll_wait(w.epfd, ev, 2, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    for (int i = 0; i < n; i++)
+      if (ev[i].data.u32 == 1) {
+        errno = EINTR;  // libfuse checks for exit first and ends this worker
+        return false;
+      }
+    if (n > 0) return true;
   }
 }
 

@@ -2,7 +2,7 @@
 // for handing the connection to another daemon (live upgrade, failover):
 //
 // - Stopping never depends on a request arriving: the fd is non-blocking and
-//   every worker waits in poll() on it and on a wake eventfd, so stop() ends
+//   every worker waits in epoll on it and on a wake eventfd, so stop() ends
 //   the loop at once while each worker finishes the request it holds (none
 //   is taken and dropped).
 // - The kernel sends FUSE_INIT once per connection. The first daemon's INIT
@@ -52,12 +52,16 @@ class FuseChannel {
   FuseChannel() = default;
   static ssize_t io_read(int fd, void* buf, size_t len, void* self);
   static ssize_t io_writev(int fd, struct iovec* iov, int count, void* self);
+  // Block until the FUSE fd may have a request (true) or the channel was
+  // woken to stop or waiting failed (false, errno set).
+  bool wait_readable();
 
   int fd_ = -1;
   int wake_fd_ = -1;
   mutable std::mutex init_mu_;
   std::vector<uint8_t> init_;     // recorded (or replayed) INIT request
   std::atomic<bool> replay_pending_{false};
+  std::atomic<bool> stopping_{false};  // wake() was called
   std::atomic<uint64_t> resent_{0};
   uint64_t replay_unique_ = 0;    // libfuse's reply to the replayed INIT is dropped
 };

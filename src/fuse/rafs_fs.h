@@ -28,7 +28,7 @@
 
 #include "common/result.h"
 #include "format/bootstrap.h"
-#include "fuse/handle_table.h"
+#include "fuse/open_file_cache.h"
 #include "fuse/read_ahead_window.h"
 #include "storage/blob_cache.h"
 
@@ -117,8 +117,13 @@ class RafsFs {
 
   // Counters the callbacks bump.
   void count_error() { errors_.fetch_add(1, std::memory_order_relaxed); }
-  // Open files by the handle the kernel holds (see handle_table.h).
-  HandleTable<OpenFile>& handles() { return handles_; }
+  // The decoded file to read inode `ino` through: kept while it is being
+  // read (open_file_cache.h), else decoded from the bootstrap.
+  Result<std::shared_ptr<OpenFile>> file(uint64_t ino);
+  // Read through file(): what a FUSE READ does (no OPEN comes before it).
+  Result<size_t> read_ino(uint64_t ino, uint64_t off, std::span<uint8_t> out);
+  // An entry's attributes for READDIRPLUS (not counted as a getattr).
+  Result<struct stat> entry_attr(uint64_t ino) const;
 
  private:
   Result<struct stat> stat_of(const format::InodeView& ino) const;
@@ -134,7 +139,7 @@ class RafsFs {
 
   std::once_flag statfs_once_;
   uint64_t total_blocks_ = 0;
-  HandleTable<OpenFile> handles_;
+  OpenFileCache<OpenFile> files_;
 
   std::atomic<uint64_t> lookups_{0}, getattrs_{0}, opens_{0}, reads_{0}, read_bytes_{0}, read_errors_{0},
       readdirs_{0}, errors_{0};

@@ -181,6 +181,30 @@ TEST_F(RafsFsTest, ReadWholeAndAcrossChunksAndEof) {
   EXPECT_EQ(fs_->metrics().read_errors, 0u);
 }
 
+// What a FUSE READ does without an OPEN before it: by inode, in pieces, so
+// the decoded file is kept between reads (and read whole, so it is not).
+TEST_F(RafsFsTest, ReadByInodeInPiecesAndWhole) {
+  const uint64_t ino = ino_of(1, "big");
+  for (int round = 0; round < 2; round++) {
+    std::vector<uint8_t> got;
+    for (uint64_t off = 0;; off += 3000) {
+      std::vector<uint8_t> buf(3000);
+      auto n = fs_->read_ino(ino, off, buf);
+      ASSERT_TRUE(n) << n.error().message;
+      if (*n == 0) break;
+      got.insert(got.end(), buf.begin(), buf.begin() + ptrdiff_t(*n));
+    }
+    EXPECT_EQ(got, big_) << "round " << round;
+  }
+  std::vector<uint8_t> whole(big_.size() + 4096);
+  auto n = fs_->read_ino(ino, 0, whole);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, big_.size());
+  EXPECT_TRUE(std::equal(big_.begin(), big_.end(), whole.begin()));
+  std::vector<uint8_t> buf(10);
+  EXPECT_FALSE(fs_->read_ino(uint64_t(1) << 40, 0, buf)) << "no such inode";
+}
+
 TEST_F(RafsFsTest, WritesAreRefused) {
   const uint64_t ino = ino_of(1, "big");
   for (int fl : {O_WRONLY, O_RDWR, O_RDONLY | O_TRUNC}) {
