@@ -180,6 +180,18 @@ class ReadAhead {
   std::vector<std::thread> threads_;
 };
 
+// What the cache keeps of a chunk: 24 bytes (a ChunkRecord is 88), so a
+// 100,000-chunk blob costs 2.4 MB, not 8.8. Digests are kept apart, and
+// only when they are validated.
+struct ChunkSlot {
+  uint64_t compressed_offset = 0;
+  uint64_t uncompressed_offset = 0;
+  uint32_t compressed_size = 0;
+  uint32_t uncompressed_size : 31 = 0;  // <= kMaxChunkSize
+  uint32_t compressed : 1 = 0;
+};
+static_assert(sizeof(ChunkSlot) == 24);
+
 class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_this<BlobCacheImpl> {
  public:
   ~BlobCacheImpl() override {
@@ -190,7 +202,20 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   }
 
   const BlobInfo& info() const override { return blob_; }
-  const std::vector<ChunkRecord>& chunks() const override { return chunks_; }
+  uint32_t chunk_count() const override { return uint32_t(chunks_.size()); }
+  ChunkRecord chunk(uint32_t ci) const override {
+    ChunkRecord r;
+    if (ci >= chunks_.size()) return r;
+    const ChunkSlot& c = chunks_[ci];
+    r.ci_index = ci;
+    r.compressed_offset = c.compressed_offset;
+    r.compressed_size = c.compressed_size;
+    r.uncompressed_offset = c.uncompressed_offset;
+    r.uncompressed_size = c.uncompressed_size;
+    r.compressed = c.compressed;
+    if (ci < digests_.size()) r.digest = digests_[ci];
+    return r;
+  }
   int data_fd() const override { return data_fd_; }
   fs::path data_path() const override { return data_path_; }
   Status flush() override {
@@ -297,8 +322,8 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   BlobInfo blob_;
   std::shared_ptr<Backend> backend_;
   CacheConfig cfg_;
-  std::vector<ChunkRecord> chunks_;
-  std::vector<bool> has_digest_;
+  std::vector<ChunkSlot> chunks_;
+  std::vector<format::Digest> digests_;  // by ci; empty unless validating (all-zero: unknown)
   std::vector<uint32_t> by_uoff_;  // ci indices sorted by uncompressed offset
   fs::path data_path_;
   int data_fd_ = -1;
@@ -344,8 +369,7 @@ Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector
   if (meta.chunks.size() != blob_.chunk_count) return corrupt("blob meta has {} chunks", meta.chunks.size());
   // parse_blob_meta bounds every chunk; re-check what we index the data file
   // with, since a wrong range here would write outside our chunk's slot.
-  chunks_.assign(meta.chunks.size(), ChunkRecord{});
-  has_digest_.assign(meta.chunks.size(), false);
+  chunks_.assign(meta.chunks.size(), ChunkSlot{});
   for (uint32_t i = 0; i < meta.chunks.size(); i++) {
     const auto& d = meta.chunks[i];
     if (d.uncompressed_size == 0 || d.uncompressed_size > format::kMaxChunkSize || d.compressed_size == 0 ||
@@ -353,22 +377,16 @@ Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector
         !fits(d.uncompressed_offset, d.uncompressed_size, blob_.uncompressed_size) ||
         (!d.compressed && d.compressed_size != d.uncompressed_size))
       return corrupt("chunk {} has an invalid range", i);
-    ChunkRecord& c = chunks_[i];
-    c.ci_index = i;
+    ChunkSlot& c = chunks_[i];
     c.compressed_offset = d.compressed_offset;
     c.compressed_size = d.compressed_size;
     c.uncompressed_offset = d.uncompressed_offset;
     c.uncompressed_size = d.uncompressed_size;
     c.compressed = d.compressed;
-    c.has_crc32 = d.v2_flags & format::ci_v2_flags::kHasCrc32;
-    c.crc32 = c.has_crc32 ? uint32_t(d.v2_data) : 0;
-    // An all-zero digest means "unknown" (TARFS images, chunks missing from
-    // the bootstrap's table).
-    if (!digests.empty() && digests[i] != format::Digest{}) {
-      c.digest = digests[i];
-      has_digest_[i] = true;
-    }
   }
+  // An all-zero digest means "unknown" (TARFS images, chunks missing from
+  // the bootstrap's table) and is not checked.
+  if (cfg_.digest_validate) digests_ = digests;
 
   // ci order normally has increasing uncompressed offsets; sort if not.
   by_uoff_.resize(chunks_.size());
@@ -380,7 +398,7 @@ Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector
     std::stable_sort(by_uoff_.begin(), by_uoff_.end(), less);
   // Overlapping chunks would overwrite each other's ready bytes in the file.
   for (size_t k = 1; k < by_uoff_.size(); k++) {
-    const ChunkRecord& p = chunks_[by_uoff_[k - 1]];
+    const ChunkSlot& p = chunks_[by_uoff_[k - 1]];
     if (chunks_[by_uoff_[k]].uncompressed_offset < p.uncompressed_offset + p.uncompressed_size)
       return corrupt("chunks {} and {} overlap in the uncompressed layout", by_uoff_[k - 1], by_uoff_[k]);
   }
@@ -467,11 +485,11 @@ std::vector<uint32_t> BlobCacheImpl::amplify(const std::vector<uint32_t>& cis) c
   // The budget is for what comes after the read (at least one chunk, even a
   // big one: with 1 MiB chunks and amplify_io 1 MiB there would be none).
   uint64_t total = 0;
-  const ChunkRecord* prev = &chunks_[cis.back()];
+  const ChunkSlot* prev = &chunks_[cis.back()];
   auto it = std::upper_bound(by_uoff_.begin(), by_uoff_.end(), prev->uncompressed_offset,
                              [&](uint64_t off, uint32_t ci) { return off < chunks_[ci].uncompressed_offset; });
   for (; it != by_uoff_.end(); ++it) {
-    const ChunkRecord& c = chunks_[*it];
+    const ChunkSlot& c = chunks_[*it];
     // Stop at cached data and at a gap: only what one request can carry.
     if (ready(*it) || c.compressed_offset != prev->compressed_offset + prev->compressed_size ||
         (!extra.empty() && total + c.compressed_size > cfg_.amplify_io))
@@ -536,8 +554,8 @@ size_t BlobCacheImpl::run_end(const std::vector<uint32_t>& cis, size_t i) const 
   size_t j = i + 1;
   uint64_t total = chunks_[cis[i]].compressed_size;
   while (j < cis.size()) {
-    const ChunkRecord& prev = chunks_[cis[j - 1]];
-    const ChunkRecord& next = chunks_[cis[j]];
+    const ChunkSlot& prev = chunks_[cis[j - 1]];
+    const ChunkSlot& next = chunks_[cis[j]];
     if (next.compressed_offset != prev.compressed_offset + prev.compressed_size ||
         total + next.compressed_size > cfg_.amplify_io)
       break;
@@ -587,7 +605,8 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
     if (prefetch) prefetch_bytes_.fetch_add(total, std::memory_order_relaxed);
 
     for (size_t k = i; k < j; k++) {
-      const ChunkRecord& c = chunks_[cis[k]];
+      const uint32_t ci = cis[k];
+      const ChunkSlot& c = chunks_[ci];
       std::span<const uint8_t> stored(buf.data() + (c.compressed_offset - base), c.compressed_size);
       std::span<const uint8_t> data = stored;
       if (c.compressed) {
@@ -595,22 +614,22 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
         if (Status ds = format::decompress(blob_.compressor, stored, plain); !ds) {
           if (first_error)
             first_error = std::unexpected(std::move(ds).error().context(
-                fmt::format("blob {} chunk {}", blob_.blob_id, c.ci_index)));
+                fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
           continue;
         }
         data = plain;
       }
-      if (cfg_.digest_validate && has_digest_[c.ci_index] &&
-          format::compute_digest(blob_.digester, data) != c.digest) {
+      if (ci < digests_.size() && digests_[ci] != format::Digest{} &&
+          format::compute_digest(blob_.digester, data) != digests_[ci]) {
         digest_failures_.fetch_add(1, std::memory_order_relaxed);
-        if (first_error) first_error = corrupt("blob {} chunk {}: chunk digest mismatch", blob_.blob_id, c.ci_index);
+        if (first_error) first_error = corrupt("blob {} chunk {}: chunk digest mismatch", blob_.blob_id, ci);
         continue;  // never written, never marked
       }
       if (Status ws = pwrite_all(data_fd_, c.uncompressed_offset, data, "writing blob cache data"); !ws) {
         if (first_error) first_error = std::move(ws);
         continue;
       }
-      written.push_back(c.ci_index);
+      written.push_back(ci);
     }
     i = j;
   }

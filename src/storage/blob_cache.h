@@ -56,8 +56,10 @@ class BlobCache {
   virtual ~BlobCache() = default;
 
   virtual const format::BlobInfo& info() const = 0;
-  // Chunks by ci index, as the blob meta describes them.
-  virtual const std::vector<format::ChunkRecord>& chunks() const = 0;
+  // Chunks by ci index, as the blob meta describes them (digest set only
+  // when the cache validates digests).
+  virtual uint32_t chunk_count() const = 0;
+  virtual format::ChunkRecord chunk(uint32_t ci) const = 0;
 
   // Copy [offset, offset + out.size()) of the blob's uncompressed layout into
   // `out`, fetching any chunk not yet cached. The range must lie inside

@@ -264,7 +264,8 @@ class FailingCache : public storage::BlobCache {
  public:
   explicit FailingCache(format::BlobInfo b) : b_(std::move(b)) {}
   const format::BlobInfo& info() const override { return b_; }
-  const std::vector<format::ChunkRecord>& chunks() const override { return c_; }
+  uint32_t chunk_count() const override { return 0; }
+  format::ChunkRecord chunk(uint32_t) const override { return {}; }
   Status read(uint64_t, std::span<uint8_t>) override { return make_error(Errc::kIo, "backend down"); }
   Status fetch_range(uint64_t, uint64_t, bool) override { return make_error(Errc::kIo, "backend down"); }
   void read_ahead(uint64_t, uint64_t) override {}
@@ -276,7 +277,6 @@ class FailingCache : public storage::BlobCache {
 
  private:
   format::BlobInfo b_;
-  std::vector<format::ChunkRecord> c_;
 };
 
 TEST_F(RafsFsTest, BackendFailureIsAnError) {

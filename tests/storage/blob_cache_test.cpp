@@ -79,11 +79,11 @@ TEST_P(CacheCompressors, EveryByteMatchesTheSource) {
   ASSERT_EQ(env.blob.records.size(), 8u);
   auto cache = env.open();
   ASSERT_TRUE(cache);
-  EXPECT_EQ(cache->chunks().size(), 8u);
+  EXPECT_EQ(cache->chunk_count(), 8u);
   for (size_t i = 0; i < 8; i++) {
-    EXPECT_EQ(cache->chunks()[i].uncompressed_offset, env.blob.records[i].uncompressed_offset);
-    EXPECT_EQ(cache->chunks()[i].compressed_offset, env.blob.records[i].compressed_offset);
-    EXPECT_EQ(cache->chunks()[i].digest, env.blob.records[i].digest);
+    EXPECT_EQ(cache->chunk(uint32_t(i)).uncompressed_offset, env.blob.records[i].uncompressed_offset);
+    EXPECT_EQ(cache->chunk(uint32_t(i)).compressed_offset, env.blob.records[i].compressed_offset);
+    EXPECT_EQ(cache->chunk(uint32_t(i)).digest, env.blob.records[i].digest);
   }
   EXPECT_FALSE(cache->is_ready(0, env.blob.info.uncompressed_size));
   EXPECT_EQ(read_range(*cache, 0, env.blob.info.uncompressed_size), env.blob.layout);
@@ -442,7 +442,7 @@ TEST(BlobCache, UnsortedCiOrderFallsBackToSortedIndex) {
   auto cache = env.open(nullptr, /*digests=*/false);  // digests are by the original ci order
   ASSERT_TRUE(cache);
   EXPECT_EQ(env.fake->reads.load(), 0) << "the swapped meta is valid and used";
-  EXPECT_EQ(cache->chunks()[0].uncompressed_offset, env.uoff(1));
+  EXPECT_EQ(cache->chunk(0).uncompressed_offset, env.uoff(1));
   EXPECT_EQ(read_range(*cache, 0, env.blob.info.uncompressed_size), env.blob.layout);
   EXPECT_EQ(read_range(*cache, env.uend(0) - 10, 20), env.expect(env.uend(0) - 10, 20));
 }

@@ -462,7 +462,8 @@ TEST(RealRegistry, BlobCacheEndToEndOverARealImage) {
   ASSERT_TRUE(rcache) << rcache.error().message;
   auto lcache = BlobCache::open(info, local, lc);
   ASSERT_TRUE(lcache) << lcache.error().message;
-  const auto& chunks = (*rcache)->chunks();
+  std::vector<format::ChunkRecord> chunks;
+  for (uint32_t ci = 0; ci < (*rcache)->chunk_count(); ci++) chunks.push_back((*rcache)->chunk(ci));
   ASSERT_GT(chunks.size(), 10u);
   // Every chunk, in reverse so each is its own request at first.
   for (auto it = chunks.rbegin(); it != chunks.rend(); ++it) {

@@ -5,6 +5,7 @@
 //                                       (kernel EROFS + fanotify pre-content fills; see src/fanotify/README.md)
 //   nydusd [singleton] --fscache DIR --apisock S [--fscache-tag T] [--fscache-threads N]
 //                                       (kernel EROFS over cachefiles on-demand; see src/fscache/README.md)
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -335,6 +336,12 @@ int run_fscache(Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Chunk buffers (up to amplify_io compressed + a chunk decompressed) come
+  // and go on many threads. glibc's adaptive threshold would soon serve them
+  // from per-thread arenas that keep the memory; a fixed threshold maps and
+  // unmaps them, so the daemon's RSS is what it holds, not what it once held.
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  mallopt(M_ARENA_MAX, 4);
   CLI::App app{"nydusd: RAFS image daemon (FUSE)"};
   app.set_version_flag("-V,--version", "nydusd 0.1.0 (C++ reimplementation)");
   Args a;
