@@ -69,7 +69,7 @@ Status FuseChannel::install(struct fuse_session* se) {
 
 void FuseChannel::wake() {
   stopping_.store(true, std::memory_order_release);
-  const uint64_t one = 1;  // never drained: every poll() sees it from now on
+  const uint64_t one = 1;  // never drained: every worker's epoll sees it from now on
   (void)!::write(wake_fd_, &one, sizeof(one));
 }
 

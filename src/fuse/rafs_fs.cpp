@@ -99,12 +99,6 @@ Result<std::optional<struct stat>> RafsFs::lookup(uint64_t parent, std::string_v
   return std::optional<struct stat>{st};
 }
 
-Status RafsFs::opendir(uint64_t ino) {
-  NYDUS_ASSIGN_OR_RETURN(format::InodeView dir, boot_->inode(to_nid(ino)));
-  if (!dir.is_dir()) return fs_error(ENOTDIR, "not a directory");
-  return ok();
-}
-
 Status RafsFs::readdir(uint64_t ino, uint64_t off, const std::function<bool(const DirEntry&)>& fn) {
   readdirs_.fetch_add(1, std::memory_order_relaxed);
   NYDUS_ASSIGN_OR_RETURN(format::InodeView dir, boot_->inode(to_nid(ino)));
@@ -174,7 +168,7 @@ Result<size_t> RafsFs::read(OpenFile& f, uint64_t off, std::span<uint8_t> out) {
     return std::unexpected(std::move(plan).error().context(fmt::format("nid {}", f.nid)));
   }
   // Submitted before our own fetch so both round trips overlap.
-  if (opts_.read_ahead && plan->total > 0)
+  if (plan->total > 0)
     if (auto ra = f.read_ahead.on_read(off, plan->total, f.size); ra.len > 0) read_ahead(f, ra);
   for (const ReadSegment& s : plan->segments) {
     auto st = blobs_[s.blob_index]->read(s.blob_offset, out.subspan(s.buf_offset, s.len));
@@ -394,9 +388,11 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
     size_t n;
     if (plus) {
       fuse_entry_param ep;
-      auto a = e.name == "." || e.name == ".." ? Result<struct stat>(fs_error(EINVAL, "dot")) : fs.entry_attr(e.ino);
-      if (a) {
-        fill_entry(fs, *a, ep);
+      std::optional<struct stat> attr;
+      if (e.name != "." && e.name != "..")
+        if (auto a = fs.entry_attr(e.ino)) attr = *a;
+      if (attr) {
+        fill_entry(fs, *attr, ep);
       } else {
         // Nodeid 0: the kernel lists the name but links no inode (it does
         // not for . and .. anyway). An entry whose inode is damaged then

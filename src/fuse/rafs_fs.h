@@ -44,7 +44,6 @@ struct FsOptions {
   bool enable_xattr = true;
   bool iostats_files = false;   // per-file read counters
   bool splice = false;          // let libfuse splice replies into /dev/fuse
-  bool read_ahead = true;       // fetch ahead of sequential readers (read_ahead_window.h)
 };
 
 // Counters of the whole filesystem (upstream's "fs metrics", simplified).
@@ -65,8 +64,8 @@ struct FileStats {
   uint64_t bytes = 0;
 };
 
-// An open regular file: its chunk list, decoded once at open, and its
-// sequential read-ahead state.
+// A regular file being read: its chunk list, decoded from the bootstrap at
+// its first read, and its sequential read-ahead state (see RafsFs::file).
 struct OpenFile {
   uint64_t nid = 0;
   uint64_t size = 0;
@@ -101,7 +100,6 @@ class RafsFs {
   // `fn` accepts them (returns false when the reply buffer is full).
   Status readdir(uint64_t ino, uint64_t off, const std::function<bool(const DirEntry&)>& fn);
   Result<std::unique_ptr<OpenFile>> open(uint64_t ino, int flags);
-  Status opendir(uint64_t ino);
   // Read into `out` (at most out.size() bytes); returns the byte count (0 at EOF).
   Result<size_t> read(OpenFile& f, uint64_t off, std::span<uint8_t> out);
   Result<std::string> readlink(uint64_t ino);

@@ -291,6 +291,11 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // and one backend request can carry: stored back to back, up to
   // amplify_io bytes (a single larger chunk still goes alone).
   size_t run_end(const std::vector<uint32_t>& cis, size_t i) const;
+  // Order ci indices by where their bytes are stored in the blob.
+  void sort_by_stored(std::vector<uint32_t>& cis) const {
+    std::sort(cis.begin(), cis.end(),
+              [&](uint32_t a, uint32_t b) { return chunks_[a].compressed_offset < chunks_[b].compressed_offset; });
+  }
   // Fetch the claimed chunks (sorted by compressed offset), write them, sync,
   // set their bits. Does not touch the in-flight table.
   Status fetch_claimed(std::vector<uint32_t> cis, bool prefetch);
@@ -571,8 +576,7 @@ void BlobCacheImpl::read_ahead(uint64_t offset, uint64_t len) {
   for (uint32_t ci : overlapping(offset, len))
     if (!ready(ci)) missing.push_back(ci);
   if (missing.empty()) return;
-  std::sort(missing.begin(), missing.end(),
-            [&](uint32_t a, uint32_t b) { return chunks_[a].compressed_offset < chunks_[b].compressed_offset; });
+  sort_by_stored(missing);
   // One job per request: the read-ahead threads fetch them side by side.
   for (size_t i = 0; i < missing.size();) {
     const size_t j = run_end(missing, i);
@@ -582,8 +586,7 @@ void BlobCacheImpl::read_ahead(uint64_t offset, uint64_t len) {
 }
 
 Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
-  std::sort(cis.begin(), cis.end(),
-            [&](uint32_t a, uint32_t b) { return chunks_[a].compressed_offset < chunks_[b].compressed_offset; });
+  sort_by_stored(cis);
   Status first_error = ok();
   std::vector<uint32_t> written;
   std::vector<uint8_t> buf, plain;
