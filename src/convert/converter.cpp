@@ -59,7 +59,10 @@ Status convert_layer(ImageStore& src, const Descriptor& layer, size_t index, con
   c.blob_file = dir / fmt::format("{:04}.blob", index);
   c.compressor = o.compressor;
   c.chunk_size = o.chunk_size;
-  c.repeatable = true;
+  // Not `repeatable`: like upstream's --repeatable it stores every uid/gid
+  // as 0, and the snapshotter's converter never passes it. The build is
+  // deterministic anyway (owners and times come from the tar headers).
+  c.repeatable = false;
   c.blob_inline_meta = true;
   c.blob_toc = true;
   c.threads = threads;

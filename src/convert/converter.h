@@ -5,8 +5,9 @@
 // Nydus blobs (media type application/vnd.oci.image.layer.nydus.blob.v1) and
 // a gzip'd bootstrap layer, under an index whose platform carries the
 // "nydus.remoteimage.v1" os feature — the shape nydus-snapshotter recognises.
-// Layers are converted repeatably, so the same source layer always gives the
-// same blob and images sharing layers share blobs in the target.
+// Conversion is deterministic (everything comes from the tar headers, owners
+// included), so the same source layer always gives the same blob and images
+// sharing layers share blobs in the target.
 #pragma once
 
 #include <cstdint>

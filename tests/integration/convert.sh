@@ -170,4 +170,171 @@ step "nydusify convert (OCI layout -> OCI layout)" sh -c "'$NYDUSIFY' convert --
 step "layout and registry conversions made the same blobs" sh -c "
   for b in \$(ls '$WORK/w1/layers/blobs'); do [ -e 'out/blobs/sha256/'\$b ] || { echo \"blob \$b missing\"; exit 1; }; done"
 
+# ---- owners: non-root uid/gid and set-id bits survive conversion -------------------
+# Layers as distributions ship them: one made by GNU tar --numeric-owner (empty
+# uname/gname), one by python's tarfile with names that disagree with the ids
+# (the numeric id is what counts, as containerd applies layers). The reference
+# is `tar -x --numeric-owner` of the layers in order, as root.
+write_image_tool() {
+  cat > "$WORK/img.py" <<'PY'
+"""img.py push REG REPO TAG FLAVOUR ARCH LAYER.tar...   -> prints "digest size mediatype"
+   img.py list REG REPO TAG FLAVOUR DIGEST,SIZE,MEDIATYPE,ARCH...
+   img.py pylayer OUT.tar
+FLAVOUR: docker or oci. REG_AUTH=user:pass for Basic auth."""
+import base64, gzip, hashlib, io, json, os, sys, tarfile, urllib.request
+
+def req(method, url, data=None, headers=None):
+    r = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if os.environ.get("REG_AUTH"):
+        r.add_header("Authorization", "Basic " + base64.b64encode(os.environ["REG_AUTH"].encode()).decode())
+    return urllib.request.urlopen(r)
+
+def digest(b): return "sha256:" + hashlib.sha256(b).hexdigest()
+
+def push_blob(reg, repo, data):
+    d = digest(data)
+    loc = req("POST", f"http://{reg}/v2/{repo}/blobs/uploads/").headers["Location"]
+    if not loc.startswith("http"): loc = f"http://{reg}{loc}"
+    req("PUT", loc + ("&" if "?" in loc else "?") + "digest=" + d, data,
+        {"Content-Type": "application/octet-stream"})
+    return d
+
+MT = {"docker": {"manifest": "application/vnd.docker.distribution.manifest.v2+json",
+                 "list": "application/vnd.docker.distribution.manifest.list.v2+json",
+                 "config": "application/vnd.docker.container.image.v1+json",
+                 "layer": "application/vnd.docker.image.rootfs.diff.tar.gzip"},
+      "oci": {"manifest": "application/vnd.oci.image.manifest.v1+json",
+              "list": "application/vnd.oci.image.index.v1+json",
+              "config": "application/vnd.oci.image.config.v1+json",
+              "layer": "application/vnd.oci.image.layer.v1.tar+gzip"}}
+
+def push(reg, repo, tag, flavour, arch, layers):
+    mt = MT[flavour]
+    descs, diff_ids = [], []
+    for path in layers:
+        raw = open(path, "rb").read()
+        gz = gzip.compress(raw, mtime=0)
+        descs.append({"mediaType": mt["layer"], "digest": push_blob(reg, repo, gz), "size": len(gz)})
+        diff_ids.append(digest(raw))
+    cfg = json.dumps({"architecture": arch, "os": "linux", "config": {"Env": ["PATH=/usr/bin"]},
+                      "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    man = json.dumps({"schemaVersion": 2, "mediaType": mt["manifest"],
+                      "config": {"mediaType": mt["config"], "digest": push_blob(reg, repo, cfg), "size": len(cfg)},
+                      "layers": descs}).encode()
+    req("PUT", f"http://{reg}/v2/{repo}/manifests/{tag}", man, {"Content-Type": mt["manifest"]})
+    print(digest(man), len(man), mt["manifest"])
+
+def push_list(reg, repo, tag, flavour, entries):
+    mt = MT[flavour]
+    ms = []
+    for e in entries:
+        d, size, media, arch = e.split(",")
+        ms.append({"mediaType": media, "digest": d, "size": int(size), "platform": {"os": "linux", "architecture": arch}})
+    body = json.dumps({"schemaVersion": 2, "mediaType": mt["list"], "manifests": ms}).encode()
+    req("PUT", f"http://{reg}/v2/{repo}/manifests/{tag}", body, {"Content-Type": mt["list"]})
+    print(digest(body), len(body), mt["list"])
+
+def pylayer(out):
+    t = tarfile.open(out, "w", format=tarfile.PAX_FORMAT)
+    def add(name, kind=tarfile.REGTYPE, mode=0o644, uid=0, gid=0, uname="", gname="", data=b"", link=""):
+        i = tarfile.TarInfo(name)
+        i.type, i.mode, i.uid, i.gid, i.uname, i.gname, i.mtime = kind, mode, uid, gid, uname, gname, 1700000000
+        i.linkname = link
+        i.size = len(data) if kind == tarfile.REGTYPE else 0
+        t.addfile(i, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    add("home", tarfile.DIRTYPE, 0o755)
+    add("home/user", tarfile.DIRTYPE, 0o700, 1000, 1000, "user", "user")          # a directory over a directory
+    add("home/user/.bashrc", mode=0o644, uid=1000, gid=1000, uname="user", gname="user", data=b"alias ll='ls -l'\n")
+    add("srv", tarfile.DIRTYPE, 0o755)
+    add("srv/www", tarfile.DIRTYPE, 0o2775, 33, 33, "www-data", "www-data")
+    add("srv/www/index.html", uid=33, gid=33, uname="www-data", gname="www-data", data=b"<html></html>\n")
+    add("etc", tarfile.DIRTYPE, 0o755)
+    add("etc/shadow", mode=0o640, uid=0, gid=42, uname="root", gname="shadow", data=b"root:*:19000:0:99999:7:::\n")
+    # Names that disagree with the ids: the ids count.
+    add("etc/named-root", mode=0o600, uid=4242, gid=4343, uname="root", gname="root", data=b"ids win\n")
+    add("etc/subuid-owned", mode=0o4750, uid=100000, gid=100000, uname="nosuchuser", gname="nosuchgroup", data=b"x")
+    add("etc/nobody-link", tarfile.SYMTYPE, 0o777, 65534, 65534, "nobody", "nogroup", link="shadow")
+    add("usr", tarfile.DIRTYPE, 0o755)
+    add("usr/bin", tarfile.DIRTYPE, 0o755)
+    add("usr/bin/crontab", mode=0o2755, uid=0, gid=107, uname="root", gname="crontab", data=b"\x7fELF-ish")
+    t.close()
+
+cmd = sys.argv[1]
+if cmd == "push": push(*sys.argv[2:7], sys.argv[7:])
+elif cmd == "list": push_list(*sys.argv[2:6], sys.argv[6:])
+elif cmd == "pylayer": pylayer(sys.argv[2])
+PY
+}
+write_image_tool
+
+make_owner_layers() {
+  local a=$WORK/own/a
+  mkdir -p "$a/etc" "$a/usr/bin" "$a/home/user" "$a/var/nobody" "$a/var/mail" "$a/tmp" || return 1
+  echo 'root:*:19000:0:99999:7:::' > "$a/etc/shadow"; chown 0:42 "$a/etc/shadow"; chmod 0640 "$a/etc/shadow"
+  echo 'root:*::' > "$a/etc/gshadow"; chown 0:42 "$a/etc/gshadow"; chmod 0640 "$a/etc/gshadow"
+  cp /usr/bin/true "$a/usr/bin/expiry"; chown 0:42 "$a/usr/bin/expiry"; chmod 2755 "$a/usr/bin/expiry"
+  cp /usr/bin/true "$a/usr/bin/passwd"; chmod 4755 "$a/usr/bin/passwd"
+  cp /usr/bin/true "$a/usr/bin/both"; chown 1000:1000 "$a/usr/bin/both"; chmod 6750 "$a/usr/bin/both"
+  echo 'PS1=$ ' > "$a/home/user/.profile"; ln -s .profile "$a/home/user/link"
+  chown -h 1000:1000 "$a/home/user" "$a/home/user/.profile" "$a/home/user/link"; chmod 0750 "$a/home/user"
+  echo hidden > "$a/var/nobody/file"; chown -R 65534:65534 "$a/var/nobody"; chmod 0700 "$a/var/nobody"
+  chown 0:8 "$a/var/mail"; chmod 2775 "$a/var/mail"; chmod 1777 "$a/tmp"
+  tar --numeric-owner -cf "$WORK/own/A.tar" -C "$a" . || return 1
+  # --numeric-owner writes no user/group names: the case a name lookup would get wrong.
+  "$PY" -c 'import sys, tarfile; bad = [m.name for m in tarfile.open(sys.argv[1]) if m.uname or m.gname]; sys.exit(1 if bad else 0)' \
+    "$WORK/own/A.tar" || { echo "GNU tar wrote names"; return 1; }
+  "$PY" "$WORK/img.py" pylayer "$WORK/own/B.tar" || return 1
+  mkdir -p "$WORK/own/ref" && tar -x --numeric-owner -p -f "$WORK/own/A.tar" -C "$WORK/own/ref" &&
+    tar -x --numeric-owner -p -f "$WORK/own/B.tar" -C "$WORK/own/ref" || return 1
+  # the reference really holds the owners (tar as root restores them)
+  [ "$(stat -c %u:%g:%a "$WORK/own/ref/etc/named-root")" = 4242:4343:600 ] &&
+    [ "$(stat -c %g:%a "$WORK/own/ref/usr/bin/expiry")" = 42:2755 ]
+}
+step "owners image: a GNU tar --numeric-owner layer and a python tarfile layer" make_owner_layers ||
+  die "cannot build the owners image"
+step "owners image into the registry (Docker media types)" sh -c "'$PY' '$WORK/img.py' push $R lib/owners v1 docker amd64 \
+  '$WORK/own/A.tar' '$WORK/own/B.tar' > '$WORK/own/push.out'"
+step "nydusify convert of the owners image" "$NYDUSIFY" convert --source "$R/lib/owners:v1" --target "$R/lib/owners:v1-nydus" \
+  --source-insecure --target-insecure --work-dir "$WORK/w-own"
+step "nydusify check: the owners image's tree == its layers (owners included)" \
+  "$NYDUSIFY" check --target "$R/lib/owners:v1-nydus" --source "$R/lib/owners:v1" --target-insecure --source-insecure \
+  --work-dir "$WORK/check-own"
+
+# mount_nydus REPO TAG DIR: nydusd serves the converted image REPO:TAG lazily at DIR.
+mount_nydus() {
+  local repo=$1 tag=$2 dir=$3
+  "$PY" - "$R" "$repo" "$tag" "$dir.boot.tgz" <<'PY' || return 1
+import json, sys, urllib.request
+reg, repo, tag, out = sys.argv[1:]
+def get(path, accept):
+    r = urllib.request.Request(f"http://{reg}/v2/{repo}/{path}", headers={"Accept": accept})
+    return urllib.request.urlopen(r).read()
+acc = ",".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+                "application/vnd.docker.distribution.manifest.v2+json"])
+doc = json.loads(get(f"manifests/{tag}", acc))
+if "manifests" in doc:
+    m = next(m for m in doc["manifests"] if "nydus.remoteimage.v1" in m.get("platform", {}).get("os.features", []))
+    doc = json.loads(get(f"manifests/{m['digest']}", acc))
+open(out, "wb").write(get(f"blobs/{doc['layers'][-1]['digest']}", "*/*"))
+PY
+  mkdir -p "$dir" "$dir.x" "$dir.cache" && tar -xzf "$dir.boot.tgz" -C "$dir.x" || return 1
+  cat > "$dir.json" <<JSON
+{"device": {"backend": {"type": "registry", "config": {"scheme": "http", "host": "$R", "repo": "$repo"}},
+            "cache": {"type": "blobcache", "config": {"work_dir": "$dir.cache"}}},
+ "mode": "direct", "enable_xattr": true}
+JSON
+  "$NYDUSD" --bootstrap "$dir.x/image/image.boot" --config "$dir.json" --mountpoint "$dir" \
+    --apisock "$dir.sock" >"$dir.log" 2>&1 &
+  DPID=$!
+  local i
+  for i in $(seq 100); do grep -q " $dir " /proc/mounts && return 0; sleep 0.1; done
+  cat "$dir.log"; return 1
+}
+if step "nydusd mounts the converted owners image" mount_nydus lib/owners v1-nydus "$WORK/mnt-own"; then
+  step "mounted owners image == tar -x --numeric-owner of its layers (owners, set-id bits)" \
+    compare_trees --ignore-root-mtime "$WORK/own/ref" "$WORK/mnt-own"
+  kill "$DPID"; wait "$DPID" 2>/dev/null; DPID=
+fi
+
 summary
