@@ -131,11 +131,27 @@ class ImageBuild {
   explicit ImageBuild(const CreateOptions& o) : o_(o) {}
 
   Status open() {
-    blob_tmp_ = !o_.blob_file.empty() ? fs::path(o_.blob_file.string() + ".tmp") : o_.blob_dir / ".nydus-blob.tmp";
+    // A --blob that is a FIFO or a character device (the containerd converter
+    // hands nydus-image a FIFO) is written in place, front to back; a regular
+    // file goes through a temporary name. With only --blob-cache-dir the blob
+    // is a scratch file there, removed at the end.
+    struct stat st{};
+    stream_blob_ = !o_.blob_file.empty() && ::stat(o_.blob_file.c_str(), &st) == 0 &&
+                   (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode));
+    cache_only_ = o_.blob_file.empty() && o_.blob_dir.empty();
+    if (stream_blob_) blob_tmp_ = o_.blob_file;
+    else if (!o_.blob_file.empty()) blob_tmp_ = fs::path(o_.blob_file.string() + ".tmp");
+    else if (cache_only_) blob_tmp_ = o_.blob_cache_dir / ".nydus-blob.tmp";
+    else blob_tmp_ = o_.blob_dir / ".nydus-blob.tmp";
     if (!o_.blob_dir.empty()) {
       std::error_code ec;
       fs::create_directories(o_.blob_dir, ec);
       if (ec) return errorf(Errc::kIo, "create {}: {}", o_.blob_dir.string(), ec.message());
+    }
+    if (cache_only_) {
+      std::error_code ec;
+      fs::create_directories(o_.blob_cache_dir, ec);
+      if (ec) return errorf(Errc::kIo, "create {}: {}", o_.blob_cache_dir.string(), ec.message());
     }
     format::BlobWriterOptions bo;
     bo.compressor = o_.compressor;
@@ -219,6 +235,10 @@ class ImageBuild {
     spec.explicit_uid_gid = !o_.repeatable;
 
     const bool has_blob = !stored_.empty();
+    // Without chunks there is no blob of its own, as upstream does; but an
+    // inline-meta build still writes one (it carries the bootstrap), and a
+    // FIFO's reader needs its bytes either way.
+    const bool keep_blob = !cache_only_ && (has_blob || o_.blob_inline_meta || stream_blob_);
     // The blob table: this build's blob (if it stored anything), then the
     // dictionary blobs some chunk points into, in order of first use.
     std::map<uint32_t, uint32_t> dict_index;  // dict blob -> table index
@@ -231,22 +251,29 @@ class ImageBuild {
           c.blob_index = it->second;
         }
     NYDUS_ASSIGN_OR_RETURN(format::BlobInfo info, blob_->finish_meta());
-    if (has_blob && o_.blob_inline_meta) {
+    if (keep_blob && o_.blob_inline_meta) {
       // The bootstrap inside the blob cannot know the blob's final hash.
       format::BootstrapSpec inl = spec;
-      format::BlobInfo pi = info;
-      pi.blob_id.assign(64, format::kInlinedBlobIdPlaceholder);
-      inl.blobs = {pi};
+      inl.blobs.clear();
+      if (has_blob) {
+        format::BlobInfo pi = info;
+        pi.blob_id.assign(64, format::kInlinedBlobIdPlaceholder);
+        inl.blobs = {pi};
+      }
       inl.blobs.insert(inl.blobs.end(), dict_used.begin(), dict_used.end());
       NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(inl));
       NYDUS_TRY(blob_->append_bootstrap(boot.bytes));
     }
     NYDUS_ASSIGN_OR_RETURN(info, blob_->close());
 
-    if (has_blob) {
+    if (keep_blob) {
       rep.blob_path = !o_.blob_file.empty() ? o_.blob_file : o_.blob_dir / info.blob_id;
-      if (::rename(blob_tmp_.c_str(), rep.blob_path.c_str()) != 0)
+      if (!stream_blob_ && ::rename(blob_tmp_.c_str(), rep.blob_path.c_str()) != 0)
         return sys_error("rename blob to " + rep.blob_path.string());
+    } else {
+      ::unlink(blob_tmp_.c_str());
+    }
+    if (has_blob) {
       spec.blobs = {info};
       rep.blobs = {info};
       spec.blobs.insert(spec.blobs.end(), dict_used.begin(), dict_used.end());
@@ -256,9 +283,7 @@ class ImageBuild {
         NYDUS_TRY(write_file_atomic(o_.blob_cache_dir / (info.blob_id + ".blob.meta"), meta));
       }
     } else {
-      // Nothing to store: no blob of its own, as upstream does.
       spec.blobs = dict_used;
-      ::unlink(blob_tmp_.c_str());
       if (cache_.is_open()) {
         NYDUS_TRY(cache_.finish(0, o_.blob_cache_dir / ".nydus-blob-data.tmp"));
         ::unlink((o_.blob_cache_dir / ".nydus-blob-data.tmp").c_str());
@@ -279,6 +304,8 @@ class ImageBuild {
  private:
   const CreateOptions& o_;
   fs::path blob_tmp_;
+  bool stream_blob_ = false;  // --blob is a FIFO / character device: written in place
+  bool cache_only_ = false;   // only --blob-cache-dir: the blob itself is scratch
   std::unique_ptr<format::BlobWriter> blob_;
   CacheDataFile cache_;
   std::map<std::pair<format::Digest, uint32_t>, ChunkRecord> dedup_;
@@ -314,7 +341,8 @@ Result<CreateReport> create_from_directory(const CreateOptions& o) {
     return ok();
   }));
   progress.done();
-  auto prefetch = prefetch_nodes(tree.image_paths, o.prefetch_patterns);
+  std::vector<uint32_t> prefetch;
+  if (o.prefetch_table) prefetch = prefetch_nodes(tree.image_paths, o.prefetch_patterns);
   return b.finish(std::move(tree), {}, std::move(prefetch));
 }
 
@@ -324,8 +352,6 @@ Result<CreateReport> create_from_directory(const CreateOptions& o) {
 // batch goes through the parallel pipeline. A file replaced by a later entry
 // of the same path keeps its chunks in the blob, unreferenced.
 Result<CreateReport> create_from_tar(const CreateOptions& o) {
-  if (!o.prefetch_patterns.empty())
-    return make_error(Errc::kUnsupported, "--prefetch-policy fs is not supported for tar sources");
   ImageBuild b(o);
   NYDUS_TRY(b.open());
   PipelineOptions po{o.compressor, o.digester, o.threads, o.chunk_size};
@@ -356,7 +382,11 @@ Result<CreateReport> create_from_tar(const CreateOptions& o) {
   NYDUS_TRY(flush());
   b.rep.files = files.size();
   b.rep.implicit_dirs = std::move(tt->implicit_dirs);
-  return b.finish(std::move(tt->tree), tt->origin, {});
+  // The prefetch table only: a tar's data is stored in stream order, as
+  // upstream's tar builder stores it.
+  std::vector<uint32_t> prefetch;
+  if (o.prefetch_table) prefetch = prefetch_nodes(tt->tree.image_paths, o.prefetch_patterns);
+  return b.finish(std::move(tt->tree), tt->origin, std::move(prefetch));
 }
 
 }  // namespace
@@ -364,8 +394,10 @@ Result<CreateReport> create_from_tar(const CreateOptions& o) {
 Result<CreateReport> create_image(const CreateOptions& o) {
   if (o.bootstrap.empty() && !o.blob_inline_meta)
     return make_error(Errc::kInvalidArgument, "a bootstrap path (-B) is required unless --blob-inline-meta is used");
-  if (o.blob_dir.empty() && o.blob_file.empty())
-    return make_error(Errc::kInvalidArgument, "a blob destination (-D/--blob-dir or --blob) is required");
+  if (o.blob_dir.empty() && o.blob_file.empty() && o.blob_cache_dir.empty())
+    return make_error(Errc::kInvalidArgument, "both --blob and --blob-dir or --blob-cache-dir are missing");
+  if (o.blob_dir.empty() && o.blob_file.empty() && o.blob_inline_meta)
+    return make_error(Errc::kInvalidArgument, "--blob-inline-meta needs --blob or --blob-dir");
   if (!std::has_single_bit(o.chunk_size) || o.chunk_size < format::kMinChunkSize || o.chunk_size > format::kMaxChunkSize)
     return errorf(Errc::kInvalidArgument, "chunk size {:#x} must be a power of two between 0x1000 and 0x1000000",
                   o.chunk_size);

@@ -33,7 +33,11 @@ struct CreateOptions {
   bool repeatable = false;
   bool blob_inline_meta = false;
   bool blob_toc = false;                 // --features blob-toc
-  std::vector<std::string> prefetch_patterns;  // --prefetch-policy fs
+  // --prefetch-policy fs|blob: files under these paths are stored first
+  // (directory sources); with `prefetch_table` (fs) they also form the
+  // bootstrap's prefetch table, as upstream does for RAFS v6.
+  std::vector<std::string> prefetch_patterns;
+  bool prefetch_table = true;
   unsigned threads = 0;                  // 0 = all cores
   // --chunk-dict: a bootstrap whose chunks are referenced, not stored again:
   // a chunk with the same digest and size points into the dictionary's blob

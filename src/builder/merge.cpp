@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -12,6 +13,7 @@
 #include "common/file_util.h"
 #include "format/bootstrap.h"
 #include "format/bootstrap_writer.h"
+#include "format/digest.h"
 
 namespace nydus::builder {
 
@@ -32,38 +34,57 @@ class Merger {
   explicit Merger(const MergeOptions& o) : o_(o) {}
 
   // `digest_slot`: index into blob_digests/blob_sizes, or -1 (parent bootstrap).
+  // The chunk dictionary: its blob ids, and the configuration layers must share.
+  Status load_dict(const fs::path& path) {
+    auto boot = Bootstrap::open(path);
+    if (!boot) return std::unexpected(std::move(boot).error().context("load chunk dict bootstrap " + path.string()));
+    for (const auto& bi : (*boot)->blobs()) dict_blob_ids_.insert(bi.blob_id);
+    set_config(**boot);
+    return ok();
+  }
+
+  // `digest_slot`: index into the per-layer lists, or -1 (parent bootstrap).
   Status add_layer(const fs::path& path, int64_t digest_slot) {
-    NYDUS_ASSIGN_OR_RETURN(auto boot, Bootstrap::open(path));
-    const Bootstrap& b = *boot;
-    if (layers_ == 0) {
-      chunk_size_ = b.chunk_size();
-      compressor_ = b.compressor();
-      digester_ = b.digester();
-    } else if (b.digester() != digester_) {
-      return errorf(Errc::kInvalidArgument, "{}: chunk digester differs from the lower layers'", path.string());
-    } else if (b.chunk_size() != chunk_size_ && !b.blobs().empty()) {
-      return errorf(Errc::kInvalidArgument, "{}: chunk size {:#x} differs from the lower layers' {:#x}",
-                    path.string(), b.chunk_size(), chunk_size_);
+    auto boot_r = Bootstrap::open(path);
+    if (!boot_r) return std::unexpected(std::move(boot_r).error().context("load bootstrap " + path.string()));
+    const Bootstrap& b = **boot_r;
+    const bool explicit_ids = (b.flags() & format::super_flags::kExplicitUidGid) != 0;
+    if (!have_config_) {
+      set_config(b);
+    } else if (b.chunk_size() != chunk_size_) {
+      return errorf(Errc::kInvalidArgument, "{}Inconsistent configuration of chunk_size: {} vs {} ({})",
+                    kInconsistentFilesystem, chunk_size_, b.chunk_size(), path.string());
+    } else if (explicit_ids != explicit_ids_) {
+      return errorf(Errc::kInvalidArgument, "{}Using inconsistent explicit_uidgid setting {}, target explicit_uidgid setting {} ({})",
+                    kInconsistentFilesystem, explicit_ids_, explicit_ids, path.string());
     }
+    if (layers_ > 0 && b.digester() != digester_ && !b.blobs().empty())
+      return errorf(Errc::kInvalidArgument, "{}: chunk digester differs from the lower layers'", path.string());
+    if (!b.blobs().empty()) digester_ = b.digester();
+    compressor_ = b.compressor();
+    if (layers_ == 0) first_compressor_ = b.compressor();
     layers_++;
 
     // This layer's blob indexes -> merged blob table.
     blob_map_.clear();
+    bool own_seen = false;
     for (const auto& bi : b.blobs()) {
       format::BlobInfo info = bi;
-      if (info.blob_id == std::string(64, format::kInlinedBlobIdPlaceholder)) {
-        if (digest_slot < 0 || size_t(digest_slot) >= o_.blob_digests.size())
-          return errorf(Errc::kInvalidArgument,
-                        "{}: the blob id is the inlined-bootstrap placeholder; give the real one with --blob-digests",
+      if (digest_slot >= 0 && !dict_blob_ids_.contains(bi.blob_id)) {
+        if (own_seen)
+          return errorf(Errc::kInvalidArgument, "{}: invalid per layer bootstrap, having multiple associated data blobs",
                         path.string());
-        info.blob_id = o_.blob_digests[size_t(digest_slot)];
-        if (size_t(digest_slot) < o_.blob_sizes.size()) info.compressed_size = o_.blob_sizes[size_t(digest_slot)];
+        own_seen = true;
+        NYDUS_TRY(fix_own_blob(info, path, size_t(digest_slot)));
+      } else if (info.blob_id == std::string(64, format::kInlinedBlobIdPlaceholder)) {
+        return errorf(Errc::kInvalidArgument, "{}: a parent bootstrap cannot name its blob with the inlined placeholder",
+                      path.string());
       }
       auto [it, fresh] = blob_ids_.try_emplace(info.blob_id, uint32_t(blobs_.size()));
       if (fresh) blobs_.push_back(info);
       blob_map_.push_back(it->second);
     }
-    if (blobs_.size() > 254) return make_error(Errc::kInvalidArgument, "more than 254 blobs in the merged image");
+    if (blobs_.size() > 1024) return make_error(Errc::kInvalidArgument, "too many blobs across the layers");
 
     chunks_.clear();
     if (!b.blobs().empty()) {
@@ -153,14 +174,20 @@ class Merger {
     format::BootstrapSpec spec;
     spec.prefetch_nodes = prefetch_nodes(f.image_paths, o_.prefetch_patterns);
     spec.nodes = std::move(f.nodes);
-    spec.blobs = blobs_;
+    spec.blobs = used_blobs(spec.nodes);
+    if (spec.blobs.size() > format::kMaxBlobs)
+      return errorf(Errc::kInvalidArgument, "{} blobs in the merged image, at most {}", spec.blobs.size(), format::kMaxBlobs);
     spec.chunk_size = chunk_size_;
     spec.compressor = compressor_;
     spec.digester = digester_;
+    spec.explicit_uid_gid = explicit_ids_;
     NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
-    NYDUS_TRY(write_file_atomic(o_.bootstrap, boot.bytes));
     MergeReport r;
-    r.blobs = blobs_;
+    r.bootstrap = o_.bootstrap;
+    if (r.bootstrap.empty()) r.bootstrap = o_.bootstrap_dir / format::to_hex(format::sha256(boot.bytes));
+    NYDUS_TRY(write_file_atomic(r.bootstrap, boot.bytes));
+    r.compressor = first_compressor_;
+    r.blobs = spec.blobs;
     r.inodes = spec.nodes.size();
     r.bootstrap_size = boot.bytes.size();
     return r;
@@ -207,11 +234,70 @@ class Merger {
     return n;
   }
 
+  void set_config(const Bootstrap& b) {
+    have_config_ = true;
+    chunk_size_ = b.chunk_size();
+    explicit_ids_ = (b.flags() & format::super_flags::kExplicitUidGid) != 0;
+    digester_ = b.digester();
+  }
+
+  // The layer's own blob gets the id/size/ToC the caller knows (the
+  // converter passes them for OCI-ref layers) or upstream's fallback name.
+  Status fix_own_blob(format::BlobInfo& info, const fs::path& path, size_t slot) {
+    auto pick = [slot](const auto& list) { return slot < list.size() ? &list[slot] : nullptr; };
+    if (info.blob_id == std::string(64, format::kInlinedBlobIdPlaceholder)) {
+      if (auto* id = pick(o_.original_blob_ids)) {
+        info.blob_id = *id;
+      } else {
+        std::string name = path.filename().string();
+        name = name.substr(0, name.find('.'));
+        if (name.empty()) return errorf(Errc::kInvalidArgument, "failed to get blob id from meta file path {}", path.string());
+        info.blob_id = name;
+      }
+    }
+    if (auto* d = pick(o_.blob_digests)) info.blob_id = *d;
+    if (auto* sz = pick(o_.blob_sizes)) info.compressed_size = *sz;
+    if (auto* d = pick(o_.blob_toc_digests)) {
+      NYDUS_ASSIGN_OR_RETURN(info.toc_digest, format::digest_from_hex(*d));
+    }
+    if (auto* sz = pick(o_.blob_toc_sizes)) {
+      if (*sz > UINT32_MAX) return errorf(Errc::kInvalidArgument, "blob toc size {} too large", *sz);
+      info.toc_size = uint32_t(*sz);
+    }
+    return ok();
+  }
+
+  // Blobs some chunk uses, numbered by first use breadth first with children
+  // by name (upstream's walk); chunk blob indexes renumbered to match.
+  std::vector<format::BlobInfo> used_blobs(std::vector<format::TreeNode>& nodes) {
+    std::vector<format::BlobInfo> out;
+    if (nodes.empty()) return out;
+    std::map<uint32_t, uint32_t> renum;
+    std::vector<uint32_t> queue{0};
+    for (size_t qi = 0; qi < queue.size(); qi++) {
+      auto& n = nodes[queue[qi]];
+      for (auto& c : n.chunks) {
+        auto [it, fresh] = renum.try_emplace(c.blob_index, uint32_t(out.size()));
+        if (fresh) out.push_back(blobs_[c.blob_index]);
+      }
+      std::vector<uint32_t> kids = n.children;
+      std::sort(kids.begin(), kids.end(), [&](uint32_t a, uint32_t b) { return nodes[a].name < nodes[b].name; });
+      queue.insert(queue.end(), kids.begin(), kids.end());
+    }
+    for (auto& n : nodes)
+      for (auto& c : n.chunks) c.blob_index = renum.at(c.blob_index);
+    return out;
+  }
+
   const MergeOptions& o_;
   EditTree tree_;
+  bool have_config_ = false;
+  bool explicit_ids_ = true;
+  std::set<std::string> dict_blob_ids_;
   size_t layers_ = 0;
   uint32_t chunk_size_ = format::kDefaultChunkSize;
   format::Compressor compressor_ = format::Compressor::kZstd;
+  format::Compressor first_compressor_ = format::Compressor::kZstd;  // upstream's -J reports the first layer's
   format::Digester digester_ = format::Digester::kBlake3;
   std::vector<format::BlobInfo> blobs_;
   std::map<std::string, uint32_t> blob_ids_;
@@ -225,22 +311,36 @@ class Merger {
 }  // namespace
 
 Result<MergeReport> merge_layers(const MergeOptions& o) {
-  if (o.layers.empty()) return make_error(Errc::kInvalidArgument, "no layer bootstraps to merge");
-  if (o.bootstrap.empty()) return make_error(Errc::kInvalidArgument, "an output bootstrap (--bootstrap) is required");
-  if (!o.blob_digests.empty() && o.blob_digests.size() != o.layers.size())
-    return errorf(Errc::kInvalidArgument, "--blob-digests has {} entries for {} layers", o.blob_digests.size(),
-                  o.layers.size());
-  if (!o.blob_sizes.empty() && o.blob_sizes.size() != o.layers.size())
-    return errorf(Errc::kInvalidArgument, "--blob-sizes has {} entries for {} layers", o.blob_sizes.size(),
-                  o.layers.size());
-  if (!o.implicit_dirs.empty() && o.implicit_dirs.size() != o.layers.size())
-    return errorf(Errc::kInvalidArgument, "implicit_dirs has {} entries for {} layers", o.implicit_dirs.size(),
-                  o.layers.size());
-  for (auto& d : o.blob_digests) {
-    if (d.size() != 64 || d.find_first_not_of("0123456789abcdef") != std::string::npos)
-      return errorf(Errc::kInvalidArgument, "blob digest '{}' is not 64 lowercase hex characters", d);
-  }
+  if (o.layers.empty()) return make_error(Errc::kInvalidArgument, "source bootstrap list is empty, at least one bootstrap is required");
+  if (o.bootstrap.empty() && o.bootstrap_dir.empty())
+    return make_error(Errc::kInvalidArgument,
+                      "both --bootstrap and --blob-dir are missing, please specify one to store the generated metadata blob file");
+  if (o.bootstrap.empty() && !fs::is_directory(o.bootstrap_dir))
+    return make_error(Errc::kInvalidArgument, "Directory to store blobs does not exist");
+  auto check_len = [&](size_t n, const char* what) -> Status {
+    if (n != 0 && n != o.layers.size())
+      return errorf(Errc::kInvalidArgument, "number of {} entries {} doesn't match number of sources {}", what, n,
+                    o.layers.size());
+    return ok();
+  };
+  NYDUS_TRY(check_len(o.blob_digests.size(), "blob digest"));
+  NYDUS_TRY(check_len(o.original_blob_ids.size(), "original blob id"));
+  NYDUS_TRY(check_len(o.blob_sizes.size(), "blob size"));
+  NYDUS_TRY(check_len(o.blob_toc_digests.size(), "toc digest"));
+  NYDUS_TRY(check_len(o.blob_toc_sizes.size(), "toc size"));
+  NYDUS_TRY(check_len(o.implicit_dirs.size(), "implicit_dirs"));
+  auto hex64 = [](const std::string& d) {
+    return d.size() == 64 && d.find_first_not_of("0123456789abcdef") == std::string::npos;
+  };
+  for (auto& d : o.blob_digests)
+    if (!hex64(d)) return errorf(Errc::kInvalidArgument, "blob digest '{}' is not 64 lowercase hex characters", d);
+  for (auto& d : o.blob_toc_digests)
+    if (!hex64(d)) return errorf(Errc::kInvalidArgument, "blob toc digest '{}' is not 64 lowercase hex characters", d);
+  for (auto& d : o.original_blob_ids)
+    if (d.empty() || d.size() > 255 || d.find('/') != std::string::npos || d == "." || d == "..")
+      return errorf(Errc::kInvalidArgument, "original blob id '{}' is not usable", d);
   Merger m(o);
+  if (!o.chunk_dict.empty()) NYDUS_TRY(m.load_dict(o.chunk_dict));
   if (!o.parent_bootstrap.empty()) NYDUS_TRY(m.add_layer(o.parent_bootstrap, -1));
   for (size_t i = 0; i < o.layers.size(); i++)
     NYDUS_TRY(m.add_layer(o.layers[i], int64_t(i)));

@@ -376,7 +376,9 @@ Result<BlobInfo> BlobWriter::close() {
   if (m.opts.toc) NYDUS_TRY(m.write_toc());
   NYDUS_TRY(m.flush());
   NYDUS_ASSIGN_OR_RETURN(Digest id, m.file_hash.snapshot());
-  if (::fsync(m.fd) != 0) return m.fail(sys_error(fmt::format("fsync {}", m.path.string())).error());
+  // A FIFO or character device (the converter's --blob) cannot be synced: EINVAL.
+  if (::fsync(m.fd) != 0 && errno != EINVAL)
+    return m.fail(sys_error(fmt::format("fsync {}", m.path.string())).error());
   const int fd = m.fd;
   m.fd = -1;
   if (::close(fd) != 0) return m.fail(sys_error(fmt::format("closing {}", m.path.string())).error());

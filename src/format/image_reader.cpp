@@ -50,9 +50,16 @@ Result<const std::vector<ChunkRecord>*> ImageReader::blob_chunks(uint32_t index)
   if (index >= blobs.size()) return corrupt("blob index {} beyond the blob table", index);
   const BlobInfo& bi = blobs[index];
   std::vector<ChunkRecord> recs;
+  // A blob file that ends before its meta is just the chunk data (the
+  // converter's "image.blob" entry, handed to `unpack --blob`): then the
+  // bootstrap's chunk table says where chunks are, as upstream reads it.
+  const BlobFile* with_meta = nullptr;
   if (bi.ci_compressed_size > 0 && has_blobs()) {
     NYDUS_ASSIGN_OR_RETURN(const BlobFile* f, blob(index));
-    NYDUS_ASSIGN_OR_RETURN(BlobMeta meta, f->read_meta());
+    if (f->file_size() >= bi.ci_offset + bi.ci_compressed_size + 4096) with_meta = f;
+  }
+  if (with_meta) {
+    NYDUS_ASSIGN_OR_RETURN(BlobMeta meta, with_meta->read_meta());
     recs.resize(meta.chunks.size());
     for (size_t i = 0; i < meta.chunks.size(); i++) {
       const auto& c = meta.chunks[i];

@@ -4,6 +4,8 @@
 #include <nlohmann/json.hpp>
 
 #include "format/image_check.h"
+#include "format/compress.h"
+#include "tools/nydus_image/cli_util.h"
 #include "tools/nydus_image/commands.h"
 
 namespace nydus::tools {
@@ -11,15 +13,16 @@ namespace nydus::tools {
 namespace {
 
 struct CheckArgs {
-  std::string bootstrap, blob_dir, blob, output_json;
+  std::string bootstrap, bootstrap_pos, bootstrap_opt, blob_dir, blob, output_json;
   bool no_data = false, verbose = false;
 };
 
-int run_check(const CheckArgs& a) {
+int run_check(CheckArgs a) {
+  if (auto e = pick_bootstrap(a.bootstrap_pos, a.bootstrap_opt, a.bootstrap); !e.empty()) return usage_error("check", e);
   format::BlobLocation loc{a.blob_dir, a.blob};
   auto img = format::ImageReader::open(a.bootstrap, loc);
-  nlohmann::json j;
-  j["bootstrap"] = a.bootstrap;
+  // Upstream's OutputSerializer keys first (nydusify check decodes "blobs").
+  nlohmann::json j = upstream_output_json(a.bootstrap, {}, "");
   int rc = 0;
   if (!img) {
     std::fprintf(stderr, "nydus-image check: %s: %s\n", a.bootstrap.c_str(), img.error().message.c_str());
@@ -54,6 +57,7 @@ int run_check(const CheckArgs& a) {
     j["chunks_verified"] = rep.chunks_verified;
     j["blobs"] = nlohmann::json::array();
     for (auto& b : boot.blobs()) j["blobs"].push_back(b.blob_id);
+    j["compressor"] = format::compressor_name(boot.compressor());
     rc = rep.ok() ? 0 : 1;
   }
   if (!a.output_json.empty()) {
@@ -70,7 +74,8 @@ Command add_check_command(CLI::App& parent) {
   Command cmd;
   auto* app = parent.add_subcommand("check", "Validate a RAFS v6 image (and its blobs' chunks)");
   cmd.app = app;
-  app->add_option("-B,--bootstrap", args->bootstrap, "bootstrap to check")->required();
+  app->add_option("BOOTSTRAP", args->bootstrap_pos, "bootstrap to check");
+  app->add_option("-B,--bootstrap", args->bootstrap_opt, "bootstrap to check (deprecated form)");
   app->add_option("-D,--blob-dir", args->blob_dir, "directory holding the data blobs (by id)");
   app->add_option("-b,--blob", args->blob, "the data blob file");
   app->add_flag("--no-data", args->no_data, "skip reading and digest-checking chunk data");

@@ -7,9 +7,12 @@
 #include <nlohmann/json.hpp>
 
 #include "builder/create_image.h"
+#include "builder/prefetch_list.h"
 #include "format/compress.h"
 #include "format/digest.h"
+#include "tools/nydus_image/cli_util.h"
 #include "tools/nydus_image/commands.h"
+#include "tools/nydus_image/log.h"
 
 namespace nydus::tools {
 
@@ -19,9 +22,9 @@ struct CreateArgs {
   std::string source, bootstrap, blob_dir, blob, blob_cache_dir, output_json;
   std::string compressor = "zstd", digester = "blake3", chunk_size = "0x100000";
   std::string fs_version = "6", type = "dir-rafs", prefetch_policy = "none", prefetch_files;
-  std::string whiteout_spec = "oci", chunk_dict;
-  std::vector<std::string> features;
-  bool repeatable = false, inline_meta = false;
+  std::string whiteout_spec = "oci", chunk_dict, features;
+  bool repeatable = false, inline_meta = false, aligned_chunk = false, disable_check = false;
+  bool compressor_given = false;
   unsigned threads = 0;
 };
 
@@ -36,23 +39,19 @@ Result<uint32_t> parse_size(const std::string& s) {
   }
 }
 
-std::vector<std::string> read_patterns(std::istream& in) {
-  std::vector<std::string> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    if (line.empty()) continue;
-    out.push_back(line);
-  }
-  return out;
-}
-
 int run_create(const CreateArgs& a) {
   auto fail = [](const std::string& msg) {
     std::fprintf(stderr, "nydus-image create: %s\n", msg.c_str());
-    return 1;
+    return kExitFailure;
   };
   if (a.fs_version != "6") return fail("only --fs-version 6 (RAFS v6) is supported");
+  if (!a.blob_cache_dir.empty()) {
+    // Upstream's clap rule: --blob-cache-dir conflicts with these (exit 2).
+    if (!a.blob.empty()) return usage_error("create", "the argument '--blob-cache-dir' cannot be used with '--blob'");
+    if (!a.blob_dir.empty()) return usage_error("create", "the argument '--blob-cache-dir' cannot be used with '--blob-dir'");
+    if (a.inline_meta) return usage_error("create", "the argument '--blob-cache-dir' cannot be used with '--blob-inline-meta'");
+    if (a.compressor_given) return usage_error("create", "the argument '--blob-cache-dir' cannot be used with '--compressor'");
+  }
   builder::CreateOptions o;
   if (a.type == "tar-rafs" || a.type == "targz-rafs") {
     // Compression (none, gzip, zstd, ...) is detected from the stream either way.
@@ -60,8 +59,6 @@ int run_create(const CreateArgs& a) {
   } else if (a.type != "dir-rafs" && a.type != "directory") {
     return fail("--type " + a.type + " is not supported (dir-rafs, tar-rafs, targz-rafs)");
   }
-  if (a.whiteout_spec != "oci" && a.whiteout_spec != "overlayfs" && a.whiteout_spec != "none")
-    return fail("--whiteout-spec " + a.whiteout_spec + " is not one of oci, overlayfs, none");
   o.source = a.source;
   o.bootstrap = a.bootstrap;
   o.blob_dir = a.blob_dir;
@@ -78,11 +75,9 @@ int run_create(const CreateArgs& a) {
     else if (d.find('=') != std::string::npos) return fail("--chunk-dict " + a.chunk_dict + ": only bootstrap=<path>");
     o.chunk_dict = d;
   }
-  for (auto& f : a.features) {
-    if (f == "blob-toc") o.blob_toc = true;
-    else return fail("unknown feature '" + f + "' (blob-toc)");
-  }
-  auto c = format::parse_compressor(a.compressor);
+  if (a.features == "blob-toc") o.blob_toc = true;
+  // Upstream stores only the blob-cache files uncompressed in that mode.
+  auto c = format::parse_compressor(a.blob_cache_dir.empty() || !a.blob.empty() || !a.blob_dir.empty() ? a.compressor : "none");
   if (!c) return fail(c.error().message);
   o.compressor = *c;
   auto d = format::parse_digester(a.digester);
@@ -91,31 +86,31 @@ int run_create(const CreateArgs& a) {
   auto cs = parse_size(a.chunk_size);
   if (!cs) return fail(cs.error().message);
   o.chunk_size = *cs;
-  if (a.prefetch_policy == "fs") {
+  // fs: a prefetch table from the list (stdin as upstream, or our
+  // --prefetch-files); blob: upstream reads the list too but writes no table
+  // for RAFS v6, only lays the files' data first, so it is read and used for
+  // the blob order of directory builds.
+  if (a.prefetch_policy != "none") {
+    builder::PrefetchPatterns pp;
     if (!a.prefetch_files.empty()) {
       std::ifstream f(a.prefetch_files);
       if (!f) return fail("cannot read " + a.prefetch_files);
-      o.prefetch_patterns = read_patterns(f);
+      pp = builder::parse_prefetch_patterns(f);
     } else {
-      o.prefetch_patterns = read_patterns(std::cin);
+      pp = builder::parse_prefetch_patterns(std::cin);
     }
-    for (auto& p : o.prefetch_patterns)
-      if (p.empty() || p[0] != '/') return fail("prefetch pattern '" + p + "' is not an absolute path");
-  } else if (a.prefetch_policy != "none") {
-    return fail("--prefetch-policy " + a.prefetch_policy + " is not supported (fs, none)");
+    for (auto& w : pp.warnings) log_warn("{}", w);
+    o.prefetch_patterns = std::move(pp.paths);
+    o.prefetch_table = a.prefetch_policy == "fs";
   }
 
   auto r = builder::create_image(o);
   if (!r) return fail(r.error().message);
-  for (auto& w : r->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  for (auto& w : r->warnings) log_warn("{}", w);
 
-  nlohmann::json j;
-  j["version"] = "nydus-cpp 0.1.0";
-  j["fs_version"] = "6";
-  j["compressor"] = a.compressor;
-  j["bootstrap"] = r->bootstrap.string();
-  j["blobs"] = nlohmann::json::array();
-  for (auto& b : r->blobs) j["blobs"].push_back(b.blob_id);
+  std::vector<std::string> blob_ids;
+  for (auto& b : r->blobs) blob_ids.push_back(b.blob_id);
+  nlohmann::json j = upstream_output_json(r->bootstrap.string(), blob_ids, format::compressor_name(o.compressor));
   j["blob_path"] = r->blob_path.string();
   j["stats"] = {{"inodes", r->inodes},         {"files", r->files},
                 {"bytes", r->bytes_read},      {"chunks", r->chunks_total},
@@ -130,11 +125,12 @@ int run_create(const CreateArgs& a) {
     f << j.dump(2) << "\n";
     if (!f) return fail("cannot write " + a.output_json);
   }
-  std::fprintf(stderr, "built %s: %llu inodes, %llu files, %llu chunks (%llu stored%s), blob %s\n",
-               a.bootstrap.c_str(), (unsigned long long)r->inodes, (unsigned long long)r->files,
-               (unsigned long long)r->chunks_total, (unsigned long long)r->chunks_stored,
-               a.chunk_dict.empty() ? "" : fmt::format(", {} from the chunk dict", r->chunks_from_dict).c_str(),
-               r->blobs.empty() ? "(none)" : r->blobs[0].blob_id.c_str());
+  (void)a.aligned_chunk;  // RAFS v6 chunks are always 4 KiB aligned (upstream forces it too)
+  (void)a.disable_check;
+  log_info("built {}: {} inodes, {} files, {} chunks ({} stored{}), blob {}",
+           a.bootstrap.empty() ? "(inline)" : a.bootstrap, r->inodes, r->files, r->chunks_total, r->chunks_stored,
+           a.chunk_dict.empty() ? "" : fmt::format(", {} from the chunk dict", r->chunks_from_dict),
+           r->blobs.empty() ? "(none)" : r->blobs[0].blob_id);
   return 0;
 }
 
@@ -147,24 +143,37 @@ Command add_create_command(CLI::App& parent) {
   cmd.app = app;
   app->add_option("SOURCE", args->source, "source directory, or layer tar ('-' = stdin) with --type tar-rafs")->required();
   app->add_option("-B,--bootstrap", args->bootstrap, "bootstrap (metadata) file to write");
-  app->add_option("-D,--blob-dir", args->blob_dir, "directory to store the data blob in, named by its id");
-  app->add_option("-b,--blob", args->blob, "file to write the data blob to");
+  auto* blob_dir = app->add_option("-D,--blob-dir", args->blob_dir, "directory to store the data blob in, named by its id");
+  auto* blob = app->add_option("-b,--blob", args->blob, "file to write the data blob to (a FIFO is written in place)");
   app->add_option("--blob-cache-dir", args->blob_cache_dir,
-                  "also write <id>.blob.data (uncompressed layout) and <id>.blob.meta here");
-  app->add_option("-v,--fs-version", args->fs_version, "RAFS version (6)");
-  app->add_option("-t,--type", args->type, "source type: dir-rafs, tar-rafs, targz-rafs (tar compression is auto-detected)");
-  app->add_option("-c,--compressor", args->compressor, "none, lz4_block, zstd");
-  app->add_option("-d,--digester", args->digester, "blake3, sha256");
+                  "write <id>.blob.data (uncompressed layout) and <id>.blob.meta here; alone: only these");
+  app->add_option("-v,--fs-version", args->fs_version, "RAFS version (6)")
+      ->check(CLI::IsMember({"5", "6"}));
+  app->add_option("-t,--type,--source-type", args->type,
+                  "conversion type: dir-rafs (= directory), tar-rafs, targz-rafs (tar compression is auto-detected)")
+      ->check(CLI::IsMember({"directory", "dir-rafs", "estargz-rafs", "estargz-ref", "estargztoc-ref", "tar-rafs",
+                             "tar-tarfs", "targz-rafs", "targz-ref", "stargz_index"}));
+  auto* comp = app->add_option("-c,--compressor", args->compressor, "none, lz4_block, zstd")
+                   ->check(CLI::IsMember({"none", "lz4_block", "zstd"}));
+  app->add_option("-d,--digester", args->digester, "blake3, sha256")->check(CLI::IsMember({"blake3", "sha256"}));
   app->add_option("-S,--chunk-size", args->chunk_size, "chunk size, power of two 0x1000..0x1000000");
   app->add_flag("-R,--repeatable", args->repeatable, "byte-identical output for identical input");
-  app->add_flag("-A,--blob-inline-meta", args->inline_meta, "store the bootstrap inside the data blob");
-  app->add_option("--features", args->features, "blob-toc")->delimiter(',');
-  app->add_option("-P,--prefetch-policy", args->prefetch_policy, "fs or none");
+  app->add_flag("-A,--blob-inline-meta,--inline-bootstrap", args->inline_meta, "store the bootstrap inside the data blob");
+  app->add_option("--features", args->features, "blob-toc")->check(CLI::IsMember({"blob-toc"}));
+  app->add_option("-P,--prefetch-policy", args->prefetch_policy, "fs, blob or none (list of paths on stdin)")
+      ->check(CLI::IsMember({"fs", "blob", "none"}));
   app->add_option("--prefetch-files", args->prefetch_files, "file listing prefetch paths (default: stdin)");
-  app->add_option("-W,--whiteout-spec", args->whiteout_spec, "oci, overlayfs, none (single-layer builds keep whiteout files as-is; merge applies them)");
+  app->add_option("-W,--whiteout-spec", args->whiteout_spec,
+                  "oci, overlayfs, none (single-layer builds keep whiteout files as-is; merge applies them)")
+      ->check(CLI::IsMember({"oci", "overlayfs", "none"}));
   app->add_option("-J,--output-json", args->output_json, "write a JSON report here");
   app->add_option("--threads", args->threads, "worker threads (default: all cores)");
   app->add_option("--chunk-dict", args->chunk_dict, "bootstrap=<path>: reference chunks that bootstrap's blobs hold");
+  app->add_flag("--aligned-chunk", args->aligned_chunk, "accepted; RAFS v6 chunks are always aligned");
+  app->add_flag("--disable-check", args->disable_check)->group("");  // upstream's hidden flag; no-op
+  (void)blob_dir;
+  (void)blob;
+  app->callback([args, comp] { args->compressor_given = comp->count() > 0; });
   cmd.run = [args] { return run_create(*args); };
   return cmd;
 }

@@ -13,6 +13,7 @@
 #include "format/compress.h"
 #include "format/digest.h"
 #include "format/image_reader.h"
+#include "tools/nydus_image/cli_util.h"
 #include "tools/nydus_image/commands.h"
 #include "tools/nydus_image/describe.h"
 
@@ -24,7 +25,8 @@ using format::Bootstrap;
 using format::InodeView;
 
 struct InspectArgs {
-  std::string bootstrap, blob, blob_dir, request, path, output_json;
+  std::string bootstrap, bootstrap_opt, blob, blob_dir, request, path, output_json;
+  std::vector<std::string> positionals;  // BOOTSTRAP [PATH], or PATH after -B
 };
 
 int fail(const std::string& msg) {
@@ -114,6 +116,34 @@ OJson prefetch_json(const Bootstrap& b) {
     else j["path"] = st ? "(not in tree)" : "(unknown: " + st.error().message + ")";
     arr.push_back(std::move(j));
   }
+  return arr;
+}
+
+// Upstream's request mode (`inspect BOOT -R blobs`, which nydusify check runs
+// and decodes into []BlobInfo): RAFS v6 blob entries carry no readahead range.
+nlohmann::json upstream_blobs_json(const Bootstrap& b) {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& bi : b.blobs())
+    arr.push_back({{"blob_id", bi.blob_id},
+                   {"readahead_offset", 0},
+                   {"readahead_size", 0},
+                   {"decompressed_size", bi.uncompressed_size},
+                   {"compressed_size", bi.compressed_size}});
+  return arr;
+}
+
+// Upstream: [{"inode": <nid>, "path": [every path of that inode]}].
+nlohmann::json upstream_prefetch_json(const Bootstrap& b) {
+  nlohmann::json arr = nlohmann::json::array();
+  const auto& nids = b.prefetch_nids();
+  if (nids.empty()) return arr;
+  std::unordered_set<uint64_t> want(nids.begin(), nids.end());
+  std::unordered_map<uint64_t, std::vector<std::string>> paths;
+  (void)b.walk([&](const std::string& path, const InodeView& ino) -> Status {
+    if (want.contains(ino.nid)) paths[ino.nid].push_back(escape_bytes(path));
+    return ok();
+  });
+  for (uint32_t nid : nids) arr.push_back({{"inode", nid}, {"path", paths[nid]}});
   return arr;
 }
 
@@ -214,7 +244,29 @@ Result<OJson> inode_json(format::ImageReader& image, const std::string& path) {
 }
 
 int run_inspect(InspectArgs a) {
+  if (a.positionals.size() > 2) return usage_error("inspect", "too many arguments");
+  if (!a.bootstrap_opt.empty()) {
+    if (a.positionals.size() > 1) return usage_error("inspect", "the argument '--bootstrap' cannot be used with 'BOOTSTRAP'");
+    a.bootstrap = a.bootstrap_opt;
+    if (!a.positionals.empty()) a.path = a.positionals[0];
+  } else {
+    if (a.positionals.empty()) return usage_error("inspect", "the following required arguments were not provided: BOOTSTRAP");
+    a.bootstrap = a.positionals[0];
+    if (a.positionals.size() > 1) a.path = a.positionals[1];
+  }
   if (!a.blob.empty() && !a.blob_dir.empty()) return fail("give either --blob or --blob-dir, not both");
+  // Upstream's request mode without our -J: its JSON on stdout, nothing else.
+  const bool upstream_json = a.output_json.empty() && !a.request.empty() && a.path.empty();
+  if (upstream_json && (a.request == "stats" || a.request == "blobs" || a.request == "prefetch")) {
+    auto boot = format::Bootstrap::open(a.bootstrap);
+    if (!boot) return fail(a.bootstrap + ": " + boot.error().message);
+    nlohmann::json out;
+    if (a.request == "stats") out = {{"inodes_count", (*boot)->super_block().inos}};
+    else if (a.request == "blobs") out = upstream_blobs_json(**boot);
+    else out = upstream_prefetch_json(**boot);
+    std::printf("%s", out.dump().c_str());
+    return 0;
+  }
   std::string req = a.request;
   if (req.starts_with("icheck")) {
     std::string p = req.substr(6);
@@ -272,9 +324,11 @@ Command add_inspect_command(CLI::App& parent) {
   Command cmd;
   auto* app = parent.add_subcommand("inspect", "Show a bootstrap's superblocks, blob and prefetch tables, or one inode");
   cmd.app = app;
-  app->add_option("-B,--bootstrap", args->bootstrap, "bootstrap (metadata) file")->required();
-  app->add_option("-R,--request", args->request, "stats (default), blobs, prefetch, or \"icheck PATH\"");
-  app->add_option("PATH", args->path, "show this path's inode and chunks (same as -R \"icheck PATH\")");
+  app->add_option("BOOTSTRAP", args->positionals,
+                  "bootstrap (metadata) file, then optionally a PATH whose inode and chunks to show (= -R \"icheck PATH\")");
+  app->add_option("-B,--bootstrap", args->bootstrap_opt, "bootstrap (metadata) file (deprecated form)");
+  app->add_option("-R,--request", args->request,
+                  "stats, blobs, prefetch (upstream's JSON on stdout unless -J), or \"icheck PATH\"");
   app->add_option("-b,--blob", args->blob, "the data blob file, to resolve chunks from its ci array");
   app->add_option("-D,--blob-dir", args->blob_dir, "directory holding the data blobs, named by id");
   app->add_option("-J,--output-json", args->output_json, "also write the answer as JSON here ('-': JSON only, on stdout)");
