@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "storage/http_proxy_backend.h"
+#include "storage/localdisk_backend.h"
 #include "storage/localfs_backend.h"
 #include "storage/registry_backend.h"
 #include "storage/s3_backend.h"
@@ -59,7 +61,18 @@ Result<std::shared_ptr<Backend>> make_backend(const nlohmann::json& backend) {
     NYDUS_ASSIGN_OR_RETURN(auto b, S3Backend::create(std::move(cfg)));
     return std::shared_ptr<Backend>(std::move(b));
   }
-  return errorf(Errc::kUnsupported, "backend type '{}' is not supported (supported: localfs, registry, s3, oss)",
+  if (type == "http-proxy") {
+    NYDUS_ASSIGN_OR_RETURN(auto cfg, parse_http_proxy_config(*config));
+    NYDUS_ASSIGN_OR_RETURN(auto b, HttpProxyBackend::create(std::move(cfg)));
+    return std::shared_ptr<Backend>(std::move(b));
+  }
+  if (type == "localdisk") {
+    NYDUS_ASSIGN_OR_RETURN(auto cfg, parse_localdisk_config(*config));
+    NYDUS_ASSIGN_OR_RETURN(auto b, LocalDiskBackend::create(std::move(cfg)));
+    return std::shared_ptr<Backend>(std::move(b));
+  }
+  return errorf(Errc::kUnsupported,
+                "backend type '{}' is not supported (supported: localfs, localdisk, registry, s3, oss, http-proxy)",
                 type);
 }
 

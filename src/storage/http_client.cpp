@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdio>
 #include <cstring>
+
+#include <unistd.h>
 
 namespace nydus::storage {
 
@@ -202,11 +205,19 @@ Result<HttpResponse> HttpClient::perform(const HttpRequest& req) {
   curl_easy_setopt(c, CURLOPT_HTTP_VERSION, opts_.http2 ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
   const auto timeout = req.timeout.value_or(opts_.timeout);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, long(timeout.count()));
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, long(std::min(opts_.connect_timeout, timeout).count()));
+  // 0 = no limit (upstream's timeout: 0); a connect timeout never outlasts the total one.
+  auto connect = opts_.connect_timeout;
+  if (timeout.count() > 0 && (connect.count() == 0 || connect > timeout)) connect = timeout;
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, long(connect.count()));
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, opts_.skip_verify ? 0L : 1L);
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, opts_.skip_verify ? 0L : 2L);
+  if (!opts_.ca_bundle_pem.empty()) {
+    curl_blob blob{const_cast<char*>(opts_.ca_bundle_pem.data()), opts_.ca_bundle_pem.size(), CURL_BLOB_NOCOPY};
+    curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
+  }
   // An explicit "" disables proxies from the environment.
   curl_easy_setopt(c, CURLOPT_PROXY, req.proxy.c_str());
+  if (!req.unix_socket.empty()) curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, req.unix_socket.c_str());
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
@@ -246,6 +257,50 @@ Result<HttpResponse> HttpClient::perform(const HttpRequest& req) {
     if (req.accept) NYDUS_TRY(req.accept(t.resp));
   }
   return std::move(t.resp);
+}
+
+Result<std::string> load_ca_bundle(const std::vector<std::string>& ca_cert_files) {
+  if (ca_cert_files.empty()) return std::string();
+  constexpr size_t kMaxPem = 16 << 20;
+  auto read_file = [&](const std::string& path, std::string& out) -> Status {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) return sys_error(fmt::format("ca_cert_files: open {}", path));
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+      out.append(buf, n);
+      if (out.size() > kMaxPem) break;
+    }
+    std::fclose(f);
+    if (out.size() > kMaxPem) return errorf(Errc::kInvalidArgument, "ca_cert_files: {} is too large", path);
+    return ok();
+  };
+  std::string bundle;
+  // The system store curl would use (Debian's bundle; libcurl's built-in default).
+  for (const char* sys : {"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"}) {
+    if (::access(sys, R_OK) != 0) continue;
+    NYDUS_TRY(read_file(sys, bundle));
+    bundle += "\n";
+    break;
+  }
+  for (const auto& path : ca_cert_files) {
+    std::string pem;
+    NYDUS_TRY(read_file(path, pem));
+    if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+      return errorf(Errc::kInvalidArgument, "ca_cert_files: {} holds no PEM certificate", path);
+    bundle += pem;
+    bundle += "\n";
+  }
+  return bundle;
+}
+
+bool is_tls_or_refused_error(const Error& e, const std::string& url) {
+  // perform() writes "<METHOD> <url>: <curl error>"; judge only the curl part
+  // so that a host name holding "ssl" does not count.
+  std::string_view m = e.message;
+  if (auto p = m.find(url + ": "); p != std::string_view::npos) m.remove_prefix(p + url.size() + 2);
+  const std::string l = lower(m);
+  return l.find("ssl") != std::string::npos || l.find("wrong version number") != std::string::npos || l.find("connection refused") != std::string::npos;
 }
 
 std::string url_encode(std::string_view s, bool keep_slash) {

@@ -33,6 +33,9 @@ struct HttpOptions {
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
   bool skip_verify = false;
+  // PEM certificates to trust instead of curl's default store ("" = the
+  // default); see load_ca_bundle() for "the system store plus these files".
+  std::string ca_bundle_pem;
   bool http2 = true;           // offer HTTP/2 over TLS
   size_t max_idle_handles = 16;  // easy handles kept for reuse
 };
@@ -63,6 +66,7 @@ struct HttpRequest {
   std::function<Status(const HttpResponse&)> accept;
   size_t max_body = 1 << 20;  // bound for bodies collected into `body`
   std::string proxy;          // e.g. "http://127.0.0.1:3128"; "" = none (env ignored)
+  std::string unix_socket;    // connect to this unix socket instead of the URL's host
   std::optional<std::chrono::milliseconds> timeout;  // overrides HttpOptions
 };
 
@@ -92,6 +96,17 @@ class HttpClient {
   std::mutex mu_;
   std::vector<void*> idle_;
 };
+
+// The system CA store plus the PEM files `ca_cert_files` (upstream's
+// "ca_cert_files": trusted in addition to the system store), for
+// HttpOptions::ca_bundle_pem; "" when the list is empty. A missing or
+// non-PEM file is an error (upstream fails the backend's creation too).
+Result<std::string> load_ca_bundle(const std::vector<std::string>& ca_cert_files);
+
+// Whether a transport error from perform() of `url` is one upstream's
+// registry backend answers with an https->http fallback (skip_verify):
+// its text names SSL/TLS, "wrong version number" or "connection refused".
+bool is_tls_or_refused_error(const Error& e, const std::string& url);
 
 // Helpers for URLs and headers.
 std::string url_encode(std::string_view s, bool keep_slash = false);

@@ -21,6 +21,10 @@ std::string lower(std::string_view s) {
 
 bool is_redirect(long s) { return s == 301 || s == 302 || s == 303 || s == 307 || s == 308; }
 
+// The auth state of the registry itself (the proxy shares it: it forwards
+// the registry's requests).
+constexpr const char* kOriginAuth = "origin";
+
 }  // namespace
 
 // ---- config ---------------------------------------------------------------
@@ -28,17 +32,26 @@ bool is_redirect(long s) { return s == 301 || s == 302 || s == 303 || s == 307 |
 Result<RegistryConfig> parse_registry_config(const nlohmann::json& j) {
   using namespace remote_config;
   RegistryConfig c;
-  NYDUS_ASSIGN_OR_RETURN(c.scheme, get_string(j, "scheme", "https"));
+  NYDUS_ASSIGN_OR_RETURN(std::string scheme, get_string(j, "scheme", "https"));
+  // Upstream: only "http" is http; "" (the documented "detect") and anything else is https.
+  c.scheme = scheme == "http" ? "http" : "https";
   NYDUS_ASSIGN_OR_RETURN(c.host, get_string(j, "host"));
   NYDUS_ASSIGN_OR_RETURN(c.repo, get_string(j, "repo"));
   NYDUS_ASSIGN_OR_RETURN(c.auth, get_string(j, "auth"));
   NYDUS_ASSIGN_OR_RETURN(c.registry_token, get_string(j, "registry_token"));
   NYDUS_ASSIGN_OR_RETURN(c.skip_verify, get_bool(j, "skip_verify", false));
-  NYDUS_ASSIGN_OR_RETURN(c.timeout, get_seconds(j, "timeout", Millis(5000)));
-  NYDUS_ASSIGN_OR_RETURN(c.connect_timeout, get_seconds(j, "connect_timeout", Millis(5000)));
+  NYDUS_ASSIGN_OR_RETURN(c.ca_cert_files, get_string_list(j, "ca_cert_files"));
+  NYDUS_ASSIGN_OR_RETURN(c.blob_url_scheme, get_string(j, "blob_url_scheme"));
+  NYDUS_ASSIGN_OR_RETURN(c.blob_redirected_host, get_string(j, "blob_redirected_host"));
+  NYDUS_ASSIGN_OR_RETURN(c.timeout, get_seconds(j, "timeout", Millis(5000), true));
+  NYDUS_ASSIGN_OR_RETURN(c.connect_timeout, get_seconds(j, "connect_timeout", Millis(5000), true));
   NYDUS_ASSIGN_OR_RETURN(c.retry, get_retry(j));
-  if (c.scheme != "http" && c.scheme != "https")
-    return errorf(Errc::kInvalidArgument, "registry scheme must be http or https, not '{}'", c.scheme);
+  if (!c.blob_url_scheme.empty() && c.blob_url_scheme != "http" && c.blob_url_scheme != "https")
+    return errorf(Errc::kInvalidArgument, "registry \"blob_url_scheme\" must be http or https, not '{}'",
+                  c.blob_url_scheme);
+  for (char ch : c.blob_redirected_host)
+    if (ch == '/' || ch == ' ' || ch == '?' || ch == '#' || ch == '@')
+      return errorf(Errc::kInvalidArgument, "registry \"blob_redirected_host\" '{}' must be a host", c.blob_redirected_host);
   if (c.host.empty()) return errorf(Errc::kInvalidArgument, "registry backend needs \"host\"");
   if (c.repo.empty()) return errorf(Errc::kInvalidArgument, "registry backend needs \"repo\"");
   for (char ch : c.host)
@@ -48,14 +61,7 @@ Result<RegistryConfig> parse_registry_config(const nlohmann::json& j) {
     if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '/' || ch == '.' || ch == '_' || ch == '-'))
       return errorf(Errc::kInvalidArgument, "invalid registry repo '{}'", c.repo);
 
-  if (auto it = j.find("proxy"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) return errorf(Errc::kInvalidArgument, "registry \"proxy\" must be an object");
-    NYDUS_ASSIGN_OR_RETURN(c.proxy.url, get_string(*it, "url"));
-    NYDUS_ASSIGN_OR_RETURN(c.proxy.ping_url, get_string(*it, "ping_url"));
-    NYDUS_ASSIGN_OR_RETURN(c.proxy.fallback, get_bool(*it, "fallback", true));
-    NYDUS_ASSIGN_OR_RETURN(c.proxy.check_interval, get_seconds(*it, "check_interval", Millis(5000)));
-    NYDUS_ASSIGN_OR_RETURN(c.proxy.use_http, get_bool(*it, "use_http", false));
-  }
+  NYDUS_ASSIGN_OR_RETURN(c.proxy, parse_proxy_config(j));
   if (auto it = j.find("mirrors"); it != j.end() && !it->is_null()) {
     if (!it->is_array()) return errorf(Errc::kInvalidArgument, "registry \"mirrors\" must be a list");
     for (const auto& m : *it) {
@@ -136,20 +142,19 @@ std::vector<AuthChallenge> parse_www_authenticate(std::string_view h) {
 Result<std::shared_ptr<RegistryBackend>> RegistryBackend::create(RegistryConfig cfg) {
   if (cfg.host.empty() || cfg.repo.empty())
     return errorf(Errc::kInvalidArgument, "registry backend needs \"host\" and \"repo\"");
-  return std::shared_ptr<RegistryBackend>(new RegistryBackend(std::move(cfg)));
+  NYDUS_ASSIGN_OR_RETURN(std::string ca_bundle, load_ca_bundle(cfg.ca_cert_files));
+  return std::shared_ptr<RegistryBackend>(new RegistryBackend(std::move(cfg), std::move(ca_bundle)));
 }
 
-RegistryBackend::RegistryBackend(RegistryConfig cfg)
+RegistryBackend::RegistryBackend(RegistryConfig cfg, std::string ca_bundle_pem)
     : RemoteBackend(cfg.retry),
       cfg_(std::move(cfg)),
-      http_(HttpOptions{cfg_.timeout, cfg_.connect_timeout, cfg_.skip_verify}) {
-  origin_ = cfg_.scheme + "://" + cfg_.host;
-  if (!cfg_.proxy.url.empty()) {
-    proxy_base_ = cfg_.proxy.url;
-    while (proxy_base_.ends_with('/')) proxy_base_.pop_back();
-    if (cfg_.proxy.use_http && proxy_base_.starts_with("https://")) proxy_base_ = "http://" + proxy_base_.substr(8);
-    if (proxy_base_.find("://") == std::string::npos) proxy_base_ = (cfg_.proxy.use_http ? "http://" : "https://") + proxy_base_;
-  }
+      https_(cfg_.scheme != "http"),
+      http_(HttpOptions{.timeout = cfg_.timeout,
+                        .connect_timeout = cfg_.connect_timeout,
+                        .skip_verify = cfg_.skip_verify,
+                        .ca_bundle_pem = std::move(ca_bundle_pem)}) {
+  if (!cfg_.proxy.url.empty()) proxy_ = std::make_unique<BackendProxy>(cfg_.proxy, http_);
   for (const auto& m : cfg_.mirrors) {
     auto mm = std::make_unique<Mirror>();
     mm->cfg = m;
@@ -158,8 +163,8 @@ RegistryBackend::RegistryBackend(RegistryConfig cfg)
     if (mm->base.find("://") == std::string::npos) mm->base = cfg_.scheme + "://" + mm->base;
     mirrors_.push_back(std::move(mm));
   }
-  if (!cfg_.registry_token.empty()) auth_for(origin_).header = "Bearer " + cfg_.registry_token;
-  if (!proxy_base_.empty() || !mirrors_.empty()) health_thread_ = std::thread([this] { health_loop(); });
+  if (!cfg_.registry_token.empty()) auth_for(kOriginAuth).header = "Bearer " + cfg_.registry_token;
+  if (!mirrors_.empty()) health_thread_ = std::thread([this] { health_loop(); });
 }
 
 RegistryBackend::~RegistryBackend() {
@@ -269,27 +274,47 @@ Attempt<> RegistryBackend::reauth(AuthState& st, const std::string& www_authenti
   return fatal(Error{Errc::kIo, 0, fmt::format("unsupported registry auth challenge '{}'", www_authenticate)});
 }
 
+std::string RegistryBackend::origin() const { return (https_.load() ? "https://" : "http://") + cfg_.host; }
+
+Result<HttpResponse> RegistryBackend::send(const HttpRequest& req) {
+  if (proxy_) return proxy_->perform(req, [this] { note_request(); });
+  note_request();
+  return http_.perform(req);
+}
+
+Result<std::string> RegistryBackend::rewrite_redirect(const std::string& url) const {
+  if (cfg_.blob_url_scheme.empty() && cfg_.blob_redirected_host.empty()) return url;
+  const auto sep = url.find("://");
+  if (sep == std::string::npos) return corrupt("redirect target '{}' has no scheme", url);
+  std::string scheme = url.substr(0, sep);
+  std::string rest = url.substr(sep + 3);
+  const auto path_at = rest.find_first_of("/?#");
+  std::string authority = rest.substr(0, path_at);
+  const std::string tail = path_at == std::string::npos ? "" : rest.substr(path_at);
+  if (!cfg_.blob_url_scheme.empty()) scheme = cfg_.blob_url_scheme;
+  if (!cfg_.blob_redirected_host.empty()) {
+    // Like upstream's Url::set_host: the host changes, userinfo and port stay.
+    const auto at = authority.rfind('@');
+    const std::string userinfo = at == std::string::npos ? "" : authority.substr(0, at + 1);
+    std::string hostport = at == std::string::npos ? authority : authority.substr(at + 1);
+    std::string port;
+    const auto colon = hostport.rfind(':');
+    if (colon != std::string::npos && hostport.find(']', colon) == std::string::npos) port = hostport.substr(colon);
+    authority = userinfo + cfg_.blob_redirected_host + port;
+  }
+  return scheme + "://" + authority + tail;
+}
+
 std::vector<RegistryBackend::Endpoint> RegistryBackend::route() {
   std::vector<Endpoint> eps;
-  if (!proxy_base_.empty()) {
-    if (proxy_healthy_.load() || !cfg_.proxy.fallback) {
-      eps.push_back({Kind::kProxy, proxy_base_, 0});
-      if (!cfg_.proxy.fallback) return eps;
-    }
-  }
   for (size_t i = 0; i < mirrors_.size(); i++)
     if (mirrors_[i]->failures.load() < mirrors_[i]->cfg.failure_limit) eps.push_back({Kind::kMirror, mirrors_[i]->base, i});
-  eps.push_back({Kind::kOrigin, origin_, 0});
+  eps.push_back({Kind::kOrigin, origin(), 0});
   return eps;
 }
 
 void RegistryBackend::endpoint_failed(const Endpoint& ep) {
-  if (ep.kind == Kind::kProxy) {
-    if (cfg_.proxy.fallback && proxy_healthy_.exchange(false)) {
-      std::lock_guard lk(health_mu_);
-      proxy_next_check_ = Clock::now() + cfg_.proxy.check_interval;
-    }
-  } else if (ep.kind == Kind::kMirror) {
+  if (ep.kind == Kind::kMirror) {
     auto& m = *mirrors_[ep.mirror];
     if (m.failures.fetch_add(1) + 1 == m.cfg.failure_limit) {
       std::lock_guard lk(health_mu_);
@@ -308,8 +333,7 @@ Attempt<HttpResponse> RegistryBackend::request_storage(const std::string& url, c
     req.headers.emplace_back("Range", fmt::format("bytes={}-{}", offset, offset + out->size() - 1));
     req.accept = [offset, len = out->size()](const HttpResponse& r) { return check_range_response(r, offset, len); };
   }
-  note_request();
-  auto r = http_.perform(req);
+  auto r = send(req);
   const std::string what = fmt::format("{} redirected blob URL {}", method, url_origin(url));
   if (out) {
     if (auto st = finish_ranged_get(r, out->size(), what); !st) return std::unexpected(std::move(st).error());
@@ -324,16 +348,15 @@ Attempt<HttpResponse> RegistryBackend::request(const Endpoint& ep, const std::st
                                                const std::string& blob_id, uint64_t offset,
                                                std::optional<std::span<uint8_t>> out) {
   const std::string path = blob_path(blob_id);
-  // The proxy forwards to the origin, so it shares the origin's credentials.
-  AuthState& auth = auth_for(ep.kind == Kind::kMirror ? ep.base : origin_);
-  const char* kind = ep.kind == Kind::kProxy ? "proxy" : ep.kind == Kind::kMirror ? "mirror" : "registry";
-  const std::string what = fmt::format("{} {} {}{}", method, kind, ep.base, path);
+  AuthState& auth = auth_for(ep.kind == Kind::kMirror ? ep.base : kOriginAuth);
+  const char* kind = ep.kind == Kind::kMirror ? "mirror" : "registry";
+  std::string base = ep.base;
+  std::string what = fmt::format("{} {} {}{}", method, kind, base, path);
   bool reauthed = false;
   for (;;) {
     HttpRequest req;
     req.method = method;
-    req.url = ep.base + path;
-    if (ep.kind == Kind::kProxy) req.headers.emplace_back("X-Dragonfly-Registry", origin_);
+    req.url = base + path;
     if (ep.kind == Kind::kMirror)
       for (const auto& [k, v] : mirrors_[ep.mirror]->cfg.headers) req.headers.emplace_back(k, v);
     if (auto h = auth_header(auth); !h.empty()) req.headers.emplace_back("Authorization", h);
@@ -342,8 +365,22 @@ Attempt<HttpResponse> RegistryBackend::request(const Endpoint& ep, const std::st
       req.headers.emplace_back("Range", fmt::format("bytes={}-{}", offset, offset + out->size() - 1));
       req.accept = [offset, len = out->size()](const HttpResponse& r) { return check_range_response(r, offset, len); };
     }
-    note_request();
-    auto r = http_.perform(req);
+    Result<HttpResponse> r = std::unexpected(Error{});
+    if (ep.kind == Kind::kOrigin) {
+      r = send(req);
+    } else {
+      note_request();
+      r = http_.perform(req);
+    }
+    if (!r && ep.kind == Kind::kOrigin && cfg_.skip_verify && base.starts_with("https://") &&
+        is_tls_or_refused_error(r.error(), req.url)) {
+      // Upstream's needs_fallback_http: a plain-HTTP registry (or none on
+      // 443) behind "https"; from now on the registry is spoken to over http.
+      https_.store(false);
+      base = origin();
+      what = fmt::format("{} {} {}{}", method, kind, base, path);
+      continue;
+    }
     if (!r) return retryable(std::move(r).error().context(what));
     if (r->status == 401 && !reauthed) {
       reauthed = true;
@@ -356,7 +393,9 @@ Attempt<HttpResponse> RegistryBackend::request(const Endpoint& ep, const std::st
     if (is_redirect(r->status)) {
       const auto& loc = r->header("location");
       if (loc.empty()) return retryable(Error{Errc::kIo, 0, what + ": redirect without Location"});
-      auto target = resolve_url(req.url, loc);
+      auto resolved = resolve_url(req.url, loc);
+      if (!resolved) return fatal(std::move(resolved).error().context(what));
+      auto target = rewrite_redirect(*resolved);
       if (!target) return fatal(std::move(target).error().context(what));
       if (method == "GET") {
         std::lock_guard lk(redirect_mu_);
@@ -427,27 +466,12 @@ bool RegistryBackend::ping(const std::string& url) {
 
 void RegistryBackend::health_loop() {
   Millis tick = Millis(1000);
-  if (!proxy_base_.empty()) tick = std::min(tick, cfg_.proxy.check_interval);
   for (const auto& m : mirrors_) tick = std::min(tick, m->cfg.health_check_interval);
   tick = std::max(tick, Millis(10));
   std::unique_lock lk(health_mu_);
   while (!stop_) {
     health_cv_.wait_for(lk, tick, [&] { return stop_; });
     if (stop_) break;
-    const auto now = Clock::now();
-    // Proxy: pinged every check_interval while we have a ping URL; without
-    // one, a proxy marked down is given another chance after the interval.
-    if (!proxy_base_.empty() && now >= proxy_next_check_) {
-      proxy_next_check_ = now + cfg_.proxy.check_interval;
-      if (!cfg_.proxy.ping_url.empty()) {
-        lk.unlock();
-        bool up = ping(cfg_.proxy.ping_url);
-        lk.lock();
-        proxy_healthy_.store(up);
-      } else {
-        proxy_healthy_.store(true);
-      }
-    }
     for (auto& m : mirrors_) {
       if (m->failures.load() < m->cfg.failure_limit || Clock::now() < m->next_check) continue;
       m->next_check = Clock::now() + m->cfg.health_check_interval;

@@ -8,13 +8,19 @@
 // bearer token. Redirects (to blob storage) are followed by hand without the
 // registry's Authorization, and the target is cached per blob until it fails.
 //
-// Proxy (Dragonfly): requests go to `proxy.url` + the same path with
-// `X-Dragonfly-Registry: <scheme>://<host>`; a background check GETs
-// `proxy.ping_url` every `check_interval` s. While the proxy is unhealthy
-// and `fallback` is set, requests go to the mirrors/origin directly.
-// Mirrors are tried in order before the origin, each with its `headers`; a
-// mirror failing `failure_limit` times is skipped until its `ping_url`
-// passes (checked every `health_check_interval` s).
+// Scheme: "http" means http, anything else (also "" or absent) https, as
+// upstream. With `skip_verify`, TLS is not verified and a request to the
+// registry that fails on TLS ("ssl", "wrong version number") or with
+// "connection refused" switches the backend to http for good, as upstream's
+// registry backend does. `ca_cert_files` are trusted besides the system store.
+// A redirect Location gets `blob_url_scheme` / `blob_redirected_host` when set.
+//
+// Proxy: an HTTP forward proxy for the registry and storage requests (not the
+// token requests), with upstream's health/fallback rules (backend_proxy.h).
+// Mirrors (ours; the snapshotter still writes them) are tried in order
+// before the origin, each with its `headers`; a mirror failing
+// `failure_limit` times is skipped until its `ping_url` passes (checked
+// every `health_check_interval` s).
 #pragma once
 
 #include <atomic>
@@ -28,17 +34,10 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "storage/backend_proxy.h"
 #include "storage/remote_backend.h"
 
 namespace nydus::storage {
-
-struct ProxyConfig {
-  std::string url;       // "" = no proxy
-  std::string ping_url;
-  bool fallback = true;
-  Millis check_interval{5000};
-  bool use_http = false;  // talk to the proxy over plain http
-};
 
 struct MirrorConfig {
   std::string host;  // "http://127.0.0.1:5001" (a scheme-less host takes the registry's scheme)
@@ -49,13 +48,16 @@ struct MirrorConfig {
 };
 
 struct RegistryConfig {
-  std::string scheme = "https";
+  std::string scheme = "https";  // "http" or "https" (anything but "http" in the JSON)
   std::string host;
   std::string repo;
   std::string auth;            // base64("user:pass")
   std::string registry_token;  // static bearer token
-  bool skip_verify = false;
-  Millis timeout{5000};
+  bool skip_verify = false;    // also allows the https->http fallback
+  std::vector<std::string> ca_cert_files;
+  std::string blob_url_scheme;       // scheme forced on redirect targets
+  std::string blob_redirected_host;  // host forced on redirect targets
+  Millis timeout{5000};              // 0 = no limit
   Millis connect_timeout{5000};
   RetryPolicy retry;           // retry.retry_limit from "retry_limit"
   ProxyConfig proxy;
@@ -83,17 +85,19 @@ class RegistryBackend final : public RemoteBackend {
 
   // For tests/metrics: whether the proxy is considered healthy, and how many
   // mirrors are currently skipped.
-  bool proxy_healthy() const { return proxy_healthy_.load(); }
+  bool proxy_healthy() const { return !proxy_ || proxy_->healthy(); }
   size_t mirrors_disabled() const;
+  // Whether requests to the registry still use https (false after a fallback).
+  bool uses_https() const { return https_.load(); }
 
  protected:
   Attempt<> fetch(const std::string& blob_id, uint64_t offset, std::span<uint8_t> out) override;
   Attempt<uint64_t> head_size(const std::string& blob_id) override;
 
  private:
-  explicit RegistryBackend(RegistryConfig cfg);
+  RegistryBackend(RegistryConfig cfg, std::string ca_bundle_pem);
 
-  enum class Kind { kProxy, kMirror, kOrigin };
+  enum class Kind { kMirror, kOrigin };
   struct Endpoint {
     Kind kind;
     std::string base;  // scheme://host[:port]
@@ -113,6 +117,11 @@ class RegistryBackend final : public RemoteBackend {
   };
 
   std::vector<Endpoint> route();
+  std::string origin() const;  // scheme://host, following an https->http fallback
+  // Send through the proxy when one is configured (not for token requests).
+  Result<HttpResponse> send(const HttpRequest& req);
+  // Apply blob_url_scheme / blob_redirected_host to a redirect target.
+  Result<std::string> rewrite_redirect(const std::string& url) const;
   std::string blob_path(const std::string& blob_id) const;
   AuthState& auth_for(const std::string& key);
   std::string auth_header(AuthState& st);
@@ -132,12 +141,10 @@ class RegistryBackend final : public RemoteBackend {
   bool ping(const std::string& url);
 
   RegistryConfig cfg_;
-  std::string origin_;     // scheme://host
-  std::string proxy_base_;
+  std::atomic<bool> https_;
   HttpClient http_;
+  std::unique_ptr<BackendProxy> proxy_;
   std::vector<std::unique_ptr<Mirror>> mirrors_;
-  std::atomic<bool> proxy_healthy_{true};
-  std::chrono::steady_clock::time_point proxy_next_check_{};
 
   std::mutex auth_mu_;
   std::map<std::string, std::unique_ptr<AuthState>> auth_;

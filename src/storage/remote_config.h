@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -35,17 +36,32 @@ inline Result<int64_t> get_int(const nlohmann::json& j, const char* key, int64_t
 }
 
 // Seconds (integer or fractional) → milliseconds; must be > 0 and < 1 day.
-inline Result<Millis> get_seconds(const nlohmann::json& j, const char* key, Millis def) {
+// With `zero_means_none` (upstream's "timeout"/"connect_timeout": 0 = no
+// limit), 0 is accepted and returned as Millis(0).
+inline Result<Millis> get_seconds(const nlohmann::json& j, const char* key, Millis def, bool zero_means_none = false) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return def;
   if (!it->is_number()) return errorf(Errc::kInvalidArgument, "backend config \"{}\" must be a number of seconds", key);
   const double s = it->get<double>();
+  if (zero_means_none && s == 0) return Millis(0);
   if (!std::isfinite(s) || s <= 0 || s > 86400)
     return errorf(Errc::kInvalidArgument, "backend config \"{}\" = {} seconds is out of range", key, s);
   return Millis(std::max<int64_t>(1, int64_t(s * 1000)));
 }
 
 // "retry_limit" (upstream) plus our "retry_backoff_ms" / "retry_backoff_cap_ms".
+inline Result<std::vector<std::string>> get_string_list(const nlohmann::json& j, const char* key) {
+  std::vector<std::string> out;
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return out;
+  if (!it->is_array()) return errorf(Errc::kInvalidArgument, "backend config \"{}\" must be a list of strings", key);
+  for (const auto& v : *it) {
+    if (!v.is_string()) return errorf(Errc::kInvalidArgument, "backend config \"{}\" must be a list of strings", key);
+    out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
 inline Result<RetryPolicy> get_retry(const nlohmann::json& j) {
   RetryPolicy p;
   NYDUS_ASSIGN_OR_RETURN(int64_t limit, get_int(j, "retry_limit", p.retry_limit));

@@ -114,15 +114,18 @@ Result<S3Config> parse_s3_config(const nlohmann::json& j, bool oss) {
   c.oss = oss;
   NYDUS_ASSIGN_OR_RETURN(c.endpoint, get_string(j, "endpoint", oss ? "" : "s3.amazonaws.com"));
   NYDUS_ASSIGN_OR_RETURN(c.scheme, get_string(j, "scheme", "https"));
+  if (c.scheme.empty()) c.scheme = "https";  // upstream's default
   NYDUS_ASSIGN_OR_RETURN(c.bucket_name, get_string(j, "bucket_name"));
   NYDUS_ASSIGN_OR_RETURN(c.region, get_string(j, "region", oss ? "" : "us-east-1"));
   NYDUS_ASSIGN_OR_RETURN(c.object_prefix, get_string(j, "object_prefix"));
   NYDUS_ASSIGN_OR_RETURN(c.access_key_id, get_string(j, "access_key_id"));
   NYDUS_ASSIGN_OR_RETURN(c.access_key_secret, get_string(j, "access_key_secret"));
   NYDUS_ASSIGN_OR_RETURN(c.skip_verify, get_bool(j, "skip_verify", false));
-  NYDUS_ASSIGN_OR_RETURN(c.timeout, get_seconds(j, "timeout", Millis(5000)));
-  NYDUS_ASSIGN_OR_RETURN(c.connect_timeout, get_seconds(j, "connect_timeout", Millis(5000)));
+  NYDUS_ASSIGN_OR_RETURN(c.ca_cert_files, get_string_list(j, "ca_cert_files"));
+  NYDUS_ASSIGN_OR_RETURN(c.timeout, get_seconds(j, "timeout", Millis(5000), true));
+  NYDUS_ASSIGN_OR_RETURN(c.connect_timeout, get_seconds(j, "connect_timeout", Millis(5000), true));
   NYDUS_ASSIGN_OR_RETURN(c.retry, get_retry(j));
+  NYDUS_ASSIGN_OR_RETURN(c.proxy, parse_proxy_config(j));
   const char* type = oss ? "oss" : "s3";
   if (c.scheme != "http" && c.scheme != "https")
     return errorf(Errc::kInvalidArgument, "{} scheme must be http or https, not '{}'", type, c.scheme);
@@ -143,13 +146,19 @@ Result<S3Config> parse_s3_config(const nlohmann::json& j, bool oss) {
 Result<std::shared_ptr<S3Backend>> S3Backend::create(S3Config cfg) {
   if (cfg.endpoint.empty() || cfg.bucket_name.empty())
     return errorf(Errc::kInvalidArgument, "s3 backend needs \"endpoint\" and \"bucket_name\"");
-  return std::shared_ptr<S3Backend>(new S3Backend(std::move(cfg)));
+  NYDUS_ASSIGN_OR_RETURN(std::string ca_bundle, load_ca_bundle(cfg.ca_cert_files));
+  return std::shared_ptr<S3Backend>(new S3Backend(std::move(cfg), std::move(ca_bundle)));
 }
 
-S3Backend::S3Backend(S3Config cfg)
+S3Backend::S3Backend(S3Config cfg, std::string ca_bundle_pem)
     : RemoteBackend(cfg.retry),
       cfg_(std::move(cfg)),
-      http_(HttpOptions{cfg_.timeout, cfg_.connect_timeout, cfg_.skip_verify}) {}
+      http_(HttpOptions{.timeout = cfg_.timeout,
+                        .connect_timeout = cfg_.connect_timeout,
+                        .skip_verify = cfg_.skip_verify,
+                        .ca_bundle_pem = std::move(ca_bundle_pem)}) {
+  if (!cfg_.proxy.url.empty()) proxy_ = std::make_unique<BackendProxy>(cfg_.proxy, http_);
+}
 
 Result<HttpResponse> S3Backend::object_request(const std::string& method, const std::string& key,
                                                std::span<const uint8_t> body,
@@ -197,6 +206,7 @@ Result<HttpResponse> S3Backend::object_request(const std::string& method, const 
                                "OSS " + cfg_.access_key_id + ":" + oss_signature(cfg_.access_key_secret, sts));
     }
   }
+  if (proxy_) return proxy_->perform(req, [this] { note_request(); });
   note_request();
   return http_.perform(req);
 }

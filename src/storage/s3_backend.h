@@ -16,6 +16,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "storage/backend_proxy.h"
 #include "storage/remote_backend.h"
 
 namespace nydus::storage {
@@ -30,9 +31,11 @@ struct S3Config {
   std::string access_key_id;
   std::string access_key_secret;
   bool skip_verify = false;
-  Millis timeout{5000};
+  std::vector<std::string> ca_cert_files;  // trusted besides the system store
+  Millis timeout{5000};                    // 0 = no limit
   Millis connect_timeout{5000};
   RetryPolicy retry;
+  ProxyConfig proxy;                       // forward proxy (backend_proxy.h)
 };
 
 Result<S3Config> parse_s3_config(const nlohmann::json& config, bool oss);
@@ -81,10 +84,11 @@ class S3Backend final : public RemoteBackend {
   Attempt<uint64_t> head_size(const std::string& blob_id) override;
 
  private:
-  explicit S3Backend(S3Config cfg);
+  S3Backend(S3Config cfg, std::string ca_bundle_pem);
 
   S3Config cfg_;
   HttpClient http_;
+  std::unique_ptr<BackendProxy> proxy_;
 };
 
 }  // namespace nydus::storage

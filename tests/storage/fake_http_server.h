@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -57,6 +59,22 @@ using FakeHandler = std::function<FakeResponse(const FakeRequest&)>;
 
 class FakeHttpServer {
  public:
+  // On a unix socket at `path` instead of TCP (the http-proxy backend's local form).
+  static std::unique_ptr<FakeHttpServer> on_unix_socket(const std::string& path, FakeHandler h) {
+    std::unique_ptr<FakeHttpServer> s(new FakeHttpServer(std::move(h), UnixTag{}));
+    s->fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    ::unlink(path.c_str());
+    if (::bind(s->fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s->fd_, 64) != 0) {
+      ADD_FAILURE() << "fake unix server bind/listen: " << std::strerror(errno);
+      return s;
+    }
+    s->accept_thread_ = std::thread([p = s.get()] { p->accept_loop(); });
+    return s;
+  }
+
   explicit FakeHttpServer(FakeHandler h, uint16_t port = 0) : handler_(std::move(h)) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
@@ -75,6 +93,8 @@ class FakeHttpServer {
     accept_thread_ = std::thread([this] { accept_loop(); });
   }
   ~FakeHttpServer() { stop(); }
+  FakeHttpServer(const FakeHttpServer&) = delete;
+  FakeHttpServer& operator=(const FakeHttpServer&) = delete;
 
   void stop() {
     if (stopping_.exchange(true)) return;
@@ -93,6 +113,7 @@ class FakeHttpServer {
   std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
   int hits() const { return hits_.load(); }
+  int tls_hellos() const { return tls_hellos_.load(); }  // TLS handshakes refused
   std::vector<FakeRequest> requests() const {
     std::lock_guard lk(mu_);
     return reqs_;
@@ -103,6 +124,9 @@ class FakeHttpServer {
   }
 
  private:
+  struct UnixTag {};
+  FakeHttpServer(FakeHandler h, UnixTag) : handler_(std::move(h)) {}
+
   void accept_loop() {
     while (!stopping_.load()) {
       pollfd p{fd_, POLLIN, 0};
@@ -132,6 +156,14 @@ class FakeHttpServer {
       ssize_t n = ::recv(c, tmp, sizeof tmp, 0);
       if (n <= 0) return (void)::close(c);
       buf.append(tmp, size_t(n));
+      if (buf[0] == '\x16') {
+        // A TLS ClientHello: answer as a plain-HTTP server does (Go's, nginx),
+        // which a TLS client reports as "wrong version number".
+        tls_hellos_.fetch_add(1);
+        static const char kBad[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        (void)!::send(c, kBad, sizeof kBad - 1, MSG_NOSIGNAL);
+        return (void)::close(c);
+      }
     }
     FakeRequest req;
     std::string head = buf.substr(0, hdr_end);
@@ -204,6 +236,7 @@ class FakeHttpServer {
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<int> hits_{0};
+  std::atomic<int> tls_hellos_{0};
   mutable std::mutex mu_;
   std::vector<std::thread> conns_;
   std::vector<FakeRequest> reqs_;
