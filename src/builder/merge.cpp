@@ -76,9 +76,6 @@ class Merger {
                         path.string());
         own_seen = true;
         NYDUS_TRY(fix_own_blob(info, path, size_t(digest_slot)));
-      } else if (info.blob_id == std::string(64, format::kInlinedBlobIdPlaceholder)) {
-        return errorf(Errc::kInvalidArgument, "{}: a parent bootstrap cannot name its blob with the inlined placeholder",
-                      path.string());
       }
       auto [it, fresh] = blob_ids_.try_emplace(info.blob_id, uint32_t(blobs_.size()));
       if (fresh) blobs_.push_back(info);

@@ -6,7 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include "builder/create_image.h"
+#include "builder/prefetch_list.h"
 #include "builder/tar_test_util.h"
 #include "common/test_util.h"
 #include "format/bootstrap.h"
@@ -110,7 +113,7 @@ TEST(Merge, OciWhiteoutsAndBlobRemap) {
   for (auto& r : *refs) EXPECT_EQ(r.blob_index, 0u);
 }
 
-TEST(Merge, InlinedBlobIdsNeedDigests) {
+TEST(Merge, InlinedBlobIdsComeFromDigestsOrTheFileName) {
   test::TempDir t;
   auto l1 = build_layer(t, "l1", {{.path = "f", .data = "one"}});
   ASSERT_TRUE(l1) << l1.error().message;
@@ -125,15 +128,58 @@ TEST(Merge, InlinedBlobIdsNeedDigests) {
   MergeOptions mo;
   mo.layers = {t / "l1.boot", t / "l2.boot"};
   mo.bootstrap = t / "merged.boot";
-  EXPECT_FALSE(merge_layers(mo));
+  // Upstream: the bootstrap file's name up to its first '.' (the converter
+  // names each layer's bootstrap by its blob digest).
+  auto named = merge_layers(mo);
+  ASSERT_TRUE(named) << named.error().message;
+  EXPECT_EQ(named->blobs[0].blob_id, "l1");
+  EXPECT_EQ(named->blobs[1].blob_id, l2->blobs[0].blob_id);  // a real id stays
+  mo.original_blob_ids = {"orig1", "orig2"};
+  auto orig = merge_layers(mo);
+  ASSERT_TRUE(orig) << orig.error().message;
+  EXPECT_EQ(orig->blobs[0].blob_id, "orig1");
+  mo.original_blob_ids.clear();
   mo.blob_digests = {id, l2->blobs[0].blob_id};
+  mo.blob_toc_sizes = {640, 0};
   auto m = merge_layers(mo);
   ASSERT_TRUE(m) << m.error().message;
   auto img = ImageReader::open(t / "merged.boot", {t / "blobs", {}});
   ASSERT_TRUE(img);
   EXPECT_EQ((*img)->bootstrap().blobs()[0].blob_id, id);
+  EXPECT_EQ((*img)->bootstrap().blobs()[0].toc_size, 640u);
   EXPECT_EQ(read_all(**img, "/f"), "one");
   EXPECT_EQ(read_all(**img, "/g"), "two");
+  mo.blob_digests = {id};  // one entry for two layers
+  EXPECT_FALSE(merge_layers(mo));
+}
+
+TEST(Merge, UnusedBlobsLeaveTheTableAndChunkSizeMismatchIsInconsistent) {
+  test::TempDir t;
+  auto l1 = build_layer(t, "l1", {{.path = "f", .data = "one"}});
+  ASSERT_TRUE(l1);
+  auto l2 = build_layer(t, "l2", {{.path = ".wh.f", .data = ""}, {.path = "g", .data = "two"}});
+  ASSERT_TRUE(l2);
+  MergeOptions mo;
+  mo.layers = {t / "l1.boot", t / "l2.boot"};
+  mo.bootstrap = t / "merged.boot";
+  auto m = merge_layers(mo);
+  ASSERT_TRUE(m) << m.error().message;
+  // l1's only file is whited out: upstream drops its blob from the table.
+  ASSERT_EQ(m->blobs.size(), 1u);
+  EXPECT_EQ(m->blobs[0].blob_id, l2->blobs[0].blob_id);
+
+  CreateOptions o;
+  o.source = t / "small";
+  std::filesystem::create_directories(o.source);
+  test::write_file(o.source / "h", "x");
+  o.bootstrap = t / "small.boot";
+  o.blob_dir = t / "blobs";
+  o.chunk_size = 0x10000;
+  ASSERT_TRUE(create_image(o));
+  mo.layers = {t / "l1.boot", t / "small.boot"};
+  auto bad = merge_layers(mo);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find(kInconsistentFilesystem), std::string::npos) << bad.error().message;
 }
 
 TEST(Merge, ParentBootstrapAndOverlayfsWhiteouts) {
@@ -255,6 +301,25 @@ TEST(Merge, PrefetchPatternsBecomeThePrefetchTable) {
   std::vector<uint64_t> want{*(*b)->resolve("/b"), *(*b)->resolve("/a/x")};
   std::vector<uint64_t> got((*b)->prefetch_nids().begin(), (*b)->prefetch_nids().end());
   EXPECT_EQ(got, want) << "/b/y is covered by /b, /missing names nothing";
+}
+
+}  // namespace
+}  // namespace nydus::builder
+
+namespace nydus::builder {
+namespace {
+
+// Upstream's generate_patterns: trimmed, absolute only, each path once and
+// none below an earlier one (found or not); normalised like a PathBuf.
+TEST(PrefetchList, ParsesAsUpstream) {
+  std::istringstream in("/a/b\n  /a/b/c  \nrelative\n\n/f/\n//h//./i\n/f/g\n/a\n");
+  auto p = parse_prefetch_patterns(in);
+  EXPECT_EQ(p.paths, (std::vector<std::string>{"/a/b", "/f", "/h/i", "/a"}));
+  EXPECT_EQ(p.warnings.size(), 3u);  // /a/b/c and /f/g covered, "relative" not absolute
+  EXPECT_EQ(normalize_image_path("/"), "/");
+  EXPECT_EQ(normalize_image_path("///"), "/");
+  std::vector<std::string> paths{"/", "/a", "/a/b", "/f"};
+  EXPECT_EQ(prefetch_nodes(paths, {"/missing", "/missing/x", "/f/", "/a/b"}), (std::vector<uint32_t>{3, 2}));
 }
 
 }  // namespace
