@@ -45,10 +45,10 @@ int run_create(const CreateArgs& a) {
     return kExitFailure;
   };
   if (a.fs_version != "6") return fail("only --fs-version 6 (RAFS v6) is supported");
-  if (!a.blob_cache_dir.empty()) {
-    // Upstream's clap rule: --blob-cache-dir conflicts with these (exit 2).
-    if (!a.blob.empty()) return usage_error("create", "the argument '--blob-cache-dir' cannot be used with '--blob'");
-    if (!a.blob_dir.empty()) return usage_error("create", "the argument '--blob-cache-dir' cannot be used with '--blob-dir'");
+  if (!a.blob_cache_dir.empty() && a.blob.empty() && a.blob_dir.empty()) {
+    // Upstream's mode: only the cache files, uncompressed; clap makes these
+    // conflicts (exit 2). Together with -D/--blob (which upstream refuses)
+    // we write both, an extension the kernel-mount workflow uses.
     if (a.inline_meta) return usage_error("create", "the argument '--blob-cache-dir' cannot be used with '--blob-inline-meta'");
     if (a.compressor_given) return usage_error("create", "the argument '--blob-cache-dir' cannot be used with '--compressor'");
   }
