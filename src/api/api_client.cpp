@@ -124,6 +124,7 @@ Result<ApiReply> ApiClient::checked(std::string_view method, std::string_view pa
 
 Result<nlohmann::json> ApiClient::get_json(std::string_view path_and_query) {
   NYDUS_ASSIGN_OR_RETURN(ApiReply r, checked("GET", path_and_query));
+  if (r.status == 204) return nlohmann::json(nullptr);  // e.g. no request in flight
   auto j = nlohmann::json::parse(r.body, nullptr, false);
   if (j.is_discarded()) return errorf(Errc::kCorrupt, "GET {}: reply is not JSON", path_and_query);
   return j;
@@ -164,6 +165,11 @@ Result<nlohmann::json> ApiClient::metrics(const std::string& kind, const std::st
 Result<std::string> ApiClient::prometheus() {
   NYDUS_ASSIGN_OR_RETURN(ApiReply r, checked("GET", "/metrics"));
   return r.body;
+}
+
+Status ApiClient::set_log_level(const std::string& level) {
+  NYDUS_TRY(checked("PUT", "/api/v1/daemon", nlohmann::json{{"log_level", level}}.dump()));
+  return ok();
 }
 
 Status ApiClient::exit_daemon() {

@@ -50,11 +50,14 @@ class ApiClient {
   Status remount(const std::string& mountpoint, const std::string& source, const std::string& config,
                  const std::string& fs_type = "rafs");
   Status umount(const std::string& mountpoint);
-  // kind: "" (fs), "files", "pattern", "backend", "blobcache", "inflight".
+  // kind: "" (fs), "files", "pattern", "backend", "blobcache", "inflight"
+  // (null when nothing is in flight: 204).
   Result<nlohmann::json> metrics(const std::string& kind, const std::string& id = "",
                                  bool latest = false);
   Result<std::string> prometheus();
   Status exit_daemon();
+  // PUT /api/v1/daemon {"log_level"}: off, error, warn, info, debug, trace.
+  Status set_log_level(const std::string& level);
 
   // fscache mode: /api/v2/blobs.
   Status create_blob(std::string_view entry_json);

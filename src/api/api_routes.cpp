@@ -1,5 +1,12 @@
 #include "api/api_routes.h"
 
+#include <deque>
+#include <mutex>
+
+#include <fmt/chrono.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
 namespace nydus::api {
 
 namespace {
@@ -22,6 +29,79 @@ Result<std::string> required_mountpoint(const HttpRequest& req) {
   if (!mp || mp->empty())
     return make_error(Errc::kInvalidArgument, "'mountpoint' should be specified in query string");
   return *mp;
+}
+
+// Upstream's ErrorHolder (GET /api/v1/daemon/events): the daemon's error
+// log lines, newest last, at most 500 of them and 50 KiB in all.
+class ErrorEvents final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  static constexpr size_t kMaxErrors = 500, kMaxSize = 50 * 1024;
+  nlohmann::json to_json() {
+    std::lock_guard lk(mutex_);
+    return nlohmann::json{{"max_errors", kMaxErrors},
+                          {"total_errors", errors_.size()},
+                          {"max_size", kMaxSize},
+                          {"total_size", size_},
+                          {"errors", errors_}};
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (msg.level < spdlog::level::err) return;
+    std::string line = fmt::format("{:%a, %d %b %Y %H:%M:%S} GMT - {}", fmt::gmtime(std::chrono::system_clock::to_time_t(msg.time)),
+                                   std::string_view(msg.payload.data(), msg.payload.size()));
+    if (line.size() > kMaxSize) line.resize(kMaxSize);
+    while (!errors_.empty() && (errors_.size() >= kMaxErrors || size_ + line.size() > kMaxSize)) {
+      size_ -= errors_.front().size();
+      errors_.pop_front();
+    }
+    size_ += line.size();
+    errors_.push_back(std::move(line));
+  }
+  void flush_() override {}
+
+ private:
+  std::deque<std::string> errors_;
+  size_t size_ = 0;
+};
+
+// The process's error events, fed by a sink on the default logger (added
+// once, the first time routes are registered).
+std::shared_ptr<ErrorEvents> error_events() {
+  static std::shared_ptr<ErrorEvents> events = [] {
+    auto e = std::make_shared<ErrorEvents>();
+    spdlog::default_logger()->sinks().push_back(e);
+    return e;
+  }();
+  return events;
+}
+
+// Upstream's runtime config keys (utils/src/config.rs), stored per id.
+struct RuntimeConfig {
+  std::mutex mu;
+  std::map<std::string, std::map<std::string, std::string>> by_id;
+};
+bool known_config_key(const std::string& k) {
+  return k == "registry_auth" || k == "proxy_url" || k == "dragonfly_scheduler_endpoint";
+}
+
+// PUT /api/v{1,2}/daemon {"log_level": "info"}: log's LevelFilter names.
+HttpResponse configure_daemon(const HttpRequest& req) {
+  auto j = nlohmann::json::parse(req.body, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("log_level") || !j["log_level"].is_string())
+    return HttpResponse::error(400, "BadRequest", "body must be {\"log_level\": \"<level>\"}");
+  std::string v = j["log_level"].get<std::string>();
+  for (auto& c : v) c = char(std::tolower(static_cast<unsigned char>(c)));
+  static const std::map<std::string, spdlog::level::level_enum> kLevels = {
+      {"off", spdlog::level::off},   {"error", spdlog::level::err},   {"warn", spdlog::level::warn},
+      {"info", spdlog::level::info}, {"debug", spdlog::level::debug}, {"trace", spdlog::level::trace}};
+  auto it = kLevels.find(v);
+  // Upstream fails an unknown level as an internal error (500).
+  if (it == kLevels.end())
+    return HttpResponse::error(500, "Internal", fmt::format("invalid log level '{}'", j["log_level"].get<std::string>()));
+  spdlog::set_level(it->second);
+  spdlog::info("log level set to {} through the API", v);
+  return HttpResponse::no_content();
 }
 
 HttpResponse not_implemented(const HttpRequest& req) {
@@ -96,6 +176,50 @@ void register_api_routes(Router& router, DaemonApi& api, ApiHooks hooks) {
   router.add("GET", "/api/v1/daemon", [d](const HttpRequest&) {
     return HttpResponse::json(200, dump(d->daemon_info()));
   });
+  router.add("PUT", "/api/v1/daemon", configure_daemon);
+  router.add("PUT", "/api/v2/daemon", configure_daemon);
+  auto events = error_events();
+  router.add("GET", "/api/v1/daemon/events", [events](const HttpRequest&) {
+    return HttpResponse::json(200, dump(events->to_json()));
+  });
+  router.add("GET", "/api/v1/daemon/backend", [d](const HttpRequest& req) {
+    auto mp = required_mountpoint(req);
+    if (!mp) return error_response(mp.error());
+    auto info = d->backend_info(*mp);
+    // Upstream reports a failed lookup as a daemon error (500).
+    if (!info) return HttpResponse::error(500, error_code_name(info.error().code), info.error().message);
+    return HttpResponse::json(200, dump(*info));
+  });
+
+  // Runtime config (upstream utils/src/config.rs): string values by id and
+  // key; registry_auth also reaches the registry backends of that id.
+  auto config = std::make_shared<RuntimeConfig>();
+  router.add("GET", "/api/v1/config", [config](const HttpRequest& req) {
+    const auto id = req.query_param("id");
+    nlohmann::json out = nlohmann::json::object();
+    std::lock_guard lk(config->mu);
+    for (const auto& [cid, kv] : config->by_id)
+      if (!id || *id == cid)
+        for (const auto& [k, v] : kv) out[id ? k : cid + ":" + k] = v;
+    return HttpResponse::json(200, dump(out));
+  });
+  router.add("PUT", "/api/v1/config", [d, config](const HttpRequest& req) {
+    auto j = nlohmann::json::parse(req.body, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      return HttpResponse::error(400, "BadRequest", "body must be a JSON object of strings");
+    for (const auto& [k, v] : j.items())
+      if (!v.is_string()) return HttpResponse::error(400, "BadRequest", fmt::format("'{}' must be a string", k));
+    for (const auto& [k, v] : j.items())
+      if (!known_config_key(k))  // upstream: an unknown key fails the request (500)
+        return HttpResponse::error(500, "Internal", fmt::format("unknown config key '{}'", k));
+    const std::string id = req.query_param("id").value_or("");
+    if (j.contains("registry_auth")) {
+      if (auto st = d->set_registry_auth(id, j["registry_auth"].get<std::string>()); !st) return error_response(st.error());
+    }
+    std::lock_guard lk(config->mu);
+    for (const auto& [k, v] : j.items()) config->by_id[id][k] = v.get<std::string>();
+    return HttpResponse::no_content();
+  });
 
   // Mount, remount, umount share the path and the mountpoint check.
   auto mount_like = [d](bool remount) {
@@ -121,6 +245,7 @@ void register_api_routes(Router& router, DaemonApi& api, ApiHooks hooks) {
     router.add("GET", path, [d, k = std::string(kind)](const HttpRequest& req) {
       auto m = d->metrics(k, req.query);
       if (!m) return error_response(m.error());
+      if (m->is_null()) return HttpResponse::no_content();  // inflight: nothing in progress
       return HttpResponse::json(200, dump(*m));
     });
   }
@@ -139,7 +264,10 @@ void register_api_routes(Router& router, DaemonApi& api, ApiHooks hooks) {
 
   // v2: daemon info and blob objects (fscache mode).
   router.add("GET", "/api/v2/daemon", [d](const HttpRequest&) {
-    return HttpResponse::json(200, dump(d->daemon_info()));
+    // Upstream's v2 info leaves the filesystems out.
+    nlohmann::json info = d->daemon_info();
+    if (info.is_object() && info.contains("backend_collection")) info["backend_collection"] = nullptr;
+    return HttpResponse::json(200, dump(info));
   });
   auto create_blob = [d](const HttpRequest& req) { return from_status(d->create_blob(req.body)); };
   router.add("PUT", "/api/v2/blobs", create_blob);

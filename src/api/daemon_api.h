@@ -33,10 +33,24 @@ class DaemonApi {
   virtual Status remount(const MountRequest& req) = 0;
   virtual Status umount(const std::string& mountpoint) = 0;
   // GET /api/v1/metrics[/<kind>]?id=<mountpoint or blob id>: kind is "" (fs
-  // global), "files", "pattern", "backend", "blobcache", "inflight".
+  // global), "files", "pattern", "backend", "blobcache", "inflight". Bodies
+  // as upstream's (utils/src/metrics.rs); a null result for "inflight" means
+  // no request in progress (204). kNotFound: no such counter (404).
   virtual Result<nlohmann::json> metrics(const std::string& kind, const std::map<std::string, std::string>& query) = 0;
   // GET /metrics: Prometheus text exposition.
   virtual std::string prometheus_metrics() = 0;
+
+  // PUT /api/v1/config?id= {"registry_auth": "<base64 user:pass>"}: the
+  // registry backends of the filesystem `id` (its mountpoint; "/" or empty
+  // names the only one) use these credentials from their next request on.
+  // Modes without such backends accept and ignore it, as upstream stores the
+  // value for backends that are not there.
+  virtual Status set_registry_auth(const std::string& id, const std::string& auth_base64) { return {}; }
+  // GET /api/v1/daemon/backend?mountpoint=: the superblock summary of the
+  // image mounted there (upstream: the RAFS super meta).
+  virtual Result<nlohmann::json> backend_info(const std::string& mountpoint) {
+    return errorf(Errc::kNotFound, "no filesystem mounted at {}", mountpoint);
+  }
 
   // /api/v2/blobs (fscache mode): register a bootstrap entry (upstream's
   // BlobCacheEntry JSON), list, remove by domain and/or id, remove the cached

@@ -345,7 +345,8 @@ HttpResponse Router::dispatch(const HttpRequest& req) const {
   if (m == p->second.end()) {
     std::string allow;
     for (const auto& [method, _] : p->second) allow += (allow.empty() ? "" : ", ") + method;
-    auto r = HttpResponse::error(405, "MethodNotAllowed",
+    // Upstream answers a known path with the wrong method 400 BadRequest.
+    auto r = HttpResponse::error(400, "BadRequest",
                                  fmt::format("{} is not allowed on {}", req.method, req.path));
     r.headers.emplace_back("Allow", allow);
     return r;
@@ -368,7 +369,9 @@ struct Conn {
   bool draining = false;           // response sent, write side shut; discard input until EOF
   bool sent_continue = false;
   bool peer_eof = false;
+  bool has_deadline = false;       // idle connections have none (see idle_timeout)
   Clock::time_point deadline;
+  Clock::time_point idle_since;
 };
 
 struct Job {
@@ -503,8 +506,34 @@ struct HttpServer::Impl {
     c.out_off = 0;
   }
 
+  // The clock a connection is under: a request in progress (bytes in or a
+  // response out) has request_timeout from its first byte, an idle one has
+  // idle_timeout (none by default), a draining one its drain time.
+  void refresh_deadline(Conn& c, Clock::time_point now) {
+    if (c.draining || c.busy) return;
+    if (!c.in.empty() || !c.out.empty()) {
+      if (!c.has_deadline) {
+        c.has_deadline = true;
+        c.deadline = now + opts.request_timeout;
+      }
+      return;
+    }
+    if (opts.idle_timeout.count() > 0) {
+      c.has_deadline = true;
+      c.deadline = c.idle_since + opts.idle_timeout;
+    } else {
+      c.has_deadline = false;
+    }
+  }
+
   // Move a connection forward as far as it can go without blocking.
   void advance(uint64_t id, Clock::time_point now) {
+    advance_inner(id, now);
+    auto it = conns.find(id);
+    if (it != conns.end()) refresh_deadline(it->second, now);
+  }
+
+  void advance_inner(uint64_t id, Clock::time_point now) {
     auto it = conns.find(id);
     if (it == conns.end()) return;
     Conn& c = it->second;
@@ -525,7 +554,8 @@ struct HttpServer::Impl {
         if (c.peer_eof || ::shutdown(c.fd, SHUT_WR) != 0) return close_conn(id);
         c.draining = true;
         c.in.clear();
-        c.deadline = std::min(c.deadline, now + kDrainTime);
+        c.deadline = c.has_deadline ? std::min(c.deadline, now + kDrainTime) : now + kDrainTime;
+        c.has_deadline = true;
         return;
       }
       ParseOutcome o = parse_http_request(c.in, opts);
@@ -547,6 +577,7 @@ struct HttpServer::Impl {
           c.in.erase(0, o.consumed);
           c.sent_continue = false;
           c.busy = true;
+          c.has_deadline = false;  // a pipelined next request gets its own clock
           bool keep = o.keep_alive && !c.peer_eof;
           {
             std::lock_guard lk(job_mu);
@@ -570,7 +601,8 @@ struct HttpServer::Impl {
       }
       Conn c;
       c.fd = fd;
-      c.deadline = now + opts.request_timeout;
+      c.idle_since = now;
+      refresh_deadline(c, now);
       conns.emplace(next_id++, std::move(c));
     }
   }
@@ -588,7 +620,8 @@ struct HttpServer::Impl {
       c.busy = false;
       set_out(c, std::move(d.bytes));
       c.close_after_write = !d.keep_alive;
-      c.deadline = now + opts.request_timeout;  // the next request's clock starts now
+      c.idle_since = now;
+      c.has_deadline = false;  // the response gets request_timeout to be taken (refresh_deadline)
     }
   }
 
@@ -599,7 +632,7 @@ struct HttpServer::Impl {
       auto now = Clock::now();
       // Expire connections that have had their time (busy ones are ours to finish).
       for (auto it = conns.begin(); it != conns.end();) {
-        if (!it->second.busy && now >= it->second.deadline) {
+        if (!it->second.busy && it->second.has_deadline && now >= it->second.deadline) {
           ::close(it->second.fd);
           it = conns.erase(it);
         } else {
@@ -622,7 +655,7 @@ struct HttpServer::Impl {
         if (ev == 0) continue;
         pfds.push_back({c.fd, ev, 0});
         ids.push_back(id);
-        next_deadline = std::min(next_deadline, c.deadline);
+        if (c.has_deadline) next_deadline = std::min(next_deadline, c.deadline);
       }
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_deadline - now).count();
       int n = ::poll(pfds.data(), pfds.size(), static_cast<int>(std::clamp<long long>(wait + 1, 0, 1000)));

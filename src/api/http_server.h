@@ -51,7 +51,7 @@ const char* http_reason(int status);
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
 // Exact method + path matching. A known path with an unregistered method is
-// 405 (with Allow), an unknown path 404.
+// 400 (as upstream nydusd, with an Allow header), an unknown path 404.
 class Router {
  public:
   void add(std::string method, std::string path, HttpHandler handler);
@@ -64,11 +64,18 @@ class Router {
 struct HttpServerOptions {
   size_t max_header_bytes = 16 * 1024;  // request line + headers
   size_t max_body_bytes = 1024 * 1024;
-  // A request must arrive completely within this long of the connection
-  // going idle (accept or previous response written); idle keep-alive
-  // connections are closed after it too. Not extended by trickling bytes.
+  // Once a request's first byte arrives, the whole request must arrive (and
+  // its response be taken by the client) within this long; trickling bytes
+  // do not extend it (slowloris). An idle connection, between requests, is
+  // not under this clock.
   std::chrono::milliseconds request_timeout{10'000};
-  size_t max_connections = 64;  // beyond this, new clients wait in the backlog
+  // Idle keep-alive connections are closed after this; 0 (the default) never
+  // closes them: nydus-snapshotter's liveness monitor holds one idle
+  // connection per daemon and takes a hang-up as the daemon's death.
+  std::chrono::milliseconds idle_timeout{0};
+  // What bounds idle clients instead: beyond this many connections, new
+  // clients wait in the listen backlog until one closes.
+  size_t max_connections = 256;
   size_t worker_threads = 4;
   mode_t socket_mode = 0600;
 };

@@ -3,6 +3,7 @@
 // (fuse mode) or by the API (singleton mode).
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -64,6 +65,12 @@ class ImageInstance {
   const std::vector<std::shared_ptr<storage::BlobCache>>& caches() const { return caches_; }
   const Prefetcher* prefetcher() const { return prefetch_.get(); }
 
+  // The FsIoStats of the FUSE connection this image has to itself (null when
+  // it is served inside the daemon's connection).
+  std::shared_ptr<fuse::FsIoStats> own_io_stats() const { return session_ ? session_->io_stats() : nullptr; }
+  // When it was mounted (upstream's FsBackendDescriptor.mounted_time).
+  std::chrono::system_clock::time_point mounted_time() const { return mounted_time_; }
+
   nlohmann::json info() const;             // for GET /api/v1/daemon backend_collection
   nlohmann::json fs_metrics() const;       // GET /api/v1/metrics
   nlohmann::json file_metrics() const;     // GET /api/v1/metrics/files
@@ -85,6 +92,7 @@ class ImageInstance {
   std::unique_ptr<fuse::FuseSession> session_;
   std::unique_ptr<Prefetcher> prefetch_;
   bool shut_ = false;
+  std::chrono::system_clock::time_point mounted_time_ = std::chrono::system_clock::now();
 };
 
 }  // namespace nydus::daemon

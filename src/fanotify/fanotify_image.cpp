@@ -1,4 +1,5 @@
 #include "fanotify/fanotify_image.h"
+#include "daemon/metrics_json.h"
 
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -152,8 +153,9 @@ json FanotifyImage::info() {
 }
 
 json FanotifyImage::daemon_info() {
-  return json{{"id", ""},
-              {"version", json{{"package_ver", "0.1.0"}, {"profile", "release"}}},
+  return json{{"version", daemon::build_time_info_json()},
+              {"id", nullptr},
+              {"supervisor", nullptr},
               {"state", shut_ ? "STOPPED" : "RUNNING"},
               {"backend_collection", json{{opts_.mountpoint, info()}}}};
 }
@@ -169,19 +171,27 @@ Status FanotifyImage::umount(const std::string&) {
 }
 
 Result<json> FanotifyImage::metrics(const std::string& kind, const std::map<std::string, std::string>&) {
-  if (kind == "blobcache") return daemon::cache_metrics_json(caches_);
-  if (kind == "backend") return daemon::backend_metrics_json(backend_.get());
+  if (kind == "blobcache")
+    return daemon::blobcache_json(caches_, daemon::cache_config(opts_.config, opts_.fallback_work_dir).work_dir,
+                                  opts_.config.prefetch.enable ? opts_.config.prefetch.threads_count : 0);
+  if (kind == "backend") return daemon::backend_json(backend_.get());
+  if (kind == "inflight") return json(nullptr);  // no FUSE requests: 204, as an idle upstream daemon
+  if (kind == "files") return json::object();
+  if (kind == "pattern") return json::array();
   if (kind.empty()) {
+    // Upstream's FsIoStats shape (no FUSE requests to count: zeros) plus
+    // what the fanotify listener counted.
     const auto s = listener_->stats();
-    return json{{"id", opts_.mountpoint},
-                {"fanotify", json{{"events", s.events},
+    json j = daemon::fs_io_stats_json(nullptr, opts_.mountpoint);
+    j["fanotify"] = json{{"events", s.events},
                                   {"allowed_ready", s.allowed_ready},
                                   {"filled", s.filled},
                                   {"denied", s.denied},
                                   {"self_events", s.self_events},
                                   {"malformed", s.malformed},
                                   {"overflows", s.overflows},
-                                  {"unmarked", s.unmarked}}}};
+                                  {"unmarked", s.unmarked}};
+    return j;
   }
   return errorf(Errc::kNotFound, "metrics kind {} is not available in fanotify mode", kind);
 }

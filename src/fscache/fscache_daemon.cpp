@@ -1,4 +1,5 @@
 #include "fscache/fscache_daemon.h"
+#include "daemon/metrics_json.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -116,8 +117,9 @@ json FscacheDaemon::state() const {
 
 json FscacheDaemon::daemon_info() {
   std::lock_guard lk(mu_);
-  return json{{"id", opts_.id},
-              {"version", json{{"package_ver", "0.1.0"}, {"profile", "release"}}},
+  return json{{"version", daemon::build_time_info_json()},
+              {"id", opts_.id.empty() ? json(nullptr) : json(opts_.id)},
+              {"supervisor", nullptr},
               {"state", state_},
               {"backend_collection", json::object()},
               {"fscache", json{{"dir", opts_.dir.string()},
@@ -138,23 +140,24 @@ Status FscacheDaemon::umount(const std::string&) {
 
 Result<json> FscacheDaemon::metrics(const std::string& kind, const std::map<std::string, std::string>& query) {
   const auto blobs = registry_.data_blobs();
-  if (kind.empty()) {
-    std::lock_guard lk(mu_);
-    return json{{"id", opts_.id}, {"fscache", service_ ? service_->stats_json() : json::object()}};
-  }
   if (kind == "blobcache") {
+    // Upstream: one BlobcacheMetrics per cache manager. Here one object over
+    // every data blob cache open now.
     std::vector<std::shared_ptr<storage::BlobCache>> caches;
     for (auto& b : blobs)
       if (auto c = b->cache_if_open()) caches.push_back(std::move(c));
-    return daemon::cache_metrics_json(caches);
+    return daemon::blobcache_json(caches, opts_.dir, 0);
   }
   if (kind == "backend") {
     auto id = query.find("id");
     for (auto& b : blobs)
-      if (id == query.end() || id->second == b->name()) return daemon::backend_metrics_json(b->backend().get());
-    return json::object();
+      if (id == query.end() || id->second == b->name()) return daemon::backend_json(b->backend().get());
+    return errorf(Errc::kNotFound, "no counter found for the metric");
   }
-  return errorf(Errc::kNotFound, "metrics kind {} is not available in fscache mode", kind);
+  // As upstream's fscache daemon: no filesystem service, so no fs metrics
+  // (404) and no FUSE requests (501).
+  if (kind == "inflight") return errorf(Errc::kUnsupported, "fscache mode has no FUSE requests");
+  return errorf(Errc::kNotFound, "no counter found for the metric (fscache mode has no filesystem metrics)");
 }
 
 std::string FscacheDaemon::prometheus_metrics() {

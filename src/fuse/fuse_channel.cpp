@@ -109,6 +109,7 @@ ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
       fuse_in_header h;
       std::memcpy(&h, buf, sizeof(h));
       if (h.unique & (uint64_t(1) << 63)) c->resent_.fetch_add(1, std::memory_order_relaxed);  // FUSE_UNIQUE_RESEND
+      c->stats_->on_request(h.opcode, h.unique, h.nodeid);
       if (h.opcode == FUSE_INIT && size_t(n) <= 4096) {
         std::lock_guard lk(c->init_mu_);
         if (c->init_.empty()) c->init_.assign(static_cast<uint8_t*>(buf), static_cast<uint8_t*>(buf) + n);
@@ -171,14 +172,16 @@ bool FuseChannel::wait_readable() {
 
 ssize_t FuseChannel::io_writev(int fd, struct iovec* iov, int count, void*) {
   FuseChannel* c = fd >= 0 && fd < kMaxFd ? g_channels[fd].load() : nullptr;
-  if (c && c->replay_unique_ != 0 && count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
+  if (c && count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
     fuse_out_header h;
     std::memcpy(&h, iov[0].iov_base, sizeof(h));
-    if (h.unique == c->replay_unique_) {  // the kernel answered this INIT long ago
+    if (c->replay_unique_ != 0 && h.unique == c->replay_unique_) {  // the kernel answered this INIT long ago
       ssize_t total = 0;
       for (int i = 0; i < count; i++) total += ssize_t(iov[i].iov_len);
       return total;
     }
+    if (h.unique != 0 && h.len >= sizeof(h))  // 0: a notification, not a reply
+      c->stats_->on_reply(h.unique, h.error, h.len - sizeof(h));
   }
   return ::writev(fd, iov, count);
 }

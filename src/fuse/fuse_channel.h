@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "fuse/fs_io_stats.h"
 
 struct fuse_session;
 
@@ -44,6 +45,9 @@ class FuseChannel {
   int fd() const { return fd_; }
   // Requests the kernel sent again after a FUSE_NOTIFY_RESEND.
   uint64_t resent_requests() const { return resent_.load(std::memory_order_relaxed); }
+  // Upstream's FsIoStats and the requests in progress, counted as requests
+  // are read and replies written.
+  std::shared_ptr<FsIoStats> io_stats() const { return stats_; }
 
   // Ask the kernel to queue again every request read but not answered.
   static Status notify_resend(int fd);
@@ -64,6 +68,7 @@ class FuseChannel {
   std::atomic<bool> stopping_{false};  // wake() was called
   std::atomic<uint64_t> resent_{0};
   uint64_t replay_unique_ = 0;    // libfuse's reply to the replayed INIT is dropped
+  std::shared_ptr<FsIoStats> stats_ = std::make_shared<FsIoStats>();
 };
 
 }  // namespace nydus::fuse

@@ -28,6 +28,7 @@
 
 #include "common/result.h"
 #include "format/bootstrap.h"
+#include "fuse/fs_io_stats.h"
 #include "fuse/open_file_cache.h"
 #include "fuse/read_ahead_window.h"
 #include "storage/blob_cache.h"
@@ -192,6 +193,9 @@ class FuseSession {
   int fd() const;
   std::vector<uint8_t> init_message() const;
   uint64_t resent_requests() const;
+  // Upstream's FsIoStats of this connection and its requests in progress
+  // (null before the channel exists).
+  std::shared_ptr<FsIoStats> io_stats() const;
   const std::string& mountpoint() const { return mountpoint_; }
   RafsFs& fs() { return *fs_; }
 

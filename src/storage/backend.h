@@ -11,6 +11,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "common/result.h"
+#include "storage/backend_io_stats.h"
 
 namespace nydus::storage {
 
@@ -35,6 +36,17 @@ class Backend {
   virtual Result<uint64_t> blob_size(const std::string& blob_id) = 0;
   virtual const char* type() const = 0;
   virtual BackendMetrics metrics() const = 0;
+  // Upstream's BackendMetrics of the blob reads made through this backend
+  // (recorded by the blob cache).
+  BackendIoStats& io_stats() const { return io_stats_; }
+  // Registry credentials renewed at run time (PUT /api/v1/config
+  // "registry_auth", base64 "user:pass"); other backends have none.
+  virtual Status update_auth(const std::string& auth_base64) {
+    return errorf(Errc::kUnsupported, "backend {} takes no registry credentials", type());
+  }
+
+ private:
+  mutable BackendIoStats io_stats_;
 };
 
 // From upstream's `device.backend` JSON: {"type": "localfs", "config": {"dir": ...}}

@@ -233,6 +233,14 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
     m.backend_bytes = backend_bytes_.load(std::memory_order_relaxed);
     m.digest_failures = digest_failures_.load(std::memory_order_relaxed);
     m.prefetch_bytes = prefetch_bytes_.load(std::memory_order_relaxed);
+    m.read_requests = read_requests_.load(std::memory_order_relaxed);
+    m.whole_hits = whole_hits_.load(std::memory_order_relaxed);
+    m.partial_hits = partial_hits_.load(std::memory_order_relaxed);
+    m.prefetch_requests = prefetch_requests_.load(std::memory_order_relaxed);
+    m.prefetch_chunks = prefetch_chunks_.load(std::memory_order_relaxed);
+    m.prefetch_millis = prefetch_millis_.load(std::memory_order_relaxed);
+    m.prefetch_first_ms = prefetch_first_ms_.load(std::memory_order_relaxed);
+    m.prefetch_last_ms = prefetch_last_ms_.load(std::memory_order_relaxed);
     return m;
   }
 
@@ -346,7 +354,15 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
 
   std::atomic<uint64_t> hits_{0}, misses_{0}, backend_requests_{0}, backend_bytes_{0}, digest_failures_{0},
       prefetch_bytes_{0};
+  std::atomic<uint64_t> read_requests_{0}, whole_hits_{0}, partial_hits_{0}, prefetch_requests_{0},
+      prefetch_chunks_{0}, prefetch_millis_{0}, prefetch_first_ms_{0}, prefetch_last_ms_{0};
 };
+
+uint64_t wall_millis() {
+  return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count());
+}
 
 Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
   const fs::path cache_path = cfg_.work_dir / (blob_.blob_id + ".blob.meta");
@@ -529,6 +545,11 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
       const uint64_t missing = mine.size() + theirs.size();
       hits_.fetch_add(cis.size() - missing, std::memory_order_relaxed);
       misses_.fetch_add(missing, std::memory_order_relaxed);
+      if (!prefetch) {
+        read_requests_.fetch_add(1, std::memory_order_relaxed);
+        if (missing == 0) whole_hits_.fetch_add(1, std::memory_order_relaxed);
+        else if (missing < cis.size()) partial_hits_.fetch_add(1, std::memory_order_relaxed);
+      }
       first_look = false;
     }
     if (mine.empty() && theirs.empty()) return ok();
@@ -597,7 +618,26 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
     const uint64_t total = chunks_[cis[j - 1]].compressed_offset + chunks_[cis[j - 1]].compressed_size - base;
     buf.resize(total);
     backend_requests_.fetch_add(1, std::memory_order_relaxed);
+    const auto started = std::chrono::steady_clock::now();
+    if (prefetch) {
+      uint64_t none = 0;
+      prefetch_first_ms_.compare_exchange_strong(none, wall_millis(), std::memory_order_relaxed);
+      prefetch_requests_.fetch_add(1, std::memory_order_relaxed);
+      prefetch_chunks_.fetch_add(j - i, std::memory_order_relaxed);
+    }
     Status rs = backend_->read(blob_.blob_id, base, buf);
+    backend_->io_stats().record(total,
+                                uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::steady_clock::now() - started)
+                                             .count()),
+                                !rs);
+    if (prefetch) {
+      prefetch_millis_.fetch_add(uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              std::chrono::steady_clock::now() - started)
+                                              .count()),
+                                 std::memory_order_relaxed);
+      prefetch_last_ms_.store(wall_millis(), std::memory_order_relaxed);
+    }
     if (!rs) {
       if (first_error) first_error = std::unexpected(std::move(rs).error().context(
                            fmt::format("fetching blob {} {:#x}+{}", blob_.blob_id, base, total)));

@@ -43,6 +43,15 @@ struct CacheMetrics {
   uint64_t backend_bytes = 0;
   uint64_t digest_failures = 0;
   uint64_t prefetch_bytes = 0;
+  // Upstream's BlobcacheMetrics counters (utils/src/metrics.rs):
+  uint64_t read_requests = 0;      // "total": on-demand read requests
+  uint64_t whole_hits = 0;         // ... with every chunk already cached
+  uint64_t partial_hits = 0;       // ... with some chunks cached
+  uint64_t prefetch_requests = 0;  // backend requests made for prefetch
+  uint64_t prefetch_chunks = 0;    // chunks those requests carried ("unmerged chunks")
+  uint64_t prefetch_millis = 0;    // summed wall time of prefetch fetches
+  uint64_t prefetch_first_ms = 0;  // wall clock (ms since the epoch) of the first / last prefetch fetch, 0: none
+  uint64_t prefetch_last_ms = 0;
 };
 
 class BlobCache {

@@ -187,6 +187,30 @@ std::string RegistryBackend::blob_path(const std::string& blob_id) const {
   return "/v2/" + cfg_.repo + "/blobs/sha256:" + blob_id;
 }
 
+std::string RegistryBackend::basic_auth() const {
+  std::lock_guard lk(cred_mu_);
+  return cfg_.auth;
+}
+
+Status RegistryBackend::update_auth(const std::string& auth_base64) {
+  {
+    std::lock_guard lk(cred_mu_);
+    cfg_.auth = auth_base64;
+  }
+  // Forget what the old credentials earned (Basic headers, Bearer tokens
+  // from a realm): the next request is challenged again and answered with
+  // the new ones. A static registry_token stays.
+  std::lock_guard lk(auth_mu_);
+  for (auto& [key, st] : auth_) {
+    std::lock_guard sl(st->mu);
+    if (st->header.starts_with("Basic ") || st->bearer) {
+      st->header.clear();
+      st->expires = std::chrono::steady_clock::time_point::max();
+    }
+  }
+  return ok();
+}
+
 RegistryBackend::AuthState& RegistryBackend::auth_for(const std::string& key) {
   std::lock_guard lk(auth_mu_);
   auto& p = auth_[key];
@@ -227,7 +251,7 @@ Attempt<> RegistryBackend::refresh_bearer(AuthState& st, const AuthChallenge& ch
   HttpRequest req;
   req.url = url;
   req.max_body = 256 << 10;
-  if (!cfg_.auth.empty()) req.headers.emplace_back("Authorization", "Basic " + cfg_.auth);
+  if (const std::string a = basic_auth(); !a.empty()) req.headers.emplace_back("Authorization", "Basic " + a);
   note_request();
   auto r = http_.perform(req);
   if (!r) return retryable(std::move(r).error().context("fetching registry token"));
@@ -263,10 +287,11 @@ Attempt<> RegistryBackend::reauth(AuthState& st, const std::string& www_authenti
   }
   if (bearer) return refresh_bearer(st, *bearer);
   if (basic) {
-    if (cfg_.auth.empty())
+    const std::string basic_cred = basic_auth();
+    if (basic_cred.empty())
       return fatal(Error{Errc::kIo, 0, "registry requires Basic auth but no \"auth\" is configured"});
     std::lock_guard lk(st.mu);
-    st.header = "Basic " + cfg_.auth;
+    st.header = "Basic " + basic_cred;
     st.expires = Clock::time_point::max();
     st.bearer.reset();
     return {};

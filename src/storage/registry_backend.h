@@ -82,6 +82,9 @@ class RegistryBackend final : public RemoteBackend {
   ~RegistryBackend() override;
 
   const char* type() const override { return "registry"; }
+  // New Basic credentials (base64 "user:pass") for every later request;
+  // what the old ones earned is dropped.
+  Status update_auth(const std::string& auth_base64) override;
 
   // For tests/metrics: whether the proxy is considered healthy, and how many
   // mirrors are currently skipped.
@@ -146,6 +149,8 @@ class RegistryBackend final : public RemoteBackend {
   std::unique_ptr<BackendProxy> proxy_;
   std::vector<std::unique_ptr<Mirror>> mirrors_;
 
+  std::string basic_auth() const;  // cfg_.auth, which update_auth may change
+  mutable std::mutex cred_mu_;     // guards cfg_.auth
   std::mutex auth_mu_;
   std::map<std::string, std::unique_ptr<AuthState>> auth_;
   std::mutex redirect_mu_;

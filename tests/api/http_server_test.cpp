@@ -210,7 +210,7 @@ TEST_F(ServerTest, RoutingErrors) {
   c.send("POST /hello HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
   r = c.read_response();
   ASSERT_TRUE(r);
-  EXPECT_EQ(status_of(*r), 405);
+  EXPECT_EQ(status_of(*r), 400);  // upstream: wrong method is BadRequest
   EXPECT_NE(r->find("Allow: GET"), std::string::npos);
   c.send("GET /throw HTTP/1.1\r\n\r\n");
   r = c.read_response();
@@ -313,7 +313,41 @@ TEST_F(ServerTest, ExpectContinue) {
   EXPECT_NE(all.find("HTTP/1.1 200"), std::string::npos);
 }
 
-TEST_F(ServerTest, SilentClientsDoNotBlockOthersAndTimeOut) {
+TEST(HttpServerOptionsTest, DefaultNeverClosesIdleConnections) {
+  // nydus-snapshotter's liveness monitor holds one idle connection per
+  // daemon and takes a hang-up as the daemon's death.
+  EXPECT_EQ(HttpServerOptions{}.idle_timeout.count(), 0);
+  EXPECT_GE(HttpServerOptions{}.max_connections, 64u);
+}
+
+TEST_F(ServerTest, IdleConnectionsStayOpenPastTheRequestTimeout) {
+  HttpServerOptions o;
+  o.request_timeout = 200ms;  // idle_timeout left at its default (never)
+  start(o);
+  RawConn never_spoke(sock_);
+  RawConn between_requests(sock_);
+  between_requests.send("GET /hello HTTP/1.1\r\n\r\n");
+  ASSERT_TRUE(between_requests.read_response());
+  // Far longer than request_timeout: neither is hung up.
+  EXPECT_FALSE(never_spoke.wait_eof(1500ms));
+  EXPECT_FALSE(between_requests.wait_eof(10ms));
+  // Both still work.
+  for (RawConn* c : {&never_spoke, &between_requests}) {
+    c->send("GET /hello HTTP/1.1\r\n\r\n");
+    auto r = c->read_response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(status_of(*r), 200);
+  }
+  // The knob still closes idle connections when set.
+  server_->stop();
+  o.idle_timeout = 300ms;
+  server_ = std::make_unique<HttpServer>(sock_, test_router(), o);
+  ASSERT_TRUE(server_->start());
+  RawConn idle(sock_);
+  EXPECT_TRUE(idle.wait_eof(3s));
+}
+
+TEST_F(ServerTest, SilentClientsDoNotBlockOthersAndPartialRequestsTimeOut) {
   HttpServerOptions o;
   o.request_timeout = 500ms;
   o.worker_threads = 1;
@@ -325,9 +359,10 @@ TEST_F(ServerTest, SilentClientsDoNotBlockOthersAndTimeOut) {
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 5; ++i) EXPECT_EQ(fresh_get(), 200);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 400ms);
-  // The stalled ones are dropped after the request timeout.
-  EXPECT_TRUE(silent[0]->wait_eof(3s));
+  // A stalled partial request is dropped after the request timeout; a
+  // silent (idle) connection is not.
   EXPECT_TRUE(partial.wait_eof(3s));
+  EXPECT_FALSE(silent[0]->wait_eof(10ms));
   // Trickling bytes does not extend the deadline.
   RawConn trickle(sock_);
   auto start = std::chrono::steady_clock::now();
@@ -368,6 +403,7 @@ TEST_F(ServerTest, ConnectionLimitQueuesExtraClients) {
   start(o);
   RawConn a(sock_), b(sock_);
   ASSERT_TRUE(a.ok() && b.ok());
+  a.send("GET /hello HTTP/1.1\r\n");  // a stalled request: its slot frees at the timeout
   std::this_thread::sleep_for(50ms);
   // The third connects (backlog) and is served once a slot frees up.
   auto t0 = std::chrono::steady_clock::now();

@@ -2,12 +2,14 @@
 //
 //   nydusctl --sock /run/nydusd/api.sock info
 //   nydusctl --sock S mount --source /x/bootstrap --mountpoint /sub --config cfg.json
-//   nydusctl --sock S metrics [--id /sub] [--raw]
+//   nydusctl --sock S metrics [backend|cache|fsstats] [-I secs] [--id /sub] [--raw]   (upstream's form)
+//   nydusctl --sock S set log-level debug | umount -m /sub
 //   nydusctl --sock S blob add entry.json | blob list --domain D | blob rm --domain D [--blob B]
 //   nydusctl --sock S sendfd | takeover | start      (live upgrade / failover)
 //   nydusctl supervise --path P                       (hold a daemon's state and fd across restarts)
 #include <cstdio>
 #include <fstream>
+#include <thread>
 #include <iostream>
 #include <sstream>
 
@@ -97,7 +99,14 @@ int main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "show daemon information");
   std::string id;
   bool latest = false;
-  auto* metrics = app.add_subcommand("metrics", "filesystem metrics");
+  // Upstream's form: `metrics backend|cache|fsstats [-I seconds]`; without a
+  // category, the filesystem metrics.
+  std::string category;
+  unsigned interval = 0;
+  auto* metrics = app.add_subcommand("metrics", "metrics: backend, cache or fsstats (default)");
+  metrics->add_option("category", category, "backend | cache | fsstats")
+      ->check(CLI::IsMember({"backend", "cache", "fsstats"}));
+  metrics->add_option("-I,--interval", interval, "print again every this many seconds");
   metrics->add_option("-i,--id", id, "mountpoint (filesystem id)");
   auto* backend = app.add_subcommand("backend", "storage backend metrics");
   backend->add_option("-i,--id", id, "backend id");
@@ -115,7 +124,12 @@ int main(int argc, char** argv) {
   mount->add_option("-c,--config", config_file, "storage config JSON file")->check(CLI::ExistingFile);
   mount->add_option("-t,--type", fs_type, "filesystem type")->capture_default_str();
   auto* umount = app.add_subcommand("umount", "unmount a filesystem instance");
-  umount->add_option("mountpoint", mountpoint, "mountpoint inside the daemon")->required();
+  auto* umount_m = umount->add_option("-m,--mountpoint", mountpoint, "mountpoint inside the daemon (upstream form)");
+  umount->add_option("mountpoint", mountpoint, "mountpoint inside the daemon")->excludes(umount_m);
+  std::string set_kind, set_value;
+  auto* set = app.add_subcommand("set", "configure the daemon: set log-level trace|debug|info|warn|error");
+  set->add_option("KIND", set_kind, "log-level")->required()->check(CLI::IsMember({"log-level"}));
+  set->add_option("VALUE", set_value, "the value")->required();
 
   // fscache mode: blob objects.
   auto* blob = app.add_subcommand("blob", "fscache blob objects (/api/v2/blobs)");
@@ -137,6 +151,8 @@ int main(int argc, char** argv) {
   auto* supervise = app.add_subcommand("supervise", "hold a daemon's state and fd across restarts");
   supervise->add_option("-p,--path", sup_path, "supervisor socket (nydusd --supervisor)")->required();
 
+  // -r/--raw may follow the subcommand, as upstream's global flag.
+  for (auto* sub : app.get_subcommands({})) sub->fallthrough();
   CLI11_PARSE(app, argc, argv);
 
   if (*supervise) return run_supervisor(sup_path);
@@ -162,7 +178,15 @@ int main(int argc, char** argv) {
     print_info(*r, raw);
     return 0;
   }
-  if (*metrics) return show(client.metrics("", id));
+  if (*metrics) {
+    const std::string kind = category == "backend" ? "backend" : category == "cache" ? "blobcache" : "";
+    for (;;) {
+      if (int rc = show(client.metrics(kind, id)); rc != 0 || interval == 0) return rc;
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::seconds(interval));
+    }
+  }
+  if (*set) return done(client.set_log_level(set_value), "log level set to " + set_value);
   if (*backend) return show(client.metrics("backend", id));
   if (*blobcache) return show(client.metrics("blobcache", id));
   if (*files) return show(client.metrics("files", id, latest));
@@ -202,6 +226,10 @@ int main(int argc, char** argv) {
   if (*takeover) return done(client.takeover(), "taken over");
   if (*start) return done(client.start(), "started");
   if (*umount) {
+    if (mountpoint.empty()) {
+      fmt::print(stderr, "nydusctl: umount needs -m MOUNTPOINT\n");
+      return 1;
+    }
     auto r = client.umount(mountpoint);
     if (!r) return fail(r.error());
     fmt::print("unmounted {}\n", mountpoint);
