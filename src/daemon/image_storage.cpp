@@ -43,6 +43,13 @@ Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const Dae
   std::filesystem::create_directories(cc.work_dir, ec);
   if (ec) return sys_error(fmt::format("create cache dir {}", cc.work_dir.string()), ec.value());
   out.work_dir = cc.work_dir;
+  if (!cfg.persistent_cache()) {
+    // dummycache / "": nothing survives from an earlier open (upstream keeps
+    // no cache at all; we keep chunks only for this open's lifetime).
+    for (const auto& b : blobs)
+      for (const char* ext : {".blob.data", ".chunk_map", ".blob.meta"})
+        std::filesystem::remove(cc.work_dir / (b.blob_id + ext), ec);
+  }
 
   // Digests by ci index per blob, for validation against the bootstrap.
   std::vector<std::vector<format::Digest>> digests(blobs.size());

@@ -1,10 +1,15 @@
 #include "daemon/config.h"
 
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
 #include <gtest/gtest.h>
 
 #include "builder/create_image.h"
 #include "common/test_util.h"
 #include "daemon/prefetch.h"
+#include "storage/backend.h"
 
 namespace nydus::daemon {
 namespace {
@@ -121,6 +126,258 @@ TEST(PlanPrefetch, DirectoryExpandsAndMerges) {
   EXPECT_EQ(small->size(), 5u);
   EXPECT_LE(all->size(), small->size());
   for (const auto& r : *small) EXPECT_LE(r.len, 4096u);
+}
+
+}  // namespace
+}  // namespace nydus::daemon
+
+// ---- upstream v2.4.4 keys, defaults and meaning (api/src/config.rs) --------
+
+namespace nydus::daemon {
+namespace {
+
+std::string fixture(const std::string& rel) {
+  std::ifstream in(std::filesystem::path(NYDUS_SOURCE_DIR) / "tests/compat/fixtures" / rel);
+  EXPECT_TRUE(in) << rel;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST(ConfigUpstream, V2BlobcacheReadsTheFilecacheSection) {
+  // upstream is_filecache(): "blobcache" and "filecache" both use `filecache`.
+  for (const char* type : {"blobcache", "filecache"}) {
+    auto c = parse_config(fmt::format(R"({{"version": 2, "backend": {{"type": "localfs", "localfs": {{"dir": "/b"}}}},
+        "cache": {{"type": "{}", "filecache": {{"work_dir": "/var/lib/nydus/cache"}}}}}})", type));
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->cache_type, type);
+    EXPECT_EQ(c->work_dir, "/var/lib/nydus/cache") << type;
+    EXPECT_TRUE(c->persistent_cache());
+  }
+  // A section named after the type is not upstream's and is not read.
+  auto c = parse_config(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}},
+      "cache": {"type": "blobcache", "blobcache": {"work_dir": "/elsewhere"}}})");
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(c->work_dir.empty());
+  // filecache without work_dir: upstream's default ".".
+  c = parse_config(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}},
+      "cache": {"type": "filecache", "filecache": {"disable_indexed_map": false}}})");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->work_dir, ".");
+}
+
+TEST(ConfigUpstream, V2FscacheSection) {
+  auto c = parse_config(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}},
+      "cache": {"type": "fscache", "filecache": {"work_dir": "/wrong"}, "fscache": {"work_dir": "/fs"}}})");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->cache_type, "fscache");
+  EXPECT_EQ(c->work_dir, "/fs");
+}
+
+TEST(ConfigUpstream, DummycacheKeepsNothingAndIgnoresWorkDir) {
+  auto v1 = parse_config(R"({"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}},
+      "cache": {"type": "dummycache", "config": {"work_dir": "/must/not/be/used"}}}, "mode": "direct"})");
+  ASSERT_TRUE(v1) << v1.error().message;
+  EXPECT_EQ(v1->cache_type, "dummycache");
+  EXPECT_TRUE(v1->work_dir.empty());
+  EXPECT_FALSE(v1->persistent_cache());
+  auto v2 = parse_config(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}},
+      "cache": {"type": "dummycache", "filecache": {"work_dir": "/x"}}})");
+  ASSERT_TRUE(v2) << v2.error().message;
+  EXPECT_TRUE(v2->work_dir.empty());
+  EXPECT_FALSE(v2->persistent_cache());
+  // No cache section at all is upstream's "" (dummy) as well.
+  auto none = parse_config(R"({"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}}}, "mode": "direct"})");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->persistent_cache());
+  auto bad = parse_config(R"({"device": {"backend": {"type": "localfs"}, "cache": {"type": "memcache"}}})");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("memcache"), std::string::npos);
+}
+
+TEST(ConfigUpstream, V1WorkDirDefaultsToDot) {
+  auto c = parse_config(R"({"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}},
+      "cache": {"type": "blobcache", "compressed": true, "config": {}}}, "mode": "direct"})");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->work_dir, ".");
+}
+
+TEST(ConfigUpstream, V1FsPrefetchDefaults) {
+  // FsPrefetchControl: threads_count 8, merging_size 1 MiB, prefetch_all true.
+  auto c = parse_config(R"({"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}}},
+      "mode": "direct", "fs_prefetch": {"enable": true}})");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_TRUE(c->prefetch.enable);
+  EXPECT_EQ(c->prefetch.threads_count, 8u);
+  EXPECT_EQ(c->prefetch.merging_size, 1u << 20);
+  EXPECT_EQ(c->prefetch.bandwidth_rate, 0u);
+  EXPECT_TRUE(c->prefetch.prefetch_all);
+  EXPECT_EQ(c->amplify_io, 1u << 20);
+  // An explicit false stays false (the snapshotter writes "prefetch_all": false).
+  c = parse_config(R"({"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}}},
+      "mode": "direct", "fs_prefetch": {"enable": true, "prefetch_all": false, "threads_count": 2}})");
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(c->prefetch.prefetch_all);
+  EXPECT_EQ(c->prefetch.threads_count, 2u);
+}
+
+TEST(ConfigUpstream, V2PrefetchDefaultsAndSource) {
+  // PrefetchConfigV2: threads 8, batch_size 1 MiB, prefetch_all false.
+  auto c = parse_config(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}},
+      "rafs": {"mode": "direct", "prefetch": {"enable": true}}})");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->prefetch.threads_count, 8u);
+  EXPECT_EQ(c->prefetch.merging_size, 1u << 20);
+  EXPECT_FALSE(c->prefetch.prefetch_all);
+  // Without rafs.prefetch, a blob entry's cache.prefetch drives prefetch.
+  c = parse_config(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}},
+      "cache": {"type": "fscache", "fscache": {"work_dir": "/c"},
+                "prefetch": {"enable": true, "threads": 3, "batch_size": 4096, "bandwidth_limit": 7}}})");
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(c->prefetch.enable);
+  EXPECT_EQ(c->prefetch.threads_count, 3u);
+  EXPECT_EQ(c->prefetch.merging_size, 4096u);
+  EXPECT_EQ(c->prefetch.bandwidth_rate, 7u);
+}
+
+TEST(ConfigUpstream, ValidationBoundsAsUpstream) {
+  const std::string base = R"({"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}}}, "mode": "direct", )";
+  EXPECT_FALSE(parse_config(base + R"("fs_prefetch": {"enable": true, "threads_count": 0}})"));
+  EXPECT_TRUE(parse_config(base + R"("fs_prefetch": {"enable": false, "threads_count": 0}})"));
+  EXPECT_FALSE(parse_config(base + R"("fs_prefetch": {"enable": true, "threads_count": 1025}})"));
+  EXPECT_FALSE(parse_config(base + R"("fs_prefetch": {"enable": true, "merging_size": 268435457}})"));
+  EXPECT_FALSE(parse_config(base + R"("amplify_io": 268435457})"));
+  EXPECT_TRUE(parse_config(base + R"("amplify_io": 0})"));
+  EXPECT_FALSE(parse_config(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}},
+      "rafs": {"mode": "weird"}})"));
+  // Encryption of the cache is refused, not silently ignored.
+  auto enc = parse_config(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}},
+      "cache": {"type": "filecache", "filecache": {"work_dir": "/c", "enable_encryption": true}}})");
+  ASSERT_FALSE(enc);
+  EXPECT_EQ(enc.error().code, Errc::kUnsupported);
+}
+
+TEST(ConfigUpstream, ValidateFromCacheOrRafs) {
+  // is_chunk_validation_enabled(): cache.validate || rafs.validate; v1 cache.validate too.
+  auto v1 = parse_config(R"({"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}},
+      "cache": {"type": "blobcache", "validate": true, "config": {"work_dir": "/c"}}}, "mode": "direct"})");
+  ASSERT_TRUE(v1);
+  EXPECT_TRUE(v1->digest_validate);
+  auto v2 = parse_config(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}},
+      "cache": {"type": "filecache", "validate": true, "filecache": {"work_dir": "/c"}},
+      "rafs": {"validate": false}})");
+  ASSERT_TRUE(v2);
+  EXPECT_TRUE(v2->digest_validate);
+}
+
+TEST(ConfigUpstream, V2HttpProxyBackendSectionName) {
+  auto c = parse_config(R"({"version":2,"backend":{"type":"http-proxy","http-proxy":{"addr":"/tmp"}}})");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->backend["type"], "http-proxy");
+  EXPECT_EQ(c->backend["config"]["addr"], "/tmp");
+}
+
+TEST(ConfigUpstream, UpstreamUnitTestSamples) {
+  // api/src/config.rs test_sample_config_file and test_snapshotter_sample_config.
+  auto a = parse_config(R"({"device": {"backend": {"type": "localfs", "config": {"dir": "/tmp/AM7TxD/blobs",
+      "readahead": true}}, "cache": {"type": "blobcache", "compressed": true, "config": {"work_dir":
+      "/tmp/AM7TxD/cache"}}}, "mode": "cached", "digest_validate": true, "iostats_files": false})");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->work_dir, "/tmp/AM7TxD/cache");
+  auto b = parse_config(R"({"device": {"backend": {"type": "registry", "config": {"readahead": false,
+      "host": "localhost", "repo": "vke/golang", "auth": "", "scheme": "https", "proxy": {"fallback": false},
+      "timeout": 5, "connect_timeout": 5, "retry_limit": 2}}, "cache": {"type": "blobcache", "compressed": true,
+      "config": {"work_dir": "/var/lib/containerd/io.containerd.snapshotter.v1.nydus/cache",
+      "disable_indexed_map": false}}}, "mode": "direct", "digest_validate": false, "enable_xattr": true,
+      "fs_prefetch": {"enable": true, "prefetch_all": true, "threads_count": 8, "merging_size": 1048576,
+      "bandwidth_rate": 0}})");
+  ASSERT_TRUE(b) << b.error().message;
+  EXPECT_TRUE(storage::make_backend(b->backend)) << "registry backend from the snapshotter sample";
+}
+
+TEST(ConfigUpstream, ImagePullAuthReplacesRegistryAuth) {
+  test::TempDir tmp;
+  const auto path = tmp / "c.json";
+  test::write_file(path, fixture("snapshotter-configs/fusedev-registry.json"));
+  ::unsetenv("IMAGE_PULL_AUTH");
+  auto plain = load_config(path);
+  ASSERT_TRUE(plain) << plain.error().message;
+  EXPECT_EQ(plain->backend["config"]["auth"], "dXNlcjpwYXNz");
+  ::setenv("IMAGE_PULL_AUTH", "bmV3Om5ldw==", 1);
+  auto over = load_config(path);
+  auto parsed = parse_config(fixture("snapshotter-configs/fusedev-registry.json"));  // API mounts: not applied
+  auto localfs_path = tmp / "l.json";
+  test::write_file(localfs_path, fixture("snapshotter-configs/fusedev-localfs.json"));
+  auto localfs = load_config(localfs_path);
+  ::unsetenv("IMAGE_PULL_AUTH");
+  ASSERT_TRUE(over && parsed && localfs);
+  EXPECT_EQ(over->backend["config"]["auth"], "bmV3Om5ldw==");
+  EXPECT_EQ(parsed->backend["config"]["auth"], "dXNlcjpwYXNz");
+  EXPECT_FALSE(localfs->backend["config"].contains("auth"));
+}
+
+TEST(ConfigUpstream, TooBigFileRefused) {
+  test::TempDir tmp;
+  test::write_file(tmp / "big.json", std::string(1 << 20, ' ') + "{}");
+  EXPECT_FALSE(load_config(tmp / "big.json"));
+}
+
+// Every RAFS config upstream ships (tests/compat/fixtures/upstream-configs, see its README).
+TEST(ConfigUpstream, UpstreamExampleFiles) {
+  for (const char* f : {"dragonfly--nydusd-config.json", "dragonfly--nydusd-http-proxy-nofallback-config.json",
+                        "dragonfly--nydusd-proxy-error-fallback.json", "dragonfly--nydusd-proxy-error-nofallback.json",
+                        "dragonfly--nydusd-sdk-config.json", "dragonfly--nydusd-sdk-fallback-config.json"}) {
+    auto c = parse_config(fixture(std::string("upstream-configs/") + f));
+    ASSERT_TRUE(c) << f << ": " << c.error().message;
+    EXPECT_EQ(c->backend["config"]["host"], "ghcr.io") << f;
+    EXPECT_EQ(c->cache_type, "blobcache");
+    EXPECT_TRUE(c->work_dir.string().starts_with("/tmp/nydus-")) << f;
+    EXPECT_TRUE(c->digest_validate) << f;  // "digest_validate" and cache "validate"
+    EXPECT_EQ(c->prefetch.threads_count, 10u);
+    EXPECT_EQ(c->prefetch.merging_size, 131072u);
+    EXPECT_EQ(c->prefetch.bandwidth_rate, 1048576u);
+    EXPECT_TRUE(c->prefetch.prefetch_all);  // v1 default
+    auto b = storage::make_backend(c->backend);
+    EXPECT_TRUE(b) << f << ": " << (b ? "" : b.error().message);
+  }
+  auto sdk = parse_config(fixture("upstream-configs/dragonfly--nydusd-sdk-config.json"));
+  EXPECT_EQ(sdk->backend["config"]["proxy"]["dragonfly_scheduler_endpoint"], "http://127.0.0.1:8002");
+  // Refused by upstream (registry without host / repo): the backend refuses them here.
+  for (const char* f : {"configs--nydusd-config.json", "performance--nydusd_config.json"}) {
+    auto c = parse_config(fixture(std::string("upstream-configs/") + f));
+    ASSERT_TRUE(c) << f << ": " << c.error().message;
+    EXPECT_FALSE(storage::make_backend(c->backend)) << f;
+  }
+  auto perf = parse_config(fixture("upstream-configs/performance--nydusd_config.json"));
+  EXPECT_EQ(perf->work_dir, "/var/lib/containerd/io.containerd.snapshotter.v1.nydus/cache");
+  EXPECT_FALSE(perf->prefetch.enable);
+  auto toml = parse_config(fixture("upstream-configs/configs--nydusd-config-v2.toml"));
+  ASSERT_FALSE(toml);
+  EXPECT_EQ(toml.error().code, Errc::kUnsupported);
+}
+
+// What nydus-snapshotter v0.15.15 writes for fusedev (tests/compat/fixtures/snapshotter-configs).
+TEST(ConfigUpstream, SnapshotterGeneratedConfigs) {
+  auto reg = parse_config(fixture("snapshotter-configs/fusedev-registry.json"));
+  ASSERT_TRUE(reg) << reg.error().message;
+  EXPECT_EQ(reg->id, "/12");
+  EXPECT_EQ(reg->work_dir, "/var/lib/containerd/io.containerd.snapshotter.v1.nydus/cache");
+  EXPECT_TRUE(reg->prefetch.enable);
+  EXPECT_TRUE(reg->prefetch.prefetch_all);
+  EXPECT_EQ(reg->prefetch.threads_count, 8u);
+  auto rb = storage::make_backend(reg->backend);
+  ASSERT_TRUE(rb) << rb.error().message;
+  EXPECT_STREQ((*rb)->type(), "registry");
+  auto mirrors = parse_config(fixture("snapshotter-configs/fusedev-registry-token-mirrors.json"));
+  ASSERT_TRUE(mirrors) << mirrors.error().message;
+  auto mb = storage::make_backend(mirrors->backend);
+  EXPECT_TRUE(mb) << mb.error().message;
+  auto lfs = parse_config(fixture("snapshotter-configs/fusedev-localfs.json"));
+  ASSERT_TRUE(lfs) << lfs.error().message;
+  EXPECT_FALSE(lfs->prefetch.prefetch_all);
+  EXPECT_EQ(lfs->prefetch.threads_count, 2u);
+  EXPECT_EQ(lfs->prefetch.merging_size, 1u << 20);
+  EXPECT_TRUE(storage::make_backend(lfs->backend));
 }
 
 }  // namespace
