@@ -137,6 +137,24 @@ Result<CheckReport> check_image(const CheckOptions& o) {
   if (ec) return sys_error(fmt::format("create {}", blob_dir.string()), ec.value());
 
   // Format.
+  if (o.multi_platform) {
+    NYDUS_ASSIGN_OR_RETURN(FetchedManifest top, dst->get_manifest(tref.reference()));
+    bool nydus = false, plain = false;
+    if (is_index_type(top.media_type)) {
+      NYDUS_ASSIGN_OR_RETURN(std::vector<Descriptor> entries, parse_index(top.bytes));
+      for (const auto& e : entries) {
+        if (!e.platform || !platform_matches(want, *e.platform)) continue;
+        const auto& f = e.platform->os_features;
+        if (std::find(f.begin(), f.end(), kNydusOsFeature) != f.end() || e.artifact_type == media::kNydusArtifact)
+          nydus = true;
+        else
+          plain = true;
+      }
+    }
+    if (!nydus || !plain)
+      problem(fmt::format("--multi-platform: {} is not an index with both an OCI and a Nydus manifest for {}", o.target,
+                          o.platform));
+  }
   NYDUS_ASSIGN_OR_RETURN(FetchedManifest fm, resolve_manifest(*dst, tref.reference(), want, /*nydus=*/true));
   NYDUS_ASSIGN_OR_RETURN(Manifest m, parse_manifest(fm.bytes));
   if (m.layers.size() < 1) return errorf(Errc::kCorrupt, "{}: a manifest with no layers", o.target);

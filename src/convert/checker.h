@@ -1,5 +1,8 @@
 // `nydusify check`: is a converted image what it should be?
-//  - format: an index entry with the nydus.remoteimage.v1 feature, blob
+//  - format: the manifest for the platform (an index entry marked with the
+//    nydus.remoteimage.v1 feature or the Nydus artifact type when there is
+//    one; with `multi_platform` the target must be such an index holding
+//    the source's manifest too), blob
 //    layers of the Nydus blob media type and annotation, a bootstrap layer
 //    with its annotations, config diff ids matching the layers;
 //  - bootstrap: image/image.boot inside the bootstrap layer parses, its blob
@@ -25,7 +28,8 @@ struct CheckOptions {
   std::string source;  // optional
   StoreOptions source_store;
   std::filesystem::path work_dir;
-  std::string platform = "linux/amd64";
+  std::string platform = host_platform();
+  bool multi_platform = false;  // upstream's --multi-platform
 };
 
 struct CheckReport {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <functional>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -14,49 +16,90 @@ namespace nydus::convert {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// One source manifest to convert.
 struct Source {
+  Descriptor desc;  // as the source names it (digest, media type, platform)
   Manifest manifest;
   json config;
   Platform platform;
+  std::vector<fs::path> layer_files;  // filled by the pull
 };
 
-// The manifest for `platform` (through an index when the reference names one).
-Result<Source> resolve_source(ImageStore& src, const std::string& reference, const Platform& want) {
-  Source s;
-  // A Nydus manifest in an index is the result of an earlier conversion: skip it.
-  NYDUS_ASSIGN_OR_RETURN(FetchedManifest m, resolve_manifest(src, reference, want, /*nydus=*/false, &s.platform));
-  NYDUS_ASSIGN_OR_RETURN(s.manifest, parse_manifest(m.bytes));
-  for (const auto& l : s.manifest.layers) {
+Status check_convertible(const ImageStore& src, const Manifest& m) {
+  for (const auto& l : m.layers) {
     if (l.media_type == media::kNydusBlob || l.annotations.count(std::string(annotation::kNydusBootstrap)))
       return errorf(Errc::kInvalidArgument, "{} is a Nydus image already", src.describe());
     if (!is_layer_type(l.media_type))
       return errorf(Errc::kUnsupported, "layer {} has media type \"{}\", not a tar layer", l.digest, l.media_type);
   }
+  return ok();
+}
+
+Result<Source> load_source(ImageStore& src, const Descriptor& d) {
+  Source s;
+  s.desc = d;
+  NYDUS_ASSIGN_OR_RETURN(FetchedManifest m, src.get_manifest(d.digest));
+  NYDUS_ASSIGN_OR_RETURN(s.manifest, parse_manifest(m.bytes));
+  s.desc.media_type = s.manifest.media_type;
+  s.desc.size = m.bytes.size();
+  NYDUS_TRY(check_convertible(src, s.manifest));
   NYDUS_ASSIGN_OR_RETURN(std::string cfg, src.get_blob(s.manifest.config));
   s.config = json::parse(cfg, nullptr, false);
   if (!s.config.is_object()) return errorf(Errc::kCorrupt, "image config of {} is not a JSON object", src.describe());
+  if (d.platform) s.platform = *d.platform;
   if (auto os = s.config.find("os"); os != s.config.end() && os->is_string()) s.platform.os = os->get<std::string>();
   if (auto a = s.config.find("architecture"); a != s.config.end() && a->is_string())
     s.platform.architecture = a->get<std::string>();
+  if (auto v = s.config.find("variant"); v != s.config.end() && v->is_string()) s.platform.variant = v->get<std::string>();
+  s.platform.os_features.clear();
   return s;
+}
+
+// The manifests to convert: the reference's manifest, or the index entries
+// for the asked platforms (Nydus entries of an earlier merge are skipped).
+Result<std::vector<Source>> resolve_sources(ImageStore& src, const std::string& reference, const ConvertOptions& o,
+                                            FetchedManifest& top) {
+  NYDUS_ASSIGN_OR_RETURN(top, src.get_manifest(reference));
+  std::vector<Source> out;
+  if (!is_index_type(top.media_type)) {
+    Descriptor d;
+    d.digest = top.digest;
+    NYDUS_ASSIGN_OR_RETURN(Source s, load_source(src, d));
+    out.push_back(std::move(s));
+    return out;
+  }
+  NYDUS_ASSIGN_OR_RETURN(std::vector<Platform> want, parse_platforms(o.platform));
+  NYDUS_ASSIGN_OR_RETURN(std::vector<Descriptor> entries, parse_index(top.bytes));
+  for (const auto& e : entries) {
+    if (!is_manifest_type(e.media_type) || !e.platform) continue;
+    const auto& f = e.platform->os_features;
+    if (std::find(f.begin(), f.end(), kNydusOsFeature) != f.end() || e.artifact_type == media::kNydusArtifact) continue;
+    const bool asked = o.all_platforms ||
+                       std::any_of(want.begin(), want.end(), [&](const Platform& p) { return platform_matches(p, *e.platform); });
+    if (!asked) continue;
+    NYDUS_ASSIGN_OR_RETURN(Source s, load_source(src, e));
+    out.push_back(std::move(s));
+  }
+  if (out.empty())
+    return errorf(Errc::kNotFound, "{} has no manifest for {}", src.describe(), o.all_platforms ? "any platform" : o.platform);
+  return out;
 }
 
 // One source layer -> one Nydus blob (with its bootstrap inlined and a ToC,
 // as nydus-snapshotter's tar2rafs writes them) plus a separate bootstrap.
-Status convert_layer(ImageStore& src, const Descriptor& layer, size_t index, const ConvertOptions& o,
+Status convert_layer(const fs::path& tar, const fs::path& dir, const std::string& name, const ConvertOptions& o,
                      unsigned threads, LayerResult& out) {
-  const fs::path dir = o.work_dir / "layers";
-  out.source_digest = layer.digest;
-  out.source_size = layer.size;
-  NYDUS_ASSIGN_OR_RETURN(fs::path tar, src.blob_file(layer, dir));
   builder::CreateOptions c;
   c.source_type = builder::SourceType::kTar;
   c.source = tar;
-  c.bootstrap = dir / fmt::format("{:04}.boot", index);
-  c.blob_file = dir / fmt::format("{:04}.blob", index);
+  c.bootstrap = dir / (name + ".boot");
+  c.blob_file = dir / (name + ".blob");
   c.compressor = o.compressor;
   c.chunk_size = o.chunk_size;
   // Not `repeatable`: like upstream's --repeatable it stores every uid/gid
@@ -70,7 +113,7 @@ Status convert_layer(ImageStore& src, const Descriptor& layer, size_t index, con
   std::error_code ec;
   // The downloaded tar is not needed any more (a layout's own file stays).
   if (tar.parent_path() == dir) fs::remove(tar, ec);
-  if (!rep) return std::unexpected(std::move(rep).error().context(fmt::format("converting layer {}", layer.digest)));
+  if (!rep) return std::unexpected(std::move(rep).error().context(fmt::format("converting layer {}", out.source_digest)));
   out.bootstrap = c.bootstrap;
   out.implicit_dirs = std::move(rep->implicit_dirs);
   if (rep->blobs.empty()) {
@@ -78,7 +121,7 @@ Status convert_layer(ImageStore& src, const Descriptor& layer, size_t index, con
     return ok();
   }
   out.blob_digest = "sha256:" + rep->blobs[0].blob_id;
-  const fs::path blob = dir / "blobs" / rep->blobs[0].blob_id;
+  const fs::path blob = o.work_dir / "layers" / "blobs" / rep->blobs[0].blob_id;
   fs::create_directories(blob.parent_path(), ec);
   fs::rename(c.blob_file, blob, ec);
   if (ec) return sys_error(fmt::format("rename {} to {}", c.blob_file.string(), blob.string()), ec.value());
@@ -86,135 +129,301 @@ Status convert_layer(ImageStore& src, const Descriptor& layer, size_t index, con
   return ok();
 }
 
+// Run `fn(i)` for i in [0, n) on `jobs` threads; the first error wins.
+Status parallel(int n, unsigned jobs, const std::function<Status(int)>& fn) {
+  std::atomic<int> next{0};
+  std::mutex mu;
+  std::optional<Error> first;
+  std::vector<std::thread> workers;
+  for (unsigned w = 0; w < std::clamp<unsigned>(jobs, 1, std::max(1, n)); ++w)
+    workers.emplace_back([&] {
+      for (int i; (i = next++) < n;) {
+        {
+          std::lock_guard lk(mu);
+          if (first) return;
+        }
+        if (auto st = fn(i); !st) {
+          std::lock_guard lk(mu);
+          if (!first) first = st.error();
+          return;
+        }
+      }
+    });
+  for (auto& w : workers) w.join();
+  if (first) return std::unexpected(*first);
+  return ok();
+}
+
+std::string docker_or_oci(bool oci, std::string_view docker_type, std::string_view oci_type) {
+  return std::string(oci ? oci_type : docker_type);
+}
+
 }  // namespace
 
+Result<std::chrono::milliseconds> parse_go_duration(std::string_view s) {
+  const std::string_view orig = s;
+  if (s == "0") return std::chrono::milliseconds(0);
+  double total_ms = 0;
+  if (s.empty()) return errorf(Errc::kInvalidArgument, "invalid duration \"{}\"", orig);
+  while (!s.empty()) {
+    size_t i = 0;
+    while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+    if (i == 0) return errorf(Errc::kInvalidArgument, "invalid duration \"{}\"", orig);
+    double v = 0;
+    try {
+      v = std::stod(std::string(s.substr(0, i)));
+    } catch (const std::exception&) {
+      return errorf(Errc::kInvalidArgument, "invalid duration \"{}\"", orig);
+    }
+    s.remove_prefix(i);
+    size_t u = 0;
+    while (u < s.size() && std::isalpha(static_cast<unsigned char>(s[u]))) ++u;
+    const std::string_view unit = s.substr(0, u);
+    s.remove_prefix(u);
+    double scale;
+    if (unit == "ns") scale = 1e-6;
+    else if (unit == "us" || unit == "µs") scale = 1e-3;
+    else if (unit == "ms") scale = 1;
+    else if (unit == "s") scale = 1e3;
+    else if (unit == "m") scale = 60e3;
+    else if (unit == "h") scale = 3600e3;
+    else return errorf(Errc::kInvalidArgument, "invalid duration \"{}\": unit \"{}\"", orig, unit);
+    total_ms += v * scale;
+  }
+  if (total_ms > 86400e3 * 365) return errorf(Errc::kInvalidArgument, "duration \"{}\" is too long", orig);
+  return std::chrono::milliseconds(int64_t(total_ms));
+}
+
 Result<ConvertReport> convert_image(const ConvertOptions& o) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   auto note = [&](int i, int n, const std::string& stage, const std::string& detail) {
     if (o.progress) o.progress(i, n, stage, detail);
   };
   NYDUS_ASSIGN_OR_RETURN(ImageRef sref, parse_image_ref(o.source));
   NYDUS_ASSIGN_OR_RETURN(ImageRef tref, parse_image_ref(o.target));
   if (tref.tag.empty()) return errorf(Errc::kInvalidArgument, "target {} needs a tag", o.target);
-  NYDUS_ASSIGN_OR_RETURN(Platform want, parse_platform(o.platform));
+  if (auto p = parse_platforms(o.platform); !p) return std::unexpected(std::move(p).error());
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageStore> src, open_store(sref, o.source_store));
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageStore> dst, open_store(tref, o.target_store));
   std::error_code ec;
   fs::create_directories(o.work_dir / "layers", ec);
   if (ec) return sys_error(fmt::format("create {}", o.work_dir.string()), ec.value());
 
-  NYDUS_ASSIGN_OR_RETURN(Source s, resolve_source(*src, sref.reference(), want));
-  const int n = int(s.manifest.layers.size());
+  // ---- pull: manifests, configs and every layer of the asked platforms ----
+  FetchedManifest top;
+  NYDUS_ASSIGN_OR_RETURN(std::vector<Source> sources, resolve_sources(*src, sref.reference(), o, top));
+  const bool source_is_index = is_index_type(top.media_type);
   ConvertReport rep;
-  rep.layers.resize(size_t(n));
+  struct LayerJob {
+    size_t source, layer;
+  };
+  std::vector<LayerJob> jobs;
+  for (size_t s = 0; s < sources.size(); ++s) {
+    sources[s].layer_files.resize(sources[s].manifest.layers.size());
+    rep.source_image_size += sources[s].manifest.config.size;
+    for (size_t l = 0; l < sources[s].manifest.layers.size(); ++l) {
+      jobs.push_back({s, l});
+      rep.source_image_size += sources[s].manifest.layers[l].size;
+    }
+  }
+  const int n = int(jobs.size());
+  const fs::path layer_dir = o.work_dir / "layers";
+  NYDUS_TRY(parallel(n, o.jobs, [&](int i) -> Status {
+    const auto& l = sources[jobs[size_t(i)].source].manifest.layers[jobs[size_t(i)].layer];
+    note(i, n, "pull", fmt::format("{} ({:.1f} MB)", l.digest.substr(0, 19), double(l.size) / 1e6));
+    NYDUS_ASSIGN_OR_RETURN(sources[jobs[size_t(i)].source].layer_files[jobs[size_t(i)].layer], src->blob_file(l, layer_dir));
+    return ok();
+  }));
+  rep.pull_seconds = since(t0);
 
-  // Layers in parallel; each builder gets a share of the cores.
-  const unsigned jobs = std::clamp<unsigned>(o.jobs, 1, std::max(1, n));
-  const unsigned threads = std::max(1u, std::thread::hardware_concurrency() / jobs);
-  std::atomic<int> next{0};
-  std::mutex err_mu;
-  std::optional<Error> first_error;
-  std::vector<std::thread> workers;
-  for (unsigned w = 0; w < jobs; ++w)
-    workers.emplace_back([&] {
-      for (int i; (i = next++) < n;) {
-        {
-          std::lock_guard lk(err_mu);
-          if (first_error) return;
+  // ---- convert: layers in parallel, each builder with a share of the cores ----
+  const auto t1 = Clock::now();
+  rep.platforms.resize(sources.size());
+  for (size_t s = 0; s < sources.size(); ++s) {
+    rep.platforms[s].platform = sources[s].platform;
+    rep.platforms[s].layers.resize(sources[s].manifest.layers.size());
+  }
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency() / std::clamp<unsigned>(o.jobs, 1, std::max(1, n)));
+  NYDUS_TRY(parallel(n, o.jobs, [&](int i) -> Status {
+    const auto [s, l] = jobs[size_t(i)];
+    const auto& d = sources[s].manifest.layers[l];
+    LayerResult& r = rep.platforms[s].layers[l];
+    r.source_digest = d.digest;
+    r.source_size = d.size;
+    note(i, n, "convert", fmt::format("{} ({:.1f} MB)", d.digest.substr(0, 19), double(d.size) / 1e6));
+    NYDUS_TRY(convert_layer(sources[s].layer_files[l], layer_dir, fmt::format("{:02}-{:04}", s, l), o, threads, r));
+    note(i, n, "converted",
+         r.blob_digest.empty() ? "no file data" : fmt::format("blob {:.1f} MB", double(r.blob_size) / 1e6));
+    return ok();
+  }));
+
+  // Per platform: merge the layer bootstraps (lowest first, OCI whiteouts),
+  // then its manifest.
+  struct Built {
+    std::vector<Descriptor> layers;  // blobs then the bootstrap layer
+    std::string config_bytes, manifest_bytes;
+    Descriptor config, manifest;
+    BootstrapLayer boot;
+  };
+  std::vector<Built> built(sources.size());
+  for (size_t s = 0; s < sources.size(); ++s) {
+    const Source& src_m = sources[s];
+    PlatformResult& pr = rep.platforms[s];
+    Built& b = built[s];
+    note(-1, n, "merge", fmt::format("{}/{}", pr.platform.os, pr.platform.architecture));
+    builder::MergeOptions m;
+    for (const auto& l : pr.layers) {
+      m.layers.push_back(l.bootstrap);
+      m.implicit_dirs.push_back(l.implicit_dirs);
+    }
+    const fs::path pdir = o.work_dir / fmt::format("platform-{:02}", s);
+    fs::create_directories(pdir, ec);
+    m.bootstrap = pdir / "image.boot";
+    m.whiteout = builder::WhiteoutSpec::kOci;
+    m.prefetch_patterns = o.prefetch_patterns;
+    NYDUS_ASSIGN_OR_RETURN(builder::MergeReport merged, builder::merge_layers(m));
+    NYDUS_ASSIGN_OR_RETURN(b.boot, write_bootstrap_layer(m.bootstrap, pdir));
+    pr.bootstrap_digest = b.boot.digest;
+    pr.bootstrap_size = b.boot.size;
+
+    // As the snapshotter's converter: an OCI source manifest makes the
+    // bootstrap layer OCI even without --oci.
+    const bool oci = o.oci || src_m.manifest.media_type == media::kOciManifest;
+    json diff_ids = json::array();
+    for (const auto& bi : merged.blobs) {  // in the merged blob table's order
+      const std::string digest = "sha256:" + bi.blob_id;
+      const LayerResult* found = nullptr;
+      for (const auto& r : pr.layers)
+        if (r.blob_digest == digest) found = &r;
+      if (!found) return errorf(Errc::kInternal, "merged bootstrap names blob {} no layer produced", digest);
+      Descriptor d;
+      d.media_type = std::string(media::kNydusBlob);
+      d.digest = digest;
+      d.size = found->blob_size;
+      d.annotations[std::string(annotation::kNydusBlob)] = "true";
+      b.layers.push_back(d);
+      diff_ids.push_back(digest);
+    }
+    Descriptor bd;
+    bd.media_type = docker_or_oci(oci, media::kDockerLayerGzip, media::kOciLayerGzip);
+    bd.digest = b.boot.digest;
+    bd.size = b.boot.size;
+    bd.annotations[std::string(annotation::kNydusBootstrap)] = "true";
+    bd.annotations[std::string(annotation::kNydusFsVersion)] = "6";
+    b.layers.push_back(bd);
+    diff_ids.push_back(b.boot.diff_id);
+
+    // The image config: the source's, with the new layers' diff ids.
+    json config = src_m.config;
+    config["rootfs"] = json{{"type", "layers"}, {"diff_ids", diff_ids}};
+    if (!config.contains("history") || !config["history"].is_array()) config["history"] = json::array();
+    config["history"].push_back(json{{"created_by", "Nydus Converter"}, {"comment", "Nydus Bootstrap Layer"}});
+    b.config_bytes = config.dump();
+    b.config.media_type = o.merge_platform ? std::string(media::kNydusConfig)
+                          : o.oci ? std::string(media::kOciConfig)
+                                  : src_m.manifest.config.media_type;
+    if (b.config.media_type.empty()) b.config.media_type = std::string(media::kOciConfig);
+    b.config.digest = sha256_digest(b.config_bytes);
+    b.config.size = b.config_bytes.size();
+
+    const std::string mt = o.oci ? std::string(media::kOciManifest) : src_m.manifest.media_type;
+    json manifest{{"schemaVersion", 2}, {"mediaType", mt}, {"config", to_json(b.config)}, {"layers", json::array()}};
+    for (const auto& l : b.layers) manifest["layers"].push_back(to_json(l));
+    manifest["annotations"] = json{{std::string(annotation::kNydusSourceDigest), src_m.desc.digest},
+                                   {std::string(annotation::kNydusSourceReference), sref.to_string()},
+                                   {std::string(annotation::kNydusFsVersion), "6"}};
+    b.manifest_bytes = manifest.dump();
+    b.manifest.media_type = mt;
+    b.manifest.digest = sha256_digest(b.manifest_bytes);
+    b.manifest.size = b.manifest_bytes.size();
+    b.manifest.platform = pr.platform;
+    pr.manifest_digest = b.manifest.digest;
+    pr.manifest_media_type = mt;
+    rep.target_image_size += b.config.size;
+    for (const auto& l : b.layers) rep.target_image_size += l.size;
+  }
+  rep.convert_seconds = since(t1);
+
+  // ---- push: blobs (those the target has already are skipped), configs,
+  // manifests by digest, then what the tag names; each push is retried ----
+  const auto t2 = Clock::now();
+  auto retry = [&](const std::function<Status()>& push) -> Status {
+    for (int attempt = 0;; ++attempt) {
+      auto st = push();
+      if (st || attempt >= o.push_retry_count) return st;
+      note(-1, n, "retry", fmt::format("push failed ({}), again in {} ms", st.error().message, o.push_retry_delay.count()));
+      std::this_thread::sleep_for(o.push_retry_delay);
+    }
+  };
+  for (size_t s = 0; s < sources.size(); ++s) {
+    Built& b = built[s];
+    for (size_t i = 0; i + 1 < b.layers.size(); ++i) {
+      note(-1, n, "push", b.layers[i].digest.substr(0, 19));
+      NYDUS_TRY(retry([&] { return dst->push_blob(b.layers[i].digest, o.work_dir / "layers" / "blobs" / b.layers[i].digest.substr(7)); }));
+    }
+    note(-1, n, "push", "bootstrap");
+    NYDUS_TRY(retry([&] { return dst->push_blob(b.boot.digest, b.boot.file); }));
+    NYDUS_TRY(retry([&] { return dst->push_blob_bytes(b.config.digest, b.config_bytes); }));
+  }
+  const bool same_repo = sref.kind == tref.kind && sref.api_host() == tref.api_host() &&
+                         sref.repository == tref.repository && sref.layout_dir == tref.layout_dir;
+  if (o.merge_platform) {
+    // The source manifests go into the target too (with their blobs).
+    std::vector<Descriptor> entries;
+    for (const auto& s : sources) {
+      if (!same_repo) {
+        note(-1, n, "push", "source " + s.desc.digest.substr(0, 19));
+        for (size_t l = 0; l < s.manifest.layers.size(); ++l) {
+          const auto& d = s.manifest.layers[l];
+          NYDUS_ASSIGN_OR_RETURN(fs::path f, src->blob_file(d, layer_dir));
+          NYDUS_TRY(retry([&] { return dst->push_blob(d.digest, f); }));
+          if (f.parent_path() == layer_dir) fs::remove(f, ec);
         }
-        const auto& l = s.manifest.layers[size_t(i)];
-        note(i, n, "convert", fmt::format("{} ({:.1f} MB)", l.digest.substr(0, 19), double(l.size) / 1e6));
-        if (auto st = convert_layer(*src, l, size_t(i), o, threads, rep.layers[size_t(i)]); !st) {
-          std::lock_guard lk(err_mu);
-          if (!first_error) first_error = st.error();
-          return;
-        }
-        const auto& r = rep.layers[size_t(i)];
-        note(i, n, "converted",
-             r.blob_digest.empty() ? "no file data" : fmt::format("blob {:.1f} MB", double(r.blob_size) / 1e6));
+        NYDUS_ASSIGN_OR_RETURN(std::string cfg, src->get_blob(s.manifest.config));
+        NYDUS_TRY(retry([&] { return dst->push_blob_bytes(s.manifest.config.digest, cfg); }));
       }
-    });
-  for (auto& w : workers) w.join();
-  if (first_error) return std::unexpected(*first_error);
-
-  // Merge the layer bootstraps, lowest first, applying OCI whiteouts.
-  note(-1, n, "merge", "");
-  builder::MergeOptions m;
-  for (const auto& l : rep.layers) {
-    m.layers.push_back(l.bootstrap);
-    m.implicit_dirs.push_back(l.implicit_dirs);
+      NYDUS_ASSIGN_OR_RETURN(FetchedManifest m, src->get_manifest(s.desc.digest));
+      NYDUS_TRY(retry([&] { return dst->push_manifest(m.digest, m.media_type, m.bytes); }));
+      Descriptor d = s.desc;
+      d.platform = s.platform;
+      d.annotations.clear();
+      entries.push_back(d);
+    }
+    for (size_t s = 0; s < sources.size(); ++s) {
+      NYDUS_TRY(retry([&] { return dst->push_manifest(built[s].manifest.digest, built[s].manifest.media_type, built[s].manifest_bytes); }));
+      Descriptor d = built[s].manifest;
+      d.artifact_type = std::string(media::kNydusArtifact);
+      d.platform->os_features.push_back(std::string(kNydusOsFeature));
+      entries.push_back(d);
+    }
+    json index{{"schemaVersion", 2}, {"mediaType", media::kOciIndex}, {"manifests", json::array()}};
+    for (const auto& e : entries) index["manifests"].push_back(to_json(e));
+    const std::string bytes = index.dump();
+    rep.target_digest = sha256_digest(bytes);
+    rep.target_media_type = std::string(media::kOciIndex);
+    NYDUS_TRY(retry([&] { return dst->push_manifest(tref.tag, media::kOciIndex, bytes); }));
+  } else if (!source_is_index || sources.size() == 1) {
+    // A manifest stays a manifest; an index converted to one platform too
+    // (the snapshotter converter's convertIndex does the same).
+    NYDUS_TRY(retry([&] { return dst->push_manifest(built[0].manifest.digest, built[0].manifest.media_type, built[0].manifest_bytes); }));
+    NYDUS_TRY(retry([&] { return dst->push_manifest(tref.tag, built[0].manifest.media_type, built[0].manifest_bytes); }));
+    rep.target_digest = built[0].manifest.digest;
+    rep.target_media_type = built[0].manifest.media_type;
+  } else {
+    const std::string mt = o.oci ? std::string(media::kOciIndex) : top.media_type;
+    json index{{"schemaVersion", 2}, {"mediaType", mt}, {"manifests", json::array()}};
+    for (const auto& b : built) {
+      NYDUS_TRY(retry([&] { return dst->push_manifest(b.manifest.digest, b.manifest.media_type, b.manifest_bytes); }));
+      index["manifests"].push_back(to_json(b.manifest));
+    }
+    const std::string bytes = index.dump();
+    rep.target_digest = sha256_digest(bytes);
+    rep.target_media_type = mt;
+    NYDUS_TRY(retry([&] { return dst->push_manifest(tref.tag, mt, bytes); }));
   }
-  m.bootstrap = o.work_dir / "image.boot";
-  m.whiteout = builder::WhiteoutSpec::kOci;
-  m.prefetch_patterns = o.prefetch_patterns;
-  NYDUS_ASSIGN_OR_RETURN(builder::MergeReport merged, builder::merge_layers(m));
-  NYDUS_ASSIGN_OR_RETURN(BootstrapLayer boot, write_bootstrap_layer(m.bootstrap, o.work_dir));
-  rep.bootstrap_digest = boot.digest;
-  rep.bootstrap_size = boot.size;
-
-  // Blobs in the order of the merged blob table (what the bootstrap names).
-  std::vector<Descriptor> layers;
-  json diff_ids = json::array();
-  for (const auto& b : merged.blobs) {
-    const std::string digest = "sha256:" + b.blob_id;
-    auto it = std::find_if(rep.layers.begin(), rep.layers.end(), [&](const LayerResult& r) { return r.blob_digest == digest; });
-    if (it == rep.layers.end()) return errorf(Errc::kInternal, "merged bootstrap names blob {} no layer produced", digest);
-    Descriptor d;
-    d.media_type = std::string(media::kNydusBlob);
-    d.digest = digest;
-    d.size = it->blob_size;
-    d.annotations[std::string(annotation::kNydusBlob)] = "true";
-    layers.push_back(d);
-    diff_ids.push_back(digest);
-  }
-  Descriptor bd;
-  bd.media_type = std::string(media::kOciLayerGzip);
-  bd.digest = boot.digest;
-  bd.size = boot.size;
-  bd.annotations[std::string(annotation::kNydusBootstrap)] = "true";
-  bd.annotations[std::string(annotation::kNydusFsVersion)] = "6";
-  layers.push_back(bd);
-  diff_ids.push_back(boot.diff_id);
-
-  // The image config: the source's, with the new layers' diff ids.
-  json config = s.config;
-  config["rootfs"] = json{{"type", "layers"}, {"diff_ids", diff_ids}};
-  if (!config.contains("history") || !config["history"].is_array()) config["history"] = json::array();
-  config["history"].push_back(json{{"created_by", "Nydus Converter"}, {"comment", "Nydus Bootstrap Layer"}});
-  const std::string config_bytes = config.dump();
-  Descriptor cd;
-  cd.media_type = std::string(media::kOciConfig);
-  cd.digest = sha256_digest(config_bytes);
-  cd.size = config_bytes.size();
-
-  // Push: blobs (those the target has already are skipped), config,
-  // manifest by digest, then the index under the tag.
-  for (size_t i = 0; i + 1 < layers.size(); ++i) {
-    note(-1, n, "push", layers[i].digest.substr(0, 19));
-    const fs::path blob = o.work_dir / "layers" / "blobs" / layers[i].digest.substr(7);
-    NYDUS_TRY(dst->push_blob(layers[i].digest, blob));
-  }
-  note(-1, n, "push", "bootstrap");
-  NYDUS_TRY(dst->push_blob(boot.digest, boot.file));
-  NYDUS_TRY(dst->push_blob_bytes(cd.digest, config_bytes));
-  json manifest{{"schemaVersion", 2}, {"mediaType", media::kOciManifest}, {"config", to_json(cd)}, {"layers", json::array()}};
-  for (const auto& l : layers) manifest["layers"].push_back(to_json(l));
-  const std::string manifest_bytes = manifest.dump();
-  rep.manifest_digest = sha256_digest(manifest_bytes);
-  NYDUS_TRY(dst->push_manifest(rep.manifest_digest, media::kOciManifest, manifest_bytes));
-  Descriptor md;
-  md.media_type = std::string(media::kOciManifest);
-  md.digest = rep.manifest_digest;
-  md.size = manifest_bytes.size();
-  Platform p = s.platform;
-  p.os_features.push_back(std::string(kNydusOsFeature));
-  md.platform = p;
-  json index{{"schemaVersion", 2}, {"mediaType", media::kOciIndex}, {"manifests", json::array({to_json(md)})}};
-  const std::string index_bytes = index.dump();
-  rep.index_digest = sha256_digest(index_bytes);
-  NYDUS_TRY(dst->push_manifest(tref.tag, media::kOciIndex, index_bytes));
   rep.push = dst->push_stats();
-  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  rep.push_seconds = since(t2);
+  rep.seconds = since(t0);
   note(-1, n, "done", "");
   return rep;
 }

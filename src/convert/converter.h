@@ -1,15 +1,21 @@
 // Conversion of an OCI/Docker image into a Nydus image (what `nydusify
 // convert` does): each layer tar becomes a RAFS v6 data blob with its own
 // bootstrap (in parallel), the layer bootstraps are merged with OCI whiteout
-// semantics, and the result is written as an OCI image whose layers are the
-// Nydus blobs (media type application/vnd.oci.image.layer.nydus.blob.v1) and
-// a gzip'd bootstrap layer, under an index whose platform carries the
-// "nydus.remoteimage.v1" os feature — the shape nydus-snapshotter recognises.
+// semantics, and each converted manifest's layers are the Nydus blobs
+// (media type application/vnd.oci.image.layer.nydus.blob.v1) plus a gzip'd
+// bootstrap layer — the shape nydus-snapshotter recognises.
+// The result keeps the source's shape, as upstream's converter does: a
+// manifest gives a manifest, an index gives an index of the converted
+// platforms (a single one gives a manifest); Docker media types stay unless
+// `oci`. `merge_platform` pushes an OCI index holding the source manifests
+// and the Nydus ones (marked with the nydus.remoteimage.v1 os feature and the
+// Nydus artifact type).
 // Conversion is deterministic (everything comes from the tar headers, owners
 // included), so the same source layer always gives the same blob and images
 // sharing layers share blobs in the target.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -28,10 +34,15 @@ struct ConvertOptions {
   StoreOptions source_store;
   StoreOptions target_store;
   std::filesystem::path work_dir;  // scratch: layers, blobs, bootstraps
-  std::string platform = "linux/amd64";
+  std::string platform = host_platform();  // "os/arch[/variant]", comma-separated
+  bool all_platforms = false;
+  bool merge_platform = false;  // an index with the source and the Nydus manifests
+  bool oci = false;             // Docker media types become OCI ones
   format::Compressor compressor = format::Compressor::kZstd;
   uint32_t chunk_size = format::kDefaultChunkSize;
   unsigned jobs = 2;  // layers converted at once
+  int push_retry_count = 3;  // a failed push is tried again this many times
+  std::chrono::milliseconds push_retry_delay{5000};
   // Image paths to prefetch when mounted (the bootstrap's prefetch table).
   std::vector<std::string> prefetch_patterns;
   // Progress: (layer index, layer count, stage, detail). Stages: "pull",
@@ -48,16 +59,30 @@ struct LayerResult {
   std::vector<std::string> implicit_dirs;  // see builder::CreateReport
 };
 
-struct ConvertReport {
+struct PlatformResult {
+  Platform platform;
   std::vector<LayerResult> layers;
   std::string bootstrap_digest;
   uint64_t bootstrap_size = 0;
   std::string manifest_digest;
-  std::string index_digest;
+  std::string manifest_media_type;
+};
+
+struct ConvertReport {
+  std::vector<PlatformResult> platforms;
+  std::string target_digest;      // what the target tag names (manifest or index)
+  std::string target_media_type;
+  uint64_t source_image_size = 0; // configs + layers of the converted platforms
+  uint64_t target_image_size = 0;
   PushStats push;
+  double pull_seconds = 0, convert_seconds = 0, push_seconds = 0;
   double seconds = 0;
 };
 
 Result<ConvertReport> convert_image(const ConvertOptions& opts);
+
+// A Go duration as upstream's --push-retry-delay takes it: "5s", "1m30s",
+// "500ms", "1h" (units ns, us, ms, s, m, h; decimals allowed).
+Result<std::chrono::milliseconds> parse_go_duration(std::string_view s);
 
 }  // namespace nydus::convert

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/file_util.h"
+#include "convert/docker_config.h"
 #include "convert/mapped_file.h"
 #include "format/digest.h"
 #include "storage/http_client.h"
@@ -40,13 +41,21 @@ Status check_digest(std::span<const uint8_t> data, const std::string& want, std:
 
 // ---- registry ----------------------------------------------------------------
 
+storage::HttpOptions http_options(const StoreOptions& o) {
+  storage::HttpOptions h;
+  h.timeout = std::chrono::seconds(60);
+  h.connect_timeout = std::chrono::seconds(10);
+  h.skip_verify = o.skip_verify;
+  return h;
+}
+
 class RegistryStore : public ImageStore {
  public:
   RegistryStore(const ImageRef& ref, const StoreOptions& o)
       : ref_(ref),
         opts_(o),
-        base_(std::string(o.plain_http ? "http://" : "https://") + ref.host),
-        http_(storage::HttpOptions{std::chrono::seconds(60), std::chrono::seconds(10), o.skip_verify}) {}
+        base_(std::string(o.plain_http ? "http://" : "https://") + ref.api_host()),
+        http_(http_options(o)) {}
 
   std::string describe() const override { return ref_.to_string(); }
 
@@ -113,19 +122,71 @@ class RegistryStore : public ImageStore {
   }
 
  private:
-  std::string api(const std::string& tail) const { return base_ + "/v2/" + ref_.repository + "/" + tail; }
+  std::string api(const std::string& tail) {
+    std::lock_guard lk(mu_);
+    return base_ + "/v2/" + ref_.repository + "/" + tail;
+  }
 
   // One request with the registry's auth: on a 401 answer its challenge
   // (a Bearer token from the realm for this repository, or Basic) and retry.
-  Result<HttpResponse> send(HttpRequest r, bool push) {
+  // `r.url` is rewritten when the registry turns out to speak plain HTTP.
+  Result<HttpResponse> send(HttpRequest& r, bool push) {
     for (int attempt = 0; attempt < 3; ++attempt) {
       HttpRequest req = r;
       if (auto h = auth_header(); !h.empty()) req.headers.emplace_back("Authorization", h);
-      NYDUS_ASSIGN_OR_RETURN(HttpResponse resp, http_.perform(req));
-      if (resp.status != 401) return resp;
-      NYDUS_TRY(answer_challenge(resp.header("www-authenticate"), push));
+      auto resp = http_.perform(req);
+      if (!resp) {
+        if (!fall_back_to_http(r.url, resp.error())) return std::unexpected(std::move(resp).error());
+        attempt--;  // the same request again over http (once: the url is http now)
+        continue;
+      }
+      if (resp->status != 401) return std::move(*resp);
+      NYDUS_TRY(answer_challenge(resp->header("www-authenticate"), push));
     }
     return errorf(Errc::kIo, "{} {}: still unauthorized after authenticating", r.method, r.url);
+  }
+
+  // Upstream's converter retries over plain HTTP when https gets an HTTP
+  // answer or a refused connection (not on a certificate error: that
+  // needs --*-insecure). Switches the store to http and rewrites `url`.
+  bool fall_back_to_http(std::string& url, const Error& e) {
+    const std::string https = "https://" + ref_.api_host() + "/";
+    if (!opts_.http_fallback || !url.starts_with(https)) return false;
+    std::string m = e.message;
+    if (auto p = m.find(url + ": "); p != std::string::npos) m.erase(0, p + url.size() + 2);
+    for (auto& c : m) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (m.find("wrong version number") == std::string::npos && m.find("packet length too long") == std::string::npos &&
+        m.find("connection refused") == std::string::npos && m.find("couldn't connect") == std::string::npos)
+      return false;
+    url = "http://" + url.substr(std::string_view("https://").size());
+    std::lock_guard lk(mu_);
+    base_ = "http://" + ref_.api_host();
+    return true;
+  }
+
+  // The credential to answer a challenge with: --*-auth, else Docker's
+  // config (looked up once).
+  Result<RegistryCredential> credential() {
+    std::lock_guard lk(cred_mu_);
+    if (cred_) return *cred_;
+    RegistryCredential c;
+    if (!opts_.auth.empty()) {
+      c.username = "(--auth)";  // only marks it non-empty: the header is opts_.auth itself
+    } else if (opts_.use_docker_config) {
+      auto found = docker_credentials(ref_.host, opts_.docker_config_dir.empty() ? docker_config_dir()
+                                                                                 : opts_.docker_config_dir);
+      if (!found) return std::unexpected(std::move(found).error());
+      if (*found) c = **found;
+    }
+    cred_ = c;
+    return c;
+  }
+
+  // "Basic ..." for the credential, or "" when there is none to send.
+  std::string basic_header(const RegistryCredential& c) const {
+    if (!opts_.auth.empty()) return "Basic " + opts_.auth;
+    if (c.username.empty() && c.password.empty()) return "";
+    return "Basic " + storage::base64_encode(c.username + ":" + c.password);
   }
 
   std::string auth_header() {
@@ -136,9 +197,13 @@ class RegistryStore : public ImageStore {
   Status answer_challenge(const std::string& header, bool push) {
     for (const auto& ch : storage::parse_www_authenticate(header)) {
       if (ch.scheme == "basic") {
-        if (opts_.auth.empty()) return errorf(Errc::kInvalidArgument, "{} wants credentials (--*-auth)", describe());
+        NYDUS_ASSIGN_OR_RETURN(RegistryCredential c, credential());
+        const std::string h = basic_header(c);
+        if (h.empty())
+          return errorf(Errc::kInvalidArgument,
+                        "{} wants credentials: docker login {} (or --source-auth/--target-auth)", describe(), ref_.host);
         std::lock_guard lk(mu_);
-        auth_ = "Basic " + opts_.auth;
+        auth_ = h;
         return ok();
       }
       if (ch.scheme == "bearer") {
@@ -150,9 +215,22 @@ class RegistryStore : public ImageStore {
         q += std::string(q.empty() ? "" : "&") + "scope=" +
              storage::url_encode("repository:" + ref_.repository + (push ? ":pull,push" : ":pull"));
         url += (url.find('?') == std::string::npos ? "?" : "&") + q;
+        NYDUS_ASSIGN_OR_RETURN(RegistryCredential c, credential());
         HttpRequest t;
-        t.url = url;
-        if (!opts_.auth.empty()) t.headers.emplace_back("Authorization", "Basic " + opts_.auth);
+        std::string form;
+        if (opts_.auth.empty() && !c.identity_token.empty()) {
+          // An identity token is an OAuth2 refresh token: POST it (as
+          // containerd's authorizer does; the GET form has no place for it).
+          t.method = "POST";
+          t.url = realm->second;
+          form = "grant_type=refresh_token&client_id=nydusify&refresh_token=" + storage::url_encode(c.identity_token) +
+                 "&" + q;
+          t.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+          t.body = {reinterpret_cast<const uint8_t*>(form.data()), form.size()};
+        } else {
+          t.url = url;
+          if (auto h = basic_header(c); !h.empty()) t.headers.emplace_back("Authorization", h);
+        }
         NYDUS_ASSIGN_OR_RETURN(HttpResponse resp, http_.perform(t));
         if (resp.status != 200) return errorf(Errc::kIo, "token from {}: HTTP {}", realm->second, resp.status);
         json j = json::parse(resp.body, nullptr, false);
@@ -224,8 +302,10 @@ class RegistryStore : public ImageStore {
   StoreOptions opts_;
   std::string base_;
   HttpClient http_;
-  std::mutex mu_;
+  std::mutex mu_;  // auth_, base_
   std::string auth_;
+  std::mutex cred_mu_;
+  std::optional<RegistryCredential> cred_;
   std::atomic<uint64_t> pushed_{0}, present_{0}, bytes_{0};
 };
 
@@ -372,13 +452,19 @@ Result<FetchedManifest> resolve_manifest(ImageStore& s, const std::string& refer
   if (found) *found = want;
   if (!is_index_type(top.media_type)) return top;
   NYDUS_ASSIGN_OR_RETURN(std::vector<Descriptor> entries, parse_index(top.bytes));
-  for (const auto& e : entries) {
-    if (!is_manifest_type(e.media_type) || !e.platform || !platform_matches(want, *e.platform)) continue;
+  // A merged index marks its Nydus manifests (os feature or artifact type);
+  // an index of Nydus manifests only (no --merge-platform) marks nothing.
+  auto marked = [](const Descriptor& e) {
     const auto& f = e.platform->os_features;
-    if ((std::find(f.begin(), f.end(), kNydusOsFeature) != f.end()) != nydus) continue;
-    if (found) *found = *e.platform;
-    return s.get_manifest(e.digest);
-  }
+    return std::find(f.begin(), f.end(), kNydusOsFeature) != f.end() || e.artifact_type == media::kNydusArtifact;
+  };
+  for (int pass = 0; pass < (nydus ? 2 : 1); ++pass)
+    for (const auto& e : entries) {
+      if (!is_manifest_type(e.media_type) || !e.platform || !platform_matches(want, *e.platform)) continue;
+      if (pass == 0 && marked(e) != nydus) continue;
+      if (found) *found = *e.platform;
+      return s.get_manifest(e.digest);
+    }
   return errorf(Errc::kNotFound, "{} has no {}manifest for {}/{}", s.describe(), nydus ? "Nydus " : "", want.os,
                 want.architecture);
 }

@@ -16,9 +16,16 @@
 namespace nydus::convert {
 
 struct StoreOptions {
-  bool plain_http = false;      // registry over http (a local test registry)
-  bool skip_verify = false;     // TLS without verification
-  std::string auth;             // base64("user:pass") for Basic or token requests
+  bool plain_http = false;      // registry over http from the start (--plain-http)
+  bool skip_verify = false;     // TLS without verification (--*-insecure)
+  // An https registry that answers in plain HTTP (or refuses the connection)
+  // is retried over http, as upstream's converter does.
+  bool http_fallback = true;
+  std::string auth;             // base64("user:pass") for Basic or token requests (--*-auth)
+  // Without `auth`: credentials from Docker's config.json and credential
+  // helpers (docker_config.h), looked up when the registry first asks.
+  bool use_docker_config = true;
+  std::filesystem::path docker_config_dir;  // empty: $DOCKER_CONFIG or ~/.docker
   std::chrono::seconds blob_timeout{1800};
 };
 

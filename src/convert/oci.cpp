@@ -1,5 +1,8 @@
 #include "convert/oci.h"
 
+#include <algorithm>
+#include <cctype>
+
 #include "format/digest.h"
 
 namespace nydus::convert {
@@ -38,6 +41,7 @@ Result<Descriptor> parse_descriptor(const json& j) {
   if (!j.is_object()) return errorf(Errc::kCorrupt, "descriptor is not an object");
   Descriptor d;
   NYDUS_ASSIGN_OR_RETURN(d.media_type, str_field(j, "mediaType", false));
+  NYDUS_ASSIGN_OR_RETURN(d.artifact_type, str_field(j, "artifactType", false));
   NYDUS_ASSIGN_OR_RETURN(d.digest, str_field(j, "digest", true));
   if (!valid_digest(d.digest)) return errorf(Errc::kCorrupt, "digest \"{}\" is not sha256:<64 hex>", d.digest);
   auto size = j.find("size");
@@ -61,6 +65,7 @@ Result<Descriptor> parse_descriptor(const json& j) {
 
 json to_json(const Descriptor& d) {
   json j{{"mediaType", d.media_type}, {"digest", d.digest}, {"size", d.size}};
+  if (!d.artifact_type.empty()) j["artifactType"] = d.artifact_type;
   if (!d.annotations.empty()) j["annotations"] = d.annotations;
   if (d.platform) {
     json p{{"os", d.platform->os}, {"architecture", d.platform->architecture}};
@@ -134,6 +139,44 @@ Result<Platform> parse_platform(std::string_view s) {
   return p;
 }
 
+Result<std::vector<Platform>> parse_platforms(std::string_view s) {
+  std::vector<Platform> out;
+  while (!s.empty()) {
+    const auto comma = s.find(',');
+    std::string_view one = s.substr(0, comma);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    if (!one.empty()) {
+      NYDUS_ASSIGN_OR_RETURN(Platform p, parse_platform(one));
+      out.push_back(std::move(p));
+    }
+    if (comma == std::string_view::npos) break;
+    s.remove_prefix(comma + 1);
+  }
+  if (out.empty()) return errorf(Errc::kInvalidArgument, "no platform given");
+  return out;
+}
+
+std::string host_platform() {
+#if defined(__x86_64__)
+  return "linux/amd64";
+#elif defined(__aarch64__)
+  return "linux/arm64";
+#elif defined(__i386__)
+  return "linux/386";
+#elif defined(__arm__)
+  return "linux/arm";
+#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  return "linux/ppc64le";
+#elif defined(__s390x__)
+  return "linux/s390x";
+#elif defined(__riscv) && __riscv_xlen == 64
+  return "linux/riscv64";
+#else
+  return "linux/amd64";
+#endif
+}
+
 bool platform_matches(const Platform& want, const Platform& have) {
   return want.os == have.os && want.architecture == have.architecture &&
          (want.variant.empty() || want.variant == have.variant);
@@ -162,30 +205,54 @@ Result<ImageRef> parse_image_ref(std::string_view s) {
     return r;
   }
   if (s.starts_with("docker://")) s.remove_prefix(9);
-  const auto slash = s.find('/');
-  if (slash == std::string_view::npos || slash == 0)
-    return errorf(Errc::kInvalidArgument, "\"{}\" is not host/repository[:tag] (a registry host is required)", s);
-  r.host = std::string(s.substr(0, slash));
-  std::string_view path = s.substr(slash + 1);
-  if (auto at = path.find('@'); at != std::string_view::npos) {
-    r.digest = std::string(path.substr(at + 1));
-    path = path.substr(0, at);
+  if (s.empty() || s.size() > 4096) return errorf(Errc::kInvalidArgument, "\"{}\": not an image reference", s);
+  std::string_view rest = s;
+  if (auto at = rest.find('@'); at != std::string_view::npos) {
+    r.digest = std::string(rest.substr(at + 1));
+    rest = rest.substr(0, at);
     if (!valid_digest(r.digest)) return errorf(Errc::kInvalidArgument, "\"{}\": bad digest", s);
-  } else if (auto colon = path.rfind(':'); colon != std::string_view::npos) {
-    r.tag = std::string(path.substr(colon + 1));
-    path = path.substr(0, colon);
-  } else {
-    r.tag = "latest";
   }
+  // A tag is after the last ':' that comes after the last '/' (a ':' before
+  // it is a port).
+  std::string tag;
+  if (auto colon = rest.rfind(':'); colon != std::string_view::npos) {
+    const auto slash = rest.rfind('/');
+    if (slash == std::string_view::npos || colon > slash) {
+      tag = std::string(rest.substr(colon + 1));
+      rest = rest.substr(0, colon);
+      if (tag.empty() || tag.size() > 128) return errorf(Errc::kInvalidArgument, "\"{}\": bad tag", s);
+      for (char c : tag)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+          return errorf(Errc::kInvalidArgument, "\"{}\": bad tag", s);
+      if (tag[0] == '.' || tag[0] == '-') return errorf(Errc::kInvalidArgument, "\"{}\": bad tag", s);
+    }
+  }
+  std::string_view path = rest;
+  const auto slash = rest.find('/');
+  if (slash != std::string_view::npos) {
+    std::string_view first = rest.substr(0, slash);
+    const bool lower = std::none_of(first.begin(), first.end(), [](char c) { return std::isupper(static_cast<unsigned char>(c)); });
+    if (first.find_first_of(".:") != std::string_view::npos || first == "localhost" || !lower) {
+      r.host = std::string(first);
+      path = rest.substr(slash + 1);
+    }
+  }
+  if (auto colon = r.host.rfind(':'); colon != std::string::npos && r.host.find(']') == std::string::npos) {
+    const std::string port = r.host.substr(colon + 1);
+    if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+      return errorf(Errc::kInvalidArgument, "\"{}\": bad registry port", s);
+  }
+  if (r.host.empty()) r.host = "docker.io";
+  if (r.host == "index.docker.io") r.host = "docker.io";
   r.repository = std::string(path);
-  if (r.repository.empty()) return errorf(Errc::kInvalidArgument, "\"{}\": no repository", s);
+  if (r.host == "docker.io" && r.repository.find('/') == std::string::npos) r.repository = "library/" + r.repository;
+  if (path.empty() || path.front() == '/' || path.back() == '/' || path.find("//") != std::string_view::npos)
+    return errorf(Errc::kInvalidArgument, "\"{}\": no repository", s);
   for (char c : r.repository)
     if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '/' ||
           c == '.' || c == '_' || c == '-'))
       return errorf(Errc::kInvalidArgument, "\"{}\": repository names are lower-case [a-z0-9._/-]", s);
-  for (char c : r.tag)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
-      return errorf(Errc::kInvalidArgument, "\"{}\": bad tag", s);
+  if (r.digest.empty()) r.tag = tag.empty() ? "latest" : tag;
   return r;
 }
 

@@ -30,6 +30,10 @@ inline constexpr std::string_view kDockerConfig = "application/vnd.docker.contai
 inline constexpr std::string_view kDockerLayerGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 inline constexpr std::string_view kDockerLayerTar = "application/vnd.docker.image.rootfs.diff.tar";
 inline constexpr std::string_view kNydusBlob = "application/vnd.oci.image.layer.nydus.blob.v1";
+// A Nydus manifest's config and artifact type in a merged (OCI + Nydus) index,
+// so containerd without the snapshotter picks the OCI manifest.
+inline constexpr std::string_view kNydusConfig = "application/vnd.nydus.image.config.v1+json";
+inline constexpr std::string_view kNydusArtifact = "application/vnd.nydus.image.manifest.v1+json";
 }  // namespace media
 
 namespace annotation {
@@ -38,6 +42,9 @@ inline constexpr std::string_view kNydusBootstrap = "containerd.io/snapshot/nydu
 inline constexpr std::string_view kNydusFsVersion = "containerd.io/snapshot/nydus-fs-version";
 inline constexpr std::string_view kUncompressed = "containerd.io/uncompressed";
 inline constexpr std::string_view kRefName = "org.opencontainers.image.ref.name";
+// On a converted manifest (acceleration-service's nydus driver).
+inline constexpr std::string_view kNydusSourceDigest = "containerd.io/snapshot/nydus-source-digest";
+inline constexpr std::string_view kNydusSourceReference = "containerd.io/snapshot/nydus-source-reference";
 }  // namespace annotation
 
 // The platform feature marking a Nydus manifest in an index.
@@ -54,6 +61,7 @@ struct Platform {
 
 struct Descriptor {
   std::string media_type;
+  std::string artifact_type;  // OCI 1.1 "artifactType" (a merged index marks Nydus manifests with it)
   std::string digest;  // "sha256:<64 hex>"
   uint64_t size = 0;
   std::map<std::string, std::string> annotations;
@@ -84,6 +92,10 @@ std::string sniff_media_type(std::string_view bytes);
 
 // "os/arch[/variant]".
 Result<Platform> parse_platform(std::string_view s);
+// "linux/amd64,linux/arm64" (upstream's --platform list).
+Result<std::vector<Platform>> parse_platforms(std::string_view s);
+// "linux/" + this machine's architecture in Go's names (amd64, arm64, ...).
+std::string host_platform();
 bool platform_matches(const Platform& want, const Platform& have);
 
 // "sha256:" + hex of sha256(data).
@@ -93,18 +105,23 @@ bool valid_digest(std::string_view d);
 // Where an image lives: a registry repository, or an OCI image layout dir.
 struct ImageRef {
   enum class Kind { kRegistry, kOciLayout } kind = Kind::kRegistry;
-  std::string host;        // registry: "host[:port]"
-  std::string repository;  // registry: "lib/img"
+  std::string host;        // registry: "host[:port]" as Docker names it ("docker.io")
+  std::string repository;  // registry: "library/ubuntu"
   std::string tag;         // or empty when `digest` is set
   std::string digest;      // "sha256:..."
   std::string layout_dir;  // OCI layout
   std::string to_string() const;
   // The tag or digest to ask for.
   std::string reference() const { return digest.empty() ? tag : digest; }
+  // Where the registry API is: docker.io's is registry-1.docker.io.
+  std::string api_host() const { return host == "docker.io" ? "registry-1.docker.io" : host; }
 };
 
-// "host[:port]/repo[:tag|@sha256:...]" (the host is required: there is no
-// default registry here) or "oci:<dir>[:<tag>]".
+// A reference normalised as Docker does (distribution/reference's
+// ParseDockerRef): "ubuntu" -> docker.io/library/ubuntu:latest, "user/app"
+// -> docker.io/user/app:latest, "index.docker.io/x" -> docker.io/x; the first
+// component is a host when it has a '.' or ':' or is "localhost". A tag and a
+// digest together keep the digest. Also "oci:<dir>[:<tag>]" (an OCI layout).
 Result<ImageRef> parse_image_ref(std::string_view s);
 
 }  // namespace nydus::convert
