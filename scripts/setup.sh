@@ -14,6 +14,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   librust-blake3-dev libarchive-dev libcurl4-openssl-dev
   erofs-utils attr zstd lz4 python3 xxd time
+  fdisk  # sfdisk writes the GPT image of the localdisk backend test
   docker-registry apache2-utils umoci skopeo nginx-light  # nginx: a caching proxy in front of the registry (tests)
   clang-16 libclang-rt-16-dev  # only for fuzz/ (libFuzzer); clang 14/15 cannot compile <expected>
   # fscache mode's real-kernel tests: a 6.12 kernel built from source (cached in

@@ -285,7 +285,7 @@ TEST(HttpProxyBackend, AddrValidatedAsUpstream) {
 // ---- localdisk backend ----------------------------------------------------
 
 TEST(LocalDiskBackend, GptPartitionsNamedByBlobId) {
-  if (std::system("command -v sfdisk >/dev/null 2>&1") != 0) GTEST_SKIP() << "sfdisk (util-linux fdisk) missing";
+  ASSERT_EQ(std::system("command -v sfdisk >/dev/null 2>&1"), 0) << "sfdisk missing: run scripts/setup.sh (Debian package fdisk)";
   nydus::test::TempDir tmp;
   const auto img = tmp / "disk.img";
   Blob b1(300000, 1), b2(70000, 2);
