@@ -1,6 +1,6 @@
 // Where blobs live: a backend reads byte ranges of a blob's stored
-// (compressed) layout. Implementations: localfs, registry (with proxy and
-// mirrors), s3. Backends are shared by all blob caches and must be thread-safe.
+// (compressed) layout. Implementations: localfs, localdisk (GPT partitions),
+// registry (with proxy and mirrors), s3/oss, http-proxy. Backends are shared by all blob caches and must be thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -50,8 +50,8 @@ class Backend {
 };
 
 // From upstream's `device.backend` JSON: {"type": "localfs", "config": {"dir": ...}}
-// or {"config": {"blob_file": ...}}; "registry" and "s3" take upstream's
-// config fields (see registry_backend.h, s3_backend.h).
+// or {"config": {"blob_file": ...}}; "registry", "s3"/"oss", "http-proxy" and
+// "localdisk" take upstream's config fields (see their headers).
 Result<std::shared_ptr<Backend>> make_backend(const nlohmann::json& backend);
 
 }  // namespace nydus::storage
