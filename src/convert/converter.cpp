@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cctype>
 #include <functional>
+#include <map>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -28,7 +29,6 @@ struct Source {
   Manifest manifest;
   json config;
   Platform platform;
-  std::vector<fs::path> layer_files;  // filled by the pull
 };
 
 Status check_convertible(const ImageStore& src, const Manifest& m) {
@@ -214,48 +214,48 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
   NYDUS_ASSIGN_OR_RETURN(std::vector<Source> sources, resolve_sources(*src, sref.reference(), o, top));
   const bool source_is_index = is_index_type(top.media_type);
   ConvertReport rep;
-  struct LayerJob {
-    size_t source, layer;
-  };
-  std::vector<LayerJob> jobs;
-  for (size_t s = 0; s < sources.size(); ++s) {
-    sources[s].layer_files.resize(sources[s].manifest.layers.size());
-    rep.source_image_size += sources[s].manifest.config.size;
-    for (size_t l = 0; l < sources[s].manifest.layers.size(); ++l) {
-      jobs.push_back({s, l});
-      rep.source_image_size += sources[s].manifest.layers[l].size;
+  // Each distinct layer is pulled and converted once, however many
+  // platforms share it.
+  std::vector<Descriptor> uniq;
+  std::map<std::string, size_t> index_of;
+  for (auto& src_m : sources) {
+    rep.source_image_size += src_m.manifest.config.size;
+    for (const auto& l : src_m.manifest.layers) {
+      rep.source_image_size += l.size;
+      if (index_of.emplace(l.digest, uniq.size()).second) uniq.push_back(l);
     }
   }
-  const int n = int(jobs.size());
+  const int n = int(uniq.size());
   const fs::path layer_dir = o.work_dir / "layers";
+  std::vector<fs::path> files(uniq.size());
   NYDUS_TRY(parallel(n, o.jobs, [&](int i) -> Status {
-    const auto& l = sources[jobs[size_t(i)].source].manifest.layers[jobs[size_t(i)].layer];
+    const auto& l = uniq[size_t(i)];
     note(i, n, "pull", fmt::format("{} ({:.1f} MB)", l.digest.substr(0, 19), double(l.size) / 1e6));
-    NYDUS_ASSIGN_OR_RETURN(sources[jobs[size_t(i)].source].layer_files[jobs[size_t(i)].layer], src->blob_file(l, layer_dir));
+    NYDUS_ASSIGN_OR_RETURN(files[size_t(i)], src->blob_file(l, layer_dir));
     return ok();
   }));
   rep.pull_seconds = since(t0);
 
   // ---- convert: layers in parallel, each builder with a share of the cores ----
   const auto t1 = Clock::now();
-  rep.platforms.resize(sources.size());
-  for (size_t s = 0; s < sources.size(); ++s) {
-    rep.platforms[s].platform = sources[s].platform;
-    rep.platforms[s].layers.resize(sources[s].manifest.layers.size());
-  }
+  std::vector<LayerResult> converted(uniq.size());
   const unsigned threads = std::max(1u, std::thread::hardware_concurrency() / std::clamp<unsigned>(o.jobs, 1, std::max(1, n)));
   NYDUS_TRY(parallel(n, o.jobs, [&](int i) -> Status {
-    const auto [s, l] = jobs[size_t(i)];
-    const auto& d = sources[s].manifest.layers[l];
-    LayerResult& r = rep.platforms[s].layers[l];
+    const auto& d = uniq[size_t(i)];
+    LayerResult& r = converted[size_t(i)];
     r.source_digest = d.digest;
     r.source_size = d.size;
     note(i, n, "convert", fmt::format("{} ({:.1f} MB)", d.digest.substr(0, 19), double(d.size) / 1e6));
-    NYDUS_TRY(convert_layer(sources[s].layer_files[l], layer_dir, fmt::format("{:02}-{:04}", s, l), o, threads, r));
+    NYDUS_TRY(convert_layer(files[size_t(i)], layer_dir, fmt::format("{:04}", i), o, threads, r));
     note(i, n, "converted",
          r.blob_digest.empty() ? "no file data" : fmt::format("blob {:.1f} MB", double(r.blob_size) / 1e6));
     return ok();
   }));
+  rep.platforms.resize(sources.size());
+  for (size_t s = 0; s < sources.size(); ++s) {
+    rep.platforms[s].platform = sources[s].platform;
+    for (const auto& l : sources[s].manifest.layers) rep.platforms[s].layers.push_back(converted[index_of.at(l.digest)]);
+  }
 
   // Per platform: merge the layer bootstraps (lowest first, OCI whiteouts),
   // then its manifest.

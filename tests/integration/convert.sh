@@ -8,7 +8,14 @@
 #  - mounted lazily from the registry by nydusd (FUSE) and compared with
 #    `umoci unpack` of the original: 0 differences;
 #  - a second image sharing the lower layers reuses their blobs (not pushed
-#    again); an OCI layout source converts to the same blobs.
+#    again); an OCI layout source converts to the same blobs;
+#  - owners: non-root uid/gid and set-id bits (GNU tar --numeric-owner and
+#    python tarfile layers) survive, against tar -x --numeric-owner as root;
+#  - shape: Docker manifest -> Docker manifest, --oci, a two-platform manifest
+#    list, one platform of it, --merge-platform (skopeo inspect --raw),
+#    --output-json decoded as upstream's Go struct;
+#  - credentials from ~/.docker/config.json and a credsStore helper against a
+#    docker-registry with htpasswd Basic auth.
 set -uo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
@@ -79,14 +86,15 @@ def get(path, accept=None):
     if accept: req.add_header("Accept", accept)
     with urllib.request.urlopen(req) as r:
         return r.headers.get("Content-Type"), r.read()
-ct, body = get("/v2/lib/nyd/manifests/v3", "application/vnd.oci.image.index.v1+json")
-assert ct.startswith("application/vnd.oci.image.index.v1+json"), ct
-idx = json.loads(body)
-[m] = idx["manifests"]
-assert "nydus.remoteimage.v1" in m["platform"]["os.features"], m
-assert m["platform"]["os"] == "linux", m
-_, body = get(f"/v2/lib/nyd/manifests/{m['digest']}", m["mediaType"])
+# The source is one OCI manifest, so the target is one too (upstream keeps the shape).
+accept = ",".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+                   "application/vnd.docker.distribution.manifest.list.v2+json",
+                   "application/vnd.docker.distribution.manifest.v2+json"])
+ct, body = get("/v2/lib/nyd/manifests/v3", accept)
+assert ct.startswith("application/vnd.oci.image.manifest.v1+json"), ct
 man = json.loads(body)
+assert man["mediaType"] == "application/vnd.oci.image.manifest.v1+json", man
+assert man["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json", man["config"]
 layers = man["layers"]
 blobs, boot = layers[:-1], layers[-1]
 assert blobs and all(l["mediaType"] == "application/vnd.oci.image.layer.nydus.blob.v1"
@@ -98,11 +106,11 @@ _, cfg = get(f"/v2/lib/nyd/blobs/{man['config']['digest']}")
 cfg = json.loads(cfg)
 assert cfg["rootfs"]["diff_ids"][:-1] == [l["digest"] for l in blobs], cfg["rootfs"]
 assert cfg["history"][-1]["comment"] == "Nydus Bootstrap Layer"
-print(f"index -> manifest with {len(blobs)} blob layers + bootstrap layer {boot['digest']}")
+print(f"manifest with {len(blobs)} blob layers + bootstrap layer {boot['digest']}")
 open("bootstrap.digest", "w").write(boot["digest"])
 PY
 }
-step "converted image: media types, annotations, platform feature, diff ids" check_format
+step "converted image: a manifest like the source, media types, annotations, diff ids" check_format
 
 # ---- mount it lazily from the registry and compare with the original -----------------
 fetch_bootstrap() {
@@ -335,6 +343,128 @@ if step "nydusd mounts the converted owners image" mount_nydus lib/owners v1-nyd
   step "mounted owners image == tar -x --numeric-owner of its layers (owners, set-id bits)" \
     compare_trees --ignore-root-mtime "$WORK/own/ref" "$WORK/mnt-own"
   kill "$DPID"; wait "$DPID" 2>/dev/null; DPID=
+fi
+
+# ---- the target keeps the source's shape and media types (skopeo inspect --raw) -----
+# raw_field REF EXPR: a Python expression over the manifest `m` skopeo reads raw.
+raw_field() {
+  skopeo inspect --raw --tls-verify=false "docker://$1" | "$PY" -c "import json,sys; m=json.load(sys.stdin); print($2)"
+}
+shape_docker_manifest() {  # the owners image is a Docker schema2 manifest: so is its conversion
+  [ "$(raw_field $R/lib/owners:v1-nydus 'm["mediaType"]')" = application/vnd.docker.distribution.manifest.v2+json ] &&
+  [ "$(raw_field $R/lib/owners:v1-nydus 'm["config"]["mediaType"]')" = application/vnd.docker.container.image.v1+json ] &&
+  [ "$(raw_field $R/lib/owners:v1-nydus 'm["layers"][-1]["mediaType"]')" = application/vnd.docker.image.rootfs.diff.tar.gzip ] &&
+  [ "$(raw_field $R/lib/owners:v1-nydus 'm["layers"][0]["mediaType"]')" = application/vnd.oci.image.layer.nydus.blob.v1 ]
+}
+step "Docker manifest in, Docker manifest out (skopeo inspect --raw)" shape_docker_manifest
+shape_oci() {
+  "$NYDUSIFY" convert --source "$R/lib/owners:v1" --target "$R/lib/owners:v1-oci" --oci --work-dir "$WORK/w-oci" &&
+  [ "$(raw_field $R/lib/owners:v1-oci 'm["mediaType"]')" = application/vnd.oci.image.manifest.v1+json ] &&
+  [ "$(raw_field $R/lib/owners:v1-oci 'm["config"]["mediaType"]')" = application/vnd.oci.image.config.v1+json ] &&
+  [ "$(raw_field $R/lib/owners:v1-oci 'm["layers"][-1]["mediaType"]')" = application/vnd.oci.image.layer.v1.tar+gzip ]
+}
+step "--oci: OCI media types" shape_oci
+
+# A two-platform Docker manifest list (amd64 = the owners layers, arm64 = one of them).
+push_list() {
+  local a b
+  a=$("$PY" "$WORK/img.py" push $R lib/multi amd64 docker amd64 "$WORK/own/A.tar" "$WORK/own/B.tar") &&
+  b=$("$PY" "$WORK/img.py" push $R lib/multi arm64 docker arm64 "$WORK/own/B.tar") || return 1
+  set -- $a; local ea="$1,$2,$3,amd64"; set -- $b
+  "$PY" "$WORK/img.py" list $R lib/multi v1 docker "$ea" "$1,$2,$3,arm64"
+}
+step "a Docker manifest list with linux/amd64 and linux/arm64" push_list
+shape_list() {  # both platforms: a Docker manifest list of two Nydus manifests
+  "$NYDUSIFY" convert --source "$R/lib/multi:v1" --target "$R/lib/multi:nydus" --platform linux/amd64,linux/arm64 \
+    --work-dir "$WORK/w-multi" &&
+  [ "$(raw_field $R/lib/multi:nydus 'm["mediaType"]')" = application/vnd.docker.distribution.manifest.list.v2+json ] &&
+  [ "$(raw_field $R/lib/multi:nydus '",".join(sorted(e["platform"]["architecture"] for e in m["manifests"]))')" = amd64,arm64 ] &&
+  "$NYDUSIFY" check --target "$R/lib/multi:nydus" --source "$R/lib/multi:v1" --platform linux/arm64 --work-dir "$WORK/check-arm"
+}
+step "--platform a,b: a manifest list stays a manifest list (each platform checked)" shape_list
+shape_one() {  # one platform out of an index: a manifest (the snapshotter converter's convertIndex)
+  "$NYDUSIFY" convert --source "$R/lib/multi:v1" --target "$R/lib/multi:arm" --platform linux/arm64 --work-dir "$WORK/w-arm" &&
+  [ "$(raw_field $R/lib/multi:arm 'm["mediaType"]')" = application/vnd.docker.distribution.manifest.v2+json ]
+}
+step "one platform of a list: a manifest" shape_one
+merge_platform() {  # the CI form: the source manifest and the Nydus one in one OCI index
+  "$NYDUSIFY" --log-level info convert --source "$R/lib/owners:v1" --target "$R/lib/owners:merged" --fs-version 6 \
+    --compressor zstd --platform linux/amd64 --merge-platform --work-dir "$WORK/w-merge" || return 1
+  local src
+  src=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$R/lib/owners:v1" | sha256sum | cut -d' ' -f1)
+  skopeo inspect --raw --tls-verify=false "docker://$R/lib/owners:merged" | "$PY" -c '
+import json, sys
+m = json.load(sys.stdin)
+assert m["mediaType"] == "application/vnd.oci.image.index.v1+json", m["mediaType"]
+src, nyd = m["manifests"]
+assert src["digest"] == sys.argv[1] and src["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json", src
+assert "os.features" not in src["platform"] and "artifactType" not in src, src
+assert nyd["artifactType"] == "application/vnd.nydus.image.manifest.v1+json", nyd
+assert nyd["platform"]["os.features"] == ["nydus.remoteimage.v1"], nyd
+assert (nyd["platform"]["os"], nyd["platform"]["architecture"]) == ("linux", "amd64"), nyd
+print("merged index:", src["digest"][:19], "+", nyd["digest"][:19])' "$src" &&
+  "$NYDUSIFY" check --multi-platform --target "$R/lib/owners:merged" --source "$R/lib/owners:v1" --work-dir "$WORK/check-merge" &&
+  ! "$NYDUSIFY" check --multi-platform --target "$R/lib/owners:v1-nydus" --work-dir "$WORK/check-merge2"
+}
+step "--merge-platform: an OCI index with the source manifest and the Nydus one; check --multi-platform" merge_platform
+metric_json() {  # upstream's --output-json: acceleration-service's converter.Metric
+  "$NYDUSIFY" convert --source "$R/lib/owners:v1" --target "$R/lib/owners:m" --output-json "$WORK/metric.json" \
+    --fs-chunk-size 0x100000 --work-dir "$WORK/w-metric" || return 1
+  PYTHONPATH="$NYDUS_SOURCE_DIR/tests/compat/lib" "$PY" -c '
+import json, sys
+from go_structs import Struct, decode
+metric = Struct("converter.Metric", {"SourceImageSize": "int", "TargetImageSize": "int", "SourcePullElapsed": "int",
+                                     "ConversionElapsed": "int", "TargetPushElapsed": "int"})
+m = decode(json.load(open(sys.argv[1])), metric)
+assert m["SourceImageSize"] > 0 and m["TargetImageSize"] > 0, m
+print(m)' "$WORK/metric.json"
+}
+step "--output-json writes upstream's metric JSON" metric_json
+
+# ---- credentials from a Docker config.json against a registry with htpasswd ----------
+auth_registry() {
+  local d=$WORK/authreg port
+  mkdir -p "$d/data" && htpasswd -Bbn ci 'pa:ss' > "$d/htpasswd" || return 1
+  port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  AUTH_HOST=127.0.0.1:$port
+  cat > "$d/config.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $d/data}}
+auth: {htpasswd: {realm: nydus-test, path: $d/htpasswd}}
+http: {addr: $AUTH_HOST}
+YML
+  docker-registry serve "$d/config.yml" > "$d/registry.log" 2>&1 &
+  AUTH_PID=$!
+  local i
+  for i in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$AUTH_HOST/v2/")" = 401 ] && break; sleep 0.1
+  done
+  REG_AUTH='ci:pa:ss' "$PY" "$WORK/img.py" push "$AUTH_HOST" lib/owners v1 docker amd64 "$WORK/own/A.tar" "$WORK/own/B.tar"
+}
+AUTH_PID=
+if step "docker-registry with htpasswd (Basic auth) holding the owners image" auth_registry; then
+  mkdir -p "$WORK/home/.docker"
+  printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$AUTH_HOST" "$(printf 'ci:pa:ss' | base64)" > "$WORK/home/.docker/config.json"
+  step "without credentials the registry refuses (the check can fail)" sh -c "! HOME='$WORK/nohome' '$NYDUSIFY' convert \
+    --source $AUTH_HOST/lib/owners:v1 --target $AUTH_HOST/lib/owners:nydus --work-dir '$WORK/w-noauth'"
+  step "nydusify convert with ~/.docker/config.json auth (no --*-auth)" env HOME="$WORK/home" "$NYDUSIFY" convert \
+    --source "$AUTH_HOST/lib/owners:v1" --target "$AUTH_HOST/lib/owners:nydus" --plain-http --work-dir "$WORK/w-auth"
+  # credsStore: the same credentials from a credential helper on PATH.
+  mkdir -p "$WORK/helper"
+  cat > "$WORK/helper/docker-credential-citest" <<'SH'
+#!/bin/sh
+read server
+echo "get $server" >> "$(dirname "$0")/calls"
+printf '{"ServerURL":"%s","Username":"ci","Secret":"pa:ss"}\n' "$server"
+SH
+  chmod +x "$WORK/helper/docker-credential-citest"
+  mkdir -p "$WORK/home2/.docker" && echo '{"credsStore": "citest"}' > "$WORK/home2/.docker/config.json"
+  step "nydusify check with a credential helper (credsStore), owners compared" env HOME="$WORK/home2" \
+    PATH="$WORK/helper:$PATH" "$NYDUSIFY" check --target "$AUTH_HOST/lib/owners:nydus" --source "$AUTH_HOST/lib/owners:v1" \
+    --work-dir "$WORK/check-auth"
+  step "the helper was asked for the registry host" grep -qx "get $AUTH_HOST" "$WORK/helper/calls"
+  kill "$AUTH_PID" 2>/dev/null; wait "$AUTH_PID" 2>/dev/null
 fi
 
 summary
