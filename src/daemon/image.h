@@ -68,6 +68,7 @@ class ImageInstance {
   // The FsIoStats of the FUSE connection this image has to itself (null when
   // it is served inside the daemon's connection).
   std::shared_ptr<fuse::FsIoStats> own_io_stats() const { return session_ ? session_->io_stats() : nullptr; }
+  const fuse::FuseSession* own_session() const { return session_.get(); }
   // When it was mounted (upstream's FsBackendDescriptor.mounted_time).
   std::chrono::system_clock::time_point mounted_time() const { return mounted_time_; }
 

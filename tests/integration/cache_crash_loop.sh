@@ -115,7 +115,7 @@ if step "no backend: nydusd starts on the crashed cache" start_daemon nobackend 
   ready_matches_map() {
     local api disk
     api=$(curl -sf --unix-socket "$WORK/nobackend.sock" http://localhost/api/v1/metrics/blobcache |
-      "$PY" -c 'import json,sys; print(sum(b["chunks_ready"] for b in json.load(sys.stdin)))') || return 1
+      "$PY" -c 'import json,sys; print(sum(b["chunks_ready"] for b in json.load(sys.stdin)["blobs"]))') || return 1
     disk=$(jget "$WORK/map-after-loop.json" ready)
     echo "daemon reports $api chunks ready, the chunk map on disk has $disk"
     [ "$api" = "$disk" ]

@@ -110,7 +110,7 @@ stop_daemon() {
 cache_bytes() { find "$1" -name '*.blob.data' -exec stat -c '%b %B' {} + | awk '{s+=$1*$2} END {print s+0}'; }
 blob_chunks() {  # SOCK -> "ready total" summed over blobs
   curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/blobcache |
-    "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(sum(b["chunks_ready"] for b in d), sum(b["chunks_total"] for b in d))'
+    "$PY" -c 'import json,sys; d=json.load(sys.stdin)["blobs"]; print(sum(b["chunks_ready"] for b in d), sum(b["chunks_total"] for b in d))'
 }
 
 # ---- 1. build and mount ---------------------------------------------------------------

@@ -155,7 +155,7 @@ wait_prefetched() {
   local i
   for i in $(seq 300); do
     if curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/blobcache |
-      "$PY" -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d and all(b["chunks_ready"]==b["chunks_total"] for b in d) else 1)'; then
+      "$PY" -c 'import json,sys; d=json.load(sys.stdin)["blobs"]; sys.exit(0 if d and all(b["chunks_ready"]==b["chunks_total"] for b in d) else 1)'; then
       echo "all chunks ready after $i polls"; return 0
     fi
     sleep 0.1

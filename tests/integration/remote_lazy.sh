@@ -315,7 +315,7 @@ print(f"tampered blob: {n} entries walked, {len(errs)} failed {errs[:3]}, wrong 
 assert not wrong, wrong
 assert errs and all(e[2] == "EIO" for e in errs), errs' || return 1
   curl -sf --unix-socket "$SOCK" http://localhost/api/v1/metrics/blobcache |
-    "$PY" -c 'import json,sys; d=json.load(sys.stdin)[0]; print("digest_failures", d["digest_failures"]); sys.exit(0 if d["digest_failures"] >= 1 else 1)'
+    "$PY" -c 'import json,sys; d=json.load(sys.stdin)["blobs"][0]; print("digest_failures", d["digest_failures"]); sys.exit(0 if d["digest_failures"] >= 1 else 1)'
 }
 step "faults: tampered blob -> EIO for the file holding it, counted, no wrong bytes" tampered_blob
 step "faults: stop the third daemon" stop_daemon
