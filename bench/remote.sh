@@ -370,7 +370,8 @@ PY
 }
 run_seq() {
   local pfargs=() r0 c0 t0 t1
-  [ -n "$5" ] && pfargs=(--prefetch-files /big)
+  # --prefetch-files names a file listing image paths, one a line (as upstream)
+  [ -n "$5" ] && { echo /big >"$W/prefetch.list"; pfargs=(--prefetch-files "$W/prefetch.list"); }
   r0=$(registry_mark) c0=$(registry_cpu)
   start_nydusd seq "$2" "$3" "$5" "${pfargs[@]}"; wait_mounted; set_read_ahead "$4"
   t0=$(date +%s.%N)

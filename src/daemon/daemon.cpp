@@ -32,10 +32,38 @@ void Daemon::set_state(std::string s) {
   state_ = std::move(s);
 }
 
-Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem::path& bootstrap,
-                           const DaemonConfig& cfg, std::vector<std::string> prefetch_files) {
+Result<std::string> Daemon::mount_key(const std::string& mountpoint) const {
+  if (!fuse_mode()) return canonical_mountpoint(mountpoint);
+  // A path inside the daemon's connection: normalised, never resolved on
+  // the host (nydus-snapshotter sends "/<snapshot id>").
+  if (mountpoint.empty() || mountpoint.front() != '/')
+    return errorf(Errc::kInvalidArgument, "mountpoint \"{}\" must be a path inside the daemon's FUSE mount, "
+                  "starting with /", mountpoint);
+  std::string key = std::filesystem::path(mountpoint).lexically_normal().string();
+  while (key.size() > 1 && key.back() == '/') key.pop_back();
+  if (key.find("/..") != std::string::npos && std::filesystem::path(key).lexically_normal() != key)
+    return errorf(Errc::kInvalidArgument, "mountpoint \"{}\" leaves the FUSE mount", mountpoint);
+  return key;
+}
+
+Status Daemon::start_fuse() {
   std::lock_guard ops(ops_mu_);
-  const std::string mp = canonical_mountpoint(mountpoint);
+  if (!fuse_mode() || session_) return errorf(Errc::kInvalidArgument, "no FUSE mountpoint, or already mounted");
+  fuse::SessionOptions so;
+  so.max_threads = opts_.fuse_threads;
+  NYDUS_ASSIGN_OR_RETURN(auto session, fuse::FuseSession::mount(vfs_, opts_.fuse_mountpoint, so));
+  NYDUS_TRY(session->start());
+  std::lock_guard lk(mu_);
+  session_ = std::move(session);
+  spdlog::info("FUSE mounted at {}", opts_.fuse_mountpoint);
+  return ok();
+}
+
+Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem::path& bootstrap,
+                           const DaemonConfig& cfg, std::vector<std::string> prefetch_files,
+                           std::string config_text) {
+  std::lock_guard ops(ops_mu_);
+  NYDUS_ASSIGN_OR_RETURN(const std::string mp, mount_key(mountpoint));
   {
     std::lock_guard lk(mu_);
     if (images_.count(mp)) return errorf(Errc::kExists, "{} is already mounted by this daemon", mp);
@@ -45,7 +73,13 @@ Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem:
   io.bootstrap = std::filesystem::absolute(bootstrap, ec);
   if (ec) io.bootstrap = bootstrap;
   io.mountpoint = mp;
+  if (fuse_mode()) {
+    io.vfs = vfs_;
+    io.virtual_path = mp;
+    io.mountpoint = mp == "/" ? opts_.fuse_mountpoint : opts_.fuse_mountpoint + mp;
+  }
   io.config = cfg;
+  io.config_text = std::move(config_text);
   io.fallback_work_dir = fallback_dir_for(mp);
   io.fuse_threads = opts_.fuse_threads;
   io.prefetch_files = std::move(prefetch_files);
@@ -70,11 +104,13 @@ void Daemon::shutdown(bool leave_handed_over) {
   }
   for (auto& [mp, img] : imgs) leave ? img->leave() : img->shutdown();
   for (auto& [mp, ext] : exts) ext->shutdown();
+  if (session_) leave ? session_->leave() : session_->stop();
 }
 
 std::vector<std::string> Daemon::dead_mounts() {
   std::lock_guard lk(mu_);
   std::vector<std::string> out;
+  if (session_ && session_->ended()) out.push_back(opts_.fuse_mountpoint);
   for (auto& [mp, img] : images_)
     if (!img->serving()) out.push_back(mp);
   for (auto& [mp, ext] : externals_)
@@ -87,21 +123,7 @@ size_t Daemon::mount_count() {
   return images_.size() + externals_.size();
 }
 
-json Daemon::daemon_info() {
-  std::lock_guard lk(mu_);
-  json coll = json::object();
-  for (auto& [mp, img] : images_) coll[mp] = img->info();
-  for (auto& [mp, ext] : externals_) coll[mp] = ext->info();
-  return json{{"id", opts_.id},
-              {"version", json{{"package_ver", "0.1.0"},
-                               {"git_commit", ""},
-                               {"build_time", ""},
-                               {"profile", "release"},
-                               {"rustc", "n/a (C++ reimplementation)"}}},
-              {"supervisor", nullptr},
-              {"state", state_},
-              {"backend_collection", coll}};
-}
+// daemon_info() and metrics(): daemon_api.cpp.
 
 Status Daemon::mount(const api::MountRequest& req) {
   const bool fuse = req.fs_type.empty() || req.fs_type == "rafs";
@@ -114,7 +136,7 @@ Status Daemon::mount(const api::MountRequest& req) {
   if (req.mountpoint.empty()) return errorf(Errc::kInvalidArgument, "missing mountpoint");
   if (req.source.empty()) return errorf(Errc::kInvalidArgument, "missing source (bootstrap path)");
   NYDUS_ASSIGN_OR_RETURN(DaemonConfig cfg, parse_config(req.config));
-  if (fuse) return mount_image(req.mountpoint, req.source, cfg, req.prefetch_files);
+  if (fuse) return mount_image(req.mountpoint, req.source, cfg, req.prefetch_files, req.config);
 
   std::lock_guard ops(ops_mu_);
   const std::string mp = canonical_mountpoint(req.mountpoint);
@@ -146,7 +168,16 @@ Status Daemon::remount(const api::MountRequest& req) {
 
 Status Daemon::umount(const std::string& mountpoint) {
   std::lock_guard ops(ops_mu_);
-  const std::string mp = canonical_mountpoint(mountpoint);
+  // An external (fanotify) mount is named by its host path even in FUSE mode.
+  std::string mp = canonical_mountpoint(mountpoint);
+  bool external;
+  {
+    std::lock_guard lk(mu_);
+    external = externals_.count(mp) > 0;
+  }
+  if (fuse_mode() && !external) {
+    NYDUS_ASSIGN_OR_RETURN(mp, mount_key(mountpoint));
+  }
   std::shared_ptr<ImageInstance> img;
   std::shared_ptr<ExternalMount> ext;
   {
@@ -170,51 +201,14 @@ Result<std::shared_ptr<ImageInstance>> Daemon::pick(const std::map<std::string, 
   std::lock_guard lk(mu_);
   auto id = query.find("id");
   if (id != query.end() && !id->second.empty()) {
-    auto it = images_.find(canonical_mountpoint(id->second));
+    auto key = mount_key(id->second);
+    auto it = key ? images_.find(*key) : images_.end();
     if (it == images_.end()) return errorf(Errc::kNotFound, "no image mounted at {}", id->second);
     return it->second;
   }
   if (images_.size() == 1) return images_.begin()->second;
   if (images_.empty()) return errorf(Errc::kNotFound, "no image mounted");
   return errorf(Errc::kInvalidArgument, "several images mounted: pass ?id=<mountpoint>");
-}
-
-Result<json> Daemon::metrics(const std::string& kind, const std::map<std::string, std::string>& query) {
-  if (kind == "inflight") return json::array();
-  {
-    // A mount of another mode answers for itself when named (or when alone).
-    std::shared_ptr<ExternalMount> ext;
-    {
-      std::lock_guard lk(mu_);
-      auto id = query.find("id");
-      if (id != query.end() && !id->second.empty()) {
-        if (auto e = externals_.find(canonical_mountpoint(id->second)); e != externals_.end()) ext = e->second;
-      } else if (images_.empty() && externals_.size() == 1) {
-        ext = externals_.begin()->second;
-      }
-    }
-    if (ext) return ext->metrics(kind);
-  }
-  if (kind == "blobcache") {
-    // ?id= may name a blob id rather than a mountpoint.
-    std::lock_guard lk(mu_);
-    auto id = query.find("id");
-    json arr = json::array();
-    for (auto& [mp, img] : images_)
-      for (auto& c : img->cache_metrics())
-        if (id == query.end() || id->second.empty() || c["id"] == id->second || mp == id->second) arr.push_back(c);
-    return arr;
-  }
-  NYDUS_ASSIGN_OR_RETURN(std::shared_ptr<ImageInstance> img, pick(query));
-  if (kind.empty()) return img->fs_metrics();
-  if (kind == "files") {
-    if (!img->options().config.iostats_files)
-      return errorf(Errc::kUnsupported, "per-file metrics need \"iostats_files\": true");
-    return img->file_metrics();
-  }
-  if (kind == "pattern") return json::array();
-  if (kind == "backend") return img->backend_metrics();
-  return errorf(Errc::kNotFound, "unknown metrics kind \"{}\"", kind);
 }
 
 std::string Daemon::prometheus_metrics() {
@@ -237,60 +231,77 @@ std::string Daemon::prometheus_metrics() {
 Status Daemon::send_fd() {
   if (opts_.supervisor.empty()) return errorf(Errc::kInvalidArgument, "no --supervisor socket to send the fd to");
   std::lock_guard ops(ops_mu_);
-  std::shared_ptr<ImageInstance> img;
+  FuseHandover h;
+  int fd = -1;
   {
     std::lock_guard lk(mu_);
-    if (images_.size() != 1 || !externals_.empty())
-      return errorf(Errc::kUnsupported, "sendfd hands over exactly one FUSE mount ({} here)",
-                    images_.size() + externals_.size());
-    img = images_.begin()->second;
+    if (!session_) return errorf(Errc::kUnsupported, "sendfd hands over the FUSE connection of a FUSE-mode daemon");
+    if (!externals_.empty()) return errorf(Errc::kUnsupported, "sendfd cannot hand over fanotify mounts");
+    h.mountpoint = opts_.fuse_mountpoint;
+    for (auto& [mp, img] : images_) {
+      if (mp == "/")
+        h.bootstrap = img->options().bootstrap.string();
+      else
+        h.mounts.push_back(HandedMount{mp, img->options().bootstrap.string(), img->options().config_text});
+    }
+    h.init = session_->init_message();
+    fd = session_->fd();
   }
-  FuseHandover h{img->mountpoint(), img->options().bootstrap.string(), img->fuse_init()};
-  if (h.init.empty() || img->fuse_fd() < 0)
-    return errorf(Errc::kIo, "{}: the FUSE connection is not initialised yet", h.mountpoint);
-  NYDUS_TRY(send_state(opts_.supervisor, encode_fuse_handover(h), img->fuse_fd()));
+  if (h.init.empty() || fd < 0) return errorf(Errc::kIo, "{}: the FUSE connection is not initialised yet", h.mountpoint);
+  NYDUS_TRY(send_state(opts_.supervisor, encode_fuse_handover(h), fd));
   std::lock_guard lk(mu_);
   handed_over_ = true;
-  spdlog::info("sent the FUSE fd of {} to {}", h.mountpoint, opts_.supervisor);
+  spdlog::info("sent the FUSE fd of {} ({} images) to {}", h.mountpoint, images_.size(), opts_.supervisor);
   return ok();
 }
 
 Status Daemon::takeover() {
   if (!opts_.upgrade) return errorf(Errc::kInvalidArgument, "takeover needs a daemon started with --upgrade");
   if (opts_.supervisor.empty()) return errorf(Errc::kInvalidArgument, "no --supervisor socket to take over from");
-  std::lock_guard ops(ops_mu_);
+  if (!fuse_mode()) return errorf(Errc::kInvalidArgument, "takeover needs --mountpoint (FUSE mode)");
   {
+    std::lock_guard ops(ops_mu_);
+    {
+      std::lock_guard lk(mu_);
+      if (session_ || !images_.empty() || state_ != "INIT")
+        return errorf(Errc::kExists, "already serving (state {})", state_);
+    }
+    NYDUS_ASSIGN_OR_RETURN(HandedState hs, receive_state(opts_.supervisor));
+    auto h = decode_fuse_handover(hs.data);
+    const std::string mp = canonical_mountpoint(opts_.fuse_mountpoint);
+    if (h && canonical_mountpoint(h->mountpoint) != mp)
+      h = errorf(Errc::kInvalidArgument, "the supervisor holds {}, this daemon serves {}", h->mountpoint, mp);
+    if (!h) {
+      if (hs.fd >= 0) ::close(hs.fd);
+      return std::unexpected(std::move(h).error());
+    }
+    fuse::SessionOptions so;
+    so.max_threads = opts_.fuse_threads;
+    // From here the session owns hs.fd (closed on failure too).
+    NYDUS_ASSIGN_OR_RETURN(auto session, fuse::FuseSession::adopt(vfs_, opts_.fuse_mountpoint, hs.fd, h->init, so));
     std::lock_guard lk(mu_);
-    if (!images_.empty() || state_ != "INIT")
-      return errorf(Errc::kExists, "already serving (state {})", state_);
+    session_ = std::move(session);
+    takeover_mounts_ = std::move(h->mounts);
+    if (opts_.takeover_bootstrap.empty() && !h->bootstrap.empty()) opts_.takeover_bootstrap = h->bootstrap;
   }
-  NYDUS_ASSIGN_OR_RETURN(HandedState hs, receive_state(opts_.supervisor));
-  AdoptedConnection conn{hs.fd, {}};
-  auto h = decode_fuse_handover(hs.data);
-  const std::string mp = canonical_mountpoint(opts_.takeover_mountpoint);
-  if (h && canonical_mountpoint(h->mountpoint) != mp)
-    h = errorf(Errc::kInvalidArgument, "the supervisor holds {}, this daemon serves {}", h->mountpoint, mp);
-  if (!h) {
-    if (hs.fd >= 0) ::close(hs.fd);
-    return std::unexpected(std::move(h).error());
+  // The images come back before the connection serves again: the kernel
+  // holds inode numbers of theirs.
+  if (!opts_.takeover_bootstrap.empty())
+    NYDUS_TRY(mount_image("/", opts_.takeover_bootstrap, opts_.takeover_config));
+  for (auto& m : std::exchange(takeover_mounts_, {})) {
+    auto cfg = parse_config(m.config);
+    auto st = cfg ? mount_image(m.path, m.source, *cfg, {}, m.config) : Status(std::unexpected(cfg.error()));
+    if (!st) spdlog::error("take over {} ({}): {}", m.path, m.source, st.error().message);
   }
-  conn.init = std::move(h->init);
-  ImageOptions io;
-  io.bootstrap = opts_.takeover_bootstrap.empty() ? std::filesystem::path(h->bootstrap) : opts_.takeover_bootstrap;
-  io.mountpoint = mp;
-  io.config = opts_.takeover_config;
-  io.fallback_work_dir = fallback_dir_for(mp);
-  io.fuse_threads = opts_.fuse_threads;
-  const int fd = conn.fd;
-  NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageInstance> img, ImageInstance::adopt(io, std::move(conn)));
+  NYDUS_TRY(session_->start());
   // Requests the previous daemon read but never answered (it crashed) are
   // still in the kernel's processing queue: have them sent again.
   if (opts_.failover_resend) {
-    if (auto st = fuse::FuseChannel::notify_resend(fd); !st)
-      spdlog::warn("{}: cannot ask the kernel to resend requests (needs Linux 6.9+): {}", mp, st.error().message);
+    if (auto st = fuse::FuseChannel::notify_resend(session_->fd()); !st)
+      spdlog::warn("{}: cannot ask the kernel to resend requests (needs Linux 6.9+): {}", opts_.fuse_mountpoint,
+                   st.error().message);
   }
   std::lock_guard lk(mu_);
-  images_[mp] = std::shared_ptr<ImageInstance>(std::move(img));
   state_ = "READY";
   return ok();
 }

@@ -14,10 +14,19 @@
 
 namespace nydus::daemon {
 
+// An image a shared daemon serves inside the connection, mounted through
+// the API (so the next daemon's command line does not name it).
+struct HandedMount {
+  std::string path;    // virtual path, "/<id>"
+  std::string source;  // bootstrap
+  std::string config;  // the JSON config text it was mounted with
+};
+
 struct FuseHandover {
   std::string mountpoint;
-  std::string bootstrap;
+  std::string bootstrap;      // the image at "/" ("" in a shared daemon)
   std::vector<uint8_t> init;  // the FUSE_INIT request, header included
+  std::vector<HandedMount> mounts;
 };
 
 std::string encode_fuse_handover(const FuseHandover& h);

@@ -4,29 +4,17 @@
 
 #include <utility>
 
+#include <fmt/chrono.h>
 #include <spdlog/spdlog.h>
 
 #include "daemon/image_storage.h"
+#include "daemon/metrics_json.h"
 
 namespace nydus::daemon {
 
 using nlohmann::json;
 
-Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& opts) { return open(opts, {}); }
-
-Result<std::unique_ptr<ImageInstance>> ImageInstance::adopt(const ImageOptions& opts, AdoptedConnection conn) {
-  return open(opts, std::move(conn));
-}
-
-Result<std::unique_ptr<ImageInstance>> ImageInstance::open(const ImageOptions& opts,
-                                                           std::optional<AdoptedConnection> adopted) {
-  // Until a session owns the adopted fd, it is ours to close on failure.
-  struct FdGuard {
-    int* fd;
-    ~FdGuard() {
-      if (fd && *fd >= 0) ::close(*fd);
-    }
-  } guard{adopted ? &adopted->fd : nullptr};
+Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& opts) {
   std::unique_ptr<ImageInstance> img(new ImageInstance());
   img->opts_ = opts;
   const DaemonConfig& cfg = opts.config;
@@ -42,17 +30,18 @@ Result<std::unique_ptr<ImageInstance>> ImageInstance::open(const ImageOptions& o
   fo.iostats_files = cfg.iostats_files;
   img->fs_ = std::make_shared<fuse::RafsFs>(img->boot_, img->caches_, fo);
 
-  fuse::SessionOptions so;
-  so.max_threads = opts.fuse_threads;
-  if (adopted) {
-    const int fd = std::exchange(adopted->fd, -1);
-    NYDUS_ASSIGN_OR_RETURN(img->session_,
-                           fuse::FuseSession::adopt(img->fs_, opts.mountpoint, fd, std::move(adopted->init), so));
+  if (opts.vfs) {
+    NYDUS_TRY(opts.vfs->mount(opts.virtual_path, img->fs_));
+    img->attached_ = true;
   } else {
-    NYDUS_ASSIGN_OR_RETURN(img->session_, fuse::FuseSession::mount(img->fs_, opts.mountpoint, so));
+    auto vfs = std::make_shared<fuse::Vfs>();
+    NYDUS_TRY(vfs->mount("/", img->fs_));
+    fuse::SessionOptions so;
+    so.max_threads = opts.fuse_threads;
+    NYDUS_ASSIGN_OR_RETURN(img->session_, fuse::FuseSession::mount(vfs, opts.mountpoint, so));
+    NYDUS_TRY(img->session_->start());
   }
-  NYDUS_TRY(img->session_->start());
-  spdlog::info("{} {} at {} ({} blobs, cache {})", adopted ? "took over" : "mounted", opts.bootstrap.string(),
+  spdlog::info("mounted {} at {} ({} blobs, cache {})", opts.bootstrap.string(),
                opts.mountpoint, blobs.size(), storage.work_dir.string());
 
   if (cfg.prefetch.enable && !img->caches_.empty()) {
@@ -73,53 +62,70 @@ void ImageInstance::stop(bool leave) {
   // Stop prefetch first so it doesn't keep fetching into caches we flush.
   if (prefetch_) prefetch_->stop();
   if (session_) leave ? session_->leave() : session_->stop();
+  // A daemon's connection stays: only this image leaves it (unless the
+  // whole connection is being handed over).
+  if (attached_ && !leave) (void)opts_.vfs->umount(opts_.virtual_path);
   for (auto& c : caches_)
     if (auto st = c->flush(); !st) spdlog::warn("flush cache of blob {}: {}", c->info().blob_id, st.error().message);
   spdlog::info("{} {}", leave ? "left the mount to the next daemon:" : "unmounted", opts_.mountpoint);
 }
 
 json ImageInstance::info() const {
-  return json{{"mountpoint", opts_.mountpoint},
-              {"fs_type", "rafs"},
-              {"source", opts_.bootstrap.string()},
-              {"config", json{{"mode", opts_.config.mode},
-                              {"digest_validate", opts_.config.digest_validate},
-                              {"enable_xattr", opts_.config.enable_xattr},
-                              {"iostats_files", opts_.config.iostats_files},
-                              {"device", json{{"backend", opts_.config.backend},
-                                              {"cache", json{{"type", opts_.config.cache_type},
-                                                             {"config", json{{"work_dir",
-                                                                              opts_.config.work_dir.string()}}}}}}}}}};
+  // Upstream's FsBackendDescriptor; its config is a ConfigV2.
+  const DaemonConfig& c = opts_.config;
+  json backend = json::object();
+  if (c.backend.is_object() && c.backend.contains("type")) {
+    const std::string type = c.backend.value("type", "");
+    backend = json{{"type", type}, {type, c.backend.value("config", json::object())}};
+  }
+  const std::string cache_type = c.cache_type.empty() ? "dummycache" : c.cache_type;
+  const std::string section = cache_type == "blobcache" ? "filecache" : cache_type;
+  const std::string work_dir = cache_config(c, opts_.fallback_work_dir).work_dir.string();
+  json cfg{{"version", 2},
+           {"id", c.id},
+           {"backend", backend},
+           {"cache", json{{"type", cache_type}, {"compressed", false}, {"validate", c.digest_validate},
+                          {section, json{{"work_dir", work_dir}}}}},
+           {"rafs", json{{"mode", c.mode},
+                         {"batch_size", c.amplify_io},
+                         {"validate", c.digest_validate},
+                         {"enable_xattr", c.enable_xattr},
+                         {"iostats_files", c.iostats_files},
+                         {"access_pattern", c.access_pattern},
+                         {"latest_read_files", c.latest_read_files},
+                         {"prefetch", json{{"enable", c.prefetch.enable},
+                                           {"threads", c.prefetch.threads_count},
+                                           {"batch_size", c.prefetch.merging_size},
+                                           {"bandwidth_limit", c.prefetch.bandwidth_rate},
+                                           {"prefetch_all", c.prefetch.prefetch_all}}}}}};
+  // time's serde-human-readable OffsetDateTime, in UTC.
+  const auto t = mounted_time_.time_since_epoch();
+  const auto secs = std::chrono::floor<std::chrono::seconds>(t);
+  const auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(t - secs).count();
+  const std::string when =
+      fmt::format("{:%Y-%m-%d %H:%M:%S}.{} +00:00:00", std::chrono::sys_seconds(secs), nanos);
+  return json{{"backend_type", "Rafs"},
+              {"mountpoint", opts_.vfs ? opts_.virtual_path : opts_.mountpoint},
+              {"mounted_time", when},
+              {"config", cfg}};
 }
 
 json ImageInstance::fs_metrics() const {
-  const auto m = fs_->metrics();
-  json j{{"id", opts_.mountpoint},
-         {"nr_opens", m.opens},
-         {"data_read", m.read_bytes},
-         {"fop_hits", json{{"lookup", m.lookups}, {"getattr", m.getattrs}, {"open", m.opens},
-                           {"read", m.reads}, {"readdir", m.readdirs}}},
-         {"fop_errors", json{{"read", m.read_errors}, {"all", m.errors}}},
-         // requests a crashed predecessor held, sent again by the kernel to us
-         {"fuse_resent_requests", session_ ? session_->resent_requests() : 0}};
-  if (prefetch_) {
-    const auto p = prefetch_->stats();
-    j["prefetch"] = json{{"ranges_total", p.ranges_total}, {"ranges_done", p.ranges_done},
-                         {"bytes", p.bytes},               {"errors", p.errors},
-                         {"finished", p.finished}};
-  }
-  return j;
+  auto stats = own_io_stats();
+  return fs_io_stats_json(stats.get(), opts_.vfs ? opts_.virtual_path : opts_.mountpoint);
 }
 
 json ImageInstance::file_metrics() const {
-  json arr = json::array();
-  for (const auto& f : fs_->file_stats())
-    arr.push_back(json{{"nid", f.nid}, {"ino", fs_->to_ino(f.nid)}, {"nr_read", f.reads}, {"data_read", f.bytes}});
-  return arr;
+  auto stats = own_io_stats();
+  return stats ? stats->files_json() : json::object();
 }
 
-json ImageInstance::backend_metrics() const { return backend_metrics_json(backend_.get()); }
+json ImageInstance::backend_metrics() const { return backend_json(backend_.get()); }
 
-json ImageInstance::cache_metrics() const { return cache_metrics_json(caches_); }
+json ImageInstance::cache_metrics() const {
+  const auto& c = opts_.config;
+  return blobcache_json(caches_, cache_config(c, opts_.fallback_work_dir).work_dir,
+                        c.prefetch.enable ? c.prefetch.threads_count : 0);
+}
 
 }  // namespace nydus::daemon

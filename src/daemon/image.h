@@ -17,6 +17,7 @@
 #include "daemon/prefetch.h"
 #include "format/bootstrap.h"
 #include "fuse/rafs_fs.h"
+#include "fuse/vfs.h"
 #include "storage/backend.h"
 #include "storage/blob_cache.h"
 
@@ -24,7 +25,13 @@ namespace nydus::daemon {
 
 struct ImageOptions {
   std::filesystem::path bootstrap;
+  // Where users see the image. With `vfs` set, the image joins that FUSE
+  // connection (the daemon's) at `virtual_path` and `mountpoint` is only for
+  // show; without it, the image gets a FUSE mount of its own at `mountpoint`.
   std::string mountpoint;
+  std::shared_ptr<fuse::Vfs> vfs;
+  std::string virtual_path;
+  std::string config_text;  // the config as given, for the hand-over state
   DaemonConfig config;
   // Cache directory when the config names none (no cache configured): the
   // daemon still caches, in a directory of its own.
@@ -33,29 +40,17 @@ struct ImageOptions {
   std::vector<std::string> prefetch_files;  // image paths from the API
 };
 
-// A live FUSE connection handed over by another daemon (see
-// fuse/fuse_channel.h): its /dev/fuse fd and the INIT request it began with.
-struct AdoptedConnection {
-  int fd = -1;
-  std::vector<uint8_t> init;
-};
-
 class ImageInstance {
  public:
   // Open everything and mount; the FUSE loop and prefetch are running on return.
   static Result<std::unique_ptr<ImageInstance>> mount(const ImageOptions& opts);
-  // The same, serving a connection another daemon mounted (takes conn.fd).
-  static Result<std::unique_ptr<ImageInstance>> adopt(const ImageOptions& opts, AdoptedConnection conn);
   ~ImageInstance();
 
   // Unmount, stop prefetch, flush caches. Idempotent.
   void shutdown();
   // Stop serving but keep the mount for the daemon that took it over.
   void leave();
-  // What a successor needs (sendfd): the FUSE fd and INIT request.
-  int fuse_fd() const { return session_ ? session_->fd() : -1; }
-  std::vector<uint8_t> fuse_init() const { return session_ ? session_->init_message() : std::vector<uint8_t>{}; }
-  bool serving() const { return session_ && session_->running(); }
+  bool serving() const { return opts_.vfs || (session_ && session_->running()); }
 
   const ImageOptions& options() const { return opts_; }
   const std::string& mountpoint() const { return opts_.mountpoint; }
@@ -80,9 +75,6 @@ class ImageInstance {
 
  private:
   ImageInstance() = default;
-  // Everything but the FUSE session; `adopted`: serve that connection.
-  static Result<std::unique_ptr<ImageInstance>> open(const ImageOptions& opts,
-                                                     std::optional<AdoptedConnection> adopted);
   void stop(bool leave);
 
   ImageOptions opts_;
@@ -94,6 +86,7 @@ class ImageInstance {
   std::unique_ptr<Prefetcher> prefetch_;
   bool shut_ = false;
   std::chrono::system_clock::time_point mounted_time_ = std::chrono::system_clock::now();
+  bool attached_ = false;  // serving inside opts_.vfs
 };
 
 }  // namespace nydus::daemon

@@ -19,6 +19,7 @@
 
 #include "fuse/fuse_channel.h"
 #include "fuse/read_plan.h"
+#include "fuse/vfs.h"
 
 namespace nydus::fuse {
 
@@ -282,12 +283,13 @@ FsMetrics RafsFs::metrics() const {
 
 namespace {
 
-RafsFs& fs_of(fuse_req_t req) { return *static_cast<RafsFs*>(fuse_req_userdata(req)); }
+Vfs& vfs_of(fuse_req_t req) { return *static_cast<Vfs*>(fuse_req_userdata(req)); }
 
-void reply_error(fuse_req_t req, const Error& e, const char* op, uint64_t ino) {
+// `fs`: the image the request went to (null for a pseudo directory).
+void reply_error(fuse_req_t req, const Error& e, const char* op, uint64_t ino, RafsFs* fs) {
   const int err = reply_errno(e);
   if (err == EIO) {
-    fs_of(req).count_error();
+    if (fs) fs->count_error();
     spdlog::warn("{} ino {}: {}", op, ino, e.message);
   } else {
     spdlog::debug("{} ino {}: {}", op, ino, e.message);
@@ -295,8 +297,18 @@ void reply_error(fuse_req_t req, const Error& e, const char* op, uint64_t ino) {
   fuse_reply_err(req, err);
 }
 
-void op_init(void* userdata, struct fuse_conn_info* conn) {
-  auto* fs = static_cast<RafsFs*>(userdata);
+// The image (or pseudo directory) a request's inode belongs to; replies
+// with the error itself when there is none.
+std::optional<Vfs::Route> route_or_reply(fuse_req_t req, uint64_t ino, const char* op) {
+  auto r = vfs_of(req).route(ino);
+  if (!r) {
+    reply_error(req, r.error(), op, ino, nullptr);
+    return std::nullopt;
+  }
+  return std::move(*r);
+}
+
+void op_init(void*, struct fuse_conn_info* conn) {
   auto want = [&](unsigned cap) {
     if (conn->capable & cap) conn->want |= cap;
   };
@@ -310,36 +322,41 @@ void op_init(void* userdata, struct fuse_conn_info* conn) {
   want(FUSE_CAP_CACHE_SYMLINKS);   // immutable image: symlink targets can stay cached
   // Nothing changes under the kernel's page cache, so no invalidation on mtime.
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-  if (fs->options().splice) {
-    want(FUSE_CAP_SPLICE_WRITE);
-    want(FUSE_CAP_SPLICE_MOVE);
-  } else {
-    conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
-  }
+  conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
 }
 
-void fill_entry(const RafsFs& fs, const struct stat& st, fuse_entry_param& e) {
+// Pseudo directories (a shared daemon's mount points) are cached briefly: an
+// image mounted or unmounted there shows within a second even if the
+// kernel missed the invalidation.
+constexpr double kPseudoTimeout = 1.0;
+
+void fill_entry(const FsOptions* opts, const struct stat& st, fuse_entry_param& e) {
   std::memset(&e, 0, sizeof(e));
   e.ino = st.st_ino;
   e.generation = 1;
   e.attr = st;
-  e.attr_timeout = fs.options().attr_timeout;
-  e.entry_timeout = fs.options().entry_timeout;
+  e.attr_timeout = opts ? opts->attr_timeout : kPseudoTimeout;
+  e.entry_timeout = opts ? opts->entry_timeout : kPseudoTimeout;
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  RafsFs& fs = fs_of(req);
-  auto r = fs.lookup(parent, name);
-  if (!r) return reply_error(req, r.error(), "lookup", parent);
+  auto rt = route_or_reply(req, parent, "lookup");
+  if (!rt) return;
+  RafsFs* fs = rt->fs.get();
+  auto r = fs ? fs->lookup(rt->ino, name) : vfs_of(req).pseudo_lookup(rt->ino, name);
+  if (!r) return reply_error(req, r.error(), "lookup", parent, fs);
+  const FsOptions* opts = fs ? &fs->options() : nullptr;
   fuse_entry_param e;
   if (!*r) {
     // A negative entry the kernel may cache as long as a positive one.
     std::memset(&e, 0, sizeof(e));
-    e.entry_timeout = fs.options().entry_timeout;
+    e.entry_timeout = opts ? opts->entry_timeout : kPseudoTimeout;
     fuse_reply_entry(req, &e);
     return;
   }
-  fill_entry(fs, **r, e);
+  struct stat st = **r;
+  if (fs) st.st_ino = Vfs::outer(rt->slot, st.st_ino);
+  fill_entry(opts, st, e);
   fuse_reply_entry(req, &e);
 }
 
@@ -347,15 +364,21 @@ void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
 void op_forget_multi(fuse_req_t req, size_t, struct fuse_forget_data*) { fuse_reply_none(req); }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info*) {
-  RafsFs& fs = fs_of(req);
-  auto r = fs.getattr(ino);
-  if (!r) return reply_error(req, r.error(), "getattr", ino);
-  fuse_reply_attr(req, &*r, fs.options().attr_timeout);
+  auto rt = route_or_reply(req, ino, "getattr");
+  if (!rt) return;
+  RafsFs* fs = rt->fs.get();
+  auto r = fs ? fs->getattr(rt->ino) : vfs_of(req).pseudo_getattr(rt->ino);
+  if (!r) return reply_error(req, r.error(), "getattr", ino, fs);
+  r->st_ino = ino;
+  fuse_reply_attr(req, &*r, fs ? fs->options().attr_timeout : kPseudoTimeout);
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
-  auto r = fs_of(req).readlink(ino);
-  if (!r) return reply_error(req, r.error(), "readlink", ino);
+  auto rt = route_or_reply(req, ino, "readlink");
+  if (!rt) return;
+  if (!rt->fs) return (void)fuse_reply_err(req, EINVAL);
+  auto r = rt->fs->readlink(rt->ino);
+  if (!r) return reply_error(req, r.error(), "readlink", ino, rt->fs.get());
   fuse_reply_readlink(req, r->c_str());
 }
 
@@ -367,11 +390,14 @@ void op_open(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_er
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
   if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+  auto rt = route_or_reply(req, ino, "read");
+  if (!rt) return;
+  if (!rt->fs) return (void)fuse_reply_err(req, EISDIR);
   // One reusable buffer per worker thread: reads are at most max_read bytes.
   thread_local std::vector<uint8_t> buf;
   if (buf.size() < size) buf.resize(size);
-  auto r = fs_of(req).read_ino(ino, uint64_t(off), std::span<uint8_t>(buf.data(), size));
-  if (!r) return reply_error(req, r.error(), "read", ino);
+  auto r = rt->fs->read_ino(rt->ino, uint64_t(off), std::span<uint8_t>(buf.data(), size));
+  if (!r) return reply_error(req, r.error(), "read", ino, rt->fs.get());
   fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
 }
 
@@ -381,38 +407,50 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 void op_opendir(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, ENOSYS); }
 
 void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
-  RafsFs& fs = fs_of(req);
+  auto rt = route_or_reply(req, ino, plus ? "readdirplus" : "readdir");
+  if (!rt) return;
+  RafsFs* fs = rt->fs.get();
+  Vfs& vfs = vfs_of(req);
   std::vector<char> buf(size);
   size_t used = 0;
-  auto st = fs.readdir(ino, off < 0 ? 0 : uint64_t(off), [&](const DirEntry& e) {
+  auto add = [&](const DirEntry& e) {
     size_t n;
+    const uint64_t kino = fs ? Vfs::outer(rt->slot, e.ino) : e.ino;
     if (plus) {
       fuse_entry_param ep;
       std::optional<struct stat> attr;
-      if (e.name != "." && e.name != "..")
-        if (auto a = fs.entry_attr(e.ino)) attr = *a;
+      if (e.name != "." && e.name != "..") {
+        if (fs) {
+          if (auto a = fs->entry_attr(e.ino)) attr = *a;
+        } else if (auto a = vfs.pseudo_lookup(rt->ino, e.name); a && *a) {
+          attr = **a;
+        }
+      }
       if (attr) {
-        fill_entry(fs, *attr, ep);
+        attr->st_ino = kino;
+        fill_entry(fs ? &fs->options() : nullptr, *attr, ep);
       } else {
         // Nodeid 0: the kernel lists the name but links no inode (it does
         // not for . and .. anyway). An entry whose inode is damaged then
         // fails its own LOOKUP with EIO instead of the whole listing.
         std::memset(&ep, 0, sizeof(ep));
-        ep.attr.st_ino = e.ino;
+        ep.attr.st_ino = kino;
         ep.attr.st_mode = e.mode;
       }
       n = fuse_add_direntry_plus(req, buf.data() + used, size - used, e.name.c_str(), &ep, off_t(e.next_off));
     } else {
       struct stat st{};
-      st.st_ino = e.ino;
+      st.st_ino = kino;
       st.st_mode = e.mode;
       n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st, off_t(e.next_off));
     }
     if (n > size - used) return false;  // did not fit: the kernel asks again from this cookie
     used += n;
     return true;
-  });
-  if (!st) return reply_error(req, st.error(), plus ? "readdirplus" : "readdir", ino);
+  };
+  const uint64_t from = off < 0 ? 0 : uint64_t(off);
+  auto st = fs ? fs->readdir(rt->ino, from, add) : vfs.pseudo_readdir(rt->ino, from, add);
+  if (!st) return reply_error(req, st.error(), plus ? "readdirplus" : "readdir", ino, fs);
   fuse_reply_buf(req, buf.data(), used);
 }
 
@@ -423,30 +461,48 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   do_readdir(req, ino, size, off, true);
 }
 
-void op_statfs(fuse_req_t req, fuse_ino_t) {
-  struct statvfs sv = fs_of(req).statfs();
+void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+  auto rt = route_or_reply(req, ino, "statfs");
+  if (!rt) return;
+  struct statvfs sv{};
+  if (rt->fs) {
+    sv = rt->fs->statfs();
+  } else {
+    sv.f_bsize = sv.f_frsize = 4096;
+    sv.f_namemax = 255;
+    sv.f_flag = ST_RDONLY;
+  }
   fuse_reply_statfs(req, &sv);
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  auto r = fs_of(req).getxattr(ino, name);
-  if (!r) return reply_error(req, r.error(), "getxattr", ino);
+  auto rt = route_or_reply(req, ino, "getxattr");
+  if (!rt) return;
+  if (!rt->fs) return (void)fuse_reply_err(req, ENODATA);
+  auto r = rt->fs->getxattr(rt->ino, name);
+  if (!r) return reply_error(req, r.error(), "getxattr", ino, rt->fs.get());
   if (size == 0) return (void)fuse_reply_xattr(req, r->size());  // size probe
   if (size < r->size()) return (void)fuse_reply_err(req, ERANGE);
   fuse_reply_buf(req, reinterpret_cast<const char*>(r->data()), r->size());
 }
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  auto r = fs_of(req).listxattr(ino);
-  if (!r) return reply_error(req, r.error(), "listxattr", ino);
+  auto rt = route_or_reply(req, ino, "listxattr");
+  if (!rt) return;
+  Result<std::string> r = std::string();
+  if (rt->fs) r = rt->fs->listxattr(rt->ino);
+  if (!r) return reply_error(req, r.error(), "listxattr", ino, rt->fs.get());
   if (size == 0) return (void)fuse_reply_xattr(req, r->size());
   if (size < r->size()) return (void)fuse_reply_err(req, ERANGE);
   fuse_reply_buf(req, r->data(), r->size());
 }
 
 void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
-  auto r = fs_of(req).access(ino, mask);
-  if (!r) return reply_error(req, r.error(), "access", ino);
+  auto rt = route_or_reply(req, ino, "access");
+  if (!rt) return;
+  if (!rt->fs) return (void)fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+  auto r = rt->fs->access(rt->ino, mask);
+  if (!r) return reply_error(req, r.error(), "access", ino, rt->fs.get());
   fuse_reply_err(req, 0);
 }
 
@@ -543,7 +599,7 @@ std::optional<unsigned> fuse_conn_id(const std::string& mountpoint) {
 
 // ---- FuseSession -----------------------------------------------------------------------
 
-Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<RafsFs> fs, const std::string& mountpoint,
+Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<Vfs> vfs, const std::string& mountpoint,
                                                         const SessionOptions& opts) {
   std::error_code ec;
   auto canon = std::filesystem::canonical(mountpoint, ec);
@@ -552,7 +608,7 @@ Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<RafsFs> 
     return fs_error(ENOTDIR, fmt::format("mountpoint {} is not a directory", mountpoint));
 
   std::unique_ptr<FuseSession> s(new FuseSession());
-  s->fs_ = std::move(fs);
+  s->vfs_ = std::move(vfs);
   s->mountpoint_ = canon.string();
   s->opts_ = opts;
 
@@ -565,7 +621,7 @@ Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<RafsFs> 
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(int(argv.size()), argv.data());
-  s->se_ = fuse_session_new(&args, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), s->fs_.get());
+  s->se_ = fuse_session_new(&args, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), s->vfs_.get());
   fuse_opt_free_args(&args);  // libfuse may have added arguments of its own (found by LSan)
   if (!s->se_) return make_error(Errc::kIo, "fuse_session_new failed (bad mount options?)");
   if (fuse_session_mount(s->se_, s->mountpoint_.c_str()) != 0) {
@@ -576,21 +632,22 @@ Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<RafsFs> 
   NYDUS_ASSIGN_OR_RETURN(s->channel_, FuseChannel::create(fuse_session_fd(s->se_)));
   NYDUS_TRY(s->channel_->install(s->se_));
   s->conn_id_ = fuse_conn_id(s->mountpoint_);
+  s->watch_unmounts();
   return s;
 }
 
-Result<std::unique_ptr<FuseSession>> FuseSession::adopt(std::shared_ptr<RafsFs> fs, const std::string& mountpoint,
+Result<std::unique_ptr<FuseSession>> FuseSession::adopt(std::shared_ptr<Vfs> vfs, const std::string& mountpoint,
                                                         int fd, std::vector<uint8_t> init,
                                                         const SessionOptions& opts) {
   std::unique_ptr<FuseSession> s(new FuseSession());
-  s->fs_ = std::move(fs);
+  s->vfs_ = std::move(vfs);
   s->mountpoint_ = mountpoint;
   s->opts_ = opts;
   std::vector<std::string> argv_s = {"nydusd"};
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(int(argv.size()), argv.data());
-  s->se_ = fuse_session_new(&args, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), s->fs_.get());
+  s->se_ = fuse_session_new(&args, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), s->vfs_.get());
   fuse_opt_free_args(&args);
   if (!s->se_) {
     ::close(fd);
@@ -606,7 +663,21 @@ Result<std::unique_ptr<FuseSession>> FuseSession::adopt(std::shared_ptr<RafsFs> 
   // From here the session owns fd (fuse_session_destroy closes it).
   NYDUS_TRY(s->channel_->install(s->se_));
   s->conn_id_ = fuse_conn_id(s->mountpoint_);
+  s->watch_unmounts();
   return s;
+}
+
+// An image unmounted from a shared connection: the kernel forgets its name
+// at once rather than when its entry times out.
+void FuseSession::watch_unmounts() {
+  vfs_->set_invalidator([se = se_](uint64_t parent, const std::string& name) {
+    // The entry (the kernel only acts on one it holds), and the parent's
+    // cached listing, which the kernel keeps when no dentry was looked up.
+    int rc = fuse_lowlevel_notify_inval_entry(se, parent, name.c_str(), name.size());
+    if (rc != 0 && rc != -ENOENT) spdlog::debug("invalidate {}: {}", name, std::strerror(-rc));
+    rc = fuse_lowlevel_notify_inval_inode(se, parent, 0, 0);
+    if (rc != 0 && rc != -ENOENT) spdlog::debug("invalidate directory {}: {}", parent, std::strerror(-rc));
+  });
 }
 
 int FuseSession::fd() const { return channel_ ? channel_->fd() : -1; }
@@ -627,6 +698,7 @@ void FuseSession::leave() {
 Status FuseSession::start() {
   if (loop_.joinable() || !se_) return make_error(Errc::kInternal, "session already started or not mounted");
   running_ = true;
+  started_ = true;
   loop_ = std::thread([this] {
     // Signals belong to the daemon's main thread; libfuse's workers inherit this mask.
     sigset_t all;
@@ -674,6 +746,7 @@ void FuseSession::stop() {
   } else if (!leaving_) {
     fuse_session_unmount(se_);
   }
+  vfs_->set_invalidator(nullptr);  // before se_ goes
   fuse_session_destroy(se_);  // closes our fd; a successor holds its own
   se_ = nullptr;
 }

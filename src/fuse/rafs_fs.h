@@ -1,8 +1,9 @@
 // A read-only FUSE filesystem over one RAFS v6 image, on libfuse3's low-level
 // API. RafsFs holds the filesystem logic as plain methods returning Results
 // (unit-testable without /dev/fuse); the fuse_lowlevel_ops callbacks in
-// rafs_fs.cpp are thin adapters. FuseSession mounts a RafsFs and runs the
-// multi-threaded session loop on its own thread.
+// rafs_fs.cpp are thin adapters that route each inode to its image through a
+// Vfs (fuse/vfs.h). FuseSession mounts a Vfs and runs the multi-threaded
+// session loop on its own thread.
 //
 // Inode numbers: FUSE ino == nid, except that the root nid and FUSE_ROOT_ID (1)
 // swap places (a bijection, so a real inode at nid 1 still works).
@@ -38,13 +39,13 @@ struct fuse_session;
 namespace nydus::fuse {
 
 class FuseChannel;
+class Vfs;
 
 struct FsOptions {
   double entry_timeout = 3600;  // the image is immutable: let the kernel cache
   double attr_timeout = 3600;
   bool enable_xattr = true;
   bool iostats_files = false;   // per-file read counters
-  bool splice = false;          // let libfuse splice replies into /dev/fuse
 };
 
 // Counters of the whole filesystem (upstream's "fs metrics", simplified).
@@ -163,17 +164,18 @@ struct SessionOptions {
   bool allow_other = true;
 };
 
-// One mounted FUSE session serving a RafsFs.
+// One mounted FUSE connection serving a Vfs: one image, or a shared
+// daemon's images at virtual paths (fuse/vfs.h).
 class FuseSession {
  public:
   // Create the session and mount it (the kernel's INIT is answered once the
   // loop runs, so call start() right after).
-  static Result<std::unique_ptr<FuseSession>> mount(std::shared_ptr<RafsFs> fs, const std::string& mountpoint,
+  static Result<std::unique_ptr<FuseSession>> mount(std::shared_ptr<Vfs> vfs, const std::string& mountpoint,
                                                     const SessionOptions& opts);
   // Serve a connection that is already mounted at `mountpoint` and was
   // served by another daemon (live upgrade, failover): `fd` is its
   // /dev/fuse fd (owned from now on), `init` the INIT request it began with.
-  static Result<std::unique_ptr<FuseSession>> adopt(std::shared_ptr<RafsFs> fs, const std::string& mountpoint,
+  static Result<std::unique_ptr<FuseSession>> adopt(std::shared_ptr<Vfs> vfs, const std::string& mountpoint,
                                                     int fd, std::vector<uint8_t> init, const SessionOptions& opts);
   ~FuseSession();
   FuseSession(const FuseSession&) = delete;
@@ -189,6 +191,8 @@ class FuseSession {
   void leave();
   // Whether the loop is still serving (false after an external umount).
   bool running() const { return running_.load(); }
+  // The loop ran and ended (an external umount or stop()): false before start().
+  bool ended() const { return started_.load() && !running_.load(); }
   // What a successor needs: the /dev/fuse fd and the INIT request.
   int fd() const;
   std::vector<uint8_t> init_message() const;
@@ -197,12 +201,13 @@ class FuseSession {
   // (null before the channel exists).
   std::shared_ptr<FsIoStats> io_stats() const;
   const std::string& mountpoint() const { return mountpoint_; }
-  RafsFs& fs() { return *fs_; }
+  Vfs& vfs() { return *vfs_; }
 
  private:
   FuseSession() = default;
+  void watch_unmounts();
 
-  std::shared_ptr<RafsFs> fs_;
+  std::shared_ptr<Vfs> vfs_;
   std::string mountpoint_;
   SessionOptions opts_;
   struct fuse_session* se_ = nullptr;
@@ -212,6 +217,7 @@ class FuseSession {
   std::optional<unsigned> conn_id_;  // /sys/fs/fuse/connections/<id>
   std::thread loop_;
   std::atomic<bool> running_{false};
+  std::atomic<bool> started_{false};
   std::atomic<bool> stopping_{false};
   std::mutex stop_mu_;
   bool stopped_ = false;

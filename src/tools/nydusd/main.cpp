@@ -1,5 +1,7 @@
 // nydusd: mounts RAFS images with FUSE and fetches their data lazily.
-//   nydusd [fuse] --bootstrap B --config C --mountpoint M [--apisock S] ...
+//   nydusd [fuse] --mountpoint M [--bootstrap B (--config C | --localfs-dir D)] [--apisock S] ...
+//                                       (without a bootstrap: a shared daemon, images mounted at
+//                                       M/<id> through POST /api/v1/mount?mountpoint=/<id>)
 //   nydusd singleton --apisock S        (images mounted/umounted through the API)
 //   nydusd fanotify --bootstrap B --config C --mountpoint M [--apisock S]
 //                                       (kernel EROFS + fanotify pre-content fills; see src/fanotify/README.md)
@@ -7,6 +9,7 @@
 //                                       (kernel EROFS over cachefiles on-demand; see src/fscache/README.md)
 #include <malloc.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,13 +22,18 @@
 #include <string>
 #include <thread>
 
+#include <fstream>
+#include <sstream>
+
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "api/api_routes.h"
 #include "api/http_server.h"
+#include "common/build_info.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "fanotify/fanotify_image.h"
@@ -56,11 +64,15 @@ struct Args {
   std::string id;
   std::string log_level = "info";
   std::string log_file;
+  uint64_t log_rotation_mb = 0;      // 0: never rotate
+  uint64_t rlimit_nofile = 1000000;  // 0: leave RLIMIT_NOFILE as it is
   unsigned threads = 4;
   std::string supervisor;
   bool upgrade = false;
-  std::string failover_policy;
-  std::vector<std::string> prefetch_files;
+  std::string failover_policy = "resend";
+  std::string localfs_dir;
+  std::string virtual_mountpoint = "/";
+  std::string prefetch_list;  // a file naming image paths, one a line
   std::string fscache_dir;
   std::string fscache_tag;
   unsigned fscache_threads = 4;
@@ -72,13 +84,18 @@ void add_common(CLI::App* app, Args& a) {
   app->add_option("-I,--id", a.id, "daemon id");
   app->add_option("-l,--log-level", a.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
-  app->add_option("-L,--log-file", a.log_file, "log to this file instead of stderr");
+  app->add_option("-L,--log-file", a.log_file,
+                  "log to this file instead of stderr (\".log\" is added to a name without an extension)");
+  app->add_option("--log-rotation-size", a.log_rotation_mb, "rotate the log file at this many MB (0: never)");
+  app->add_option("--rlimit-nofile", a.rlimit_nofile,
+                  "raise the open-file limit to this (capped at fs.file-max; 0 leaves it unchanged)");
   app->add_option("-T,--thread-num,--fuse-threads", a.threads, "FUSE worker threads")->check(CLI::Range(1u, 1024u));
   app->add_option("-S,--supervisor", a.supervisor, "supervisor socket for live upgrade and failover");
   app->add_flag("--upgrade", a.upgrade, "start without serving; take over from the supervisor (PUT .../takeover)");
   app->add_option("--failover-policy", a.failover_policy,
-                  "resend (default: requests a crashed daemon held are sent again; Linux 6.9+) or flush")
-      ->check(CLI::IsMember({"resend", "flush"}));
+                  "resend (default: requests a crashed daemon held are sent again; Linux 6.9+), flush or none "
+                  "(both: they fail with EIO)")
+      ->check(CLI::IsMember({"none", "resend", "flush"}));
 }
 
 void add_fscache(CLI::App* app, Args& a) {
@@ -92,17 +109,80 @@ void add_fscache(CLI::App* app, Args& a) {
 void add_fuse(CLI::App* app, Args& a) {
   app->add_option("-B,--bootstrap", a.bootstrap, "RAFS bootstrap (metadata) file");
   app->add_option("-C,--config", a.config, "JSON config of storage and rafs");
-  app->add_option("-M,--mountpoint", a.mountpoint, "where to mount the image");
-  app->add_option("-P,--prefetch-files", a.prefetch_files, "image paths to prefetch");
+  app->add_option("-D,--localfs-dir", a.localfs_dir,
+                  "serve the blobs from this directory (instead of --config; cache files go there too)");
+  app->add_option("-M,--mountpoint", a.mountpoint, "where to mount the FUSE filesystem");
+  app->add_option("-m,--virtual-mountpoint", a.virtual_mountpoint,
+                  "where the bootstrap's image appears inside the FUSE filesystem (default /)");
+  app->add_option("--prefetch-files", a.prefetch_list, "a file listing image paths to prefetch, one a line");
+}
+
+// --prefetch-files: image paths, one a line, blank lines skipped.
+nydus::Result<std::vector<std::string>> read_prefetch_list(const std::string& path) {
+  std::vector<std::string> out;
+  if (path.empty()) return out;
+  std::ifstream in(path);
+  if (!in) return nydus::errorf(nydus::Errc::kInvalidArgument, "the prefetch-files arg is not a file path: {}", path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto b = line.find_first_not_of(" \t\r");
+    if (b == std::string::npos) continue;
+    const auto e = line.find_last_not_of(" \t\r");
+    out.push_back(line.substr(b, e - b + 1));
+    if (out.size() > 1'000'000) return nydus::errorf(nydus::Errc::kInvalidArgument, "{}: too many paths", path);
+  }
+  return out;
+}
+
+// The image's config: --config (with IMAGE_PULL_AUTH applied), or upstream's
+// fixed localfs config for --localfs-dir.
+nydus::Result<nydus::daemon::DaemonConfig> image_config(const Args& a) {
+  if (!a.config.empty()) return nydus::daemon::load_config(a.config);
+  if (a.localfs_dir.empty()) return nydus::errorf(nydus::Errc::kInvalidArgument, "both --config and --localfs-dir are missing");
+  const nlohmann::json j{{"device", {{"backend", {{"type", "localfs"}, {"config", {{"dir", a.localfs_dir}}}}},
+                                     {"cache", {{"type", "blobcache"},
+                                                {"config", {{"compressed", false}, {"work_dir", a.localfs_dir}}}}}}},
+                         {"mode", "direct"},
+                         {"digest_validate", false},
+                         {"iostats_files", false}};
+  return nydus::daemon::parse_config(j.dump());
+}
+
+// What upstream's --version prints (nydus-snapshotter parses "Git Commit:").
+std::string version_text() {
+  const auto& b = nydus::build_info();
+  return fmt::format("\rVersion: \t{}\nGit Commit: \t{}\nBuild Time: \t{}\nProfile: \t{}\nRustc: \t\t{}\n",
+                     b.package_ver, b.git_commit, b.build_time, b.profile, b.compiler);
+}
+
+// Upstream raises RLIMIT_NOFILE to --rlimit-nofile, never past fs.file-max.
+void raise_nofile(uint64_t want) {
+  if (want == 0) return;
+  uint64_t file_max = want;
+  if (std::ifstream f("/proc/sys/fs/file-max"); f) f >> file_max;
+  want = std::min(want, file_max);
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) return;
+  rlimit nl{want, std::max<rlim_t>(rl.rlim_max, want)};
+  if (setrlimit(RLIMIT_NOFILE, &nl) != 0) {
+    nl.rlim_max = rl.rlim_max;  // not allowed above the hard limit: as far as it goes
+    nl.rlim_cur = std::min<rlim_t>(want, rl.rlim_max);
+    if (setrlimit(RLIMIT_NOFILE, &nl) != 0) spdlog::warn("cannot raise RLIMIT_NOFILE to {}", want);
+  }
 }
 
 void setup_logging(const Args& a) {
   std::shared_ptr<spdlog::logger> lg;
   if (!a.log_file.empty()) {
+    std::string file = a.log_file;
+    if (std::filesystem::path(file).extension().empty()) file += ".log";  // as upstream
     try {
-      lg = spdlog::basic_logger_mt("nydusd", a.log_file);
+      if (a.log_rotation_mb > 0)
+        lg = spdlog::rotating_logger_mt("nydusd", file, a.log_rotation_mb << 20, 5);
+      else
+        lg = spdlog::basic_logger_mt("nydusd", file);
     } catch (const spdlog::spdlog_ex& e) {
-      std::fprintf(stderr, "cannot open log file %s: %s\n", a.log_file.c_str(), e.what());
+      std::fprintf(stderr, "cannot open log file %s: %s\n", file.c_str(), e.what());
       std::exit(1);
     }
   } else {
@@ -165,29 +245,49 @@ int wait_for_shutdown(const sigset_t& sigs, const std::function<std::optional<st
 int run(Args& a, bool singleton) {
   setup_logging(a);
   if (a.upgrade && (singleton || a.supervisor.empty())) {
-    spdlog::error("--upgrade takes over one FUSE mount: it needs --supervisor, --bootstrap, --config and "
-                  "--mountpoint (not singleton mode)");
+    spdlog::error("--upgrade takes over a FUSE connection: it needs --supervisor and --mountpoint "
+                  "(or singleton --fscache)");
     return 1;
   }
+  raise_nofile(a.rlimit_nofile);
   if (singleton) {
     if (a.apisock.empty()) {
       spdlog::error("singleton mode needs --apisock");
       return 1;
     }
-  } else if (a.bootstrap.empty() || a.mountpoint.empty() || a.config.empty()) {
-    spdlog::error("--bootstrap, --config and --mountpoint are required (or use `nydusd singleton --apisock`)");
+  } else if (a.mountpoint.empty()) {
+    spdlog::error("Mountpoint must be provided for FUSE server! (--mountpoint; or `nydusd singleton --apisock`)");
     return 1;
+  }
+  // Without a bootstrap the FUSE daemon is shared: an empty directory until
+  // images are mounted inside it through the API.
+  std::optional<nydus::daemon::DaemonConfig> cfg;
+  std::vector<std::string> prefetch;
+  if (!singleton && !a.bootstrap.empty()) {
+    auto c = image_config(a);
+    auto p = read_prefetch_list(a.prefetch_list);
+    if (!c || !p) {
+      spdlog::error("{}", !c ? c.error().message : p.error().message);
+      return 1;
+    }
+    cfg = std::move(*c);
+    prefetch = std::move(*p);
   }
   const sigset_t sigs = block_shutdown_signals();
 
   nydus::daemon::DaemonOptions dopts;
   dopts.id = a.id;
   dopts.apisock = a.apisock;
+  if (!singleton) {
+    std::error_code ec;
+    auto mp = std::filesystem::weakly_canonical(std::filesystem::absolute(a.mountpoint), ec);
+    dopts.fuse_mountpoint = ec ? a.mountpoint : mp.string();
+  }
   dopts.fuse_threads = a.threads;
   dopts.singleton = singleton;
   dopts.supervisor = a.supervisor;
   dopts.upgrade = a.upgrade;
-  dopts.failover_resend = a.failover_policy != "flush";
+  dopts.failover_resend = a.failover_policy == "resend";
   dopts.fallback_work_dir = std::filesystem::temp_directory_path() /
                             fmt::format("nydusd-cache-{}", a.id.empty() ? std::to_string(getpid()) : a.id);
   // fs_type "fanotify" through the API: the kernel's EROFS over our cache files.
@@ -207,25 +307,28 @@ int run(Args& a, bool singleton) {
                            nydus::fanotify::FanotifyImage::mount(o));
     return std::unique_ptr<nydus::daemon::ExternalMount>(std::move(img));
   };
+  if (a.upgrade) {
+    // Serve nothing until PUT /api/v1/daemon/fuse/takeover brings the connection.
+    dopts.takeover_bootstrap = a.bootstrap;
+    if (cfg) dopts.takeover_config = *cfg;
+  }
   auto daemon = std::make_unique<nydus::daemon::Daemon>(dopts);
 
-  if (!singleton) {
-    auto cfg = nydus::daemon::load_config(a.config);
-    if (!cfg) {
-      spdlog::error("{}", cfg.error().message);
+  if (a.upgrade) {
+    spdlog::info("waiting to take over {} from {}", a.mountpoint, a.supervisor);
+  } else if (!singleton) {
+    if (auto st = daemon->start_fuse(); !st) {
+      spdlog::error("mount FUSE at {}: {}", a.mountpoint, st.error().message);
       return 1;
     }
-    if (a.upgrade) {
-      // Serve nothing until PUT /api/v1/daemon/fuse/takeover brings the mount.
-      dopts.takeover_mountpoint = a.mountpoint;
-      dopts.takeover_bootstrap = a.bootstrap;
-      dopts.takeover_config = *cfg;
-      daemon = std::make_unique<nydus::daemon::Daemon>(dopts);
-      spdlog::info("waiting to take over {} from {}", a.mountpoint, a.supervisor);
-    } else if (auto st = daemon->mount_image(a.mountpoint, a.bootstrap, *cfg, a.prefetch_files); !st) {
-      spdlog::error("mount {} at {}: {}", a.bootstrap, a.mountpoint, st.error().message);
-      return 1;
+    if (cfg) {
+      if (auto st = daemon->mount_image(a.virtual_mountpoint, a.bootstrap, *cfg, prefetch); !st) {
+        spdlog::error("mount {} at {}{}: {}", a.bootstrap, a.mountpoint, a.virtual_mountpoint, st.error().message);
+        daemon->shutdown();
+        return 1;
+      }
     }
+    daemon->set_state("RUNNING");
   } else {
     daemon->set_state("RUNNING");
   }
@@ -253,12 +356,13 @@ int run(Args& a, bool singleton) {
 // fanotify mode: one image, mounted by the kernel's EROFS over our cache files.
 int run_fanotify(Args& a) {
   setup_logging(a);
-  if (a.bootstrap.empty() || a.mountpoint.empty() || a.config.empty()) {
-    spdlog::error("fanotify mode needs --bootstrap, --config and --mountpoint");
+  raise_nofile(a.rlimit_nofile);
+  if (a.bootstrap.empty() || a.mountpoint.empty()) {
+    spdlog::error("fanotify mode needs --bootstrap, --mountpoint and --config or --localfs-dir");
     return 1;
   }
   const sigset_t sigs = block_shutdown_signals();
-  auto cfg = nydus::daemon::load_config(a.config);
+  auto cfg = image_config(a);
   if (!cfg) {
     spdlog::error("{}", cfg.error().message);
     return 1;
@@ -270,7 +374,12 @@ int run_fanotify(Args& a) {
   // Not /tmp: file-backed EROFS cannot use files on tmpfs.
   o.fallback_work_dir = fmt::format("/var/tmp/nydusd-cache-{}", a.id.empty() ? std::to_string(getpid()) : a.id);
   o.workers = a.threads;
-  o.prefetch_files = a.prefetch_files;
+  auto prefetch = read_prefetch_list(a.prefetch_list);
+  if (!prefetch) {
+    spdlog::error("{}", prefetch.error().message);
+    return 1;
+  }
+  o.prefetch_files = std::move(*prefetch);
   auto img = nydus::fanotify::FanotifyImage::mount(o);
   if (!img) {
     spdlog::error("fanotify mode: {}", img.error().to_string());
@@ -296,6 +405,7 @@ int run_fanotify(Args& a) {
 // kernel's EROFS through cachefiles on-demand objects we fill.
 int run_fscache(Args& a) {
   setup_logging(a);
+  raise_nofile(a.rlimit_nofile);
   if (a.apisock.empty()) {
     spdlog::error("fscache mode needs --apisock (images are registered through the API)");
     return 1;
@@ -343,7 +453,7 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   mallopt(M_ARENA_MAX, 4);
   CLI::App app{"nydusd: RAFS image daemon (FUSE)"};
-  app.set_version_flag("-V,--version", "nydusd 0.1.0 (C++ reimplementation)");
+  app.set_version_flag("-V,--version", "nydusd " + version_text());
   Args a;
   add_common(&app, a);
   add_fuse(&app, a);
@@ -358,7 +468,13 @@ int main(int argc, char** argv) {
   add_common(fan, a);
   add_fuse(fan, a);
   app.require_subcommand(0, 1);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; a usage error exits 2, as clap does.
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
   if (fan->parsed()) return run_fanotify(a);
   if (!a.fscache_dir.empty()) return run_fscache(a);
   return run(a, single->parsed());
