@@ -14,6 +14,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   librust-blake3-dev libarchive-dev libcurl4-openssl-dev
   erofs-utils attr zstd lz4 python3 xxd time
+  gdb nodejs  # gdb: the crash-window test; node: s3rver (the S3 peer of the storage tests)
   fdisk  # sfdisk writes the GPT image of the localdisk backend test
   docker-registry apache2-utils umoci skopeo nginx-light  # nginx: a caching proxy in front of the registry (tests)
   clang-16 libclang-rt-16-dev  # only for fuzz/ (libFuzzer); clang 14/15 cannot compile <expected>
@@ -51,6 +52,8 @@ fi
 
 # s3rver (an S3 emulator) for the remote storage tests, from the npm registry.
 if [ "${SKIP_APT:-0}" != 1 ] && ! command -v s3rver >/dev/null; then
+  # Debian's nodejs comes without npm (some builds of nodejs bring their own).
+  command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm || true
   if command -v npm >/dev/null; then
     echo "setup: installing s3rver (npm)"
     SUDO=()

@@ -42,4 +42,9 @@ std::filesystem::path fixtures_dir() {
   return p;
 }
 
+bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci && std::string(ci) == "true";
+}
+
 }  // namespace nydus::test

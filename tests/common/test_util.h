@@ -29,4 +29,15 @@ void write_file(const std::filesystem::path& p, const std::string& data);
 // Upstream fixture directory; empty if shared/ is not beside the checkout.
 std::filesystem::path fixtures_dir();
 
+// Running under CI (CI=true), where every prerequisite is installed.
+bool in_ci();
+
 }  // namespace nydus::test
+
+// A prerequisite is missing: skip on a developer's machine, fail in CI
+// (scripts/setup.sh installs everything and CI has shared/ beside the clone).
+#define NYDUS_SKIP_UNLESS_CI(msg)                                        \
+  do {                                                                   \
+    if (::nydus::test::in_ci()) GTEST_FAIL() << "missing in CI: " << msg; \
+    GTEST_SKIP() << msg;                                                 \
+  } while (0)

@@ -450,7 +450,7 @@ ChunkRecord record_from(const DecodedChunkInfo& c, uint32_t ci_index, const char
 }
 
 #define REQUIRE_FIXTURES()                                        \
-  if (nydus::test::fixtures_dir().empty()) GTEST_SKIP() << "no upstream fixtures"
+  if (nydus::test::fixtures_dir().empty()) NYDUS_SKIP_UNLESS_CI("no upstream fixtures")
 
 TEST(BlobFixture, Be7d77eeTocMetaAndChunks) {
   REQUIRE_FIXTURES();

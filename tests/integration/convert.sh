@@ -20,7 +20,7 @@ set -uo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (FUSE mount, umoci unpack with owners)"
-[ -e /dev/fuse ] || skip "no /dev/fuse"
+[ -e /dev/fuse ] || skip_kernel "no /dev/fuse"
 for t in umoci skopeo docker-registry; do command -v $t >/dev/null || skip "$t not installed"; done
 NYDUSIFY=$NYDUS_BIN_DIR/nydusify
 NYDUSD=$NYDUS_BIN_DIR/nydusd

@@ -44,7 +44,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- preflight: pre-content fanotify and file-backed EROFS, else skip ----------------------
-"$PY" - "$WORK" <<'PYEOF' || skip "fanotify pre-content events unavailable (needs Linux 6.14+): $(cat "$WORK/probe.err" 2>/dev/null)"
+"$PY" - "$WORK" <<'PYEOF' || skip_kernel "fanotify pre-content events unavailable (needs Linux 6.14+): $(cat "$WORK/probe.err" 2>/dev/null)"
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 err = open(os.path.join(sys.argv[1], "probe.err"), "w")
@@ -62,7 +62,7 @@ echo probe >"$WORK/probe/src/f"
   >/dev/null 2>&1 || die "nydus-image create (probe) failed"
 PROBE_DEV=$(find "$WORK/probe/cache" -name '*.blob.data' | head -n1)
 erofs_mount "$WORK/probe/boot" "$WORK/probe/mnt" --device "$PROBE_DEV" >"$WORK/probe.log" 2>&1 ||
-  skip "file-backed EROFS mounts unavailable: $(tail -n1 "$WORK/probe.log")"
+  skip_kernel "file-backed EROFS mounts unavailable: $(tail -n1 "$WORK/probe.log")"
 erofs_umount "$WORK/probe/mnt" >/dev/null 2>&1
 
 # The source tree lives on a tmpfs: ext4 can't hold 50 x 1000-byte xattrs on one inode.

@@ -12,7 +12,7 @@ set -uo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (FUSE mounts, tmpfs for the source tree)"
-[ -c /dev/fuse ] || skip "no /dev/fuse"
+[ -c /dev/fuse ] || skip_kernel "no /dev/fuse"
 need_nydus_image
 NYDUSD=${NYDUSD:-$NYDUS_BIN_DIR/nydusd}
 [ -x "$NYDUSD" ] || die "nydusd not found at $NYDUSD (build first; set NYDUS_BIN_DIR)"

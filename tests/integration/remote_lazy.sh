@@ -21,7 +21,7 @@ source "$(dirname "$0")/lib/common.sh"
 source "$LIB_DIR/netns.sh"
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (network namespace, FUSE mount)"
-[ -c /dev/fuse ] || skip "no /dev/fuse"
+[ -c /dev/fuse ] || skip_kernel "no /dev/fuse"
 command -v docker-registry >/dev/null || skip "docker-registry not installed"
 command -v ip >/dev/null || skip "iproute2 (ip) not installed"
 PROBE_NS=nyprobe$$

@@ -5,6 +5,8 @@
 // lengths). Also: spawning real peer processes (docker-registry, s3rver).
 #pragma once
 
+#include <cstdlib>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -323,6 +325,12 @@ inline bool wait_http(const std::string& url, std::chrono::milliseconds deadline
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;
+}
+
+// Running under CI (CI=true): a missing tool that setup installs is a failure.
+inline bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci && std::string(ci) == "true";
 }
 
 inline bool have_program(const std::string& name) {
