@@ -77,30 +77,4 @@ Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const Dae
   return out;
 }
 
-nlohmann::json backend_metrics_json(const storage::Backend* backend) {
-  if (!backend) return nlohmann::json::object();
-  const auto m = backend->metrics();
-  return nlohmann::json{{"backend_type", backend->type()},
-                        {"read_count", m.read_count},
-                        {"read_amount_total", m.read_bytes},
-                        {"read_errors", m.read_errors}};
-}
-
-nlohmann::json cache_metrics_json(const std::vector<std::shared_ptr<storage::BlobCache>>& caches) {
-  nlohmann::json arr = nlohmann::json::array();
-  for (const auto& c : caches) {
-    const auto m = c->metrics();
-    arr.push_back(nlohmann::json{{"id", c->info().blob_id},
-                                 {"chunks_total", m.chunks_total},
-                                 {"chunks_ready", m.chunks_ready},
-                                 {"hits", m.hits},
-                                 {"misses", m.misses},
-                                 {"backend_requests", m.backend_requests},
-                                 {"backend_bytes", m.backend_bytes},
-                                 {"digest_failures", m.digest_failures},
-                                 {"prefetch_data_amount", m.prefetch_bytes}});
-  }
-  return arr;
-}
-
 }  // namespace nydus::daemon

@@ -7,7 +7,6 @@
 #include <memory>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 
 #include "common/result.h"
 #include "daemon/config.h"
@@ -33,10 +32,5 @@ Result<std::vector<std::vector<format::Digest>>> chunk_digests(const format::Boo
 // The backend and one blob cache per blob of `boot`.
 Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const DaemonConfig& cfg,
                                         const std::filesystem::path& fallback_work_dir);
-
-// Upstream-shaped metrics JSON (GET /api/v1/metrics/backend and /blobcache),
-// the same in every mode.
-nlohmann::json backend_metrics_json(const storage::Backend* backend);
-nlohmann::json cache_metrics_json(const std::vector<std::shared_ptr<storage::BlobCache>>& caches);
 
 }  // namespace nydus::daemon
