@@ -85,6 +85,7 @@ Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem:
   io.prefetch_files = std::move(prefetch_files);
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageInstance> img, ImageInstance::mount(io));
   std::lock_guard lk(mu_);
+  io_stats_of(*img);  // the image's counting options (iostats_files, ...) apply from now
   images_[mp] = std::shared_ptr<ImageInstance>(std::move(img));
   state_ = "RUNNING";
   return ok();

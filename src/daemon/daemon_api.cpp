@@ -32,10 +32,7 @@ std::shared_ptr<fuse::FsIoStats> Daemon::io_stats_of(const ImageInstance& img) {
 json Daemon::daemon_info() {
   std::lock_guard lk(mu_);
   json coll = json::object();
-  for (auto& [mp, img] : images_) {
-    coll[mp] = img->info();
-    io_stats_of(*img);  // counting options take effect from the first query (the snapshotter polls this)
-  }
+  for (auto& [mp, img] : images_) coll[mp] = img->info();
   for (auto& [mp, ext] : externals_) coll[mp] = ext->info();
   // Field order as upstream's DaemonInfo.
   return json{{"version", build_time_info_json()},
