@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NI=${NYDUS_BIN_DIR:-$ROOT/build/bin}/nydus-image
-FIX=${NYDUS_FIXTURES_DIR:-$ROOT/../shared/fixtures/upstream}
+FIX=${NYDUS_FIXTURES_DIR:-$ROOT/tests/fixtures/upstream}
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 S=$T/src; O=$T/out; mkdir -p "$S/d/e" "$O"
 echo hello >"$S/a.txt"; head -c 9000 /dev/urandom >"$S/d/bin"; printf 'x%.0s' $(seq 1 5000) >"$S/d/e/rep"

@@ -26,7 +26,7 @@ struct Mask {
 
 TEST(UpstreamCompat, RebuildOfFixtureMatchesUpstreamBootstrap) {
   auto fx = test::fixtures_dir();
-  if (fx.empty()) NYDUS_SKIP_UNLESS_CI("upstream fixtures not found");
+  NYDUS_REQUIRE_FIXTURES();
   const auto up_path = fx / "v6" / "rafs-v6-2.2.boot";
   auto img = ImageReader::open(up_path, {fx / "v6", {}});
   ASSERT_TRUE(img) << img.error().message;

@@ -26,7 +26,8 @@ std::vector<uint8_t> read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, const std::vector<uint8_t>& data);
 void write_file(const std::filesystem::path& p, const std::string& data);
 
-// Upstream fixture directory; empty if shared/ is not beside the checkout.
+// Upstream fixture directory: tests/fixtures/upstream in the checkout (vendored), or
+// $NYDUS_FIXTURES_DIR. Tests that use it start with NYDUS_REQUIRE_FIXTURES().
 std::filesystem::path fixtures_dir();
 
 // Running under CI (CI=true), where every prerequisite is installed.
@@ -34,8 +35,13 @@ bool in_ci();
 
 }  // namespace nydus::test
 
+// The fixtures are part of the repository: missing ones are a broken checkout, not a skip.
+#define NYDUS_REQUIRE_FIXTURES()                                                      \
+  ASSERT_TRUE(std::filesystem::exists(::nydus::test::fixtures_dir() / "v6"))          \
+      << "vendored fixtures missing at " << ::nydus::test::fixtures_dir()
+
 // A prerequisite is missing: skip on a developer's machine, fail in CI
-// (scripts/setup.sh installs everything and CI has shared/ beside the clone).
+// (scripts/setup.sh installs everything).
 #define NYDUS_SKIP_UNLESS_CI(msg)                                        \
   do {                                                                   \
     if (::nydus::test::in_ci()) GTEST_FAIL() << "missing in CI: " << msg; \

@@ -28,8 +28,6 @@ std::filesystem::path inlined_boot() {
   return fixtures_dir() / "v6" / "2fa78cad-inlined-image.boot.DERIVED";
 }
 
-#define SKIP_WITHOUT_FIXTURES() \
-  if (fixtures_dir().empty()) NYDUS_SKIP_UNLESS_CI("fixtures not available")
 
 template <class T>
 void put(std::vector<uint8_t>& b, size_t off, T v) {
@@ -61,7 +59,7 @@ Result<Listing> list(const Bootstrap& b) {
 // ---- fixture: rafs-v6-2.2.boot ------------------------------------------------
 
 TEST(BootstrapFixture, SuperblockAndBlobTable) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto r = Bootstrap::open(v6_boot());
   ASSERT_TRUE(r) << r.error().to_string();
   const Bootstrap& b = **r;
@@ -100,7 +98,7 @@ TEST(BootstrapFixture, SuperblockAndBlobTable) {
 }
 
 TEST(BootstrapFixture, ChunkTable) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto b = Bootstrap::open(v6_boot());
   ASSERT_TRUE(b) << b.error().to_string();
   auto t = (*b)->chunk_table();
@@ -126,7 +124,7 @@ TEST(BootstrapFixture, ChunkTable) {
 }
 
 TEST(BootstrapFixture, TreeInodesAndChunks) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto r = Bootstrap::open(v6_boot());
   ASSERT_TRUE(r) << r.error().to_string();
   const Bootstrap& b = **r;
@@ -199,7 +197,7 @@ TEST(BootstrapFixture, TreeInodesAndChunks) {
 }
 
 TEST(BootstrapFixture, DirentsLookupResolve) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto r = Bootstrap::open(v6_boot());
   ASSERT_TRUE(r) << r.error().to_string();
   const Bootstrap& b = **r;
@@ -250,7 +248,7 @@ TEST(BootstrapFixture, DirentsLookupResolve) {
 }
 
 TEST(BootstrapFixture, WalkPropagatesCallbackError) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto r = Bootstrap::open(v6_boot());
   ASSERT_TRUE(r);
   std::vector<std::string> seen;
@@ -265,7 +263,7 @@ TEST(BootstrapFixture, WalkPropagatesCallbackError) {
 }
 
 TEST(BootstrapFixture, InlinedBootstrap) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto r = Bootstrap::open(inlined_boot());
   ASSERT_TRUE(r) << r.error().to_string();
   const Bootstrap& b = **r;
@@ -310,7 +308,7 @@ TEST(BootstrapFixture, InlinedBootstrap) {
 }
 
 TEST(BootstrapFixture, FromBytesEqualsOpen) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto a = Bootstrap::open(v6_boot());
   auto b = open_bytes(fixture_bytes());
   ASSERT_TRUE(a && b);
@@ -322,7 +320,7 @@ TEST(BootstrapOpen, MissingFileAndV5) {
   auto r = Bootstrap::open("/nonexistent/dir/image.boot");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kIo);
-  if (fixtures_dir().empty()) return;
+  NYDUS_REQUIRE_FIXTURES();
   auto v5 = Bootstrap::open(fixtures_dir() / "v5" / "sha256-nocompress-repeatable");
   ASSERT_FALSE(v5);
   EXPECT_EQ(v5.error().code, Errc::kUnsupported);
@@ -362,7 +360,7 @@ void expect_open_fails(std::vector<uint8_t> bytes, Errc code, const std::string&
 }
 
 TEST(BootstrapCorrupt, Truncated) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   const auto full = fixture_bytes();
   for (size_t len : {size_t(0), size_t(100), size_t(1100), size_t(4095), size_t(4096),
                      size_t(8192), size_t(12288), size_t(16384), size_t(20479)}) {
@@ -385,7 +383,7 @@ TEST(BootstrapCorrupt, Truncated) {
 }
 
 TEST(BootstrapCorrupt, SuperblockFields) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   const auto orig = fixture_bytes();
   {
     auto b = orig;
@@ -450,7 +448,7 @@ TEST(BootstrapCorrupt, SuperblockFields) {
 }
 
 TEST(BootstrapCorrupt, ExtSuperblockAndBlobTable) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   const auto orig = fixture_bytes();
   {
     auto b = orig;
@@ -555,7 +553,7 @@ TEST(BootstrapCorrupt, ExtSuperblockAndBlobTable) {
 }
 
 TEST(BootstrapCorrupt, PrefetchTable) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto b = fixture_bytes();
   // Put a prefetch table in the zero area after the blob table: {128, 133, 0, 136}.
   put<uint64_t>(b, 0x4a8, 0x1100);
@@ -571,7 +569,7 @@ TEST(BootstrapCorrupt, PrefetchTable) {
 }
 
 TEST(BootstrapCorrupt, ChunkTableRecords) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   const auto orig = fixture_bytes();
   for (auto [off, val, needle] : {std::tuple<size_t, uint32_t, const char*>{0x4020, 1, "blob index"},
                                   {0x4024, 0x100, "unknown flags"},
@@ -589,7 +587,7 @@ TEST(BootstrapCorrupt, ChunkTableRecords) {
 }
 
 TEST(BootstrapCorrupt, DirentNidOutOfRange) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto b = fixture_bytes();
   put<uint64_t>(b, 0x3058, 0xFFFFFFFFFFull);  // lib.rs -> far beyond the image
   auto r = open_bytes(b);
@@ -610,7 +608,7 @@ TEST(BootstrapCorrupt, DirentNidOutOfRange) {
 }
 
 TEST(BootstrapCorrupt, DirentNameoffGarbage) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   const auto orig = fixture_bytes();
   // First nameoff at 0x3048 (48): not multiple of 12, too small, beyond the block,
   // then a later nameoff going backwards / beyond the directory.
@@ -664,7 +662,7 @@ TEST(BootstrapCorrupt, DirentNameoffGarbage) {
 }
 
 TEST(BootstrapCorrupt, DirectoryLoop) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto b = fixture_bytes();
   put<uint64_t>(b, 0x3058, 128);  // /lib.rs -> the root itself
   b[0x3062] = uint8_t(FileType::kDirectory);
@@ -684,7 +682,7 @@ TEST(BootstrapCorrupt, DirectoryLoop) {
 }
 
 TEST(BootstrapCorrupt, InodeFields) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   const auto orig = fixture_bytes();
   auto inode_err = [](std::vector<uint8_t> b, uint64_t nid) -> Error {
     auto r = open_bytes(std::move(b));
@@ -729,7 +727,7 @@ TEST(BootstrapCorrupt, InodeFields) {
 }
 
 TEST(BootstrapCorrupt, XattrsParsedAndBounded) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto b = fixture_bytes();
   // Give /lib.rs (inode 0x30a0..0x30e0) inline xattrs {user.ab="xyz",
   // system.posix_acl_access=[1,2]} = 12 + 12 + 8 = 32 bytes, icount 6; move its
@@ -777,7 +775,7 @@ TEST(BootstrapCorrupt, XattrsParsedAndBounded) {
 }
 
 TEST(BootstrapCorrupt, ZeroedXattrsAndChunkIndexes) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto b = fixture_bytes();
   put<uint16_t>(b, 0x30a2, 3);  // 20 bytes of "xattrs" that are really the chunk index + zeros
   auto r = open_bytes(b);
@@ -791,7 +789,7 @@ TEST(BootstrapCorrupt, ZeroedXattrsAndChunkIndexes) {
 }
 
 TEST(BootstrapCorrupt, ChunkIndexFields) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   const auto orig = fixture_bytes();
   for (auto [dev, needle] : {std::pair<uint16_t, const char*>{2, "blob index 1"},
                              {0x0101, "ci index"}, {0, "device 0"}}) {
@@ -813,7 +811,7 @@ TEST(BootstrapCorrupt, ChunkIndexFields) {
 }
 
 TEST(BootstrapCorrupt, HugeFileSize) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   for (uint64_t size : {~uint64_t(0), ~uint64_t(0) - 0xFFFFF, uint64_t(1) << 63, uint64_t(3) << 20}) {
     auto b = fixture_bytes();
     put<uint64_t>(b, 0x30a8, size);
@@ -830,7 +828,7 @@ TEST(BootstrapCorrupt, HugeFileSize) {
 }
 
 TEST(BootstrapCorrupt, SymlinkPatched) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto b = fixture_bytes();
   // Turn /sync_io.rs (0x3100) into an inline symlink to "target.txt".
   put<uint16_t>(b, 0x3100, 0x5);
@@ -888,7 +886,7 @@ TEST(BootstrapCorrupt, SymlinkPatched) {
 }
 
 TEST(BootstrapCorrupt, DirectoryHugeSize) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   auto b = fixture_bytes();
   put<uint64_t>(b, 0x3008, ~uint64_t(0));  // root i_size
   auto r = open_bytes(b);
@@ -944,7 +942,7 @@ std::vector<uint8_t> with_big_root(std::vector<std::string> names, uint64_t* dsi
 }
 
 TEST(BootstrapDir, MultiBlockLookup) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   std::vector<std::string> names;
   for (int i = 0; i < 1200; ++i) names.push_back(fmt::format("file-{:05d}-{}", i * 2, std::string(i % 37, 'x')));
   names.push_back("+plus");  // sorts before "."
@@ -1051,7 +1049,7 @@ void mutate_loop(const std::vector<uint8_t>& orig, uint32_t seed, int iters,
 }
 
 TEST(BootstrapFuzz, RandomMutations) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   const auto orig = fixture_bytes();
   ASSERT_EQ(orig.size(), 20480u);
   exercise(**open_bytes(orig));
@@ -1062,13 +1060,13 @@ TEST(BootstrapFuzz, RandomMutations) {
 }
 
 TEST(BootstrapFuzz, RandomMutationsInlined) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   const auto orig = test::read_file(inlined_boot());
   mutate_loop(orig, 4242, 1000, {{0x400, 0x4c0}, {0x1000, 0x1100}, {0x3000, 0x3200}, {0x4000, 0x40f0}});
 }
 
 TEST(BootstrapFuzz, RandomMutationsMultiBlockDir) {
-  SKIP_WITHOUT_FIXTURES();
+  NYDUS_REQUIRE_FIXTURES();
   std::vector<std::string> names;
   for (int i = 0; i < 600; ++i) names.push_back(fmt::format("n{:04d}{}", i, std::string(i % 23, 'q')));
   uint64_t dsize = 0;

@@ -92,7 +92,7 @@ TEST(TarHeader, RoundTripAndChecksum) {
 // The blob fixture ends with upstream's `rafs.blob.toc` header: ours must match it byte for byte.
 TEST(TarHeader, MatchesUpstreamFixture) {
   auto dir = test::fixtures_dir();
-  if (dir.empty()) NYDUS_SKIP_UNLESS_CI("shared/fixtures not beside the checkout");
+  NYDUS_REQUIRE_FIXTURES();
   auto blob = test::read_file(dir / "v6/be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef");
   ASSERT_GE(blob.size(), 512u);
   std::span<const uint8_t> last(blob.data() + blob.size() - 512, 512);

@@ -14,7 +14,7 @@ set -uo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 V6=$NYDUS_FIXTURES_DIR/v6
-[ -f "$V6/rafs-v6-2.2.boot" ] || skip "upstream fixtures not found in $V6 (set NYDUS_FIXTURES_DIR)"
+[ -f "$V6/rafs-v6-2.2.boot" ] || die "vendored fixtures missing in $V6 (tests/fixtures/upstream, or NYDUS_FIXTURES_DIR)"
 need_nydus_image
 
 WORK=$(mktemp -d "${NYDUS_TEST_TMP:-/var/tmp}/nydus-fixtures.XXXXXX") || die "mktemp"
