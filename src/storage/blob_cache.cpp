@@ -309,6 +309,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   Status fetch_claimed(std::vector<uint32_t> cis, bool prefetch);
   // Load the ci array (cache file or backend) and index it.
   Status load_meta(const std::vector<format::Digest>& digests);
+  Status timed_backend_read(uint64_t offset, std::span<uint8_t> out);
   // In-memory readiness: a chunk's bytes are in the data file (at least in
   // the page cache). The persistent map lags behind: its bits are set only
   // after an fdatasync that covers the bytes (see persist()).
@@ -364,6 +365,16 @@ uint64_t wall_millis() {
                       .count());
 }
 
+// Every read of this blob from the backend, the blob meta's too, counts in
+// upstream's BackendMetrics.
+Status BlobCacheImpl::timed_backend_read(uint64_t offset, std::span<uint8_t> out) {
+  const auto started = std::chrono::steady_clock::now();
+  Status rs = backend_->read(blob_.blob_id, offset, out);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  backend_->io_stats().record(out.size(), uint64_t(ms.count()), !rs);
+  return rs;
+}
+
 Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
   const fs::path cache_path = cfg_.work_dir / (blob_.blob_id + ".blob.meta");
   const uint64_t cache_size =
@@ -375,7 +386,7 @@ Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
   }
 
   std::vector<uint8_t> raw(blob_.ci_compressed_size + format::kBlobMetaHeaderSize);
-  NYDUS_TRY(backend_->read(blob_.blob_id, blob_.ci_offset, raw));
+  NYDUS_TRY(timed_backend_read(blob_.ci_offset, raw));
   backend_requests_.fetch_add(1, std::memory_order_relaxed);
   backend_bytes_.fetch_add(raw.size(), std::memory_order_relaxed);
   NYDUS_ASSIGN_OR_RETURN(format::BlobMeta meta, format::parse_blob_meta(raw, blob_));
@@ -625,12 +636,7 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
       prefetch_requests_.fetch_add(1, std::memory_order_relaxed);
       prefetch_chunks_.fetch_add(j - i, std::memory_order_relaxed);
     }
-    Status rs = backend_->read(blob_.blob_id, base, buf);
-    backend_->io_stats().record(total,
-                                uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                             std::chrono::steady_clock::now() - started)
-                                             .count()),
-                                !rs);
+    Status rs = timed_backend_read(base, buf);
     if (prefetch) {
       prefetch_millis_.fetch_add(uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
                                               std::chrono::steady_clock::now() - started)
