@@ -118,7 +118,7 @@ served() {  # the page-cache drops made the daemon answer, not only the kernel's
   for m in "$WORK"/mnt/*; do
     r=$(api -sf "http://localhost/api/v1/metrics?id=$m" | "$PY" -c 'import json,sys
 j=json.load(sys.stdin); j=j[0] if isinstance(j,list) else j
-print(j["fop_hits"][4], j["data_read"], j["fop_errors"][4])  # 4: Read in upstream's StatsFop order') || return 1
+print(j["fop_hits"][4], j["data_read"], j["fop_errors"][4])  # 4: Read in the StatsFop order of upstream') || return 1
     read -r a b c <<<"$r"
     reads=$((reads + a)); bytes=$((bytes + b)); errs=$((errs + c))
   done
