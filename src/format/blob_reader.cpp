@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "format/blob_meta_internal.h"
+#include "format/chunk_decode.h"
 #include "format/compress.h"
 #include "format/tar_header.h"
 
@@ -259,27 +260,21 @@ Status BlobFile::read_chunk(const ChunkRecord& c, std::span<uint8_t> out, bool v
   if (out.size() != c.uncompressed_size)
     return errorf(Errc::kInvalidArgument, "output buffer is {} bytes for a {}-byte chunk", out.size(),
                   c.uncompressed_size);
-  if (c.uncompressed_size == 0 || c.uncompressed_size > kMaxChunkSize || c.compressed_size == 0 ||
-      c.compressed_size > kMaxChunkSize)
-    return corrupt("chunk sizes {}/{} outside 1..16M", c.compressed_size, c.uncompressed_size);
-  if (!fits(c.compressed_offset, c.compressed_size, file_size_))
-    return corrupt("chunk {:#x}+{} beyond blob end {:#x}", c.compressed_offset, c.compressed_size,
-                   file_size_);
+  if (c.compressed_size > kMaxChunkSize || !fits(c.compressed_offset, c.compressed_size, file_size_))
+    return corrupt("chunk {:#x}+{} beyond blob end {:#x}", c.compressed_offset, c.compressed_size, file_size_);
+  // A raw chunk is read straight into `out` and decoded in place; a
+  // compressed one goes through one reusable buffer per thread (hot path).
+  std::span<uint8_t> stored = out;
   if (c.compressed) {
-    // One reusable buffer per thread: chunk reads are hot.
     thread_local std::vector<uint8_t> scratch;
     if (scratch.size() < c.compressed_size) scratch.resize(c.compressed_size);
-    std::span<uint8_t> in(scratch.data(), c.compressed_size);
-    NYDUS_TRY(pread_exact(c.compressed_offset, in));
-    NYDUS_TRY(decompress(info_.compressor, in, out));
-  } else {
-    if (c.compressed_size != c.uncompressed_size)
-      return corrupt("raw chunk with sizes {}/{}", c.compressed_size, c.uncompressed_size);
-    NYDUS_TRY(pread_exact(c.compressed_offset, out));
+    stored = std::span<uint8_t>(scratch.data(), c.compressed_size);
+  } else if (c.compressed_size != c.uncompressed_size) {
+    return corrupt("raw chunk with sizes {}/{}", c.compressed_size, c.uncompressed_size);
   }
-  if (verify && compute_digest(info_.digester, out) != c.digest)
-    return corrupt("chunk digest mismatch at blob offset {:#x} (ci index {})", c.compressed_offset,
-                   c.ci_index);
+  NYDUS_TRY(pread_exact(c.compressed_offset, stored));
+  NYDUS_TRY(decode_chunk(info_.compressor, c, stored, out));
+  if (verify) NYDUS_TRY(verify_chunk(info_.digester, c, out, c.digest));
   return ok();
 }
 

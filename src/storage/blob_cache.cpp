@@ -16,6 +16,7 @@
 
 #include "common/work_queue.h"
 #include "format/blob_reader.h"
+#include "format/chunk_decode.h"
 #include "format/compress.h"
 #include "format/digest.h"
 #include "format/layout.h"
@@ -655,23 +656,24 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
 
     for (size_t k = i; k < j; k++) {
       const uint32_t ci = cis[k];
-      const ChunkSlot& c = chunks_[ci];
-      std::span<const uint8_t> stored(buf.data() + (c.compressed_offset - base), c.compressed_size);
-      std::span<const uint8_t> data = stored;
+      const ChunkRecord c = chunk(ci);
+      std::span<uint8_t> stored(buf.data() + (c.compressed_offset - base), c.compressed_size);
+      // The same decode and digest check as `nydus-image check` (format/chunk_decode.h);
+      // a raw chunk is decoded in place.
+      std::span<uint8_t> data = stored;
       if (c.compressed) {
         plain.resize(c.uncompressed_size);
-        if (Status ds = format::decompress(blob_.compressor, stored, plain); !ds) {
-          if (first_error)
-            first_error = std::unexpected(std::move(ds).error().context(
-                fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
-          continue;
-        }
         data = plain;
       }
-      if (ci < digests_.size() && digests_[ci] != format::Digest{} &&
-          format::compute_digest(blob_.digester, data) != digests_[ci]) {
-        digest_failures_.fetch_add(1, std::memory_order_relaxed);
-        if (first_error) first_error = corrupt("blob {} chunk {}: chunk digest mismatch", blob_.blob_id, ci);
+      Status ds = format::decode_chunk(blob_.compressor, c, stored, data);
+      // An all-zero digest means "unknown" (see index_meta) and is not checked.
+      if (ds && ci < digests_.size() && digests_[ci] != format::Digest{}) {
+        ds = format::verify_chunk(blob_.digester, c, data, digests_[ci]);
+        if (!ds) digest_failures_.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (!ds) {
+        if (first_error)
+          first_error = std::unexpected(std::move(ds).error().context(fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
         continue;  // never written, never marked
       }
       if (Status ws = pwrite_all(data_fd_, c.uncompressed_offset, data, "writing blob cache data"); !ws) {
