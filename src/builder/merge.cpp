@@ -11,6 +11,7 @@
 #include "builder/prefetch_list.h"
 #include "builder/tree_edit.h"
 #include "common/file_util.h"
+#include "format/blob_reader.h"
 #include "format/bootstrap.h"
 #include "format/bootstrap_writer.h"
 #include "format/digest.h"
@@ -22,6 +23,12 @@ using format::Bootstrap;
 using format::InodeView;
 
 namespace {
+
+Result<std::shared_ptr<Bootstrap>> load_inlined_bootstrap(const fs::path& path) {
+  NYDUS_ASSIGN_OR_RETURN(format::BlobFile blob, format::BlobFile::open(path, format::BlobInfo{}));
+  NYDUS_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, blob.read_inlined_bootstrap());
+  return Bootstrap::from_bytes(std::move(bytes));
+}
 
 constexpr std::string_view kWhPrefix = ".wh.";
 constexpr std::string_view kOpaque = ".wh..wh..opq";
@@ -46,6 +53,12 @@ class Merger {
   // `digest_slot`: index into the per-layer lists, or -1 (parent bootstrap).
   Status add_layer(const fs::path& path, int64_t digest_slot) {
     auto boot_r = Bootstrap::open(path);
+    if (!boot_r) {
+      // As upstream's RafsSuper::load_from_file: a data blob with the
+      // bootstrap inlined (its ToC's image.boot) stands for that bootstrap;
+      // its blob id then comes from the file name, as for placeholders.
+      if (auto inlined = load_inlined_bootstrap(path)) boot_r = std::move(inlined);
+    }
     if (!boot_r) return std::unexpected(std::move(boot_r).error().context("load bootstrap " + path.string()));
     const Bootstrap& b = **boot_r;
     const bool explicit_ids = (b.flags() & format::super_flags::kExplicitUidGid) != 0;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <fstream>
 #include <memory>
 #include <set>
 
@@ -123,6 +124,17 @@ void compare_trees(const RefTree& want, const RefTree& got, std::vector<std::str
 
 }  // namespace
 
+// Writes JSON BYTES to PATH indented (as Go's json.MarshalIndent would), creating its directory.
+static Status dump_pretty_json(const fs::path& path, std::string_view bytes) {
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  json j = json::parse(bytes, nullptr, false);
+  std::ofstream f(path);
+  f << (j.is_discarded() ? std::string(bytes) : j.dump(2));
+  if (!f) return sys_error(fmt::format("write {}", path.string()), errno);
+  return {};
+}
+
 Result<CheckReport> check_image(const CheckOptions& o) {
   CheckReport rep;
   auto problem = [&](std::string s) {
@@ -191,6 +203,15 @@ Result<CheckReport> check_image(const CheckOptions& o) {
   NYDUS_ASSIGN_OR_RETURN(fs::path bl, dst->blob_file(boot_layer, o.work_dir));
   const fs::path boot_path = o.work_dir / "image.boot";
   NYDUS_TRY(extract_bootstrap(bl, boot_path));
+  // What upstream's checker.Output leaves in the work dir for users to read:
+  // target/nydus_manifest.json, nydus_config.json and the bootstrap layer
+  // unpacked in nydus_bootstrap/ (image/image.boot).
+  NYDUS_TRY(dump_pretty_json(o.work_dir / "target" / "nydus_manifest.json", fm.bytes));
+  NYDUS_TRY(dump_pretty_json(o.work_dir / "target" / "nydus_config.json", cfg_bytes));
+  fs::create_directories(o.work_dir / "target" / "nydus_bootstrap" / "image", ec);
+  fs::copy_file(boot_path, o.work_dir / "target" / "nydus_bootstrap" / "image" / "image.boot",
+                fs::copy_options::overwrite_existing, ec);
+  if (ec) return sys_error("write target/nydus_bootstrap", ec.value());
   NYDUS_ASSIGN_OR_RETURN(auto reader, format::ImageReader::open(boot_path, format::BlobLocation{blob_dir, {}}));
   for (const auto& b : reader->bootstrap().blobs())
     if (!manifest_blobs.count(b.blob_id)) problem(fmt::format("the bootstrap names blob {}, not in the manifest", b.blob_id));
@@ -208,6 +229,9 @@ Result<CheckReport> check_image(const CheckOptions& o) {
     NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageStore> src, open_store(sref, o.source_store));
     NYDUS_ASSIGN_OR_RETURN(FetchedManifest sm, resolve_manifest(*src, sref.reference(), want, /*nydus=*/false));
     NYDUS_ASSIGN_OR_RETURN(Manifest smf, parse_manifest(sm.bytes));
+    NYDUS_TRY(dump_pretty_json(o.work_dir / "source" / "oci_manifest.json", sm.bytes));
+    NYDUS_ASSIGN_OR_RETURN(std::string scfg, src->get_blob(smf.config));
+    NYDUS_TRY(dump_pretty_json(o.work_dir / "source" / "oci_config.json", scfg));
     const fs::path layers = o.work_dir / "source";
     fs::create_directories(layers, ec);
     RefTree want_tree;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "builder/create_image.h"
+#include "builder/merge.h"
 #include "builder/prefetch_list.h"
 #include "format/compress.h"
 #include "format/digest.h"
@@ -22,7 +23,7 @@ struct CreateArgs {
   std::string source, bootstrap, blob_dir, blob, blob_cache_dir, output_json;
   std::string compressor = "zstd", digester = "blake3", chunk_size = "0x100000";
   std::string fs_version = "6", type = "dir-rafs", prefetch_policy = "none", prefetch_files;
-  std::string whiteout_spec = "oci", chunk_dict, features;
+  std::string whiteout_spec = "oci", chunk_dict, features, parent_bootstrap;
   bool repeatable = false, inline_meta = false, aligned_chunk = false, disable_check = false;
   bool compressor_given = false;
   unsigned threads = 0;
@@ -37,6 +38,18 @@ Result<uint32_t> parse_size(const std::string& s) {
   } catch (...) {
     return errorf(Errc::kInvalidArgument, "bad size '{}'", s);
   }
+}
+
+// Renames a bootstrap written to TMP to <its dir>/<sha256 of its bytes>.
+Result<std::filesystem::path> bootstrap_named_by_digest(const std::filesystem::path& tmp) {
+  std::ifstream f(tmp, std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (!f.good() && !f.eof()) return errorf(Errc::kIo, "cannot read {}", tmp.string());
+  auto named = tmp.parent_path() / format::to_hex(format::sha256(bytes));
+  std::error_code ec;
+  std::filesystem::rename(tmp, named, ec);
+  if (ec) return errorf(Errc::kIo, "cannot rename {} to {}: {}", tmp.string(), named.string(), ec.message());
+  return named;
 }
 
 int run_create(const CreateArgs& a) {
@@ -61,6 +74,23 @@ int run_create(const CreateArgs& a) {
   }
   o.source = a.source;
   o.bootstrap = a.bootstrap;
+  // Upstream without -B: the bootstrap goes into -D, named by its sha256
+  // (written under a temporary name, renamed once its digest is known).
+  const bool bootstrap_in_dir = a.bootstrap.empty() && !a.inline_meta && !a.blob_dir.empty();
+  if (bootstrap_in_dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(a.blob_dir, ec);
+    o.bootstrap = std::filesystem::path(a.blob_dir) / fmt::format(".bootstrap-{}.tmp", getpid());
+  }
+  // --parent-bootstrap: this build is one layer over the parent's tree; the
+  // layer's bootstrap is written aside, then merged over the parent (whiteouts
+  // applied) into the output, whose blob table holds the parent's blobs too.
+  const bool layered = !a.parent_bootstrap.empty();
+  if (layered) {
+    if (a.inline_meta) return usage_error("create", "the argument '--parent-bootstrap' cannot be used with '--blob-inline-meta'");
+    if (o.bootstrap.empty()) return fail("--parent-bootstrap needs -B or -D for the merged bootstrap");
+    o.bootstrap += ".layer";
+  }
   o.blob_dir = a.blob_dir;
   o.blob_file = a.blob;
   o.blob_cache_dir = a.blob_cache_dir;
@@ -105,11 +135,36 @@ int run_create(const CreateArgs& a) {
   }
 
   auto r = builder::create_image(o);
-  if (!r) return fail(r.error().message);
-  for (auto& w : r->warnings) log_warn("{}", w);
-
+  if (!r) {
+    if (bootstrap_in_dir || layered) std::filesystem::remove(o.bootstrap);
+    return fail(r.error().message);
+  }
   std::vector<std::string> blob_ids;
   for (auto& b : r->blobs) blob_ids.push_back(b.blob_id);
+  if (layered) {
+    builder::MergeOptions m;
+    m.parent_bootstrap = a.parent_bootstrap;
+    m.layers = {o.bootstrap};
+    m.implicit_dirs = {r->implicit_dirs};
+    m.whiteout = a.whiteout_spec == "overlayfs" ? builder::WhiteoutSpec::kOverlayfs
+                 : a.whiteout_spec == "none"    ? builder::WhiteoutSpec::kNone
+                                                : builder::WhiteoutSpec::kOci;
+    if (o.prefetch_table) m.prefetch_patterns = o.prefetch_patterns;
+    m.bootstrap = bootstrap_in_dir ? std::filesystem::path() : std::filesystem::path(a.bootstrap);
+    if (bootstrap_in_dir) m.bootstrap_dir = a.blob_dir;
+    auto merged = builder::merge_layers(m);
+    std::filesystem::remove(o.bootstrap);
+    if (!merged) return fail("over --parent-bootstrap: " + merged.error().message);
+    r->bootstrap = merged->bootstrap;
+    blob_ids.clear();
+    for (auto& b : merged->blobs) blob_ids.push_back(b.blob_id);
+  } else if (bootstrap_in_dir) {
+    auto named = bootstrap_named_by_digest(o.bootstrap);
+    if (!named) return fail(named.error().message);
+    r->bootstrap = *named;
+  }
+  for (auto& w : r->warnings) log_warn("{}", w);
+
   nlohmann::json j = upstream_output_json(r->bootstrap.string(), blob_ids, format::compressor_name(o.compressor));
   j["blob_path"] = r->blob_path.string();
   j["stats"] = {{"inodes", r->inodes},         {"files", r->files},
@@ -128,7 +183,7 @@ int run_create(const CreateArgs& a) {
   (void)a.aligned_chunk;  // RAFS v6 chunks are always 4 KiB aligned (upstream forces it too)
   (void)a.disable_check;
   log_info("built {}: {} inodes, {} files, {} chunks ({} stored{}), blob {}",
-           a.bootstrap.empty() ? "(inline)" : a.bootstrap, r->inodes, r->files, r->chunks_total, r->chunks_stored,
+           r->bootstrap.empty() ? "(inline)" : r->bootstrap.string(), r->inodes, r->files, r->chunks_total, r->chunks_stored,
            a.chunk_dict.empty() ? "" : fmt::format(", {} from the chunk dict", r->chunks_from_dict),
            r->blobs.empty() ? "(none)" : r->blobs[0].blob_id);
   return 0;
@@ -169,6 +224,8 @@ Command add_create_command(CLI::App& parent) {
   app->add_option("-J,--output-json", args->output_json, "write a JSON report here");
   app->add_option("--threads", args->threads, "worker threads (default: all cores)");
   app->add_option("--chunk-dict", args->chunk_dict, "bootstrap=<path>: reference chunks that bootstrap's blobs hold");
+  app->add_option("--parent-bootstrap", args->parent_bootstrap,
+                  "build this source as a layer over that bootstrap's tree (whiteouts applied)");
   app->add_flag("--aligned-chunk", args->aligned_chunk, "accepted; RAFS v6 chunks are always aligned");
   app->add_flag("--disable-check", args->disable_check)->group("");  // upstream's hidden flag; no-op
   (void)blob_dir;

@@ -287,7 +287,9 @@ int main(int argc, char** argv) {
   if (!build_cache.empty() && !build_cache_tag.empty()) return fail("--build-cache conflicts with --build-cache-tag");
   if (build_cache_max_records < 1) return fail("--build-cache-max-records should be greater than 0");
   if (build_cache_max_records > 200) return fail("--build-cache-max-records should not be greater than 200");
-  if (!backend_config.empty() && !backend_config_file.empty())
+  // As upstream's getBackendConfig: without --backend-type the backend config
+  // is not read at all (docs/nydusify.md's localfs example relies on it).
+  if (!backend_type.empty() && !backend_config.empty() && !backend_config_file.empty())
     return fail("--backend-config conflicts with --backend-config-file");
   auto unsupported = [](const std::string& flag, const std::string& why) {
     return fail(fmt::format("{} is not supported by this nydusify: {}", flag, why));
@@ -296,9 +298,8 @@ int main(int argc, char** argv) {
   if (!source_archive.empty()) return unsupported("--source-archive", "use --source oci:DIR:TAG (an OCI layout dir)");
   if (!target_archive.empty()) return unsupported("--target-archive", "use --target oci:DIR:TAG (an OCI layout dir)");
   if (!source_backend_type.empty()) return unsupported("--source-backend-type", "model images cannot be converted");
-  if (!backend_type.empty() || !backend_config.empty() || !backend_config_file.empty() || backend_force_push)
-    return unsupported(!backend_type.empty() ? "--backend-type" : !backend_config.empty() ? "--backend-config"
-                       : !backend_config_file.empty() ? "--backend-config-file" : "--backend-force-push",
+  if (!backend_type.empty() || backend_force_push)
+    return unsupported(!backend_type.empty() ? "--backend-type" : "--backend-force-push",
                        "blobs go to the target registry, not OSS/S3/localfs");
   if (!build_cache.empty() || !build_cache_tag.empty())
     return unsupported(!build_cache.empty() ? "--build-cache" : "--build-cache-tag",
