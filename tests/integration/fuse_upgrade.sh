@@ -14,7 +14,11 @@
 #            cache, kill -9 the serving daemon while the probe's request waits
 #            on the registry, start a new one with --upgrade
 #            --failover-policy resend, takeover, start, sendfd; the probe must
-#            finish with the right bytes (the kernel resent its request).
+#            finish with the right bytes, and the new daemon must count the
+#            kernel's resent requests (fuse_resent_requests > 0). The registry
+#            holds blob answers meanwhile (a gate file), and the kill waits until
+#            /api/v1/metrics/inflight shows the probe's request held there. The
+#            readers read d0-d4 only, so the probe's chunks (d5) are not cached.
 # Passes when no read failed and no byte was wrong, the mount stayed the same
 # mount throughout, and SIGTERM to the last daemon unmounts it.
 # Needs root and /dev/fuse (else exit 77). Env: UPGRADES (5), KILLS (5),
@@ -59,7 +63,8 @@ PY
 }
 step "an image of 100 files (64 KiB chunks)" make_image || die "cannot build the image"
 
-"$PY" "$LIB_DIR/slow_registry.py" "$WORK/blobs" "$WORK/registry.port" 200 2>"$LOG_DIR/registry.log" &
+GATE=$WORK/registry.hold  # while it exists the registry holds every blob answer
+"$PY" "$LIB_DIR/slow_registry.py" "$WORK/blobs" "$WORK/registry.port" 200 "$GATE" 2>"$LOG_DIR/registry.log" &
 PIDS+=($!)
 for _ in $(seq 50); do [ -s "$WORK/registry.port" ] && break; sleep 0.1; done
 [ -s "$WORK/registry.port" ] || die "the slow registry did not start"
@@ -83,7 +88,8 @@ start_daemon() {  # start_daemon [--upgrade ...]: generation GEN+1 in the backgr
   GEN=$((GEN + 1))
   config_for "$GEN"
   "$NYDUSD" --bootstrap "$WORK/image.boot" --config "$WORK/config-$GEN.json" --mountpoint "$MNT" \
-    --apisock "$WORK/d$GEN.sock" --supervisor "$SUP" --id upgrade-test --log-level info "$@" \
+    --apisock "$WORK/d$GEN.sock" --supervisor "$SUP" --id upgrade-test --log-level info \
+    --thread-num 16 "$@" \
     >"$LOG_DIR/daemon-$GEN.log" 2>&1 &
   NEW_PID=$!
   PIDS+=("$NEW_PID")
@@ -104,7 +110,8 @@ MOUNT_ID=$(mount_id)
 
 DURATION=$((8 + 3 * (UPGRADES + KILLS)))
 timeout $((DURATION + 120)) "$PY" "$LIB_DIR/load_readers.py" --pid "$$" --threads 8 --seconds "$DURATION" \
-  "$MNT=$WORK/src" >"$LOG_DIR/readers.json" 2>"$LOG_DIR/readers.err" &
+  "$MNT/d0=$WORK/src/d0" "$MNT/d1=$WORK/src/d1" "$MNT/d2=$WORK/src/d2" "$MNT/d3=$WORK/src/d3" \
+  "$MNT/d4=$WORK/src/d4" >"$LOG_DIR/readers.json" 2>"$LOG_DIR/readers.err" &
 READERS=$!
 sleep 2
 
@@ -132,14 +139,50 @@ os.close(fd)
 sys.exit(0 if data == open(sys.argv[2], "rb").read() else 3)
 PY
 }
+in_flight() {  # in_flight INO: print the uniques of the serving daemon's FUSE requests on inode INO
+  curl -sf --unix-socket "$WORK/d$GEN.sock" http://localhost/api/v1/metrics/inflight |
+    "$PY" -c 'import json, sys
+t = sys.stdin.read().strip()
+print(" ".join(str(op["unique"]) for op in (json.loads(t) if t else None) or [] if op["inode"] == int(sys.argv[1])))' "$1"
+}
+held() {  # held INO: a request on INO is in flight and still the same one 0.2 s later (the gate holds it)
+  local a b u
+  a=$(in_flight "$1"); [ -n "$a" ] || return 1
+  sleep 0.2
+  b=$(in_flight "$1")
+  for u in $a; do [[ " $b " == *" $u "* ]] && return 0; done
+  return 1
+}
+resent_count() {  # requests the kernel resent to the serving daemon (ours, beside upstream's fop counters)
+  curl -sf --unix-socket "$WORK/d$GEN.sock" http://localhost/api/v1/metrics |
+    "$PY" -c 'import json, sys; print(json.load(sys.stdin)["fuse_resent_requests"])'
+}
 failover_once() {
-  local rel probe_pid rc
-  rel=$(cd "$WORK/src" && find . -type f -size +512k | shuf -n1)
-  rm -f "$WORK/probe.ready"
-  probe "$rel" & probe_pid=$!
-  for _ in $(seq 100); do [ -e "$WORK/probe.ready" ] && break; sleep 0.02; done
-  sleep 0.1  # its first read is now waiting on the registry, inside the daemon
+  local rel probe_pid rc ino caught=0 try
+  # Sync points, not sleeps: the registry holds every blob answer (the gate), and the
+  # kill comes only once the daemon's inflight list shows the probe's request held
+  # there. The readers stay out of d5, so the serving daemon (a fresh cache each) has
+  # not fetched the probe's chunks; a probe served anyway from cache is retried.
+  # 16 FUSE threads: the 8 readers held at the gate leave the probe a thread.
+  touch "$GATE"
+  for try in 1 2 3 4 5 6 7 8; do
+    rel=$(cd "$WORK/src" && find ./d5 -type f -size +128k | shuf -n1)
+    ino=$(stat -c %i "$MNT/$rel") || { rm -f "$GATE"; return 1; }
+    rm -f "$WORK/probe.ready"
+    probe "$rel" & probe_pid=$!
+    for _ in $(seq 200); do
+      [ -e "$WORK/probe.ready" ] && held "$ino" && { caught=1; break; }
+      kill -0 "$probe_pid" 2>/dev/null || break
+      sleep 0.01
+    done
+    [ "$caught" = 1 ] && break
+    kill "$probe_pid" 2>/dev/null
+    wait "$probe_pid"; echo "try $try: the probe of $rel was not held in flight (exit $?)"
+  done
+  if [ "$caught" != 1 ]; then rm -f "$GATE"; echo "no probe read was ever held in flight"; return 1; fi
+  echo "probe read of $rel (inode $ino) is held in flight in daemon $GEN"
   kill -KILL "$CUR_PID"; wait "$CUR_PID" 2>/dev/null
+  rm -f "$GATE"
   sleep 0.3  # readers pile up on the orphaned connection
   start_daemon --upgrade --failover-policy resend || return 1
   ctl "$GEN" takeover && ctl "$GEN" start && ctl "$GEN" sendfd || return 1
@@ -148,15 +191,19 @@ failover_once() {
   timeout 30 tail --pid="$probe_pid" -f /dev/null || { echo "the probe read of $rel never finished"; return 1; }
   wait "$probe_pid"; rc=$?
   echo "probe read of $rel: exit $rc"
-  [ "$rc" -eq 0 ]
+  [ "$rc" -eq 0 ] || return 1
+  # The probe's request was in the dead daemon: with --failover-policy resend the kernel
+  # must have sent it (at least it) again to the new one.
+  LAST_RESENT=$(resent_count) || { echo "no fuse_resent_requests in /api/v1/metrics"; return 1; }
+  echo "requests resent to daemon $GEN: $LAST_RESENT"
+  [ "$LAST_RESENT" -gt 0 ] || { echo "the probe was in flight at the kill, yet nothing was resent"; return 1; }
 }
 for i in $(seq "$UPGRADES"); do step "upgrade $i: takeover, exit, start (readers running)" upgrade_once; done
 RESENT=0
 for i in $(seq "$KILLS"); do
-  step "failover $i: kill -9, new daemon takes over and resends (readers running)" failover_once
-  r=$(curl -sf --unix-socket "$WORK/d$GEN.sock" http://localhost/api/v1/metrics |
-    "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("fuse_resent_requests", 0))' 2>/dev/null)
-  RESENT=$((RESENT + ${r:-0}))
+  LAST_RESENT=0
+  step "failover $i: kill -9 with the probe in flight, the new daemon gets it resent (readers running)" failover_once
+  RESENT=$((RESENT + LAST_RESENT))
 done
 
 readers_clean() {

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """A minimal OCI distribution blob server that answers slowly.
 
-    slow_registry.py BLOB_DIR PORT_FILE [DELAY_MS]
+    slow_registry.py BLOB_DIR PORT_FILE [DELAY_MS [GATE_FILE]]
 
 Serves GET/HEAD /v2/ and /v2/<repo>/blobs/sha256:<hex> (the file BLOB_DIR/<hex>,
 with Range support) on 127.0.0.1, waiting DELAY_MS (default 30) before each
 blob answer, so a daemon always has requests in flight (what a kill -9 must
-not lose). Writes the port it listens on to PORT_FILE.
+not lose). Writes the port it listens on to PORT_FILE. While GATE_FILE exists,
+blob answers wait for it to go: a test holds a request in flight as long as it
+needs, with no timing guess.
 """
 
 import os
@@ -17,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BLOBS, PORT_FILE = sys.argv[1], sys.argv[2]
 DELAY = (int(sys.argv[3]) if len(sys.argv) > 3 else 30) / 1000
+GATE = sys.argv[4] if len(sys.argv) > 4 else None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -42,6 +45,8 @@ class Handler(BaseHTTPRequestHandler):
         if not path or not os.path.isfile(path):
             return self.reply(404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')
         time.sleep(DELAY)
+        while GATE and os.path.exists(GATE):
+            time.sleep(0.01)
         size = os.path.getsize(path)
         rng = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         with open(path, "rb") as f:
