@@ -251,7 +251,7 @@ whole_fetched_once() {
 step "whole tree: each chunk fetched once (nydusd == registry, about the blob's size)" whole_fetched_once
 step "whole tree: every chunk is cached" bash -c \
   'curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/blobcache | tee /dev/stderr |
-   "$2" -c "import json,sys; d=json.load(sys.stdin)[0]; sys.exit(0 if d[\"chunks_ready\"] == d[\"chunks_total\"] else 1)"' \
+   "$2" -c "import json,sys; d=json.load(sys.stdin)[\"blobs\"][0]; sys.exit(0 if d[\"chunks_ready\"] == d[\"chunks_total\"] else 1)"' \
   _ "$SOCK" "$PY"
 stop_daemon() {
   local rc
@@ -274,20 +274,26 @@ sed -e "s|$WORK/cache|$WORK/cache2|" -e 's|"repo": "lib/img"|"repo": "lib/img", 
   "$WORK/config.json" >"$WORK/config2.json"
 cp "$WORK/config2.json" "$WORK/config.json.orig2"
 FAULT_FILES=$(cd "$SRC" && find . -type f -size +64k | sort | head -n 5)
+# The bound on one failed read: every attempt (retry_limit 1 -> 2) may spend
+# connect_timeout 2 s + timeout 3 s, plus 2 s of slack for the FUSE round trip.
+EIO_BOUND_MS=$(((1 + 1) * (2 + 3) * 1000 + 2000))
 registry_down_up() {
-  local f failed=0 t0
+  local f failed=0 t0 ms
   cp "$WORK/config2.json" "$WORK/config.json"
   start_daemon || return 1
   kill "$REGISTRY_PID"; wait "$REGISTRY_PID" 2>/dev/null
-  t0=$SECONDS
   for f in $FAULT_FILES; do
+    t0=$(date +%s%N)
     if cat "$MNT/$f" >/dev/null 2>"$WORK/cat.err"; then
       echo "read $f succeeded with the registry down"; return 1
     fi
+    ms=$((($(date +%s%N) - t0) / 1000000))
     grep -q "Input/output error" "$WORK/cat.err" || { echo "$f: not EIO: $(cat "$WORK/cat.err")"; return 1; }
+    echo "$f: EIO after $ms ms (bound $EIO_BOUND_MS ms)"
+    [ "$ms" -le "$EIO_BOUND_MS" ] || { echo "$f: EIO took $ms ms, over the bound"; return 1; }
     failed=$((failed + 1))
   done
-  echo "registry down: $failed reads failed with EIO in $((SECONDS - t0)) s"
+  echo "registry down: $failed reads failed with EIO, each within $EIO_BOUND_MS ms"
   kill -0 "$DAEMON_PID" && curl -sf --unix-socket "$SOCK" http://localhost/api/v1/daemon >/dev/null ||
     { echo "the daemon did not survive"; return 1; }
   start_ns_registry || return 1
@@ -308,12 +314,22 @@ f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 0xFF]))' "$data" $((BLOB_SIZE / 
   sed "s|$WORK/cache2|$WORK/cache3|" "$WORK/config.json.orig2" >"$WORK/config.json"
   start_daemon || return 1
   walk=$(timeout 300 "$PY" "$LIB_DIR/hostile_walk.py" "$MNT" "$SRC") || { echo "walk failed"; return 1; }
-  echo "$walk" | "$PY" -c 'import json,sys
+  # "That file only": the failed reads must be of one content (one file, or copies of it
+  # sharing the tampered chunk), and every other regular file of the source read right.
+  echo "$walk" | "$PY" -c 'import hashlib, json, os, sys
 w = json.load(sys.stdin)
+src = sys.argv[1]
 n, errs, wrong = w["entries"], w["errors"], w["wrong"]
 print(f"tampered blob: {n} entries walked, {len(errs)} failed {errs[:3]}, wrong bytes in {len(wrong)}")
 assert not wrong, wrong
-assert errs and all(e[2] == "EIO" for e in errs), errs' || return 1
+assert errs and all(e[1] == "read" and e[2] == "EIO" for e in errs), errs
+failed = {e[0] for e in errs}
+regular = [os.path.relpath(os.path.join(d, f), src) for d, _, fs in os.walk(src) for f in fs
+           if os.path.isfile(os.path.join(d, f)) and not os.path.islink(os.path.join(d, f))]
+contents = {hashlib.sha256(open(os.path.join(src, f), "rb").read()).hexdigest() for f in failed}
+print(f"failed files {sorted(failed)}: {len(contents)} distinct content(s); {len(regular) - len(failed)} of {len(regular)} regular files read right")
+assert len(contents) == 1, "more than the file holding the tampered byte failed"
+assert len(regular) - len(failed) > 0' "$SRC" || return 1
   curl -sf --unix-socket "$SOCK" http://localhost/api/v1/metrics/blobcache |
     "$PY" -c 'import json,sys; d=json.load(sys.stdin)["blobs"][0]; print("digest_failures", d["digest_failures"]); sys.exit(0 if d["digest_failures"] >= 1 else 1)'
 }
