@@ -158,8 +158,19 @@ cat "$WORK/convert2.out"
 # The three layers shared with v3 convert to the same blobs, which lib/nyd
 # already has: only the new blob, the bootstrap and the config are sent.
 step "the shared layers' blobs were not pushed again" grep -q "3 already there" "$WORK/convert2.out"
-step "shared layers convert to the same blobs" sh -c "
-  for b in \$(ls '$WORK/w1/layers/blobs'); do [ -e '$WORK/w2/layers/blobs/'\$b ] || { echo \"blob \$b differs\"; exit 1; }; done"
+# blobs_also_in A B: every blob in directory A is also in B; A must hold the three
+# layers' blobs (an empty or missing A would otherwise pass).
+blobs_also_in() {
+  local n=0 b
+  for b in "$1"/*; do
+    [ -e "$b" ] || continue
+    n=$((n + 1))
+    [ -e "$2/$(basename "$b")" ] || { echo "blob $(basename "$b") not in $2"; return 1; }
+  done
+  echo "$n blobs of $1 found in $2"
+  [ "$n" -ge 3 ] || { echo "expected at least the 3 layers' blobs in $1"; return 1; }
+}
+step "shared layers convert to the same blobs" blobs_also_in "$WORK/w1/layers/blobs" "$WORK/w2/layers/blobs"
 step "converting again pushes no blob (all already in the registry)" sh -c "'$NYDUSIFY' convert --source $R/lib/src:v4 \
   --target $R/lib/nyd:v4 --source-insecure --target-insecure --work-dir '$WORK/w3' | tee /dev/stderr | grep -q 'pushed 0 blobs'"
 
@@ -175,8 +186,7 @@ step "nydusify check tells images apart (v4 against v3's layers fails)" check_mi
 # ---- an OCI layout source gives the same blobs ---------------------------------------
 step "nydusify convert (OCI layout -> OCI layout)" sh -c "'$NYDUSIFY' convert --source oci:img:v3 --target oci:out:v3 \
   --work-dir '$WORK/w4' > /dev/null"
-step "layout and registry conversions made the same blobs" sh -c "
-  for b in \$(ls '$WORK/w1/layers/blobs'); do [ -e 'out/blobs/sha256/'\$b ] || { echo \"blob \$b missing\"; exit 1; }; done"
+step "layout and registry conversions made the same blobs" blobs_also_in "$WORK/w1/layers/blobs" "$WORK/out/blobs/sha256"
 
 # ---- owners: non-root uid/gid and set-id bits survive conversion -------------------
 # Layers as distributions ship them: one made by GNU tar --numeric-owner (empty
