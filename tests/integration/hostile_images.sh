@@ -72,9 +72,27 @@ declare -A CHECK_SAYS=(
   [truncated-bootstrap]="not a multiple of 4096"
 )
 
+# The cases made are exactly the ones above: none missing (an empty cases.tsv would
+# otherwise pass every loop below), none without its expected message.
+cases_complete() {
+  local dir target name n=0 made=" "
+  while IFS=$'\t' read -r dir target; do
+    name=${dir#*-}
+    n=$((n + 1)); made+="$name "
+    [ -n "${CHECK_SAYS[$name]:-}" ] || { echo "case $name has no expected message in CHECK_SAYS"; return 1; }
+  done <"$WORK/cases.tsv"
+  for name in "${!CHECK_SAYS[@]}"; do
+    [[ "$made" == *" $name "* ]] || { echo "case $name was not made"; return 1; }
+  done
+  echo "$n cases made, ${#CHECK_SAYS[@]} expected"
+  [ "$n" -eq 11 ] && [ "${#CHECK_SAYS[@]}" -eq 11 ]
+}
+step "hostile-image made all 11 cases, each with its expected message" cases_complete
+
 # ---- check rejects each -----------------------------------------------------------------------
 check_rejects() {  # check_rejects CASE_DIR NAME
   local out rc
+  [ -n "${CHECK_SAYS[$2]:-}" ] || { echo "no expected message for $2"; return 1; }
   out=$("$NYDUS_IMAGE" check -B "$1/image.boot" -D "$1/blobs" 2>&1); rc=$?
   echo "$out"
   [ "$rc" -ne 0 ] || { echo "check accepted it"; return 1; }
