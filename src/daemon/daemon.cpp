@@ -87,7 +87,8 @@ Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem:
   std::lock_guard lk(mu_);
   io_stats_of(*img);  // the image's counting options (iostats_files, ...) apply from now
   images_[mp] = std::shared_ptr<ImageInstance>(std::move(img));
-  state_ = "RUNNING";
+  // A daemon taking over says READY, then RUNNING once started (start()).
+  if (!opts_.upgrade) state_ = "RUNNING";
   return ok();
 }
 

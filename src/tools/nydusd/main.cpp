@@ -317,16 +317,19 @@ int run(Args& a, bool singleton) {
   if (a.upgrade) {
     spdlog::info("waiting to take over {} from {}", a.mountpoint, a.supervisor);
   } else if (!singleton) {
-    if (auto st = daemon->start_fuse(); !st) {
-      spdlog::error("mount FUSE at {}: {}", a.mountpoint, st.error().message);
-      return 1;
-    }
+    // The image joins the connection before the kernel sees the mount: a
+    // reader never finds an empty root where the image should be.
     if (cfg) {
       if (auto st = daemon->mount_image(a.virtual_mountpoint, a.bootstrap, *cfg, prefetch); !st) {
         spdlog::error("mount {} at {}{}: {}", a.bootstrap, a.mountpoint, a.virtual_mountpoint, st.error().message);
         daemon->shutdown();
         return 1;
       }
+    }
+    if (auto st = daemon->start_fuse(); !st) {
+      spdlog::error("mount FUSE at {}: {}", a.mountpoint, st.error().message);
+      daemon->shutdown();
+      return 1;
     }
     daemon->set_state("RUNNING");
   } else {
