@@ -2,7 +2,9 @@
 // the normal build): runs LLVMFuzzerTestOneInput once over every file named
 // on the command line (directories are read recursively). ctest uses it to
 // replay fuzz/corpus/<target>/ and fuzz/regressions/<target>/, so every input
-// that ever crashed a target stays a regression test.
+// that ever crashed a target stays a regression test. A path that does not
+// exist is named (a target may have no regressions yet), but replaying no input
+// at all fails: an empty or misplaced corpus must not pass as a test.
 #include <cstddef>
 #include <cstdint>
 #include <algorithm>
@@ -43,8 +45,14 @@ int main(int argc, char** argv) {
       for (const auto& f : files) ok &= run_file(f), n++;
     } else if (fs::exists(arg, ec)) {
       ok &= run_file(arg), n++;
+    } else {
+      std::printf("no such path: %s\n", arg.c_str());
     }
   }
   std::printf("replayed %zu inputs\n", n);
+  if (n == 0) {
+    std::fprintf(stderr, "no input replayed: nothing was tested\n");
+    return 1;
+  }
   return ok ? 0 : 1;
 }
