@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <random>
 
 #include "common/test_util.h"
@@ -64,8 +65,16 @@ TEST(Create, IdenticalFilesAndChunksAreStoredOnce) {
   ASSERT_TRUE(img);
   EXPECT_EQ(read_all(**img, "/a"), data);
   EXPECT_EQ(read_all(**img, "/d/b"), data);
-  // The blob is named by its sha256.
-  EXPECT_EQ(r->blob_path.filename().string(), r->blobs[0].blob_id);
+  // The blob is named by its sha256, computed here by coreutils' sha256sum over the
+  // file, not taken from the builder's own report.
+  std::string cmd = "sha256sum '" + r->blob_path.string() + "'";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char hex[65] = {};
+  ASSERT_EQ(std::fread(hex, 1, 64, p), 64u);
+  ASSERT_EQ(::pclose(p), 0);
+  EXPECT_EQ(r->blob_path.filename().string(), std::string(hex));
+  EXPECT_EQ(r->blobs[0].blob_id, std::string(hex));
 }
 
 TEST(Create, PrefetchFilesComeFirstAndFillTheTable) {
