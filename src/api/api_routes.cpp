@@ -130,6 +130,7 @@ const char* error_code_name(Errc code) {
     case Errc::kExists: return "Exists";
     case Errc::kNoSpace: return "NoSpace";
     case Errc::kInternal: return "Internal";
+    case Errc::kAnswer: return "Internal";  // a filesystem's errno answer never reaches the API
   }
   return "Internal";
 }

@@ -14,22 +14,13 @@ const char* errc_name(Errc c) {
     case Errc::kExists: return "exists";
     case Errc::kNoSpace: return "no space";
     case Errc::kInternal: return "internal error";
+    case Errc::kAnswer: return "answer";
   }
   return "unknown";
 }
 
 int Error::to_errno() const {
-  if (sys_errno != 0) return sys_errno;
-  switch (code) {
-    case Errc::kInvalidArgument: return EINVAL;
-    case Errc::kCorrupt: return EIO;
-    case Errc::kUnsupported: return EOPNOTSUPP;
-    case Errc::kNotFound: return ENOENT;
-    case Errc::kIo: return EIO;
-    case Errc::kExists: return EEXIST;
-    case Errc::kNoSpace: return ENOSPC;
-    case Errc::kInternal: return EIO;
-  }
+  if (code == Errc::kAnswer && sys_errno != 0) return sys_errno;
   return EIO;
 }
 

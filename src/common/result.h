@@ -1,6 +1,6 @@
 // Errors as values: every fallible call returns Result<T> (std::expected).
 // An Error carries a category that says what the caller can do about it, the
-// errno a FUSE/kernel reply would use, and a message for humans.
+// OS errno when there is one, and a message for humans.
 #pragma once
 
 #include <cerrno>
@@ -21,16 +21,21 @@ enum class Errc {
   kExists,
   kNoSpace,
   kInternal,         // a bug on our side
+  kAnswer,           // not a failure: a filesystem's answer is the errno in sys_errno
+                     // (ENOENT for a name that is not there, ENODATA, EROFS for a write)
 };
 
 const char* errc_name(Errc c);
 
 struct Error {
   Errc code = Errc::kInternal;
-  int sys_errno = 0;  // errno from the OS when code == kIo, else 0
+  int sys_errno = 0;  // errno from the OS (kIo) or the answer (kAnswer), else 0
   std::string message;
 
-  // The errno to hand back through FUSE or to the kernel.
+  // The errno handed to the kernel (FUSE replies, fanotify denials): a
+  // kAnswer's own errno; every failure (corrupt image, backend, digest, OS
+  // I/O) is EIO, so a reader's errno such as ENOENT never leaks into the
+  // answer to a valid request.
   int to_errno() const;
   std::string to_string() const;
 
@@ -57,6 +62,11 @@ std::unexpected<Error> errorf(Errc code, fmt::format_string<Args...> f, Args&&..
 template <class... Args>
 std::unexpected<Error> corrupt(fmt::format_string<Args...> f, Args&&... args) {
   return std::unexpected(Error{Errc::kCorrupt, 0, fmt::format(f, std::forward<Args>(args)...)});
+}
+
+// A filesystem operation that answers with an errno (see Errc::kAnswer).
+inline std::unexpected<Error> fs_answer(int err, std::string msg) {
+  return std::unexpected(Error{Errc::kAnswer, err, std::move(msg)});
 }
 
 // Build an kIo error from errno (captured at the call).

@@ -233,16 +233,16 @@ void Listener::worker_loop() {
     } else {
       spdlog::error("fanotify: blob {} {:#x}+{:#x}: {}; read denied with EIO", cache->info().blob_id,
                     job.range.offset, job.range.len, st ? "not ready after fetch" : st.error().to_string());
-      answer(job.fd, false);
+      answer(job.fd, false, st ? EIO : st.error().to_errno());
     }
   }
 }
 
-void Listener::answer(int fd, bool allow) {
+void Listener::answer(int fd, bool allow, int deny_errno) {
   if (!allow) denied_++;
   if (fan_fd_ >= 0) {
     fanotify_response resp{fd, allow ? uint32_t(FAN_ALLOW) : uint32_t(FAN_DENY)};
-    if (!allow && deny_errno_ok_) resp.response = FAN_DENY_ERRNO(EIO);
+    if (!allow && deny_errno_ok_) resp.response = FAN_DENY_ERRNO(deny_errno);
     ssize_t n = ::write(fan_fd_, &resp, sizeof(resp));
     if (n < 0 && errno == EINVAL && !allow && deny_errno_ok_) {
       // Kernels without FAN_DENY_ERRNO: a plain deny (the reader gets EPERM).

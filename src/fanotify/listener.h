@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -83,7 +84,8 @@ class Listener {
   void worker_loop();
   void handle_event(Event& ev);
   // Write the response and close the event fd (exactly once per event fd).
-  void answer(int fd, bool allow);
+  // A denial hands `deny_errno` to the reader (on kernels with FAN_DENY_ERRNO).
+  void answer(int fd, bool allow, int deny_errno = EIO);
   ssize_t find_blob(int fd);
   // Drop the mark of a blob once every chunk of it is cached.
   void unmark_if_complete(size_t blob);

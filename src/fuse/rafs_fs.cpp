@@ -23,22 +23,6 @@
 
 namespace nydus::fuse {
 
-namespace {
-
-// An error that carries the exact errno to reply with (ours, not the reader's).
-std::unexpected<Error> fs_error(int err, std::string msg) {
-  return std::unexpected(Error{Errc::kInvalidArgument, err, std::move(msg)});
-}
-
-// Reader and cache failures (corrupt image, backend down, bad digest) are EIO:
-// never let a reader errno such as ENOENT leak into a valid lookup's answer.
-int reply_errno(const Error& e) {
-  if (e.code == Errc::kInvalidArgument && e.sys_errno != 0) return e.sys_errno;
-  return EIO;
-}
-
-}  // namespace
-
 // ---- RafsFs --------------------------------------------------------------------------
 
 RafsFs::RafsFs(std::shared_ptr<const format::Bootstrap> boot, std::vector<std::shared_ptr<storage::BlobCache>> blobs,
@@ -90,9 +74,9 @@ Result<struct stat> RafsFs::entry_attr(uint64_t ino) const {
 
 Result<std::optional<struct stat>> RafsFs::lookup(uint64_t parent, std::string_view name) {
   lookups_.fetch_add(1, std::memory_order_relaxed);
-  if (name.size() > 255) return fs_error(ENAMETOOLONG, "name too long");
+  if (name.size() > 255) return fs_answer(ENAMETOOLONG, "name too long");
   NYDUS_ASSIGN_OR_RETURN(format::InodeView dir, boot_->inode(to_nid(parent)));
-  if (!dir.is_dir()) return fs_error(ENOTDIR, fmt::format("nid {} is not a directory", dir.nid));
+  if (!dir.is_dir()) return fs_answer(ENOTDIR, fmt::format("nid {} is not a directory", dir.nid));
   NYDUS_ASSIGN_OR_RETURN(std::optional<format::DirEntryView> de, boot_->lookup(dir, name));
   if (!de) return std::optional<struct stat>{};
   NYDUS_ASSIGN_OR_RETURN(format::InodeView child, boot_->inode(de->nid));
@@ -103,7 +87,7 @@ Result<std::optional<struct stat>> RafsFs::lookup(uint64_t parent, std::string_v
 Status RafsFs::readdir(uint64_t ino, uint64_t off, const std::function<bool(const DirEntry&)>& fn) {
   readdirs_.fetch_add(1, std::memory_order_relaxed);
   NYDUS_ASSIGN_OR_RETURN(format::InodeView dir, boot_->inode(to_nid(ino)));
-  if (!dir.is_dir()) return fs_error(ENOTDIR, "not a directory");
+  if (!dir.is_dir()) return fs_answer(ENOTDIR, "not a directory");
   // The cookie is the entry's index in on-disk order: stable across calls
   // because the image never changes.
   uint64_t index = 0;
@@ -131,9 +115,9 @@ Status RafsFs::readdir(uint64_t ino, uint64_t off, const std::function<bool(cons
 
 Result<std::unique_ptr<OpenFile>> RafsFs::open(uint64_t ino, int flags) {
   opens_.fetch_add(1, std::memory_order_relaxed);
-  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) return fs_error(EROFS, "read-only filesystem");
+  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) return fs_answer(EROFS, "read-only filesystem");
   NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
-  if (iv.is_dir()) return fs_error(EISDIR, "is a directory");
+  if (iv.is_dir()) return fs_answer(EISDIR, "is a directory");
   auto f = std::make_unique<OpenFile>();
   f->nid = iv.nid;
   f->size = iv.size;
@@ -216,22 +200,22 @@ std::vector<FileStats> RafsFs::file_stats() const {
 
 Result<std::string> RafsFs::readlink(uint64_t ino) {
   NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
-  if (!iv.is_symlink()) return fs_error(EINVAL, "not a symlink");
+  if (!iv.is_symlink()) return fs_answer(EINVAL, "not a symlink");
   return boot_->read_link(iv);
 }
 
 Result<std::vector<uint8_t>> RafsFs::getxattr(uint64_t ino, std::string_view name) {
-  if (!opts_.enable_xattr) return fs_error(ENOSYS, "xattrs disabled");
+  if (!opts_.enable_xattr) return fs_answer(ENOSYS, "xattrs disabled");
   NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
-  if (iv.xattr_size == 0) return fs_error(ENODATA, "no xattrs");
+  if (iv.xattr_size == 0) return fs_answer(ENODATA, "no xattrs");
   NYDUS_ASSIGN_OR_RETURN(std::vector<format::XattrView> xs, boot_->xattrs(iv));
   for (const auto& x : xs)
     if (x.name == name) return std::vector<uint8_t>(x.value.begin(), x.value.end());
-  return fs_error(ENODATA, "no such xattr");
+  return fs_answer(ENODATA, "no such xattr");
 }
 
 Result<std::string> RafsFs::listxattr(uint64_t ino) {
-  if (!opts_.enable_xattr) return fs_error(ENOSYS, "xattrs disabled");
+  if (!opts_.enable_xattr) return fs_answer(ENOSYS, "xattrs disabled");
   NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
   std::string names;
   if (iv.xattr_size == 0) return names;
@@ -269,7 +253,7 @@ struct statvfs RafsFs::statfs() {
 Status RafsFs::access(uint64_t ino, int mask) {
   NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
   (void)iv;
-  if (mask & W_OK) return fs_error(EROFS, "read-only filesystem");
+  if (mask & W_OK) return fs_answer(EROFS, "read-only filesystem");
   return ok();
 }
 
@@ -287,7 +271,8 @@ Vfs& vfs_of(fuse_req_t req) { return *static_cast<Vfs*>(fuse_req_userdata(req));
 
 // `fs`: the image the request went to (null for a pseudo directory).
 void reply_error(fuse_req_t req, const Error& e, const char* op, uint64_t ino, RafsFs* fs) {
-  const int err = reply_errno(e);
+  // Reader and cache failures are EIO; only a filesystem answer keeps its errno.
+  const int err = e.to_errno();
   if (err == EIO) {
     if (fs) fs->count_error();
     spdlog::warn("{} ino {}: {}", op, ino, e.message);
@@ -603,9 +588,12 @@ Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<Vfs> vfs
                                                         const SessionOptions& opts) {
   std::error_code ec;
   auto canon = std::filesystem::canonical(mountpoint, ec);
-  if (ec) return fs_error(ec.value(), fmt::format("mountpoint {}: {}", mountpoint, ec.message()));
+  if (ec)
+    return std::unexpected(
+        Error{Errc::kInvalidArgument, ec.value(), fmt::format("mountpoint {}: {}", mountpoint, ec.message())});
   if (!std::filesystem::is_directory(canon, ec))
-    return fs_error(ENOTDIR, fmt::format("mountpoint {} is not a directory", mountpoint));
+    return std::unexpected(
+        Error{Errc::kInvalidArgument, ENOTDIR, fmt::format("mountpoint {} is not a directory", mountpoint)});
 
   std::unique_ptr<FuseSession> s(new FuseSession());
   s->vfs_ = std::move(vfs);

@@ -11,12 +11,6 @@
 
 namespace nydus::fuse {
 
-namespace {
-std::unexpected<Error> fs_error(int err, std::string msg) {
-  return std::unexpected(Error{Errc::kInvalidArgument, err, std::move(msg)});
-}
-}  // namespace
-
 Result<std::vector<std::string>> Vfs::split(std::string_view path) {
   if (path.empty() || path.front() != '/') return errorf(Errc::kInvalidArgument, "virtual path \"{}\" is not absolute", path);
   std::vector<std::string> parts;
@@ -152,10 +146,10 @@ Result<Vfs::Route> Vfs::route(uint64_t ino) const {
   if (root_) return Route{root_, ino, 0};
   const uint64_t slot = ino >> kSlotShift;
   if (slot == 0) {
-    if (ino == 0 || ino > dirs_.size()) return fs_error(ENOENT, fmt::format("no pseudo directory {}", ino));
+    if (ino == 0 || ino > dirs_.size()) return fs_answer(ENOENT, fmt::format("no pseudo directory {}", ino));
     return Route{nullptr, ino, 0};
   }
-  if (slot > kMaxSlots || !slots_[slot]) return fs_error(ENOENT, fmt::format("inode {:#x}: image unmounted", ino));
+  if (slot > kMaxSlots || !slots_[slot]) return fs_answer(ENOENT, fmt::format("inode {:#x}: image unmounted", ino));
   return Route{slots_[slot], ino & kInnerMask, unsigned(slot)};
 }
 
@@ -176,7 +170,7 @@ Result<struct stat> Vfs::image_root_attr(unsigned slot) const {
 
 Result<std::optional<struct stat>> Vfs::pseudo_lookup(uint64_t dir, std::string_view name) const {
   std::shared_lock lk(mu_);
-  if (dir == 0 || dir > dirs_.size()) return fs_error(ENOENT, "no such pseudo directory");
+  if (dir == 0 || dir > dirs_.size()) return fs_answer(ENOENT, "no such pseudo directory");
   const PseudoDir& d = dirs_[dir - 1];
   if (auto it = d.dirs.find(name); it != d.dirs.end()) return std::optional<struct stat>{dir_attr(it->second)};
   if (auto it = d.images.find(name); it != d.images.end()) {
@@ -188,7 +182,7 @@ Result<std::optional<struct stat>> Vfs::pseudo_lookup(uint64_t dir, std::string_
 
 Result<struct stat> Vfs::pseudo_getattr(uint64_t ino) const {
   std::shared_lock lk(mu_);
-  if (ino == 0 || ino > dirs_.size()) return fs_error(ENOENT, "no such pseudo directory");
+  if (ino == 0 || ino > dirs_.size()) return fs_answer(ENOENT, "no such pseudo directory");
   return dir_attr(ino);
 }
 
@@ -196,7 +190,7 @@ Status Vfs::pseudo_readdir(uint64_t ino, uint64_t off, const std::function<bool(
   std::vector<DirEntry> entries;
   {
     std::shared_lock lk(mu_);
-    if (ino == 0 || ino > dirs_.size()) return fs_error(ENOENT, "no such pseudo directory");
+    if (ino == 0 || ino > dirs_.size()) return fs_answer(ENOENT, "no such pseudo directory");
     const PseudoDir& d = dirs_[ino - 1];
     entries.push_back(DirEntry{".", d.ino, S_IFDIR, 0});
     entries.push_back(DirEntry{"..", d.parent, S_IFDIR, 0});
