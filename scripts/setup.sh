@@ -17,6 +17,11 @@ PACKAGES=(
   gdb nodejs  # gdb: the crash-window test; node: s3rver (the S3 peer of the storage tests)
   fdisk  # sfdisk writes the GPT image of the localdisk backend test
   docker-registry apache2-utils umoci skopeo nginx-light  # nginx: a caching proxy in front of the registry (tests)
+  # containerd-nydus-grpc: gRPC + protobuf (containerd's snapshots v1 .proto files from its Go
+  # sources; gogo.proto from golang-github-gogo-protobuf-dev), SQLite metadata; its test runs
+  # containerd 1.6 + runc, and ctr-remote (stargz-snapshotter) for `image rpull`
+  libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libsqlite3-dev sqlite3
+  golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev containerd runc stargz-snapshotter
   clang-16 libclang-rt-16-dev  # only for fuzz/ (libFuzzer); clang 14/15 cannot compile <expected>
   # fscache mode's real-kernel tests: a 6.12 kernel built from source (cached in
   # /var/cache/nydus-cpp/kernel), booted under QEMU with a busybox initramfs

@@ -1,0 +1,263 @@
+#include "snapshotter/daemon_manager.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "api/api_client.h"
+#include "snapshotter/image_reference.h"
+
+namespace nydus::snapshotter {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr std::string_view kFusedevTemplate = R"({
+  "device": {
+    "backend": {
+      "type": "registry",
+      "config": {
+        "timeout": 5,
+        "connect_timeout": 5,
+        "retry_limit": 2
+      }
+    },
+    "cache": {
+      "type": "blobcache"
+    }
+  },
+  "mode": "direct",
+  "digest_validate": false,
+  "iostats_files": false,
+  "enable_xattr": true,
+  "amplify_io": 1048576,
+  "fs_prefetch": {
+    "enable": true,
+    "threads_count": 8,
+    "merging_size": 1048576,
+    "prefetch_all": true
+  }
+}
+)";
+
+bool is_mountpoint(const std::string& path) {
+  struct stat a{}, b{};
+  if (::stat(path.c_str(), &a) != 0) return errno == ENOTCONN;  // a dead FUSE mount
+  if (::stat((path + "/..").c_str(), &b) != 0) return false;
+  return a.st_dev != b.st_dev;
+}
+
+// Reaps `pid` if it has exited; true when it is gone.
+bool reaped(pid_t pid) {
+  int st = 0;
+  pid_t r = ::waitpid(pid, &st, WNOHANG);
+  return r == pid || (r < 0 && errno == ECHILD);
+}
+
+std::string tail_of(const std::string& path, size_t max = 2000) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  return s.size() > max ? s.substr(s.size() - max) : s;
+}
+
+}  // namespace
+
+std::string_view default_fusedev_template() { return kFusedevTemplate; }
+
+Result<std::string> make_daemon_config(std::string_view template_text, std::string_view image_ref,
+                                       const std::string& cache_dir) {
+  auto j = nlohmann::json::parse(template_text, nullptr, false);
+  if (!j.is_object() || !j.contains("device") || !j["device"].is_object())
+    return make_error(Errc::kInvalidArgument, "nydusd config template: no \"device\" object");
+  auto& dev = j["device"];
+  if (!dev.contains("backend") || !dev["backend"].is_object())
+    return make_error(Errc::kInvalidArgument, "nydusd config template: no device.backend");
+  auto& backend = dev["backend"];
+  std::string type = backend.value("type", "");
+  if (!backend.contains("config") || !backend["config"].is_object()) backend["config"] = nlohmann::json::object();
+  if (type == "registry") {
+    NYDUS_ASSIGN_OR_RETURN(ImageReference ref, parse_image_reference(image_ref));
+    std::string host = ref.host == "docker.io" ? "index.docker.io" : ref.host;
+    backend["config"]["host"] = host;
+    backend["config"]["repo"] = ref.repo;
+  } else if (type != "localfs" && type != "oss" && type != "s3") {
+    return errorf(Errc::kInvalidArgument, "nydusd config template: unknown backend type {:?}", type);
+  }
+  if (!dev.contains("cache") || !dev["cache"].is_object()) dev["cache"] = {{"type", "blobcache"}};
+  if (!dev["cache"].contains("config") || !dev["cache"]["config"].is_object())
+    dev["cache"]["config"] = nlohmann::json::object();
+  dev["cache"]["config"]["work_dir"] = cache_dir;
+  return j.dump(2);
+}
+
+std::string DaemonManager::mountpoint_for(const std::string& meta_id) const {
+  return s_.root + "/mnt/" + meta_id;
+}
+
+std::optional<DaemonInstance> DaemonManager::find(const std::string& meta_id) const {
+  std::lock_guard lk(mu_);
+  auto it = daemons_.find(meta_id);
+  if (it == daemons_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::string> DaemonManager::running() const {
+  std::lock_guard lk(mu_);
+  std::vector<std::string> out;
+  for (const auto& [k, _] : daemons_) out.push_back(k);
+  return out;
+}
+
+SResult<void> DaemonManager::wait_running(const DaemonInstance& d) {
+  auto deadline = std::chrono::steady_clock::now() + s_.ready_timeout;
+  std::string last = "no answer";
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (reaped(d.pid))
+      return snap_error(Code::kUnavailable, "nydusd {} exited before RUNNING; log: {}", d.id,
+                        tail_of(s_.root + "/logs/" + d.id + "/stdout.log"));
+    if (::access(d.apisock.c_str(), F_OK) == 0) {
+      api::ApiClient c(d.apisock, std::chrono::seconds(2));
+      if (auto info = c.daemon_info(); info) {
+        last = info->value("state", "");
+        if (last == "RUNNING") return {};
+      } else {
+        last = info.error().to_string();
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return snap_error(Code::kUnavailable, "nydusd {} not RUNNING after {} ms (last: {})", d.id,
+                    s_.ready_timeout.count(), last);
+}
+
+void DaemonManager::terminate(DaemonInstance& d) {
+  if (d.pid > 0 && !reaped(d.pid)) {
+    ::kill(d.pid, SIGTERM);
+    for (int i = 0; i < 100 && !reaped(d.pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!reaped(d.pid)) {
+      ::kill(d.pid, SIGKILL);
+      ::waitpid(d.pid, nullptr, 0);
+    }
+  }
+  d.pid = -1;
+  if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);
+  std::error_code ec;
+  fs::remove(d.mountpoint, ec);
+  fs::remove_all(fs::path(d.apisock).parent_path(), ec);
+  fs::remove_all(fs::path(d.config_path).parent_path(), ec);
+}
+
+SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std::string& bootstrap,
+                                           const std::string& image_ref) {
+  std::lock_guard lk(mu_);
+  if (auto it = daemons_.find(meta_id); it != daemons_.end()) {
+    if (!reaped(it->second.pid)) return it->second.mountpoint;
+    // It died: clean up what it left and start a new one.
+    terminate(it->second);
+    daemons_.erase(it);
+  }
+  if (::access(bootstrap.c_str(), R_OK) != 0)
+    return snap_error(Code::kNotFound, "nydus bootstrap {} of snapshot {} is missing", bootstrap, meta_id);
+
+  std::string tmpl;
+  if (s_.config_template.empty()) {
+    tmpl = std::string(kFusedevTemplate);
+  } else {
+    std::ifstream in(s_.config_template, std::ios::binary);
+    if (!in) return snap_error(Code::kInternal, "read nydusd config template {}", s_.config_template);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    tmpl = ss.str();
+  }
+  auto cfg = make_daemon_config(tmpl, image_ref, s_.root + "/cache");
+  if (!cfg) return from_error(cfg.error(), "nydusd config for " + image_ref);
+
+  DaemonInstance d;
+  d.id = "nydusd-" + meta_id;
+  d.mountpoint = mountpoint_for(meta_id);
+  d.apisock = s_.root + "/socket/" + d.id + "/api.sock";
+  d.config_path = s_.root + "/config/" + d.id + "/config.json";
+  d.bootstrap = bootstrap;
+  std::string log_dir = s_.root + "/logs/" + d.id;
+  std::error_code ec;
+  for (const auto& dir : {d.mountpoint, fs::path(d.apisock).parent_path().string(),
+                          fs::path(d.config_path).parent_path().string(), log_dir, s_.root + "/cache"}) {
+    fs::create_directories(dir, ec);
+    if (ec) return snap_error(Code::kInternal, "mkdir {}: {}", dir, ec.message());
+  }
+  if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);  // left by a crash
+  fs::remove(d.apisock, ec);
+  {
+    std::ofstream out(d.config_path, std::ios::binary | std::ios::trunc);
+    out << *cfg;
+    if (!out) return snap_error(Code::kInternal, "write {}", d.config_path);
+  }
+  d.args = {"fuse",         "--thread-num", std::to_string(s_.thread_num),
+            "--config",     d.config_path,  "--bootstrap",
+            d.bootstrap,    "--mountpoint", d.mountpoint,
+            "--apisock",    d.apisock,      "--log-level",
+            s_.log_level,   "--log-rotation-size", "100"};
+  if (!s_.log_to_stdout) {
+    d.args.push_back("--log-file");
+    d.args.push_back(log_dir + "/nydusd.log");
+  }
+  d.args.push_back("--failover-policy");
+  d.args.push_back("resend");
+
+  // Everything the child needs is built before fork (no allocation after it).
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(s_.nydusd_path.c_str()));
+  for (auto& a : d.args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string out_path = log_dir + "/stdout.log";
+  int out_fd = s_.log_to_stdout ? -1 : ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    if (out_fd >= 0) ::close(out_fd);
+    if (null_fd >= 0) ::close(null_fd);
+    return snap_error(Code::kInternal, "fork nydusd: {}", std::strerror(errno));
+  }
+  if (pid == 0) {
+    ::setsid();  // its own session: signals to the snapshotter's group do not reach it
+    if (null_fd >= 0) ::dup2(null_fd, 0);
+    if (out_fd >= 0) {
+      ::dup2(out_fd, 1);
+      ::dup2(out_fd, 2);
+    }
+    ::execv(argv[0], argv.data());
+    _exit(127);
+  }
+  if (out_fd >= 0) ::close(out_fd);
+  if (null_fd >= 0) ::close(null_fd);
+  d.pid = pid;
+  if (auto r = wait_running(d); !r) {
+    terminate(d);
+    return std::unexpected(r.error());
+  }
+  daemons_[meta_id] = d;
+  return d.mountpoint;
+}
+
+SResult<void> DaemonManager::stop(const std::string& meta_id) {
+  std::lock_guard lk(mu_);
+  auto it = daemons_.find(meta_id);
+  if (it == daemons_.end()) return {};
+  terminate(it->second);
+  daemons_.erase(it);
+  return {};
+}
+
+}  // namespace nydus::snapshotter

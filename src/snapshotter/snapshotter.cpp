@@ -1,0 +1,394 @@
+#include "snapshotter/snapshotter.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <unordered_set>
+
+#include "snapshotter/filter.h"
+#include "snapshotter/labels.h"
+
+namespace nydus::snapshotter {
+namespace fs = std::filesystem;
+namespace {
+
+bool has(const Labels& l, std::string_view k) { return l.count(std::string(k)) > 0; }
+
+std::string get(const Labels& l, std::string_view k) {
+  auto it = l.find(std::string(k));
+  return it == l.end() ? "" : it->second;
+}
+
+// continuity's fs.DiskUsage: allocated bytes and distinct inodes under a tree.
+Usage disk_usage(const std::string& root) {
+  Usage u;
+  std::set<std::pair<dev_t, ino_t>> seen;
+  auto account = [&](const std::string& p) {
+    struct stat st{};
+    if (::lstat(p.c_str(), &st) != 0) return;
+    if (!seen.insert({st.st_dev, st.st_ino}).second) return;
+    ++u.inodes;
+    u.size += static_cast<int64_t>(st.st_blocks) * 512;
+  };
+  account(root);
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
+       !ec && it != end; it.increment(ec))
+    account(it->path().string());
+  return u;
+}
+
+// containerd's overlayutils.NeedsUserXAttr, simplified: only inside a user namespace.
+bool in_user_namespace() {
+  std::ifstream in("/proc/self/uid_map");
+  long a = -1, b = -1, c = -1;
+  in >> a >> b >> c;
+  return !(a == 0 && b == 0 && c == 4294967295L);
+}
+
+}  // namespace
+
+SResult<void> validate_labels(const Labels& labels) {
+  if (labels.size() > label::kMaxLabels)
+    return snap_error(Code::kInvalidArgument, "too many labels ({} > {})", labels.size(), label::kMaxLabels);
+  for (const auto& [k, v] : labels) {
+    if (k.empty()) return snap_error(Code::kInvalidArgument, "label key must not be empty");
+    if (k.size() + v.size() > label::kMaxLabelSize)
+      return snap_error(Code::kInvalidArgument, "label key and value greater than maximum size ({} bytes), key: {}",
+                        label::kMaxLabelSize, k.substr(0, 64));
+  }
+  return {};
+}
+
+Snapshotter::Snapshotter(SnapshotterOptions opts, std::unique_ptr<MetadataStore> ms)
+    : root_(opts.root), ms_(std::move(ms)), daemons_(opts.daemon) {
+  index_off_ = opts.index_off.value_or(::access("/sys/module/overlay/parameters/index", F_OK) == 0);
+  userxattr_ = opts.userxattr.value_or(in_user_namespace());
+}
+
+SResult<std::unique_ptr<Snapshotter>> Snapshotter::open(SnapshotterOptions opts) {
+  std::error_code ec;
+  fs::create_directories(opts.root + "/snapshots", ec);
+  if (ec) return snap_error(Code::kInternal, "mkdir {}/snapshots: {}", opts.root, ec.message());
+  fs::permissions(opts.root, fs::perms::owner_all, ec);
+  opts.daemon.root = opts.root;
+  auto ms = MetadataStore::open(opts.root + "/metadata.db");
+  if (!ms) return std::unexpected(ms.error());
+  return std::unique_ptr<Snapshotter>(new Snapshotter(std::move(opts), std::move(*ms)));
+}
+
+std::vector<Mount> Snapshotter::overlay_mounts(const Snapshot& s) const {
+  if (s.parent_ids.empty())
+    return {{"bind", upper_path(s.id), "", {s.kind == Kind::kView ? "ro" : "rw", "rbind"}}};
+  std::vector<std::string> options;
+  if (index_off_) options.push_back("index=off");
+  if (userxattr_) options.push_back("userxattr");
+  if (s.kind == Kind::kActive) {
+    options.push_back("workdir=" + work_path(s.id));
+    options.push_back("upperdir=" + upper_path(s.id));
+  } else if (s.parent_ids.size() == 1) {
+    return {{"bind", upper_path(s.parent_ids[0]), "", {"ro", "rbind"}}};
+  }
+  std::string lower = "lowerdir=";
+  for (size_t i = 0; i < s.parent_ids.size(); ++i) {
+    if (i) lower += ":";
+    lower += upper_path(s.parent_ids[i]);
+  }
+  options.push_back(std::move(lower));
+  return {{"overlay", "overlay", "", std::move(options)}};
+}
+
+std::vector<Mount> Snapshotter::nydus_mounts(const Snapshot& s, const std::string& lower) const {
+  if (s.kind == Kind::kView) return {{"bind", lower, "", {"ro", "rbind"}}};
+  std::vector<std::string> options;
+  if (index_off_) options.push_back("index=off");
+  if (userxattr_) options.push_back("userxattr");
+  options.push_back("workdir=" + work_path(s.id));
+  options.push_back("upperdir=" + upper_path(s.id));
+  options.push_back("lowerdir=" + lower);
+  return {{"overlay", "overlay", "", std::move(options)}};
+}
+
+SResult<std::optional<Snapshotter::Meta>> Snapshotter::find_meta(const std::string& parent) {
+  std::string p = parent;
+  for (int depth = 0; !p.empty(); ++depth) {
+    if (depth > 4096) return snap_error(Code::kInternal, "parent chain too long");
+    auto r = ms_->get_info(p);
+    if (!r) return std::unexpected(r.error());
+    if (has(r->info.labels, label::kNydusMetaLayer)) return Meta{r->id, r->info.labels};
+    p = r->info.parent;
+  }
+  return std::nullopt;
+}
+
+SResult<std::string> Snapshotter::start_daemon(const Meta& meta) {
+  std::string ref = get(meta.labels, label::kCriImageRef);
+  if (ref.empty()) ref = get(meta.labels, label::kStargzReference);
+  if (ref.empty())
+    return snap_error(Code::kInvalidArgument,
+                      "nydus bootstrap snapshot {} has no image reference label ({} or {})", meta.id,
+                      label::kCriImageRef, label::kStargzReference);
+  // The bootstrap layer's tar holds image/image.boot (older images: image.boot).
+  std::string boot = upper_path(meta.id) + "/image/image.boot";
+  if (::access(boot.c_str(), R_OK) != 0) {
+    std::string legacy = upper_path(meta.id) + "/image.boot";
+    if (::access(legacy.c_str(), R_OK) == 0) boot = legacy;
+  }
+  return daemons_.ensure(meta.id, boot, ref);
+}
+
+SResult<void> Snapshotter::commit_nydus_data_layer(const std::string& key, const std::string& parent,
+                                                   const std::string& target, const Labels& labels) {
+  auto tx = ms_->begin();
+  if (!tx) return std::unexpected(tx.error());
+  auto s = ms_->create_snapshot(Kind::kActive, key, parent, labels);
+  if (!s) return std::unexpected(s.error());
+  auto id = ms_->commit_active(key, target, Usage{}, labels);
+  if (!id) return std::unexpected(id.error());
+  // An empty fs directory: the next layers' overlay lowerdir chain names it.
+  std::error_code ec;
+  std::string dir = root_ + "/snapshots/" + *id;
+  fs::create_directories(dir + "/fs", ec);
+  if (ec) return snap_error(Code::kInternal, "mkdir {}: {}", dir, ec.message());
+  if (auto c = tx->commit(); !c) {
+    fs::remove_all(dir, ec);
+    return c;
+  }
+  return {};
+}
+
+SResult<std::vector<Mount>> Snapshotter::create(Kind kind, const std::string& key, const std::string& parent,
+                                                const Labels& labels) {
+  SNAP_TRY(validate_labels(labels));
+  std::lock_guard lk(mu_);
+  std::string target = get(labels, label::kTargetSnapshotRef);
+  if (kind == Kind::kActive && !target.empty() && has(labels, label::kNydusDataLayer)) {
+    // As nydus-snapshotter: record the layer as committed under its chain ID
+    // and tell containerd it exists, so it never fetches the blob.
+    SNAP_TRY(commit_nydus_data_layer(key, parent, target, labels));
+    return snap_error(Code::kAlreadyExists, "target snapshot {:?}: already exists", target);
+  }
+  std::optional<Meta> meta;
+  if (target.empty() && !parent.empty()) {
+    auto m = find_meta(parent);
+    if (!m && m.error().code != Code::kNotFound) return std::unexpected(m.error());
+    if (m) meta = *m;
+  }
+  std::string lower;
+  if (meta) {
+    auto mp = start_daemon(*meta);
+    if (!mp) return std::unexpected(mp.error());
+    lower = *mp;
+  }
+  auto fail = [&](SnapError e) -> SResult<std::vector<Mount>> {
+    if (meta) stop_unused_daemons();
+    return std::unexpected(std::move(e));
+  };
+
+  std::string tmpl = root_ + "/snapshots/new-XXXXXX";
+  if (!::mkdtemp(tmpl.data())) return fail({Code::kInternal, "create temp snapshot dir: " + std::string(std::strerror(errno))});
+  std::string td = tmpl;
+  std::error_code ec;
+  auto drop_td = [&] { fs::remove_all(td, ec); };
+  if (::mkdir((td + "/fs").c_str(), 0755) != 0 || (kind == Kind::kActive && ::mkdir((td + "/work").c_str(), 0711) != 0)) {
+    drop_td();
+    return fail({Code::kInternal, "failed to create prepare snapshot dir"});
+  }
+  auto tx = ms_->begin();
+  if (!tx) {
+    drop_td();
+    return fail(tx.error());
+  }
+  auto s = ms_->create_snapshot(kind, key, parent, labels);
+  if (!s) {
+    drop_td();
+    return fail(s.error());
+  }
+  if (!s->parent_ids.empty()) {
+    struct stat st{};
+    if (::stat(upper_path(s->parent_ids[0]).c_str(), &st) != 0 ||
+        ::lchown((td + "/fs").c_str(), st.st_uid, st.st_gid) != 0) {
+      drop_td();
+      return fail({Code::kInternal, "failed to stat or chown to parent " + upper_path(s->parent_ids[0])});
+    }
+  }
+  std::string path = root_ + "/snapshots/" + s->id;
+  if (::rename(td.c_str(), path.c_str()) != 0) {
+    drop_td();
+    return fail({Code::kInternal, "failed to rename " + td + ": " + std::strerror(errno)});
+  }
+  if (auto c = tx->commit(); !c) {
+    fs::remove_all(path, ec);
+    return fail(c.error());
+  }
+  return meta ? nydus_mounts(*s, lower) : overlay_mounts(*s);
+}
+
+SResult<std::vector<Mount>> Snapshotter::prepare(const std::string& key, const std::string& parent,
+                                                 const Labels& labels) {
+  return create(Kind::kActive, key, parent, labels);
+}
+
+SResult<std::vector<Mount>> Snapshotter::view(const std::string& key, const std::string& parent,
+                                              const Labels& labels) {
+  return create(Kind::kView, key, parent, labels);
+}
+
+SResult<std::vector<Mount>> Snapshotter::mounts(const std::string& key) {
+  std::lock_guard lk(mu_);
+  auto s = ms_->get_snapshot(key);
+  if (!s) return std::unexpected(SnapError{s.error().code, "failed to get active mount: " + s.error().message});
+  auto rec = ms_->get_info(key);
+  if (!rec) return std::unexpected(rec.error());
+  if (get(rec->info.labels, label::kTargetSnapshotRef).empty() && !rec->info.parent.empty()) {
+    auto meta = find_meta(rec->info.parent);
+    if (!meta) return std::unexpected(meta.error());
+    if (*meta) {
+      // The daemon may be gone (stopped, crashed): bring it back before answering.
+      auto lower = start_daemon(**meta);
+      if (!lower) return std::unexpected(lower.error());
+      return nydus_mounts(*s, *lower);
+    }
+  }
+  return overlay_mounts(*s);
+}
+
+SResult<void> Snapshotter::commit(const std::string& name, const std::string& key, const Labels& labels) {
+  SNAP_TRY(validate_labels(labels));
+  std::lock_guard lk(mu_);
+  auto tx = ms_->begin();
+  if (!tx) return std::unexpected(tx.error());
+  auto rec = ms_->get_info(key);
+  if (!rec) return std::unexpected(rec.error());
+  Usage u = disk_usage(upper_path(rec->id));
+  auto id = ms_->commit_active(key, name, u, labels);
+  if (!id) return std::unexpected(SnapError{id.error().code, "failed to commit snapshot: " + id.error().message});
+  return tx->commit();
+}
+
+std::vector<std::string> Snapshotter::cleanup_directories(const std::set<std::string>& ids) const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(root_ + "/snapshots", ec), end; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (!ids.count(name)) out.push_back(it->path().string());
+  }
+  return out;
+}
+
+void Snapshotter::stop_unused_daemons() {
+  auto running = daemons_.running();
+  if (running.empty()) return;
+  std::unordered_set<std::string> used;
+  (void)ms_->walk([&](const MetadataStore::Record& r) -> SResult<void> {
+    if (r.info.kind == Kind::kCommitted || r.info.parent.empty()) return {};
+    if (!get(r.info.labels, label::kTargetSnapshotRef).empty()) return {};
+    if (auto m = find_meta(r.info.parent); m && *m) used.insert((*m)->id);
+    return {};
+  });
+  for (const auto& id : running)
+    if (!used.count(id)) (void)daemons_.stop(id);
+}
+
+SResult<void> Snapshotter::remove(const std::string& key) {
+  std::lock_guard lk(mu_);
+  std::vector<std::string> removals;
+  {
+    auto tx = ms_->begin();
+    if (!tx) return std::unexpected(tx.error());
+    auto r = ms_->remove(key);
+    if (!r) return std::unexpected(SnapError{r.error().code, "failed to remove: " + r.error().message});
+    auto ids = ms_->ids();
+    if (!ids) return std::unexpected(ids.error());
+    removals = cleanup_directories(*ids);
+    SNAP_TRY(tx->commit());
+  }
+  // Daemons first: a removed image's mount must be gone before its files.
+  stop_unused_daemons();
+  std::error_code ec;
+  for (const auto& d : removals) fs::remove_all(d, ec);
+  return {};
+}
+
+SResult<Info> Snapshotter::stat(const std::string& key) {
+  std::lock_guard lk(mu_);
+  auto r = ms_->get_info(key);
+  if (!r) return std::unexpected(r.error());
+  return r->info;
+}
+
+SResult<Info> Snapshotter::update(const Info& info, const std::vector<std::string>& fieldpaths) {
+  SNAP_TRY(validate_labels(info.labels));
+  if (fieldpaths.size() > label::kMaxLabels)
+    return snap_error(Code::kInvalidArgument, "too many update paths");
+  std::lock_guard lk(mu_);
+  auto tx = ms_->begin();
+  if (!tx) return std::unexpected(tx.error());
+  auto updated = ms_->update_info(info, fieldpaths);
+  if (!updated) return updated;
+  if (updated->labels.size() > label::kMaxLabels)
+    return snap_error(Code::kInvalidArgument, "too many labels");
+  SNAP_TRY(tx->commit());
+  return updated;
+}
+
+SResult<Usage> Snapshotter::usage(const std::string& key) {
+  std::lock_guard lk(mu_);
+  auto r = ms_->get_info(key);
+  if (!r) return std::unexpected(r.error());
+  if (r->info.kind == Kind::kActive) return disk_usage(upper_path(r->id));
+  return r->usage;
+}
+
+SResult<void> Snapshotter::walk(const std::vector<std::string>& filters, const std::function<void(const Info&)>& fn) {
+  auto f = Filter::parse_any(filters);
+  if (!f) return from_error(f.error(), "filters");
+  std::vector<Info> out;
+  {
+    std::lock_guard lk(mu_);
+    SNAP_TRY(ms_->walk([&](const MetadataStore::Record& r) -> SResult<void> {
+      const Info& info = r.info;
+      auto adaptor = [&info](const std::vector<std::string>& path) -> std::optional<std::string> {
+        if (path.empty()) return std::nullopt;
+        if (path[0] == "kind") {
+          switch (info.kind) {
+            case Kind::kActive: return "active";
+            case Kind::kView: return "view";
+            case Kind::kCommitted: return "committed";
+            default: return std::nullopt;
+          }
+        }
+        if (path[0] == "name") return info.name;
+        if (path[0] == "parent") return info.parent;
+        if (path[0] == "labels") {
+          if (info.labels.empty()) return std::nullopt;
+          std::string k;
+          for (size_t i = 1; i < path.size(); ++i) k += (i > 1 ? "." : "") + path[i];
+          auto it = info.labels.find(k);
+          if (it == info.labels.end()) return std::nullopt;
+          return it->second;
+        }
+        return std::nullopt;
+      };
+      if (f->match(adaptor)) out.push_back(info);
+      return {};
+    }));
+  }
+  for (const auto& i : out) fn(i);
+  return {};
+}
+
+SResult<void> Snapshotter::cleanup() {
+  std::lock_guard lk(mu_);
+  auto ids = ms_->ids();
+  if (!ids) return std::unexpected(ids.error());
+  std::error_code ec;
+  for (const auto& d : cleanup_directories(*ids)) fs::remove_all(d, ec);
+  return {};
+}
+
+}  // namespace nydus::snapshotter

@@ -1,0 +1,89 @@
+// The snapshotter: containerd's overlay snapshotter semantics for ordinary
+// layers (snapshots/<id>/fs and work, overlay mounts with the parent chain as
+// lowerdir, a bind mount without parents) plus nydus-snapshotter's handling of
+// Nydus images: data layers (label containerd.io/snapshot/nydus-blob) are
+// committed empty and answered AlreadyExists so containerd never downloads
+// them; the bootstrap layer is unpacked as usual; a container rootfs on top
+// of a bootstrap starts a nydusd and gets an overlay over its mountpoint.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "snapshotter/daemon_manager.h"
+#include "snapshotter/errors.h"
+#include "snapshotter/metadata_store.h"
+
+namespace nydus::snapshotter {
+
+struct Mount {
+  std::string type;
+  std::string source;
+  std::string target;
+  std::vector<std::string> options;
+};
+
+struct SnapshotterOptions {
+  std::string root = "/var/lib/containerd-nydus";
+  DaemonSettings daemon;  // daemon.root is set from root
+  // Overlay options decided from the kernel as containerd does; overridable for tests.
+  std::optional<bool> index_off;
+  std::optional<bool> userxattr;
+};
+
+class Snapshotter {
+ public:
+  static SResult<std::unique_ptr<Snapshotter>> open(SnapshotterOptions opts);
+
+  SResult<std::vector<Mount>> prepare(const std::string& key, const std::string& parent, const Labels& labels);
+  SResult<std::vector<Mount>> view(const std::string& key, const std::string& parent, const Labels& labels);
+  SResult<std::vector<Mount>> mounts(const std::string& key);
+  SResult<void> commit(const std::string& name, const std::string& key, const Labels& labels);
+  SResult<void> remove(const std::string& key);
+  SResult<Info> stat(const std::string& key);
+  SResult<Info> update(const Info& info, const std::vector<std::string>& fieldpaths);
+  SResult<Usage> usage(const std::string& key);
+  // Walk with containerd filters (OR of the strings; none: everything).
+  SResult<void> walk(const std::vector<std::string>& filters, const std::function<void(const Info&)>& fn);
+  SResult<void> cleanup();
+
+  DaemonManager& daemons() { return daemons_; }
+  const std::string& root() const { return root_; }
+  std::string upper_path(const std::string& id) const { return root_ + "/snapshots/" + id + "/fs"; }
+  std::string work_path(const std::string& id) const { return root_ + "/snapshots/" + id + "/work"; }
+
+ private:
+  Snapshotter(SnapshotterOptions opts, std::unique_ptr<MetadataStore> ms);
+  SResult<std::vector<Mount>> create(Kind kind, const std::string& key, const std::string& parent,
+                                     const Labels& labels);
+  SResult<void> commit_nydus_data_layer(const std::string& key, const std::string& parent,
+                                        const std::string& target, const Labels& labels);
+  // The Nydus bootstrap snapshot (id, labels) under `parent`, if the chain has one.
+  struct Meta {
+    std::string id;
+    Labels labels;
+  };
+  SResult<std::optional<Meta>> find_meta(const std::string& parent);
+  SResult<std::string> start_daemon(const Meta& meta);
+  std::vector<Mount> overlay_mounts(const Snapshot& s) const;
+  std::vector<Mount> nydus_mounts(const Snapshot& s, const std::string& lower) const;
+  std::vector<std::string> cleanup_directories(const std::set<std::string>& ids) const;
+  void stop_unused_daemons();
+
+  std::string root_;
+  bool index_off_ = false;
+  bool userxattr_ = false;
+  std::unique_ptr<MetadataStore> ms_;
+  DaemonManager daemons_;
+  std::mutex mu_;  // one metadata operation at a time (SQLite has one writer anyway)
+};
+
+// Validates untrusted labels: containerd's 4096-byte key+value limit, a bounded count.
+SResult<void> validate_labels(const Labels& labels);
+
+}  // namespace nydus::snapshotter

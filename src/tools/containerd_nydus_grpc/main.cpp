@@ -1,0 +1,164 @@
+// containerd-nydus-grpc: a containerd proxy snapshotter (snapshots v1 over
+// gRPC on a unix socket) with nydus-snapshotter's flags and config.toml keys.
+// containerd's config.toml:  [proxy_plugins.nydus] type = "snapshot" address = "<--address>"
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "snapshotter/config_file.h"
+#include "snapshotter/grpc_service.h"
+#include "snapshotter/snapshotter.h"
+
+using namespace nydus::snapshotter;
+
+namespace {
+
+std::unique_ptr<grpc::Server> g_server;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"containerd-nydus-grpc: containerd snapshotter for Nydus images (C++)"};
+  std::string root = "/var/lib/containerd-nydus";
+  std::string address = "/run/containerd-nydus/containerd-nydus-grpc.sock";
+  std::string config_path, nydusd = "/usr/local/bin/nydusd", nydus_image = "/usr/local/bin/nydus-image";
+  std::string nydusd_config, fs_driver = "fusedev", daemon_mode = "dedicated", log_level = "info";
+  std::string recover_policy = "restart";
+  bool log_to_stdout = false, version = false;
+  int threads = 4;
+  int ready_timeout_s = 30;
+  app.add_option("--root", root, "where snapshots, metadata, sockets and logs live");
+  app.add_option("--address", address, "the gRPC unix socket containerd connects to");
+  app.add_option("--config", config_path, "nydus-snapshotter config.toml (flags override it)");
+  app.add_option("--nydusd", nydusd, "nydusd binary");
+  app.add_option("--nydus-image", nydus_image, "nydus-image binary");
+  app.add_option("--nydusd-config", nydusd_config, "nydusd config template (JSON)");
+  app.add_option("--fs-driver", fs_driver, "fusedev (fscache, fanotify, auto: not yet)");
+  app.add_option("--daemon-mode", daemon_mode, "dedicated (shared: not yet)");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  app.add_flag("--log-to-stdout", log_to_stdout, "nydusd logs to stdout instead of files");
+  app.add_option("--recover-policy", recover_policy, "restart|failover|none");
+  app.add_option("--nydusd-thread-num", threads, "nydusd --thread-num");
+  app.add_option("--daemon-ready-timeout", ready_timeout_s, "seconds to wait for a nydusd to be RUNNING");
+  app.add_flag("--version", version, "print the version");
+  CLI11_PARSE(app, argc, argv);
+  if (version) {
+    std::cout << "containerd-nydus-grpc (nydus C++)\n";
+    return 0;
+  }
+
+  if (!config_path.empty()) {
+    std::ifstream in(config_path);
+    if (!in) {
+      std::cerr << "cannot read --config " << config_path << "\n";
+      return 1;
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto cfg = parse_config_toml(ss.str());
+    if (!cfg) {
+      std::cerr << cfg.error().to_string() << "\n";
+      return 1;
+    }
+    // Flags given on the command line win over the file.
+    auto take = [&](const char* key, const char* flag, std::string& dst) {
+      if (auto it = cfg->find(key); it != cfg->end() && app.count(flag) == 0) dst = it->second;
+    };
+    take("root", "--root", root);
+    take("address", "--address", address);
+    take("daemon_mode", "--daemon-mode", daemon_mode);
+    take("daemon.nydusd_path", "--nydusd", nydusd);
+    take("daemon.nydusimage_path", "--nydus-image", nydus_image);
+    take("daemon.nydusd_config", "--nydusd-config", nydusd_config);
+    take("daemon.fs_driver", "--fs-driver", fs_driver);
+    take("daemon.recover_policy", "--recover-policy", recover_policy);
+    take("log.level", "--log-level", log_level);
+    if (auto it = cfg->find("daemon.threads_number"); it != cfg->end() && app.count("--nydusd-thread-num") == 0)
+      threads = std::atoi(it->second.c_str());
+    if (auto it = cfg->find("log.log_to_stdout"); it != cfg->end() && app.count("--log-to-stdout") == 0)
+      log_to_stdout = it->second == "true";
+  }
+  if (fs_driver != "fusedev") {
+    std::cerr << "--fs-driver " << fs_driver << ": only fusedev is implemented so far\n";
+    return 2;
+  }
+  if (daemon_mode != "dedicated") {
+    std::cerr << "--daemon-mode " << daemon_mode << ": only dedicated is implemented so far\n";
+    return 2;
+  }
+  if (recover_policy != "restart" && recover_policy != "failover" && recover_policy != "none") {
+    std::cerr << "--recover-policy must be restart, failover or none\n";
+    return 2;
+  }
+  if (threads < 1 || threads > 1024) {
+    std::cerr << "--nydusd-thread-num out of range\n";
+    return 2;
+  }
+
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%f %l %v");
+
+  SnapshotterOptions opts;
+  opts.root = root;
+  opts.daemon.nydusd_path = nydusd;
+  opts.daemon.config_template = nydusd_config;
+  opts.daemon.log_level = log_level == "warn" ? "warn" : log_level;
+  opts.daemon.log_to_stdout = log_to_stdout;
+  opts.daemon.thread_num = threads;
+  opts.daemon.ready_timeout = std::chrono::seconds(ready_timeout_s);
+  auto sn = Snapshotter::open(opts);
+  if (!sn) {
+    spdlog::error("open snapshotter at {}: {}", root, sn.error().message);
+    return 1;
+  }
+
+  // SIGTERM/SIGINT are taken by one thread with sigwait (blocked here, before
+  // gRPC starts its threads): grpc::Server::Shutdown is not async-signal-safe.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(address).parent_path(), ec);
+  ::unlink(address.c_str());  // a socket left by a previous run
+  SnapshotsService service(**sn);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix://" + address, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  g_server = builder.BuildAndStart();
+  if (!g_server) {
+    spdlog::error("cannot listen on {}", address);
+    return 1;
+  }
+  ::chmod(address.c_str(), 0660);
+  std::thread([&stop_signals] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    spdlog::info("signal {}: shutting down", sig);
+    g_server->Shutdown();
+  }).detach();
+  spdlog::info("containerd-nydus-grpc serving snapshots v1 on {} (root {}, nydusd {}, fs-driver {}, daemon-mode {})",
+               address, root, nydusd, fs_driver, daemon_mode);
+  g_server->Wait();
+  // As nydus-snapshotter: daemons keep serving running containers across a
+  // snapshotter restart (re-attaching to them is still to do).
+  spdlog::info("containerd-nydus-grpc: shut down");
+  ::unlink(address.c_str());
+  return 0;
+}

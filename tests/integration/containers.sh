@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# containerd-nydus-grpc under real containerd 1.6 + runc (Debian's), each started
+# by this script with its own root, state and sockets (containerd reaches us as
+# [proxy_plugins.nydus]), images in a docker-registry on loopback:
+#   - a plain OCI image (busybox-static + files over two layers, one file
+#     changed and one deleted in the upper layer): `ctr image pull` + `ctr run`
+#     through our snapshotter prints the upper layer's content and not the
+#     deleted file (overlay lowerdir order, whiteouts), busybox's bytes equal
+#     the host's; the layers are listed by our snapshotter;
+#   - the same image converted by our nydusify, pulled with `ctr-remote image
+#     rpull --snapshotter nydus`: the nydus blob layer is never in containerd's
+#     content store (answered AlreadyExists), a container reads the right bytes
+#     through a nydusd started with nydus-snapshotter's command line, whose
+#     mount is the overlay's lowerdir; after `ctr rm` and `ctr image rm --sync`
+#     no nydusd, mount or snapshot directory is left.
+set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
+
+[ "$(id -u)" -eq 0 ] || skip "needs root (containerd, mounts)"
+for t in containerd containerd-shim-runc-v2 ctr ctr-remote runc docker-registry umoci skopeo busybox sqlite3; do
+  command -v $t >/dev/null || skip "$t not installed (scripts/setup.sh installs it)"
+done
+[ -e /dev/fuse ] || skip_kernel "no /dev/fuse"
+grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
+grep -qw overlay /proc/filesystems || skip_kernel "no overlayfs"
+SNAPSHOTTER=$NYDUS_BIN_DIR/containerd-nydus-grpc
+NYDUSD=$NYDUS_BIN_DIR/nydusd
+NYDUSIFY=$NYDUS_BIN_DIR/nydusify
+for b in "$SNAPSHOTTER" "$NYDUSD" "$NYDUSIFY"; do [ -x "$b" ] || die "$b not built"; done
+BUSYBOX=$(readlink -f "$(command -v busybox)")
+file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || [ "$(ldd "$BUSYBOX" 2>&1 | grep -c 'not a dynamic')" = 1 ] ||
+  skip "busybox is not static (install busybox-static)"
+
+WORK=$(mktemp -d /var/tmp/nydus-containers.XXXXXX) || die "mktemp"
+LOG_DIR=$WORK/logs
+mkdir -p "$LOG_DIR"
+ROOT=$WORK/snapshotter
+SNAP_SOCK=$WORK/snapshotter.sock
+CD=$WORK/containerd
+CD_SOCK=$CD/containerd.sock
+SNAP_PID= CD_PID= REGISTRY_PID=
+
+ctr_() { ctr --address "$CD_SOCK" "$@"; }
+# Processes this test started, by pid: nydusd daemons under our root, shims of our containerd.
+our_pids() {
+  local p
+  for p in $(pgrep -f "$1"); do
+    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$2" && echo "$p"
+  done
+}
+stop_pid() {
+  local p=$1 i
+  [ -n "$p" ] || return 0
+  kill -TERM "$p" 2>/dev/null || return 0
+  for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null
+}
+cleanup() {
+  local p c
+  if [ -n "$CD_PID" ] && kill -0 "$CD_PID" 2>/dev/null; then
+    for c in $(ctr_ task ls -q 2>/dev/null); do ctr_ task kill -s KILL "$c" >/dev/null 2>&1; done
+    sleep 0.5
+    for c in $(ctr_ task ls -q 2>/dev/null); do ctr_ task rm -f "$c" >/dev/null 2>&1; done
+    for c in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers rm "$c" >/dev/null 2>&1; done
+  fi
+  for p in $(our_pids containerd-shim "$CD_SOCK"); do stop_pid "$p"; done
+  stop_pid "$CD_PID"
+  stop_pid "$SNAP_PID"
+  for p in $(our_pids nydusd "$ROOT/"); do stop_pid "$p"; done
+  stop_pid "$REGISTRY_PID"
+  umount_below "$WORK"
+  [ "${KEEP_WORK:-0}" = 1 ] && { echo "kept $WORK"; return; }
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+cd "$WORK" || die "cd"
+
+# ---- images: busybox-static + files, two layers --------------------------------------
+make_image() {
+  umoci init --layout img && umoci new --image img:base && umoci unpack --image img:base b0 >/dev/null || return 1
+  local r=b0/rootfs
+  mkdir -p "$r/bin" "$r/data/sub" "$r/etc" || return 1
+  cp "$BUSYBOX" "$r/bin/busybox" && ln -s busybox "$r/bin/sh" || return 1
+  echo "hello from layer one" >"$r/data/hello.txt"
+  echo "to be deleted" >"$r/data/gone.txt"
+  head -c 3000000 /dev/urandom >"$r/data/sub/random.bin"
+  echo "root:x:0:0:root:/root:/bin/sh" >"$r/etc/passwd"
+  umoci repack --image img:v1 b0 && umoci unpack --image img:v1 b1 >/dev/null || return 1
+  r=b1/rootfs
+  echo "hello from layer two" >"$r/data/hello.txt"
+  rm "$r/data/gone.txt"
+  echo "only in layer two" >"$r/data/second.txt"
+  umoci repack --image img:v2 b1 || return 1
+  umoci unpack --image img:v2 ref >/dev/null
+}
+step "umoci: busybox-static image, 2 layers (a file changed, one deleted)" make_image || die "cannot build the image"
+# What a container must print (from the unpacked reference tree, not from us).
+EXPECTED=$(cd ref/rootfs && cat data/hello.txt && ls data && sha256sum data/sub/random.bin bin/busybox)
+
+step "docker-registry on loopback" start_registry "$WORK/registry" || die "no registry"
+R=$REGISTRY_HOST
+step "skopeo: image into the registry" skopeo copy --dest-tls-verify=false oci:img:v2 "docker://$R/test/plain:v1" ||
+  die "skopeo copy failed"
+step "nydusify convert (registry -> registry)" "$NYDUSIFY" convert --source "$R/test/plain:v1" \
+  --target "$R/test/nydus:v1" --source-insecure --target-insecure --work-dir "$WORK/convert" || die "convert failed"
+
+# ---- our snapshotter and containerd ----------------------------------------------------
+# The template a daemon's config is made from: plain-HTTP registry (host/repo filled in).
+cat >"$WORK/nydusd-config.json" <<'JSON'
+{
+  "device": {
+    "backend": {"type": "registry", "config": {"scheme": "http", "timeout": 5, "connect_timeout": 5, "retry_limit": 2}},
+    "cache": {"type": "blobcache"}
+  },
+  "mode": "direct", "digest_validate": false, "iostats_files": false, "enable_xattr": true,
+  "fs_prefetch": {"enable": false, "threads_count": 4, "merging_size": 1048576, "prefetch_all": false}
+}
+JSON
+start_snapshotter() {
+  "$SNAPSHOTTER" --root "$ROOT" --address "$SNAP_SOCK" --nydusd "$NYDUSD" \
+    --nydusd-config "$WORK/nydusd-config.json" --log-level debug >"$LOG_DIR/snapshotter.log" 2>&1 &
+  SNAP_PID=$!
+  local i
+  for i in $(seq 100); do [ -S "$SNAP_SOCK" ] && return 0; sleep 0.1; done
+  cat "$LOG_DIR/snapshotter.log"; return 1
+}
+step "containerd-nydus-grpc starts" start_snapshotter || die "snapshotter did not start"
+
+mkdir -p "$CD/root" "$CD/state"
+cat >"$CD/config.toml" <<TOML
+version = 2
+root = "$CD/root"
+state = "$CD/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$CD_SOCK"
+[ttrpc]
+  address = "$CD/containerd.sock.ttrpc"
+[debug]
+  level = "info"
+[proxy_plugins.nydus]
+  type = "snapshot"
+  address = "$SNAP_SOCK"
+TOML
+start_containerd() {
+  containerd --config "$CD/config.toml" >"$LOG_DIR/containerd.log" 2>&1 &
+  CD_PID=$!
+  local i
+  for i in $(seq 100); do ctr_ version >/dev/null 2>&1 && return 0; sleep 0.2; done
+  tail -30 "$LOG_DIR/containerd.log"; return 1
+}
+step "containerd 1.6 with [proxy_plugins.nydus]" start_containerd || die "containerd did not start"
+step "containerd lists the proxy snapshotter" sh -c "ctr --address '$CD_SOCK' plugins ls | grep -E 'io.containerd.snapshotter.v1 +nydus +.*ok'"
+
+# ---- plain OCI image: overlay path ------------------------------------------------------
+step "ctr image pull --snapshotter nydus (plain OCI)" ctr_ image pull --plain-http --snapshotter nydus "$R/test/plain:v1"
+check_layers_listed() {
+  local n
+  ctr_ snapshots --snapshotter nydus ls | tee "$WORK/snapshots.txt"
+  n=$(grep -c Committed "$WORK/snapshots.txt")
+  echo "committed: $n"
+  [ "$n" -eq 2 ] && [ "$(sqlite3 "$ROOT/metadata.db" 'select count(*) from snapshots where kind=3')" -eq 2 ]
+}
+step "both layers are committed snapshots in our metadata" check_layers_listed
+CMD='cat /data/hello.txt && ls /data && cd / && sha256sum data/sub/random.bin bin/busybox'
+run_and_compare() {  # IMAGE NAME
+  local out
+  out=$(ctr_ run --rm --snapshotter nydus "$1" "$2" /bin/sh -c "$CMD" 2>&1)
+  printf 'got:\n%s\nwant:\n%s\n' "$out" "$EXPECTED"
+  [ "$out" = "$EXPECTED" ]
+}
+step "ctr run (plain): upper layer wins, whiteout honoured, bytes equal" run_and_compare "$R/test/plain:v1" plain1
+# containerd's GC removes a deleted container's snapshot right after the deletion.
+wait_snapshot_count() {  # N: poll until our metadata holds N snapshots and snapshots/ N dirs
+  local i rows dirs
+  for i in $(seq 50); do
+    rows=$(sqlite3 "$ROOT/metadata.db" 'select count(*) from snapshots')
+    dirs=$(ls "$ROOT/snapshots" | wc -l)
+    [ "$rows" -eq "$1" ] && [ "$dirs" -eq "$1" ] && return 0
+    sleep 0.2
+  done
+  echo "rows=$rows dirs=$dirs, want $1"; return 1
+}
+check_rw_upper() {  # the rootfs is writable (upperdir) and the write goes away with the container
+  local out
+  out=$(ctr_ run --rm --snapshotter nydus "$R/test/plain:v1" plain2 /bin/sh -c 'echo x > /data/hello.txt && cat /data/hello.txt')
+  echo "container wrote and read: '$out'"
+  [ "$out" = x ] || return 1
+  wait_snapshot_count 2 || return 1
+  [ "$(cat "$ROOT"/snapshots/*/fs/data/hello.txt)" = "hello from layer one
+hello from layer two" ]
+}
+step "ctr run (plain): writes go to the upper dir, the layers keep their bytes, --rm removes it" check_rw_upper
+
+# ---- Nydus image: lazy through nydusd -----------------------------------------------------
+NYDUS_REF=$R/test/nydus:v1
+nydus_layers() {  # prints "<digest> <nydus-blob|nydus-bootstrap>" of the converted manifest
+  curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$R/v2/test/nydus/manifests/v1" | "$PY" -c '
+import json, sys
+m = json.load(sys.stdin)
+for l in m["layers"]:
+    a = l.get("annotations", {})
+    kind = "nydus-bootstrap" if "containerd.io/snapshot/nydus-bootstrap" in a else ("nydus-blob" if "containerd.io/snapshot/nydus-blob" in a else "other")
+    print(l["digest"], kind)'
+}
+check_manifest() {
+  nydus_layers >"$WORK/nydus_layers.txt" || return 1
+  cat "$WORK/nydus_layers.txt"
+  grep -q nydus-blob "$WORK/nydus_layers.txt" && [ "$(tail -n 1 "$WORK/nydus_layers.txt" | cut -d' ' -f2)" = nydus-bootstrap ]
+}
+step "converted manifest: blob layer(s), then the bootstrap layer on top" check_manifest
+step "ctr-remote image rpull --snapshotter nydus" ctr-remote --address "$CD_SOCK" image rpull --plain-http \
+  --snapshotter nydus "$NYDUS_REF"
+check_blob_not_fetched() {
+  local d ok=0
+  ctr_ content ls -q | tee "$WORK/content.txt"
+  while read -r d kind; do
+    case $kind in
+      nydus-blob) if grep -qx "$d" "$WORK/content.txt"; then echo "blob $d was downloaded"; ok=1; else echo "blob $d not in the content store"; fi ;;
+      nydus-bootstrap) grep -qx "$d" "$WORK/content.txt" || { echo "bootstrap $d missing"; ok=1; } ;;
+    esac
+  done <"$WORK/nydus_layers.txt"
+  return $ok
+}
+step "the nydus blob layer never reached containerd's content store" check_blob_not_fetched
+step "the blob layer is a committed snapshot labelled nydus-blob" sh -c \
+  "sqlite3 '$ROOT/metadata.db' \"select labels from snapshots where kind=3\" | grep -q 'containerd.io/snapshot/nydus-blob'"
+
+step "ctr run (nydus): right output through nydusd" run_and_compare "$NYDUS_REF" nydus1
+no_daemon_left() {  # containerd's GC removes the snapshot right after a deletion
+  local i
+  for i in $(seq 50); do [ -z "$(our_pids nydusd "$ROOT/")" ] && return 0; sleep 0.2; done
+  echo "still running: $(our_pids nydusd "$ROOT/")"; return 1
+}
+step "the --rm container's snapshot removed: its nydusd stopped" no_daemon_left
+step "only the images' layer snapshots remain (2 plain + the nydus manifest's layers)" \
+  wait_snapshot_count $((2 + $(wc -l <"$WORK/nydus_layers.txt")))
+
+# A long-running container: inspect its daemon and mount while it runs.
+step "ctr run -d (nydus)" ctr_ run -d --snapshotter nydus "$NYDUS_REF" nydus2 /bin/sh -c 'sleep 300'
+check_daemon() {
+  local pids pid args rootfs opts
+  pids=$(our_pids nydusd "$ROOT/")
+  echo "nydusd pids: $pids"
+  [ "$(echo "$pids" | wc -w)" -eq 1 ] || return 1
+  pid=$pids
+  args=$(tr '\0' ' ' <"/proc/$pid/cmdline")
+  echo "cmdline: $args"
+  # nydus-snapshotter's BuildCommand order for a dedicated fusedev daemon.
+  echo "$args" | grep -Eq "^$NYDUSD fuse --thread-num [0-9]+ --config $ROOT/[^ ]+/config.json --bootstrap $ROOT/snapshots/[0-9]+/fs/image/image.boot --mountpoint ($ROOT/[^ ]+) --apisock $ROOT/[^ ]+ --log-level [a-z]+ --log-rotation-size 100( --log-file [^ ]+)? --failover-policy resend $" || return 1
+  MNT=$(echo "$args" | sed -E 's/.* --mountpoint ([^ ]+) .*/\1/')
+  SOCK=$(echo "$args" | sed -E 's/.* --apisock ([^ ]+) .*/\1/')
+  curl -sf --unix-socket "$SOCK" http://unix/api/v1/daemon | grep -q '"state":"RUNNING"' || return 1
+  is_mounted "$MNT" || { echo "$MNT not mounted"; return 1; }
+  rootfs=$CD/state/io.containerd.runtime.v2.task/default/nydus2/rootfs
+  opts=$(awk -v d="$rootfs" '$5 == d {print $NF}' /proc/self/mountinfo)
+  echo "rootfs mount options: $opts"
+  echo "$opts" | grep -q "lowerdir=$MNT" && echo "$opts" | grep -q "upperdir=$ROOT/snapshots/"
+}
+step "a nydusd with the snapshotter's command line serves the rootfs' lowerdir" check_daemon
+step "the container reads through it" sh -c "ctr --address '$CD_SOCK' task exec --exec-id e1 nydus2 /bin/sh -c \"cat /data/second.txt\" | grep -qx 'only in layer two'"
+step "the blob is read from the registry by nydusd (cache filled)" sh -c "[ -n \"\$(find '$ROOT/cache' -type f -size +1k)\" ]"
+remove_all() {
+  ctr_ task kill -s KILL nydus2 && sleep 0.5
+  ctr_ task rm -f nydus2 >/dev/null 2>&1
+  ctr_ containers rm nydus2 || return 1
+  ctr_ image rm --sync "$NYDUS_REF" "$R/test/plain:v1" || return 1
+}
+step "ctr task kill + ctr rm + ctr image rm --sync" remove_all
+check_all_gone() {
+  local i
+  for i in $(seq 50); do [ -z "$(our_pids nydusd "$ROOT/")" ] && break; sleep 0.2; done
+  echo "nydusd: $(our_pids nydusd "$ROOT/")"; [ -z "$(our_pids nydusd "$ROOT/")" ] || return 1
+  echo "mounts below $ROOT:"; awk -v d="$ROOT" 'index($5, d) == 1' /proc/self/mountinfo
+  [ -z "$(awk -v d="$ROOT" 'index($5, d) == 1' /proc/self/mountinfo)" ] || return 1
+  echo "snapshots: $(ctr_ snapshots --snapshotter nydus ls | tail -n +2)"
+  [ -z "$(ctr_ snapshots --snapshotter nydus ls | tail -n +2)" ] || return 1
+  echo "dirs: $(ls "$ROOT/snapshots" "$ROOT/mnt" 2>/dev/null)"
+  [ -z "$(ls "$ROOT/snapshots")" ] && [ -z "$(ls "$ROOT/mnt" 2>/dev/null)" ]
+}
+step "no nydusd, mount, snapshot or directory left" check_all_gone
+step "the snapshotter still serves (List)" ctr_ snapshots --snapshotter nydus ls
+step "the snapshotter logged no internal error" sh -c "! grep -E ' (error|critical) ' '$LOG_DIR/snapshotter.log'"
+
+summary
