@@ -39,21 +39,21 @@ ROOT=$WORK/snapshotter
 SNAP_SOCK=$WORK/snapshotter.sock
 CD=$WORK/containerd
 CD_SOCK=$CD/containerd.sock
-SNAP_PID= CD_PID= REGISTRY_PID=
+SNAP_PID='' CD_PID='' REGISTRY_PID=''
 
 ctr_() { ctr --address "$CD_SOCK" "$@"; }
 # Processes this test started, by pid: nydusd daemons under our root, shims of our containerd.
 our_pids() {
   local p
   for p in $(pgrep -f "$1"); do
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$2" && echo "$p"
+    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "$2" && echo "$p"
   done
 }
 stop_pid() {
-  local p=$1 i
+  local p=$1
   [ -n "$p" ] || return 0
   kill -TERM "$p" 2>/dev/null || return 0
-  for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
   kill -KILL "$p" 2>/dev/null
 }
 cleanup() {
@@ -85,7 +85,7 @@ make_image() {
   echo "hello from layer one" >"$r/data/hello.txt"
   echo "to be deleted" >"$r/data/gone.txt"
   head -c 3000000 /dev/urandom >"$r/data/sub/random.bin"
-  echo "root:x:0:0:root:/root:/bin/sh" >"$r/etc/passwd"
+  printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1234:2345:app:/:/bin/sh\n' >"$r/etc/passwd"
   umoci repack --image img:v1 b0 && umoci unpack --image img:v1 b1 >/dev/null || return 1
   r=b1/rootfs
   echo "hello from layer two" >"$r/data/hello.txt"
@@ -121,8 +121,8 @@ start_snapshotter() {
   "$SNAPSHOTTER" --root "$ROOT" --address "$SNAP_SOCK" --nydusd "$NYDUSD" \
     --nydusd-config "$WORK/nydusd-config.json" --log-level debug >"$LOG_DIR/snapshotter.log" 2>&1 &
   SNAP_PID=$!
-  local i
-  for i in $(seq 100); do [ -S "$SNAP_SOCK" ] && return 0; sleep 0.1; done
+  local _
+  for _ in $(seq 100); do [ -S "$SNAP_SOCK" ] && return 0; sleep 0.1; done
   cat "$LOG_DIR/snapshotter.log"; return 1
 }
 step "containerd-nydus-grpc starts" start_snapshotter || die "snapshotter did not start"
@@ -146,8 +146,8 @@ TOML
 start_containerd() {
   containerd --config "$CD/config.toml" >"$LOG_DIR/containerd.log" 2>&1 &
   CD_PID=$!
-  local i
-  for i in $(seq 100); do ctr_ version >/dev/null 2>&1 && return 0; sleep 0.2; done
+  local _
+  for _ in $(seq 100); do ctr_ version >/dev/null 2>&1 && return 0; sleep 0.2; done
   tail -30 "$LOG_DIR/containerd.log"; return 1
 }
 step "containerd 1.6 with [proxy_plugins.nydus]" start_containerd || die "containerd did not start"
@@ -173,8 +173,8 @@ run_and_compare() {  # IMAGE NAME
 step "ctr run (plain): upper layer wins, whiteout honoured, bytes equal" run_and_compare "$R/test/plain:v1" plain1
 # containerd's GC removes a deleted container's snapshot right after the deletion.
 wait_snapshot_count() {  # N: poll until our metadata holds N snapshots and snapshots/ N dirs
-  local i rows dirs
-  for i in $(seq 50); do
+  local rows dirs
+  for _ in $(seq 50); do
     rows=$(sqlite3 "$ROOT/metadata.db" 'select count(*) from snapshots')
     dirs=$(ls "$ROOT/snapshots" | wc -l)
     [ "$rows" -eq "$1" ] && [ "$dirs" -eq "$1" ] && return 0
@@ -230,8 +230,8 @@ step "the blob layer is a committed snapshot labelled nydus-blob" sh -c \
 
 step "ctr run (nydus): right output through nydusd" run_and_compare "$NYDUS_REF" nydus1
 no_daemon_left() {  # containerd's GC removes the snapshot right after a deletion
-  local i
-  for i in $(seq 50); do [ -z "$(our_pids nydusd "$ROOT/")" ] && return 0; sleep 0.2; done
+  local _
+  for _ in $(seq 50); do [ -z "$(our_pids nydusd "$ROOT/")" ] && return 0; sleep 0.2; done
   echo "still running: $(our_pids nydusd "$ROOT/")"; return 1
 }
 step "the --rm container's snapshot removed: its nydusd stopped" no_daemon_left
@@ -270,8 +270,8 @@ remove_all() {
 }
 step "ctr task kill + ctr rm + ctr image rm --sync" remove_all
 check_all_gone() {
-  local i
-  for i in $(seq 50); do [ -z "$(our_pids nydusd "$ROOT/")" ] && break; sleep 0.2; done
+  local _
+  for _ in $(seq 50); do [ -z "$(our_pids nydusd "$ROOT/")" ] && break; sleep 0.2; done
   echo "nydusd: $(our_pids nydusd "$ROOT/")"; [ -z "$(our_pids nydusd "$ROOT/")" ] || return 1
   echo "mounts below $ROOT:"; awk -v d="$ROOT" 'index($5, d) == 1' /proc/self/mountinfo
   [ -z "$(awk -v d="$ROOT" 'index($5, d) == 1' /proc/self/mountinfo)" ] || return 1
