@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "format/compress.h"
+#include "common/io.h"
 
 namespace nydus::builder {
 
@@ -29,23 +30,12 @@ struct Slot {
 Status read_chunk(const ChunkJob& job, uint8_t* buf) {
   int fd = ::open(job.path->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return sys_error("open " + *job.path);
-  size_t done = 0;
-  while (done < job.length) {
-    ssize_t n = ::pread(fd, buf + done, job.length - done, off_t(job.offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      return sys_error("read " + *job.path, e);
-    }
-    if (n == 0) {
-      ::close(fd);
-      return errorf(Errc::kIo, "{}: file shrank while building (short read at {})", *job.path, job.offset + done);
-    }
-    done += size_t(n);
-  }
+  Status s = read_full_at(fd, job.offset, std::span(buf, job.length), "read " + *job.path);
   ::close(fd);
-  return ok();
+  // End of file here means the source changed under us, not a corrupt image.
+  if (!s && s.error().code == Errc::kCorrupt)
+    return errorf(Errc::kIo, "{}: file shrank while building ({})", *job.path, s.error().message);
+  return s;
 }
 
 Status process(const ChunkJob& job, const PipelineOptions& o, Slot& s) {

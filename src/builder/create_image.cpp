@@ -19,6 +19,7 @@
 #include "format/blob_reader.h"
 #include "format/blob_writer.h"
 #include "format/bootstrap_writer.h"
+#include "common/io.h"
 
 namespace nydus::builder {
 
@@ -42,14 +43,7 @@ class CacheDataFile {
   }
   bool is_open() const { return fd_ >= 0; }
   Status write_at(uint64_t off, std::span<const uint8_t> data) {
-    size_t done = 0;
-    while (done < data.size()) {
-      ssize_t n = ::pwrite(fd_, data.data() + done, data.size() - done, off_t(off + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return sys_error("write " + path_.string());
-      done += size_t(n);
-    }
-    return ok();
+    return write_full_at(fd_, off, data, "write " + path_.string());
   }
   Status finish(uint64_t size, const fs::path& final_path) {
     if (::ftruncate(fd_, off_t(size)) != 0) return sys_error("truncate " + path_.string());

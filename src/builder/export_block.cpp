@@ -3,19 +3,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "common/io.h"
+
 namespace nydus::builder {
 
 namespace {
 
 Status pwrite_all(int fd, std::span<const uint8_t> data, uint64_t off, const std::string& what) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, off_t(off + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return sys_error("write " + what);
-    done += size_t(n);
-  }
-  return ok();
+  return write_full_at(fd, off, data, "write " + what);
 }
 
 }  // namespace

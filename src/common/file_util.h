@@ -1,4 +1,4 @@
-// Small file helpers shared by the tools.
+// Replacing a file whole.
 #pragma once
 
 #include <cstdint>
@@ -9,8 +9,10 @@
 
 namespace nydus {
 
-// Write `data` to `path` atomically and durably: a temp file beside it,
-// fsync, then rename, so a reader never sees a torn file under the name.
+// Replace `path` with `data` atomically and durably: a uniquely named temp
+// file beside it (concurrent writers never share one), written and fsynced,
+// renamed over `path`, then the directory fsynced so the rename survives a
+// power cut. A reader sees the old file or the new one, never a torn one.
 Status write_file_atomic(const std::filesystem::path& path, std::span<const uint8_t> data);
 
 }  // namespace nydus

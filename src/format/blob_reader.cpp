@@ -12,6 +12,7 @@
 #include "format/chunk_decode.h"
 #include "format/compress.h"
 #include "format/tar_header.h"
+#include "common/io.h"
 
 namespace nydus::format {
 
@@ -207,17 +208,7 @@ BlobFile::~BlobFile() {
 Status BlobFile::pread_exact(uint64_t off, std::span<uint8_t> out) const {
   if (!fits(off, out.size(), file_size_))
     return corrupt("read {:#x}+{} beyond blob end {:#x}", off, out.size(), file_size_);
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::pread(fd_, out.data() + done, out.size() - done, off_t(off + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return sys_error("reading blob");
-    }
-    if (n == 0) return corrupt("blob shrank: EOF at {:#x}", off + done);
-    done += size_t(n);
-  }
-  return ok();
+  return read_full_at(fd_, off, out, "reading blob (shrank?)");
 }
 
 Result<BlobMeta> BlobFile::read_meta() const {

@@ -11,6 +11,7 @@
 #include "format/blob_meta_internal.h"
 #include "format/compress.h"
 #include "format/tar_header.h"
+#include "common/io.h"
 
 namespace nydus::format {
 
@@ -107,19 +108,8 @@ struct BlobWriter::Impl {
   }
 
   Status write_fd(const uint8_t* p, size_t n) {
-    while (n > 0) {
-      ssize_t w = ::write(fd, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        const int err = errno;
-        Error e = sys_error(fmt::format("writing blob {}", path.string()), err).error();
-        if (err == ENOSPC || err == EDQUOT) e.code = Errc::kNoSpace;
-        return fail(std::move(e));
-      }
-      if (w == 0) return fail(Error{Errc::kIo, EIO, "writing blob " + path.string() + ": write returned 0"});
-      p += w;
-      n -= size_t(w);
-    }
+    if (Status s = write_full(fd, std::span(p, n), "writing blob " + path.string()); !s)
+      return fail(std::move(s).error());
     return ok();
   }
 

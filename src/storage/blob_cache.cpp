@@ -10,10 +10,11 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
-#include <random>
 #include <thread>
 #include <vector>
 
+#include "common/file_util.h"
+#include "common/io.h"
 #include "common/work_queue.h"
 #include "format/blob_reader.h"
 #include "format/chunk_decode.h"
@@ -34,34 +35,6 @@ using format::ChunkRecord;
 // a + b <= limit without overflow.
 bool fits(uint64_t a, uint64_t b, uint64_t limit) { return a <= limit && b <= limit - a; }
 
-Status pread_exact(int fd, uint64_t off, std::span<uint8_t> out, const char* what) {
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::pread(fd, out.data() + done, out.size() - done, off_t(off + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return sys_error(what);
-    }
-    if (n == 0) return corrupt("{}: EOF at {:#x}", what, off + done);
-    done += size_t(n);
-  }
-  return ok();
-}
-
-Status pwrite_all(int fd, uint64_t off, std::span<const uint8_t> in, const char* what) {
-  size_t done = 0;
-  while (done < in.size()) {
-    ssize_t n = ::pwrite(fd, in.data() + done, in.size() - done, off_t(off + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == ENOSPC) return std::unexpected(Error{Errc::kNoSpace, ENOSPC, fmt::format("{}: no space", what)});
-      return sys_error(what);
-    }
-    done += size_t(n);
-  }
-  return ok();
-}
-
 Result<std::vector<uint8_t>> read_whole(const fs::path& p, uint64_t expected_size) {
   int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return sys_error(fmt::format("opening {}", p.string()));
@@ -73,23 +46,10 @@ Result<std::vector<uint8_t>> read_whole(const fs::path& p, uint64_t expected_siz
     out = corrupt("{} is {} bytes, expected {}", p.string(), st.st_size, expected_size);
   } else {
     out = std::vector<uint8_t>(expected_size);
-    if (auto s = pread_exact(fd, 0, *out, "reading blob meta cache"); !s) out = std::unexpected(s.error());
+    if (auto s = read_full_at(fd, 0, *out, "reading blob meta cache"); !s) out = std::unexpected(s.error());
   }
   ::close(fd);
   return out;
-}
-
-// Atomically replace `path` with `data` (tmp + rename).
-Status write_atomic(const fs::path& path, std::span<const uint8_t> data) {
-  fs::path tmp = path;
-  tmp += fmt::format(".tmp.{}.{}", ::getpid(), std::random_device{}());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return sys_error(fmt::format("creating {}", tmp.string()));
-  Status s = pwrite_all(fd, 0, data, "writing blob meta cache");
-  ::close(fd);
-  if (s && ::rename(tmp.c_str(), path.c_str()) != 0) s = sys_error(fmt::format("renaming {}", tmp.string()));
-  if (!s) ::unlink(tmp.c_str());
-  return s;
 }
 
 // Decode a `<id>.blob.meta` cache file (uncompressed ci buffer padded to 4K,
@@ -255,7 +215,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
     if (auto extra = amplify(cis); !extra.empty()) ReadAhead::instance().submit(weak_from_this(), std::move(extra));
     NYDUS_TRY(ensure(cis, false));
     // Gaps between chunks are holes of the sparse file: they read as zeros.
-    return pread_exact(data_fd_, offset, out, "reading blob cache data");
+    return read_full_at(data_fd_, offset, out, "reading blob cache data");
   }
 
   Status fetch_range(uint64_t offset, uint64_t len, bool prefetch) override {
@@ -395,7 +355,7 @@ Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
   // parse_blob_meta validated the sizes and that this decompresses.
   std::vector<uint8_t> ci(blob_.ci_uncompressed_size);
   NYDUS_TRY(format::decompress(blob_.ci_compressor, std::span(raw).first(blob_.ci_compressed_size), ci));
-  return write_atomic(cache_path, format::encode_blob_meta_cache(ci, blob_));
+  return write_file_atomic(cache_path, format::encode_blob_meta_cache(ci, blob_));
 }
 
 Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector<format::Digest>& digests) {
@@ -676,7 +636,7 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
           first_error = std::unexpected(std::move(ds).error().context(fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
         continue;  // never written, never marked
       }
-      if (Status ws = pwrite_all(data_fd_, c.uncompressed_offset, data, "writing blob cache data"); !ws) {
+      if (Status ws = write_full_at(data_fd_, c.uncompressed_offset, data, "writing blob cache data"); !ws) {
         if (first_error) first_error = std::move(ws);
         continue;
       }

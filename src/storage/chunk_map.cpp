@@ -7,8 +7,10 @@
 
 #include <bit>
 #include <cstring>
-#include <random>
+#include <vector>
 
+#include "common/file_util.h"
+#include "common/io.h"
 #include "format/layout.h"
 
 namespace nydus::storage {
@@ -22,46 +24,23 @@ struct Header {
   uint32_t reserved;
 };
 
-Status write_all(int fd, const void* data, size_t len, uint64_t off) {
-  auto p = static_cast<const uint8_t*>(data);
-  while (len > 0) {
-    ssize_t n = ::pwrite(fd, p, len, off_t(off));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return sys_error("writing chunk map");
-    }
-    p += n;
-    len -= size_t(n);
-    off += uint64_t(n);
-  }
-  return ok();
-}
-
 // Check an existing map file; true when it can be trusted.
 bool valid_existing(int fd, uint32_t chunk_count) {
   struct stat st;
   if (::fstat(fd, &st) != 0 || uint64_t(st.st_size) != ChunkMap::file_size_for(chunk_count)) return false;
   Header h;
-  if (::pread(fd, &h, sizeof(h), 0) != ssize_t(sizeof(h))) return false;
+  if (!read_full_at(fd, 0, std::span(reinterpret_cast<uint8_t*>(&h), sizeof(h)), "reading chunk map header"))
+    return false;
   return h.magic == ChunkMap::kMagic && h.version == ChunkMap::kVersion && h.chunk_count == chunk_count;
 }
 
-// Create an empty map beside `path` and rename it into place, so a
+// Create an empty map, replacing whatever is at `path` whole, so a
 // half-written header is never seen under the real name.
 Status create_empty(const std::filesystem::path& path, uint32_t chunk_count) {
-  std::filesystem::path tmp = path;
-  tmp += fmt::format(".tmp.{}.{}", ::getpid(), std::random_device{}());
-  int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return sys_error(fmt::format("creating {}", tmp.string()));
-  std::vector<uint8_t> hdr(ChunkMap::kHeaderSize, 0);
-  Header h{ChunkMap::kMagic, ChunkMap::kVersion, chunk_count, 0};
-  std::memcpy(hdr.data(), &h, sizeof(h));
-  Status s = write_all(fd, hdr.data(), hdr.size(), 0);
-  if (s && ::ftruncate(fd, off_t(ChunkMap::file_size_for(chunk_count))) != 0) s = sys_error("sizing chunk map");
-  ::close(fd);
-  if (s && ::rename(tmp.c_str(), path.c_str()) != 0) s = sys_error(fmt::format("renaming {}", tmp.string()));
-  if (!s) ::unlink(tmp.c_str());
-  return s;
+  std::vector<uint8_t> bytes(ChunkMap::file_size_for(chunk_count), 0);  // <= 2 MiB (2^24 chunks)
+  const Header h{ChunkMap::kMagic, ChunkMap::kVersion, chunk_count, 0};
+  std::memcpy(bytes.data(), &h, sizeof(h));
+  return write_file_atomic(path, bytes);
 }
 
 }  // namespace

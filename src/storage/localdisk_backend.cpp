@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "storage/remote_config.h"
+#include "common/io.h"
 
 namespace nydus::storage {
 
@@ -45,16 +46,7 @@ std::string guid_simple(const uint8_t* g) {
 constexpr const char* kBasicDataType = "ebd0a0a2b9e5443387c068b6b72699c7";
 
 Status pread_all(int fd, uint8_t* buf, size_t len, uint64_t off) {
-  while (len > 0) {
-    ssize_t n = ::pread(fd, buf, len, off_t(off));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return sys_error("localdisk: read");
-    if (n == 0) return errorf(Errc::kCorrupt, "localdisk: short read at {}", off);
-    buf += n;
-    len -= size_t(n);
-    off += uint64_t(n);
-  }
-  return ok();
+  return read_full_at(fd, off, std::span(buf, len), "localdisk: read");
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 
 #include <cerrno>
 
+#include "common/io.h"
+
 namespace nydus::storage {
 
 Status validate_blob_id(std::string_view id) {
@@ -69,18 +71,7 @@ Status LocalFsBackend::read(const std::string& blob_id, uint64_t offset, std::sp
   if (!fd) return fail(std::unexpected(std::move(fd).error()));
   if (offset > uint64_t(INT64_MAX) || out.size() > uint64_t(INT64_MAX) - offset)
     return fail(errorf(Errc::kInvalidArgument, "read {:#x}+{} out of range", offset, out.size()));
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::pread(*fd, out.data() + done, out.size() - done, off_t(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail(sys_error(fmt::format("reading blob {}", blob_id)));
-    }
-    if (n == 0)
-      return fail(corrupt("blob {} is short: EOF at {:#x}, wanted {:#x}+{}", blob_id, offset + done, offset,
-                          out.size()));
-    done += size_t(n);
-  }
+  if (Status s = read_full_at(*fd, offset, out, fmt::format("reading blob {}", blob_id)); !s) return fail(std::move(s));
   read_count_.fetch_add(1, std::memory_order_relaxed);
   read_bytes_.fetch_add(out.size(), std::memory_order_relaxed);
   return ok();

@@ -11,6 +11,7 @@
 
 #include "format/bootstrap.h"
 #include "storage/backend.h"
+#include "common/io.h"
 
 namespace nydus::tools {
 
@@ -32,12 +33,7 @@ Status copy_blob(storage::Backend& backend, const std::string& id, const fs::pat
   for (uint64_t off = 0; off < size && st;) {
     const size_t n = size_t(std::min<uint64_t>(buf.size(), size - off));
     st = backend.read(id, off, std::span(buf.data(), n));
-    for (size_t done = 0; st && done < n;) {
-      ssize_t w = ::write(fd, buf.data() + done, n - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) st = sys_error("write " + to.string());
-      else done += size_t(w);
-    }
+    if (st) st = write_full(fd, std::span(buf.data(), n), "write " + to.string());
     off += n;
   }
   if (::close(fd) != 0 && st) st = sys_error("close " + to.string());
