@@ -13,6 +13,9 @@
 #   - both daemons reach RUNNING; the images read back equal to their sources;
 #   - shared: two images in one FUSE connection, one unmounted while the other
 #     keeps serving; a bad mount request fails with an error body, nothing left;
+#   - fscache: the snapshotter's command line parses; its BindBlob body (legacy
+#     `config`, registry backend) registered with a nydusd whose cachefiles device is
+#     the kernel emulator fills cache files the host's EROFS mounts == the source;
 #   - parse errors exit 2 as clap does, --failover-policy none/flush parse.
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=../integration/lib/common.sh
@@ -173,6 +176,43 @@ fscache_cmdline() {
   [ "$rc" -ne 2 ] && [ "$rc" -ne 124 ] && grep -qi cachefiles "$LOG_DIR/fscache.out"
 }
 step "fscache: the snapshotter's command line gets past parsing" fscache_cmdline
+
+# ---- 4b. fscache: the snapshotter's BindBlob body, against the cachefiles emulator ----------
+# The body is the snapshotter's own (fixtures/snapshotter-configs/fscache-bindblob.json:
+# registry backend, legacy `config` form, id = domain_id = sha256("nydus-snapshot-12")),
+# pointed at a local docker-registry holding image one's blob; the filled cache files are
+# then mounted by the host's EROFS (as the kernel would) and compared with the source.
+fscache_bindblob() {
+  local d=$WORK/fscache-bind blob
+  mkdir -p "$d/registry" "$d/mnt"
+  start_registry "$d/registry" || return 1
+  PIDS+=("$REGISTRY_PID")
+  for blob in "$WORK"/blobs/*; do push_blob "$REGISTRY_HOST" dragonflyoss/image-service/nginx "$blob" || return 1; done
+  "$PY" - "$COMPAT_LIB/../fixtures/snapshotter-configs/fscache-bindblob.json" "$d/entry.json" "$REGISTRY_HOST" \
+    "$d/work" "$WORK/one.boot" <<'PY' || return 1
+import json, sys
+e = json.load(open(sys.argv[1]))
+c = e["config"]
+assert c["backend_config"]["host"] == "ghcr.io" and c["cache_type"] == "fscache"
+c["backend_config"]["host"] = sys.argv[3]
+c["backend_config"]["scheme"] = "http"          # the snapshotter's insecure registry setting
+del c["backend_config"]["auth"]                 # this registry asks for none
+c["cache_config"]["work_dir"] = sys.argv[4]
+c["metadata_path"] = sys.argv[5]
+json.dump(e, open(sys.argv[2], "w"))
+PY
+  "$NYDUS_BIN_DIR/fscache-emu-fill" --nydusd "$NYDUSD" --entry "$d/entry.json" --store "$d/store" \
+    --threads 4 >"$d/objects" || return 1
+  local boot devs=()
+  boot=$(awk '$1 == "bootstrap" {print $2}' "$d/objects")
+  while read -r kind path; do [ "$kind" = blob ] && devs+=(--device "$path"); done <"$d/objects"
+  erofs_mount "$boot" "$d/mnt" "${devs[@]}" || return 1
+  compare_trees "${CMP_OPTS[@]}" "$SRC1" "$d/mnt"
+  local rc=$?
+  erofs_umount "$d/mnt" >/dev/null 2>&1
+  return $rc
+}
+step "fscache: the snapshotter's BindBlob body serves image one through the registry" fscache_bindblob
 
 # ---- 5. flags: parse errors as clap (exit 2), policies, localfs-dir ---------------------
 step "unknown flag exits 2" sh -c "'$NYDUSD' fuse --no-such-flag >/dev/null 2>&1; [ \$? -eq 2 ]"

@@ -5,11 +5,15 @@
 //
 //   fscache-emu-fill --nydusd BIN --bootstrap B --blob-dir D --store DIR [--fsid F]
 //                    [--threads N] [--piece BYTES] [--profile 6.12|6.8|5.19]
+//   fscache-emu-fill --nydusd BIN --entry FILE --store DIR ...
+//       registers FILE as the PUT /api/v2/blobs body as written (a client's own,
+//       e.g. nydus-snapshotter's BindBlob) and mounts its id in its domain_id
 // Prints "bootstrap <path>" and "blob <path>" lines (device-table order).
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -28,12 +32,13 @@ using nydus::fscache::emu::Profile;
 
 int main(int argc, char** argv) {
   CLI::App app{"fill cache files through nydusd and the cachefiles emulator"};
-  std::string nydusd, boot, blob_dir, store, fsid = "img", profile = "6.12";
+  std::string nydusd, boot, blob_dir, store, fsid = "img", profile = "6.12", entry_file;
   unsigned threads = 4;
   uint64_t piece = 128 << 10;
   app.add_option("--nydusd", nydusd)->required();
-  app.add_option("--bootstrap", boot)->required();
-  app.add_option("--blob-dir", blob_dir)->required();
+  auto* boot_opt = app.add_option("--bootstrap", boot);
+  auto* dir_opt = app.add_option("--blob-dir", blob_dir);
+  app.add_option("--entry", entry_file)->excludes(boot_opt)->excludes(dir_opt);
   app.add_option("--store", store)->required();
   app.add_option("--fsid", fsid);
   app.add_option("--threads", threads);
@@ -60,18 +65,36 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "nydusd did not come up (see %s)\n", (dir / "nydusd.log").c_str());
     return 1;
   }
-  nlohmann::json entry{{"type", "bootstrap"},
-                       {"id", fsid},
-                       {"config_v2",
-                        {{"version", 2},
-                         {"backend", {{"type", "localfs"}, {"localfs", {{"dir", fs::absolute(blob_dir).string()}}}}},
-                         {"cache", {{"type", "fscache"}, {"fscache", {{"work_dir", (dir / "work").string()}}}}},
-                         {"metadata_path", fs::absolute(boot).string()}}}};
-  if (auto st = api.create_blob(entry.dump()); !st) {
+  std::string domain;
+  std::string body;
+  if (!entry_file.empty()) {
+    std::ifstream in(entry_file);
+    body.assign(std::istreambuf_iterator<char>(in), {});
+    auto j = nlohmann::json::parse(body, nullptr, false);
+    if (!in || j.is_discarded() || !j.is_object() || !j.value("id", nlohmann::json()).is_string()) {
+      std::fprintf(stderr, "--entry %s: not a blob entry with an \"id\"\n", entry_file.c_str());
+      return 1;
+    }
+    fsid = j["id"].get<std::string>();
+    if (j.contains("domain_id") && j["domain_id"].is_string()) domain = j["domain_id"].get<std::string>();
+  } else if (boot.empty() || blob_dir.empty()) {
+    std::fprintf(stderr, "--bootstrap and --blob-dir (or --entry) are required\n");
+    return 1;
+  }
+  if (body.empty())
+    body = nlohmann::json{
+        {"type", "bootstrap"},
+        {"id", fsid},
+        {"config_v2",
+         {{"version", 2},
+          {"backend", {{"type", "localfs"}, {"localfs", {{"dir", fs::absolute(blob_dir).string()}}}}},
+          {"cache", {{"type", "fscache"}, {"fscache", {{"work_dir", (dir / "work").string()}}}}},
+          {"metadata_path", fs::absolute(boot).string()}}}}.dump();
+  if (auto st = api.create_blob(body); !st) {
     std::fprintf(stderr, "register: %s\n", st.error().message.c_str());
     return 1;
   }
-  auto m = emu.mount(fsid);
+  auto m = emu.mount(fsid, domain);
   if (!m) {
     std::fprintf(stderr, "mount: %s\n", m.error().message.c_str());
     return 1;
