@@ -3,7 +3,9 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include <cstdio>
 #include <memory>
+#include <vector>
 
 #include "convert/image_store.h"
 #include "convert/mapped_file.h"
@@ -15,6 +17,9 @@ namespace {
 
 struct ArchiveFree {
   void operator()(archive* a) const { archive_write_free(a); }
+};
+struct ReadFree {
+  void operator()(archive* a) const { archive_read_free(a); }
 };
 struct EntryFree {
   void operator()(archive_entry* e) const { archive_entry_free(e); }
@@ -68,6 +73,29 @@ Result<BootstrapLayer> write_bootstrap_layer(const std::filesystem::path& bootst
   NYDUS_ASSIGN_OR_RETURN(l.digest, file_digest(l.file));
   l.size = std::filesystem::file_size(l.file, ec);
   return l;
+}
+
+Status extract_bootstrap(const std::filesystem::path& layer, const std::filesystem::path& out) {
+  std::unique_ptr<archive, ReadFree> a(archive_read_new());
+  archive_read_support_filter_all(a.get());
+  archive_read_support_format_tar(a.get());
+  if (archive_read_open_filename(a.get(), layer.c_str(), 1 << 20) != ARCHIVE_OK)
+    return errorf(Errc::kCorrupt, "bootstrap layer: {}", archive_error_string(a.get()));
+  archive_entry* e = nullptr;
+  while (archive_read_next_header(a.get(), &e) == ARCHIVE_OK) {
+    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+    if (name.starts_with("./")) name.erase(0, 2);
+    if (name != kBootstrapInLayer) continue;
+    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(out.c_str(), "wb"), &std::fclose);
+    if (!f) return sys_error(fmt::format("create {}", out.string()));
+    std::vector<char> buf(1 << 20);
+    la_ssize_t n;
+    while ((n = archive_read_data(a.get(), buf.data(), buf.size())) > 0)
+      if (std::fwrite(buf.data(), 1, size_t(n), f.get()) != size_t(n)) return sys_error("write bootstrap");
+    if (n < 0) return errorf(Errc::kCorrupt, "bootstrap layer: {}", archive_error_string(a.get()));
+    return ok();
+  }
+  return errorf(Errc::kCorrupt, "the bootstrap layer has no {}", kBootstrapInLayer);
 }
 
 }  // namespace nydus::convert

@@ -19,4 +19,7 @@ struct BootstrapLayer {
 
 Result<BootstrapLayer> write_bootstrap_layer(const std::filesystem::path& bootstrap, const std::filesystem::path& dir);
 
+// The bootstrap (image/image.boot) out of a bootstrap layer (gzip'd or plain tar).
+Status extract_bootstrap(const std::filesystem::path& layer, const std::filesystem::path& out);
+
 }  // namespace nydus::convert

@@ -9,6 +9,7 @@
 #include <memory>
 #include <set>
 
+#include "convert/bootstrap_layer.h"
 #include "convert/layer_apply.h"
 #include "format/digest.h"
 #include "format/image_check.h"
@@ -22,34 +23,6 @@ using nlohmann::json;
 namespace {
 
 constexpr size_t kMaxProblems = 50;
-
-struct ReadFree {
-  void operator()(archive* a) const { archive_read_free(a); }
-};
-
-// image/image.boot out of the bootstrap layer.
-Status extract_bootstrap(const fs::path& layer, const fs::path& out) {
-  std::unique_ptr<archive, ReadFree> a(archive_read_new());
-  archive_read_support_filter_all(a.get());
-  archive_read_support_format_tar(a.get());
-  if (archive_read_open_filename(a.get(), layer.c_str(), 1 << 20) != ARCHIVE_OK)
-    return errorf(Errc::kCorrupt, "bootstrap layer: {}", archive_error_string(a.get()));
-  archive_entry* e = nullptr;
-  while (archive_read_next_header(a.get(), &e) == ARCHIVE_OK) {
-    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
-    if (name.starts_with("./")) name.erase(0, 2);
-    if (name != kBootstrapInLayer) continue;
-    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(out.c_str(), "wb"), &std::fclose);
-    if (!f) return sys_error(fmt::format("create {}", out.string()));
-    std::vector<char> buf(1 << 20);
-    la_ssize_t n;
-    while ((n = archive_read_data(a.get(), buf.data(), buf.size())) > 0)
-      if (std::fwrite(buf.data(), 1, size_t(n), f.get()) != size_t(n)) return sys_error("write bootstrap");
-    if (n < 0) return errorf(Errc::kCorrupt, "bootstrap layer: {}", archive_error_string(a.get()));
-    return ok();
-  }
-  return errorf(Errc::kCorrupt, "the bootstrap layer has no {}", kBootstrapInLayer);
-}
 
 // The Nydus image's tree, in the reference's terms.
 Result<RefTree> nydus_tree(format::ImageReader& img, std::vector<std::string>& problems) {

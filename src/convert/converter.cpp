@@ -7,11 +7,13 @@
 #include <map>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "builder/create_image.h"
 #include "builder/merge.h"
 #include "convert/bootstrap_layer.h"
+#include "convert/chunk_dict.h"
 
 namespace nydus::convert {
 
@@ -94,7 +96,7 @@ Result<std::vector<Source>> resolve_sources(ImageStore& src, const std::string& 
 // One source layer -> one Nydus blob (with its bootstrap inlined and a ToC,
 // as nydus-snapshotter's tar2rafs writes them) plus a separate bootstrap.
 Status convert_layer(const fs::path& tar, const fs::path& dir, const std::string& name, const ConvertOptions& o,
-                     unsigned threads, LayerResult& out) {
+                     const fs::path& chunk_dict, unsigned threads, LayerResult& out) {
   builder::CreateOptions c;
   c.source_type = builder::SourceType::kTar;
   c.source = tar;
@@ -109,6 +111,7 @@ Status convert_layer(const fs::path& tar, const fs::path& dir, const std::string
   c.blob_inline_meta = true;
   c.blob_toc = true;
   c.threads = threads;
+  c.chunk_dict = chunk_dict;
   auto rep = builder::create_image(c);
   std::error_code ec;
   // The downloaded tar is not needed any more (a layout's own file stays).
@@ -234,6 +237,14 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
     NYDUS_ASSIGN_OR_RETURN(files[size_t(i)], src->blob_file(l, layer_dir));
     return ok();
   }));
+  // The chunk dictionary: the image's bootstrap, and its blobs by digest.
+  std::optional<ChunkDict> dict;
+  if (!o.chunk_dict.empty()) {
+    note(-1, n, "pull", "chunk dict " + o.chunk_dict);
+    NYDUS_ASSIGN_OR_RETURN(dict, load_chunk_dict(o.chunk_dict, o.chunk_dict_store, sources[0].platform,
+                                                 o.work_dir / "chunk-dict"));
+  }
+  const fs::path dict_boot = dict ? dict->bootstrap : fs::path();
   rep.pull_seconds = since(t0);
 
   // ---- convert: layers in parallel, each builder with a share of the cores ----
@@ -246,7 +257,7 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
     r.source_digest = d.digest;
     r.source_size = d.size;
     note(i, n, "convert", fmt::format("{} ({:.1f} MB)", d.digest.substr(0, 19), double(d.size) / 1e6));
-    NYDUS_TRY(convert_layer(files[size_t(i)], layer_dir, fmt::format("{:04}", i), o, threads, r));
+    NYDUS_TRY(convert_layer(files[size_t(i)], layer_dir, fmt::format("{:04}", i), o, dict_boot, threads, r));
     note(i, n, "converted",
          r.blob_digest.empty() ? "no file data" : fmt::format("blob {:.1f} MB", double(r.blob_size) / 1e6));
     return ok();
@@ -281,6 +292,7 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
     m.bootstrap = pdir / "image.boot";
     m.whiteout = builder::WhiteoutSpec::kOci;
     m.prefetch_patterns = o.prefetch_patterns;
+    m.chunk_dict = dict_boot;
     NYDUS_ASSIGN_OR_RETURN(builder::MergeReport merged, builder::merge_layers(m));
     NYDUS_ASSIGN_OR_RETURN(b.boot, write_bootstrap_layer(m.bootstrap, pdir));
     pr.bootstrap_digest = b.boot.digest;
@@ -290,20 +302,35 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
     // bootstrap layer OCI even without --oci.
     const bool oci = o.oci || src_m.manifest.media_type == media::kOciManifest;
     json diff_ids = json::array();
-    for (const auto& bi : merged.blobs) {  // in the merged blob table's order
+    // The layers' own blobs in the merged blob table's order, then the chunk
+    // dictionary's blobs the image uses (the snapshotter converter's
+    // mergeManifestBlobDigests order).
+    std::vector<Descriptor> dict_layers;
+    for (const auto& bi : merged.blobs) {
       const std::string digest = "sha256:" + bi.blob_id;
-      const LayerResult* found = nullptr;
-      for (const auto& r : pr.layers)
-        if (r.blob_digest == digest) found = &r;
-      if (!found) return errorf(Errc::kInternal, "merged bootstrap names blob {} no layer produced", digest);
       Descriptor d;
       d.media_type = std::string(media::kNydusBlob);
       d.digest = digest;
-      d.size = found->blob_size;
       d.annotations[std::string(annotation::kNydusBlob)] = "true";
-      b.layers.push_back(d);
-      diff_ids.push_back(digest);
+      const LayerResult* found = nullptr;
+      for (const auto& r : pr.layers)
+        if (r.blob_digest == digest) found = &r;
+      if (found) {
+        d.size = found->blob_size;
+        b.layers.push_back(d);
+        continue;
+      }
+      const Descriptor* in_dict = nullptr;
+      if (dict)
+        if (auto it = dict->blobs.find(digest); it != dict->blobs.end()) in_dict = &it->second;
+      if (!in_dict)
+        return errorf(Errc::kInternal, "merged bootstrap names blob {} no layer produced{}", digest,
+                      dict ? " and the chunk dict image does not list" : "");
+      d.size = in_dict->size;
+      dict_layers.push_back(d);
     }
+    b.layers.insert(b.layers.end(), dict_layers.begin(), dict_layers.end());
+    for (const auto& l : b.layers) diff_ids.push_back(l.digest);
     Descriptor bd;
     bd.media_type = docker_or_oci(oci, media::kDockerLayerGzip, media::kOciLayerGzip);
     bd.digest = b.boot.digest;
@@ -359,7 +386,12 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
     Built& b = built[s];
     for (size_t i = 0; i + 1 < b.layers.size(); ++i) {
       note(-1, n, "push", b.layers[i].digest.substr(0, 19));
-      NYDUS_TRY(retry([&] { return dst->push_blob(b.layers[i].digest, o.work_dir / "layers" / "blobs" / b.layers[i].digest.substr(7)); }));
+      fs::path file = o.work_dir / "layers" / "blobs" / b.layers[i].digest.substr(7);
+      if (dict && !fs::exists(file)) {
+        // A chunk dict blob: the target gets it from the dictionary image.
+        NYDUS_ASSIGN_OR_RETURN(file, dict->store->blob_file(dict->blobs.at(b.layers[i].digest), layer_dir));
+      }
+      NYDUS_TRY(retry([&] { return dst->push_blob(b.layers[i].digest, file); }));
     }
     note(-1, n, "push", "bootstrap");
     NYDUS_TRY(retry([&] { return dst->push_blob(b.boot.digest, b.boot.file); }));

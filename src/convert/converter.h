@@ -45,6 +45,10 @@ struct ConvertOptions {
   std::chrono::milliseconds push_retry_delay{5000};
   // Image paths to prefetch when mounted (the bootstrap's prefetch table).
   std::vector<std::string> prefetch_patterns;
+  // --chunk-dict: a Nydus image reference (registry or oci:DIR:TAG) whose
+  // bootstrap is the chunk dictionary (see chunk_dict.h); empty: none.
+  std::string chunk_dict;
+  StoreOptions chunk_dict_store;
   // Progress: (layer index, layer count, stage, detail). Stages: "pull",
   // "convert", "push", "done", and layer -1 for image-wide steps.
   std::function<void(int, int, const std::string&, const std::string&)> progress;

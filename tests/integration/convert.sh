@@ -431,6 +431,64 @@ print(m)' "$WORK/metric.json"
 }
 step "--output-json writes upstream's metric JSON" metric_json
 
+# ---- --chunk-dict: an image sharing files with lib/nyd:v3 in a layer of its own -------
+# Image D is one new layer holding copies of v3's libraries (so no layer is
+# shared) and a file of its own. With v3 as the chunk dictionary its blob stores
+# only what v3 lacks; the manifest lists v3's blobs it uses (the oracle: v3's
+# own manifest) and the tree read back through nydusd equals umoci's unpack.
+dict_image() {
+  umoci new --image img:dict && umoci unpack --image img:dict bd >/dev/null || return 1
+  mkdir -p bd/rootfs/opt/lib && cp -a ref/rootfs/usr/lib/. bd/rootfs/opt/lib/ &&
+    head -c 300000 /dev/urandom > bd/rootfs/opt/own.bin || return 1
+  umoci repack --image img:dict bd && umoci unpack --image img:dict dref >/dev/null &&
+    skopeo copy --dest-tls-verify=false oci:img:dict "docker://$R/lib/dsrc:v1"
+}
+step "an image with v3's libraries in a new layer" dict_image
+step "nydusify convert without a chunk dict" "$NYDUSIFY" convert --source "$R/lib/dsrc:v1" --target "$R/lib/dnyd:plain" \
+  --source-insecure --target-insecure --work-dir "$WORK/w-nodict"
+step "nydusify convert --chunk-dict bootstrap:registry:<v3's Nydus image>" "$NYDUSIFY" convert --source "$R/lib/dsrc:v1" \
+  --target "$R/lib/dnyd:dict" --chunk-dict "bootstrap:registry:$R/lib/nyd:v3" --chunk-dict-insecure \
+  --source-insecure --target-insecure --work-dir "$WORK/w-dict"
+dict_manifest() {
+  "$PY" - "$R" <<'PY'
+import json, sys, urllib.request
+reg = sys.argv[1]
+acc = "application/vnd.oci.image.manifest.v1+json"
+def man(repo, tag):
+    r = urllib.request.Request(f"http://{reg}/v2/{repo}/manifests/{tag}", headers={"Accept": acc})
+    return json.loads(urllib.request.urlopen(r).read())
+def blobs(m): return [l for l in m["layers"] if l["mediaType"] == "application/vnd.oci.image.layer.nydus.blob.v1"]
+v3 = {l["digest"]: l["size"] for l in blobs(man("lib/nyd", "v3"))}
+plain, dic = blobs(man("lib/dnyd", "plain")), blobs(man("lib/dnyd", "dict"))
+shared = [l for l in dic if l["digest"] in v3]
+own = [l for l in dic if l["digest"] not in v3]
+assert shared, f"no blob of the dictionary image in {dic}"
+assert all(l["size"] == v3[l["digest"]] for l in shared), (shared, v3)
+assert all(l["annotations"]["containerd.io/snapshot/nydus-blob"] == "true" for l in dic), dic
+assert len(plain) == 1 and not any(l["digest"] in v3 for l in plain), plain
+own_size, plain_size = sum(l["size"] for l in own), plain[0]["size"]
+print(f"without dict: 1 blob of {plain_size} B; with dict: own {own_size} B + {len(shared)} of v3's blobs")
+assert own_size < plain_size // 4, (own_size, plain_size)
+# every blob the manifest names is in this repository (the dict's were copied)
+for l in dic:
+    r = urllib.request.Request(f"http://{reg}/v2/lib/dnyd/blobs/{l['digest']}", method="HEAD")
+    assert urllib.request.urlopen(r).status == 200, l
+PY
+}
+step "--chunk-dict: the new blob holds only what v3 lacks; the manifest lists v3's blobs used" dict_manifest
+if step "nydusd mounts the chunk-dict image" mount_nydus lib/dnyd dict "$WORK/mnt-dict"; then
+  step "mounted chunk-dict image == umoci unpack of its source" compare_trees --ignore-root-mtime dref/rootfs "$WORK/mnt-dict"
+  kill "$DPID"; wait "$DPID" 2>/dev/null; DPID=
+fi
+bad_dict_format() {
+  local out rc
+  out=$("$NYDUSIFY" convert --source "$R/lib/dsrc:v1" --target "$R/lib/dnyd:bad" --chunk-dict "blob:registry:$R/lib/nyd:v3" \
+    --work-dir "$WORK/w-bad" 2>&1); rc=$?
+  echo "$out"
+  [ "$rc" -eq 1 ] && grep -q 'invalid chunk dict format blob, should be \[bootstrap\]' <<<"$out"
+}
+step "--chunk-dict with an unknown format is refused (upstream's message)" bad_dict_format
+
 # ---- credentials from a Docker config.json against a registry with htpasswd ----------
 auth_registry() {
   local d=$WORK/authreg port

@@ -6,7 +6,7 @@
 // The command line is upstream nydusify v2.4.4's (cmd/nydusify.go): the same
 // flags, aliases, environment variables and defaults; every error exits 1.
 // Flags for features this nydusify does not have (OSS/S3 blob backends,
-// build caches, chunk dicts, zran, RAFS v5, archives) are accepted by the
+// build caches, zran, RAFS v5, archives) are accepted by the
 // parser and refused with a message naming the flag. REF is a Docker
 // reference (ubuntu:22.04 = docker.io/library/ubuntu:22.04) or oci:DIR:TAG.
 #include <unistd.h>
@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "convert/checker.h"
+#include "convert/chunk_dict.h"
 #include "convert/converter.h"
 
 namespace {
@@ -163,8 +164,11 @@ int main(int argc, char** argv) {
   conv->add_flag("--build-cache-insecure", build_cache_insecure, "(not supported)")->envname("BUILD_CACHE_INSECURE");
   conv->add_option("--build-cache-max-records", build_cache_max_records, "(not supported)")
       ->envname("BUILD_CACHE_MAX_RECORDS");
-  conv->add_option("--chunk-dict", chunk_dict, "(not supported) chunk dict image")->envname("CHUNK_DICT");
-  conv->add_flag("--chunk-dict-insecure", chunk_dict_insecure, "(not supported)")->envname("CHUNK_DICT_INSECURE");
+  conv->add_option("--chunk-dict", chunk_dict,
+                  "chunk dictionary: bootstrap:registry:REF or bootstrap:local:REF, REF a Nydus image")
+      ->envname("CHUNK_DICT");
+  conv->add_flag("--chunk-dict-insecure", chunk_dict_insecure, "skip TLS verification for the dict registry")
+      ->envname("CHUNK_DICT_INSECURE");
   conv->add_flag("--merge-platform,--multi-platform", o.merge_platform,
                  "push an OCI index with both the source and the Nydus manifests")->envname("MERGE_PLATFORM");
   conv->add_flag("--all-platforms", o.all_platforms, "convert every platform of an index");
@@ -283,6 +287,11 @@ int main(int argc, char** argv) {
     o.target = *t;
   }
   if (fs_version != "5" && fs_version != "6") return fail("--fs-version should be one of [5 6]");
+  if (!chunk_dict.empty()) {
+    auto ref = nydus::convert::parse_chunk_dict_arg(chunk_dict);
+    if (!ref) return fail(ref.error().message);
+    o.chunk_dict = *ref;
+  }
   if (!prefetch_dir.empty() && patterns_stdin) return fail("--prefetch-dir conflicts with --prefetch-patterns");
   if (!build_cache.empty() && !build_cache_tag.empty()) return fail("--build-cache conflicts with --build-cache-tag");
   if (build_cache_max_records < 1) return fail("--build-cache-max-records should be greater than 0");
@@ -304,7 +313,6 @@ int main(int argc, char** argv) {
   if (!build_cache.empty() || !build_cache_tag.empty())
     return unsupported(!build_cache.empty() ? "--build-cache" : "--build-cache-tag",
                        "layers already in the target are not pushed again anyway");
-  if (!chunk_dict.empty()) return unsupported("--chunk-dict", "chunk dictionaries (nydus-image create --chunk-dict works)");
   if (oci_ref) return unsupported("--oci-ref", "zran (OCI-referenced) images");
   if (with_referrer) return unsupported("--with-referrer", "referrer (subject) manifests");
   if (reverse) return unsupported("--reverse", "Nydus to OCI conversion");
@@ -350,6 +358,8 @@ int main(int argc, char** argv) {
   o.target_store.skip_verify = target_insecure;
   o.source_store.auth = source_auth;
   o.target_store.auth = target_auth;
+  o.chunk_dict_store.plain_http = plain_http;
+  o.chunk_dict_store.skip_verify = chunk_dict_insecure;
   Progress progress(::isatty(2));
   if (!quiet) o.progress = [&](int i, int n, const std::string& s, const std::string& d) { progress(i, n, s, d); };
   auto rep = nydus::convert::convert_image(o);
