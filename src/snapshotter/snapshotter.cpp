@@ -102,14 +102,29 @@ std::vector<Mount> Snapshotter::overlay_mounts(const Snapshot& s) const {
   return {{"overlay", "overlay", "", std::move(options)}};
 }
 
-std::vector<Mount> Snapshotter::nydus_mounts(const Snapshot& s, const std::string& lower) const {
-  if (s.kind == Kind::kView) return {{"bind", lower, "", {"ro", "rbind"}}};
+std::vector<Mount> Snapshotter::nydus_mounts(const Snapshot& s, const std::string& meta_id,
+                                             const std::string& lower) const {
+  // As nydus-snapshotter's mountRemote: layers committed above the bootstrap
+  // (nearest first), then the nydusd mount, which holds every layer below it.
+  std::vector<std::string> lowers;
+  for (const auto& id : s.parent_ids) {
+    if (id == meta_id) break;
+    lowers.push_back(upper_path(id));
+  }
+  lowers.push_back(lower);
   std::vector<std::string> options;
   if (index_off_) options.push_back("index=off");
   if (userxattr_) options.push_back("userxattr");
-  options.push_back("workdir=" + work_path(s.id));
-  options.push_back("upperdir=" + upper_path(s.id));
-  options.push_back("lowerdir=" + lower);
+  if (s.kind == Kind::kActive) {
+    options.push_back("workdir=" + work_path(s.id));
+    options.push_back("upperdir=" + upper_path(s.id));
+  } else {
+    // A view: its own empty fs dir as a second lower dir (overlayfs wants two without an upper dir).
+    lowers.push_back(upper_path(s.id));
+  }
+  std::string lowerdir = "lowerdir=";
+  for (size_t i = 0; i < lowers.size(); ++i) lowerdir += (i ? ":" : "") + lowers[i];
+  options.push_back(std::move(lowerdir));
   return {{"overlay", "overlay", "", std::move(options)}};
 }
 
@@ -225,7 +240,7 @@ SResult<std::vector<Mount>> Snapshotter::create(Kind kind, const std::string& ke
     fs::remove_all(path, ec);
     return fail(c.error());
   }
-  return meta ? nydus_mounts(*s, lower) : overlay_mounts(*s);
+  return meta ? nydus_mounts(*s, meta->id, lower) : overlay_mounts(*s);
 }
 
 SResult<std::vector<Mount>> Snapshotter::prepare(const std::string& key, const std::string& parent,
@@ -251,7 +266,7 @@ SResult<std::vector<Mount>> Snapshotter::mounts(const std::string& key) {
       // The daemon may be gone (stopped, crashed): bring it back before answering.
       auto lower = start_daemon(**meta);
       if (!lower) return std::unexpected(lower.error());
-      return nydus_mounts(*s, *lower);
+      return nydus_mounts(*s, (*meta)->id, *lower);
     }
   }
   return overlay_mounts(*s);

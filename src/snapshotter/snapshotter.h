@@ -71,7 +71,7 @@ class Snapshotter {
   SResult<std::optional<Meta>> find_meta(const std::string& parent);
   SResult<std::string> start_daemon(const Meta& meta);
   std::vector<Mount> overlay_mounts(const Snapshot& s) const;
-  std::vector<Mount> nydus_mounts(const Snapshot& s, const std::string& lower) const;
+  std::vector<Mount> nydus_mounts(const Snapshot& s, const std::string& meta_id, const std::string& lower) const;
   std::vector<std::string> cleanup_directories(const std::set<std::string>& ids) const;
   void stop_unused_daemons();
 

@@ -1,0 +1,181 @@
+// A container on a Nydus image: the nydusd command line (nydus-snapshotter's
+// BuildCommand order), its config, the overlay over its mount (mountRemote's
+// shape), and the daemon's lifetime, against a fake nydusd that records its
+// argv and answers GET /api/v1/daemon with RUNNING on its --apisock.
+#include <signal.h>
+#include <stdlib.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/test_util.h"
+#include "snapshotter/labels.h"
+#include "snapshotter/snapshotter.h"
+
+using namespace nydus::snapshotter;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kFakeNydusd = R"PY(#!/usr/bin/env python3
+import json, os, signal, socket, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_NYDUSD_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\n")
+sock = args[args.index("--apisock") + 1]
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+s = socket.socket(socket.AF_UNIX)
+s.bind(sock)
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    body = json.dumps({"id": None, "state": "RUNNING"}).encode()
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "
+              + str(len(body)).encode() + b"\r\n\r\n" + body)
+    c.close()
+)PY";
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class NydusDaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake_ = dir_ / "fake-nydusd";
+    std::ofstream(fake_) << kFakeNydusd;
+    fs::permissions(fake_, fs::perms::owner_all);
+    ::setenv("FAKE_NYDUSD_LOG", (dir_ / "argv.jsonl").c_str(), 1);
+    SnapshotterOptions o;
+    o.root = (dir_ / "root").string();
+    o.index_off = false;
+    o.userxattr = false;
+    o.daemon.nydusd_path = fake_.string();
+    o.daemon.ready_timeout = std::chrono::seconds(20);
+    auto s = Snapshotter::open(o);
+    ASSERT_TRUE(s) << s.error().message;
+    sn_ = std::move(*s);
+  }
+  void TearDown() override {
+    for (const auto& id : sn_->daemons().running()) (void)sn_->daemons().stop(id);
+  }
+
+  // A Nydus image as containerd unpacks it: one blob layer (skipped), the bootstrap layer.
+  std::string make_image(const std::string& ref_label, const std::string& ref) {
+    Labels blob{{std::string(label::kTargetSnapshotRef), "sha256:b1"}, {std::string(label::kNydusDataLayer), "true"}};
+    EXPECT_EQ(sn_->prepare("extract-1", "", blob).error().code, Code::kAlreadyExists);
+    Labels meta{{std::string(label::kTargetSnapshotRef), "sha256:m1"},
+                {std::string(label::kNydusMetaLayer), "true"},
+                {ref_label, ref}};
+    auto m = sn_->prepare("extract-2", "sha256:b1", meta);
+    EXPECT_TRUE(m);
+    std::string upper;
+    for (auto& o : (*m)[0].options)
+      if (o.starts_with("upperdir=")) upper = o.substr(9);
+    fs::create_directories(upper + "/image");
+    std::ofstream(upper + "/image/image.boot") << "bootstrap";
+    EXPECT_TRUE(sn_->commit("sha256:m1", "extract-2", meta));
+    meta_fs_ = upper;
+    return fs::path(upper).parent_path().filename().string();  // the snapshot ID
+  }
+
+  nydus::test::TempDir dir_;
+  fs::path fake_;
+  std::string meta_fs_;
+  std::unique_ptr<Snapshotter> sn_;
+};
+
+}  // namespace
+
+TEST_F(NydusDaemonTest, ContainerGetsOverlayOverADedicatedNydusd) {
+  std::string meta_id = make_image(std::string(label::kStargzReference), "localhost:5000/ns/img:nydus");
+  auto m = sn_->prepare("container", "sha256:m1", {});
+  ASSERT_TRUE(m) << m.error().message;
+  const std::string root = sn_->root();
+  const std::string mnt = root + "/mnt/" + meta_id;
+  auto c = sn_->stat("container");
+  ASSERT_TRUE(c);
+  ASSERT_EQ(m->size(), 1u);
+  EXPECT_EQ((*m)[0].type, "overlay");
+  std::vector<std::string> opts = (*m)[0].options;
+  ASSERT_EQ(opts.size(), 3u);
+  EXPECT_TRUE(opts[0].starts_with("workdir=" + root + "/snapshots/"));
+  EXPECT_TRUE(opts[1].starts_with("upperdir=" + root + "/snapshots/"));
+  EXPECT_EQ(opts[2], "lowerdir=" + mnt);
+
+  // The command line, in nydus-snapshotter's order.
+  auto d = sn_->daemons().find(meta_id);
+  ASSERT_TRUE(d);
+  std::string line = slurp(dir_ / "argv.jsonl");
+  auto argv = nlohmann::json::parse(line.substr(0, line.find('\n'))).get<std::vector<std::string>>();
+  std::vector<std::string> want{"fuse",        "--thread-num", "4",
+                                "--config",    d->config_path, "--bootstrap",
+                                meta_fs_ + "/image/image.boot", "--mountpoint", mnt,
+                                "--apisock",   d->apisock,     "--log-level",
+                                "info",        "--log-rotation-size", "100",
+                                "--log-file",  root + "/logs/" + d->id + "/nydusd.log",
+                                "--failover-policy", "resend"};
+  EXPECT_EQ(argv, want);
+  // Its config: the template with the image's registry.
+  auto cfg = nlohmann::json::parse(slurp(d->config_path));
+  EXPECT_EQ(cfg["device"]["backend"]["config"]["host"], "localhost:5000");
+  EXPECT_EQ(cfg["device"]["backend"]["config"]["repo"], "ns/img");
+  EXPECT_EQ(cfg["device"]["cache"]["config"]["work_dir"], root + "/cache");
+
+  // Mounts answers the same; a view shares the daemon (mountRemote's view shape).
+  auto again = sn_->mounts("container");
+  ASSERT_TRUE(again);
+  EXPECT_EQ((*again)[0].options, opts);
+  auto v = sn_->view("view", "sha256:m1", {});
+  ASSERT_TRUE(v);
+  ASSERT_EQ((*v)[0].options.size(), 1u);
+  EXPECT_TRUE((*v)[0].options[0].starts_with("lowerdir=" + mnt + ":" + root + "/snapshots/"));
+  EXPECT_EQ(sn_->daemons().running().size(), 1u);
+  EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1);  // one daemon start only
+
+  // The daemon lives while a snapshot uses it, and goes with the last one.
+  pid_t pid = d->pid;
+  ASSERT_TRUE(sn_->remove("container"));
+  EXPECT_EQ(::kill(pid, 0), 0);
+  ASSERT_TRUE(sn_->remove("view"));
+  EXPECT_TRUE(sn_->daemons().running().empty());
+  EXPECT_NE(::kill(pid, 0), 0);
+  EXPECT_FALSE(fs::exists(mnt));
+  EXPECT_FALSE(fs::exists(d->apisock));
+  EXPECT_FALSE(fs::exists(d->config_path));
+}
+
+TEST_F(NydusDaemonTest, CriImageRefLabelAndLayersAboveTheBootstrap) {
+  std::string meta_id = make_image(std::string(label::kCriImageRef), "docker.io/library/app:1");
+  // A layer committed on top of the Nydus image (e.g. a build step) stays above the nydusd mount.
+  auto up = sn_->prepare("extract-3", "sha256:m1", {{std::string(label::kTargetSnapshotRef), "sha256:u1"}});
+  ASSERT_TRUE(up) << up.error().message;
+  std::string up_fs;
+  for (auto& o : (*up)[0].options)
+    if (o.starts_with("upperdir=")) up_fs = o.substr(9);
+  ASSERT_FALSE(up_fs.empty());
+  EXPECT_EQ(sn_->daemons().running().size(), 0u);  // unpacking a layer starts no daemon
+  ASSERT_TRUE(sn_->commit("sha256:u1", "extract-3", {}));
+  auto m = sn_->prepare("container", "sha256:u1", {});
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ((*m)[0].options.back(), "lowerdir=" + up_fs + ":" + sn_->root() + "/mnt/" + meta_id);
+  auto d = sn_->daemons().find(meta_id);
+  ASSERT_TRUE(d);
+  auto cfg = nlohmann::json::parse(slurp(d->config_path));
+  EXPECT_EQ(cfg["device"]["backend"]["config"]["host"], "index.docker.io");
+  EXPECT_EQ(cfg["device"]["backend"]["config"]["repo"], "library/app");
+}
