@@ -3,7 +3,9 @@
 #include "api/http_server.h"
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -22,7 +24,24 @@ using test::RawConn;
 using test::body_of;
 using test::status_of;
 
-Router test_router(std::atomic<int>* slow_running = nullptr) {
+// /slow holds its worker until the test releases it (or 10 s pass): tests
+// check what the server does meanwhile by sync points, not wall-clock bounds.
+struct SlowGate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  void release() {
+    std::lock_guard lk(mu);
+    open = true;
+    cv.notify_all();
+  }
+  void wait() {
+    std::unique_lock lk(mu);
+    cv.wait_for(lk, std::chrono::seconds(10), [this] { return open; });
+  }
+};
+
+Router test_router(std::atomic<int>* slow_running = nullptr, SlowGate* gate = nullptr) {
   Router r;
   r.add("GET", "/hello", [](const HttpRequest&) { return HttpResponse{200, "text/plain", "hi", {}}; });
   r.add("GET", "/echo", [](const HttpRequest& req) {
@@ -31,9 +50,12 @@ Router test_router(std::atomic<int>* slow_running = nullptr) {
   });
   r.add("PUT", "/echo", [](const HttpRequest& req) { return HttpResponse{200, "text/plain", req.body, {}}; });
   r.add("DELETE", "/nothing", [](const HttpRequest&) { return HttpResponse::no_content(); });
-  r.add("GET", "/slow", [slow_running](const HttpRequest&) {
+  r.add("GET", "/slow", [slow_running, gate](const HttpRequest&) {
     if (slow_running) ++*slow_running;
-    std::this_thread::sleep_for(400ms);
+    if (gate)
+      gate->wait();
+    else
+      std::this_thread::sleep_for(400ms);
     return HttpResponse{200, "text/plain", "slow", {}};
   });
   r.add("GET", "/throw", [](const HttpRequest&) -> HttpResponse { throw std::runtime_error("boom"); });
@@ -44,7 +66,7 @@ class ServerTest : public ::testing::Test {
  protected:
   void start(HttpServerOptions opts = {}) {
     sock_ = (dir_ / "api.sock").string();
-    server_ = std::make_unique<HttpServer>(sock_, test_router(&slow_running_), opts);
+    server_ = std::make_unique<HttpServer>(sock_, test_router(&slow_running_, &gate_), opts);
     auto s = server_->start();
     ASSERT_TRUE(s) << s.error().message;
   }
@@ -60,6 +82,7 @@ class ServerTest : public ::testing::Test {
   test::TempDir dir_;
   std::string sock_;
   std::atomic<int> slow_running_{0};
+  SlowGate gate_;
   std::unique_ptr<HttpServer> server_;
 };
 
@@ -347,38 +370,44 @@ TEST_F(ServerTest, IdleConnectionsStayOpenPastTheRequestTimeout) {
   EXPECT_TRUE(idle.wait_eof(3s));
 }
 
-TEST_F(ServerTest, SilentClientsDoNotBlockOthersAndPartialRequestsTimeOut) {
+TEST_F(ServerTest, SilentClientsAndPartialRequestsDoNotBlockOthers) {
+  // One worker and no request deadline that could free it: a server that
+  // waited on a silent or half-sent client would never answer the GETs
+  // (read_response gives up after 5 s and they fail).
   HttpServerOptions o;
-  o.request_timeout = 500ms;
+  o.request_timeout = std::chrono::hours(1);
   o.worker_threads = 1;
   start(o);
   std::vector<std::unique_ptr<RawConn>> silent;
   for (int i = 0; i < 8; ++i) silent.push_back(std::make_unique<RawConn>(sock_));
   RawConn partial(sock_);
   partial.send("GET /hello HTTP/1.1\r\nHos");
-  auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 5; ++i) EXPECT_EQ(fresh_get(), 200);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 400ms);
+}
+
+TEST_F(ServerTest, PartialRequestsTimeOutIdleConnectionsDoNot) {
+  HttpServerOptions o;
+  o.request_timeout = 500ms;
+  start(o);
+  RawConn silent(sock_);
+  RawConn partial(sock_);
+  partial.send("GET /hello HTTP/1.1\r\nHos");
   // A stalled partial request is dropped after the request timeout; a
   // silent (idle) connection is not.
   EXPECT_TRUE(partial.wait_eof(3s));
-  EXPECT_FALSE(silent[0]->wait_eof(10ms));
-  // Trickling bytes does not extend the deadline.
+  EXPECT_FALSE(silent.wait_eof(10ms));
+  // Trickling bytes does not extend the deadline: a deadline renewed by
+  // each byte would keep this connection open for the whole 5 s.
   RawConn trickle(sock_);
   auto start = std::chrono::steady_clock::now();
   bool closed = false;
-  while (std::chrono::steady_clock::now() - start < 3s) {
-    if (!trickle.send("X")) {
-      closed = true;
-      break;
-    }
-    if (trickle.wait_eof(100ms)) {
+  while (std::chrono::steady_clock::now() - start < 5s) {
+    if (!trickle.send("X") || trickle.wait_eof(100ms)) {
       closed = true;
       break;
     }
   }
   EXPECT_TRUE(closed);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
 }
 
 TEST_F(ServerTest, SlowHandlerDoesNotStallOtherClients) {
@@ -386,29 +415,33 @@ TEST_F(ServerTest, SlowHandlerDoesNotStallOtherClients) {
   std::thread slow([&] {
     RawConn c(sock_);
     c.send("GET /slow HTTP/1.1\r\n\r\n");
-    auto r = c.read_response();
+    auto r = c.read_response(15s);
     EXPECT_TRUE(r && status_of(*r) == 200);
   });
   while (slow_running_.load() == 0) std::this_thread::sleep_for(1ms);
-  auto t0 = std::chrono::steady_clock::now();
+  // The slow handler is held until the other client got its answer.
   EXPECT_EQ(fresh_get(), 200);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 300ms);
+  gate_.release();
   slow.join();
 }
 
 TEST_F(ServerTest, ConnectionLimitQueuesExtraClients) {
   HttpServerOptions o;
   o.max_connections = 2;
-  o.request_timeout = 600ms;
+  o.request_timeout = std::chrono::hours(1);
   start(o);
   RawConn a(sock_), b(sock_);
   ASSERT_TRUE(a.ok() && b.ok());
-  a.send("GET /hello HTTP/1.1\r\n");  // a stalled request: its slot frees at the timeout
-  std::this_thread::sleep_for(50ms);
-  // The third connects (backlog) and is served once a slot frees up.
-  auto t0 = std::chrono::steady_clock::now();
-  EXPECT_EQ(fresh_get(), 200);
-  EXPECT_GT(std::chrono::steady_clock::now() - t0, 300ms);
+  ASSERT_TRUE(a.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") && a.read_response()) << "a holds a slot";
+  ASSERT_TRUE(b.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") && b.read_response()) << "b holds a slot";
+  // The third connects (backlog) but is served only once a slot frees up.
+  std::atomic<int> third{0};
+  std::thread t([&] { third = fresh_get(); });
+  std::this_thread::sleep_for(200ms);  // can only hide a failure, never cause one
+  EXPECT_EQ(third.load(), 0) << "served beyond max_connections";
+  a.close();
+  t.join();
+  EXPECT_EQ(third.load(), 200);
 }
 
 TEST_F(ServerTest, ManyParallelClients) {
@@ -439,9 +472,9 @@ TEST_F(ServerTest, StopIsPromptWithClientsConnected) {
   RawConn kept(sock_);
   kept.send("GET /hello HTTP/1.1\r\n\r\n");
   ASSERT_TRUE(kept.read_response());
-  auto t0 = std::chrono::steady_clock::now();
+  // Connected clients (idle, half-sent, kept alive) do not hold stop() up:
+  // it returns (a hang here is the failure), closing them all.
   server_->stop();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
   EXPECT_FALSE(std::filesystem::exists(sock_));
   EXPECT_TRUE(idle[0]->wait_eof(1s));
   EXPECT_TRUE(kept.wait_eof(1s));
