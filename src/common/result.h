@@ -46,8 +46,15 @@ struct Error {
   }
 };
 
+// std::expected, but a caller cannot drop one unread: every error is
+// handled, propagated, or discarded with a (void) cast and a comment why.
 template <class T>
-using Result = std::expected<T, Error>;
+class [[nodiscard]] Result : public std::expected<T, Error> {
+ public:
+  using std::expected<T, Error>::expected;
+  Result() = default;
+  Result(std::expected<T, Error> e) : std::expected<T, Error>(std::move(e)) {}
+};
 using Status = Result<void>;
 
 inline std::unexpected<Error> make_error(Errc code, std::string msg) {
