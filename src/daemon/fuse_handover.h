@@ -26,7 +26,7 @@ struct FuseHandover {
   std::string mountpoint;
   std::string bootstrap;      // the image at "/" ("" in a shared daemon)
   std::vector<uint8_t> init;  // the FUSE_INIT request, header included
-  std::vector<HandedMount> mounts;
+  std::vector<HandedMount> mounts{};
 };
 
 std::string encode_fuse_handover(const FuseHandover& h);

@@ -35,7 +35,7 @@ struct HttpOptions {
   bool skip_verify = false;
   // PEM certificates to trust instead of curl's default store ("" = the
   // default); see load_ca_bundle() for "the system store plus these files".
-  std::string ca_bundle_pem;
+  std::string ca_bundle_pem{};
   bool http2 = true;           // offer HTTP/2 over TLS
   size_t max_idle_handles = 16;  // easy handles kept for reuse
 };

@@ -16,14 +16,14 @@ struct TarEntry {
   std::string path;
   unsigned type = AE_IFREG;
   unsigned perm = 0644;
-  std::string data;       // regular files
-  std::string link;       // symlink target
-  std::string hardlink;   // hardlink target path
+  std::string data{};      // regular files
+  std::string link{};      // symlink target
+  std::string hardlink{};  // hardlink target path
   unsigned rmajor = 0, rminor = 0;
   int64_t mtime = 1700000000;
   long mtime_ns = 0;
   unsigned uid = 0, gid = 0;
-  std::vector<std::pair<std::string, std::string>> xattrs;
+  std::vector<std::pair<std::string, std::string>> xattrs{};
 };
 
 inline void write_tar(const std::filesystem::path& out, const std::vector<TarEntry>& entries, bool gzip = false) {

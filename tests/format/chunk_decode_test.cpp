@@ -50,7 +50,9 @@ TEST(ChunkDecode, ZstdChunkFromZstdItself) {
   EXPECT_EQ(out, plain);
   packed[n / 2] ^= 0xff;  // a damaged frame is corrupt, never garbage
   auto r = decode_chunk(Compressor::kZstd, c, packed, out);
-  if (r) EXPECT_NE(out, plain);  // zstd may not notice without a checksum; the digest will
+  if (r) {
+    EXPECT_NE(out, plain);  // zstd may not notice without a checksum; the digest will
+  }
 }
 
 TEST(ChunkDecode, UntrustedSizesAreRejected) {

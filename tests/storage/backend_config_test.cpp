@@ -121,8 +121,9 @@ TEST(RegistryConfigUpstream, CaCertFilesMustBeReadablePem) {
   ASSERT_TRUE(bundle) << bundle.error().message;
   EXPECT_NE(bundle->find(pem), std::string::npos);
   // "in addition to the system CA store": the system bundle comes first.
-  if (std::filesystem::exists("/etc/ssl/certs/ca-certificates.crt"))
+  if (std::filesystem::exists("/etc/ssl/certs/ca-certificates.crt")) {
     EXPECT_GT(bundle->size(), pem.size() + 1000);
+  }
   EXPECT_EQ(*load_ca_bundle({}), "");
 }
 
