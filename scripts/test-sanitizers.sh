@@ -5,7 +5,7 @@
 #         (the <part>_tests binaries, the fuzz replay drivers, nydusctl) into build-asan/,
 #         then `ctest -L unit` there;
 #   tsan  TSan build of the concurrent parts only (storage_tests: the blob cache, its
-#         read-ahead and persist threads; api_tests; fuse_tests: the handle table) into
+#         read-ahead and persist threads; api_tests; fuse_tests: the open-file cache) into
 #         build-tsan/, running those binaries;
 #   fuzz  a short libFuzzer pass, FUZZ_SECONDS per target (default 30), via
 #         fuzz/run.sh into build-fuzz/ (skipped with a note when clang++-16 is missing).

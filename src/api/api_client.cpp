@@ -162,11 +162,6 @@ Result<nlohmann::json> ApiClient::metrics(const std::string& kind, const std::st
   return get_json(path);
 }
 
-Result<std::string> ApiClient::prometheus() {
-  NYDUS_ASSIGN_OR_RETURN(ApiReply r, checked("GET", "/metrics"));
-  return r.body;
-}
-
 Status ApiClient::set_log_level(const std::string& level) {
   NYDUS_TRY(checked("PUT", "/api/v1/daemon", nlohmann::json{{"log_level", level}}.dump()));
   return ok();

@@ -54,7 +54,6 @@ class ApiClient {
   // (null when nothing is in flight: 204).
   Result<nlohmann::json> metrics(const std::string& kind, const std::string& id = "",
                                  bool latest = false);
-  Result<std::string> prometheus();
   Status exit_daemon();
   // PUT /api/v1/daemon {"log_level"}: off, error, warn, info, debug, trace.
   Status set_log_level(const std::string& level);

@@ -17,7 +17,7 @@ namespace nydus::api {
 struct MountRequest {
   std::string mountpoint;  // ?mountpoint= query parameter
   std::string source;      // bootstrap path
-  std::string fs_type;     // "rafs" (also "fanotify" later)
+  std::string fs_type;     // "rafs" or "fanotify"
   std::string config;      // JSON text of the storage config, as upstream sends it
   bool prefetch_files_given = false;
   std::vector<std::string> prefetch_files;

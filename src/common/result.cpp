@@ -4,21 +4,6 @@
 
 namespace nydus {
 
-const char* errc_name(Errc c) {
-  switch (c) {
-    case Errc::kInvalidArgument: return "invalid argument";
-    case Errc::kCorrupt: return "corrupt";
-    case Errc::kUnsupported: return "unsupported";
-    case Errc::kNotFound: return "not found";
-    case Errc::kIo: return "I/O error";
-    case Errc::kExists: return "exists";
-    case Errc::kNoSpace: return "no space";
-    case Errc::kInternal: return "internal error";
-    case Errc::kAnswer: return "answer";
-  }
-  return "unknown";
-}
-
 int Error::to_errno() const {
   if (code == Errc::kAnswer && sys_errno != 0) return sys_errno;
   return EIO;

@@ -25,8 +25,6 @@ enum class Errc {
                      // (ENOENT for a name that is not there, ENODATA, EROFS for a write)
 };
 
-const char* errc_name(Errc c);
-
 struct Error {
   Errc code = Errc::kInternal;
   int sys_errno = 0;  // errno from the OS (kIo) or the answer (kAnswer), else 0

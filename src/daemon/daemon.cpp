@@ -52,9 +52,12 @@ Status Daemon::start_fuse() {
   fuse::SessionOptions so;
   so.max_threads = opts_.fuse_threads;
   NYDUS_ASSIGN_OR_RETURN(auto session, fuse::FuseSession::mount(vfs_, opts_.fuse_mountpoint, so));
-  NYDUS_TRY(session->start());
   std::lock_guard lk(mu_);
   session_ = std::move(session);
+  // Images mounted before the connection (a dedicated daemon's) count in it
+  // with their options from the first request on.
+  for (auto& [mp, img] : images_) io_stats_of(*img);
+  NYDUS_TRY(session_->start());
   spdlog::info("FUSE mounted at {}", opts_.fuse_mountpoint);
   return ok();
 }
@@ -118,11 +121,6 @@ std::vector<std::string> Daemon::dead_mounts() {
   for (auto& [mp, ext] : externals_)
     if (!ext->alive()) out.push_back(mp);
   return out;
-}
-
-size_t Daemon::mount_count() {
-  std::lock_guard lk(mu_);
-  return images_.size() + externals_.size();
 }
 
 // daemon_info() and metrics(): daemon_api.cpp.

@@ -85,7 +85,6 @@ class Daemon : public api::DaemonApi {
   void shutdown(bool leave_handed_over = false);
   // Mountpoints whose FUSE session ended on its own (external umount).
   std::vector<std::string> dead_mounts();
-  size_t mount_count();
   void set_state(std::string s);
 
   // api::DaemonApi

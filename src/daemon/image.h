@@ -58,7 +58,6 @@ class ImageInstance {
   const format::Bootstrap& bootstrap() const { return *boot_; }
   storage::Backend& backend() { return *backend_; }
   const std::vector<std::shared_ptr<storage::BlobCache>>& caches() const { return caches_; }
-  const Prefetcher* prefetcher() const { return prefetch_.get(); }
 
   // The FsIoStats of the FUSE connection this image has to itself (null when
   // it is served inside the daemon's connection).

@@ -30,7 +30,6 @@ class ImageReader {
   static Result<std::unique_ptr<ImageReader>> open(std::shared_ptr<Bootstrap> boot, const BlobLocation& loc);
 
   const Bootstrap& bootstrap() const { return *boot_; }
-  std::shared_ptr<Bootstrap> bootstrap_ptr() const { return boot_; }
   bool has_blobs() const { return !loc_.blob_dir.empty() || !loc_.blob_file.empty(); }
 
   // Where blob `index` is expected on disk.

@@ -1,6 +1,6 @@
 // RAFS v6 on-disk structures (EROFS-compatible), exactly as upstream Nydus
-// writes them. The byte-level spec with sources is docs/rafs-v6-format.md
-// (copied from shared/docs). All integers are little-endian; the structs are
+// writes them. The byte-level spec with sources is rafs-v6-format.md beside
+// this file. All integers are little-endian; the structs are
 // only ever read through memcpy (see load<T>) so alignment never matters.
 #pragma once
 

@@ -114,7 +114,6 @@ Status RafsFs::readdir(uint64_t ino, uint64_t off, const std::function<bool(cons
 }
 
 Result<std::unique_ptr<OpenFile>> RafsFs::open(uint64_t ino, int flags) {
-  opens_.fetch_add(1, std::memory_order_relaxed);
   if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) return fs_answer(EROFS, "read-only filesystem");
   NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
   if (iv.is_dir()) return fs_answer(EISDIR, "is a directory");
@@ -259,8 +258,8 @@ Status RafsFs::access(uint64_t ino, int mask) {
 
 FsMetrics RafsFs::metrics() const {
   auto ld = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
-  return FsMetrics{ld(lookups_), ld(getattrs_), ld(opens_),    ld(reads_),
-                   ld(read_bytes_), ld(read_errors_), ld(readdirs_), ld(errors_)};
+  return FsMetrics{ld(lookups_),     ld(getattrs_),  ld(reads_), ld(read_bytes_),
+                   ld(read_errors_), ld(readdirs_), ld(errors_)};
 }
 
 // ---- fuse_lowlevel_ops adapters ------------------------------------------------------

@@ -52,7 +52,6 @@ struct FsOptions {
 struct FsMetrics {
   uint64_t lookups = 0;
   uint64_t getattrs = 0;
-  uint64_t opens = 0;
   uint64_t reads = 0;
   uint64_t read_bytes = 0;
   uint64_t read_errors = 0;
@@ -141,7 +140,7 @@ class RafsFs {
   uint64_t total_blocks_ = 0;
   OpenFileCache<OpenFile> files_;
 
-  std::atomic<uint64_t> lookups_{0}, getattrs_{0}, opens_{0}, reads_{0}, read_bytes_{0}, read_errors_{0},
+  std::atomic<uint64_t> lookups_{0}, getattrs_{0}, reads_{0}, read_bytes_{0}, read_errors_{0},
       readdirs_{0}, errors_{0};
 
   // Per-file counters, sharded by nid so concurrent readers rarely contend;

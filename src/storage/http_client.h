@@ -49,7 +49,6 @@ struct HttpResponse {
 
   // Header value or "" when absent (`name` lower-case).
   const std::string& header(const std::string& name) const;
-  bool has_header(const std::string& name) const { return headers.count(name) != 0; }
   std::optional<uint64_t> content_length() const;
 };
 
