@@ -12,6 +12,7 @@
 
 #include "builder/create_image.h"
 #include "builder/merge.h"
+#include "convert/blob_backend.h"
 #include "convert/bootstrap_layer.h"
 #include "convert/chunk_dict.h"
 
@@ -208,6 +209,10 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
   if (auto p = parse_platforms(o.platform); !p) return std::unexpected(std::move(p).error());
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageStore> src, open_store(sref, o.source_store));
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageStore> dst, open_store(tref, o.target_store));
+  std::unique_ptr<BlobBackend> blob_backend;
+  if (!o.backend_type.empty()) {
+    NYDUS_ASSIGN_OR_RETURN(blob_backend, open_blob_backend(o.backend_type, o.backend_config, o.backend_force_push));
+  }
   std::error_code ec;
   fs::create_directories(o.work_dir / "layers", ec);
   if (ec) return sys_error(fmt::format("create {}", o.work_dir.string()), ec.value());
@@ -271,7 +276,8 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
   // Per platform: merge the layer bootstraps (lowest first, OCI whiteouts),
   // then its manifest.
   struct Built {
-    std::vector<Descriptor> layers;  // blobs then the bootstrap layer
+    std::vector<Descriptor> blobs;   // the Nydus blobs the bootstrap uses
+    std::vector<Descriptor> layers;  // the manifest's: blobs (none with a blob backend), then the bootstrap layer
     std::string config_bytes, manifest_bytes;
     Descriptor config, manifest;
     BootstrapLayer boot;
@@ -317,7 +323,7 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
         if (r.blob_digest == digest) found = &r;
       if (found) {
         d.size = found->blob_size;
-        b.layers.push_back(d);
+        b.blobs.push_back(d);
         continue;
       }
       const Descriptor* in_dict = nullptr;
@@ -329,7 +335,10 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
       d.size = in_dict->size;
       dict_layers.push_back(d);
     }
-    b.layers.insert(b.layers.end(), dict_layers.begin(), dict_layers.end());
+    b.blobs.insert(b.blobs.end(), dict_layers.begin(), dict_layers.end());
+    // With a blob backend the manifest lists the bootstrap layer only (the
+    // snapshotter converter's convertManifest).
+    if (!blob_backend) b.layers = b.blobs;
     for (const auto& l : b.layers) diff_ids.push_back(l.digest);
     Descriptor bd;
     bd.media_type = docker_or_oci(oci, media::kDockerLayerGzip, media::kOciLayerGzip);
@@ -343,7 +352,7 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
     // The image config: the source's, with the new layers' diff ids.
     json config = src_m.config;
     config["rootfs"] = json{{"type", "layers"}, {"diff_ids", diff_ids}};
-    if (!config.contains("history") || !config["history"].is_array()) config["history"] = json::array();
+    if (!config.contains("history") || !config["history"].is_array() || blob_backend) config["history"] = json::array();
     config["history"].push_back(json{{"created_by", "Nydus Converter"}, {"comment", "Nydus Bootstrap Layer"}});
     b.config_bytes = config.dump();
     b.config.media_type = o.merge_platform ? std::string(media::kNydusConfig)
@@ -384,14 +393,26 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
   };
   for (size_t s = 0; s < sources.size(); ++s) {
     Built& b = built[s];
-    for (size_t i = 0; i + 1 < b.layers.size(); ++i) {
-      note(-1, n, "push", b.layers[i].digest.substr(0, 19));
-      fs::path file = o.work_dir / "layers" / "blobs" / b.layers[i].digest.substr(7);
-      if (dict && !fs::exists(file)) {
-        // A chunk dict blob: the target gets it from the dictionary image.
-        NYDUS_ASSIGN_OR_RETURN(file, dict->store->blob_file(dict->blobs.at(b.layers[i].digest), layer_dir));
+    for (const auto& blob : b.blobs) {
+      fs::path file = o.work_dir / "layers" / "blobs" / blob.digest.substr(7);
+      const bool from_dict = dict && !fs::exists(file);
+      if (blob_backend) {
+        // The dictionary's blobs are the dictionary's to store.
+        if (from_dict) continue;
+        note(-1, n, "push", fmt::format("{} to {}", blob.digest.substr(0, 19), blob_backend->type()));
+        NYDUS_TRY(retry([&]() -> Status {
+          NYDUS_ASSIGN_OR_RETURN(bool pushed, blob_backend->push(blob.digest, file));
+          (void)pushed;
+          return ok();
+        }));
+        continue;
       }
-      NYDUS_TRY(retry([&] { return dst->push_blob(b.layers[i].digest, file); }));
+      note(-1, n, "push", blob.digest.substr(0, 19));
+      if (from_dict) {
+        // A chunk dict blob: the target gets it from the dictionary image.
+        NYDUS_ASSIGN_OR_RETURN(file, dict->store->blob_file(dict->blobs.at(blob.digest), layer_dir));
+      }
+      NYDUS_TRY(retry([&] { return dst->push_blob(blob.digest, file); }));
     }
     note(-1, n, "push", "bootstrap");
     NYDUS_TRY(retry([&] { return dst->push_blob(b.boot.digest, b.boot.file); }));

@@ -49,6 +49,11 @@ struct ConvertOptions {
   // bootstrap is the chunk dictionary (see chunk_dict.h); empty: none.
   std::string chunk_dict;
   StoreOptions chunk_dict_store;
+  // --backend-type oss|s3|localfs with its JSON config (blob_backend.h):
+  // blobs go there, the manifest lists the bootstrap layer only.
+  std::string backend_type;
+  std::string backend_config;
+  bool backend_force_push = false;
   // Progress: (layer index, layer count, stage, detail). Stages: "pull",
   // "convert", "push", "done", and layer -1 for image-wide steps.
   std::function<void(int, int, const std::string&, const std::string&)> progress;

@@ -231,4 +231,23 @@ Attempt<uint64_t> S3Backend::head_size(const std::string& blob_id) {
   return retryable(Error{Errc::kIo, 0, what + ": no Content-Length"});
 }
 
+Result<bool> S3Backend::has_blob(const std::string& blob_id) {
+  const std::string key = cfg_.object_prefix + blob_id;
+  auto r = object_request("HEAD", key);
+  if (!r) return std::unexpected(std::move(r).error().context(fmt::format("HEAD {} object {}", type(), key)));
+  if (r->status == 404) return false;
+  if (r->status / 100 != 2) return std::unexpected(status_error(*r, fmt::format("HEAD {} object {}", type(), key)).error);
+  return true;
+}
+
+Status S3Backend::put_blob(const std::string& blob_id, std::span<const uint8_t> data) {
+  const std::string key = cfg_.object_prefix + blob_id;
+  const std::string what = fmt::format("PUT {} object {}/{}", type(), cfg_.bucket_name, key);
+  if (data.size() > (uint64_t(5) << 30)) return errorf(Errc::kUnsupported, "{}: larger than a single PUT allows", what);
+  auto r = object_request("PUT", key, data, {{"content-type", "application/octet-stream"}});
+  if (!r) return std::unexpected(std::move(r).error().context(what));
+  if (r->status / 100 != 2) return std::unexpected(status_error(*r, what).error);
+  return ok();
+}
+
 }  // namespace nydus::storage

@@ -79,6 +79,12 @@ class S3Backend final : public RemoteBackend {
                                       std::optional<std::span<uint8_t>> out = std::nullopt,
                                       std::function<Status(const HttpResponse&)> accept = nullptr);
 
+  // Blob `blob_id` as object `<object_prefix><blob_id>` (what the converter
+  // writes with `nydusify convert --backend-type s3|oss`): whether it exists,
+  // and a single-request PUT of its bytes (up to S3's 5 GiB PUT limit).
+  Result<bool> has_blob(const std::string& blob_id);
+  Status put_blob(const std::string& blob_id, std::span<const uint8_t> data);
+
  protected:
   Attempt<> fetch(const std::string& blob_id, uint64_t offset, std::span<uint8_t> out) override;
   Attempt<uint64_t> head_size(const std::string& blob_id) override;

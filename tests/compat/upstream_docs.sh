@@ -519,7 +519,7 @@ if [ "$REG_OK" = 1 ] && step "nydusify.md: a source image (umoci) in the registr
 fi
 not_run "nydusify.md convert --source-archive / --target-archive (OCI layout tars)" "not implemented (refused naming the flag; --source/--target oci:DIR:TAG read and write OCI layout dirs)"
 not_run "nydusify.md pack (and pack --backend-push to OSS/S3)" "nydusify pack is not implemented"
-not_run "nydusify.md convert --backend-type oss / s3, check --backend-type oss" "nydusify's OSS/S3 blob backends are not implemented (refused naming the flag)"
+not_run "nydusify.md convert --backend-type oss, check --backend-type oss" "no OSS server on this machine (convert --backend-type s3 against s3rver and localfs run in tests/integration/convert.sh); check's --*-backend-* flags are not implemented"
 not_run "nydusify.md mount / copy / optimize / commit" "these subcommands are not implemented (commit also needs containerd and nerdctl)"
 not_run "nydusify.md hook plugin (NYDUS_HOOK_PLUGIN_PATH)" "go-plugin hooks are not implemented"
 

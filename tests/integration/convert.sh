@@ -33,6 +33,7 @@ cleanup() {
   [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
   for m in "$WORK"/mnt*; do [ -d "$m" ] && { fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; }; done
   [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
+  [ -n "${S3_PID:-}" ] && kill "$S3_PID" 2>/dev/null
   [ "${KEEP_WORK:-0}" = 1 ] && { echo "kept $WORK"; return; }
   rm -rf "$WORK"
 }
@@ -488,6 +489,108 @@ bad_dict_format() {
   [ "$rc" -eq 1 ] && grep -q 'invalid chunk dict format blob, should be \[bootstrap\]' <<<"$out"
 }
 step "--chunk-dict with an unknown format is refused (upstream's message)" bad_dict_format
+
+# ---- --backend-type s3 (s3rver) / localfs: the blobs go to object storage -------------
+# Oracles: the registry conversion of the same source (lib/nyd:v3: deterministic,
+# so the same blobs), the bucket listed and read by curl's own SigV4 signer, each
+# object's sha256sum against its name, the registry's 404s, and the tree read
+# through nydusd's s3 backend against umoci's unpack.
+S3_PID=
+start_s3rver() {
+  S3_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  s3rver --directory "$WORK/s3" --address 127.0.0.1 --port "$S3_PORT" --silent --configure-bucket nydus \
+    > "$WORK/s3rver.log" 2>&1 &
+  S3_PID=$!
+  local i
+  for i in $(seq 100); do curl -s "http://127.0.0.1:$S3_PORT/" >/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+s3_get() {
+  curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user S3RVER:S3RVER -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+    "http://127.0.0.1:$S3_PORT/nydus$1"
+}
+if step "s3rver on loopback (bucket nydus)" start_s3rver; then
+  S3_CFG="{\"endpoint\": \"127.0.0.1:$S3_PORT\", \"scheme\": \"http\", \"bucket_name\": \"nydus\", \"region\": \"us-east-1\",
+    \"object_prefix\": \"blobs/\", \"access_key_id\": \"S3RVER\", \"access_key_secret\": \"S3RVER\"}"
+  step "nydusify convert --backend-type s3 --backend-config JSON" "$NYDUSIFY" convert --source "$R/lib/src:v3" \
+    --target "$R/lib/nyd-s3:v3" --backend-type s3 --backend-config "$S3_CFG" --source-insecure --target-insecure \
+    --work-dir "$WORK/w-s3"
+  s3_layout() {
+    s3_get "?list-type=2&prefix=blobs/" > "$WORK/s3-list.xml" || return 1
+    "$PY" - "$R" "$WORK/s3-list.xml" "$WORK/s3-keys" <<'PY' || return 1
+import json, re, sys, urllib.request, urllib.error
+reg, listing, keys_out = sys.argv[1:]
+acc = "application/vnd.oci.image.manifest.v1+json"
+def get(path):
+    return urllib.request.urlopen(urllib.request.Request(f"http://{reg}/v2/{path}", headers={"Accept": acc})).read()
+ref = json.loads(get("lib/nyd/manifests/v3"))
+want = {l["digest"][7:] for l in ref["layers"] if l["mediaType"] == "application/vnd.oci.image.layer.nydus.blob.v1"}
+keys = set(re.findall(r"<Key>([^<]+)</Key>", open(listing).read()))
+assert keys == {"blobs/" + h for h in want}, (sorted(keys), sorted(want))
+open(keys_out, "w").write("\n".join(sorted(keys)) + "\n")
+m = json.loads(get("lib/nyd-s3/manifests/v3"))
+assert len(m["layers"]) == 1, m["layers"]           # the bootstrap layer only
+boot = m["layers"][0]
+assert boot["annotations"]["containerd.io/snapshot/nydus-bootstrap"] == "true", boot
+cfg = json.loads(get(f"lib/nyd-s3/blobs/{m['config']['digest']}"))
+assert len(cfg["rootfs"]["diff_ids"]) == 1 and len(cfg["history"]) == 1, (cfg["rootfs"], cfg["history"])
+assert cfg["history"][0]["comment"] == "Nydus Bootstrap Layer", cfg["history"]
+for h in want:   # no blob went to the registry
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"http://{reg}/v2/lib/nyd-s3/blobs/sha256:{h}", method="HEAD"))
+        raise SystemExit(f"blob {h} is in the registry")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404, e
+open("s3boot.digest", "w").write(boot["digest"])
+print(f"{len(keys)} objects in the bucket, manifest = bootstrap layer {boot['digest'][:19]}")
+PY
+    local k
+    while read -r k; do  # each object's bytes hash to its name
+      [ "$(s3_get "/$k" | sha256sum | cut -d' ' -f1)" = "${k#blobs/}" ] || { echo "object $k: wrong bytes"; return 1; }
+    done < "$WORK/s3-keys"
+  }
+  step "s3: the bucket holds the blobs (named by sha256), the registry only the bootstrap layer" s3_layout
+  mount_s3() {
+    mkdir -p "$WORK/s3x" "$WORK/mnt-s3" "$WORK/s3cache" &&
+      curl -sf "http://$R/v2/lib/nyd-s3/blobs/$(cat s3boot.digest)" | tar -xz -C "$WORK/s3x" || return 1
+    cat > "$WORK/nydusd-s3.json" <<JSON
+{"device": {"backend": {"type": "s3", "config": $S3_CFG},
+            "cache": {"type": "blobcache", "config": {"work_dir": "$WORK/s3cache"}}},
+ "mode": "direct", "enable_xattr": true}
+JSON
+    "$NYDUSD" --bootstrap "$WORK/s3x/image/image.boot" --config "$WORK/nydusd-s3.json" --mountpoint "$WORK/mnt-s3" \
+      --apisock "$WORK/s3.sock" > "$WORK/nydusd-s3.log" 2>&1 &
+    DPID=$!
+    local i
+    for i in $(seq 100); do grep -q " $WORK/mnt-s3 " /proc/mounts && return 0; sleep 0.1; done
+    cat "$WORK/nydusd-s3.log"; return 1
+  }
+  if step "nydusd mounts the s3 image (backend s3, the bucket)" mount_s3; then
+    step "mounted s3 image == umoci unpack of the original" compare_trees --ignore-root-mtime --mtime-ns ref/rootfs "$WORK/mnt-s3"
+    kill "$DPID"; wait "$DPID" 2>/dev/null; DPID=
+  fi
+  s3_missing_region() {
+    local out rc
+    out=$("$NYDUSIFY" convert --source "$R/lib/src:v3" --target "$R/lib/nyd-s3:bad" --backend-type s3 \
+      --backend-config '{"bucket_name": "nydus"}' --work-dir "$WORK/w-s3bad" 2>&1); rc=$?
+    echo "$out"
+    [ "$rc" -eq 1 ] && grep -q "missing 'bucket_name' or 'region'" <<<"$out"
+  }
+  step "s3 config without a region is refused (upstream's message)" s3_missing_region
+  kill "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null
+fi
+localfs_backend() {
+  "$NYDUSIFY" convert --source "$R/lib/src:v3" --target "$R/lib/nyd-lfs:v3" --backend-type localfs \
+    --backend-config-file <(echo "{\"dir\": \"$WORK/lfs\"}") --source-insecure --target-insecure \
+    --work-dir "$WORK/w-lfs" || return 1
+  # the registry conversion's blobs (the manifest's layers but the bootstrap)
+  [ "$(ls "$WORK/lfs" | sort)" = "$(raw_field "$R/lib/nyd:v3" '"\n".join(sorted(l["digest"][7:] for l in m["layers"][:-1]))')" ] ||
+    { echo "localfs dir != lib/nyd:v3's blobs"; return 1; }
+  local f
+  for f in "$WORK"/lfs/*; do [ "$(sha256sum < "$f" | cut -d' ' -f1)" = "$(basename "$f")" ] || return 1; done
+  [ "$(raw_field "$R/lib/nyd-lfs:v3" 'len(m["layers"])')" = 1 ]
+}
+step "--backend-type localfs --backend-config-file: the same blobs in the dir, the bootstrap layer only" localfs_backend
 
 # ---- credentials from a Docker config.json against a registry with htpasswd ----------
 auth_registry() {

@@ -5,14 +5,16 @@
 //                                                       the tree against the source's layers)
 // The command line is upstream nydusify v2.4.4's (cmd/nydusify.go): the same
 // flags, aliases, environment variables and defaults; every error exits 1.
-// Flags for features this nydusify does not have (OSS/S3 blob backends,
+// Flags for features this nydusify does not have (check's blob backends,
 // build caches, zran, RAFS v5, archives) are accepted by the
 // parser and refused with a message naming the flag. REF is a Docker
 // reference (ubuntu:22.04 = docker.io/library/ubuntu:22.04) or oci:DIR:TAG.
 #include <unistd.h>
 
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -154,10 +156,14 @@ int main(int argc, char** argv) {
       ->envname("SOURCE_INSECURE");
   conv->add_flag("--target-insecure", target_insecure, "skip TLS verification for the target registry")
       ->envname("TARGET_INSECURE");
-  conv->add_option("--backend-type", backend_type, "(not supported) oss, s3, localfs blob storage")->envname("BACKEND_TYPE");
-  conv->add_option("--backend-config", backend_config, "(not supported)")->envname("BACKEND_CONFIG");
-  conv->add_option("--backend-config-file", backend_config_file, "(not supported)")->envname("BACKEND_CONFIG_FILE");
-  conv->add_flag("--backend-force-push", backend_force_push, "(not supported)")->envname("BACKEND_FORCE_PUSH");
+  conv->add_option("--backend-type", backend_type, "blob storage instead of the registry: oss, s3, localfs")
+      ->envname("BACKEND_TYPE");
+  conv->add_option("--backend-config", backend_config, "JSON configuration of the blob storage")
+      ->envname("BACKEND_CONFIG");
+  conv->add_option("--backend-config-file", backend_config_file, "file with the JSON configuration of the blob storage")
+      ->envname("BACKEND_CONFIG_FILE");
+  conv->add_flag("--backend-force-push", backend_force_push, "upload blobs the storage has already")
+      ->envname("BACKEND_FORCE_PUSH");
   conv->add_option("--build-cache", build_cache, "(not supported) cache image")->envname("BUILD_CACHE");
   conv->add_option("--build-cache-tag", build_cache_tag, "(not supported)")->envname("BUILD_CACHE_TAG");
   conv->add_option("--build-cache-version", build_cache_version, "(not supported)")->envname("BUILD_CACHE_VERSION");
@@ -307,9 +313,20 @@ int main(int argc, char** argv) {
   if (!source_archive.empty()) return unsupported("--source-archive", "use --source oci:DIR:TAG (an OCI layout dir)");
   if (!target_archive.empty()) return unsupported("--target-archive", "use --target oci:DIR:TAG (an OCI layout dir)");
   if (!source_backend_type.empty()) return unsupported("--source-backend-type", "model images cannot be converted");
-  if (!backend_type.empty() || backend_force_push)
-    return unsupported(!backend_type.empty() ? "--backend-type" : "--backend-force-push",
-                       "blobs go to the target registry, not OSS/S3/localfs");
+  if (!backend_type.empty()) {
+    if (backend_type != "oss" && backend_type != "s3" && backend_type != "localfs")
+      return fail("--backend-type should be one of [oss s3 localfs]");
+    o.backend_config = backend_config;
+    if (!backend_config_file.empty()) {
+      std::ifstream in(backend_config_file, std::ios::binary);
+      if (!in) return fail(fmt::format("parse backend config file: open {}: {}", backend_config_file, std::strerror(errno)));
+      o.backend_config.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    if (o.backend_config.find_first_not_of(" \t\r\n") == std::string::npos)
+      return fail("backend configuration is empty, please specify option '--backend-config'");
+    o.backend_type = backend_type;
+    o.backend_force_push = backend_force_push;
+  }
   if (!build_cache.empty() || !build_cache_tag.empty())
     return unsupported(!build_cache.empty() ? "--build-cache" : "--build-cache-tag",
                        "layers already in the target are not pushed again anyway");
