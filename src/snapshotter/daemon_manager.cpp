@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -57,11 +58,35 @@ bool is_mountpoint(const std::string& path) {
   return a.st_dev != b.st_dev;
 }
 
-// Reaps `pid` if it has exited; true when it is gone.
+// True when `pid` has exited (reaping it if it is our child). A daemon adopted
+// from a previous snapshotter process is not our child: kill(0) tells.
 bool reaped(pid_t pid) {
+  if (pid <= 0) return true;
   int st = 0;
   pid_t r = ::waitpid(pid, &st, WNOHANG);
-  return r == pid || (r < 0 && errno == ECHILD);
+  if (r == pid) return true;
+  if (r == 0) return false;
+  if (::kill(pid, 0) != 0) return true;
+  // Alive or a zombie its new parent has not reaped yet.
+  std::ifstream st_file("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat_line;
+  std::getline(st_file, stat_line);
+  auto close_paren = stat_line.rfind(')');
+  return close_paren != std::string::npos && close_paren + 2 < stat_line.size() && stat_line[close_paren + 2] == 'Z';
+}
+
+// The pid of the process whose command line has `--apisock <sock>`, or -1.
+pid_t find_daemon_pid(const std::string& sock) {
+  std::error_code ec;
+  const std::string needle = std::string("--apisock") + '\0' + sock + '\0';
+  for (fs::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::ifstream in(it->path() / "cmdline", std::ios::binary);
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmd.find(needle) != std::string::npos) return static_cast<pid_t>(std::stol(name));
+  }
+  return -1;
 }
 
 std::string tail_of(const std::string& path, size_t max = 2000) {
@@ -249,6 +274,36 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
   }
   daemons_[meta_id] = d;
   return d.mountpoint;
+}
+
+std::vector<std::string> DaemonManager::adopt_running() {
+  std::lock_guard lk(mu_);
+  std::vector<std::string> adopted;
+  std::error_code ec;
+  for (fs::directory_iterator it(s_.root + "/socket", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string id = it->path().filename().string();
+    if (!id.starts_with("nydusd-")) continue;
+    const std::string meta_id = id.substr(7);
+    DaemonInstance d;
+    d.id = id;
+    d.mountpoint = mountpoint_for(meta_id);
+    d.apisock = (it->path() / "api.sock").string();
+    d.config_path = s_.root + "/config/" + id + "/config.json";
+    d.pid = find_daemon_pid(d.apisock);
+    bool running = false;
+    if (d.pid > 0) {
+      api::ApiClient c(d.apisock, std::chrono::seconds(2));
+      auto info = c.daemon_info();
+      running = info && info->value("state", "") == "RUNNING" && is_mountpoint(d.mountpoint);
+    }
+    if (!running) {
+      terminate(d);  // half-started or dead: kill what is left, unmount, remove its files
+      continue;
+    }
+    daemons_[meta_id] = d;
+    adopted.push_back(meta_id);
+  }
+  return adopted;
 }
 
 SResult<void> DaemonManager::stop(const std::string& meta_id) {

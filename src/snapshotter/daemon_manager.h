@@ -57,6 +57,10 @@ class DaemonManager {
   // waits (bounded) until GET /api/v1/daemon says RUNNING. Returns its mountpoint.
   SResult<std::string> ensure(const std::string& meta_id, const std::string& bootstrap,
                               const std::string& image_ref);
+  // Re-attaches to the daemons a previous snapshotter process left running
+  // (<root>/socket/nydusd-<id>/api.sock answering RUNNING, mount in place);
+  // cleans up the rest. Returns the adopted meta snapshot IDs.
+  std::vector<std::string> adopt_running();
   // SIGTERM (then SIGKILL after a grace period), unmount, remove its socket and config.
   SResult<void> stop(const std::string& meta_id);
   std::optional<DaemonInstance> find(const std::string& meta_id) const;

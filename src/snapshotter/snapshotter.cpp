@@ -78,7 +78,15 @@ SResult<std::unique_ptr<Snapshotter>> Snapshotter::open(SnapshotterOptions opts)
   opts.daemon.root = opts.root;
   auto ms = MetadataStore::open(opts.root + "/metadata.db");
   if (!ms) return std::unexpected(ms.error());
-  return std::unique_ptr<Snapshotter>(new Snapshotter(std::move(opts), std::move(*ms)));
+  std::unique_ptr<Snapshotter> sn(new Snapshotter(std::move(opts), std::move(*ms)));
+  // Daemons of a previous run (kill -9, restart) keep serving their containers:
+  // take them over, and stop those no snapshot uses any more.
+  sn->adopted_ = sn->daemons_.adopt_running();
+  {
+    std::lock_guard lk(sn->mu_);
+    sn->stop_unused_daemons();
+  }
+  return sn;
 }
 
 std::vector<Mount> Snapshotter::overlay_mounts(const Snapshot& s) const {

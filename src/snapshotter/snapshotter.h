@@ -53,6 +53,8 @@ class Snapshotter {
   SResult<void> cleanup();
 
   DaemonManager& daemons() { return daemons_; }
+  // Meta snapshot IDs whose daemons were taken over from a previous process at open().
+  const std::vector<std::string>& adopted() const { return adopted_; }
   const std::string& root() const { return root_; }
   std::string upper_path(const std::string& id) const { return root_ + "/snapshots/" + id + "/fs"; }
   std::string work_path(const std::string& id) const { return root_ + "/snapshots/" + id + "/work"; }
@@ -80,6 +82,7 @@ class Snapshotter {
   bool userxattr_ = false;
   std::unique_ptr<MetadataStore> ms_;
   DaemonManager daemons_;
+  std::vector<std::string> adopted_;
   std::mutex mu_;  // one metadata operation at a time (SQLite has one writer anyway)
 };
 

@@ -262,6 +262,30 @@ check_daemon() {
 step "a nydusd with the snapshotter's command line serves the rootfs' lowerdir" check_daemon
 step "the container reads through it" sh -c "ctr --address '$CD_SOCK' task exec --exec-id e1 nydus2 /bin/sh -c \"cat /data/second.txt\" | grep -qx 'only in layer two'"
 step "the blob is read from the registry by nydusd (cache filled)" sh -c "[ -n \"\$(find '$ROOT/cache' -type f -size +1k)\" ]"
+# kill -9 of the snapshotter while the container runs: the container keeps
+# reading; the restarted snapshotter lists every snapshot and takes the running
+# nydusd over (so removing the container below still stops it).
+kill_snapshotter() {
+  ctr_ snapshots --snapshotter nydus ls | tail -n +2 | sort >"$WORK/snaps.before"
+  kill -KILL "$SNAP_PID" && wait "$SNAP_PID" 2>/dev/null
+  SNAP_PID=''
+  ctr_ task exec --exec-id e2 nydus2 /bin/sh -c 'cat /data/hello.txt' | grep -qx 'hello from layer two'
+}
+step "kill -9 of the snapshotter: the container still reads" kill_snapshotter
+restart_snapshotter() {
+  local pid_before _
+  pid_before=$(our_pids nydusd "$ROOT/")
+  mv "$LOG_DIR/snapshotter.log" "$LOG_DIR/snapshotter.1.log"
+  start_snapshotter || return 1
+  # containerd redials the proxy with gRPC's backoff: the first calls may still fail.
+  for _ in $(seq 60); do ctr_ snapshots --snapshotter nydus ls >/dev/null 2>&1 && break; sleep 0.5; done
+  ctr_ snapshots --snapshotter nydus ls | tail -n +2 | sort >"$WORK/snaps.after"
+  diff "$WORK/snaps.before" "$WORK/snaps.after" || return 1
+  grep -q 're-attached to the running nydusd' "$LOG_DIR/snapshotter.log" || return 1
+  [ "$(our_pids nydusd "$ROOT/")" = "$pid_before" ] || { echo "nydusd changed: $pid_before -> $(our_pids nydusd "$ROOT/")"; return 1; }
+  ctr_ task exec --exec-id e3 nydus2 /bin/sh -c 'cat /data/second.txt' | grep -qx 'only in layer two'
+}
+step "restarted snapshotter: same snapshots, re-attached to the same nydusd" restart_snapshotter
 remove_all() {
   ctr_ task kill -s KILL nydus2 && sleep 0.5
   ctr_ task rm -f nydus2 >/dev/null 2>&1
@@ -282,6 +306,6 @@ check_all_gone() {
 }
 step "no nydusd, mount, snapshot or directory left" check_all_gone
 step "the snapshotter still serves (List)" ctr_ snapshots --snapshotter nydus ls
-step "the snapshotter logged no internal error" sh -c "! grep -E ' (error|critical) ' '$LOG_DIR/snapshotter.log'"
+step "the snapshotter logged no internal error" sh -c "! cat '$LOG_DIR'/snapshotter*.log | grep -E ' (error|critical) '"
 
 summary

@@ -133,6 +133,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  for (const auto& id : (*sn)->adopted()) spdlog::info("re-attached to the running nydusd of snapshot {}", id);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(address).parent_path(), ec);
   ::unlink(address.c_str());  // a socket left by a previous run
@@ -157,7 +158,7 @@ int main(int argc, char** argv) {
                address, root, nydusd, fs_driver, daemon_mode);
   g_server->Wait();
   // As nydus-snapshotter: daemons keep serving running containers across a
-  // snapshotter restart (re-attaching to them is still to do).
+  // snapshotter restart; the next start re-attaches to them.
   spdlog::info("containerd-nydus-grpc: shut down");
   ::unlink(address.c_str());
   return 0;
