@@ -23,9 +23,10 @@ wait_sock() {  # wait_sock PATH: the daemon's API socket appears
   [ -S "$1" ]
 }
 
-# metric SOCK NAME: one counter of the daemon's fscache stats.
+# metric SOCK NAME: one counter of the daemon's fscache stats ("fscache"."stats" of
+# GET /api/v1/daemon: upstream's fscache daemon has no /api/v1/metrics).
 metric() {
-  nydusctl --sock "$1" --raw metrics | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
+  nydusctl --sock "$1" --raw info | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
 }
 
 # check_tree NAME DIR: the mounted tree equals the source.
