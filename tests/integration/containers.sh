@@ -11,8 +11,10 @@
 #     rpull --snapshotter nydus`: the nydus blob layer is never in containerd's
 #     content store (answered AlreadyExists), a container reads the right bytes
 #     through a nydusd started with nydus-snapshotter's command line, whose
-#     mount is the overlay's lowerdir; after `ctr rm` and `ctr image rm --sync`
-#     no nydusd, mount or snapshot directory is left.
+#     mount is the overlay's lowerdir; a kill -9 of the snapshotter leaves the
+#     container reading, the restarted one lists the same snapshots and takes
+#     the same nydusd over; after `ctr rm` and `ctr image rm --sync` no nydusd,
+#     mount or snapshot directory is left.
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
