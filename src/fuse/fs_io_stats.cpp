@@ -77,18 +77,20 @@ void FsIoStats::on_request(uint32_t opcode, uint64_t unique, uint64_t nodeid) {
   }
   if (opcode == FUSE_INTERRUPT || opcode == FUSE_NOTIFY_REPLY) return;
   Pending p{opcode, nodeid, std::chrono::steady_clock::now(), wall_secs()};
-  std::lock_guard lk(pending_mu_);
-  if (pending_.size() < kMaxPending) pending_.insert_or_assign(unique, p);
+  PendingShard& sh = shard_of(unique);
+  std::lock_guard lk(sh.mu);
+  if (sh.map.size() < kMaxPending / kPendingShards) sh.map.insert_or_assign(unique, p);
 }
 
 void FsIoStats::on_reply(uint64_t unique, int32_t error, uint64_t payload) {
   Pending p;
   {
-    std::lock_guard lk(pending_mu_);
-    auto it = pending_.find(unique);
-    if (it == pending_.end()) return;
+    PendingShard& sh = shard_of(unique);
+    std::lock_guard lk(sh.mu);
+    auto it = sh.map.find(unique);
+    if (it == sh.map.end()) return;
     p = it->second;
-    pending_.erase(it);
+    sh.map.erase(it);
   }
   settle(p, error, payload);
 }
@@ -143,10 +145,9 @@ void FsIoStats::settle(const Pending& p, int32_t error, uint64_t payload) {
 
 std::vector<InflightOp> FsIoStats::inflight() const {
   std::vector<InflightOp> out;
-  {
-    std::lock_guard lk(pending_mu_);
-    out.reserve(pending_.size());
-    for (const auto& [unique, p] : pending_) out.push_back({p.inode, p.opcode, unique, p.wall_secs});
+  for (const PendingShard& sh : pending_) {
+    std::lock_guard lk(sh.mu);
+    for (const auto& [unique, p] : sh.map) out.push_back({p.inode, p.opcode, unique, p.wall_secs});
   }
   std::sort(out.begin(), out.end(), [](const InflightOp& a, const InflightOp& b) { return a.unique < b.unique; });
   return out;

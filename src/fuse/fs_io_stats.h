@@ -86,8 +86,15 @@ class FsIoStats {
   Counters fop_hits_{}, fop_errors_{}, latency_total_{};
   std::array<std::atomic<uint64_t>, kLatencyBuckets> read_latency_dist_{};
 
-  mutable std::mutex pending_mu_;
-  std::unordered_map<uint64_t, Pending> pending_;  // by unique; bounded by the kernel's max_background + workers
+  // Requests in progress by unique, sharded so the workers, each adding and
+  // removing one per request, rarely meet on a lock.
+  struct PendingShard {
+    mutable std::mutex mu;
+    std::unordered_map<uint64_t, Pending> map;  // bounded: kMaxPending / kPendingShards
+  };
+  static constexpr size_t kPendingShards = 16;
+  PendingShard& shard_of(uint64_t unique) { return pending_[(unique >> 1) % kPendingShards]; }
+  std::array<PendingShard, kPendingShards> pending_;
   mutable std::mutex files_mu_;                    // the per-inode maps below
   std::unordered_map<uint64_t, FileCounters> files_;
   std::unordered_map<uint64_t, Pattern> patterns_;
