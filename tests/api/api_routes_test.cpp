@@ -58,6 +58,21 @@ class FakeDaemon : public DaemonApi {
   }
   std::string prometheus_metrics() override { return "# TYPE nydusd_up gauge\nnydusd_up 1\n"; }
 
+  // Under the lock: when the request came from another process (nydusctl),
+  // TSan cannot see the socket and the process exit ordering the accesses.
+  MountRequest last_locked() {
+    std::lock_guard lk(mu);
+    return last;
+  }
+  std::string last_call() {
+    std::lock_guard lk(mu);
+    return calls.empty() ? "" : calls.back();
+  }
+  void fail_next(Error e) {
+    std::lock_guard lk(mu);
+    next_error = std::move(e);
+  }
+
   std::mutex mu;
   std::vector<std::string> calls;
   MountRequest last;
@@ -291,11 +306,11 @@ TEST_F(RoutesTest, Nydusctl) {
   test::write_file(cfg, std::string(R"({"device":{}})"));
   std::tie(st, out) = run(base + "mount --source /b --mountpoint /mp --config " + cfg);
   EXPECT_EQ(st, 0) << out;
-  EXPECT_EQ(daemon_.last.config, R"({"device":{}})");
+  EXPECT_EQ(daemon_.last_locked().config, R"({"device":{}})");
   std::tie(st, out) = run(base + "umount /mp");
   EXPECT_EQ(st, 0);
-  EXPECT_EQ(daemon_.calls.back(), "umount /mp");
-  daemon_.next_error = Error{Errc::kNotFound, 0, "no such mount"};
+  EXPECT_EQ(daemon_.last_call(), "umount /mp");
+  daemon_.fail_next(Error{Errc::kNotFound, 0, "no such mount"});
   std::tie(st, out) = run(base + "umount /nope 2>&1");
   EXPECT_EQ(st, 1);
   EXPECT_NE(out.find("no such mount"), std::string::npos) << out;
