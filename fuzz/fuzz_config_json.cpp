@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "daemon/config.h"
 #include "daemon/fuse_handover.h"
+#include "runtime/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);

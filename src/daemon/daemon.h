@@ -13,30 +13,9 @@
 #include "api/daemon_api.h"
 #include "daemon/fuse_handover.h"
 #include "daemon/image.h"
+#include "runtime/external_mount.h"
 
 namespace nydus::daemon {
-
-// A mount served by something other than this library's FUSE filesystem
-// (the fanotify mode): nydusd plugs it in by fs_type, so this library does not
-// depend on it.
-class ExternalMount {
- public:
-  virtual ~ExternalMount() = default;
-  virtual void shutdown() = 0;
-  virtual bool alive() const = 0;    // still mounted
-  virtual nlohmann::json info() = 0;  // its entry in GET /api/v1/daemon
-  // GET /api/v1/metrics[/kind] for this mount.
-  virtual Result<nlohmann::json> metrics(const std::string& kind) = 0;
-};
-
-struct ExternalMountRequest {
-  std::string mountpoint;
-  std::filesystem::path bootstrap;
-  DaemonConfig config;
-  std::vector<std::string> prefetch_files;
-  std::filesystem::path fallback_work_dir;  // when the config names no work_dir
-};
-using ExternalMounter = std::function<Result<std::unique_ptr<ExternalMount>>(const ExternalMountRequest&)>;
 
 struct DaemonOptions {
   std::string id;

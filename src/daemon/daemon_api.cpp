@@ -4,7 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/daemon.h"
-#include "daemon/metrics_json.h"
+#include "runtime/metrics_json.h"
 
 namespace nydus::daemon {
 

@@ -7,8 +7,8 @@
 #include <fmt/chrono.h>
 #include <spdlog/spdlog.h>
 
-#include "daemon/image_storage.h"
-#include "daemon/metrics_json.h"
+#include "runtime/image_storage.h"
+#include "runtime/metrics_json.h"
 
 namespace nydus::daemon {
 

@@ -13,11 +13,11 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.h"
-#include "daemon/config.h"
-#include "daemon/prefetch.h"
 #include "format/bootstrap.h"
 #include "fuse/rafs_fs.h"
 #include "fuse/vfs.h"
+#include "runtime/config.h"
+#include "runtime/prefetch.h"
 #include "storage/backend.h"
 #include "storage/blob_cache.h"
 

@@ -1,5 +1,5 @@
 #include "fanotify/fanotify_image.h"
-#include "daemon/metrics_json.h"
+#include "runtime/metrics_json.h"
 
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -12,7 +12,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "daemon/image_storage.h"
+#include "runtime/image_storage.h"
 
 namespace nydus::fanotify {
 

@@ -13,11 +13,11 @@
 
 #include "api/daemon_api.h"
 #include "common/result.h"
-#include "daemon/config.h"
-#include "daemon/daemon.h"
-#include "daemon/prefetch.h"
 #include "fanotify/listener.h"
 #include "format/bootstrap.h"
+#include "runtime/config.h"
+#include "runtime/external_mount.h"
+#include "runtime/prefetch.h"
 #include "storage/backend.h"
 #include "storage/blob_cache.h"
 

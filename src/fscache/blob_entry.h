@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.h"
-#include "daemon/config.h"
+#include "runtime/config.h"
 
 namespace nydus::fscache {
 

@@ -2,8 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "daemon/image_storage.h"
 #include "fscache/message.h"
+#include "runtime/image_storage.h"
 
 namespace nydus::fscache {
 

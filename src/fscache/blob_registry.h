@@ -21,9 +21,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.h"
-#include "daemon/config.h"
 #include "fscache/blob_entry.h"
 #include "fscache/object_source.h"
+#include "runtime/config.h"
 
 namespace nydus::fscache {
 

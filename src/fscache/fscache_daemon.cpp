@@ -1,5 +1,5 @@
 #include "fscache/fscache_daemon.h"
-#include "daemon/metrics_json.h"
+#include "runtime/metrics_json.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -7,7 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/fd_passing.h"
-#include "daemon/image_storage.h"
+#include "runtime/image_storage.h"
 
 namespace nydus::fscache {
 

@@ -27,10 +27,10 @@
 
 #include "common/result.h"
 #include "common/work_queue.h"
-#include "daemon/prefetch.h"
 #include "fscache/blob_registry.h"
 #include "fscache/cache_device.h"
 #include "fscache/message.h"
+#include "runtime/prefetch.h"
 
 namespace nydus::fscache {
 

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "common/result.h"
-#include "fuse/fs_io_stats.h"
+#include "runtime/fs_io_stats.h"
 
 struct fuse_session;
 

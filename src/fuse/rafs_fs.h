@@ -29,9 +29,9 @@
 
 #include "common/result.h"
 #include "format/bootstrap.h"
-#include "fuse/fs_io_stats.h"
 #include "fuse/open_file_cache.h"
 #include "fuse/read_ahead_window.h"
+#include "runtime/fs_io_stats.h"
 #include "storage/blob_cache.h"
 
 struct fuse_session;

@@ -34,10 +34,10 @@
 #include "api/api_routes.h"
 #include "api/http_server.h"
 #include "common/build_info.h"
-#include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "fanotify/fanotify_image.h"
 #include "fscache/fscache_daemon.h"
+#include "runtime/config.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "daemon/prefetch.h"
+#include "runtime/prefetch.h"
 
 #include <algorithm>
 #include <chrono>

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "common/result.h"
-#include "daemon/config.h"
 #include "format/bootstrap.h"
+#include "runtime/config.h"
 #include "storage/blob_cache.h"
 
 namespace nydus::daemon {

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "fuse/fs_io_stats.h"
+#include "runtime/fs_io_stats.h"
 #include "storage/backend.h"
 #include "storage/blob_cache.h"
 

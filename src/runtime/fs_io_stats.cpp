@@ -1,4 +1,4 @@
-#include "fuse/fs_io_stats.h"
+#include "runtime/fs_io_stats.h"
 
 #include <linux/fuse.h>
 

@@ -1,4 +1,4 @@
-#include "daemon/config.h"
+#include "runtime/config.h"
 
 #include <cstdlib>
 #include <fstream>
@@ -8,7 +8,7 @@
 
 #include "builder/create_image.h"
 #include "common/test_util.h"
-#include "daemon/prefetch.h"
+#include "runtime/prefetch.h"
 #include "storage/backend.h"
 
 namespace nydus::daemon {

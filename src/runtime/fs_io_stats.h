@@ -6,6 +6,8 @@
 // It also keeps the requests in progress (GET /api/v1/metrics/inflight, the
 // snapshotter's hung-IO detection), per-inode counters when
 // "iostats_files" is set, access patterns and the latest read files.
+// It lives in runtime, not fuse: it needs no libfuse, and the fanotify mode
+// answers GET /api/v1/metrics with its (all-zero) shape too.
 #pragma once
 
 #include <array>

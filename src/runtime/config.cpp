@@ -1,4 +1,4 @@
-#include "daemon/config.h"
+#include "runtime/config.h"
 
 #include <cstdlib>
 #include <fstream>

@@ -1,4 +1,4 @@
-#include "daemon/image_storage.h"
+#include "runtime/image_storage.h"
 
 #include <algorithm>
 #include <atomic>

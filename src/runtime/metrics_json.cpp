@@ -1,4 +1,4 @@
-#include "daemon/metrics_json.h"
+#include "runtime/metrics_json.h"
 
 namespace nydus::daemon {
 

@@ -9,8 +9,8 @@
 
 
 #include "common/result.h"
-#include "daemon/config.h"
 #include "format/bootstrap.h"
+#include "runtime/config.h"
 #include "storage/backend.h"
 #include "storage/blob_cache.h"
 
