@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (or reuse) a minimal x86_64 Linux 6.12 bzImage with EROFS-over-fscache
-# (cachefiles on-demand) for the QEMU TCG guest tests.
+# (cachefiles on-demand) and device-mapper flakey for the QEMU TCG guest tests.
 #
 # Usage: tests/fscache/qemu/build_kernel.sh
 #   Prints the bzImage path as the last line of stdout; progress goes to stderr.
@@ -10,7 +10,7 @@
 #   SKIP_APT=1             never call apt-get (fail if something is missing)
 #
 # Needs root (or sudo) only to install missing packages and to write the default
-# cache dir. A cold build takes ~3 min on 2 cores; a cache hit returns at once.
+# cache dir. A cold build takes ~10 min on 2 busy cores; a cache hit returns at once.
 set -euo pipefail
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -33,6 +33,11 @@ CONFIG_ADVISE_SYSCALLS=y
 CONFIG_INET=y
 # /dev/fuse: the benchmark runs FUSE mode beside fscache mode in the same guest.
 CONFIG_FUSE_FS=y
+# device-mapper's flakey target: power_loss.sh drops every write below the page
+# cache (drop_writes) to simulate a power cut under the blob cache.
+CONFIG_MD=y
+CONFIG_BLK_DEV_DM=y
+CONFIG_DM_FLAKEY=y
 FRAG
 )
 
@@ -41,7 +46,7 @@ REQUIRED=(
   CONFIG_EROFS_FS_ONDEMAND CONFIG_CACHEFILES_ONDEMAND CONFIG_EXT4_FS CONFIG_VIRTIO_BLK
   CONFIG_UNIX CONFIG_DEVTMPFS CONFIG_TMPFS CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP
   CONFIG_SERIAL_8250_CONSOLE CONFIG_BINFMT_ELF CONFIG_BINFMT_SCRIPT CONFIG_PROC_SYSCTL
-  CONFIG_INET CONFIG_FUSE_FS
+  CONFIG_INET CONFIG_FUSE_FS CONFIG_BLK_DEV_DM CONFIG_DM_FLAKEY
 )
 
 log() { echo "build_kernel: $*" >&2; }
