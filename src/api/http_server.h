@@ -4,6 +4,20 @@
 // request parsing, writes, timeouts); complete requests are handed to a small
 // worker pool so a slow handler (a mount can take seconds) never stalls the
 // loop, and a stalled client only ever costs a slot, never a thread.
+//
+// Why our own and not a library (decided 2026-12, measured): the API needs
+// keep-alive connections held for the daemon's lifetime (the snapshotter's
+// liveness monitor, one per daemon), a unix socket, request limits and a
+// fuzzed parser (fuzz/fuzz_http_request.cpp). Debian 12's cpp-httplib 0.11.4
+// binds a unix socket but parks one pool thread on every kept-alive
+// connection: with keep-alive made unlimited, 8 idle clients left a 9th
+// unanswered for 10 s (ours: 64 idle clients, the next answered at once; see
+// KeptAliveClientsDoNotHoldWorkers in tests/api/http_server_test.cpp), and
+// with its defaults (5 s, 5 requests) it closes the monitor's connection.
+// Boost.Beast (libboost 1.74) would give a parser but not the connection
+// loop, limits or worker pool, which are most of this file, for a heavy
+// header-only dependency on 2-core builds. The client side is libcurl
+// (api_client.cpp).
 #pragma once
 
 #include <chrono>

@@ -385,6 +385,31 @@ TEST_F(ServerTest, SilentClientsAndPartialRequestsDoNotBlockOthers) {
   for (int i = 0; i < 5; ++i) EXPECT_EQ(fresh_get(), 200);
 }
 
+TEST_F(ServerTest, KeptAliveClientsDoNotHoldWorkers) {
+  // Each API client that made a request and keeps its connection (the
+  // snapshotter's monitor, nydusctl in a loop) must cost a slot, not a
+  // worker: with one worker, 64 such clients still leave the server serving
+  // new ones, and each of them can still ask again. (cpp-httplib 0.11, the
+  // library Debian 12 offers, parks a pool thread on every kept-alive
+  // connection and stops answering at 8: see http_server.h.)
+  HttpServerOptions o;
+  o.worker_threads = 1;
+  start(o);
+  std::vector<std::unique_ptr<RawConn>> kept;
+  for (int i = 0; i < 64; ++i) {
+    kept.push_back(std::make_unique<RawConn>(sock_));
+    ASSERT_TRUE(kept.back()->send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto r = kept.back()->read_response();
+    ASSERT_TRUE(r && status_of(*r) == 200) << "client " << i;
+  }
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(fresh_get(), 200);
+  for (auto& c : kept) {
+    ASSERT_TRUE(c->send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto r = c->read_response();
+    EXPECT_TRUE(r && status_of(*r) == 200);
+  }
+}
+
 TEST_F(ServerTest, PartialRequestsTimeOutIdleConnectionsDoNot) {
   HttpServerOptions o;
   o.request_timeout = 500ms;
