@@ -25,6 +25,11 @@ def rd(p):
 for n in ("b1", "b5", "b10"):
     put("bootstrap", n + ".boot", rd(os.path.join(images, n + ".boot")))
 put("bootstrap", "upstream-rafs-v6-2.2.boot", rd(os.path.join(fixtures, "v6/rafs-v6-2.2.boot")))
+# bootstrap_v5: upstream's two RAFS v5 images (sha256/none and blake3/lz4_block).
+for n in ["sha256-nocompress-repeatable", "blake3-lz4_block-non_repeatable"]:
+    put("bootstrap_v5", n, rd(os.path.join(fixtures, "v5", n)))
+# Bootstrap::from_bytes reads v5 too: the v6 target gets one v5 seed.
+put("bootstrap", "upstream-rafs-v5-sha256.boot", rd(os.path.join(fixtures, "v5/sha256-nocompress-repeatable")))
 
 blobs = ["blob1", "blob5", "blob9", "blob10"]  # none; lz4+ToC; zstd+ToC+inlined bootstrap; sha256
 blobs.append(os.path.join(fixtures, "v6/be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef"))

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "format/digest.h"
 #include "format/layout.h"
@@ -42,6 +44,9 @@ struct BlobInfo {
   uint32_t toc_size = 0;           // 128*N + 512, or 0
   Digest toc_digest{};             // sha256(ToC entries || its tar header), or zeros
   uint32_t mapped_blkaddr = 0;     // device slot uniaddr (flat-device layout)
+  // RAFS v5 images record no blob meta (ci array) anywhere: the chunks the
+  // bootstrap describes, sorted by ci index, stand in for it. Null otherwise.
+  std::shared_ptr<const std::vector<ChunkRecord>> bootstrap_chunks;
 };
 
 }  // namespace nydus::format

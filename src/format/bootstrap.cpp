@@ -185,8 +185,10 @@ Status check_blob_entry(const BlobTableEntry& e, uint32_t i, uint32_t sb_chunk_s
 
 Status Bootstrap::validate() {
   if (size_ < kBs) return corrupt("bootstrap is {} bytes, smaller than one 4096-byte block", size_);
-  if (load<uint32_t>(data_) == kRafsV5Magic)
-    return errorf(Errc::kUnsupported, "RAFS v5 bootstrap (magic at offset 0) is not supported");
+  if (load<uint32_t>(data_) == kRafsV5Magic) {
+    if (v5_sb_) return corrupt("RAFS v5 translation produced a v5 image");  // never recurse twice
+    return adopt_v5();
+  }
   sb_ = load<SuperBlock>(data_ + kSuperBlockOffset);
   ext_ = load<ExtSuperBlock>(data_ + kExtSuperBlockOffset);
 
@@ -306,6 +308,25 @@ Status Bootstrap::validate() {
   auto root = inode(sb_.root_nid);
   if (!root) return std::unexpected(std::move(root).error().context("root inode"));
   if (!root->is_dir()) return corrupt("root inode {} is not a directory", sb_.root_nid);
+  return ok();
+}
+
+Status Bootstrap::adopt_v5() {
+  NYDUS_ASSIGN_OR_RETURN(RafsV5Image v5, parse_rafs_v5({data_, size_}));
+  auto written = write_bootstrap(v5.spec);
+  if (!written) return std::unexpected(std::move(written).error().context("RAFS v5 image"));
+  v5_size_ = size_;
+  v5_sb_ = v5.sb;
+  v5_blobs_ = std::move(v5.blobs);
+  if (mapped_) munmap(const_cast<uint8_t*>(data_), size_);
+  mapped_ = false;
+  owned_ = std::move(written->bytes);
+  data_ = owned_.data();
+  size_ = owned_.size();
+  auto st = validate();
+  if (!st) return std::unexpected(std::move(st).error().context("v6 image translated from RAFS v5"));
+  for (size_t b = 0; b < blobs_.size() && b < v5.blob_chunks.size(); ++b)
+    blobs_[b].bootstrap_chunks = std::make_shared<const std::vector<ChunkRecord>>(std::move(v5.blob_chunks[b]));
   return ok();
 }
 

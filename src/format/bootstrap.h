@@ -1,4 +1,6 @@
-// Read-only view of a RAFS v6 bootstrap (the EROFS metadata image). The file
+// Read-only view of a RAFS v6 bootstrap (the EROFS metadata image). A RAFS
+// v5 file is parsed (bootstrap_v5.h) and re-written as v6 in memory first, so
+// everything below sees v6. The file
 // is mmap'd; every accessor bounds-checks offsets, sizes, nids and names
 // against the mapping and returns kCorrupt on anything malformed. Nothing is
 // copied per inode: InodeView is a small decoded struct.
@@ -16,6 +18,7 @@
 
 #include "common/result.h"
 #include "format/blob_info.h"
+#include "format/bootstrap_v5.h"
 #include "format/layout.h"
 
 namespace nydus::format {
@@ -70,7 +73,14 @@ class Bootstrap {
   static Result<std::shared_ptr<Bootstrap>> from_bytes(std::vector<uint8_t> bytes);
   ~Bootstrap();
 
+  // The RAFS v6 image: for a v5 file, the v6 image written in memory from it.
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
+  // 5 when the file was RAFS v5 (read through its v6 translation), else 6.
+  uint32_t rafs_version() const { return v5_sb_ ? 5 : 6; }
+  // The v5 superblock, blob table and file size of a v5 file; null for v6.
+  const RafsV5SuperBlock* v5_super_block() const { return v5_sb_ ? &*v5_sb_ : nullptr; }
+  const std::vector<RafsV5BlobSummary>& v5_blobs() const { return v5_blobs_; }
+  uint64_t source_size() const { return v5_sb_ ? v5_size_ : size_; }
   const SuperBlock& super_block() const { return sb_; }
   const ExtSuperBlock& ext_super_block() const { return ext_; }
   uint64_t flags() const { return ext_.flags; }
@@ -112,6 +122,8 @@ class Bootstrap {
  private:
   Bootstrap() = default;
   Status validate();
+  // Replace the v5 bytes by the v6 image written from them, then validate that.
+  Status adopt_v5();
 
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
@@ -121,6 +133,9 @@ class Bootstrap {
   ExtSuperBlock ext_{};
   std::vector<BlobInfo> blobs_;
   std::vector<uint32_t> prefetch_;
+  std::optional<RafsV5SuperBlock> v5_sb_;
+  std::vector<RafsV5BlobSummary> v5_blobs_;
+  uint64_t v5_size_ = 0;
 };
 
 }  // namespace nydus::format

@@ -79,6 +79,14 @@ Result<const std::vector<ChunkRecord>*> ImageReader::blob_chunks(uint32_t index)
     }
     for (const auto& t : *table_)
       if (t.blob_index == index && t.ci_index < recs.size()) recs[t.ci_index].digest = t.digest;
+  } else if (bi.bootstrap_chunks) {
+    // RAFS v5: the bootstrap's own chunk list, by ci index (gaps unusable).
+    recs.resize(bi.chunk_count);
+    for (auto& r : recs) r.uncompressed_size = 0;
+    for (const auto& r : *bi.bootstrap_chunks) {
+      if (r.ci_index >= recs.size()) return corrupt("blob {}: chunk {} beyond {} chunks", index, r.ci_index, recs.size());
+      recs[r.ci_index] = r;
+    }
   } else {
     if (!table_) {
       NYDUS_ASSIGN_OR_RETURN(auto t, boot_->chunk_table());

@@ -337,6 +337,19 @@ Status BlobCacheImpl::timed_backend_read(uint64_t offset, std::span<uint8_t> out
 }
 
 Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
+  if (blob_.bootstrap_chunks) {
+    // RAFS v5: no ci array exists; the bootstrap's chunks stand in for it.
+    // A ci no file references gets an empty slot at the end of the layout.
+    format::BlobMeta meta;
+    meta.chunks.resize(blob_.chunk_count);
+    for (auto& c : meta.chunks) c.uncompressed_offset = blob_.uncompressed_size;
+    for (const auto& r : *blob_.bootstrap_chunks) {
+      if (r.ci_index >= meta.chunks.size()) return corrupt("bootstrap chunk {} beyond {} chunks", r.ci_index, meta.chunks.size());
+      meta.chunks[r.ci_index] = {r.compressed_offset, r.compressed_size, r.uncompressed_offset, r.uncompressed_size,
+                                 r.compressed};
+    }
+    return index_meta(meta, digests);
+  }
   const fs::path cache_path = cfg_.work_dir / (blob_.blob_id + ".blob.meta");
   const uint64_t cache_size =
       format::align_up(blob_.ci_uncompressed_size, format::kBlockSize) + format::kBlobMetaHeaderSize;
@@ -365,6 +378,11 @@ Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector
   chunks_.assign(meta.chunks.size(), ChunkSlot{});
   for (uint32_t i = 0; i < meta.chunks.size(); i++) {
     const auto& d = meta.chunks[i];
+    if (blob_.bootstrap_chunks && d.uncompressed_size == 0 && d.compressed_size == 0 &&
+        d.uncompressed_offset == blob_.uncompressed_size) {
+      chunks_[i].uncompressed_offset = d.uncompressed_offset;  // unreferenced v5 chunk: never read
+      continue;
+    }
     if (d.uncompressed_size == 0 || d.uncompressed_size > format::kMaxChunkSize || d.compressed_size == 0 ||
         d.compressed_size > format::kMaxChunkSize ||
         !fits(d.uncompressed_offset, d.uncompressed_size, blob_.uncompressed_size) ||
@@ -405,7 +423,7 @@ Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backen
   cfg_ = cfg;
   if (!backend_) return errorf(Errc::kInvalidArgument, "blob cache needs a backend");
   NYDUS_TRY(validate_blob_id(blob_.blob_id));
-  if (blob_.ci_compressed_size == 0 || blob_.ci_uncompressed_size == 0)
+  if ((blob_.ci_compressed_size == 0 || blob_.ci_uncompressed_size == 0) && !blob_.bootstrap_chunks)
     return errorf(Errc::kUnsupported, "blob {} has no chunk info (blob meta)", blob_.blob_id);
   // Bound what the untrusted table makes us allocate before reading anything
   // (V2 entries are 24 bytes; parse_blob_meta checks the exact size).
