@@ -89,25 +89,28 @@ SResult<std::unique_ptr<Snapshotter>> Snapshotter::open(SnapshotterOptions opts)
   return sn;
 }
 
-std::vector<Mount> Snapshotter::overlay_mounts(const Snapshot& s) const {
-  if (s.parent_ids.empty())
-    return {{"bind", upper_path(s.id), "", {s.kind == Kind::kView ? "ro" : "rw", "rbind"}}};
+std::vector<std::string> Snapshotter::overlay_options(const Snapshot& s, const std::vector<std::string>& lowers) const {
   std::vector<std::string> options;
   if (index_off_) options.push_back("index=off");
   if (userxattr_) options.push_back("userxattr");
   if (s.kind == Kind::kActive) {
     options.push_back("workdir=" + work_path(s.id));
     options.push_back("upperdir=" + upper_path(s.id));
-  } else if (s.parent_ids.size() == 1) {
+  }
+  std::string lowerdir = "lowerdir=";
+  for (size_t i = 0; i < lowers.size(); ++i) lowerdir += (i ? ":" : "") + lowers[i];
+  options.push_back(std::move(lowerdir));
+  return options;
+}
+
+std::vector<Mount> Snapshotter::overlay_mounts(const Snapshot& s) const {
+  if (s.parent_ids.empty())
+    return {{"bind", upper_path(s.id), "", {s.kind == Kind::kView ? "ro" : "rw", "rbind"}}};
+  if (s.kind != Kind::kActive && s.parent_ids.size() == 1)
     return {{"bind", upper_path(s.parent_ids[0]), "", {"ro", "rbind"}}};
-  }
-  std::string lower = "lowerdir=";
-  for (size_t i = 0; i < s.parent_ids.size(); ++i) {
-    if (i) lower += ":";
-    lower += upper_path(s.parent_ids[i]);
-  }
-  options.push_back(std::move(lower));
-  return {{"overlay", "overlay", "", std::move(options)}};
+  std::vector<std::string> lowers;
+  for (const auto& id : s.parent_ids) lowers.push_back(upper_path(id));
+  return {{"overlay", "overlay", "", overlay_options(s, lowers)}};
 }
 
 std::vector<Mount> Snapshotter::nydus_mounts(const Snapshot& s, const std::string& meta_id,
@@ -120,20 +123,9 @@ std::vector<Mount> Snapshotter::nydus_mounts(const Snapshot& s, const std::strin
     lowers.push_back(upper_path(id));
   }
   lowers.push_back(lower);
-  std::vector<std::string> options;
-  if (index_off_) options.push_back("index=off");
-  if (userxattr_) options.push_back("userxattr");
-  if (s.kind == Kind::kActive) {
-    options.push_back("workdir=" + work_path(s.id));
-    options.push_back("upperdir=" + upper_path(s.id));
-  } else {
-    // A view: its own empty fs dir as a second lower dir (overlayfs wants two without an upper dir).
-    lowers.push_back(upper_path(s.id));
-  }
-  std::string lowerdir = "lowerdir=";
-  for (size_t i = 0; i < lowers.size(); ++i) lowerdir += (i ? ":" : "") + lowers[i];
-  options.push_back(std::move(lowerdir));
-  return {{"overlay", "overlay", "", std::move(options)}};
+  // A view: its own empty fs dir as a second lower dir (overlayfs wants two without an upper dir).
+  if (s.kind != Kind::kActive) lowers.push_back(upper_path(s.id));
+  return {{"overlay", "overlay", "", overlay_options(s, lowers)}};
 }
 
 SResult<std::optional<Snapshotter::Meta>> Snapshotter::find_meta(const std::string& parent) {

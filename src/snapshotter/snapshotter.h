@@ -72,6 +72,8 @@ class Snapshotter {
   };
   SResult<std::optional<Meta>> find_meta(const std::string& parent);
   SResult<std::string> start_daemon(const Meta& meta);
+  // Overlay options for `s` over `lowers` (nearest first): workdir/upperdir when active.
+  std::vector<std::string> overlay_options(const Snapshot& s, const std::vector<std::string>& lowers) const;
   std::vector<Mount> overlay_mounts(const Snapshot& s) const;
   std::vector<Mount> nydus_mounts(const Snapshot& s, const std::string& meta_id, const std::string& lower) const;
   std::vector<std::string> cleanup_directories(const std::set<std::string>& ids) const;

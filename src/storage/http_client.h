@@ -102,6 +102,16 @@ class HttpClient {
 // non-PEM file is an error (upstream fails the backend's creation too).
 Result<std::string> load_ca_bundle(const std::vector<std::string>& ca_cert_files);
 
+// The HTTP client options every remote backend's config spells the same way
+// (timeout, connect_timeout, skip_verify), with the CA bundle already loaded.
+template <typename BackendConfig>
+HttpOptions http_options_for(const BackendConfig& cfg, std::string ca_bundle_pem) {
+  return HttpOptions{.timeout = cfg.timeout,
+                     .connect_timeout = cfg.connect_timeout,
+                     .skip_verify = cfg.skip_verify,
+                     .ca_bundle_pem = std::move(ca_bundle_pem)};
+}
+
 // Whether a transport error from perform() of `url` is one upstream's
 // registry backend answers with an https->http fallback (skip_verify):
 // its text names SSL/TLS, "wrong version number" or "connection refused".

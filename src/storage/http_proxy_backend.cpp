@@ -48,10 +48,7 @@ Result<std::shared_ptr<HttpProxyBackend>> HttpProxyBackend::create(HttpProxyBack
 HttpProxyBackend::HttpProxyBackend(HttpProxyBackendConfig cfg, std::string ca_bundle_pem)
     : RemoteBackend(cfg.retry),
       cfg_(std::move(cfg)),
-      http_(HttpOptions{.timeout = cfg_.timeout,
-                        .connect_timeout = cfg_.connect_timeout,
-                        .skip_verify = cfg_.skip_verify,
-                        .ca_bundle_pem = std::move(ca_bundle_pem)}) {
+      http_(http_options_for(cfg_, std::move(ca_bundle_pem))) {
   // A proxy only makes sense for the URL form (upstream: "for remote usage").
   if (!cfg_.proxy.url.empty() && !over_unix_socket()) proxy_ = std::make_unique<BackendProxy>(cfg_.proxy, http_);
 }

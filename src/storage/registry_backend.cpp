@@ -150,10 +150,7 @@ RegistryBackend::RegistryBackend(RegistryConfig cfg, std::string ca_bundle_pem)
     : RemoteBackend(cfg.retry),
       cfg_(std::move(cfg)),
       https_(cfg_.scheme != "http"),
-      http_(HttpOptions{.timeout = cfg_.timeout,
-                        .connect_timeout = cfg_.connect_timeout,
-                        .skip_verify = cfg_.skip_verify,
-                        .ca_bundle_pem = std::move(ca_bundle_pem)}) {
+      http_(http_options_for(cfg_, std::move(ca_bundle_pem))) {
   if (!cfg_.proxy.url.empty()) proxy_ = std::make_unique<BackendProxy>(cfg_.proxy, http_);
   for (const auto& m : cfg_.mirrors) {
     auto mm = std::make_unique<Mirror>();

@@ -153,10 +153,7 @@ Result<std::shared_ptr<S3Backend>> S3Backend::create(S3Config cfg) {
 S3Backend::S3Backend(S3Config cfg, std::string ca_bundle_pem)
     : RemoteBackend(cfg.retry),
       cfg_(std::move(cfg)),
-      http_(HttpOptions{.timeout = cfg_.timeout,
-                        .connect_timeout = cfg_.connect_timeout,
-                        .skip_verify = cfg_.skip_verify,
-                        .ca_bundle_pem = std::move(ca_bundle_pem)}) {
+      http_(http_options_for(cfg_, std::move(ca_bundle_pem))) {
   if (!cfg_.proxy.url.empty()) proxy_ = std::make_unique<BackendProxy>(cfg_.proxy, http_);
 }
 
