@@ -1,0 +1,90 @@
+// The ZRAN part of a blob meta: for a blob whose data is an original gzip
+// layer (`nydus-image create --type targz-ref`), the V2 ci array is followed,
+// inside the same ci buffer, by a table of 40-byte inflate contexts (zlib
+// checkpoints) and the dictionary table they index. A chunk names its context
+// (zran index) and where its bytes start in that context's output (zran
+// offset). Layout: upstream storage/src/meta/zran.rs (ZranInflateContext) and
+// storage/src/meta/mod.rs (BlobCompressionContextHeader s_ci_zran_*,
+// validate_header); our spec: rafs-v6-format.md section "ZRAN blobs".
+// Everything here is untrusted and bounded before use.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/result.h"
+#include "format/layout.h"
+
+namespace nydus::format {
+
+#pragma pack(push, 1)
+// On-disk ZranInflateContext (40 bytes, little endian).
+struct ZranInflateContextOnDisk {
+  uint64_t in_offset;    // compressed offset in the layer where inflate resumes
+  uint64_t out_offset;   // uncompressed offset (in the tar stream) at that point
+  uint64_t dict_offset;  // into the dictionary table
+  uint32_t in_len;       // compressed bytes to feed from in_offset
+  uint32_t out_len;      // uncompressed bytes produced from those
+  uint32_t dict_size;    // window bytes (0 at the start of a stream, else ≤ 32 KiB)
+  uint8_t ctx_byte;      // the byte before in_offset, when ctx_bits != 0
+  uint8_t ctx_bits;      // bits of ctx_byte still unread at the checkpoint (0..7)
+  uint8_t reserved1;
+  uint8_t reserved2;
+};
+#pragma pack(pop)
+static_assert(sizeof(ZranInflateContextOnDisk) == 40);
+
+inline constexpr uint32_t kZranWindowSize = 32 * 1024;
+// A context covers at most this much output; upstream cuts at 2 MiB plus one
+// chunk, so 64 MiB is far above anything valid and bounds one inflate.
+inline constexpr uint32_t kZranMaxContextOutput = 64u << 20;
+
+struct ZranContext {
+  uint64_t in_offset = 0;
+  uint64_t out_offset = 0;
+  uint32_t in_len = 0;
+  uint32_t out_len = 0;
+  uint8_t ctx_byte = 0;
+  uint8_t ctx_bits = 0;
+  uint64_t dict_offset = 0;  // into ZranMeta::dicts
+  uint32_t dict_size = 0;
+};
+
+struct ZranChunk {
+  DecodedChunkInfo ci;       // compressed_* = the layer span read while this chunk was produced
+  uint32_t zran_index = 0;   // context
+  uint32_t zran_offset = 0;  // offset of the chunk's first byte in the context's output
+};
+
+struct ZranMeta {
+  std::vector<ZranChunk> chunks;      // by ci index
+  std::vector<ZranContext> contexts;  // by zran index
+  std::vector<uint8_t> dicts;         // the dictionary table
+
+  std::span<const uint8_t> dict(const ZranContext& c) const {
+    return std::span<const uint8_t>(dicts).subspan(c.dict_offset, c.dict_size);
+  }
+};
+
+// What the blob table says about the blob, to bound the meta against.
+struct ZranLimits {
+  uint64_t layer_size = 0;         // size of the gzip layer (blob compressed_size)
+  uint64_t uncompressed_size = 0;  // the blob's uncompressed (4 KiB aligned) layout; 0 = unchecked
+};
+
+// `ci` = the whole uncompressed ci buffer (ci_uncompressed_size bytes: V2 ci
+// array, context table, dictionaries); `h` = its header.
+Result<ZranMeta> parse_zran_ci(std::span<const uint8_t> ci, const BlobMetaHeader& h, const ZranLimits& lim);
+
+// The blob.meta cache file as upstream writes it (`<blob id>.blob.meta`):
+// the uncompressed ci buffer padded to 4 KiB, then the 4096-byte header.
+Result<ZranMeta> parse_zran_blob_meta_cache(std::span<const uint8_t> file, const ZranLimits& lim);
+
+// The inverse, for the builder: ci array ‖ context table ‖ dictionaries.
+// `dict_of[i]` is context i's window.
+std::vector<uint8_t> encode_zran_ci(const std::vector<ZranChunk>& chunks,
+                                    const std::vector<ZranContext>& contexts,
+                                    const std::vector<std::vector<uint8_t>>& dict_of);
+
+}  // namespace nydus::format

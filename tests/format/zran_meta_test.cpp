@@ -1,0 +1,143 @@
+// ZRAN blob meta: upstream's vendored blob.meta (tests/texture/zran/233c72f2…)
+// parses with the counts upstream wrote, and mutated copies are refused.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "common/test_util.h"
+#include "format/zran_meta.h"
+
+namespace nydus::format {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+constexpr const char* kMeta = "233c72f2b6b698c07021c4da367cfe2dff4f049efbaa885ca0ff760ea297865a.blob.meta";
+// The layer behind the fixture is not vendored; its last context ends at
+// 9798811 + 40210 (see the context dump in the README), so the layer is at
+// least this long.
+constexpr uint64_t kLayerEnd = 9798811 + 40210;
+
+Bytes fixture() { return nydus::test::read_file(nydus::test::fixtures_dir() / "zran" / kMeta); }
+
+BlobMetaHeader header_of(const Bytes& f) { return load<BlobMetaHeader>(f.data() + f.size() - kBlobMetaHeaderSize); }
+
+// Byte offset of context i / ci entry i in the file (the ci buffer starts at 0).
+size_t ctx_at(const Bytes& f, uint32_t i) { return header_of(f).ci_zran_offset + i * sizeof(ZranInflateContextOnDisk); }
+size_t ci_at(uint32_t i) { return i * sizeof(ChunkInfoV2); }
+
+template <class T>
+void poke(Bytes& f, size_t off, T v) { std::memcpy(f.data() + off, &v, sizeof(v)); }
+
+TEST(ZranMeta, UpstreamFixtureParses) {
+  const Bytes f = fixture();
+  ASSERT_EQ(f.size(), 667648u);
+  auto m = parse_zran_blob_meta_cache(f, {kLayerEnd, 0});
+  ASSERT_TRUE(m) << m.error().to_string();
+  EXPECT_EQ(m->chunks.size(), 163u);
+  EXPECT_EQ(m->contexts.size(), 21u);
+  // First context: right after the 10-byte gzip header, no window yet.
+  EXPECT_EQ(m->contexts[0].in_offset, 10u);
+  EXPECT_EQ(m->contexts[0].out_offset, 0u);
+  EXPECT_EQ(m->contexts[0].dict_size, 0u);
+  for (size_t i = 1; i < m->contexts.size(); i++) {
+    const auto& c = m->contexts[i];
+    EXPECT_GT(c.in_offset, m->contexts[i - 1].in_offset) << i;
+    EXPECT_GT(c.out_offset, m->contexts[i - 1].out_offset) << i;
+    EXPECT_EQ(c.dict_size, kZranWindowSize) << i;
+    EXPECT_EQ(m->dict(c).size(), kZranWindowSize);
+  }
+  // Chunks follow each other without overlap in the uncompressed layout
+  // (upstream leaves a gap where a duplicate chunk was dropped: entry 146),
+  // 4 KiB aligned, and their place in the tar stream
+  // (context out_offset + zran offset) grows.
+  uint64_t next_uoff = 0, last_tar_pos = 0;
+  for (size_t i = 0; i < m->chunks.size(); i++) {
+    const auto& z = m->chunks[i];
+    EXPECT_GE(z.ci.uncompressed_offset, next_uoff) << i;
+    next_uoff = align_up(z.ci.uncompressed_offset + z.ci.uncompressed_size, kBlockSize);
+    const uint64_t tar_pos = m->contexts[z.zran_index].out_offset + z.zran_offset;
+    EXPECT_GT(tar_pos, last_tar_pos) << i;
+    last_tar_pos = tar_pos;
+    EXPECT_TRUE(z.ci.compressed);
+    EXPECT_LE(z.ci.uncompressed_size, 1u << 20);
+  }
+  EXPECT_EQ(m->chunks[0].zran_offset, 1024u);  // the first file's data after two tar headers
+  EXPECT_EQ(m->chunks.back().zran_index, 20u);
+}
+
+TEST(ZranMeta, LayerTooShortForTheLastContext) {
+  EXPECT_FALSE(parse_zran_blob_meta_cache(fixture(), {kLayerEnd - 1, 0}));
+}
+
+TEST(ZranMeta, ContextOutsideTheLayer) {
+  Bytes f = fixture();
+  poke<uint64_t>(f, ctx_at(f, 7), kLayerEnd);  // in_offset of context 7
+  auto m = parse_zran_blob_meta_cache(f, {kLayerEnd, 0});
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code, Errc::kCorrupt);
+  EXPECT_NE(m.error().message.find("outside the"), std::string::npos) << m.error().message;
+}
+
+TEST(ZranMeta, DictionaryBeyondTheTable) {
+  Bytes f = fixture();
+  const auto h = header_of(f);
+  const uint64_t dict_table = h.ci_zran_size - h.ci_zran_count * sizeof(ZranInflateContextOnDisk);
+  poke<uint64_t>(f, ctx_at(f, 20) + 16, dict_table - 100);  // dict_offset of the last context
+  auto m = parse_zran_blob_meta_cache(f, {kLayerEnd, 0});
+  ASSERT_FALSE(m);
+  EXPECT_NE(m.error().message.find("dictionary"), std::string::npos) << m.error().message;
+  // A window larger than 32 KiB is refused even when it fits the table.
+  f = fixture();
+  poke<uint32_t>(f, ctx_at(f, 1) + 32, kZranWindowSize + 1);
+  EXPECT_FALSE(parse_zran_blob_meta_cache(f, {kLayerEnd, 0}));
+}
+
+TEST(ZranMeta, ChunkContextIndexOutOfRange) {
+  Bytes f = fixture();
+  poke<uint32_t>(f, ci_at(100) + 20, 21);  // high half of `data` = zran index
+  auto m = parse_zran_blob_meta_cache(f, {kLayerEnd, 0});
+  ASSERT_FALSE(m);
+  EXPECT_NE(m.error().message.find("ZRAN index 21"), std::string::npos) << m.error().message;
+}
+
+TEST(ZranMeta, ChunkBeyondItsContextOutput) {
+  Bytes f = fixture();
+  poke<uint32_t>(f, ci_at(160) + 16, 126588);  // zran offset = context 20's out_len
+  EXPECT_FALSE(parse_zran_blob_meta_cache(f, {kLayerEnd, 0}));
+}
+
+TEST(ZranMeta, HeaderLies) {
+  const Bytes good = fixture();
+  const size_t hdr = good.size() - kBlobMetaHeaderSize;
+  Bytes f = good;
+  poke<uint64_t>(f, hdr + offsetof(BlobMetaHeader, ci_zran_size), 1ull << 40);
+  EXPECT_FALSE(parse_zran_blob_meta_cache(f, {kLayerEnd, 0}));
+  f = good;
+  poke<uint32_t>(f, hdr + offsetof(BlobMetaHeader, ci_zran_count), 164);  // > ci entries
+  EXPECT_FALSE(parse_zran_blob_meta_cache(f, {kLayerEnd, 0}));
+  f = good;
+  poke<uint64_t>(f, hdr + offsetof(BlobMetaHeader, ci_zran_offset), 24);
+  EXPECT_FALSE(parse_zran_blob_meta_cache(f, {kLayerEnd, 0}));
+  f = good;
+  poke<uint32_t>(f, hdr + offsetof(BlobMetaHeader, features), blob_features::kChunkInfoV2);
+  EXPECT_FALSE(parse_zran_blob_meta_cache(f, {kLayerEnd, 0}));
+  f = good;
+  f.resize(f.size() - kBlockSize);  // truncated
+  EXPECT_FALSE(parse_zran_blob_meta_cache(f, {kLayerEnd, 0}));
+}
+
+TEST(ZranMeta, EncodeParsesBack) {
+  auto m = parse_zran_blob_meta_cache(fixture(), {kLayerEnd, 0});
+  ASSERT_TRUE(m);
+  std::vector<Bytes> dicts;
+  for (const auto& c : m->contexts) dicts.emplace_back(m->dict(c).begin(), m->dict(c).end());
+  const Bytes ci = encode_zran_ci(m->chunks, m->contexts, dicts);
+  const Bytes f = fixture();
+  const auto h = header_of(f);
+  ASSERT_EQ(ci.size(), h.ci_uncompressed_size);
+  EXPECT_TRUE(std::equal(ci.begin(), ci.end(), f.begin()));  // byte-identical to upstream's
+}
+
+}  // namespace
+}  // namespace nydus::format
