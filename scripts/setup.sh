@@ -10,10 +10,11 @@ BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo}
 
 PACKAGES=(
   cmake ninja-build g++ pkg-config
-  libfuse3-dev fuse3 libzstd-dev liblz4-dev libssl-dev nlohmann-json3-dev libcli11-dev
+  libfuse3-dev fuse3 libzstd-dev liblz4-dev zlib1g-dev libssl-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   librust-blake3-dev libarchive-dev libcurl4-openssl-dev
   erofs-utils attr zstd lz4 python3 xxd time
+  b3sum  # rafs_v5.sh: checks blake3 digests of upstream v5 images (Python has no blake3)
   gdb nodejs  # gdb: the crash-window test; node: s3rver (the S3 peer of the storage tests)
   fdisk  # sfdisk writes the GPT image of the localdisk backend test
   docker-registry apache2-utils umoci skopeo nginx-light  # nginx: a caching proxy in front of the registry (tests)

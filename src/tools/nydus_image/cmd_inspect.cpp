@@ -53,6 +53,42 @@ OJson superblock_json(const Bootstrap& b) {
   return j;
 }
 
+// A RAFS v5 file's own superblock and blob table (the other sections show
+// the v6 image it was translated to in memory).
+OJson v5_superblock_json(const Bootstrap& b) {
+  const auto& sb = *b.v5_super_block();
+  OJson j;
+  j["magic"] = hex_u64(sb.magic);
+  j["fs_version"] = hex_u64(sb.fs_version);
+  j["sb_size"] = sb.sb_size;
+  j["chunk_size"] = hex_u64(sb.block_size);
+  j["flags"] = hex_u64(sb.flags);
+  j["flag_names"] = super_flag_names(sb.flags);
+  j["inodes_count"] = sb.inodes_count;
+  j["inode_table_offset"] = sb.inode_table_offset;
+  j["inode_table_entries"] = sb.inode_table_entries;
+  j["prefetch_table_offset"] = sb.prefetch_table_offset;
+  j["prefetch_table_entries"] = sb.prefetch_table_entries;
+  j["blob_table_offset"] = sb.blob_table_offset;
+  j["blob_table_size"] = sb.blob_table_size;
+  j["extended_blob_table_offset"] = sb.extended_blob_table_offset;
+  j["extended_blob_table_entries"] = sb.extended_blob_table_entries;
+  OJson blobs = OJson::array();
+  for (const auto& v : b.v5_blobs()) {
+    OJson e;
+    e["blob_id"] = escape_bytes(v.blob_id);
+    e["readahead_offset"] = v.readahead_offset;
+    e["readahead_size"] = v.readahead_size;
+    e["chunk_count"] = v.chunk_count;
+    e["features"] = hex_u64(v.features);
+    e["compressed_size"] = v.compressed_size;
+    e["uncompressed_size"] = v.uncompressed_size;
+    blobs.push_back(std::move(e));
+  }
+  j["blobs"] = std::move(blobs);
+  return j;
+}
+
 OJson ext_superblock_json(const Bootstrap& b) {
   const auto& e = b.ext_super_block();
   OJson j;
@@ -291,7 +327,9 @@ int run_inspect(InspectArgs a) {
   OJson doc;
   if (req == "stats") {
     doc["bootstrap"] = a.bootstrap;
-    doc["bootstrap_size"] = b.bytes().size();
+    doc["bootstrap_size"] = b.source_size();
+    doc["rafs_version"] = b.rafs_version();
+    if (b.v5_super_block()) doc["v5_superblock"] = v5_superblock_json(b);
     doc["superblock"] = superblock_json(b);
     doc["ext_superblock"] = ext_superblock_json(b);
     doc["blobs"] = blobs_json(b);

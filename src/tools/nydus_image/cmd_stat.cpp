@@ -88,7 +88,7 @@ int run_stat(const StatArgs& a) {
 
   OJson doc;
   doc["bootstrap"] = a.bootstrap;
-  doc["bootstrap_size"] = b.bytes().size();
+  doc["bootstrap_size"] = b.source_size();  // the file as given (v5: not its v6 translation)
   doc["compressor"] = format::compressor_name(b.compressor());
   doc["digester"] = format::digester_name(b.digester());
   doc["chunk_size"] = hex_u64(b.chunk_size());
