@@ -1,0 +1,172 @@
+#include "format/gzip_random.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+namespace nydus::format {
+
+namespace {
+
+constexpr uint32_t kWindow = 32 * 1024;
+constexpr int kRawBits = -15;   // raw deflate, 32 KiB window
+constexpr int kGzipBits = 31;   // gzip wrapper, 32 KiB window
+
+// Owns one z_stream; inflateEnd on every path.
+struct Inflater {
+  z_stream s{};
+  bool live = false;
+  Status init(int bits) {
+    if (inflateInit2(&s, bits) != Z_OK) return make_error(Errc::kInternal, "inflateInit2 failed");
+    live = true;
+    return ok();
+  }
+  ~Inflater() {
+    if (live) inflateEnd(&s);
+  }
+};
+
+std::string zmsg(const z_stream& s, int ret) {
+  return s.msg ? std::string(s.msg) : fmt::format("zlib error {}", ret);
+}
+
+// After a member's last block: drop its 8-byte trailer, read the next
+// member's header in gzip mode, and continue raw at its first block.
+Status skip_to_next_member(z_stream& s) {
+  if (s.avail_in < 8) return corrupt("gzip input ends inside a member trailer");
+  s.next_in += 8;
+  s.avail_in -= 8;
+  if (s.avail_in == 0) return corrupt("gzip stream ends before the requested bytes");
+  if (inflateReset2(&s, kGzipBits) != Z_OK) return make_error(Errc::kInternal, "inflateReset2 failed");
+  uint8_t none[1];
+  for (;;) {
+    s.next_out = none;
+    s.avail_out = 0;  // a header produces no output
+    const int ret = inflate(&s, Z_BLOCK);
+    if (ret != Z_OK) return corrupt("bad gzip member header: {}", zmsg(s, ret));
+    if (s.data_type & 0x80) break;  // just past the header
+    if (s.avail_in == 0) return corrupt("gzip input ends inside a member header");
+  }
+  if (inflateReset2(&s, kRawBits) != Z_OK) return make_error(Errc::kInternal, "inflateReset2 failed");
+  return ok();
+}
+
+}  // namespace
+
+Status inflate_from_checkpoint(const InflatePoint& at, std::span<const uint8_t> input, uint64_t skip,
+                               std::span<uint8_t> out) {
+  if (at.bits > 7) return corrupt("checkpoint with {} pending bits", at.bits);
+  if (at.window.size() > kWindow) return corrupt("checkpoint window of {} bytes", at.window.size());
+  if (input.size() > std::numeric_limits<uInt>::max() || out.size() > std::numeric_limits<uInt>::max())
+    return errorf(Errc::kInvalidArgument, "inflate span too large");
+  Inflater z;
+  NYDUS_TRY(z.init(kRawBits));
+  z_stream& s = z.s;
+  if (at.bits && inflatePrime(&s, at.bits, at.prev_byte >> (8 - at.bits)) != Z_OK)
+    return corrupt("inflatePrime refused the checkpoint");
+  if (!at.window.empty() && inflateSetDictionary(&s, at.window.data(), uInt(at.window.size())) != Z_OK)
+    return corrupt("inflateSetDictionary refused the checkpoint window");
+  s.next_in = const_cast<Bytef*>(input.data());
+  s.avail_in = uInt(input.size());
+
+  thread_local std::vector<uint8_t> discard(64 * 1024);
+  size_t done = 0;
+  while (done < out.size()) {
+    const uint64_t before = skip;
+    if (skip > 0) {
+      s.next_out = discard.data();
+      s.avail_out = uInt(std::min<uint64_t>(skip, discard.size()));
+    } else {
+      s.next_out = out.data() + done;
+      s.avail_out = uInt(out.size() - done);
+    }
+    const uInt room = s.avail_out;
+    const int ret = inflate(&s, Z_NO_FLUSH);
+    const size_t got = room - s.avail_out;
+    if (before > 0) skip -= got;
+    else done += got;
+    if (ret == Z_STREAM_END) {
+      if (done == out.size()) break;
+      NYDUS_TRY(skip_to_next_member(s));
+      continue;
+    }
+    if (ret == Z_BUF_ERROR || (ret == Z_OK && got == 0 && s.avail_in == 0))
+      return corrupt("compressed input ends {} bytes short of the requested range", out.size() - done);
+    if (ret != Z_OK) return corrupt("inflate from checkpoint: {}", zmsg(s, ret));
+  }
+  return ok();
+}
+
+Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span) {
+  Inflater z;
+  NYDUS_TRY(z.init(kGzipBits));
+  z_stream& s = z.s;
+  std::vector<uint8_t> in(64 * 1024), out(256 * 1024);
+  GzipIndex idx;
+  uint64_t total_in = 0, total_out = 0, last_cp_out = 0;
+  uint8_t last_byte = 0;     // the byte before in[0], for a checkpoint right after a refill
+  bool member_start = true;  // next block boundary is right after a header
+  bool between_members = true;  // the input may end here
+  bool any = false;
+
+  for (;;) {
+    if (s.avail_in == 0) {
+      if (s.next_in && s.next_in > in.data()) last_byte = s.next_in[-1];
+      NYDUS_ASSIGN_OR_RETURN(size_t n, read(in));
+      if (n == 0) {
+        if (!between_members || !any) return corrupt("gzip stream truncated at {} bytes", total_in);
+        break;
+      }
+      s.next_in = in.data();
+      s.avail_in = uInt(n);
+    }
+    s.next_out = out.data();
+    s.avail_out = uInt(out.size());
+    const uInt in_before = s.avail_in;
+    const int ret = inflate(&s, Z_BLOCK);
+    const uint64_t used = in_before - s.avail_in, got = out.size() - s.avail_out;
+    total_in += used;
+    total_out += got;
+    if (used) {
+      between_members = false;
+      any = true;
+    }
+    if (got) NYDUS_TRY(sink(std::span<const uint8_t>(out.data(), got)));
+    if (ret == Z_STREAM_END) {
+      idx.boundaries.push_back({total_in, total_out});
+      if (inflateReset(&s) != Z_OK) return make_error(Errc::kInternal, "inflateReset failed");
+      member_start = true;
+      between_members = true;
+      continue;
+    }
+    if (ret == Z_BUF_ERROR && s.avail_in == 0) continue;  // needs input
+    if (ret != Z_OK) return corrupt("gzip stream at byte {}: {}", total_in, zmsg(s, ret));
+    // At a block boundary (or right after a member header), unless the block
+    // just ended was the member's last.
+    if ((s.data_type & 0x80) && !(s.data_type & 0x40)) {
+      idx.boundaries.push_back({total_in, total_out});
+      if (member_start || total_out - last_cp_out >= span) {
+        GzipCheckpoint cp;
+        cp.in_offset = total_in;
+        cp.out_offset = total_out;
+        cp.bits = uint8_t(s.data_type & 7);
+        if (cp.bits) cp.prev_byte = s.next_in > in.data() ? s.next_in[-1] : last_byte;
+        cp.window.resize(kWindow);
+        uInt len = 0;
+        if (inflateGetDictionary(&s, cp.window.data(), &len) != Z_OK)
+          return make_error(Errc::kInternal, "inflateGetDictionary failed");
+        cp.window.resize(member_start ? 0 : len);
+        idx.checkpoints.push_back(std::move(cp));
+        last_cp_out = total_out;
+        member_start = false;
+      }
+    }
+  }
+  idx.in_size = total_in;
+  idx.out_size = total_out;
+  return idx;
+}
+
+}  // namespace nydus::format

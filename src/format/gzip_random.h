@@ -1,0 +1,66 @@
+// Random access into a gzip stream (one or more members, as `gzip -dc` reads
+// it) through zlib inflate checkpoints, the way ZRAN blobs are read: a
+// checkpoint sits at a deflate block boundary and records the compressed and
+// uncompressed offsets there, the bits of the boundary byte still unread, and
+// the last 32 KiB of output (the window back-references may reach). Raw
+// inflate resumes from it with inflatePrime + inflateSetDictionary (upstream
+// utils/src/compress/zlib_random.rs does the same; zlib's examples/zran.c is
+// the origin of the technique).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "common/result.h"
+
+namespace nydus::format {
+
+struct GzipCheckpoint {
+  uint64_t in_offset = 0;   // first compressed byte still (partly) unread
+  uint64_t out_offset = 0;  // uncompressed bytes produced before this point
+  uint8_t bits = 0;         // 0..7 bits of the byte at in_offset - 1 still unread
+  uint8_t prev_byte = 0;    // that byte (meaningful when bits != 0)
+  std::vector<uint8_t> window;  // ≤ 32 KiB of output before out_offset (empty at a member start)
+};
+
+// What inflate needs to resume at a checkpoint (the window is borrowed).
+struct InflatePoint {
+  uint8_t bits = 0;
+  uint8_t prev_byte = 0;
+  std::span<const uint8_t> window;
+};
+
+// Inflate from a checkpoint: `input` = the layer's bytes from its in_offset
+// on (as many as the caller has); writes exactly out.size() bytes of the
+// uncompressed stream starting at its out_offset + skip. Crosses member
+// boundaries (trailer, next header). Input that ends too early, or is not a
+// valid continuation, is kCorrupt: never partial or wrong output.
+Status inflate_from_checkpoint(const InflatePoint& at, std::span<const uint8_t> input, uint64_t skip, std::span<uint8_t> out);
+
+// A deflate block boundary seen while scanning: output up to `out` needs
+// input only up to `in` (exclusive).
+struct GzipBoundary {
+  uint64_t in = 0;
+  uint64_t out = 0;
+};
+
+struct GzipIndex {
+  std::vector<GzipCheckpoint> checkpoints;  // ordered; one at each member start
+  std::vector<GzipBoundary> boundaries;     // every block end, ordered
+  uint64_t in_size = 0;                     // compressed bytes consumed
+  uint64_t out_size = 0;                    // uncompressed stream size
+};
+
+// Pull-style input: fill `buf`, return bytes read (0 at end).
+using GzipReadFn = std::function<Result<size_t>(std::span<uint8_t> buf)>;
+// Every uncompressed piece, in order.
+using GzipSinkFn = std::function<Status(std::span<const uint8_t> piece)>;
+
+// Scan a whole gzip stream once: output goes to `sink`; a checkpoint is taken
+// at the first block boundary after each `span` bytes of output (and at the
+// start of every member). Trailing garbage after a member is kCorrupt.
+Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span);
+
+}  // namespace nydus::format

@@ -1,0 +1,184 @@
+// Random access into gzip through inflate checkpoints, checked against
+// `gzip -dc` (the oracle) on upstream's vendored zran inputs and on larger
+// generated layers, single and multi-member.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+#include "common/test_util.h"
+#include "format/gzip_random.h"
+
+namespace nydus::format {
+namespace {
+
+namespace fs = std::filesystem;
+using Bytes = std::vector<uint8_t>;
+using nydus::test::read_file;
+using nydus::test::TempDir;
+
+Bytes run(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  EXPECT_NE(p, nullptr) << cmd;
+  Bytes out;
+  uint8_t buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.insert(out.end(), buf, buf + n);
+  EXPECT_EQ(pclose(p), 0) << cmd;
+  return out;
+}
+
+Result<GzipIndex> index_bytes(const Bytes& gz, Bytes* sunk, uint64_t span) {
+  size_t pos = 0;
+  return index_gzip(
+      [&](std::span<uint8_t> buf) -> Result<size_t> {
+        const size_t n = std::min(buf.size(), gz.size() - pos);
+        std::memcpy(buf.data(), gz.data() + pos, n);
+        pos += n;
+        return n;
+      },
+      [&](std::span<const uint8_t> piece) -> Status {
+        sunk->insert(sunk->end(), piece.begin(), piece.end());
+        return ok();
+      },
+      span);
+}
+
+// The smallest input end that lets output reach `end` (a boundary at or past it).
+uint64_t input_end_for(const GzipIndex& idx, uint64_t end) {
+  for (const auto& b : idx.boundaries)
+    if (b.out >= end) return b.in;
+  return idx.in_size;
+}
+
+// Read [a, b) through the last checkpoint at or before a, feeding only the
+// compressed span the index says is needed.
+Result<Bytes> read_range(const GzipIndex& idx, const Bytes& gz, uint64_t a, uint64_t b) {
+  auto it = std::upper_bound(idx.checkpoints.begin(), idx.checkpoints.end(), a,
+                             [](uint64_t v, const GzipCheckpoint& c) { return v < c.out_offset; });
+  const GzipCheckpoint& cp = *(it - 1);
+  const uint64_t in_end = input_end_for(idx, b);
+  Bytes out(b - a);
+  InflatePoint at{cp.bits, cp.prev_byte, cp.window};
+  NYDUS_TRY(inflate_from_checkpoint(
+      at, std::span<const uint8_t>(gz).subspan(cp.in_offset, in_end - cp.in_offset), a - cp.out_offset, out));
+  return out;
+}
+
+void check_random_reads(const fs::path& gzpath, uint64_t span, int reads, size_t min_checkpoints) {
+  const Bytes gz = read_file(gzpath);
+  const Bytes plain = run("gzip -dc '" + gzpath.string() + "'");
+  Bytes sunk;
+  auto idx = index_bytes(gz, &sunk, span);
+  ASSERT_TRUE(idx) << idx.error().to_string();
+  ASSERT_EQ(sunk, plain) << "the scan's output is not gzip -dc's";
+  EXPECT_EQ(idx->out_size, plain.size());
+  EXPECT_EQ(idx->in_size, gz.size());
+  EXPECT_GE(idx->checkpoints.size(), min_checkpoints);
+  std::mt19937_64 rng(gzpath.string().size());
+  for (int i = 0; i < reads; i++) {
+    uint64_t a = rng() % plain.size();
+    uint64_t len = 1 + rng() % std::min<uint64_t>(plain.size() - a, (i % 4 == 0) ? 3 << 20 : 9000);
+    if (i == 0) a = 0, len = plain.size();  // the whole stream from the first checkpoint
+    auto got = read_range(*idx, gz, a, a + len);
+    ASSERT_TRUE(got) << "[" << a << ", +" << len << "): " << got.error().to_string();
+    ASSERT_TRUE(std::equal(got->begin(), got->end(), plain.begin() + a)) << "[" << a << ", +" << len << ")";
+  }
+  // Every checkpoint, read from exactly its own offset.
+  for (const auto& cp : idx->checkpoints) {
+    if (cp.out_offset >= plain.size()) continue;
+    const uint64_t b = std::min<uint64_t>(plain.size(), cp.out_offset + 4096);
+    auto got = read_range(*idx, gz, cp.out_offset, b);
+    ASSERT_TRUE(got) << got.error().to_string();
+    ASSERT_TRUE(std::equal(got->begin(), got->end(), plain.begin() + cp.out_offset));
+  }
+}
+
+fs::path zran_fixture(const char* name) { return nydus::test::fixtures_dir() / "zran" / name; }
+
+TEST(GzipRandom, UpstreamZranInputs) {
+  for (const char* n : {"zran-single-stream.tar.gz", "zran-two-streams.tar.gz", "zran-zero-file.tar.gz"}) {
+    SCOPED_TRACE(n);
+    check_random_reads(zran_fixture(n), 512, 200, 1);
+  }
+}
+
+TEST(GzipRandom, TwoStreamsHasACheckpointPerMember) {
+  Bytes sunk;
+  auto idx = index_bytes(read_file(zran_fixture("zran-two-streams.tar.gz")), &sunk, 1 << 20);
+  ASSERT_TRUE(idx);
+  EXPECT_EQ(idx->checkpoints.size(), 2u);
+  EXPECT_TRUE(idx->checkpoints[1].window.empty());
+  EXPECT_EQ(idx->checkpoints[1].bits, 0);
+}
+
+// A generated layer of ~12 MB text-like and random data, in three gzip members.
+class GzipRandomLarge : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    std::mt19937 rng(7);
+    std::string text;
+    static const char* words[] = {"usr/", "lib/", "python3 ", "import ", "def ", "self", "\n", "    ", "return "};
+    for (int part = 0; part < 3; part++) {
+      Bytes data;
+      while (data.size() < (4u << 20)) {
+        if (rng() % 16 == 0) {
+          for (int i = 0; i < 3000; i++) data.push_back(uint8_t(rng()));  // incompressible stretch: stored blocks
+        } else {
+          const char* w = words[rng() % 9];
+          data.insert(data.end(), w, w + std::strlen(w));
+        }
+      }
+      nydus::test::write_file(dir_->path() / ("p" + std::to_string(part)), data);
+      const std::string lvl = part == 1 ? "-1" : "-9";
+      ASSERT_EQ(std::system(("gzip -n " + lvl + " -c " + (dir_->path() / ("p" + std::to_string(part))).string() +
+                             (part ? " >> " : " > ") + path().string())
+                                .c_str()),
+                0);
+    }
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static fs::path path() { return dir_->path() / "layer.gz"; }
+  static TempDir* dir_;
+};
+TempDir* GzipRandomLarge::dir_ = nullptr;
+
+TEST_F(GzipRandomLarge, RandomReadsMatchGzip) { check_random_reads(path(), 1 << 20, 300, 12); }
+
+TEST_F(GzipRandomLarge, SmallSpans) { check_random_reads(path(), 64 << 10, 100, 150); }
+
+TEST_F(GzipRandomLarge, ShortInputIsAnErrorNotShortOutput) {
+  const Bytes gz = read_file(path());
+  Bytes sunk;
+  auto idx = index_bytes(gz, &sunk, 1 << 20);
+  ASSERT_TRUE(idx);
+  const GzipCheckpoint& cp = idx->checkpoints[3];
+  Bytes out(2 << 20);
+  InflatePoint at{cp.bits, cp.prev_byte, cp.window};
+  auto r = inflate_from_checkpoint(at, std::span<const uint8_t>(gz).subspan(cp.in_offset, 1000), 0, out);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kCorrupt);
+  // Past the end of the stream.
+  const GzipCheckpoint& last = idx->checkpoints.back();
+  Bytes tail(idx->out_size - last.out_offset + 1);
+  InflatePoint at2{last.bits, last.prev_byte, last.window};
+  EXPECT_FALSE(inflate_from_checkpoint(at2, std::span<const uint8_t>(gz).subspan(last.in_offset), 0, tail));
+  // Garbage instead of deflate data.
+  Bytes junk(4096, 0xff);
+  EXPECT_FALSE(inflate_from_checkpoint(at, junk, 0, std::span<uint8_t>(out).first(1000)));
+  EXPECT_FALSE(inflate_from_checkpoint(InflatePoint{9, 0, {}}, junk, 0, std::span<uint8_t>(out).first(10)));
+}
+
+TEST(GzipRandom, NotGzipOrTruncated) {
+  Bytes sunk;
+  EXPECT_FALSE(index_bytes(Bytes(100, 'x'), &sunk, 1 << 20));
+  Bytes gz = read_file(zran_fixture("zran-two-streams.tar.gz"));
+  gz.resize(gz.size() - 20);
+  EXPECT_FALSE(index_bytes(gz, &sunk, 1 << 20));
+  EXPECT_FALSE(index_bytes(Bytes{}, &sunk, 1 << 20));
+}
+
+}  // namespace
+}  // namespace nydus::format
