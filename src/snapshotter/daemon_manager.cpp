@@ -97,6 +97,45 @@ std::string tail_of(const std::string& path, size_t max = 2000) {
   return s.size() > max ? s.substr(s.size() - max) : s;
 }
 
+// Why a daemon died, for the gRPC error: the last "[error]" line of its log
+// file (nydusd logs there, not to stdout), else the tail of its stdout.
+// Only what this start wrote counts (from `from`: the log is appended to across starts).
+std::string exit_reason(const std::string& log_file, uintmax_t from, const std::string& stdout_file) {
+  std::error_code ec;
+  uintmax_t size = fs::file_size(log_file, ec);
+  std::string log = ec || size <= from ? "" : tail_of(log_file, std::min<uintmax_t>(size - from, 64 * 1024));
+  std::string last;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);)
+    if (line.find("[error]") != std::string::npos) last = line;
+  if (last.empty()) last = tail_of(stdout_file, 1000);
+  if (last.size() > 1000) last = last.substr(0, 1000) + "...";
+  while (!last.empty() && (last.back() == '\n' || last.back() == '\r')) last.pop_back();
+  return last.empty() ? "(nothing logged)" : last;
+}
+
+// RAFS v6 is an EROFS image (superblock magic at byte 1024); RAFS v5 starts
+// with its own magic. Anything else is refused before a nydusd is started.
+constexpr uint32_t kErofsMagic = 0xE0F5E1E2;
+constexpr uint32_t kRafsV5Magic = 0x52414653;
+
+SResult<void> check_bootstrap(const std::string& path, const std::string& meta_id) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return snap_error(Code::kFailedPrecondition,
+                      "snapshot {} is labelled containerd.io/snapshot/nydus-bootstrap but has no bootstrap file "
+                      "(image/image.boot): {}", meta_id, std::strerror(errno));
+  uint32_t v5 = 0, v6 = 0;
+  bool ok = ::pread(fd, &v5, 4, 0) == 4 && v5 == kRafsV5Magic;
+  if (!ok) ok = ::pread(fd, &v6, 4, 1024) == 4 && v6 == kErofsMagic;
+  ::close(fd);
+  if (!ok)
+    return snap_error(Code::kFailedPrecondition,
+                      "snapshot {} is labelled containerd.io/snapshot/nydus-bootstrap but {} is not a RAFS bootstrap "
+                      "(no RAFS v5 or v6 superblock magic)", meta_id, path);
+  return {};
+}
+
 }  // namespace
 
 std::string_view default_fusedev_template() { return kFusedevTemplate; }
@@ -145,13 +184,13 @@ std::vector<std::string> DaemonManager::running() const {
   return out;
 }
 
-SResult<void> DaemonManager::wait_running(const DaemonInstance& d) {
+SResult<void> DaemonManager::wait_running(const DaemonInstance& d, uintmax_t log_offset) {
   auto deadline = std::chrono::steady_clock::now() + s_.ready_timeout;
   std::string last = "no answer";
   while (std::chrono::steady_clock::now() < deadline) {
     if (reaped(d.pid))
-      return snap_error(Code::kUnavailable, "nydusd {} exited before RUNNING; log: {}", d.id,
-                        tail_of(s_.root + "/logs/" + d.id + "/stdout.log"));
+      return snap_error(Code::kUnavailable, "nydusd {} exited before RUNNING: {}", d.id,
+                        exit_reason(s_.root + "/logs/" + d.id + "/nydusd.log", log_offset, s_.root + "/logs/" + d.id + "/stdout.log"));
     if (::access(d.apisock.c_str(), F_OK) == 0) {
       api::ApiClient c(d.apisock, std::chrono::seconds(2));
       if (auto info = c.daemon_info(); info) {
@@ -193,8 +232,7 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
     terminate(it->second);
     daemons_.erase(it);
   }
-  if (::access(bootstrap.c_str(), R_OK) != 0)
-    return snap_error(Code::kNotFound, "nydus bootstrap {} of snapshot {} is missing", bootstrap, meta_id);
+  SNAP_TRY(check_bootstrap(bootstrap, meta_id));
 
   std::string tmpl;
   if (s_.config_template.empty()) {
@@ -241,6 +279,7 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
   d.args.push_back("--failover-policy");
   d.args.push_back("resend");
 
+  const uintmax_t log_offset = fs::exists(log_dir + "/nydusd.log", ec) ? fs::file_size(log_dir + "/nydusd.log", ec) : 0;
   // Everything the child needs is built before fork (no allocation after it).
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(s_.nydusd_path.c_str()));
@@ -268,7 +307,7 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
   if (out_fd >= 0) ::close(out_fd);
   if (null_fd >= 0) ::close(null_fd);
   d.pid = pid;
-  if (auto r = wait_running(d); !r) {
+  if (auto r = wait_running(d, log_offset); !r) {
     terminate(d);
     return std::unexpected(r.error());
   }

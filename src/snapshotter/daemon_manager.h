@@ -68,7 +68,8 @@ class DaemonManager {
   std::string mountpoint_for(const std::string& meta_id) const;
 
  private:
-  SResult<void> wait_running(const DaemonInstance& d);
+  // Until RUNNING; a death is reported with its log's error from `log_offset` on.
+  SResult<void> wait_running(const DaemonInstance& d, uintmax_t log_offset);
   void terminate(DaemonInstance& d);
 
   DaemonSettings s_;

@@ -130,13 +130,22 @@ std::vector<Mount> Snapshotter::nydus_mounts(const Snapshot& s, const std::strin
 
 SResult<std::optional<Snapshotter::Meta>> Snapshotter::find_meta(const std::string& parent) {
   std::string p = parent;
+  std::string data_layer;
   for (int depth = 0; !p.empty(); ++depth) {
     if (depth > 4096) return snap_error(Code::kInternal, "parent chain too long");
     auto r = ms_->get_info(p);
     if (!r) return std::unexpected(r.error());
     if (has(r->info.labels, label::kNydusMetaLayer)) return Meta{r->id, r->info.labels};
+    if (data_layer.empty() && has(r->info.labels, label::kNydusDataLayer)) data_layer = p;
     p = r->info.parent;
   }
+  // Nydus data layers are empty directories: without the bootstrap above
+  // them a rootfs would be empty (a manifest that lost its bootstrap layer).
+  if (!data_layer.empty())
+    return snap_error(Code::kFailedPrecondition,
+                      "parent {} is a chain of Nydus data layers ({}, e.g. {}) with no {} layer above them: the "
+                      "image's bootstrap layer is missing",
+                      parent, label::kNydusDataLayer, data_layer, label::kNydusMetaLayer);
   return std::nullopt;
 }
 

@@ -14,7 +14,14 @@
 #     mount is the overlay's lowerdir; a kill -9 of the snapshotter leaves the
 #     container reading, the restarted one lists the same snapshots and takes
 #     the same nydusd over; after `ctr rm` and `ctr image rm --sync` no nydusd,
-#     mount or snapshot directory is left.
+#     mount or snapshot directory is left;
+#   - bad input (images edited in the registry): a manifest without its
+#     bootstrap layer and a text file labelled nydus-bootstrap (with unknown,
+#     long and odd labels) are refused at Prepare with FailedPrecondition naming
+#     the cause (containerd's errdefs text is the oracle for the code); with the
+#     registry stopped an rpull fails and a container on a never-fetched blob
+#     gets Unavailable carrying nydusd's connection error; each time no mount,
+#     nydusd or snapshot is added and a good container runs right after.
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
@@ -97,6 +104,17 @@ make_image() {
   umoci unpack --image img:v2 ref >/dev/null
 }
 step "umoci: busybox-static image, 2 layers (a file changed, one deleted)" make_image || die "cannot build the image"
+# A second image sharing no layer with the first (its own random bytes): its
+# blob cache files must outlive the first image's removal.
+make_other_image() {
+  umoci unpack --image img:base o0 >/dev/null || return 1
+  local r=o0/rootfs
+  mkdir -p "$r/bin" "$r/data" && cp "$BUSYBOX" "$r/bin/busybox" && ln -s busybox "$r/bin/sh" || return 1
+  head -c 2000000 /dev/urandom >"$r/data/other.bin"
+  umoci repack --image img:other o0
+}
+step "umoci: a second image sharing no layer" make_other_image || die "cannot build the second image"
+OTHER_SUM=$(sha256sum o0/rootfs/data/other.bin | cut -d' ' -f1)
 # What a container must print (from the unpacked reference tree, not from us).
 EXPECTED=$(cd ref/rootfs && cat data/hello.txt && ls data && sha256sum data/sub/random.bin bin/busybox)
 
@@ -106,6 +124,9 @@ step "skopeo: image into the registry" skopeo copy --dest-tls-verify=false oci:i
   die "skopeo copy failed"
 step "nydusify convert (registry -> registry)" "$NYDUSIFY" convert --source "$R/test/plain:v1" \
   --target "$R/test/nydus:v1" --source-insecure --target-insecure --work-dir "$WORK/convert" || die "convert failed"
+step "skopeo + nydusify: the second image" sh -c "skopeo copy --dest-tls-verify=false oci:img:other docker://$R/test/other:v1 &&
+  '$NYDUSIFY' convert --source $R/test/other:v1 --target $R/test/nydus-other:v1 --source-insecure --target-insecure \
+  --work-dir '$WORK/convert2'" || die "convert of the second image failed"
 
 # ---- our snapshotter and containerd ----------------------------------------------------
 # The template a daemon's config is made from: plain-HTTP registry (host/repo filled in).
@@ -288,11 +309,168 @@ restart_snapshotter() {
   ctr_ task exec --exec-id e3 nydus2 /bin/sh -c 'cat /data/second.txt' | grep -qx 'only in layer two'
 }
 step "restarted snapshotter: same snapshots, re-attached to the same nydusd" restart_snapshotter
+# ---- bad input: clear gRPC errors, nothing half-mounted, the snapshotter keeps serving ----
+# Broken Nydus images made from the converted one by editing its manifest in the
+# registry (the distribution API): "noboot" lacks the bootstrap layer (blob
+# layers only); "badboot" has in place of the bootstrap a tar whose
+# image/image.boot is text, still annotated nydus-bootstrap, plus unknown
+# snapshot annotations (containerd hands every containerd.io/snapshot/* one to
+# Prepare as a label; it refuses > 4096 bytes itself, so 3900 here).
+edit_image() {  # MODE SRC_REPO DEST_REPO (tag v1 both)
+  "$PY" - "$R" "$@" <<'EOF'
+import hashlib, io, json, sys, tarfile, urllib.request
+reg, mode, src, dst = sys.argv[1:5]
+base = f"http://{reg}/v2"
+accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+def req(url, method="GET", data=None, headers={}):
+    return urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers))
+def put_blob(data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    loc = req(f"{base}/{dst}/blobs/uploads/", "POST").headers["Location"]
+    loc = (loc if loc.startswith("http") else f"http://{reg}{loc}") + ("&" if "?" in loc else "?") + "digest=" + d
+    req(loc, "PUT", data, {"Content-Type": "application/octet-stream"})
+    return d
+m = json.loads(req(f"{base}/{src}/manifests/v1", headers={"Accept": accept}).read())
+cfg = json.loads(req(f"{base}/{src}/blobs/{m['config']['digest']}").read())
+boot = [i for i, l in enumerate(m["layers"]) if "containerd.io/snapshot/nydus-bootstrap" in l.get("annotations", {})]
+assert len(boot) == 1, "no bootstrap layer in the source"
+i, new = boot[0], None
+if mode == "noboot":
+    del m["layers"][i]
+    del cfg["rootfs"]["diff_ids"][i]
+else:
+    text = b"this is not a bootstrap\n" * 200
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        ti = tarfile.TarInfo("image/image.boot"); ti.size = len(text); t.addfile(ti, io.BytesIO(text))
+    layer = buf.getvalue()
+    new = put_blob(layer)
+    m["layers"][i] = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": new, "size": len(layer),
+                      "annotations": {"containerd.io/snapshot/nydus-bootstrap": "true",
+                                      "containerd.io/snapshot/unknown-label": "x" * 3900,
+                                      "containerd.io/snapshot/odd \u00e9 label": "\u2603\t\\;,=\"'"}}
+    cfg["rootfs"]["diff_ids"][i] = new
+for l in m["layers"]:
+    if l["digest"] != new:  # the source's blob layers: a cross-repository mount
+        req(f"{base}/{dst}/blobs/uploads/?mount={l['digest']}&from={src}", "POST")
+data = json.dumps(cfg).encode()
+m["config"]["digest"], m["config"]["size"] = put_blob(data), len(data)
+req(f"{base}/{dst}/manifests/v1", "PUT", json.dumps(m).encode(),
+    {"Content-Type": m.get("mediaType", "application/vnd.oci.image.manifest.v1+json")})
+print("pushed", dst, [l["digest"] for l in m["layers"]])
+EOF
+}
+make_bad_images() { edit_image noboot test/nydus test/noboot && edit_image badboot test/nydus test/badboot; }
+step "registry: test/noboot (no bootstrap layer), test/badboot (text as bootstrap, odd labels)" make_bad_images
+# What must not change across a failed call: mounts under our root, our nydusd
+# processes, the mount and socket directories, the snapshot list.
+our_state() {
+  echo "mounts:"; awk -v d="$ROOT" 'index($5, d) == 1 {print $5, $9}' /proc/self/mountinfo | sort
+  echo "nydusd: $(our_pids nydusd "$ROOT/" | sort | tr '\n' ' ')"
+  echo "mnt: $(ls "$ROOT/mnt" 2>/dev/null | tr '\n' ' ') socket: $(ls "$ROOT/socket" 2>/dev/null | tr '\n' ' ')"
+  echo "snapshots:"; ctr_ snapshots --snapshotter nydus ls | tail -n +2 | sort
+}
+still_serving() {  # List answers, and a good Nydus container runs right after
+  ctr_ snapshots --snapshotter nydus ls >/dev/null || { echo "List failed"; return 1; }
+  run_and_compare "$NYDUS_REF" "good$STEP_NO"
+}
+refused_cleanly() {  # IMAGE NAME MSG_REGEX: ctr run fails naming the cause; state unchanged; still serving
+  local out rc
+  our_state >"$WORK/state.before"
+  out=$(ctr_ run --rm --snapshotter nydus "$1" "$2" /bin/sh -c 'echo ran' 2>&1); rc=$?
+  echo "ctr run exit $rc: $out"
+  ctr_ containers rm "$2" >/dev/null 2>&1
+  [ "$rc" -ne 0 ] || { echo "the container ran"; return 1; }
+  echo "$out" | grep -Eq -- "$3" || { echo "error does not match /$3/"; return 1; }
+  our_state >"$WORK/state.after"
+  diff "$WORK/state.before" "$WORK/state.after" || { echo "state changed"; return 1; }
+  still_serving
+}
+step "ctr-remote rpull test/noboot (its blob layers are answered AlreadyExists)" ctr-remote --address "$CD_SOCK" \
+  image rpull --plain-http --snapshotter nydus "$R/test/noboot:v1"
+# containerd turns the gRPC status into its errdefs error: FailedPrecondition
+# prints "failed precondition" (errdefs.FromGRPC), the oracle for the code.
+step "no bootstrap layer: Prepare refused (FailedPrecondition naming nydus-bootstrap), nothing left, still serving" \
+  refused_cleanly "$R/test/noboot:v1" noboot1 'nydus-bootstrap.*: failed precondition'
+step "ctr-remote rpull test/badboot (unknown and odd labels on its layers are accepted)" ctr-remote \
+  --address "$CD_SOCK" image rpull --plain-http --snapshotter nydus "$R/test/badboot:v1"
+step "text labelled nydus-bootstrap: Prepare refused (FailedPrecondition, not a RAFS bootstrap), no nydusd, still serving" \
+  refused_cleanly "$R/test/badboot:v1" badboot1 'not a RAFS bootstrap.*: failed precondition'
+odd_labels_kept() {  # Stat of the bootstrap snapshot gives the labels back byte for byte
+  local k
+  for k in $(ctr_ snapshots --snapshotter nydus ls | awk 'NR > 1 {print $1}'); do
+    ctr_ snapshots --snapshotter nydus info "$k"
+  done | "$PY" -c '
+import json, sys
+text = sys.stdin.read()
+dec, pos, found = json.JSONDecoder(), 0, 0
+while pos < len(text):
+    while pos < len(text) and text[pos].isspace(): pos += 1
+    if pos >= len(text): break
+    info, pos = dec.raw_decode(text, pos)
+    l = info.get("Labels") or {}
+    if "containerd.io/snapshot/unknown-label" in l:
+        found += 1
+        assert l["containerd.io/snapshot/unknown-label"] == "x" * 3900, "long label changed"
+        assert l["containerd.io/snapshot/odd \u00e9 label"] == "\u2603\t\\;,=\"\x27", repr(l)
+print("snapshots with the labels:", found)
+sys.exit(0 if found == 1 else 1)'
+}
+step "the unknown and odd labels are kept verbatim (Stat)" odd_labels_kept
+
+# The registry goes away: an rpull fails before any Prepare; a container on a
+# pulled image whose blob was never fetched cannot start, since nydusd reads
+# the blob's meta (chunk table) from the registry when it mounts (as upstream's
+# FileCacheEntry does): Prepare answers Unavailable with nydusd's own error,
+# and nothing is left behind.
+stop_registry() { stop_pid "$REGISTRY_PID"; REGISTRY_PID=''; ! curl -sf "http://$R/v2/" >/dev/null; }
+restart_registry() {  # same address: the image references name it
+  docker-registry serve "$WORK/registry/config.yml" >>"$WORK/registry/registry.log" 2>&1 &
+  REGISTRY_PID=$!
+  for _ in $(seq 100); do curl -sf "http://$R/v2/" >/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+rpull_without_registry() {
+  local out rc
+  our_state >"$WORK/state.before"
+  out=$(ctr-remote --address "$CD_SOCK" image rpull --plain-http --snapshotter nydus "$R/test/nydus-other:v1" 2>&1); rc=$?
+  echo "rpull exit $rc: $out"
+  [ "$rc" -ne 0 ] && echo "$out" | grep -q 'connection refused' || return 1
+  our_state >"$WORK/state.after"
+  diff "$WORK/state.before" "$WORK/state.after" || return 1
+  ctr_ snapshots --snapshotter nydus ls >/dev/null
+}
+step "registry stopped" stop_registry
+step "rpull of a not-yet-pulled image with the registry gone: fails (connection refused), nothing changed" \
+  rpull_without_registry
+step "registry back (same address)" restart_registry
+step "ctr-remote rpull test/nydus-other" ctr-remote --address "$CD_SOCK" image rpull --plain-http --snapshotter nydus \
+  "$R/test/nydus-other:v1"
+step "registry stopped again" stop_registry
+read_without_registry() {
+  local out rc
+  our_state >"$WORK/state.before"
+  out=$(ctr_ run --rm --snapshotter nydus "$R/test/nydus-other:v1" other1 /bin/sh -c 'sha256sum /data/other.bin' 2>&1); rc=$?
+  echo "ctr run exit $rc: $out"
+  ctr_ containers rm other1 >/dev/null 2>&1
+  [ "$rc" -ne 0 ] || return 1
+  echo "$out" | grep -Eq "exited before RUNNING: .*$R.*connect.*: unavailable" || { echo "want nydusd's reason, Unavailable"; return 1; }
+  our_state >"$WORK/state.after"
+  diff "$WORK/state.before" "$WORK/state.after" || return 1
+  ctr_ snapshots --snapshotter nydus ls >/dev/null
+}
+step "a container on a never-fetched blob with the registry gone: Prepare Unavailable naming the connection error, no nydusd or mount left" \
+  read_without_registry
+step "registry back" restart_registry
+step "the same container with the registry back reads the right bytes (no poisoned cache)" sh -c \
+  "ctr --address '$CD_SOCK' run --rm --snapshotter nydus '$R/test/nydus-other:v1' other2 /bin/sh -c 'sha256sum /data/other.bin' | grep -q '^$OTHER_SUM '"
+step "the snapshotter still serves after all of it" still_serving
+
 remove_all() {
   ctr_ task kill -s KILL nydus2 && sleep 0.5
   ctr_ task rm -f nydus2 >/dev/null 2>&1
   ctr_ containers rm nydus2 || return 1
-  ctr_ image rm --sync "$NYDUS_REF" "$R/test/plain:v1" || return 1
+  ctr_ image rm --sync "$NYDUS_REF" "$R/test/plain:v1" "$R/test/noboot:v1" "$R/test/badboot:v1" "$R/test/nydus-other:v1" || return 1
 }
 step "ctr task kill + ctr rm + ctr image rm --sync" remove_all
 check_all_gone() {

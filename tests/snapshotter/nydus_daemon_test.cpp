@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -87,7 +88,11 @@ class NydusDaemonTest : public ::testing::Test {
     for (auto& o : (*m)[0].options)
       if (o.starts_with("upperdir=")) upper = o.substr(9);
     fs::create_directories(upper + "/image");
-    std::ofstream(upper + "/image/image.boot") << "bootstrap";
+    // A RAFS v6 bootstrap as far as the snapshotter looks: the EROFS magic at byte 1024.
+    std::string boot(4096, '\0');
+    const uint32_t magic = 0xE0F5E1E2;
+    std::memcpy(boot.data() + 1024, &magic, 4);
+    std::ofstream(upper + "/image/image.boot", std::ios::binary) << boot;
     EXPECT_TRUE(sn_->commit("sha256:m1", "extract-2", meta));
     meta_fs_ = upper;
     return fs::path(upper).parent_path().filename().string();  // the snapshot ID

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -237,14 +238,32 @@ TEST_F(SnapshotterTest, NydusDataLayerIsCommittedAndAnsweredAlreadyExists) {
     if (o.starts_with("upperdir=")) upper = o.substr(9);
   ASSERT_TRUE(sn_->commit("sha256:2222", "extract-boot", meta));
 
-  // A container on it needs a nydusd; with no bootstrap file in the layer the
-  // answer is NotFound and no snapshot is left behind.
-  EXPECT_EQ(code_of(sn_->prepare("container", "sha256:2222", {})), Code::kNotFound);
+  // A container right on the data layer (a manifest without its bootstrap
+  // layer) would get an empty rootfs: refused, naming the missing layer.
+  auto on_blob = sn_->prepare("container", chain, {});
+  EXPECT_EQ(code_of(on_blob), Code::kFailedPrecondition);
+  if (!on_blob) { EXPECT_NE(on_blob.error().message.find("nydus-bootstrap layer above them"), std::string::npos); }
+  EXPECT_EQ(code_of(sn_->view("view", chain, {})), Code::kFailedPrecondition);
   EXPECT_EQ(code_of(sn_->stat("container")), Code::kNotFound);
-  // With a bootstrap but a nydusd that cannot start: Unavailable, nothing left.
+
+  // A container on it needs a nydusd; with no bootstrap file in the layer the
+  // answer is FailedPrecondition and no snapshot is left behind.
+  auto no_file = sn_->prepare("container", "sha256:2222", {});
+  EXPECT_EQ(code_of(no_file), Code::kFailedPrecondition);
+  if (!no_file) { EXPECT_NE(no_file.error().message.find("has no bootstrap file"), std::string::npos); }
+  EXPECT_EQ(code_of(sn_->stat("container")), Code::kNotFound);
+  // Not a bootstrap (text): FailedPrecondition before any nydusd is started.
   auto boot_dir = upper + "/image";
   fs::create_directories(boot_dir);
-  std::ofstream(boot_dir + "/image.boot") << "x";
+  std::ofstream(boot_dir + "/image.boot") << std::string(4096, 'x');
+  auto text = sn_->prepare("container", "sha256:2222", {});
+  EXPECT_EQ(code_of(text), Code::kFailedPrecondition);
+  if (!text) { EXPECT_NE(text.error().message.find("is not a RAFS bootstrap"), std::string::npos); }
+  // With a bootstrap (EROFS magic at 1024) but a nydusd that cannot start: Unavailable, nothing left.
+  std::string v6(4096, '\0');
+  const uint32_t magic = 0xE0F5E1E2;  // EROFS_SUPER_MAGIC_V1, little-endian on disk
+  std::memcpy(v6.data() + 1024, &magic, 4);
+  std::ofstream(boot_dir + "/image.boot", std::ios::binary | std::ios::trunc) << v6;
   EXPECT_EQ(code_of(sn_->prepare("container", "sha256:2222", {})), Code::kUnavailable);
   EXPECT_EQ(code_of(sn_->stat("container")), Code::kNotFound);
   EXPECT_TRUE(sn_->daemons().running().empty());
