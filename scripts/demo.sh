@@ -60,6 +60,7 @@ IMAGE_BYTES=$(du -sb "$ROOTFS" | cut -f1)
 echo "$(find "$ROOTFS" | wc -l) entries, $(mib "$IMAGE_BYTES") unpacked"
 
 WHY=$(ct_missing)
+[ -n "${DEMO_FALLBACK:-}" ] && WHY="DEMO_FALLBACK is set"
 for t in docker-registry umoci skopeo; do
   [ -z "$WHY" ] && ! command -v $t >/dev/null && WHY="$t is not installed (scripts/setup.sh installs it)"
 done
@@ -139,3 +140,4 @@ run head -c 300 "$FUSE_MNT/usr/lib/python3.11/json/__init__.py"; echo
 FETCHED=$(curl -sf --unix-socket "$DEMO/api.sock" http://unix/api/v1/metrics/blobcache |
   $PY -c 'import json, sys; print(sum(b["backend_bytes"] for b in json.load(sys.stdin).get("blobs", [])))')
 say "read from the blob so far: $(mib "$FETCHED") of $(mib "$BLOB_BYTES")"
+[ "$FETCHED" -gt 0 ] && [ "$FETCHED" -lt "$BLOB_BYTES" ]
