@@ -225,13 +225,47 @@ void DaemonManager::terminate(DaemonInstance& d) {
 
 SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std::string& bootstrap,
                                            const std::string& image_ref) {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
+  for (;;) {
+    if (auto it = starting_.find(meta_id); it != starting_.end()) {
+      auto st = it->second;
+      cv_.wait(lk, [&] { return st->done; });
+      if (!st->result) return std::unexpected(st->result.error());
+      continue;  // published: look again (it may have been stopped since)
+    }
+    if (stopping_.count(meta_id)) {
+      cv_.wait(lk, [&] { return !stopping_.count(meta_id); });
+      continue;
+    }
+    break;
+  }
+  std::optional<DaemonInstance> dead;
   if (auto it = daemons_.find(meta_id); it != daemons_.end()) {
     if (!reaped(it->second.pid)) return it->second.mountpoint;
-    // It died: clean up what it left and start a new one.
-    terminate(it->second);
+    // It died: clean up what it left (below, unlocked) and start a new one.
+    dead = std::move(it->second);
     daemons_.erase(it);
   }
+  auto st = std::make_shared<StartState>();
+  starting_[meta_id] = st;
+  lk.unlock();
+  if (dead) terminate(*dead);
+  auto started = start(meta_id, bootstrap, image_ref);
+  lk.lock();
+  starting_.erase(meta_id);
+  if (started) {
+    st->result = started->mountpoint;
+    daemons_[meta_id] = std::move(*started);
+  } else {
+    st->result = std::unexpected(started.error());
+  }
+  st->done = true;
+  cv_.notify_all();
+  return st->result;
+}
+
+SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const std::string& bootstrap,
+                                             const std::string& image_ref) {
   SNAP_TRY(check_bootstrap(bootstrap, meta_id));
 
   std::string tmpl;
@@ -249,6 +283,7 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
 
   DaemonInstance d;
   d.id = "nydusd-" + meta_id;
+  d.meta_id = meta_id;
   d.mountpoint = mountpoint_for(meta_id);
   d.apisock = s_.root + "/socket/" + d.id + "/api.sock";
   d.config_path = s_.root + "/config/" + d.id + "/config.json";
@@ -311,8 +346,7 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
     terminate(d);
     return std::unexpected(r.error());
   }
-  daemons_[meta_id] = d;
-  return d.mountpoint;
+  return d;
 }
 
 std::vector<std::string> DaemonManager::adopt_running() {
@@ -325,6 +359,7 @@ std::vector<std::string> DaemonManager::adopt_running() {
     const std::string meta_id = id.substr(7);
     DaemonInstance d;
     d.id = id;
+    d.meta_id = meta_id;
     d.mountpoint = mountpoint_for(meta_id);
     d.apisock = (it->path() / "api.sock").string();
     d.config_path = s_.root + "/config/" + id + "/config.json";
@@ -346,12 +381,25 @@ std::vector<std::string> DaemonManager::adopt_running() {
 }
 
 SResult<void> DaemonManager::stop(const std::string& meta_id) {
+  if (auto d = detach(meta_id)) finish_stop(std::move(*d));
+  return {};
+}
+
+std::optional<DaemonInstance> DaemonManager::detach(const std::string& meta_id) {
   std::lock_guard lk(mu_);
   auto it = daemons_.find(meta_id);
-  if (it == daemons_.end()) return {};
-  terminate(it->second);
+  if (it == daemons_.end()) return std::nullopt;
+  DaemonInstance d = std::move(it->second);
   daemons_.erase(it);
-  return {};
+  stopping_.insert(meta_id);
+  return d;
+}
+
+void DaemonManager::finish_stop(DaemonInstance d) {
+  terminate(d);
+  std::lock_guard lk(mu_);
+  stopping_.erase(d.meta_id);
+  cv_.notify_all();
 }
 
 }  // namespace nydus::snapshotter

@@ -11,9 +11,12 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,7 +35,8 @@ struct DaemonSettings {
 };
 
 struct DaemonInstance {
-  std::string id;
+  std::string id;       // "nydusd-<meta_id>"
+  std::string meta_id;  // the image's bootstrap snapshot
   pid_t pid = -1;
   std::string mountpoint;
   std::string apisock;
@@ -55,6 +59,9 @@ class DaemonManager {
 
   // Starts the daemon of meta snapshot `meta_id` unless it runs already, and
   // waits (bounded) until GET /api/v1/daemon says RUNNING. Returns its mountpoint.
+  // The start runs without this manager's lock: other images' daemons, find()
+  // and running() are served meanwhile; concurrent calls for the same image
+  // wait for the one start and share its result.
   SResult<std::string> ensure(const std::string& meta_id, const std::string& bootstrap,
                               const std::string& image_ref);
   // Re-attaches to the daemons a previous snapshotter process left running
@@ -63,6 +70,11 @@ class DaemonManager {
   std::vector<std::string> adopt_running();
   // SIGTERM (then SIGKILL after a grace period), unmount, remove its socket and config.
   SResult<void> stop(const std::string& meta_id);
+  // stop() in two halves, so a caller can decide under its own lock and wait
+  // outside it: detach() unpublishes the daemon (an ensure() for it now waits
+  // until finish_stop() is done, then starts a new one).
+  std::optional<DaemonInstance> detach(const std::string& meta_id);
+  void finish_stop(DaemonInstance d);
   std::optional<DaemonInstance> find(const std::string& meta_id) const;
   std::vector<std::string> running() const;
   std::string mountpoint_for(const std::string& meta_id) const;
@@ -70,11 +82,23 @@ class DaemonManager {
  private:
   // Until RUNNING; a death is reported with its log's error from `log_offset` on.
   SResult<void> wait_running(const DaemonInstance& d, uintmax_t log_offset);
+  // Spawns nydusd and waits for RUNNING (no lock held): the instance, or why not.
+  SResult<DaemonInstance> start(const std::string& meta_id, const std::string& bootstrap,
+                                const std::string& image_ref);
   void terminate(DaemonInstance& d);
+
+  // One start in progress: its waiters read the result once `done`.
+  struct StartState {
+    bool done = false;
+    SResult<std::string> result;
+  };
 
   DaemonSettings s_;
   mutable std::mutex mu_;
-  std::map<std::string, DaemonInstance> daemons_;
+  std::condition_variable cv_;  // a start or a stop finished
+  std::map<std::string, DaemonInstance> daemons_;  // published: RUNNING when started
+  std::map<std::string, std::shared_ptr<StartState>> starting_;
+  std::set<std::string> stopping_;
 };
 
 }  // namespace nydus::snapshotter

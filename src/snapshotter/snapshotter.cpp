@@ -82,10 +82,12 @@ SResult<std::unique_ptr<Snapshotter>> Snapshotter::open(SnapshotterOptions opts)
   // Daemons of a previous run (kill -9, restart) keep serving their containers:
   // take them over, and stop those no snapshot uses any more.
   sn->adopted_ = sn->daemons_.adopt_running();
+  std::vector<DaemonInstance> unused;
   {
     std::lock_guard lk(sn->mu_);
-    sn->stop_unused_daemons();
+    unused = sn->detach_unused_daemons();
   }
+  sn->stop_detached(std::move(unused));
   return sn;
 }
 
@@ -149,7 +151,7 @@ SResult<std::optional<Snapshotter::Meta>> Snapshotter::find_meta(const std::stri
   return std::nullopt;
 }
 
-SResult<std::string> Snapshotter::start_daemon(const Meta& meta) {
+SResult<Snapshotter::DaemonRequest> Snapshotter::daemon_request(const Meta& meta) const {
   std::string ref = get(meta.labels, label::kCriImageRef);
   if (ref.empty()) ref = get(meta.labels, label::kStargzReference);
   if (ref.empty())
@@ -162,7 +164,18 @@ SResult<std::string> Snapshotter::start_daemon(const Meta& meta) {
     std::string legacy = upper_path(meta.id) + "/image.boot";
     if (::access(legacy.c_str(), R_OK) == 0) boot = legacy;
   }
-  return daemons_.ensure(meta.id, boot, ref);
+  return DaemonRequest{meta.id, boot, ref};
+}
+
+SResult<std::string> Snapshotter::start_daemon_unlocked(std::unique_lock<std::mutex>& lk, const DaemonRequest& req) {
+  // Pinned while unlocked: a concurrent Remove must not stop the daemon this
+  // call is about to hand out (its snapshot record does not exist yet).
+  ++pinned_[req.meta_id];
+  lk.unlock();
+  auto mp = daemons_.ensure(req.meta_id, req.bootstrap, req.image_ref);
+  lk.lock();
+  if (--pinned_[req.meta_id] == 0) pinned_.erase(req.meta_id);
+  return mp;
 }
 
 SResult<void> Snapshotter::commit_nydus_data_layer(const std::string& key, const std::string& parent,
@@ -188,7 +201,7 @@ SResult<void> Snapshotter::commit_nydus_data_layer(const std::string& key, const
 SResult<std::vector<Mount>> Snapshotter::create(Kind kind, const std::string& key, const std::string& parent,
                                                 const Labels& labels) {
   SNAP_TRY(validate_labels(labels));
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
   std::string target = get(labels, label::kTargetSnapshotRef);
   if (kind == Kind::kActive && !target.empty() && has(labels, label::kNydusDataLayer)) {
     // As nydus-snapshotter: record the layer as committed under its chain ID
@@ -204,12 +217,19 @@ SResult<std::vector<Mount>> Snapshotter::create(Kind kind, const std::string& ke
   }
   std::string lower;
   if (meta) {
-    auto mp = start_daemon(*meta);
+    auto req = daemon_request(*meta);
+    if (!req) return std::unexpected(req.error());
+    // The slow part (spawn, wait for RUNNING) without the main lock.
+    auto mp = start_daemon_unlocked(lk, *req);
     if (!mp) return std::unexpected(mp.error());
     lower = *mp;
   }
   auto fail = [&](SnapError e) -> SResult<std::vector<Mount>> {
-    if (meta) stop_unused_daemons();
+    if (meta) {
+      auto unused = detach_unused_daemons();
+      lk.unlock();
+      stop_detached(std::move(unused));
+    }
     return std::unexpected(std::move(e));
   };
 
@@ -263,7 +283,7 @@ SResult<std::vector<Mount>> Snapshotter::view(const std::string& key, const std:
 }
 
 SResult<std::vector<Mount>> Snapshotter::mounts(const std::string& key) {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
   auto s = ms_->get_snapshot(key);
   if (!s) return std::unexpected(SnapError{s.error().code, "failed to get active mount: " + s.error().message});
   auto rec = ms_->get_info(key);
@@ -273,7 +293,9 @@ SResult<std::vector<Mount>> Snapshotter::mounts(const std::string& key) {
     if (!meta) return std::unexpected(meta.error());
     if (*meta) {
       // The daemon may be gone (stopped, crashed): bring it back before answering.
-      auto lower = start_daemon(**meta);
+      auto req = daemon_request(**meta);
+      if (!req) return std::unexpected(req.error());
+      auto lower = start_daemon_unlocked(lk, *req);
       if (!lower) return std::unexpected(lower.error());
       return nydus_mounts(*s, (*meta)->id, *lower);
     }
@@ -304,10 +326,12 @@ std::vector<std::string> Snapshotter::cleanup_directories(const std::set<std::st
   return out;
 }
 
-void Snapshotter::stop_unused_daemons() {
+std::vector<DaemonInstance> Snapshotter::detach_unused_daemons() {
+  std::vector<DaemonInstance> out;
   auto running = daemons_.running();
-  if (running.empty()) return;
+  if (running.empty()) return out;
   std::unordered_set<std::string> used;
+  for (const auto& [id, _] : pinned_) used.insert(id);
   (void)ms_->walk([&](const MetadataStore::Record& r) -> SResult<void> {
     if (r.info.kind == Kind::kCommitted || r.info.parent.empty()) return {};
     if (!get(r.info.labels, label::kTargetSnapshotRef).empty()) return {};
@@ -315,26 +339,38 @@ void Snapshotter::stop_unused_daemons() {
     return {};
   });
   for (const auto& id : running)
-    if (!used.count(id)) (void)daemons_.stop(id);
+    if (!used.count(id))
+      if (auto d = daemons_.detach(id)) out.push_back(std::move(*d));
+  return out;
+}
+
+void Snapshotter::stop_detached(std::vector<DaemonInstance> daemons) {
+  for (auto& d : daemons) daemons_.finish_stop(std::move(d));
 }
 
 SResult<void> Snapshotter::remove(const std::string& key) {
-  std::lock_guard lk(mu_);
-  std::vector<std::string> removals;
+  std::unique_lock lk(mu_);
   {
     auto tx = ms_->begin();
     if (!tx) return std::unexpected(tx.error());
     auto r = ms_->remove(key);
     if (!r) return std::unexpected(SnapError{r.error().code, "failed to remove: " + r.error().message});
-    auto ids = ms_->ids();
-    if (!ids) return std::unexpected(ids.error());
-    removals = cleanup_directories(*ids);
     SNAP_TRY(tx->commit());
   }
   // Daemons first: a removed image's mount must be gone before its files.
-  stop_unused_daemons();
+  // Stopping one waits for it to exit: done without the main lock.
+  auto unused = detach_unused_daemons();
+  if (!unused.empty()) {
+    lk.unlock();
+    stop_detached(std::move(unused));
+    lk.lock();
+  }
+  // The directories no snapshot owns, decided now (under the lock, as a
+  // create() renames its new directory in under it).
+  auto ids = ms_->ids();
+  if (!ids) return std::unexpected(ids.error());
   std::error_code ec;
-  for (const auto& d : removals) fs::remove_all(d, ec);
+  for (const auto& d : cleanup_directories(*ids)) fs::remove_all(d, ec);
   return {};
 }
 

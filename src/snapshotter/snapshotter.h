@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -71,13 +72,25 @@ class Snapshotter {
     Labels labels;
   };
   SResult<std::optional<Meta>> find_meta(const std::string& parent);
-  SResult<std::string> start_daemon(const Meta& meta);
+  // What a daemon start needs, read from the bootstrap snapshot (under mu_).
+  struct DaemonRequest {
+    std::string meta_id;
+    std::string bootstrap;
+    std::string image_ref;
+  };
+  SResult<DaemonRequest> daemon_request(const Meta& meta) const;
+  // Ensures the image's daemon runs, with `lk` (on mu_) released meanwhile and
+  // the image pinned so no concurrent Remove stops it. Returns its mountpoint.
+  SResult<std::string> start_daemon_unlocked(std::unique_lock<std::mutex>& lk, const DaemonRequest& req);
   // Overlay options for `s` over `lowers` (nearest first): workdir/upperdir when active.
   std::vector<std::string> overlay_options(const Snapshot& s, const std::vector<std::string>& lowers) const;
   std::vector<Mount> overlay_mounts(const Snapshot& s) const;
   std::vector<Mount> nydus_mounts(const Snapshot& s, const std::string& meta_id, const std::string& lower) const;
   std::vector<std::string> cleanup_directories(const std::set<std::string>& ids) const;
-  void stop_unused_daemons();
+  // Unpublishes the daemons no active/view snapshot (nor a pending start) uses (under mu_) ...
+  std::vector<DaemonInstance> detach_unused_daemons();
+  // ... and stops them (without mu_: each waits for its process to exit).
+  void stop_detached(std::vector<DaemonInstance> daemons);
 
   std::string root_;
   bool index_off_ = false;
@@ -86,6 +99,7 @@ class Snapshotter {
   DaemonManager daemons_;
   std::vector<std::string> adopted_;
   std::mutex mu_;  // one metadata operation at a time (SQLite has one writer anyway)
+  std::map<std::string, int> pinned_;  // meta id -> calls starting its daemon without mu_
 };
 
 // Validates untrusted labels: containerd's 4096-byte key+value limit, a bounded count.

@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <atomic>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -29,6 +31,8 @@ args = sys.argv[1:]
 with open(os.environ["FAKE_NYDUSD_LOG"], "a") as f:
     f.write(json.dumps(args) + "\n")
 sock = args[args.index("--apisock") + 1]
+import time
+time.sleep(float(os.environ.get("FAKE_NYDUSD_DELAY", "0")))  # a slow start: not serving yet
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 s = socket.socket(socket.AF_UNIX)
 s.bind(sock)
@@ -183,4 +187,44 @@ TEST_F(NydusDaemonTest, CriImageRefLabelAndLayersAboveTheBootstrap) {
   auto cfg = nlohmann::json::parse(slurp(d->config_path));
   EXPECT_EQ(cfg["device"]["backend"]["config"]["host"], "index.docker.io");
   EXPECT_EQ(cfg["device"]["backend"]["config"]["repo"], "library/app");
+}
+
+// A nydusd that takes 3 s to serve holds up only the Prepares of its own image:
+// Stat, List and Mounts of other snapshots are answered meanwhile, and a second
+// Prepare of the same image waits for the one start instead of spawning another.
+TEST_F(NydusDaemonTest, SlowDaemonStartDoesNotBlockOtherCalls) {
+  std::string meta_id = make_image(std::string(label::kStargzReference), "localhost:5000/ns/img:nydus");
+  auto plain = sn_->prepare("plain", "", {});
+  ASSERT_TRUE(plain);
+  ::setenv("FAKE_NYDUSD_DELAY", "3", 1);
+  std::atomic<int> done{0};
+  SResult<std::vector<Mount>> r1, r2;
+  std::thread t1([&] { r1 = sn_->prepare("c1", "sha256:m1", {}); ++done; });
+  // Until the fake has been spawned (it records its argv first).
+  for (int i = 0; i < 200 && !fs::exists(dir_ / "argv.jsonl"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::thread t2([&] { r2 = sn_->prepare("c2", "sha256:m1", {}); ++done; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ::unsetenv("FAKE_NYDUSD_DELAY");
+
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(sn_->stat("sha256:m1"));
+  int listed = 0;
+  EXPECT_TRUE(sn_->walk({}, [&](const Info&) { ++listed; }));
+  EXPECT_TRUE(sn_->mounts("plain"));
+  EXPECT_TRUE(sn_->remove("plain"));
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(done.load(), 0) << "the daemon start was not slow: the check proves nothing";
+  EXPECT_LT(took, std::chrono::milliseconds(1000)) << "Stat/List/Mounts/Remove waited for the daemon start";
+  EXPECT_GE(listed, 3);
+
+  t1.join();
+  t2.join();
+  ASSERT_TRUE(r1) << r1.error().message;
+  ASSERT_TRUE(r2) << r2.error().message;
+  const std::string lower = "lowerdir=" + sn_->root() + "/mnt/" + meta_id;
+  EXPECT_EQ((*r1)[0].options.back(), lower);
+  EXPECT_EQ((*r2)[0].options.back(), lower);
+  std::string argv = slurp(dir_ / "argv.jsonl");
+  EXPECT_EQ(std::count(argv.begin(), argv.end(), '\n'), 1) << "one start for both Prepares";
+  EXPECT_EQ(sn_->daemons().running().size(), 1u);
 }
