@@ -369,14 +369,12 @@ Status Parser::tree() {
   }
   // Prefetch table: inode numbers; unknown ones are hints that no longer apply.
   const auto& sb = img_.sb;
+  std::unordered_map<uint64_t, uint32_t> node_of_ino;  // first node with each inode number
+  for (uint32_t n = 0; n < node_ino_.size(); ++n) node_of_ino.emplace(node_ino_[n], n);
   for (uint64_t i = 0; i < sb.prefetch_table_entries; ++i) {
     const uint32_t ino = load<uint32_t>(d_ + sb.prefetch_table_offset + i * 4);
     if (ino == 0) break;
-    for (uint32_t n = 0; n < node_ino_.size(); ++n)
-      if (node_ino_[n] == ino) {
-        img_.spec.prefetch_nodes.push_back(n);
-        break;
-      }
+    if (auto it = node_of_ino.find(ino); it != node_of_ino.end()) img_.spec.prefetch_nodes.push_back(it->second);
   }
   return ok();
 }
