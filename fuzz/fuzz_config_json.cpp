@@ -9,7 +9,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  (void)nydus::daemon::parse_config(text);
+  (void)nydus::runtime::parse_config(text);
   (void)nydus::daemon::decode_fuse_handover(text);
   return 0;
 }

@@ -63,7 +63,7 @@ Status Daemon::start_fuse() {
 }
 
 Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem::path& bootstrap,
-                           const DaemonConfig& cfg, std::vector<std::string> prefetch_files,
+                           const runtime::DaemonConfig& cfg, std::vector<std::string> prefetch_files,
                            std::string config_text) {
   std::lock_guard ops(ops_mu_);
   NYDUS_ASSIGN_OR_RETURN(const std::string mp, mount_key(mountpoint));
@@ -98,7 +98,7 @@ Status Daemon::mount_image(const std::string& mountpoint, const std::filesystem:
 void Daemon::shutdown(bool leave_handed_over) {
   std::lock_guard ops(ops_mu_);
   std::map<std::string, std::shared_ptr<ImageInstance>> imgs;
-  std::map<std::string, std::shared_ptr<ExternalMount>> exts;
+  std::map<std::string, std::shared_ptr<runtime::ExternalMount>> exts;
   bool leave;
   {
     std::lock_guard lk(mu_);
@@ -135,7 +135,7 @@ Status Daemon::mount(const api::MountRequest& req) {
   }
   if (req.mountpoint.empty()) return errorf(Errc::kInvalidArgument, "missing mountpoint");
   if (req.source.empty()) return errorf(Errc::kInvalidArgument, "missing source (bootstrap path)");
-  NYDUS_ASSIGN_OR_RETURN(DaemonConfig cfg, parse_config(req.config));
+  NYDUS_ASSIGN_OR_RETURN(runtime::DaemonConfig cfg, runtime::parse_config(req.config));
   if (fuse) return mount_image(req.mountpoint, req.source, cfg, req.prefetch_files, req.config);
 
   std::lock_guard ops(ops_mu_);
@@ -145,7 +145,7 @@ Status Daemon::mount(const api::MountRequest& req) {
     if (images_.count(mp) || externals_.count(mp))
       return errorf(Errc::kExists, "{} is already mounted by this daemon", mp);
   }
-  ExternalMountRequest er;
+  runtime::ExternalMountRequest er;
   er.mountpoint = mp;
   std::error_code ec;
   er.bootstrap = std::filesystem::absolute(req.source, ec);
@@ -153,9 +153,9 @@ Status Daemon::mount(const api::MountRequest& req) {
   er.config = cfg;
   er.prefetch_files = req.prefetch_files;
   er.fallback_work_dir = fallback_dir_for(mp);
-  NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ExternalMount> m, mounter->second(er));
+  NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<runtime::ExternalMount> m, mounter->second(er));
   std::lock_guard lk(mu_);
-  externals_[mp] = std::shared_ptr<ExternalMount>(std::move(m));
+  externals_[mp] = std::shared_ptr<runtime::ExternalMount>(std::move(m));
   state_ = "RUNNING";
   return ok();
 }
@@ -179,7 +179,7 @@ Status Daemon::umount(const std::string& mountpoint) {
     NYDUS_ASSIGN_OR_RETURN(mp, mount_key(mountpoint));
   }
   std::shared_ptr<ImageInstance> img;
-  std::shared_ptr<ExternalMount> ext;
+  std::shared_ptr<runtime::ExternalMount> ext;
   {
     std::lock_guard lk(mu_);
     if (auto it = images_.find(mp); it != images_.end()) {
@@ -289,7 +289,7 @@ Status Daemon::takeover() {
   if (!opts_.takeover_bootstrap.empty())
     NYDUS_TRY(mount_image("/", opts_.takeover_bootstrap, opts_.takeover_config));
   for (auto& m : std::exchange(takeover_mounts_, {})) {
-    auto cfg = parse_config(m.config);
+    auto cfg = runtime::parse_config(m.config);
     auto st = cfg ? mount_image(m.path, m.source, *cfg, {}, m.config) : Status(std::unexpected(cfg.error()));
     if (!st) spdlog::error("take over {} ({}): {}", m.path, m.source, st.error().message);
   }

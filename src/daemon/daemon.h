@@ -30,7 +30,7 @@ struct DaemonOptions {
   std::filesystem::path fallback_work_dir;  // cache dir for images configured without one
   unsigned fuse_threads = 4;
   bool singleton = false;
-  std::map<std::string, ExternalMounter> mounters;  // by fs_type, besides "rafs" (FUSE)
+  std::map<std::string, runtime::ExternalMounter> mounters;  // by fs_type, besides "rafs" (FUSE)
 
   // Live upgrade and failover of the FUSE connection (nydus-snapshotter's
   // flow): sendfd hands the /dev/fuse fd and state to `supervisor`; a daemon
@@ -42,7 +42,7 @@ struct DaemonOptions {
   bool upgrade = false;
   bool failover_resend = true;  // --failover-policy resend: requeue what the old daemon held
   std::filesystem::path takeover_bootstrap;
-  DaemonConfig takeover_config;
+  runtime::DaemonConfig takeover_config;
 };
 
 class Daemon : public api::DaemonApi {
@@ -56,7 +56,7 @@ class Daemon : public api::DaemonApi {
   // Mount an image (fuse mode at start, and the API): at a virtual path of
   // the daemon's connection in FUSE mode, else at a host path.
   Status mount_image(const std::string& mountpoint, const std::filesystem::path& bootstrap,
-                     const DaemonConfig& cfg, std::vector<std::string> prefetch_files = {},
+                     const runtime::DaemonConfig& cfg, std::vector<std::string> prefetch_files = {},
                      std::string config_text = {});
   // Unmount everything (shutdown path). `leave_handed_over`: a mount whose
   // fd went to the supervisor stays mounted for the next daemon (the exit
@@ -89,7 +89,7 @@ class Daemon : public api::DaemonApi {
   std::filesystem::path fallback_dir_for(const std::string& mountpoint) const;
   // The FsIoStats counting `img`'s FUSE requests (daemon_api.cpp), with
   // its config's counting options applied.
-  std::shared_ptr<fuse::FsIoStats> io_stats_of(const ImageInstance& img);
+  std::shared_ptr<runtime::FsIoStats> io_stats_of(const ImageInstance& img);
   // The instance named by ?id= (a mountpoint), or the only one.
   Result<std::shared_ptr<ImageInstance>> pick(const std::map<std::string, std::string>& query);
 
@@ -97,7 +97,7 @@ class Daemon : public api::DaemonApi {
   std::mutex ops_mu_;  // serialises mount/umount (slow, does I/O)
   std::mutex mu_;      // guards images_ and state_ only, briefly
   std::map<std::string, std::shared_ptr<ImageInstance>> images_;
-  std::map<std::string, std::shared_ptr<ExternalMount>> externals_;
+  std::map<std::string, std::shared_ptr<runtime::ExternalMount>> externals_;
   std::shared_ptr<fuse::Vfs> vfs_ = std::make_shared<fuse::Vfs>();
   std::unique_ptr<fuse::FuseSession> session_;  // FUSE mode
   std::vector<HandedMount> takeover_mounts_;     // API mounts of the daemon taken over

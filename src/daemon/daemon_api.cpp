@@ -12,7 +12,7 @@ using nlohmann::json;
 
 namespace {
 
-void apply_stats_options(fuse::FsIoStats& s, const DaemonConfig& c) {
+void apply_stats_options(runtime::FsIoStats& s, const runtime::DaemonConfig& c) {
   s.set_files_enabled(c.iostats_files);
   s.set_access_pattern_enabled(c.access_pattern);
   s.set_latest_read_files_enabled(c.latest_read_files);
@@ -20,7 +20,7 @@ void apply_stats_options(fuse::FsIoStats& s, const DaemonConfig& c) {
 
 }  // namespace
 
-std::shared_ptr<fuse::FsIoStats> Daemon::io_stats_of(const ImageInstance& img) {
+std::shared_ptr<runtime::FsIoStats> Daemon::io_stats_of(const ImageInstance& img) {
   // An image inside the daemon's connection is counted there (one set of
   // counters per connection: a shared daemon's images share them).
   auto s = img.own_io_stats();
@@ -35,7 +35,7 @@ json Daemon::daemon_info() {
   for (auto& [mp, img] : images_) coll[mp] = img->info();
   for (auto& [mp, ext] : externals_) coll[mp] = ext->info();
   // Field order as upstream's DaemonInfo.
-  return json{{"version", build_time_info_json()},
+  return json{{"version", runtime::build_time_info_json()},
               {"id", opts_.id.empty() ? json(nullptr) : json(opts_.id)},
               {"supervisor", opts_.supervisor.empty() ? json(nullptr) : json(opts_.supervisor)},
               {"state", state_},
@@ -47,7 +47,7 @@ Result<json> Daemon::metrics(const std::string& kind, const std::map<std::string
   const std::string id = id_it == query.end() ? "" : id_it->second;
   if (kind == "inflight") {
     // Upstream: the daemon's FUSE requests in progress, 204 when none.
-    std::vector<fuse::InflightOp> ops;
+    std::vector<runtime::InflightOp> ops;
     std::lock_guard lk(mu_);
     if (session_)
       if (auto s = session_->io_stats()) ops = s->inflight();
@@ -56,11 +56,11 @@ Result<json> Daemon::metrics(const std::string& kind, const std::map<std::string
         auto more = s->inflight();
         ops.insert(ops.end(), more.begin(), more.end());
       }
-    return inflight_json(ops);
+    return runtime::inflight_json(ops);
   }
   {
     // A mount of another mode answers for itself when named (or when alone).
-    std::shared_ptr<ExternalMount> ext;
+    std::shared_ptr<runtime::ExternalMount> ext;
     {
       std::lock_guard lk(mu_);
       if (!id.empty()) {
@@ -96,7 +96,7 @@ Result<json> Daemon::metrics(const std::string& kind, const std::map<std::string
   auto stats = io_stats_of(*img);
   const std::string fs_id = img->options().vfs ? img->options().virtual_path : img->mountpoint();
   if (kind.empty()) {
-    json j = fs_io_stats_json(stats.get(), fs_id);
+    json j = runtime::fs_io_stats_json(stats.get(), fs_id);
     // Ours: requests a crashed predecessor held, sent again by the kernel.
     const fuse::FuseSession* s = img->own_session() ? img->own_session() : session_.get();
     j["fuse_resent_requests"] = s ? s->resent_requests() : 0;

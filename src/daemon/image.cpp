@@ -17,11 +17,11 @@ using nlohmann::json;
 Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& opts) {
   std::unique_ptr<ImageInstance> img(new ImageInstance());
   img->opts_ = opts;
-  const DaemonConfig& cfg = opts.config;
+  const runtime::DaemonConfig& cfg = opts.config;
 
   NYDUS_ASSIGN_OR_RETURN(img->boot_, format::Bootstrap::open(opts.bootstrap));
   const auto& blobs = img->boot_->blobs();
-  NYDUS_ASSIGN_OR_RETURN(ImageStorage storage, open_image_storage(*img->boot_, cfg, opts.fallback_work_dir));
+  NYDUS_ASSIGN_OR_RETURN(runtime::ImageStorage storage, runtime::open_image_storage(*img->boot_, cfg, opts.fallback_work_dir));
   img->backend_ = std::move(storage.backend);
   img->caches_ = std::move(storage.caches);
 
@@ -45,7 +45,7 @@ Result<std::unique_ptr<ImageInstance>> ImageInstance::mount(const ImageOptions& 
                opts.mountpoint, blobs.size(), storage.work_dir.string());
 
   if (cfg.prefetch.enable && !img->caches_.empty()) {
-    img->prefetch_ = std::make_unique<Prefetcher>(img->boot_, img->caches_, cfg.prefetch, opts.prefetch_files);
+    img->prefetch_ = std::make_unique<runtime::Prefetcher>(img->boot_, img->caches_, cfg.prefetch, opts.prefetch_files);
     img->prefetch_->start();
   }
   return img;
@@ -72,7 +72,7 @@ void ImageInstance::stop(bool leave) {
 
 json ImageInstance::info() const {
   // Upstream's FsBackendDescriptor; its config is a ConfigV2.
-  const DaemonConfig& c = opts_.config;
+  const runtime::DaemonConfig& c = opts_.config;
   json backend = json::object();
   if (c.backend.is_object() && c.backend.contains("type")) {
     const std::string type = c.backend.value("type", "");
@@ -80,7 +80,7 @@ json ImageInstance::info() const {
   }
   const std::string cache_type = c.cache_type.empty() ? "dummycache" : c.cache_type;
   const std::string section = cache_type == "blobcache" ? "filecache" : cache_type;
-  const std::string work_dir = cache_config(c, opts_.fallback_work_dir).work_dir.string();
+  const std::string work_dir = runtime::cache_config(c, opts_.fallback_work_dir).work_dir.string();
   json cfg{{"version", 2},
            {"id", c.id},
            {"backend", backend},
@@ -112,7 +112,7 @@ json ImageInstance::info() const {
 
 json ImageInstance::fs_metrics() const {
   auto stats = own_io_stats();
-  return fs_io_stats_json(stats.get(), opts_.vfs ? opts_.virtual_path : opts_.mountpoint);
+  return runtime::fs_io_stats_json(stats.get(), opts_.vfs ? opts_.virtual_path : opts_.mountpoint);
 }
 
 json ImageInstance::file_metrics() const {
@@ -120,11 +120,11 @@ json ImageInstance::file_metrics() const {
   return stats ? stats->files_json() : json::object();
 }
 
-json ImageInstance::backend_metrics() const { return backend_json(backend_.get()); }
+json ImageInstance::backend_metrics() const { return runtime::backend_json(backend_.get()); }
 
 json ImageInstance::cache_metrics() const {
   const auto& c = opts_.config;
-  return blobcache_json(caches_, cache_config(c, opts_.fallback_work_dir).work_dir,
+  return runtime::blobcache_json(caches_, runtime::cache_config(c, opts_.fallback_work_dir).work_dir,
                         c.prefetch.enable ? c.prefetch.threads_count : 0);
 }
 

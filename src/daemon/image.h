@@ -32,7 +32,7 @@ struct ImageOptions {
   std::shared_ptr<fuse::Vfs> vfs;
   std::string virtual_path;
   std::string config_text;  // the config as given, for the hand-over state
-  DaemonConfig config;
+  runtime::DaemonConfig config;
   // Cache directory when the config names none (no cache configured): the
   // daemon still caches, in a directory of its own.
   std::filesystem::path fallback_work_dir;
@@ -61,7 +61,7 @@ class ImageInstance {
 
   // The FsIoStats of the FUSE connection this image has to itself (null when
   // it is served inside the daemon's connection).
-  std::shared_ptr<fuse::FsIoStats> own_io_stats() const { return session_ ? session_->io_stats() : nullptr; }
+  std::shared_ptr<runtime::FsIoStats> own_io_stats() const { return session_ ? session_->io_stats() : nullptr; }
   const fuse::FuseSession* own_session() const { return session_.get(); }
   // When it was mounted (upstream's FsBackendDescriptor.mounted_time).
   std::chrono::system_clock::time_point mounted_time() const { return mounted_time_; }
@@ -82,7 +82,7 @@ class ImageInstance {
   std::vector<std::shared_ptr<storage::BlobCache>> caches_;
   std::shared_ptr<fuse::RafsFs> fs_;
   std::unique_ptr<fuse::FuseSession> session_;
-  std::unique_ptr<Prefetcher> prefetch_;
+  std::unique_ptr<runtime::Prefetcher> prefetch_;
   bool shut_ = false;
   std::chrono::system_clock::time_point mounted_time_ = std::chrono::system_clock::now();
   bool attached_ = false;  // serving inside opts_.vfs

@@ -43,8 +43,8 @@ Result<std::unique_ptr<FanotifyImage>> FanotifyImage::mount(const FanotifyImageO
   // All caches are opened (their data fds too) before the first mark: an fd
   // opened while the filesystem has no pre-content marks raises no events,
   // so fills never wait on ourselves (see listener.h).
-  NYDUS_ASSIGN_OR_RETURN(daemon::ImageStorage storage,
-                         daemon::open_image_storage(*img->boot_, cfg, opts.fallback_work_dir));
+  NYDUS_ASSIGN_OR_RETURN(runtime::ImageStorage storage,
+                         runtime::open_image_storage(*img->boot_, cfg, opts.fallback_work_dir));
   img->backend_ = std::move(storage.backend);
   img->caches_ = std::move(storage.caches);
   const auto& blobs = img->boot_->blobs();
@@ -73,7 +73,7 @@ Result<std::unique_ptr<FanotifyImage>> FanotifyImage::mount(const FanotifyImageO
 
   if (cfg.prefetch.enable && !img->caches_.empty()) {
     img->prefetch_ =
-        std::make_unique<daemon::Prefetcher>(img->boot_, img->caches_, cfg.prefetch, opts.prefetch_files);
+        std::make_unique<runtime::Prefetcher>(img->boot_, img->caches_, cfg.prefetch, opts.prefetch_files);
     img->prefetch_->start();
   }
   return img;
@@ -153,7 +153,7 @@ json FanotifyImage::info() {
 }
 
 json FanotifyImage::daemon_info() {
-  return json{{"version", daemon::build_time_info_json()},
+  return json{{"version", runtime::build_time_info_json()},
               {"id", nullptr},
               {"supervisor", nullptr},
               {"state", shut_ ? "STOPPED" : "RUNNING"},
@@ -172,9 +172,9 @@ Status FanotifyImage::umount(const std::string&) {
 
 Result<json> FanotifyImage::metrics(const std::string& kind, const std::map<std::string, std::string>&) {
   if (kind == "blobcache")
-    return daemon::blobcache_json(caches_, daemon::cache_config(opts_.config, opts_.fallback_work_dir).work_dir,
+    return runtime::blobcache_json(caches_, runtime::cache_config(opts_.config, opts_.fallback_work_dir).work_dir,
                                   opts_.config.prefetch.enable ? opts_.config.prefetch.threads_count : 0);
-  if (kind == "backend") return daemon::backend_json(backend_.get());
+  if (kind == "backend") return runtime::backend_json(backend_.get());
   if (kind == "inflight") return json(nullptr);  // no FUSE requests: 204, as an idle upstream daemon
   if (kind == "files") return json::object();
   if (kind == "pattern") return json::array();
@@ -182,7 +182,7 @@ Result<json> FanotifyImage::metrics(const std::string& kind, const std::map<std:
     // Upstream's FsIoStats shape (no FUSE requests to count: zeros) plus
     // what the fanotify listener counted.
     const auto s = listener_->stats();
-    json j = daemon::fs_io_stats_json(nullptr, opts_.mountpoint);
+    json j = runtime::fs_io_stats_json(nullptr, opts_.mountpoint);
     j["fanotify"] = json{{"events", s.events},
                                   {"allowed_ready", s.allowed_ready},
                                   {"filled", s.filled},

@@ -26,7 +26,7 @@ namespace nydus::fanotify {
 struct FanotifyImageOptions {
   std::filesystem::path bootstrap;
   std::string mountpoint;
-  daemon::DaemonConfig config;
+  runtime::DaemonConfig config;
   std::filesystem::path fallback_work_dir;  // when the config names no work_dir
   unsigned workers = 4;                     // fetch threads
   std::vector<std::string> prefetch_files;
@@ -37,7 +37,7 @@ Result<std::string> erofs_device_options(const std::vector<std::filesystem::path
 
 // Serves its own API in `nydusd fanotify`, and is one mount among others in
 // `nydusd singleton` (fs_type "fanotify").
-class FanotifyImage : public api::DaemonApi, public daemon::ExternalMount {
+class FanotifyImage : public api::DaemonApi, public runtime::ExternalMount {
  public:
   // Open caches, mark them, mount, start serving and prefetch.
   static Result<std::unique_ptr<FanotifyImage>> mount(const FanotifyImageOptions& opts);
@@ -48,7 +48,7 @@ class FanotifyImage : public api::DaemonApi, public daemon::ExternalMount {
   // Whether our mount is still in the mount table (false after an external umount).
   bool mounted() const;
 
-  // daemon::ExternalMount
+  // runtime::ExternalMount
   bool alive() const override { return mounted(); }
   nlohmann::json info() override;
   Result<nlohmann::json> metrics(const std::string& kind) override { return metrics(kind, {}); }
@@ -69,7 +69,7 @@ class FanotifyImage : public api::DaemonApi, public daemon::ExternalMount {
   std::shared_ptr<storage::Backend> backend_;
   std::vector<std::shared_ptr<storage::BlobCache>> caches_;
   std::unique_ptr<Listener> listener_;
-  std::unique_ptr<daemon::Prefetcher> prefetch_;
+  std::unique_ptr<runtime::Prefetcher> prefetch_;
   bool mounted_ = false;
   bool shut_ = false;
 };

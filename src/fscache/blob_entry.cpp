@@ -72,12 +72,12 @@ Result<BlobEntry> blob_entry_from_json(const json& j) {
     auto ver = cfg->find("version");
     if (ver == cfg->end() || !ver->is_number_integer() || ver->get<int64_t>() != 2)
       return errorf(Errc::kInvalidArgument, "blob entry: \"config_v2.version\" must be 2");
-    NYDUS_ASSIGN_OR_RETURN(e.config, daemon::parse_config(cfg->dump()));
+    NYDUS_ASSIGN_OR_RETURN(e.config, runtime::parse_config(cfg->dump()));
   } else if (auto legacy = j.find("config"); legacy != j.end() && !legacy->is_null()) {
     if (!legacy->is_object()) return errorf(Errc::kInvalidArgument, "blob entry: \"config\" must be an object");
     cfg = &*legacy;
     NYDUS_ASSIGN_OR_RETURN(v1, legacy_to_v1(*cfg));
-    NYDUS_ASSIGN_OR_RETURN(e.config, daemon::parse_config(v1.dump()));
+    NYDUS_ASSIGN_OR_RETURN(e.config, runtime::parse_config(v1.dump()));
   } else {
     return errorf(Errc::kInvalidArgument, "blob entry: \"config_v2\" (or legacy \"config\") is required");
   }

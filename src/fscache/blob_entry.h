@@ -24,7 +24,7 @@ struct BlobEntry {
   std::string id;         // the fsid the kernel mount names
   std::string domain_id;  // may be empty
   std::filesystem::path metadata_path;
-  daemon::DaemonConfig config;
+  runtime::DaemonConfig config;
   nlohmann::json raw;     // as received, for the failover state
 };
 

@@ -33,11 +33,11 @@ Status BlobRegistry::add(const BlobEntry& entry, std::shared_ptr<storage::Backen
   if (!blobs.empty() && !backend) {
     NYDUS_ASSIGN_OR_RETURN(backend, storage::make_backend(entry.config.backend));
   }
-  storage::CacheConfig cc = daemon::cache_config(entry.config, default_work_dir_);
+  storage::CacheConfig cc = runtime::cache_config(entry.config, default_work_dir_);
   cc.work_dir = std::filesystem::absolute(cc.work_dir).lexically_normal();
   std::vector<std::vector<format::Digest>> digests(blobs.size());
   if (entry.config.digest_validate) {
-    NYDUS_ASSIGN_OR_RETURN(digests, daemon::chunk_digests(**boot));
+    NYDUS_ASSIGN_OR_RETURN(digests, runtime::chunk_digests(**boot));
   }
 
   std::lock_guard lk(mu_);

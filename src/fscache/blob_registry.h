@@ -36,7 +36,7 @@ struct ObjectLookup {
   // in its blob table and that entry's prefetch settings.
   std::shared_ptr<const format::Bootstrap> boot;
   uint32_t blob_index = 0;
-  daemon::PrefetchConfig prefetch;
+  runtime::PrefetchConfig prefetch;
 };
 
 // A kernel cache object: volume "erofs,<volume_id>", cookie key.
@@ -83,7 +83,7 @@ class BlobRegistry {
     std::shared_ptr<DataBlobSource> source;
     std::shared_ptr<const format::Bootstrap> boot;  // of the first registrant
     uint32_t blob_index = 0;
-    daemon::PrefetchConfig prefetch;
+    runtime::PrefetchConfig prefetch;
     uint64_t amplify = 0;
     unsigned refs = 0;
   };

@@ -117,7 +117,7 @@ json FscacheDaemon::state() const {
 
 json FscacheDaemon::daemon_info() {
   std::lock_guard lk(mu_);
-  return json{{"version", daemon::build_time_info_json()},
+  return json{{"version", runtime::build_time_info_json()},
               {"id", opts_.id.empty() ? json(nullptr) : json(opts_.id)},
               {"supervisor", nullptr},
               {"state", state_},
@@ -146,12 +146,12 @@ Result<json> FscacheDaemon::metrics(const std::string& kind, const std::map<std:
     std::vector<std::shared_ptr<storage::BlobCache>> caches;
     for (auto& b : blobs)
       if (auto c = b->cache_if_open()) caches.push_back(std::move(c));
-    return daemon::blobcache_json(caches, opts_.dir, 0);
+    return runtime::blobcache_json(caches, opts_.dir, 0);
   }
   if (kind == "backend") {
     auto id = query.find("id");
     for (auto& b : blobs)
-      if (id == query.end() || id->second == b->name()) return daemon::backend_json(b->backend().get());
+      if (id == query.end() || id->second == b->name()) return runtime::backend_json(b->backend().get());
     return errorf(Errc::kNotFound, "no counter found for the metric");
   }
   // As upstream's fscache daemon: no filesystem service, so no fs metrics

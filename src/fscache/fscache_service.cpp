@@ -331,11 +331,11 @@ void FscacheService::amplify(CacheObject& obj, uint64_t from) {
 namespace {
 
 // Prefetch of one data blob object straight into its anon fd.
-class ObjectPrefetchTarget : public daemon::PrefetchTarget {
+class ObjectPrefetchTarget : public runtime::PrefetchTarget {
  public:
   ObjectPrefetchTarget(std::weak_ptr<CacheObject> obj, std::shared_ptr<std::atomic<uint64_t>> bytes)
       : obj_(std::move(obj)), bytes_(std::move(bytes)) {}
-  bool is_ready(const daemon::PrefetchRange& r) override {
+  bool is_ready(const runtime::PrefetchRange& r) override {
     auto o = obj_.lock();
     if (!o || o->closed) return true;  // nothing left to fill
     // What the kernel's cache file already holds: no hole in the range.
@@ -343,7 +343,7 @@ class ObjectPrefetchTarget : public daemon::PrefetchTarget {
     const off_t hole = ::lseek(o->fd, start, SEEK_HOLE);
     return hole >= 0 && uint64_t(hole) >= r.offset + r.len;
   }
-  Status fetch(const daemon::PrefetchRange& r) override {
+  Status fetch(const runtime::PrefetchRange& r) override {
     auto o = obj_.lock();
     if (!o || o->closed) return ok();
     NYDUS_ASSIGN_OR_RETURN(uint64_t n, write_object_range(*o, r.offset, r.len));
@@ -359,7 +359,7 @@ class ObjectPrefetchTarget : public daemon::PrefetchTarget {
 }  // namespace
 
 void FscacheService::start_prefetch(const std::shared_ptr<CacheObject>& obj) {
-  auto p = std::make_unique<daemon::Prefetcher>(obj->what.boot,
+  auto p = std::make_unique<runtime::Prefetcher>(obj->what.boot,
                                                 std::make_shared<ObjectPrefetchTarget>(obj, prefetch_bytes_),
                                                 obj->what.prefetch, std::vector<std::string>{}, obj->what.blob_index);
   p->start();
@@ -368,7 +368,7 @@ void FscacheService::start_prefetch(const std::shared_ptr<CacheObject>& obj) {
 }
 
 void FscacheService::reap_prefetchers(bool all) {
-  std::vector<std::unique_ptr<daemon::Prefetcher>> done;
+  std::vector<std::unique_ptr<runtime::Prefetcher>> done;
   {
     std::lock_guard lk(prefetch_mu_);
     if (all) {

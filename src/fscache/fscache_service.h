@@ -118,8 +118,8 @@ class FscacheService {
   WorkQueue<ReadJob> queue_;
 
   std::mutex prefetch_mu_;
-  std::map<uint32_t, std::unique_ptr<daemon::Prefetcher>> prefetchers_;
-  std::vector<std::unique_ptr<daemon::Prefetcher>> stopping_prefetchers_;
+  std::map<uint32_t, std::unique_ptr<runtime::Prefetcher>> prefetchers_;
+  std::vector<std::unique_ptr<runtime::Prefetcher>> stopping_prefetchers_;
 
   std::thread poller_;
   std::vector<std::thread> workers_;

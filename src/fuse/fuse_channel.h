@@ -47,7 +47,7 @@ class FuseChannel {
   uint64_t resent_requests() const { return resent_.load(std::memory_order_relaxed); }
   // Upstream's FsIoStats and the requests in progress, counted as requests
   // are read and replies written.
-  std::shared_ptr<FsIoStats> io_stats() const { return stats_; }
+  std::shared_ptr<runtime::FsIoStats> io_stats() const { return stats_; }
 
   // Ask the kernel to queue again every request read but not answered.
   static Status notify_resend(int fd);
@@ -68,7 +68,7 @@ class FuseChannel {
   std::atomic<bool> stopping_{false};  // wake() was called
   std::atomic<uint64_t> resent_{0};
   uint64_t replay_unique_ = 0;    // libfuse's reply to the replayed INIT is dropped
-  std::shared_ptr<FsIoStats> stats_ = std::make_shared<FsIoStats>();
+  std::shared_ptr<runtime::FsIoStats> stats_ = std::make_shared<runtime::FsIoStats>();
 };
 
 }  // namespace nydus::fuse

@@ -669,7 +669,7 @@ void FuseSession::watch_unmounts() {
 
 int FuseSession::fd() const { return channel_ ? channel_->fd() : -1; }
 uint64_t FuseSession::resent_requests() const { return channel_ ? channel_->resent_requests() : 0; }
-std::shared_ptr<FsIoStats> FuseSession::io_stats() const { return channel_ ? channel_->io_stats() : nullptr; }
+std::shared_ptr<runtime::FsIoStats> FuseSession::io_stats() const { return channel_ ? channel_->io_stats() : nullptr; }
 std::vector<uint8_t> FuseSession::init_message() const {
   return channel_ ? channel_->init_message() : std::vector<uint8_t>{};
 }

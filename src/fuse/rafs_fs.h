@@ -198,7 +198,7 @@ class FuseSession {
   uint64_t resent_requests() const;
   // Upstream's FsIoStats of this connection and its requests in progress
   // (null before the channel exists).
-  std::shared_ptr<FsIoStats> io_stats() const;
+  std::shared_ptr<runtime::FsIoStats> io_stats() const;
   const std::string& mountpoint() const { return mountpoint_; }
   Vfs& vfs() { return *vfs_; }
 

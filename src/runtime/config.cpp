@@ -4,7 +4,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 
 namespace {
 
@@ -290,4 +290,4 @@ Result<DaemonConfig> load_config(const std::filesystem::path& path) {
   return c;
 }
 
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime

@@ -26,7 +26,7 @@
 
 #include "common/result.h"
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 
 // Upstream's defaults (default_prefetch_threads_count, default_prefetch_batch_size).
 inline constexpr unsigned kDefaultPrefetchThreads = 8;
@@ -72,4 +72,4 @@ Result<DaemonConfig> parse_config(std::string_view json_text);
 // backend's "auth" (base64 "user:pass"), as upstream nydusd does for --config.
 Result<DaemonConfig> load_config(const std::filesystem::path& path);
 
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime

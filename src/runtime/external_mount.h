@@ -14,7 +14,7 @@
 #include "common/result.h"
 #include "runtime/config.h"
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 
 // A mount served by something other than this library's FUSE filesystem
 // (the fanotify mode): nydusd plugs it in by fs_type, so the daemon does not
@@ -38,4 +38,4 @@ struct ExternalMountRequest {
 };
 using ExternalMounter = std::function<Result<std::unique_ptr<ExternalMount>>(const ExternalMountRequest&)>;
 
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <bit>
 
-namespace nydus::fuse {
+namespace nydus::runtime {
 
 using nlohmann::json;
 
@@ -200,4 +200,4 @@ json FsIoStats::access_patterns_json() const {
   return out;
 }
 
-}  // namespace nydus::fuse
+}  // namespace nydus::runtime

@@ -21,7 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace nydus::fuse {
+namespace nydus::runtime {
 
 // Upstream's StatsFop order: the index of each fop_hits/fop_errors entry.
 enum class StatsFop : uint8_t {
@@ -103,4 +103,4 @@ class FsIoStats {
   std::set<uint64_t> latest_;
 };
 
-}  // namespace nydus::fuse
+}  // namespace nydus::runtime

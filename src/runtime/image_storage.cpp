@@ -5,7 +5,7 @@
 #include <optional>
 #include <thread>
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 
 namespace {
 constexpr size_t kBlobOpenThreads = 4;
@@ -77,4 +77,4 @@ Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const Dae
   return out;
 }
 
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime

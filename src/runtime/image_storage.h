@@ -14,7 +14,7 @@
 #include "storage/backend.h"
 #include "storage/blob_cache.h"
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 
 struct ImageStorage {
   std::shared_ptr<storage::Backend> backend;  // null for an image without blobs
@@ -33,4 +33,4 @@ Result<std::vector<std::vector<format::Digest>>> chunk_digests(const format::Boo
 Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const DaemonConfig& cfg,
                                         const std::filesystem::path& fallback_work_dir);
 
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime

@@ -1,11 +1,11 @@
 #include "runtime/metrics_json.h"
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 
 using nlohmann::json;
 
-json fs_io_stats_json(const fuse::FsIoStats* stats, const std::string& id) {
-  static const fuse::FsIoStats kNone;
+json fs_io_stats_json(const runtime::FsIoStats* stats, const std::string& id) {
+  static const runtime::FsIoStats kNone;
   return (stats ? *stats : kNone).global_json(id);
 }
 
@@ -65,7 +65,7 @@ json backend_json(const storage::Backend* backend) {
   return backend->io_stats().to_json(backend->type());
 }
 
-json inflight_json(const std::vector<fuse::InflightOp>& ops) {
+json inflight_json(const std::vector<runtime::InflightOp>& ops) {
   if (ops.empty()) return nullptr;
   json arr = json::array();
   for (const auto& op : ops)
@@ -74,14 +74,14 @@ json inflight_json(const std::vector<fuse::InflightOp>& ops) {
   return arr;
 }
 
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime
 
 #if __has_include("common/build_info.h")
 #include "common/build_info.h"
 #define NYDUS_HAVE_BUILD_INFO 1
 #endif
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 
 nlohmann::json build_time_info_json() {
 #ifdef NYDUS_HAVE_BUILD_INFO
@@ -106,4 +106,4 @@ nlohmann::json build_time_info_json() {
 #endif
 }
 
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime

@@ -15,11 +15,11 @@
 #include "storage/backend.h"
 #include "storage/blob_cache.h"
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 
 // GET /api/v1/metrics: FsIoStats (all zero when `stats` is null: a mode
 // without FUSE requests).
-nlohmann::json fs_io_stats_json(const fuse::FsIoStats* stats, const std::string& id);
+nlohmann::json fs_io_stats_json(const runtime::FsIoStats* stats, const std::string& id);
 // GET /api/v1/metrics/blobcache: ONE BlobcacheMetrics object for the caches
 // of one image (upstream: one per cache manager). `underlying_files` holds
 // each blob's cache file name (`<blob_id>.blob.data`, in `store_path`), which
@@ -30,12 +30,12 @@ nlohmann::json blobcache_json(const std::vector<std::shared_ptr<storage::BlobCac
 nlohmann::json backend_json(const storage::Backend* backend);
 // GET /api/v1/metrics/inflight: [{inode, opcode, unique, timestamp_secs}],
 // or null when nothing is in progress (upstream answers 204).
-nlohmann::json inflight_json(const std::vector<fuse::InflightOp>& ops);
+nlohmann::json inflight_json(const std::vector<runtime::InflightOp>& ops);
 
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 // The "version" object of GET /api/v1/daemon (upstream's BuildTimeInfo:
 // package_ver, git_commit, build_time, profile, rustc).
 nlohmann::json build_time_info_json();
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime

@@ -7,7 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 
 namespace {
 
@@ -205,4 +205,4 @@ PrefetchStats Prefetcher::stats() const {
   return PrefetchStats{total_.load(), done_.load(), bytes_.load(), errors_.load(), finished_.load()};
 }
 
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime

@@ -18,7 +18,7 @@
 #include "runtime/config.h"
 #include "storage/blob_cache.h"
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 
 // A range of one blob's uncompressed layout to make ready.
 struct PrefetchRange {
@@ -106,4 +106,4 @@ class Prefetcher {
   std::atomic<bool> finished_{false};
 };
 
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime

@@ -11,7 +11,7 @@
 #include "runtime/prefetch.h"
 #include "storage/backend.h"
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 namespace {
 
 TEST(Config, UpstreamV1) {
@@ -129,11 +129,11 @@ TEST(PlanPrefetch, DirectoryExpandsAndMerges) {
 }
 
 }  // namespace
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime
 
 // ---- upstream v2.4.4 keys, defaults and meaning (api/src/config.rs) --------
 
-namespace nydus::daemon {
+namespace nydus::runtime {
 namespace {
 
 std::string fixture(const std::string& rel) {
@@ -381,4 +381,4 @@ TEST(ConfigUpstream, SnapshotterGeneratedConfigs) {
 }
 
 }  // namespace
-}  // namespace nydus::daemon
+}  // namespace nydus::runtime

@@ -136,8 +136,8 @@ nydus::Result<std::vector<std::string>> read_prefetch_list(const std::string& pa
 
 // The image's config: --config (with IMAGE_PULL_AUTH applied), or upstream's
 // fixed localfs config for --localfs-dir.
-nydus::Result<nydus::daemon::DaemonConfig> image_config(const Args& a) {
-  if (!a.config.empty()) return nydus::daemon::load_config(a.config);
+nydus::Result<nydus::runtime::DaemonConfig> image_config(const Args& a) {
+  if (!a.config.empty()) return nydus::runtime::load_config(a.config);
   if (a.localfs_dir.empty()) return nydus::errorf(nydus::Errc::kInvalidArgument, "both --config and --localfs-dir are missing");
   const nlohmann::json j{{"device", {{"backend", {{"type", "localfs"}, {"config", {{"dir", a.localfs_dir}}}}},
                                      {"cache", {{"type", "blobcache"},
@@ -145,7 +145,7 @@ nydus::Result<nydus::daemon::DaemonConfig> image_config(const Args& a) {
                          {"mode", "direct"},
                          {"digest_validate", false},
                          {"iostats_files", false}};
-  return nydus::daemon::parse_config(j.dump());
+  return nydus::runtime::parse_config(j.dump());
 }
 
 // What upstream's --version prints (nydus-snapshotter parses "Git Commit:").
@@ -261,7 +261,7 @@ int run(Args& a, bool singleton) {
   }
   // Without a bootstrap the FUSE daemon is shared: an empty directory until
   // images are mounted inside it through the API.
-  std::optional<nydus::daemon::DaemonConfig> cfg;
+  std::optional<nydus::runtime::DaemonConfig> cfg;
   std::vector<std::string> prefetch;
   if (!singleton && !a.bootstrap.empty()) {
     auto c = image_config(a);
@@ -291,8 +291,8 @@ int run(Args& a, bool singleton) {
   dopts.fallback_work_dir = std::filesystem::temp_directory_path() /
                             fmt::format("nydusd-cache-{}", a.id.empty() ? std::to_string(getpid()) : a.id);
   // fs_type "fanotify" through the API: the kernel's EROFS over our cache files.
-  dopts.mounters["fanotify"] = [threads = a.threads, id = a.id](const nydus::daemon::ExternalMountRequest& r)
-      -> nydus::Result<std::unique_ptr<nydus::daemon::ExternalMount>> {
+  dopts.mounters["fanotify"] = [threads = a.threads, id = a.id](const nydus::runtime::ExternalMountRequest& r)
+      -> nydus::Result<std::unique_ptr<nydus::runtime::ExternalMount>> {
     nydus::fanotify::FanotifyImageOptions o;
     o.bootstrap = r.bootstrap;
     o.mountpoint = r.mountpoint;
@@ -305,7 +305,7 @@ int run(Args& a, bool singleton) {
     o.prefetch_files = r.prefetch_files;
     NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<nydus::fanotify::FanotifyImage> img,
                            nydus::fanotify::FanotifyImage::mount(o));
-    return std::unique_ptr<nydus::daemon::ExternalMount>(std::move(img));
+    return std::unique_ptr<nydus::runtime::ExternalMount>(std::move(img));
   };
   if (a.upgrade) {
     // Serve nothing until PUT /api/v1/daemon/fuse/takeover brings the connection.
