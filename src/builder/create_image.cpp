@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "builder/chunk_pipeline.h"
+#include "builder/create_zran.h"
 #include "builder/prefetch_list.h"
 #include "format/bootstrap.h"
 #include "common/file_util.h"
@@ -395,6 +396,7 @@ Result<CreateReport> create_image(const CreateOptions& o) {
   if (!std::has_single_bit(o.chunk_size) || o.chunk_size < format::kMinChunkSize || o.chunk_size > format::kMaxChunkSize)
     return errorf(Errc::kInvalidArgument, "chunk size {:#x} must be a power of two between 0x1000 and 0x1000000",
                   o.chunk_size);
+  if (o.source_type == SourceType::kTargzRef) return create_zran_image(o);
   if (o.compressor == format::Compressor::kGzip)
     return make_error(Errc::kUnsupported, "gzip is not a chunk compressor (none, lz4_block, zstd)");
   return o.source_type == SourceType::kTar ? create_from_tar(o) : create_from_directory(o);

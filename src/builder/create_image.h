@@ -18,6 +18,7 @@ namespace nydus::builder {
 enum class SourceType {
   kDirectory,  // dir-rafs
   kTar,        // tar-rafs / targz-rafs: an OCI layer tar (any compression), "-" = stdin
+  kTargzRef,   // targz-ref: a gzip layer referenced in place (ZRAN), see create_zran.h
 };
 
 struct CreateOptions {

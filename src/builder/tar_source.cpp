@@ -73,6 +73,7 @@ class TarBuilder {
       if (r == ARCHIVE_WARN) warnings.push_back(std::string("tar: ") + archive_error_string(a.get()));
       else if (r != ARCHIVE_OK) return std::unexpected(archive_err(a.get(), "read " + source));
       if (++entries > lim_.max_entries) return errorf(Errc::kCorrupt, "tar has more than {} entries", lim_.max_entries);
+      entry_ = e;
       NYDUS_TRY(add_entry(a.get(), e));
     }
     return ok();
@@ -88,6 +89,7 @@ class TarBuilder {
     for (uint32_t o : f.origin) t.origin.push_back(data_of_[o]);
     for (size_t k = 0; k < f.origin.size(); ++k)
       if (implicit_.count(f.origin[k])) t.implicit_dirs.push_back(t.tree.image_paths[k]);
+    t.stream_offset = std::move(stream_offset_);
     return t;
   }
 
@@ -238,6 +240,10 @@ class TarBuilder {
   }
 
   Status stream_data(archive* a, uint32_t node, uint64_t size, const std::string& path) {
+    // Right after its header the tar reader has consumed exactly the bytes
+    // before the entry's data (filter 0 counts the decompressed stream).
+    if (stream_offset_.size() <= node) stream_offset_.resize(size_t(node) + 1, kNoStreamOffset);
+    if (archive_entry_sparse_count(entry_) == 0) stream_offset_[node] = uint64_t(archive_filter_bytes(a, 0));
     uint64_t off = 0;
     while (off < size) {
       const size_t want = size_t(std::min<uint64_t>(chunk_size_, size - off));
@@ -260,6 +266,8 @@ class TarBuilder {
   TarLimits lim_;
   EditTree tree_;
   std::vector<uint32_t> data_of_;  // arena node -> node whose data it shares
+  std::vector<uint64_t> stream_offset_;  // see TarTree::stream_offset
+  archive_entry* entry_ = nullptr;       // the entry being added
   std::set<uint32_t> implicit_{0};  // directories no entry described (the root until "./")
 };
 

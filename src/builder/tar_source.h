@@ -33,7 +33,12 @@ struct TarTree {
   // without a "./" entry): their attributes are defaults, not the layer's,
   // so a merge keeps a lower layer's instead.
   std::vector<std::string> implicit_dirs;
+  // By arena node (the `node` on_data saw): where its data starts in the
+  // uncompressed tar stream, kNoStreamOffset for sparse entries (their data
+  // is not one contiguous run). ZRAN builds point chunks into the stream.
+  std::vector<uint64_t> stream_offset;
 };
+inline constexpr uint64_t kNoStreamOffset = ~uint64_t(0);
 
 Result<TarTree> scan_tar(const std::string& source, uint32_t chunk_size, const TarDataFn& on_data,
                          const TarLimits& limits = {});

@@ -43,6 +43,11 @@ struct BlobInfo {
   uint64_t ci_uncompressed_size = 0;
   uint32_t toc_size = 0;           // 128*N + 512, or 0
   Digest toc_digest{};             // sha256(ToC entries || its tar header), or zeros
+  // ZRAN (SEPARATE) blobs: the blob.meta lives in a separate "meta blob"
+  // named by sha256 of its content, recorded here (zeros with an inlined
+  // bootstrap, where the bootstrap's own blob is the meta blob).
+  Digest blob_meta_digest{};
+  uint64_t blob_meta_size = 0;
   uint32_t mapped_blkaddr = 0;     // device slot uniaddr (flat-device layout)
   // RAFS v5 images record no blob meta (ci array) anywhere: the chunks the
   // bootstrap describes, sorted by ci index, stand in for it. Null otherwise.

@@ -280,6 +280,8 @@ Status Bootstrap::validate() {
     b.ci_uncompressed_size = e.ci_uncompressed_size;
     b.toc_size = e.blob_toc_size;
     std::memcpy(b.toc_digest.data(), e.blob_toc_digest, b.toc_digest.size());
+    std::memcpy(b.blob_meta_digest.data(), e.blob_meta_digest, b.blob_meta_digest.size());
+    b.blob_meta_size = e.blob_meta_size;
     b.mapped_blkaddr = slot.mapped_blkaddr;
     blobs_.push_back(std::move(b));
   }

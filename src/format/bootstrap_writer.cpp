@@ -479,6 +479,8 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
     e.ci_compressed_size = bi.ci_compressed_size;
     e.ci_uncompressed_size = bi.ci_uncompressed_size;
     std::memcpy(e.blob_toc_digest, bi.toc_digest.data(), 32);
+    std::memcpy(e.blob_meta_digest, bi.blob_meta_digest.data(), 32);
+    e.blob_meta_size = bi.blob_meta_size;
     put(blob_table_off + 256 * b, &e, sizeof(e));
   }
   if (!prefetch.empty()) put(prefetch_off, prefetch.data(), 4 * prefetch.size());

@@ -69,8 +69,12 @@ int run_create(const CreateArgs& a) {
   if (a.type == "tar-rafs" || a.type == "targz-rafs") {
     // Compression (none, gzip, zstd, ...) is detected from the stream either way.
     o.source_type = builder::SourceType::kTar;
+  } else if (a.type == "targz-ref") {
+    // The layer is referenced, not converted (ZRAN): upstream forces gzip and
+    // sha256 for it (logging that other values are ignored).
+    o.source_type = builder::SourceType::kTargzRef;
   } else if (a.type != "dir-rafs" && a.type != "directory") {
-    return fail("--type " + a.type + " is not supported (dir-rafs, tar-rafs, targz-rafs)");
+    return fail("--type " + a.type + " is not supported (dir-rafs, tar-rafs, targz-rafs, targz-ref)");
   }
   o.source = a.source;
   o.bootstrap = a.bootstrap;
@@ -113,6 +117,10 @@ int run_create(const CreateArgs& a) {
   auto d = format::parse_digester(a.digester);
   if (!d) return fail(d.error().message);
   o.digester = *d;
+  if (o.source_type == builder::SourceType::kTargzRef) {
+    o.compressor = format::Compressor::kGzip;
+    o.digester = format::Digester::kSha256;
+  }
   auto cs = parse_size(a.chunk_size);
   if (!cs) return fail(cs.error().message);
   o.chunk_size = *cs;
@@ -205,7 +213,7 @@ Command add_create_command(CLI::App& parent) {
   app->add_option("-v,--fs-version", args->fs_version, "RAFS version (6)")
       ->check(CLI::IsMember({"5", "6"}));
   app->add_option("-t,--type,--source-type", args->type,
-                  "conversion type: dir-rafs (= directory), tar-rafs, targz-rafs (tar compression is auto-detected)")
+                  "conversion type: dir-rafs (= directory), tar-rafs, targz-rafs (tar compression is auto-detected), targz-ref (gzip layer referenced in place, ZRAN)")
       ->check(CLI::IsMember({"directory", "dir-rafs", "estargz-rafs", "estargz-ref", "estargztoc-ref", "tar-rafs",
                              "tar-tarfs", "targz-rafs", "targz-ref", "stargz_index"}));
   auto* comp = app->add_option("-c,--compressor", args->compressor, "none, lz4_block, zstd")

@@ -1,0 +1,315 @@
+#include "builder/create_zran.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "builder/prefetch_list.h"
+#include "builder/tar_source.h"
+#include "common/file_util.h"
+#include "format/bootstrap_writer.h"
+#include "format/compress.h"
+#include "format/digest.h"
+#include "format/gzip_random.h"
+#include "format/zran_meta.h"
+
+namespace nydus::builder {
+
+namespace fs = std::filesystem;
+using format::ChunkRecord;
+using format::Digest;
+
+namespace {
+
+// One chunk of file data as the tar reader (libarchive) delivered it.
+struct Piece {
+  uint32_t node = 0;        // arena node (TarTree::stream_offset index)
+  uint64_t stream_off = 0;  // in the uncompressed tar stream
+  uint32_t size = 0;
+  Digest digest{};          // sha256 of libarchive's bytes
+};
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// The second pass's sink: hashes each piece's bytes as they go by in the
+// decompressed stream, so a wrong stream offset (the only thing the image
+// records about where data is) fails the build instead of the reads.
+class StreamVerifier {
+ public:
+  explicit StreamVerifier(const std::vector<Piece>& pieces) : pieces_(pieces) {}
+  Status feed(std::span<const uint8_t> data) {
+    uint64_t at = pos_;
+    pos_ += data.size();
+    while (!data.empty() && k_ < pieces_.size()) {
+      const Piece& pc = pieces_[k_];
+      const uint64_t want = pc.stream_off + filled_;
+      if (want >= at + data.size()) break;
+      if (want < at) return make_error(Errc::kInternal, "tar pieces out of stream order");
+      const size_t skip = size_t(want - at);
+      const size_t take = size_t(std::min<uint64_t>(data.size() - skip, pc.size - filled_));
+      if (!hash_) hash_ = std::make_unique<format::Sha256Stream>();
+      hash_->update(data.subspan(skip, take));
+      filled_ += take;
+      data = data.subspan(skip + take);
+      at += skip + take;
+      if (filled_ == pc.size) {
+        if (hash_->finish() != pc.digest)
+          return corrupt("file data at tar stream offset {:#x}+{} differs from what the tar reader returned",
+                         pc.stream_off, pc.size);
+        hash_.reset();
+        filled_ = 0;
+        k_++;
+      }
+    }
+    return ok();
+  }
+  bool done() const { return k_ == pieces_.size(); }
+
+ private:
+  const std::vector<Piece>& pieces_;
+  uint64_t pos_ = 0, filled_ = 0;
+  size_t k_ = 0;
+  std::unique_ptr<format::Sha256Stream> hash_;
+};
+
+// First block end at or past `out`: the input needed to produce output up to it.
+uint64_t input_end_for(const format::GzipIndex& idx, uint64_t out) {
+  auto it = std::lower_bound(idx.boundaries.begin(), idx.boundaries.end(), out,
+                             [](const format::GzipBoundary& b, uint64_t v) { return b.out < v; });
+  return it == idx.boundaries.end() ? idx.in_size : it->in;
+}
+
+// Last block end at or before `out` (where inflate of that byte starts).
+uint64_t input_start_for(const format::GzipIndex& idx, uint64_t out) {
+  auto it = std::upper_bound(idx.boundaries.begin(), idx.boundaries.end(), out,
+                             [](uint64_t v, const format::GzipBoundary& b) { return v < b.out; });
+  return it == idx.boundaries.begin() ? 0 : std::prev(it)->in;
+}
+
+}  // namespace
+
+Result<CreateReport> create_zran_image(const CreateOptions& o) {
+  if (o.blob_inline_meta || o.blob_toc)
+    return make_error(Errc::kUnsupported,
+                      "--type targz-ref with --blob-inline-meta or --features blob-toc is not supported yet");
+  if (!o.chunk_dict.empty()) return make_error(Errc::kUnsupported, "--type targz-ref with --chunk-dict");
+  if (o.source.empty() || o.source == "-")
+    return make_error(Errc::kInvalidArgument, "--type targz-ref needs the gzip layer as a file");
+  if (o.chunk_size > kZranCheckpointSpan * 4)
+    return errorf(Errc::kInvalidArgument, "--type targz-ref: chunk size {:#x} above 4 MiB", o.chunk_size);
+
+  // Pass 1: the tree and each chunk's bytes, as libarchive reads the layer.
+  std::vector<Piece> pieces;
+  auto tt = scan_tar(o.source.string(), o.chunk_size,
+                     [&](uint32_t node, uint64_t off, std::vector<uint8_t> piece) -> Status {
+                       pieces.push_back({node, off, uint32_t(piece.size()), format::sha256(piece)});
+                       return ok();
+                     });
+  if (!tt) return std::unexpected(std::move(tt).error());
+  for (Piece& p : pieces) {
+    const uint64_t base = p.node < tt->stream_offset.size() ? tt->stream_offset[p.node] : kNoStreamOffset;
+    if (base == kNoStreamOffset)
+      return make_error(Errc::kUnsupported, "--type targz-ref: the layer has a sparse file (its data is not contiguous)");
+    p.stream_off = base + p.stream_off;
+  }
+  for (size_t i = 1; i < pieces.size(); i++)
+    if (pieces[i].stream_off < pieces[i - 1].stream_off + pieces[i - 1].size)
+      return make_error(Errc::kInternal, "tar data pieces overlap in the stream");
+
+  // Pass 2: inflate checkpoints, the layer's sha256 (its blob id), and every
+  // piece's bytes checked at its stream offset.
+  Fd fd(::open(o.source.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return sys_error("open " + o.source.string());
+  uint8_t magic[3] = {};
+  if (::pread(fd.get(), magic, 3, 0) != 3 || magic[0] != 0x1f || magic[1] != 0x8b || magic[2] != 8)
+    return errorf(Errc::kInvalidArgument, "--type targz-ref: {} is not gzip", o.source.string());
+  format::Sha256Stream layer_hash;
+  StreamVerifier verify(pieces);
+  auto idx = format::index_gzip(
+      [&](std::span<uint8_t> buf) -> Result<size_t> {
+        for (;;) {
+          const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+          if (n < 0 && errno == EINTR) continue;
+          if (n < 0) return sys_error("read " + o.source.string());
+          layer_hash.update(buf.first(size_t(n)));
+          return size_t(n);
+        }
+      },
+      [&](std::span<const uint8_t> piece) { return verify.feed(piece); }, kZranCheckpointSpan);
+  if (!idx) return std::unexpected(std::move(idx).error().context(o.source.string()));
+  if (!verify.done()) return corrupt("tar stream ends before the data of its last file");
+
+  CreateReport rep;
+  format::BootstrapSpec spec;
+  spec.chunk_size = o.chunk_size;
+  spec.compressor = format::Compressor::kGzip;  // upstream: the only compressor of a ref blob
+  spec.digester = format::Digester::kSha256;
+  spec.explicit_uid_gid = !o.repeatable;
+
+  // Chunks → contexts: each chunk inflates from the last checkpoint at or
+  // before its first byte; a context is a checkpoint some chunk uses, its
+  // spans the union of its chunks'.
+  std::vector<format::ZranChunk> zchunks;
+  std::vector<format::ZranContext> contexts;
+  std::vector<std::vector<uint8_t>> dicts;
+  std::vector<std::vector<ChunkRecord>> file_chunks;
+  uint64_t uoff = 0;
+  int64_t last_cp = -1;
+  for (uint32_t i = 0; i < pieces.size(); i++) {
+    const Piece& p = pieces[i];
+    const uint64_t end = p.stream_off + p.size;
+    auto it = std::upper_bound(idx->checkpoints.begin(), idx->checkpoints.end(), p.stream_off,
+                               [](uint64_t v, const format::GzipCheckpoint& c) { return v < c.out_offset; });
+    if (it == idx->checkpoints.begin()) return make_error(Errc::kInternal, "no checkpoint before file data");
+    const int64_t cp_i = int64_t(std::prev(it) - idx->checkpoints.begin());
+    const format::GzipCheckpoint& cp = idx->checkpoints[size_t(cp_i)];
+    if (cp_i != last_cp) {
+      format::ZranContext c;
+      c.in_offset = cp.in_offset;
+      c.out_offset = cp.out_offset;
+      c.ctx_bits = cp.bits;
+      c.ctx_byte = cp.prev_byte;
+      contexts.push_back(c);
+      dicts.push_back(cp.window);
+      last_cp = cp_i;
+    }
+    format::ZranContext& ctx = contexts.back();
+    const uint64_t in_end = input_end_for(*idx, end);
+    const uint64_t in_start = std::max(cp.in_offset, std::min(input_start_for(*idx, p.stream_off), in_end - 1));
+    if (end - ctx.out_offset > format::kZranMaxContextOutput || in_end - ctx.in_offset > UINT32_MAX ||
+        in_end - in_start > 0xFF'FFFF)
+      return errorf(Errc::kUnsupported,
+                    "--type targz-ref: a deflate block at {:#x} is too long for random access", ctx.in_offset);
+    ctx.out_len = std::max<uint32_t>(ctx.out_len, uint32_t(end - ctx.out_offset));
+    ctx.in_len = std::max<uint32_t>(ctx.in_len, uint32_t(in_end - ctx.in_offset));
+
+    format::ZranChunk z;
+    z.ci.compressed_offset = in_start;
+    z.ci.compressed_size = uint32_t(in_end - in_start);
+    z.ci.uncompressed_offset = uoff;
+    z.ci.uncompressed_size = p.size;
+    z.ci.compressed = true;
+    z.zran_index = uint32_t(contexts.size() - 1);
+    z.zran_offset = uint32_t(p.stream_off - ctx.out_offset);
+    zchunks.push_back(z);
+
+    ChunkRecord r;
+    r.digest = p.digest;
+    r.blob_index = 0;
+    r.ci_index = i;
+    r.compressed_offset = z.ci.compressed_offset;
+    r.compressed_size = z.ci.compressed_size;
+    r.uncompressed_offset = uoff;
+    r.uncompressed_size = p.size;
+    r.compressed = true;
+    if (file_chunks.size() <= p.node) file_chunks.resize(size_t(p.node) + 1);
+    file_chunks[p.node].push_back(r);
+    uoff = format::align_up(uoff + p.size, format::kBlockSize);
+  }
+
+  if (!pieces.empty()) {
+    format::BlobInfo info;
+    info.blob_id = format::to_hex(layer_hash.finish());
+    info.chunk_size = o.chunk_size;
+    info.chunk_count = uint32_t(pieces.size());
+    info.compressor = format::Compressor::kGzip;
+    info.digester = format::Digester::kSha256;
+    info.features = format::blob_features::kAligned | format::blob_features::kChunkInfoV2 |
+                    format::blob_features::kZran | format::blob_features::kSeparate;
+    info.compressed_size = idx->in_size;
+    info.uncompressed_size = uoff;
+
+    const std::vector<uint8_t> ci = format::encode_zran_ci(zchunks, contexts, dicts);
+    std::vector<uint8_t> meta_blob;
+    NYDUS_ASSIGN_OR_RETURN(bool packed, format::compress(format::Compressor::kZstd, ci, meta_blob));
+    info.ci_compressor = packed ? format::Compressor::kZstd : format::Compressor::kNone;
+    if (!packed) meta_blob = ci;
+    info.ci_offset = 0;
+    info.ci_compressed_size = meta_blob.size();
+    info.ci_uncompressed_size = ci.size();
+
+    format::BlobMetaHeader h;
+    std::memset(&h, 0, sizeof(h));
+    h.magic = h.magic2 = format::kBlobMetaMagic;
+    h.features = info.features;
+    h.ci_compressor = uint32_t(info.ci_compressor);
+    h.ci_entries = info.chunk_count;
+    h.ci_offset = 0;
+    h.ci_compressed_size = info.ci_compressed_size;
+    h.ci_uncompressed_size = info.ci_uncompressed_size;
+    h.ci_zran_offset = uint64_t(zchunks.size()) * sizeof(format::ChunkInfoV2);
+    h.ci_zran_size = ci.size() - h.ci_zran_offset;
+    h.ci_zran_count = uint32_t(contexts.size());
+    const auto* hp = reinterpret_cast<const uint8_t*>(&h);
+    meta_blob.insert(meta_blob.end(), hp, hp + sizeof(h));
+    // What we wrote must read back (and the reader bounds it like any image).
+    {
+      auto back = format::parse_zran_ci(ci, h, {info.compressed_size, info.uncompressed_size});
+      if (!back) return std::unexpected(std::move(back).error().context("re-reading the ZRAN meta just built"));
+    }
+    info.blob_meta_digest = format::sha256(meta_blob);
+    info.blob_meta_size = meta_blob.size();
+
+    if (!o.blob_file.empty() || !o.blob_dir.empty()) {
+      fs::path out = o.blob_file;
+      if (out.empty()) {
+        std::error_code ec;
+        fs::create_directories(o.blob_dir, ec);
+        if (ec) return errorf(Errc::kIo, "create {}: {}", o.blob_dir.string(), ec.message());
+        out = o.blob_dir / format::to_hex(info.blob_meta_digest);
+      }
+      NYDUS_TRY(write_file_atomic(out, meta_blob));
+      rep.blob_path = out;
+    }
+    if (!o.blob_cache_dir.empty()) {
+      // Upstream's cache file: the uncompressed ci buffer padded to 4 KiB, then the header.
+      std::error_code ec;
+      fs::create_directories(o.blob_cache_dir, ec);
+      if (ec) return errorf(Errc::kIo, "create {}: {}", o.blob_cache_dir.string(), ec.message());
+      std::vector<uint8_t> cache(format::align_up(ci.size(), format::kBlockSize), 0);
+      std::memcpy(cache.data(), ci.data(), ci.size());
+      cache.insert(cache.end(), hp, hp + sizeof(h));
+      NYDUS_TRY(write_file_atomic(o.blob_cache_dir / (info.blob_id + ".blob.meta"), cache));
+    }
+    spec.blobs = {info};
+    rep.blobs = {info};
+  }
+
+  rep.files = 0;
+  for (const auto& fc : file_chunks) rep.files += !fc.empty();
+  rep.chunks_total = rep.chunks_stored = pieces.size();
+  for (const Piece& p : pieces) rep.bytes_read += p.size;
+  rep.inodes = tt->tree.nodes.size();
+  rep.warnings = tt->tree.warnings;
+  rep.implicit_dirs = tt->implicit_dirs;
+  if (o.prefetch_table) spec.prefetch_nodes = prefetch_nodes(tt->tree.image_paths, o.prefetch_patterns);
+  spec.nodes = std::move(tt->tree.nodes);
+  for (size_t i = 0; i < spec.nodes.size(); i++) {
+    const size_t f = tt->origin.empty() ? i : tt->origin[i];
+    if (f < file_chunks.size()) spec.nodes[i].chunks = file_chunks[f];
+  }
+  for (auto& n : spec.nodes)
+    if (n.hardlink_of >= 0) n.chunks = spec.nodes[size_t(n.hardlink_of)].chunks;
+  NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
+  rep.bootstrap_size = boot.bytes.size();
+  if (!o.bootstrap.empty()) {
+    NYDUS_TRY(write_file_atomic(o.bootstrap, boot.bytes));
+    rep.bootstrap = o.bootstrap;
+  }
+  return rep;
+}
+
+}  // namespace nydus::builder
