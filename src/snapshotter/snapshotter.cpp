@@ -9,6 +9,9 @@
 #include <set>
 #include <unordered_set>
 
+#include <spdlog/spdlog.h>
+
+#include "snapshotter/blob_cache_gc.h"
 #include "snapshotter/filter.h"
 #include "snapshotter/labels.h"
 
@@ -348,11 +351,55 @@ void Snapshotter::stop_detached(std::vector<DaemonInstance> daemons) {
   for (auto& d : daemons) daemons_.finish_stop(std::move(d));
 }
 
+std::set<std::string> Snapshotter::open_cache_files() const {
+  std::set<std::string> ids;
+  const fs::path cache = fs::path(root_) / "cache";
+  for (const auto& id : daemons_.running()) {
+    auto d = daemons_.find(id);
+    if (!d || d->pid <= 0) continue;
+    std::error_code ec;
+    for (fs::directory_iterator it("/proc/" + std::to_string(d->pid) + "/fd", ec), end; !ec && it != end;
+         it.increment(ec)) {
+      std::error_code rl;
+      fs::path target = fs::read_symlink(it->path(), rl);
+      if (rl || target.parent_path() != cache) continue;
+      if (auto b = blob_id_of_cache_file(target.filename().string()); !b.empty()) ids.insert(b);
+    }
+  }
+  return ids;
+}
+
+void Snapshotter::gc_blob_cache() {
+  // In use: the blob of every Nydus data layer snapshot still here (an image
+  // still pulled keeps its warm cache), and whatever a running nydusd has open
+  // (blobs no layer names, e.g. an image whose manifest lists the bootstrap only).
+  std::set<std::string> used = open_cache_files();
+  bool unknown = false;
+  (void)ms_->walk([&](const MetadataStore::Record& r) -> SResult<void> {
+    if (!has(r.info.labels, label::kNydusDataLayer)) return {};
+    std::string digest = get(r.info.labels, label::kCriLayerDigest);
+    if (digest.empty()) digest = get(r.info.labels, label::kStargzDigest);
+    if (!digest.starts_with("sha256:")) {
+      unknown = true;  // cannot tell which blob it is: keep every file
+      return {};
+    }
+    used.insert(digest.substr(7));
+    return {};
+  });
+  if (unknown) {
+    spdlog::debug("blob cache GC skipped: a nydus-blob snapshot has no layer digest label");
+    return;
+  }
+  for (const auto& f : remove_unused_cache_files(root_ + "/cache", used)) spdlog::info("blob cache GC: removed {}", f);
+}
+
 SResult<void> Snapshotter::remove(const std::string& key) {
   std::unique_lock lk(mu_);
+  bool data_layer = false;
   {
     auto tx = ms_->begin();
     if (!tx) return std::unexpected(tx.error());
+    if (auto info = ms_->get_info(key); info) data_layer = has(info->info.labels, label::kNydusDataLayer);
     auto r = ms_->remove(key);
     if (!r) return std::unexpected(SnapError{r.error().code, "failed to remove: " + r.error().message});
     SNAP_TRY(tx->commit());
@@ -371,6 +418,7 @@ SResult<void> Snapshotter::remove(const std::string& key) {
   if (!ids) return std::unexpected(ids.error());
   std::error_code ec;
   for (const auto& d : cleanup_directories(*ids)) fs::remove_all(d, ec);
+  if (data_layer) gc_blob_cache();  // the last image using its blob may be gone
   return {};
 }
 
@@ -448,6 +496,7 @@ SResult<void> Snapshotter::cleanup() {
   if (!ids) return std::unexpected(ids.error());
   std::error_code ec;
   for (const auto& d : cleanup_directories(*ids)) fs::remove_all(d, ec);
+  gc_blob_cache();  // as nydus-snapshotter's Cleanup (getUnusedCacheBlobs)
   return {};
 }
 

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,10 @@ class Snapshotter {
   std::vector<Mount> overlay_mounts(const Snapshot& s) const;
   std::vector<Mount> nydus_mounts(const Snapshot& s, const std::string& meta_id, const std::string& lower) const;
   std::vector<std::string> cleanup_directories(const std::set<std::string>& ids) const;
+  // Blob IDs of the cache files our running nydusd processes hold open (/proc/<pid>/fd).
+  std::set<std::string> open_cache_files() const;
+  // Removes <root>/cache files of blobs no remaining image uses (under mu_).
+  void gc_blob_cache();
   // Unpublishes the daemons no active/view snapshot (nor a pending start) uses (under mu_) ...
   std::vector<DaemonInstance> detach_unused_daemons();
   // ... and stops them (without mu_: each waits for its process to exit).

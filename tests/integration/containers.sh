@@ -22,6 +22,10 @@
 #     registry stopped an rpull fails and a container on a never-fetched blob
 #     gets Unavailable carrying nydusd's connection error; each time no mount,
 #     nydusd or snapshot is added and a good container runs right after.
+#   - blob cache GC with two Nydus images sharing no blob: after `ctr image rm
+#     --sync` of one, no <root>/cache file named after its manifest's blob
+#     digests is left while the other's stay (and serve it with the registry
+#     stopped); after the second's removal the cache dir is empty.
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
@@ -466,25 +470,63 @@ step "the same container with the registry back reads the right bytes (no poison
   "ctr --address '$CD_SOCK' run --rm --snapshotter nydus '$R/test/nydus-other:v1' other2 /bin/sh -c 'sha256sum /data/other.bin' | grep -q '^$OTHER_SUM '"
 step "the snapshotter still serves after all of it" still_serving
 
+# Blob cache files of an image: <blob id>.{blob.data,chunk_map,blob.meta} in
+# <root>/cache, the blob ids being the digests of its manifest's nydus-blob
+# layers (read from the registry, not from us).
+blob_digests() {  # REPO: the sha256 hex of each nydus-blob layer
+  curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$R/v2/$1/manifests/v1" | "$PY" -c '
+import json, sys
+for l in json.load(sys.stdin)["layers"]:
+    if "containerd.io/snapshot/nydus-blob" in l.get("annotations", {}):
+        print(l["digest"].split(":", 1)[1])'
+}
+cache_files_of() { local d; for d in $(blob_digests "$1"); do ls "$ROOT/cache" | grep -F "$d"; done; }
+check_caches_filled() {
+  blob_digests test/nydus >"$WORK/blobs.nydus" && blob_digests test/nydus-other >"$WORK/blobs.other" || return 1
+  echo "cache dir:"; ls -l "$ROOT/cache"
+  echo "nydus blobs: $(cat "$WORK/blobs.nydus")"; echo "other blobs: $(cat "$WORK/blobs.other")"
+  [ -n "$(cache_files_of test/nydus)" ] && [ -n "$(cache_files_of test/nydus-other)" ] || return 1
+  ! grep -qxFf "$WORK/blobs.nydus" "$WORK/blobs.other"  # the two images share no blob
+}
+step "both Nydus images have blob cache files (the images share no blob)" check_caches_filled
 remove_all() {
   ctr_ task kill -s KILL nydus2 && sleep 0.5
   ctr_ task rm -f nydus2 >/dev/null 2>&1
   ctr_ containers rm nydus2 || return 1
-  ctr_ image rm --sync "$NYDUS_REF" "$R/test/plain:v1" "$R/test/noboot:v1" "$R/test/badboot:v1" "$R/test/nydus-other:v1" || return 1
+  ctr_ image rm --sync "$NYDUS_REF" "$R/test/plain:v1" "$R/test/noboot:v1" "$R/test/badboot:v1" || return 1
 }
-step "ctr task kill + ctr rm + ctr image rm --sync" remove_all
+step "ctr task kill + ctr rm + ctr image rm --sync (all but test/nydus-other)" remove_all
+check_first_gone() {
+  local _
+  for _ in $(seq 50); do [ -z "$(cache_files_of test/nydus)" ] && break; sleep 0.2; done
+  echo "cache dir:"; ls -l "$ROOT/cache"
+  [ -z "$(cache_files_of test/nydus)" ] || { echo "left: $(cache_files_of test/nydus)"; return 1; }
+  # The other image, still pulled and sharing nothing: all its files stay.
+  [ "$(cache_files_of test/nydus-other | wc -l)" -ge 3 ] || return 1
+  echo "nydusd: $(our_pids nydusd "$ROOT/")"; [ -z "$(our_pids nydusd "$ROOT/")" ] || return 1
+  echo "mounts below $ROOT:"; awk -v d="$ROOT" 'index($5, d) == 1' /proc/self/mountinfo
+  [ -z "$(awk -v d="$ROOT" 'index($5, d) == 1' /proc/self/mountinfo)" ]
+}
+step "removed image: no cache file of its blobs, nydusd or mount left; the other image's cache files stay" check_first_gone
+step "the other image still runs from its cache with the registry stopped" sh -c "kill $REGISTRY_PID && sleep 0.3 &&
+  ctr --address '$CD_SOCK' run --rm --snapshotter nydus '$R/test/nydus-other:v1' other3 /bin/sh -c 'sha256sum /data/other.bin' | grep -q '^$OTHER_SUM '"
+REGISTRY_PID=''
+step "registry back" restart_registry
+step "ctr image rm --sync test/nydus-other" ctr_ image rm --sync "$R/test/nydus-other:v1"
 check_all_gone() {
   local _
-  for _ in $(seq 50); do [ -z "$(our_pids nydusd "$ROOT/")" ] && break; sleep 0.2; done
+  for _ in $(seq 50); do [ -z "$(our_pids nydusd "$ROOT/")" ] && [ -z "$(ls "$ROOT/cache")" ] && break; sleep 0.2; done
   echo "nydusd: $(our_pids nydusd "$ROOT/")"; [ -z "$(our_pids nydusd "$ROOT/")" ] || return 1
   echo "mounts below $ROOT:"; awk -v d="$ROOT" 'index($5, d) == 1' /proc/self/mountinfo
   [ -z "$(awk -v d="$ROOT" 'index($5, d) == 1' /proc/self/mountinfo)" ] || return 1
   echo "snapshots: $(ctr_ snapshots --snapshotter nydus ls | tail -n +2)"
   [ -z "$(ctr_ snapshots --snapshotter nydus ls | tail -n +2)" ] || return 1
+  echo "cache: $(ls "$ROOT/cache")"
+  [ -z "$(ls "$ROOT/cache")" ] || return 1
   echo "dirs: $(ls "$ROOT/snapshots" "$ROOT/mnt" 2>/dev/null)"
   [ -z "$(ls "$ROOT/snapshots")" ] && [ -z "$(ls "$ROOT/mnt" 2>/dev/null)" ]
 }
-step "no nydusd, mount, snapshot or directory left" check_all_gone
+step "no nydusd, mount, snapshot, cache file or directory left" check_all_gone
 step "the snapshotter still serves (List)" ctr_ snapshots --snapshotter nydus ls
 step "the snapshotter logged no internal error" sh -c "! cat '$LOG_DIR'/snapshotter*.log | grep -E ' (error|critical) '"
 

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "common/test_util.h"
+#include "snapshotter/blob_cache_gc.h"
 #include "snapshotter/labels.h"
 
 using namespace nydus::snapshotter;
@@ -276,4 +277,51 @@ TEST_F(SnapshotterTest, NydusImageWithoutReferenceIsRefused) {
   auto r = sn_->prepare("container", "sha256:2222", {});
   EXPECT_EQ(code_of(r), Code::kInvalidArgument);
   EXPECT_NE(r.error().message.find("image reference"), std::string::npos);
+}
+
+TEST(BlobCacheGc, CacheFileNamesAsNydusSnapshotterReadsThem) {
+  const std::string id(64, 'a');
+  for (const char* suffix : {"", ".blob.data", ".chunk_map", ".blob.data.chunk_map", ".blob.meta", ".image.disk",
+                             ".layer.disk"})
+    EXPECT_EQ(blob_id_of_cache_file(id + suffix), id) << suffix;
+  EXPECT_EQ(blob_id_of_cache_file(id + ".blob.data.tmp"), "");
+  EXPECT_EQ(blob_id_of_cache_file(std::string(63, 'a') + ".blob.data"), "");
+  EXPECT_EQ(blob_id_of_cache_file(std::string(64, 'A') + ".blob.data"), "");
+  EXPECT_EQ(blob_id_of_cache_file("config.json"), "");
+}
+
+// Removing the last Nydus data layer snapshot of a blob removes that blob's
+// cache files; another image's blob and files that are not blob caches stay.
+TEST_F(SnapshotterTest, RemovingANydusDataLayerRemovesItsBlobCacheFiles) {
+  const std::string a(64, 'a'), b(64, 'b');
+  auto data_layer = [&](const std::string& chain, const std::string& blob, std::string_view digest_label) {
+    Labels l{{std::string(label::kTargetSnapshotRef), chain},
+             {std::string(label::kNydusDataLayer), "true"},
+             {std::string(digest_label), "sha256:" + blob}};
+    EXPECT_EQ(code_of(sn_->prepare("extract " + chain, "", l)), Code::kAlreadyExists);
+  };
+  data_layer("sha256:chain-a", a, label::kStargzDigest);
+  data_layer("sha256:chain-b", b, label::kCriLayerDigest);
+  const fs::path cache = fs::path(sn_->root()) / "cache";
+  fs::create_directories(cache);
+  std::vector<std::string> files_a, files_b;
+  for (const char* suffix : {".blob.data", ".chunk_map", ".blob.meta"}) {
+    files_a.push_back(a + suffix);
+    files_b.push_back(b + suffix);
+    std::ofstream(cache / (a + suffix)) << "x";
+    std::ofstream(cache / (b + suffix)) << "x";
+  }
+  std::ofstream(cache / "notes.txt") << "not a blob cache file";
+
+  ASSERT_TRUE(sn_->remove("sha256:chain-a"));
+  for (const auto& f : files_a) EXPECT_FALSE(fs::exists(cache / f)) << f;
+  for (const auto& f : files_b) EXPECT_TRUE(fs::exists(cache / f)) << f;
+  EXPECT_TRUE(fs::exists(cache / "notes.txt"));
+  // A stray cache file of a blob no snapshot names goes at the next Cleanup.
+  std::ofstream(cache / (std::string(64, 'c') + ".blob.data")) << "x";
+  ASSERT_TRUE(sn_->cleanup());
+  EXPECT_FALSE(fs::exists(cache / (std::string(64, 'c') + ".blob.data")));
+  for (const auto& f : files_b) EXPECT_TRUE(fs::exists(cache / f)) << f;
+  ASSERT_TRUE(sn_->remove("sha256:chain-b"));
+  for (const auto& f : files_b) EXPECT_FALSE(fs::exists(cache / f)) << f;
 }

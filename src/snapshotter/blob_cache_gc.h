@@ -1,0 +1,23 @@
+// Garbage collection of the blob cache the snapshotter's daemons share
+// (<root>/cache, the blobcache work_dir of every daemon config): files named
+// after a blob ID (nydus-snapshotter's pkg/cache: <id>, <id>.blob.data,
+// <id>.chunk_map, <id>.blob.data.chunk_map, <id>.blob.meta, <id>.image.disk,
+// <id>.layer.disk) whose blob no remaining image uses are removed.
+#pragma once
+
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nydus::snapshotter {
+
+// The blob ID a cache file belongs to ("" when the name is not a blob cache
+// file: only 64 lowercase hex digits plus one of the known suffixes count).
+std::string blob_id_of_cache_file(std::string_view name);
+
+// Removes the blob cache files in `cache_dir` whose blob ID is not in `used`.
+// Returns the removed file names.
+std::vector<std::string> remove_unused_cache_files(const std::string& cache_dir, const std::set<std::string>& used);
+
+}  // namespace nydus::snapshotter
