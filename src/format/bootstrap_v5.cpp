@@ -389,16 +389,23 @@ Compressor compressor_of(uint64_t flags) {
 Status Parser::layout_blobs() {
   const uint64_t cs = img_.sb.block_size;
   const uint64_t flags = img_.sb.flags;
-  img_.blob_chunks.resize(img_.blobs.size());
+  // Blobs no file references are left out of the translation (an empty
+  // layer's blob has no chunks, and a blob cache needs at least one); the
+  // others keep their order, renumbered.
+  std::vector<uint32_t> new_index(img_.blobs.size(), UINT32_MAX);
   // (blob, ci) -> virtual uncompressed offset.
   std::vector<std::unordered_map<uint32_t, uint64_t>> voff(img_.blobs.size());
   for (size_t b = 0; b < img_.blobs.size(); ++b) {
+    if (seen_[b].empty()) continue;
     const RafsV5BlobSummary& s = img_.blobs[b];
-    auto& recs = img_.blob_chunks[b];
+    const uint32_t nb = uint32_t(img_.blob_chunks.size());
+    new_index[b] = nb;
+    auto& recs = img_.blob_chunks.emplace_back();
     for (auto& [ci, r] : seen_[b]) recs.push_back(r);
     std::sort(recs.begin(), recs.end(), [](const ChunkRecord& x, const ChunkRecord& y) { return x.ci_index < y.ci_index; });
     uint64_t pos = 0, stored = 0;
     for (ChunkRecord& r : recs) {
+      r.blob_index = nb;
       r.uncompressed_offset = pos;
       voff[b][r.ci_index] = pos;
       pos += align_up(r.uncompressed_size, kBlockSize);
@@ -409,7 +416,7 @@ Status Parser::layout_blobs() {
     bi.blob_id = s.blob_id;
     bi.chunk_size = uint32_t(cs);
     // Without an extended blob table the count is what the files reference.
-    bi.chunk_count = s.has_ext_entry ? s.chunk_count : (recs.empty() ? 0 : recs.back().ci_index + 1);
+    bi.chunk_count = s.has_ext_entry ? s.chunk_count : recs.back().ci_index + 1;
     bi.compressor = compressor_of(flags);
     bi.digester = (flags & super_flags::kHashSha256) ? Digester::kSha256 : Digester::kBlake3;
     bi.features = 0;  // a v5 bootstrap records no blob meta: the chunks come from it
@@ -418,7 +425,10 @@ Status Parser::layout_blobs() {
     img_.spec.blobs.push_back(std::move(bi));
   }
   for (auto& n : img_.spec.nodes)
-    for (auto& c : n.chunks) c.uncompressed_offset = voff[c.blob_index].at(c.ci_index);
+    for (auto& c : n.chunks) {
+      c.uncompressed_offset = voff[c.blob_index].at(c.ci_index);
+      c.blob_index = new_index[c.blob_index];
+    }
   return ok();
 }
 

@@ -104,8 +104,9 @@ struct RafsV5Image {
   // of chunks 0..ci-1 (v5 packs chunks at arbitrary byte offsets; the v6
   // model addresses them by 4 KiB block). Compressed placement is unchanged.
   BootstrapSpec spec;
-  // Per blob, by ci index: every chunk the bootstrap knows (uncompressed_size
-  // 0 for a ci no file references), with the virtual uncompressed offsets.
+  // Per blob of spec.blobs, sorted by ci index: the chunks files reference,
+  // with their virtual uncompressed offsets. A v5 blob no file references is
+  // left out of spec.blobs (the others are renumbered in order).
   std::vector<std::vector<ChunkRecord>> blob_chunks;
 };
 

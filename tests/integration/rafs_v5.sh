@@ -221,6 +221,22 @@ if step "handmade v5: nydusd mounts it" start_daemon "$H/boot" "$H/config.json" 
   step "handmade v5: nydusd stops cleanly" stop_daemon "$H/mnt"
 fi
 
+# Scale and an unreferenced blob: 10k empty files in 500 directories (the blob
+# table names one blob that no file uses).
+E=$WORK/empty
+step "10k empty files: source tree" "$PY" -c '
+import os, sys
+for d in range(500):
+    os.makedirs(f"{sys.argv[1]}/d{d:03}")
+    for f in range(20):
+        open(f"{sys.argv[1]}/d{d:03}/f{f:02}", "w").close()' "$E/src"
+step "10k empty files: write the image" "$PY" "$LIB_DIR/make_rafs_v5.py" "$E/src" "$E/boot" "$E/blobs"
+write_config "$E/config.json" "$E/blobs" "$E/cache" true
+if step "10k empty files: nydusd mounts it" start_daemon "$E/boot" "$E/config.json" "$E/mnt" "$E/api.sock"; then
+  step "10k empty files: mount == source tree" compare_trees --mtime-ns --ignore-root-mtime "$E/src" "$E/mnt"
+  step "10k empty files: nydusd stops cleanly" stop_daemon "$E/mnt"
+fi
+
 # `mode: cached` (upstream's other v5 metadata mode) serves the same tree and bytes.
 D=$WORK/cached
 mkdir -p "$D"
