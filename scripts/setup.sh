@@ -14,6 +14,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   librust-blake3-dev libarchive-dev libcurl4-openssl-dev
   erofs-utils attr zstd lz4 python3 xxd time
+  python3-prometheus-client  # containers.sh parses the snapshotter's metrics with it
   b3sum  # rafs_v5.sh: checks blake3 digests of upstream v5 images (Python has no blake3)
   gdb nodejs  # gdb: the crash-window test; node: s3rver (the S3 peer of the storage tests)
   fdisk  # sfdisk writes the GPT image of the localdisk backend test

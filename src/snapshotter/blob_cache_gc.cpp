@@ -20,19 +20,28 @@ std::string blob_id_of_cache_file(std::string_view name) {
   return "";
 }
 
-std::vector<std::string> remove_unused_cache_files(const std::string& cache_dir, const std::set<std::string>& used) {
-  std::vector<std::string> removed;
+CacheGcResult remove_unused_cache_files(const std::string& cache_dir, const std::set<std::string>& used) {
+  CacheGcResult r;
   std::error_code ec;
   for (fs::directory_iterator it(cache_dir, ec), end; !ec && it != end; it.increment(ec)) {
     if (!it->is_regular_file(ec)) continue;
     const std::string name = it->path().filename().string();
     const std::string id = blob_id_of_cache_file(name);
-    if (id.empty() || used.count(id)) continue;
+    if (id.empty()) continue;
+    if (used.count(id)) {
+      r.kept_ids.insert(id);
+      continue;
+    }
     std::error_code rm;
-    if (fs::remove(it->path(), rm)) removed.push_back(name);
+    if (fs::remove(it->path(), rm)) {
+      r.removed.push_back(name);
+      r.removed_ids.insert(id);
+    } else if (rm) {
+      ++r.errors;
+    }
   }
-  std::sort(removed.begin(), removed.end());
-  return removed;
+  std::sort(r.removed.begin(), r.removed.end());
+  return r;
 }
 
 }  // namespace nydus::snapshotter

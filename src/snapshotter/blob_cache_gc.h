@@ -16,8 +16,13 @@ namespace nydus::snapshotter {
 // file: only 64 lowercase hex digits plus one of the known suffixes count).
 std::string blob_id_of_cache_file(std::string_view name);
 
+struct CacheGcResult {
+  std::vector<std::string> removed;  // file names, sorted
+  std::set<std::string> removed_ids;
+  std::set<std::string> kept_ids;    // blob IDs with files left (in use)
+  size_t errors = 0;                 // files that could not be removed
+};
 // Removes the blob cache files in `cache_dir` whose blob ID is not in `used`.
-// Returns the removed file names.
-std::vector<std::string> remove_unused_cache_files(const std::string& cache_dir, const std::set<std::string>& used);
+CacheGcResult remove_unused_cache_files(const std::string& cache_dir, const std::set<std::string>& used);
 
 }  // namespace nydus::snapshotter

@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "api/api_client.h"
 #include "snapshotter/blob_cache_gc.h"
 #include "snapshotter/filter.h"
 #include "snapshotter/labels.h"
@@ -210,6 +211,7 @@ SResult<std::vector<Mount>> Snapshotter::create(Kind kind, const std::string& ke
     // As nydus-snapshotter: record the layer as committed under its chain ID
     // and tell containerd it exists, so it never fetches the blob.
     SNAP_TRY(commit_nydus_data_layer(key, parent, target, labels));
+    ++metrics_.nydus_layers_skipped;
     return snap_error(Code::kAlreadyExists, "target snapshot {:?}: already exists", target);
   }
   std::optional<Meta> meta;
@@ -277,6 +279,7 @@ SResult<std::vector<Mount>> Snapshotter::create(Kind kind, const std::string& ke
 
 SResult<std::vector<Mount>> Snapshotter::prepare(const std::string& key, const std::string& parent,
                                                  const Labels& labels) {
+  OpTimer t(metrics_, SnapshotOp::kPrepare);
   return create(Kind::kActive, key, parent, labels);
 }
 
@@ -286,6 +289,7 @@ SResult<std::vector<Mount>> Snapshotter::view(const std::string& key, const std:
 }
 
 SResult<std::vector<Mount>> Snapshotter::mounts(const std::string& key) {
+  OpTimer t(metrics_, SnapshotOp::kMounts);
   std::unique_lock lk(mu_);
   auto s = ms_->get_snapshot(key);
   if (!s) return std::unexpected(SnapError{s.error().code, "failed to get active mount: " + s.error().message});
@@ -390,10 +394,44 @@ void Snapshotter::gc_blob_cache() {
     spdlog::debug("blob cache GC skipped: a nydus-blob snapshot has no layer digest label");
     return;
   }
-  for (const auto& f : remove_unused_cache_files(root_ + "/cache", used)) spdlog::info("blob cache GC: removed {}", f);
+  auto r = remove_unused_cache_files(root_ + "/cache", used);
+  for (const auto& f : r.removed) spdlog::info("blob cache GC: removed {}", f);
+  if (r.errors) spdlog::warn("blob cache GC: {} files could not be removed", r.errors);
+  metrics_.blobs_deleted += r.removed_ids.size();
+  metrics_.blob_deletion_errors += r.errors;
+  metrics_.blobs_in_use = r.kept_ids.size();
+}
+
+Metrics::Gauges Snapshotter::metric_gauges() {
+  Metrics::Gauges g;
+  {
+    std::lock_guard lk(mu_);
+    (void)ms_->walk([&](const MetadataStore::Record& r) -> SResult<void> {
+      switch (r.info.kind) {
+        case Kind::kActive: ++g.snapshots_by_kind["active"]; break;
+        case Kind::kView: ++g.snapshots_by_kind["view"]; break;
+        case Kind::kCommitted: ++g.snapshots_by_kind["committed"]; break;
+        default: break;
+      }
+      return {};
+    });
+  }
+  // Outside the lock: each daemon is asked its version over its API socket.
+  for (const auto& id : daemons_.running()) {
+    auto d = daemons_.find(id);
+    if (!d) continue;
+    std::string version = "unknown";
+    api::ApiClient c(d->apisock, std::chrono::seconds(2));
+    if (auto info = c.daemon_info(); info && info->contains("version") && (*info)["version"].is_object())
+      version = (*info)["version"].value("package_ver", "unknown");
+    ++g.daemons_by_version[version];
+  }
+  g.cache_usage_bytes = static_cast<uint64_t>(disk_usage(root_ + "/cache").size);
+  return g;
 }
 
 SResult<void> Snapshotter::remove(const std::string& key) {
+  OpTimer t(metrics_, SnapshotOp::kRemove);
   std::unique_lock lk(mu_);
   bool data_layer = false;
   {
@@ -491,6 +529,7 @@ SResult<void> Snapshotter::walk(const std::vector<std::string>& filters, const s
 }
 
 SResult<void> Snapshotter::cleanup() {
+  OpTimer t(metrics_, SnapshotOp::kCleanup);
   std::lock_guard lk(mu_);
   auto ids = ms_->ids();
   if (!ids) return std::unexpected(ids.error());

@@ -20,6 +20,7 @@
 #include "snapshotter/daemon_manager.h"
 #include "snapshotter/errors.h"
 #include "snapshotter/metadata_store.h"
+#include "snapshotter/metrics.h"
 
 namespace nydus::snapshotter {
 
@@ -55,6 +56,9 @@ class Snapshotter {
   SResult<void> cleanup();
 
   DaemonManager& daemons() { return daemons_; }
+  Metrics& metrics() { return metrics_; }
+  // The gauges of a metrics scrape: snapshots by kind, daemons by version, cache usage.
+  Metrics::Gauges metric_gauges();
   // Meta snapshot IDs whose daemons were taken over from a previous process at open().
   const std::vector<std::string>& adopted() const { return adopted_; }
   const std::string& root() const { return root_; }
@@ -104,6 +108,7 @@ class Snapshotter {
   DaemonManager daemons_;
   std::vector<std::string> adopted_;
   std::mutex mu_;  // one metadata operation at a time (SQLite has one writer anyway)
+  Metrics metrics_;
   std::map<std::string, int> pinned_;  // meta id -> calls starting its daemon without mu_
 };
 

@@ -22,6 +22,10 @@
 #     registry stopped an rpull fails and a container on a never-fetched blob
 #     gets Unavailable carrying nydusd's connection error; each time no mount,
 #     nydusd or snapshot is added and a good container runs right after.
+#   - Prometheus metrics ([metrics] address in config.toml), parsed by
+#     python3-prometheus-client: nydusd_counts vs our nydusd processes and
+#     `nydusd --version`, snapshots by kind vs `ctr snapshots ls`, cache
+#     kilobytes vs du, GC counters vs the manifests' blob digests;
 #   - blob cache GC with two Nydus images sharing no blob: after `ctr image rm
 #     --sync` of one, no <root>/cache file named after its manifest's blob
 #     digests is left while the other's stay (and serve it with the registry
@@ -144,8 +148,11 @@ cat >"$WORK/nydusd-config.json" <<'JSON'
   "fs_prefetch": {"enable": false, "threads_count": 4, "merging_size": 1048576, "prefetch_all": false}
 }
 JSON
+METRICS_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# config.toml with [metrics] address (nydus-snapshotter's key): Prometheus on GET /v1/metrics.
+printf '[metrics]\naddress = "127.0.0.1:%s"\n' "$METRICS_PORT" >"$WORK/snapshotter.toml"
 start_snapshotter() {
-  "$SNAPSHOTTER" --root "$ROOT" --address "$SNAP_SOCK" --nydusd "$NYDUSD" \
+  "$SNAPSHOTTER" --root "$ROOT" --address "$SNAP_SOCK" --nydusd "$NYDUSD" --config "$WORK/snapshotter.toml" \
     --nydusd-config "$WORK/nydusd-config.json" --log-level debug >"$LOG_DIR/snapshotter.log" 2>&1 &
   SNAP_PID=$!
   local _
@@ -287,6 +294,38 @@ check_daemon() {
   echo "$opts" | grep -q "lowerdir=$MNT" && echo "$opts" | grep -q "upperdir=$ROOT/snapshots/"
 }
 step "a nydusd with the snapshotter's command line serves the rootfs' lowerdir" check_daemon
+# Prometheus metrics, parsed by Debian's python3-prometheus-client (the oracle
+# for the exposition format; /usr/bin/python3: the Debian package's interpreter).
+metrics() {  # prints "name{k=v,...} value" per sample
+  curl -sf "http://127.0.0.1:$METRICS_PORT/v1/metrics" | /usr/bin/python3 -c '
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        print(s.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}", s.value)'
+}
+metric() { awk -v k="$1" '$1 == k {print $2}' "$WORK/metrics.txt"; }
+check_metrics() {
+  local version kb du_kb
+  metrics >"$WORK/metrics.txt" || return 1
+  grep -E '^(nydusd|snapshotter_(snapshots|cache|nydus))' "$WORK/metrics.txt"
+  grep -E 'operation=PREPARE' "$WORK/metrics.txt" | grep _count
+  # Daemons: ours by pid, labelled with the version nydusd itself prints.
+  version=$("$NYDUSD" --version | awk '/Version:/ {print $NF; exit}')
+  [ "$(metric "nydusd_counts{version=$version}")" = "$(our_pids nydusd "$ROOT/" | wc -l).0" ] || { echo "nydusd_counts"; return 1; }
+  # Snapshots by kind: as containerd lists them through our List.
+  ctr_ snapshots --snapshotter nydus ls >"$WORK/ls.txt"
+  [ "$(metric "snapshotter_snapshots{kind=active}")" = "$(awk '$NF == "Active"' "$WORK/ls.txt" | wc -l).0" ] || { echo active; return 1; }
+  [ "$(metric "snapshotter_snapshots{kind=committed}")" = "$(awk '$NF == "Committed"' "$WORK/ls.txt" | wc -l).0" ] || { echo committed; return 1; }
+  # Cache usage: du's allocated kilobytes of the cache dir (a few KB of slack: files grow).
+  kb=$(metric "snapshotter_cache_usage_kilobytes{}"); du_kb=$(du -sk "$ROOT/cache" | cut -f1)
+  echo "cache: metric $kb KB, du $du_kb KB"
+  "$PY" -c "import sys; sys.exit(abs(float('$kb') - $du_kb) > 16 or $du_kb < 100)" || return 1
+  # The nydus image's blob layers were answered AlreadyExists; Prepares were timed.
+  [ "$(metric "snapshotter_nydus_layers_skipped_total{}")" = "$(grep -c nydus-blob "$WORK/nydus_layers.txt").0" ] || { echo skipped; return 1; }
+  "$PY" -c "import sys; sys.exit(not float('$(metric "snapshotter_snapshot_operation_elapsed_milliseconds_count{snapshot_operation=PREPARE}")') >= 5)"
+}
+step "metrics on [metrics] address: daemons by version, snapshots by kind, cache KB (vs du), skipped layers" check_metrics
 step "the container reads through it" sh -c "ctr --address '$CD_SOCK' task exec --exec-id e1 nydus2 /bin/sh -c \"cat /data/second.txt\" | grep -qx 'only in layer two'"
 step "the blob is read from the registry by nydusd (cache filled)" sh -c "[ -n \"\$(find '$ROOT/cache' -type f -size +1k)\" ]"
 # kill -9 of the snapshotter while the container runs: the container keeps
@@ -508,6 +547,15 @@ check_first_gone() {
   [ -z "$(awk -v d="$ROOT" 'index($5, d) == 1' /proc/self/mountinfo)" ]
 }
 step "removed image: no cache file of its blobs, nydusd or mount left; the other image's cache files stay" check_first_gone
+check_gc_metrics() {
+  metrics >"$WORK/metrics.txt" || return 1
+  grep -E '^snapshotter_cache' "$WORK/metrics.txt"
+  # This process (restarted above) removed the first image's blobs and keeps the other's.
+  [ "$(metric "snapshotter_cache_blobs_deleted_total{}")" = "$(sort -u "$WORK/blobs.nydus" | wc -l).0" ] &&
+    [ "$(metric "snapshotter_cache_blobs_in_use{}")" = "$(sort -u "$WORK/blobs.other" | wc -l).0" ] &&
+    [ "$(metric "snapshotter_cache_blob_deletion_errors_total{}")" = 0.0 ]
+}
+step "metrics: blobs deleted by the GC = the removed image's blobs, in use = the other's" check_gc_metrics
 step "the other image still runs from its cache with the registry stopped" sh -c "kill $REGISTRY_PID && sleep 0.3 &&
   ctr --address '$CD_SOCK' run --rm --snapshotter nydus '$R/test/nydus-other:v1' other3 /bin/sh -c 'sha256sum /data/other.bin' | grep -q '^$OTHER_SUM '"
 REGISTRY_PID=''

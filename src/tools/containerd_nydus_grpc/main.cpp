@@ -19,6 +19,7 @@
 
 #include "snapshotter/config_file.h"
 #include "snapshotter/grpc_service.h"
+#include "snapshotter/metrics_server.h"
 #include "snapshotter/snapshotter.h"
 
 using namespace nydus::snapshotter;
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   std::string config_path, nydusd = "/usr/local/bin/nydusd", nydus_image = "/usr/local/bin/nydus-image";
   std::string nydusd_config, fs_driver = "fusedev", daemon_mode = "dedicated", log_level = "info";
   std::string recover_policy = "restart";
+  std::string metrics_address;
   bool log_to_stdout = false, version = false;
   int threads = 4;
   int ready_timeout_s = 30;
@@ -52,6 +54,8 @@ int main(int argc, char** argv) {
   app.add_option("--recover-policy", recover_policy, "restart|failover|none");
   app.add_option("--nydusd-thread-num", threads, "nydusd --thread-num");
   app.add_option("--daemon-ready-timeout", ready_timeout_s, "seconds to wait for a nydusd to be RUNNING");
+  app.add_option("--metrics-address", metrics_address,
+                 "serve Prometheus metrics on GET /v1/metrics at this TCP host:port (config [metrics] address)");
   app.add_flag("--version", version, "print the version");
   CLI11_PARSE(app, argc, argv);
   if (version) {
@@ -85,6 +89,7 @@ int main(int argc, char** argv) {
     take("daemon.fs_driver", "--fs-driver", fs_driver);
     take("daemon.recover_policy", "--recover-policy", recover_policy);
     take("log.level", "--log-level", log_level);
+    take("metrics.address", "--metrics-address", metrics_address);
     if (auto it = cfg->find("daemon.threads_number"); it != cfg->end() && app.count("--nydusd-thread-num") == 0)
       threads = std::atoi(it->second.c_str());
     if (auto it = cfg->find("log.log_to_stdout"); it != cfg->end() && app.count("--log-to-stdout") == 0)
@@ -134,6 +139,15 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   for (const auto& id : (*sn)->adopted()) spdlog::info("re-attached to the running nydusd of snapshot {}", id);
+  Snapshotter& snap = **sn;
+  MetricsServer metrics([&snap] { return snap.metrics().render(snap.metric_gauges()); });
+  if (!metrics_address.empty()) {
+    if (auto st = metrics.start(metrics_address); !st) {
+      spdlog::error("metrics server: {}", st.error().to_string());
+      return 1;
+    }
+    spdlog::info("Prometheus metrics on http://{}/v1/metrics (port {})", metrics_address, metrics.port());
+  }
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(address).parent_path(), ec);
   ::unlink(address.c_str());  // a socket left by a previous run
