@@ -3,7 +3,10 @@
 #include <stdlib.h>
 
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
+
+#include <gtest/gtest.h>
 
 namespace nydus::test {
 
@@ -39,6 +42,14 @@ std::filesystem::path fixtures_dir() {
   std::filesystem::path p = NYDUS_FIXTURES_DIR;
   if (const char* env = getenv("NYDUS_FIXTURES_DIR")) p = env;
   return p;
+}
+
+std::string compat_fixture(const std::string& rel) {
+  std::ifstream in(std::filesystem::path(NYDUS_SOURCE_DIR) / "tests/compat/fixtures" / rel);
+  EXPECT_TRUE(in) << "missing fixture tests/compat/fixtures/" << rel;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 bool in_ci() {

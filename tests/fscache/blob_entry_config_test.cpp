@@ -8,19 +8,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/test_util.h"
 #include "fscache/blob_entry.h"
 #include "storage/backend.h"
 
 namespace nydus::fscache {
 namespace {
 
-std::string fixture(const std::string& rel) {
-  std::ifstream in(std::filesystem::path(NYDUS_SOURCE_DIR) / "tests/compat/fixtures" / rel);
-  EXPECT_TRUE(in) << rel;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string fixture(const std::string& rel) { return test::compat_fixture(rel); }
 
 TEST(BlobEntryUpstream, SnapshotterBindBlobBody) {
   auto e = parse_blob_entry(fixture("snapshotter-configs/fscache-bindblob.json"));

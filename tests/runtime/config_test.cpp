@@ -136,13 +136,7 @@ TEST(PlanPrefetch, DirectoryExpandsAndMerges) {
 namespace nydus::runtime {
 namespace {
 
-std::string fixture(const std::string& rel) {
-  std::ifstream in(std::filesystem::path(NYDUS_SOURCE_DIR) / "tests/compat/fixtures" / rel);
-  EXPECT_TRUE(in) << rel;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string fixture(const std::string& rel) { return test::compat_fixture(rel); }
 
 TEST(ConfigUpstream, V2BlobcacheReadsTheFilecacheSection) {
   // upstream is_filecache(): "blobcache" and "filecache" both use `filecache`.
