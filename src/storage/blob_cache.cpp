@@ -23,6 +23,7 @@
 #include "format/layout.h"
 #include "storage/chunk_map.h"
 #include "storage/localfs_backend.h"
+#include "storage/zran_fetch.h"
 
 namespace nydus::storage {
 
@@ -296,6 +297,8 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
 
   BlobInfo blob_;
   std::shared_ptr<Backend> backend_;
+  std::shared_ptr<const format::ZranMeta> zran_;  // ZRAN blobs: chunks live in the gzip layer
+  std::vector<std::vector<uint32_t>> zran_peers_;  // ZRAN: ci indices by context
   CacheConfig cfg_;
   std::vector<ChunkSlot> chunks_;
   std::vector<format::Digest> digests_;  // by ci; empty unless validating (all-zero: unknown)
@@ -347,6 +350,23 @@ Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
       if (r.ci_index >= meta.chunks.size()) return corrupt("bootstrap chunk {} beyond {} chunks", r.ci_index, meta.chunks.size());
       meta.chunks[r.ci_index] = {r.compressed_offset, r.compressed_size, r.uncompressed_offset, r.uncompressed_size,
                                  r.compressed};
+    }
+    return index_meta(meta, digests);
+  }
+  if (blob_.features & format::blob_features::kZran) {
+    uint64_t fetched = 0;
+    auto zm = load_zran_meta(blob_, *backend_, cfg_.work_dir, &fetched);
+    if (fetched) {
+      backend_requests_.fetch_add(1, std::memory_order_relaxed);
+      backend_bytes_.fetch_add(fetched, std::memory_order_relaxed);
+    }
+    if (!zm) return std::unexpected(std::move(zm).error());
+    zran_ = std::move(*zm);
+    zran_peers_.assign(zran_->contexts.size(), {});
+    format::BlobMeta meta;
+    for (uint32_t ci = 0; ci < zran_->chunks.size(); ci++) {
+      meta.chunks.push_back(zran_->chunks[ci].ci);
+      zran_peers_[zran_->chunks[ci].zran_index].push_back(ci);
     }
     return index_meta(meta, digests);
   }
@@ -427,8 +447,13 @@ Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backen
     return errorf(Errc::kUnsupported, "blob {} has no chunk info (blob meta)", blob_.blob_id);
   // Bound what the untrusted table makes us allocate before reading anything
   // (V2 entries are 24 bytes; parse_blob_meta checks the exact size).
+  // ZRAN blobs add a context (40 B) and a window (≤ 32 KiB) per chunk at most.
+  const uint64_t ci_max_entry = (blob_.features & format::blob_features::kZran)
+                                    ? sizeof(format::ChunkInfoV2) + sizeof(format::ZranInflateContextOnDisk) +
+                                          format::kZranWindowSize
+                                    : sizeof(format::ChunkInfoV2);
   if (blob_.chunk_count == 0 || blob_.chunk_count > format::kMaxChunksPerBlob ||
-      blob_.ci_uncompressed_size > uint64_t(blob_.chunk_count) * sizeof(format::ChunkInfoV2) ||
+      blob_.ci_uncompressed_size > uint64_t(blob_.chunk_count) * ci_max_entry ||
       blob_.ci_compressed_size > blob_.ci_uncompressed_size)
     return corrupt("blob {}: {} chunks with ci sizes {}/{}", blob_.blob_id, blob_.chunk_count,
                    blob_.ci_compressed_size, blob_.ci_uncompressed_size);
@@ -518,7 +543,7 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
   // thread that is; a waiter whose fetcher failed claims the chunk itself in
   // the next round. Bounded so a persistently failing peer cannot spin us.
   for (int round = 0; round < 8; round++) {
-    std::vector<uint32_t> mine, theirs;
+    std::vector<uint32_t> mine, theirs, peers;
     {
       std::lock_guard lk(mu_);
       for (uint32_t ci : cis) {
@@ -528,6 +553,22 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
         } else {
           inflight_[ci] = 1;
           mine.push_back(ci);
+        }
+      }
+      // ZRAN: one fetch and one inflate from the context's checkpoint produce
+      // every chunk of that context, so take them all (as upstream does):
+      // later reads nearby then cost nothing.
+      if (zran_ && !mine.empty()) {
+        uint32_t last_ctx = UINT32_MAX;
+        for (uint32_t ci : mine) {
+          const uint32_t ctx = zran_->chunks[ci].zran_index;
+          if (ctx == last_ctx) continue;
+          last_ctx = ctx;
+          for (uint32_t peer : zran_peers_[ctx])
+            if (!ready(peer) && !inflight_[peer]) {
+              inflight_[peer] = 1;
+              peers.push_back(peer);
+            }
         }
       }
     }
@@ -542,6 +583,7 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
       }
       first_look = false;
     }
+    mine.insert(mine.end(), peers.begin(), peers.end());
     if (mine.empty() && theirs.empty()) return ok();
     Status st = ok();
     if (!mine.empty()) {
@@ -601,8 +643,49 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
   Status first_error = ok();
   std::vector<uint32_t> written;
   std::vector<uint8_t> buf, plain;
+  // Digest check (an all-zero digest means "unknown", see index_meta), then
+  // into the data file; a chunk failing either is never marked ready.
+  auto deliver = [&](uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data) {
+    Status ds = ok();
+    if (ci < digests_.size() && digests_[ci] != format::Digest{}) {
+      ds = format::verify_chunk(blob_.digester, c, data, digests_[ci]);
+      if (!ds) digest_failures_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (!ds) {
+      if (first_error)
+        first_error = std::unexpected(std::move(ds).error().context(fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
+      return;
+    }
+    if (Status ws = write_full_at(data_fd_, c.uncompressed_offset, data, "writing blob cache data"); !ws) {
+      if (first_error) first_error = std::move(ws);
+      return;
+    }
+    written.push_back(ci);
+  };
   size_t i = 0;
   while (i < cis.size()) {
+    if (zran_) {
+      // A run of chunks of one inflate context: one fetch of the layer from
+      // the context's checkpoint, one inflate (see zran_fetch.h).
+      const size_t j = zran_run_end(*zran_, cis, i, format::kZranMaxContextOutput);
+      backend_requests_.fetch_add(1, std::memory_order_relaxed);
+      if (prefetch) {
+        prefetch_requests_.fetch_add(1, std::memory_order_relaxed);
+        prefetch_chunks_.fetch_add(j - i, std::memory_order_relaxed);
+      }
+      uint64_t fetched = 0;
+      Status rs = read_zran_run(*zran_, blob_, *backend_, std::span<const uint32_t>(cis).subspan(i, j - i),
+                                [&](uint32_t ci, std::span<const uint8_t> data) {
+                                  deliver(ci, chunk(ci), data);
+                                  return ok();
+                                },
+                                &fetched);
+      backend_bytes_.fetch_add(fetched, std::memory_order_relaxed);
+      if (prefetch) prefetch_bytes_.fetch_add(fetched, std::memory_order_relaxed);
+      if (!rs && first_error) first_error = std::move(rs);
+      i = j;
+      continue;
+    }
     const size_t j = run_end(cis, i);
     const uint64_t base = chunks_[cis[i]].compressed_offset;
     const uint64_t total = chunks_[cis[j - 1]].compressed_offset + chunks_[cis[j - 1]].compressed_size - base;
@@ -644,21 +727,12 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
         data = plain;
       }
       Status ds = format::decode_chunk(blob_.compressor, c, stored, data);
-      // An all-zero digest means "unknown" (see index_meta) and is not checked.
-      if (ds && ci < digests_.size() && digests_[ci] != format::Digest{}) {
-        ds = format::verify_chunk(blob_.digester, c, data, digests_[ci]);
-        if (!ds) digest_failures_.fetch_add(1, std::memory_order_relaxed);
-      }
       if (!ds) {
         if (first_error)
           first_error = std::unexpected(std::move(ds).error().context(fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
         continue;  // never written, never marked
       }
-      if (Status ws = write_full_at(data_fd_, c.uncompressed_offset, data, "writing blob cache data"); !ws) {
-        if (first_error) first_error = std::move(ws);
-        continue;
-      }
-      written.push_back(ci);
+      deliver(ci, c, data);
     }
     i = j;
   }

@@ -1,0 +1,244 @@
+// The blob cache over a ZRAN blob (`create --type targz-ref`): the blob is the
+// original gzip layer, the ci array and inflate contexts come from the meta
+// blob. Reads equal GNU tar's extraction; one small read fetches one context;
+// hostile metas are refused at open or fail the read, never serve wrong bytes.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "builder/create_image.h"
+#include "common/test_util.h"
+#include "format/bootstrap.h"
+#include "format/compress.h"
+#include "format/digest.h"
+#include "format/zran_meta.h"
+#include "storage/blob_cache.h"
+#include "storage/localfs_backend.h"
+#include "storage_test_util.h"
+
+namespace nydus::storage {
+namespace {
+
+namespace fs = std::filesystem;
+using nydus::test::read_file;
+using nydus::test::TempDir;
+using test::Bytes;
+
+struct ZranEnv {
+  TempDir dir;
+  fs::path layer, blobs, x;
+  format::BlobInfo info;
+  std::shared_ptr<format::Bootstrap> boot;
+  std::vector<format::Digest> digests;
+
+  ZranEnv() {
+    const fs::path root = dir / "root";
+    fs::create_directories(root / "d");
+    for (int i = 0; i < 30; i++) nydus::test::write_file(root / "d" / ("t" + std::to_string(i)), test::text_bytes(3000 + 50000 * i, i));
+    nydus::test::write_file(root / "rand", test::random_bytes(1500000, 99));
+    layer = dir / "layer.tar.gz";
+    EXPECT_EQ(std::system(("tar -C " + root.string() + " -cf - . | gzip -n > " + layer.string()).c_str()), 0);
+    x = dir / "x";
+    fs::create_directories(x);
+    EXPECT_EQ(std::system(("tar -C " + x.string() + " -xzf " + layer.string()).c_str()), 0);
+    blobs = dir / "blobs";
+    builder::CreateOptions o;
+    o.source_type = builder::SourceType::kTargzRef;
+    o.source = layer;
+    o.bootstrap = dir / "boot";
+    o.blob_dir = blobs;
+    auto r = builder::create_image(o);
+    EXPECT_TRUE(r) << r.error().to_string();
+    info = r->blobs.at(0);
+    fs::copy_file(layer, blobs / info.blob_id);  // the layer IS the data blob
+    boot = *format::Bootstrap::open(o.bootstrap);
+    auto table = *boot->chunk_table();
+    digests.assign(info.chunk_count, {});
+    for (const auto& c : table) digests.at(c.ci_index) = c.digest;
+  }
+
+  CacheConfig cfg(const char* work = "cache") const {
+    CacheConfig c;
+    c.work_dir = dir / work;
+    c.digest_validate = true;
+    c.amplify_reads = false;
+    return c;
+  }
+  std::shared_ptr<LocalFsBackend> backend() const { return *LocalFsBackend::create(LocalFsConfig{blobs, {}, {}}); }
+
+  // Every regular file read through the cache, compared with tar's bytes.
+  void expect_files_equal(BlobCache& cache) const {
+    size_t files = 0;
+    auto st = boot->walk([&](const std::string& path, const format::InodeView& ino) -> Status {
+      if (!ino.is_reg()) return ok();
+      NYDUS_ASSIGN_OR_RETURN(auto refs, boot->chunks(ino));
+      Bytes got;
+      for (const auto& ref : refs) {
+        const format::ChunkRecord c = cache.chunk(ref.ci_index);
+        Bytes part(c.uncompressed_size);
+        NYDUS_TRY(cache.read(c.uncompressed_offset, part));
+        got.insert(got.end(), part.begin(), part.end());
+      }
+      EXPECT_TRUE(got == read_file(x / path.substr(1))) << path;
+      files++;
+      return ok();
+    });
+    EXPECT_TRUE(st) << st.error().to_string();
+    EXPECT_EQ(files, 31u);
+  }
+
+  // A copy of the meta blob edited through its decoded form, stored under its
+  // new digest; returns the blob info pointing at it.
+  format::BlobInfo edited_meta(const std::function<void(format::ZranMeta&)>& edit) const {
+    const Bytes mb = read_file(blobs / format::to_hex(info.blob_meta_digest));
+    auto h = format::load<format::BlobMetaHeader>(mb.data() + info.ci_compressed_size);
+    Bytes ci(info.ci_uncompressed_size);
+    EXPECT_TRUE(format::decompress(info.ci_compressor, std::span(mb).first(info.ci_compressed_size), ci));
+    auto m = *format::parse_zran_ci(ci, h, {info.compressed_size, info.uncompressed_size});
+    edit(m);
+    std::vector<Bytes> dicts;
+    for (const auto& c : m.contexts) dicts.emplace_back(m.dict(c).begin(), m.dict(c).end());
+    const Bytes ci2 = format::encode_zran_ci(m.chunks, m.contexts, dicts);
+    EXPECT_EQ(ci2.size(), ci.size());
+    Bytes out;
+    EXPECT_TRUE(*format::compress(format::Compressor::kZstd, ci2, out));
+    format::BlobInfo b = info;
+    b.ci_compressed_size = h.ci_compressed_size = out.size();
+    const auto* hp = reinterpret_cast<const uint8_t*>(&h);
+    out.insert(out.end(), hp, hp + sizeof(h));
+    b.blob_meta_digest = format::sha256(out);
+    b.blob_meta_size = out.size();
+    nydus::test::write_file(blobs / format::to_hex(b.blob_meta_digest), out);
+    return b;
+  }
+};
+
+TEST(ZranCache, ReadsEqualTarAndSurviveReopen) {
+  ZranEnv e;
+  {
+    auto c = BlobCache::open(e.info, e.backend(), e.cfg(), e.digests);
+    ASSERT_TRUE(c) << c.error().to_string();
+    e.expect_files_equal(**c);
+    EXPECT_EQ((*c)->metrics().digest_failures, 0u);
+  }
+  // Reopened: the meta comes from <id>.blob.meta in the work dir, the data from the cache file.
+  EXPECT_TRUE(fs::exists(e.cfg().work_dir / (e.info.blob_id + ".blob.meta")));
+  auto c = BlobCache::open(e.info, e.backend(), e.cfg(), e.digests);
+  ASSERT_TRUE(c);
+  e.expect_files_equal(**c);
+  EXPECT_EQ((*c)->metrics().backend_bytes, 0u);
+}
+
+TEST(ZranCache, OneSmallFileFetchesOneContext) {
+  ZranEnv e;
+  auto c = BlobCache::open(e.info, e.backend(), e.cfg(), e.digests);
+  ASSERT_TRUE(c);
+  const uint64_t meta_bytes = (*c)->metrics().backend_bytes;
+  EXPECT_EQ(meta_bytes, e.info.blob_meta_size);
+  auto nid = e.boot->resolve("/d/t0");
+  ASSERT_TRUE(nid);
+  auto refs = *e.boot->chunks(*e.boot->inode(*nid));
+  ASSERT_EQ(refs.size(), 1u);
+  const auto ch = (*c)->chunk(refs[0].ci_index);
+  Bytes got(ch.uncompressed_size);
+  ASSERT_TRUE((*c)->read(ch.uncompressed_offset, got));
+  EXPECT_EQ(got, read_file(e.x / "d/t0"));
+  const auto m = (*c)->metrics();
+  EXPECT_EQ(m.backend_requests, 2u);  // the meta blob, then one span of the layer
+  EXPECT_LT(m.backend_bytes - meta_bytes, 1u << 20);
+  EXPECT_LT(m.backend_bytes - meta_bytes, e.info.compressed_size / 2);
+}
+
+TEST(ZranCache, ContextOutsideTheLayerIsALoadError) {
+  ZranEnv e;
+  auto b = e.edited_meta([&](format::ZranMeta& m) { m.contexts.back().in_offset = e.info.compressed_size; });
+  auto c = BlobCache::open(b, e.backend(), e.cfg(), e.digests);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, Errc::kCorrupt);
+  EXPECT_NE(c.error().message.find("outside the"), std::string::npos) << c.error().message;
+}
+
+TEST(ZranCache, MetaBlobNotMatchingItsDigestIsRefused) {
+  ZranEnv e;
+  // A well-formed meta blob (one window edited) under the original's name.
+  auto b = e.edited_meta([](format::ZranMeta& m) { m.dicts[m.contexts[1].dict_offset] ^= 1; });
+  const Bytes edited = read_file(e.blobs / format::to_hex(b.blob_meta_digest));
+  ASSERT_EQ(edited.size(), e.info.blob_meta_size);
+  nydus::test::write_file(e.blobs / format::to_hex(e.info.blob_meta_digest), edited);
+  auto c = BlobCache::open(e.info, e.backend(), e.cfg(), e.digests);
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("digest"), std::string::npos) << c.error().message;
+}
+
+// Structurally valid metas that lie: every read through them fails (EIO for
+// the file), none returns bytes, and the chunks stay not-ready.
+void expect_reads_fail(ZranEnv& e, const format::BlobInfo& b, uint32_t ctx_of_interest) {
+  auto c = BlobCache::open(b, e.backend(), e.cfg("cache-bad"), e.digests);
+  ASSERT_TRUE(c) << c.error().to_string();
+  size_t failed = 0, tried = 0;
+  const auto zm = format::parse_zran_blob_meta_cache(read_file(e.cfg("cache-bad").work_dir / (b.blob_id + ".blob.meta")),
+                                                    {b.compressed_size, b.uncompressed_size});
+  ASSERT_TRUE(zm);
+  for (uint32_t ci = 0; ci < zm->chunks.size(); ci++) {
+    if (zm->chunks[ci].zran_index != ctx_of_interest) continue;
+    const auto ch = (*c)->chunk(ci);
+    Bytes got(ch.uncompressed_size);
+    tried++;
+    auto r = (*c)->read(ch.uncompressed_offset, got);
+    if (!r) {
+      failed++;
+      EXPECT_EQ(r.error().to_errno(), EIO);
+    }
+  }
+  EXPECT_GT(tried, 0u);
+  EXPECT_EQ(failed, tried);
+}
+
+// A window matters only where the data refers back into it: take the most
+// compressed context (text; stored blocks of random data never look back).
+TEST(ZranCache, WrongWindowFailsTheRead) {
+  ZranEnv e;
+  uint32_t target = 0;
+  auto b = e.edited_meta([&](format::ZranMeta& m) {
+    double best = 0;
+    for (uint32_t i = 1; i < m.contexts.size(); i++) {
+      const double ratio = double(m.contexts[i].out_len) / m.contexts[i].in_len;
+      if (ratio > best) best = ratio, target = i;
+    }
+    ASSERT_GT(best, 3.0);
+    auto& d = m.contexts[target];
+    for (uint64_t i = 0; i < d.dict_size; i++) m.dicts[d.dict_offset + i] ^= 0x5a;
+  });
+  expect_reads_fail(e, b, target);
+}
+
+TEST(ZranCache, WrongCheckpointBitsFailTheRead) {
+  ZranEnv e;
+  auto b = e.edited_meta([&](format::ZranMeta& m) {
+    auto& c = m.contexts[1];
+    c.ctx_bits = uint8_t((c.ctx_bits + 3) % 8);
+    if (c.ctx_bits == 0) c.ctx_bits = 1;
+  });
+  expect_reads_fail(e, b, 1);
+}
+
+TEST(ZranCache, LayerShorterThanTheTableSays) {
+  ZranEnv e;
+  // The layer on the backend loses its tail; the last context reaches into it.
+  const fs::path lp = e.blobs / e.info.blob_id;
+  Bytes l = read_file(lp);
+  l.resize(l.size() - 4000);
+  nydus::test::write_file(lp, l);
+  auto c = BlobCache::open(e.info, e.backend(), e.cfg(), e.digests);
+  ASSERT_TRUE(c);
+  const uint32_t last = e.info.chunk_count - 1;
+  const auto ch = (*c)->chunk(last);
+  Bytes got(ch.uncompressed_size);
+  auto r = (*c)->read(ch.uncompressed_offset, got);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().to_errno(), EIO);
+}
+
+}  // namespace
+}  // namespace nydus::storage
