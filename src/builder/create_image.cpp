@@ -20,6 +20,7 @@
 #include "format/blob_reader.h"
 #include "format/blob_writer.h"
 #include "format/bootstrap_writer.h"
+#include "format/bootstrap_v5_writer.h"
 #include "common/io.h"
 
 namespace nydus::builder {
@@ -155,6 +156,7 @@ class ImageBuild {
     bo.tar_headers = o_.blob_inline_meta || o_.blob_toc;
     bo.toc = o_.blob_toc || o_.blob_inline_meta;
     bo.inline_bootstrap = o_.blob_inline_meta;
+    bo.blob_meta = o_.fs_version != 5;
     NYDUS_ASSIGN_OR_RETURN(blob_, format::BlobWriter::create(blob_tmp_, bo));
     if (!o_.blob_cache_dir.empty()) {
       std::error_code ec;
@@ -285,10 +287,22 @@ class ImageBuild {
       }
     }
 
-    NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
-    rep.bootstrap_size = boot.bytes.size();
+    std::vector<uint8_t> boot_bytes;
+    if (o_.fs_version == 5) {
+      if (has_blob) {
+        // What upstream's v5 extended blob table records for a built blob.
+        spec.blobs[0].features = format::blob_features::kCapTarToc;
+        if (!o_.aligned_chunk) NYDUS_TRY(format::pack_uncompressed_offsets(stored_, 0, &spec));
+        rep.blobs[0] = spec.blobs[0];
+      }
+      NYDUS_ASSIGN_OR_RETURN(boot_bytes, format::write_bootstrap_v5(spec));
+    } else {
+      NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
+      boot_bytes = std::move(boot.bytes);
+    }
+    rep.bootstrap_size = boot_bytes.size();
     if (!o_.bootstrap.empty()) {
-      NYDUS_TRY(write_file_atomic(o_.bootstrap, boot.bytes));
+      NYDUS_TRY(write_file_atomic(o_.bootstrap, boot_bytes));
       rep.bootstrap = o_.bootstrap;
     }
     return std::move(rep);
@@ -396,6 +410,17 @@ Result<CreateReport> create_image(const CreateOptions& o) {
   if (!std::has_single_bit(o.chunk_size) || o.chunk_size < format::kMinChunkSize || o.chunk_size > format::kMaxChunkSize)
     return errorf(Errc::kInvalidArgument, "chunk size {:#x} must be a power of two between 0x1000 and 0x1000000",
                   o.chunk_size);
+  if (o.fs_version != 5 && o.fs_version != 6) return errorf(Errc::kInvalidArgument, "invalid fs-version: {}", o.fs_version);
+  if (o.fs_version == 5) {
+    // As upstream: ref conversions and the ToC are v6 only; inline meta and
+    // the blob cache files are not written for v5 here (yet).
+    if (o.source_type == SourceType::kTargzRef)
+      return make_error(Errc::kInvalidArgument, "conversion type targz-ref conflicts with RAFS v5");
+    if (o.blob_toc) return make_error(Errc::kInvalidArgument, "`--features blob-toc` can't be used with `--version 5`");
+    if (o.blob_inline_meta) return make_error(Errc::kUnsupported, "--blob-inline-meta with --fs-version 5 is not supported");
+    if (!o.blob_cache_dir.empty())
+      return make_error(Errc::kUnsupported, "--blob-cache-dir with --fs-version 5 is not supported");
+  }
   if (o.source_type == SourceType::kTargzRef) return create_zran_image(o);
   if (o.compressor == format::Compressor::kGzip)
     return make_error(Errc::kUnsupported, "gzip is not a chunk compressor (none, lz4_block, zstd)");

@@ -45,6 +45,11 @@ struct CreateOptions {
   // (which joins this image's blob table).
   std::filesystem::path chunk_dict;
   bool progress = false;                 // draw a progress line on stderr
+  // --fs-version 5: a RAFS v5 bootstrap (format/bootstrap_v5_writer.h) and a
+  // blob of chunks only; --aligned-chunk keeps uncompressed offsets 4 KiB
+  // aligned (v5's default packs them, as upstream).
+  uint32_t fs_version = 6;
+  bool aligned_chunk = false;
 };
 
 struct CreateReport {

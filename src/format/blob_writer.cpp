@@ -260,8 +260,9 @@ Status BlobWriter::Impl::write_meta() {
     }
   }
 
-  // No chunks, no blob meta (upstream skips it when the uncompressed size is 0).
-  if (ci.empty()) return ok();
+  // No chunks, no blob meta (upstream skips it when the uncompressed size is 0);
+  // a RAFS v5 blob never has one.
+  if (ci.empty() || !opts.blob_meta) return ok();
 
   std::span<const uint8_t> ci_raw(reinterpret_cast<const uint8_t*>(ci.data()),
                                   ci.size() * sizeof(ChunkInfoV1));

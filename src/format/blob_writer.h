@@ -30,6 +30,7 @@ struct BlobWriterOptions {
   bool tar_headers = false;  // HAS_TAR_HEADER: reverse-tar header after each section
   bool toc = false;          // HAS_TOC + INLINED_CHUNK_DIGEST: blob.digest + rafs.blob.toc
   bool inline_bootstrap = false;  // INLINED_FS_META: image.boot section before the ToC
+  bool blob_meta = true;     // false: no ci array + header (RAFS v5 blobs are chunks only)
 };
 
 class BlobWriter {

@@ -57,7 +57,8 @@ int run_create(const CreateArgs& a) {
     std::fprintf(stderr, "nydus-image create: %s\n", msg.c_str());
     return kExitFailure;
   };
-  if (a.fs_version != "6") return fail("only --fs-version 6 (RAFS v6) is supported");
+  if (a.fs_version == "5" && !a.parent_bootstrap.empty())
+    return fail("--parent-bootstrap with --fs-version 5 is not supported");
   if (!a.blob_cache_dir.empty() && a.blob.empty() && a.blob_dir.empty()) {
     // Upstream's mode: only the cache files, uncompressed; clap makes these
     // conflicts (exit 2). Together with -D/--blob (which upstream refuses)
@@ -99,6 +100,8 @@ int run_create(const CreateArgs& a) {
   o.blob_file = a.blob;
   o.blob_cache_dir = a.blob_cache_dir;
   o.repeatable = a.repeatable;
+  o.fs_version = a.fs_version == "5" ? 5 : 6;
+  o.aligned_chunk = a.aligned_chunk;  // v5 only: upstream forces aligned chunks for v6
   o.blob_inline_meta = a.inline_meta;
   o.threads = a.threads;
   o.progress = isatty(STDERR_FILENO);
@@ -188,7 +191,6 @@ int run_create(const CreateArgs& a) {
     f << j.dump(2) << "\n";
     if (!f) return fail("cannot write " + a.output_json);
   }
-  (void)a.aligned_chunk;  // RAFS v6 chunks are always 4 KiB aligned (upstream forces it too)
   (void)a.disable_check;
   log_info("built {}: {} inodes, {} files, {} chunks ({} stored{}), blob {}",
            r->bootstrap.empty() ? "(inline)" : r->bootstrap.string(), r->inodes, r->files, r->chunks_total, r->chunks_stored,
@@ -210,7 +212,7 @@ Command add_create_command(CLI::App& parent) {
   auto* blob = app->add_option("-b,--blob", args->blob, "file to write the data blob to (a FIFO is written in place)");
   app->add_option("--blob-cache-dir", args->blob_cache_dir,
                   "write <id>.blob.data (uncompressed layout) and <id>.blob.meta here; alone: only these");
-  app->add_option("-v,--fs-version", args->fs_version, "RAFS version (6)")
+  app->add_option("-v,--fs-version", args->fs_version, "RAFS version: 6 (default) or 5")
       ->check(CLI::IsMember({"5", "6"}));
   app->add_option("-t,--type,--source-type", args->type,
                   "conversion type: dir-rafs (= directory), tar-rafs, targz-rafs (tar compression is auto-detected), targz-ref (gzip layer referenced in place, ZRAN)")
@@ -234,7 +236,7 @@ Command add_create_command(CLI::App& parent) {
   app->add_option("--chunk-dict", args->chunk_dict, "bootstrap=<path>: reference chunks that bootstrap's blobs hold");
   app->add_option("--parent-bootstrap", args->parent_bootstrap,
                   "build this source as a layer over that bootstrap's tree (whiteouts applied)");
-  app->add_flag("--aligned-chunk", args->aligned_chunk, "accepted; RAFS v6 chunks are always aligned");
+  app->add_flag("--aligned-chunk", args->aligned_chunk, "RAFS v5: align uncompressed chunks to 4K (v6 always is)");
   app->add_flag("--disable-check", args->disable_check)->group("");  // upstream's hidden flag; no-op
   (void)blob_dir;
   (void)blob;
