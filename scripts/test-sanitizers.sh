@@ -5,7 +5,8 @@
 #         (the <part>_tests binaries, the fuzz replay drivers, nydusctl) into build-asan/,
 #         then `ctest -L unit` there;
 #   tsan  TSan build of the concurrent parts only (storage_tests: the blob cache, its
-#         read-ahead and persist threads; api_tests; fuse_tests: the open-file cache) into
+#         read-ahead and persist threads; api_tests; fuse_tests: the open-file cache;
+#         snapshotter_tests: daemon starts outside the snapshotter's lock) into
 #         build-tsan/, running those binaries;
 #   fuzz  a short libFuzzer pass, FUZZ_SECONDS per target (default 30), via
 #         fuzz/run.sh into build-fuzz/ (skipped with a note when clang++-16 is missing).
@@ -58,10 +59,10 @@ if want tsan; then
     -DCMAKE_C_FLAGS="-O1 -g1 -fsanitize=thread -fno-omit-frame-pointer" \
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
   # nydusctl too: api_tests runs it against the server (a missing one fails in CI).
-  ninja -C "$TSAN_DIR" storage_tests api_tests fuse_tests nydusctl
-  stamp "TSan storage + api + fuse tests"
+  ninja -C "$TSAN_DIR" storage_tests api_tests fuse_tests snapshotter_tests nydusctl
+  stamp "TSan storage + api + fuse + snapshotter tests"
   # The binaries directly: ctest would also list the parts not built here.
-  for t in storage_tests api_tests fuse_tests; do
+  for t in storage_tests api_tests fuse_tests snapshotter_tests; do
     (cd "$TSAN_DIR/tests" && "./$t" --gtest_brief=1) || { echo "sanitizers: TSan $t failed" >&2; exit 1; }
   done
 fi
