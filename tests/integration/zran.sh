@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# ZRAN images (issue 15): `nydus-image create --type targz-ref` over a real
+# gzip layer (Debian's /usr/lib/python3 and /usr/lib/python3.11, ~100 MB of
+# tar, plus a tree of odd owners, modes, links, a FIFO and xattrs), and nydusd
+# reading it over localfs where the data blob IS the original .tar.gz:
+#  - the build copies no data: besides the bootstrap, only a meta blob of a
+#    few percent of the layer, and the blob id is the layer's sha256;
+#  - a cold read of one small file fetches < 2 MB from the backend (counted by
+#    /api/v1/metrics/backend, meta blob included);
+#  - the mount equals GNU tar's extraction (`tar -x --numeric-owner --xattrs`):
+#    diff -r, and a find listing of type, mode, owner, size, link count,
+#    mtime and link target of every entry, hard links sharing an inode, xattrs;
+#  - bad input: a blob table whose layer size is smaller than the inflate
+#    contexts reach is refused at mount with a clear error, and a
+#    truncated layer makes the files in its lost tail EIO while the rest reads.
+set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
+
+need_nydus_image
+need_root_and_fuse
+NYDUSD=${NYDUSD:-$NYDUS_BIN_DIR/nydusd}
+[ -x "$NYDUSD" ] || die "nydusd not found at $NYDUSD (build first; set NYDUS_BIN_DIR)"
+command -v setfattr >/dev/null || skip "setfattr missing (scripts/setup.sh installs attr)"
+[ -d /usr/lib/python3 ] || skip "/usr/lib/python3 missing (scripts/setup.sh installs python3)"
+
+WORK=$(mktemp -d "${NYDUS_TEST_TMP:-/var/tmp}/nydus-zran.XXXXXX") || die "mktemp"
+LOG_DIR=$WORK/logs
+mkdir -p "$LOG_DIR"
+DAEMON_PID=
+cleanup() {
+  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    kill -TERM "$DAEMON_PID" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$DAEMON_PID" 2>/dev/null
+  fi
+  local m
+  for m in "$WORK"/*/mnt; do
+    [ -d "$m" ] && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; }
+  done
+  umount_below "$WORK"
+  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK"; return; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# start_daemon BOOT CONFIG MNT SOCK
+start_daemon() {
+  local boot=$1 cfg=$2 mnt=$3 sock=$4 i
+  mkdir -p "$mnt"
+  "$NYDUSD" --bootstrap "$boot" --config "$cfg" --mountpoint "$mnt" --apisock "$sock" \
+    --log-level info --thread-num 2 >"$mnt.daemon.log" 2>&1 &
+  DAEMON_PID=$!
+  for i in $(seq 200); do
+    if is_mounted "$mnt"; then echo "mounted after $i polls (pid $DAEMON_PID)"; return 0; fi
+    kill -0 "$DAEMON_PID" 2>/dev/null || { echo "nydusd exited early"; cat "$mnt.daemon.log"; return 1; }
+    sleep 0.1
+  done
+  echo "not mounted after 20s"; cat "$mnt.daemon.log"; return 1
+}
+
+stop_daemon() {
+  local mnt=$1 rc i
+  kill -TERM "$DAEMON_PID" || return 1
+  for i in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+  wait "$DAEMON_PID"; rc=$?
+  DAEMON_PID=
+  [ "$rc" -eq 0 ] || { echo "nydusd exit status $rc"; return 1; }
+  ! is_mounted "$mnt" || { echo "$mnt still mounted"; return 1; }
+}
+
+backend_bytes() { # SOCK: read_amount_total of GET /api/v1/metrics/backend
+  curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/backend |
+    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["read_amount_total"])'
+}
+
+# ---- the layer -----------------------------------------------------------------
+S=$WORK/synth/odd
+make_layer() {
+  mkdir -p "$S/dir" "$S/private"
+  head -c 3000000 /dev/urandom >"$S/random.bin"
+  printf 'hello zran\n' >"$S/hello"
+  : >"$S/empty"
+  ln "$S/hello" "$S/dir/hello-hardlink"
+  ln -s ../hello "$S/dir/rel-link"
+  ln -s /etc/passwd "$S/abs-link"
+  mkfifo "$S/fifo"
+  chmod 4755 "$S/random.bin"; chmod 0600 "$S/hello"; chmod 0700 "$S/private"; chmod 1777 "$S/dir"
+  chown 1234:5678 "$S/hello" "$S/private"; chown -h 4321:8765 "$S/abs-link"
+  setfattr -n user.zran -v "checkpoint" "$S/empty" || return 1
+  touch -d '2001-02-03 04:05:06' "$S/random.bin"
+  # usr and usr/lib as entries of their own: the tree then has no implicit
+  # directories (tar -x would stamp those with the time of extraction).
+  tar -C / --numeric-owner --xattrs -cf - --no-recursion usr usr/lib --recursion usr/lib/python3 usr/lib/python3.11 \
+    -C "$WORK/synth" odd |
+    gzip -6 >"$WORK/layer.tar.gz" || return 1
+  ls -l "$WORK/layer.tar.gz"
+  local raw; raw=$(gzip -dc "$WORK/layer.tar.gz" | wc -c)
+  echo "uncompressed tar: $raw bytes"
+  [ "$raw" -ge $((50 * 1024 * 1024)) ] || { echo "layer smaller than 50 MB"; return 1; }
+}
+step "make a ~100 MB gzip layer (python3 + odd entries)" make_layer || { summary; exit 1; }
+
+LAYER_ID=$(sha256sum "$WORK/layer.tar.gz" | cut -c1-64)
+D=$WORK/img
+mkdir -p "$D/blobs" "$D/cache"
+build() {
+  "$NYDUS_IMAGE" create --type targz-ref -B "$D/boot" -D "$D/blobs" -J "$D/out.json" "$WORK/layer.tar.gz" || return 1
+  local id; id=$(blob_ids "$D/out.json")
+  [ "$id" = "$LAYER_ID" ] || { echo "blob id $id, layer sha256 $LAYER_ID"; return 1; }
+  # No data copied: -D holds only the meta blob (ci array, contexts, windows).
+  local n meta size layer_size
+  n=$(find "$D/blobs" -type f | wc -l); meta=$(find "$D/blobs" -type f)
+  [ "$n" -eq 1 ] || { echo "$n files in the blob dir"; return 1; }
+  size=$(stat -c %s "$meta"); layer_size=$(stat -c %s "$WORK/layer.tar.gz")
+  echo "meta blob $(basename "$meta"): $size bytes for a $layer_size-byte layer"
+  [ "$size" -lt $((layer_size / 20)) ] || { echo "meta blob too large"; return 1; }
+  [ "$(basename "$meta")" = "$(sha256sum "$meta" | cut -c1-64)" ] || { echo "meta blob not named by its sha256"; return 1; }
+  cp "$WORK/layer.tar.gz" "$D/blobs/$LAYER_ID"  # the registry blob, unchanged
+}
+step "create --type targz-ref: bootstrap + meta blob, no data copied" build || { summary; exit 1; }
+
+REF=$WORK/ref
+mkdir -p "$REF"
+step "reference: tar -x --numeric-owner --xattrs" tar -C "$REF" --numeric-owner --xattrs --xattrs-include='*' -xzf "$WORK/layer.tar.gz"
+
+write_config "$D/config.json" "$D/blobs" "$D/cache" true
+SMALL=usr/lib/python3.11/json/__init__.py
+
+# listing DIR: one line per entry, what stat shows (directory sizes and link
+# counts are filesystem-specific and left out).
+listing() {
+  (cd "$1" && find . -mindepth 1 \( -type d -printf '%p %y %m %U %G %T@\n' \) -o \
+     \( ! -type d -printf '%p %y %m %U %G %s %n %T@ %l\n' \) | LC_ALL=C sort)
+}
+
+check_mount() {
+  local mnt=$D/mnt sock=$D/api.sock before after
+  before=$(backend_bytes "$sock") || return 1
+  cmp "$mnt/$SMALL" "$REF/$SMALL" || return 1
+  after=$(backend_bytes "$sock") || return 1
+  echo "backend bytes: $before before, $after after reading $SMALL ($(stat -c %s "$REF/$SMALL") bytes)"
+  [ "$after" -lt $((2 * 1024 * 1024)) ] || { echo "one small file cost $after backend bytes"; return 1; }
+}
+check_tree() {
+  local mnt=$D/mnt
+  diff -r --no-dereference -x fifo "$REF" "$mnt" || return 1  # diff cannot compare FIFOs; the listing does
+  listing "$REF" >"$WORK/ref.list"; listing "$mnt" >"$WORK/mnt.list"
+  wc -l <"$WORK/ref.list"
+  diff "$WORK/ref.list" "$WORK/mnt.list" || return 1
+  [ "$(stat -c %i "$mnt/odd/hello")" = "$(stat -c %i "$mnt/odd/dir/hello-hardlink")" ] || { echo "hard link split"; return 1; }
+  [ "$(getfattr --only-values -n user.zran "$mnt/odd/empty")" = checkpoint ] || { echo "xattr lost"; return 1; }
+  [ -p "$mnt/odd/fifo" ] || { echo "fifo lost"; return 1; }
+}
+if step "nydusd mounts it (localfs: the layer is the blob, digest_validate)" start_daemon "$D/boot" "$D/config.json" "$D/mnt" "$D/api.sock"; then
+  step "one small file read cold fetches < 2 MB" check_mount
+  step "mount == tar -x: diff -r, stat listing, hard link, xattr, fifo" check_tree
+  step "nydusd stops cleanly" stop_daemon "$D/mnt"
+fi
+
+# ---- bad input -------------------------------------------------------------------
+# A blob table claiming a layer shorter than the checkpoints reach.
+B=$WORK/bad-size
+mkdir -p "$B/cache"
+shrink_table() {
+  "$PY" - "$D/boot" "$B/boot" <<'EOF' || return 1
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+table = struct.unpack_from("<Q", b, 1152 + 8)[0]
+# RafsV6Blob: blob_id[64], blob_index, chunk_size, chunk_count, compression_algo,
+# digest_algo, features (6 x u32), then compressed_size (u64) at +88.
+size = struct.unpack_from("<Q", b, table + 88)[0]
+struct.pack_into("<Q", b, table + 88, size // 2)
+open(sys.argv[2], "wb").write(b)
+EOF
+  write_config "$B/config.json" "$D/blobs" "$B/cache" true
+}
+# nydusd loads the blob meta at mount: it must refuse, not mount, and say why.
+bad_size_refused() {
+  local rc
+  mkdir -p "$B/mnt"
+  timeout 30 "$NYDUSD" --bootstrap "$B/boot" --config "$B/config.json" --mountpoint "$B/mnt" \
+    --apisock "$B/api.sock" --log-level info >"$B/daemon.log" 2>&1; rc=$?
+  echo "nydusd exit status $rc"
+  if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || [ "$rc" -ge 128 ]; then return 1; fi
+  ! is_mounted "$B/mnt" || { echo "mounted anyway"; return 1; }
+  grep 'outside the' "$B/daemon.log" || { echo "daemon log lacks the reason"; tail "$B/daemon.log"; return 1; }
+}
+step "bad table: layer size halved (bootstrap edited)" shrink_table &&
+  step "bad table: nydusd refuses to mount, naming the context outside the layer" bad_size_refused
+
+# A layer that lost its tail on the backend: files whose bytes lie in the tail
+# are EIO, files before it still read right.
+T=$WORK/truncated
+mkdir -p "$T/blobs" "$T/cache"
+truncate_layer() {
+  cp "$D/blobs/"* "$T/blobs/" || return 1
+  truncate -s -1500000 "$T/blobs/$LAYER_ID"   # the tail holds odd/random.bin (last in the tar)
+  write_config "$T/config.json" "$T/blobs" "$T/cache" true
+}
+truncated_reads() {
+  local rc
+  cat "$T/mnt/odd/random.bin" >/dev/null 2>"$WORK/trunc.err"; rc=$?
+  [ "$rc" -ne 0 ] || { echo "read of the lost tail succeeded"; return 1; }
+  grep -q 'Input/output error' "$WORK/trunc.err" || { cat "$WORK/trunc.err"; return 1; }
+  cmp "$T/mnt/$SMALL" "$REF/$SMALL" || { echo "a file before the tail no longer reads"; return 1; }
+}
+if step "truncated layer: copy and cut 1.5 MB off the end" truncate_layer &&
+   step "truncated layer: nydusd mounts" start_daemon "$D/boot" "$T/config.json" "$T/mnt" "$T/api.sock"; then
+  step "truncated layer: the tail's file is EIO, the rest reads" truncated_reads
+  step "truncated layer: nydusd stops cleanly" stop_daemon "$T/mnt"
+fi
+
+summary
