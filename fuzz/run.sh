@@ -23,7 +23,7 @@ CC=${FUZZ_CC:-clang-16}
 max_len() {
   case $1 in
     bootstrap | bootstrap_v5) echo 65536 ;;
-    blob_meta) echo 20000 ;;
+    blob_meta | zran_meta) echo 20000 ;;
     toc | http_request) echo 8192 ;;
     decompress | config_json) echo 4096 ;;
     tar_header | www_authenticate) echo 1024 ;;
