@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +27,38 @@ struct ChunkRecord {
   uint32_t crc32 = 0;              // CRC-32C of the uncompressed bytes
   bool has_crc32 = false;
 };
+
+// A bootstrap chunk-info record (the same 80 bytes in RAFS v5 and v6) as a
+// ChunkRecord, and back; `file_offset` is the chunk's offset in its file.
+inline ChunkRecord chunk_record_from(const ChunkInfoRecord& r) {
+  ChunkRecord c;
+  std::memcpy(c.digest.data(), r.block_id, c.digest.size());
+  c.blob_index = r.blob_index;
+  c.ci_index = r.index;
+  c.compressed_offset = r.compressed_offset;
+  c.compressed_size = r.compressed_size;
+  c.uncompressed_offset = r.uncompressed_offset;
+  c.uncompressed_size = r.uncompressed_size;
+  c.compressed = r.flags & chunk_flags::kCompressed;
+  c.has_crc32 = r.flags & chunk_flags::kHasCrc32;
+  c.crc32 = r.crc32;
+  return c;
+}
+
+inline ChunkInfoRecord chunk_info_record(const ChunkRecord& c, uint64_t file_offset) {
+  ChunkInfoRecord r{};
+  std::memcpy(r.block_id, c.digest.data(), sizeof(r.block_id));
+  r.blob_index = c.blob_index;
+  r.flags = (c.compressed ? chunk_flags::kCompressed : 0) | (c.has_crc32 ? chunk_flags::kHasCrc32 : 0);
+  r.compressed_size = c.compressed_size;
+  r.uncompressed_size = c.uncompressed_size;
+  r.compressed_offset = c.compressed_offset;
+  r.uncompressed_offset = c.uncompressed_offset;
+  r.file_offset = file_offset;
+  r.index = c.ci_index;
+  r.crc32 = c.has_crc32 ? c.crc32 : 0;
+  return r;
+}
 
 // Blob-table view of one data blob (RafsV6Blob fields we produce or read).
 struct BlobInfo {

@@ -371,18 +371,7 @@ Result<std::vector<ChunkRecord>> Bootstrap::chunk_table() const {
         add_ovf(r.uncompressed_offset, r.uncompressed_size, &uend) || uend > b.uncompressed_size)
       return corrupt("chunk table entry {}: uncompressed range [{:#x}, +{}) outside blob {} layout",
                      i, r.uncompressed_offset, r.uncompressed_size, r.blob_index);
-    ChunkRecord c;
-    std::memcpy(c.digest.data(), r.block_id, c.digest.size());
-    c.blob_index = r.blob_index;
-    c.ci_index = r.index;
-    c.compressed_offset = r.compressed_offset;
-    c.compressed_size = r.compressed_size;
-    c.uncompressed_offset = r.uncompressed_offset;
-    c.uncompressed_size = r.uncompressed_size;
-    c.compressed = r.flags & chunk_flags::kCompressed;
-    c.has_crc32 = r.flags & chunk_flags::kHasCrc32;
-    c.crc32 = r.crc32;
-    out.push_back(c);
+    out.push_back(chunk_record_from(r));
   }
   return out;
 }

@@ -242,17 +242,7 @@ Status Parser::decode_chunks(uint64_t off, const RafsV5Inode& ino, uint64_t inde
     } else if (r.index >= kMaxChunksPerBlob) {
       return corrupt("RAFS v5 inode {} chunk {}: ci index {} exceeds 2^24", index, k, r.index);
     }
-    ChunkRecord c;
-    std::memcpy(c.digest.data(), r.block_id, c.digest.size());
-    c.blob_index = r.blob_index;
-    c.ci_index = r.index;
-    c.compressed_offset = r.compressed_offset;
-    c.compressed_size = r.compressed_size;
-    c.uncompressed_offset = r.uncompressed_offset;  // re-laid out in layout_blobs()
-    c.uncompressed_size = r.uncompressed_size;
-    c.compressed = compressed;
-    c.has_crc32 = r.flags & chunk_flags::kHasCrc32;
-    c.crc32 = r.crc32;
+    ChunkRecord c = chunk_record_from(r);  // uncompressed_offset is re-laid out in layout_blobs()
     // One ci index is one stored chunk: every reference must agree on it.
     auto [slot, fresh] = seen_[r.blob_index].try_emplace(r.index, c);
     const ChunkRecord& s = slot->second;

@@ -247,18 +247,7 @@ void Writer::encode_inode(uint32_t node) {
   if (S_ISREG(t.mode)) {
     for (size_t k = 0; k < t.chunks.size(); ++k) {
       const ChunkRecord& c = t.chunks[k];
-      ChunkInfoRecord r{};
-      std::memcpy(r.block_id, c.digest.data(), sizeof(r.block_id));
-      r.blob_index = c.blob_index;
-      r.flags = (c.compressed ? chunk_flags::kCompressed : 0) | (c.has_crc32 ? chunk_flags::kHasCrc32 : 0);
-      r.compressed_size = c.compressed_size;
-      r.uncompressed_size = c.uncompressed_size;
-      r.compressed_offset = c.compressed_offset;
-      r.uncompressed_offset = c.uncompressed_offset;
-      r.file_offset = uint64_t(k) * s_.chunk_size;
-      r.index = c.ci_index;
-      r.crc32 = c.has_crc32 ? c.crc32 : 0;
-      put(r);
+      put(chunk_info_record(c, uint64_t(k) * s_.chunk_size));
     }
   }
 }

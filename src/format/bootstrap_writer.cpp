@@ -427,18 +427,7 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
   {
     uint64_t off = chunk_table_off;
     for (auto& [key, val] : chunk_table) {
-      const ChunkRecord& c = val.first;
-      ChunkInfoRecord r{};
-      std::memcpy(r.block_id, c.digest.data(), 32);
-      r.blob_index = c.blob_index;
-      r.flags = (c.compressed ? chunk_flags::kCompressed : 0) | (c.has_crc32 ? chunk_flags::kHasCrc32 : 0);
-      r.compressed_size = c.compressed_size;
-      r.uncompressed_size = c.uncompressed_size;
-      r.compressed_offset = c.compressed_offset;
-      r.uncompressed_offset = c.uncompressed_offset;
-      r.file_offset = val.second;
-      r.index = c.ci_index;
-      r.crc32 = c.crc32;
+      const ChunkInfoRecord r = chunk_info_record(val.first, val.second);
       put(off, &r, sizeof(r));
       off += sizeof(r);
     }
