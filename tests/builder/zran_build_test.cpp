@@ -72,7 +72,6 @@ void check_layer(int members) {
   ASSERT_TRUE(r) << r.error().to_string();
   ASSERT_EQ(r->blobs.size(), 1u);
   const Bytes gz = read_file(layer);
-  const format::BlobInfo& bi = r->blobs[0];
 
   // Blob table: the layer's sha256 and size, as upstream's ref images.
   auto boot = format::Bootstrap::open(o.bootstrap);
