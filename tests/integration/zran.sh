@@ -27,47 +27,9 @@ command -v setfattr >/dev/null || skip "setfattr missing (scripts/setup.sh insta
 WORK=$(mktemp -d "${NYDUS_TEST_TMP:-/var/tmp}/nydus-zran.XXXXXX") || die "mktemp"
 LOG_DIR=$WORK/logs
 mkdir -p "$LOG_DIR"
-DAEMON_PID=
-cleanup() {
-  if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill -TERM "$DAEMON_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$DAEMON_PID" 2>/dev/null
-  fi
-  local m
-  for m in "$WORK"/*/mnt; do
-    [ -d "$m" ] && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; }
-  done
-  umount_below "$WORK"
-  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $WORK"; return; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# start_daemon BOOT CONFIG MNT SOCK
-start_daemon() {
-  local boot=$1 cfg=$2 mnt=$3 sock=$4 i
-  mkdir -p "$mnt"
-  "$NYDUSD" --bootstrap "$boot" --config "$cfg" --mountpoint "$mnt" --apisock "$sock" \
-    --log-level info --thread-num 2 >"$mnt.daemon.log" 2>&1 &
-  DAEMON_PID=$!
-  for i in $(seq 200); do
-    if is_mounted "$mnt"; then echo "mounted after $i polls (pid $DAEMON_PID)"; return 0; fi
-    kill -0 "$DAEMON_PID" 2>/dev/null || { echo "nydusd exited early"; cat "$mnt.daemon.log"; return 1; }
-    sleep 0.1
-  done
-  echo "not mounted after 20s"; cat "$mnt.daemon.log"; return 1
-}
-
-stop_daemon() {
-  local mnt=$1 rc i
-  kill -TERM "$DAEMON_PID" || return 1
-  for i in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-  wait "$DAEMON_PID"; rc=$?
-  DAEMON_PID=
-  [ "$rc" -eq 0 ] || { echo "nydusd exit status $rc"; return 1; }
-  ! is_mounted "$mnt" || { echo "$mnt still mounted"; return 1; }
-}
+# shellcheck source=lib/one_nydusd.sh
+source "$LIB_DIR/one_nydusd.sh"
+trap one_nydusd_cleanup EXIT
 
 backend_bytes() { # SOCK: read_amount_total of GET /api/v1/metrics/backend
   curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/backend |
