@@ -15,6 +15,7 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "api/api_client.h"
 #include "snapshotter/image_reference.h"
@@ -207,6 +208,17 @@ SResult<void> DaemonManager::wait_running(const DaemonInstance& d, uintmax_t log
 }
 
 void DaemonManager::terminate(DaemonInstance& d) {
+  std::error_code ec;
+  if (d.shared) {
+    // The image only: the shared daemon keeps serving the others.
+    if (d.pid > 0 && !reaped(d.pid)) {
+      api::ApiClient c(d.apisock, std::chrono::seconds(10));
+      if (auto st = c.umount("/" + d.meta_id); !st)
+        spdlog::warn("shared nydusd: umount /{}: {}", d.meta_id, st.error().to_string());
+    }
+    fs::remove_all(fs::path(d.config_path).parent_path(), ec);
+    return;
+  }
   if (d.pid > 0 && !reaped(d.pid)) {
     ::kill(d.pid, SIGTERM);
     for (int i = 0; i < 100 && !reaped(d.pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -217,7 +229,6 @@ void DaemonManager::terminate(DaemonInstance& d) {
   }
   d.pid = -1;
   if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);
-  std::error_code ec;
   fs::remove(d.mountpoint, ec);
   fs::remove_all(fs::path(d.apisock).parent_path(), ec);
   fs::remove_all(fs::path(d.config_path).parent_path(), ec);
@@ -264,10 +275,7 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
   return st->result;
 }
 
-SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const std::string& bootstrap,
-                                             const std::string& image_ref) {
-  SNAP_TRY(check_bootstrap(bootstrap, meta_id));
-
+SResult<std::string> DaemonManager::image_config(const std::string& image_ref) const {
   std::string tmpl;
   if (s_.config_template.empty()) {
     tmpl = std::string(kFusedevTemplate);
@@ -280,6 +288,26 @@ SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const s
   }
   auto cfg = make_daemon_config(tmpl, image_ref, s_.root + "/cache");
   if (!cfg) return from_error(cfg.error(), "nydusd config for " + image_ref);
+  return *cfg;
+}
+
+namespace {
+
+SResult<void> write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  if (!out) return snap_error(Code::kInternal, "write {}", path);
+  return {};
+}
+
+}  // namespace
+
+SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const std::string& bootstrap,
+                                             const std::string& image_ref) {
+  SNAP_TRY(check_bootstrap(bootstrap, meta_id));
+  if (s_.shared) return mount_in_shared(meta_id, bootstrap, image_ref);
+  auto cfg = image_config(image_ref);
+  if (!cfg) return std::unexpected(cfg.error());
 
   DaemonInstance d;
   d.id = "nydusd-" + meta_id;
@@ -297,11 +325,7 @@ SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const s
   }
   if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);  // left by a crash
   fs::remove(d.apisock, ec);
-  {
-    std::ofstream out(d.config_path, std::ios::binary | std::ios::trunc);
-    out << *cfg;
-    if (!out) return snap_error(Code::kInternal, "write {}", d.config_path);
-  }
+  SNAP_TRY(write_file(d.config_path, *cfg));
   d.args = {"fuse",         "--thread-num", std::to_string(s_.thread_num),
             "--config",     d.config_path,  "--bootstrap",
             d.bootstrap,    "--mountpoint", d.mountpoint,
@@ -313,7 +337,12 @@ SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const s
   }
   d.args.push_back("--failover-policy");
   d.args.push_back("resend");
+  SNAP_TRY(spawn(d, log_dir));
+  return d;
+}
 
+SResult<void> DaemonManager::spawn(DaemonInstance& d, const std::string& log_dir) {
+  std::error_code ec;
   const uintmax_t log_offset = fs::exists(log_dir + "/nydusd.log", ec) ? fs::file_size(log_dir + "/nydusd.log", ec) : 0;
   // Everything the child needs is built before fork (no allocation after it).
   std::vector<char*> argv;
@@ -346,10 +375,90 @@ SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const s
     terminate(d);
     return std::unexpected(r.error());
   }
+  return {};
+}
+
+DaemonInstance DaemonManager::shared_daemon() const {
+  std::lock_guard lk(shared_mu_);
+  return shared_;
+}
+
+SResult<DaemonInstance> DaemonManager::ensure_shared_daemon() {
+  std::lock_guard lk(shared_mu_);
+  if (shared_.pid > 0 && !reaped(shared_.pid)) return shared_;
+  DaemonInstance d;
+  d.id = "shared_daemon";
+  d.mountpoint = s_.root + "/mnt";
+  d.apisock = s_.root + "/socket/" + d.id + "/api.sock";
+  d.config_path = s_.root + "/config/" + d.id + "/config.json";
+  std::string log_dir = s_.root + "/logs/" + d.id;
+  std::error_code ec;
+  for (const auto& dir : {d.mountpoint, fs::path(d.apisock).parent_path().string(),
+                          fs::path(d.config_path).parent_path().string(), log_dir, s_.root + "/cache"}) {
+    fs::create_directories(dir, ec);
+    if (ec) return snap_error(Code::kInternal, "mkdir {}: {}", dir, ec.message());
+  }
+  // A previous shared daemon (dead or orphaned): its images are gone with it.
+  if (pid_t old = find_daemon_pid(d.apisock); old > 0) {
+    DaemonInstance o = d;
+    o.pid = old;
+    terminate(o);
+    fs::create_directories(fs::path(d.apisock).parent_path(), ec);
+    fs::create_directories(fs::path(d.config_path).parent_path(), ec);
+  }
+  if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);
+  fs::remove(d.apisock, ec);
+  // As upstream's initSharedDaemon: no --config/--bootstrap, images come by the mount API.
+  d.args = {"fuse",      "--thread-num", std::to_string(s_.thread_num), "--mountpoint", d.mountpoint,
+            "--apisock", d.apisock,      "--log-level",                 s_.log_level,  "--log-rotation-size",
+            "100"};
+  if (!s_.log_to_stdout) {
+    d.args.push_back("--log-file");
+    d.args.push_back(log_dir + "/nydusd.log");
+  }
+  d.args.push_back("--failover-policy");
+  d.args.push_back("resend");
+  SNAP_TRY(spawn(d, log_dir));
+  shared_ = d;
   return d;
 }
 
-std::vector<std::string> DaemonManager::adopt_running() {
+SResult<DaemonInstance> DaemonManager::mount_in_shared(const std::string& meta_id, const std::string& bootstrap,
+                                                       const std::string& image_ref) {
+  auto cfg = image_config(image_ref);
+  if (!cfg) return std::unexpected(cfg.error());
+  auto sd = ensure_shared_daemon();
+  if (!sd) return std::unexpected(sd.error());
+  DaemonInstance d;
+  d.id = sd->id;
+  d.meta_id = meta_id;
+  d.pid = sd->pid;
+  d.shared = true;
+  d.mountpoint = mountpoint_for(meta_id);
+  d.apisock = sd->apisock;
+  d.config_path = s_.root + "/config/" + sd->id + "/" + meta_id + "/config.json";
+  d.bootstrap = bootstrap;
+  std::error_code ec;
+  fs::create_directories(fs::path(d.config_path).parent_path(), ec);
+  if (ec) return snap_error(Code::kInternal, "mkdir {}: {}", d.config_path, ec.message());
+  SNAP_TRY(write_file(d.config_path, *cfg));
+  api::ApiClient c(d.apisock, s_.ready_timeout);
+  const std::string rel = "/" + meta_id;  // upstream's Rafs.RelaMountpoint
+  if (auto st = c.mount(rel, bootstrap, *cfg); !st) {
+    fs::remove_all(fs::path(d.config_path).parent_path(), ec);
+    return snap_error(Code::kUnavailable, "shared nydusd: mount {} at {}: {}", bootstrap, rel,
+                      st.error().to_string());
+  }
+  return d;
+}
+
+SResult<std::vector<std::string>> DaemonManager::adopt_running() {
+  if (s_.shared) {
+    std::vector<std::string> adopted = adopt_shared_images();
+    auto sd = ensure_shared_daemon();  // started here when none was taken over
+    if (!sd) return std::unexpected(sd.error());
+    return adopted;
+  }
   std::lock_guard lk(mu_);
   std::vector<std::string> adopted;
   std::error_code ec;
@@ -376,6 +485,44 @@ std::vector<std::string> DaemonManager::adopt_running() {
     }
     daemons_[meta_id] = d;
     adopted.push_back(meta_id);
+  }
+  return adopted;
+}
+
+std::vector<std::string> DaemonManager::adopt_shared_images() {
+  std::vector<std::string> adopted;
+  DaemonInstance sd;
+  sd.id = "shared_daemon";
+  sd.mountpoint = s_.root + "/mnt";
+  sd.apisock = s_.root + "/socket/" + sd.id + "/api.sock";
+  sd.pid = find_daemon_pid(sd.apisock);
+  if (sd.pid <= 0) return adopted;
+  api::ApiClient c(sd.apisock, std::chrono::seconds(2));
+  auto info = c.daemon_info();
+  if (!info || info->value("state", "") != "RUNNING" || !is_mountpoint(sd.mountpoint))
+    return adopted;  // ensure_shared_daemon() replaces it
+  {
+    std::lock_guard lk(shared_mu_);
+    shared_ = sd;
+  }
+  // Its images: the configs we wrote, each still served at <root>/mnt/<id>
+  // (the shared FUSE root lists exactly the mounted images).
+  std::lock_guard lk(mu_);
+  std::error_code ec;
+  for (fs::directory_iterator it(s_.root + "/config/" + sd.id, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_directory()) continue;
+    DaemonInstance d = sd;
+    d.meta_id = it->path().filename().string();
+    d.shared = true;
+    d.mountpoint = mountpoint_for(d.meta_id);
+    d.config_path = (it->path() / "config.json").string();
+    std::error_code e2;
+    if (!fs::is_directory(d.mountpoint, e2)) {
+      fs::remove_all(it->path(), e2);
+      continue;
+    }
+    daemons_[d.meta_id] = d;
+    adopted.push_back(d.meta_id);
   }
   return adopted;
 }

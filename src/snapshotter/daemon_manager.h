@@ -6,6 +6,11 @@
 //          --failover-policy resend
 // and a config made from the --nydusd-config template with the registry host
 // and repository of the image reference filled in (daemonconfig.Supplement).
+// Shared mode (--daemon-mode shared): one nydusd "shared_daemon" mounted at
+// <root>/mnt without a bootstrap, started with the snapshotter; each image is
+// POST /api/v1/mount?mountpoint=/<meta id> into it (served at <root>/mnt/<meta
+// id>, the same path a dedicated daemon would use) and DELETEd when its last
+// snapshot goes; the shared daemon itself keeps running, as upstream's.
 #pragma once
 
 #include <sys/types.h>
@@ -32,10 +37,11 @@ struct DaemonSettings {
   bool log_to_stdout = false;
   int thread_num = 4;
   std::chrono::milliseconds ready_timeout{std::chrono::seconds(30)};
+  bool shared = false;  // --daemon-mode shared
 };
 
 struct DaemonInstance {
-  std::string id;       // "nydusd-<meta_id>"
+  std::string id;       // "nydusd-<meta_id>", shared mode: "shared_daemon"
   std::string meta_id;  // the image's bootstrap snapshot
   pid_t pid = -1;
   std::string mountpoint;
@@ -43,6 +49,7 @@ struct DaemonInstance {
   std::string config_path;
   std::string bootstrap;
   std::vector<std::string> args;  // argv[1..]
+  bool shared = false;            // an image mounted in the shared daemon (pid is the shared one's)
 };
 
 // The daemon config text for an image: the template with registry host/repo
@@ -67,7 +74,12 @@ class DaemonManager {
   // Re-attaches to the daemons a previous snapshotter process left running
   // (<root>/socket/nydusd-<id>/api.sock answering RUNNING, mount in place);
   // cleans up the rest. Returns the adopted meta snapshot IDs.
-  std::vector<std::string> adopt_running();
+  // Shared mode: also takes over (or starts) the shared daemon; its images
+  // mounted at <root>/mnt/<id> with a config under <root>/config/shared_daemon/<id>
+  // are adopted. An error: the shared daemon could not be started.
+  SResult<std::vector<std::string>> adopt_running();
+  // Shared mode: the shared daemon's process (pid -1 when not started).
+  DaemonInstance shared_daemon() const;
   // SIGTERM (then SIGKILL after a grace period), unmount, remove its socket and config.
   SResult<void> stop(const std::string& meta_id);
   // stop() in two halves, so a caller can decide under its own lock and wait
@@ -86,6 +98,15 @@ class DaemonManager {
   SResult<DaemonInstance> start(const std::string& meta_id, const std::string& bootstrap,
                                 const std::string& image_ref);
   void terminate(DaemonInstance& d);
+  // Forks nydusd with d.args (logs in `log_dir`) and waits for RUNNING; kills it on failure.
+  SResult<void> spawn(DaemonInstance& d, const std::string& log_dir);
+  // The daemon config of an image from the template.
+  SResult<std::string> image_config(const std::string& image_ref) const;
+  // Shared mode: the shared daemon runs (started when missing or dead).
+  SResult<DaemonInstance> ensure_shared_daemon();
+  SResult<DaemonInstance> mount_in_shared(const std::string& meta_id, const std::string& bootstrap,
+                                          const std::string& image_ref);
+  std::vector<std::string> adopt_shared_images();
 
   // One start in progress: its waiters read the result once `done`.
   struct StartState {
@@ -99,6 +120,8 @@ class DaemonManager {
   std::map<std::string, DaemonInstance> daemons_;  // published: RUNNING when started
   std::map<std::string, std::shared_ptr<StartState>> starting_;
   std::set<std::string> stopping_;
+  mutable std::mutex shared_mu_;  // the shared daemon's start (not under mu_: it waits)
+  DaemonInstance shared_;
 };
 
 }  // namespace nydus::snapshotter

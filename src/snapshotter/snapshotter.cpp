@@ -85,7 +85,9 @@ SResult<std::unique_ptr<Snapshotter>> Snapshotter::open(SnapshotterOptions opts)
   std::unique_ptr<Snapshotter> sn(new Snapshotter(std::move(opts), std::move(*ms)));
   // Daemons of a previous run (kill -9, restart) keep serving their containers:
   // take them over, and stop those no snapshot uses any more.
-  sn->adopted_ = sn->daemons_.adopt_running();
+  auto adopted = sn->daemons_.adopt_running();
+  if (!adopted) return std::unexpected(adopted.error());
+  sn->adopted_ = std::move(*adopted);
   std::vector<DaemonInstance> unused;
   {
     std::lock_guard lk(sn->mu_);
@@ -416,12 +418,16 @@ Metrics::Gauges Snapshotter::metric_gauges() {
       return {};
     });
   }
-  // Outside the lock: each daemon is asked its version over its API socket.
-  for (const auto& id : daemons_.running()) {
-    auto d = daemons_.find(id);
-    if (!d) continue;
+  // Outside the lock: each daemon is asked its version over its API socket
+  // (the shared daemon once, however many images it serves).
+  std::vector<DaemonInstance> procs;
+  std::set<std::string> socks;
+  if (auto sd = daemons_.shared_daemon(); sd.pid > 0 && socks.insert(sd.apisock).second) procs.push_back(sd);
+  for (const auto& id : daemons_.running())
+    if (auto d = daemons_.find(id); d && socks.insert(d->apisock).second) procs.push_back(*d);
+  for (const auto& d : procs) {
     std::string version = "unknown";
-    api::ApiClient c(d->apisock, std::chrono::seconds(2));
+    api::ApiClient c(d.apisock, std::chrono::seconds(2));
     if (auto info = c.daemon_info(); info && info->contains("version") && (*info)["version"].is_object())
       version = (*info)["version"].value("package_ver", "unknown");
     ++g.daemons_by_version[version];

@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "snapshotter/config_file.h"
+#include "snapshotter/fs_driver.h"
 #include "snapshotter/grpc_service.h"
 #include "snapshotter/metrics_server.h"
 #include "snapshotter/snapshotter.h"
@@ -47,8 +48,8 @@ int main(int argc, char** argv) {
   app.add_option("--nydusd", nydusd, "nydusd binary");
   app.add_option("--nydus-image", nydus_image, "nydus-image binary");
   app.add_option("--nydusd-config", nydusd_config, "nydusd config template (JSON)");
-  app.add_option("--fs-driver", fs_driver, "fusedev (fscache, fanotify, auto: not yet)");
-  app.add_option("--daemon-mode", daemon_mode, "dedicated (shared: not yet)");
+  app.add_option("--fs-driver", fs_driver, "fusedev | auto (picks the fastest path the kernel offers that the snapshotter drives: fusedev for now); fscache, fanotify: refused, not yet");
+  app.add_option("--daemon-mode", daemon_mode, "dedicated (a nydusd per image) | shared (one nydusd, images mounted through its API)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   app.add_flag("--log-to-stdout", log_to_stdout, "nydusd logs to stdout instead of files");
   app.add_option("--recover-policy", recover_policy, "restart|failover|none");
@@ -95,12 +96,13 @@ int main(int argc, char** argv) {
     if (auto it = cfg->find("log.log_to_stdout"); it != cfg->end() && app.count("--log-to-stdout") == 0)
       log_to_stdout = it->second == "true";
   }
-  if (fs_driver != "fusedev") {
-    std::cerr << "--fs-driver " << fs_driver << ": only fusedev is implemented so far\n";
+  auto driver = choose_fs_driver(fs_driver, probe_kernel_paths());
+  if (!driver) {
+    std::cerr << driver.error().message << "\n";
     return 2;
   }
-  if (daemon_mode != "dedicated") {
-    std::cerr << "--daemon-mode " << daemon_mode << ": only dedicated is implemented so far\n";
+  if (daemon_mode != "dedicated" && daemon_mode != "shared") {
+    std::cerr << "--daemon-mode " << daemon_mode << ": want dedicated or shared\n";
     return 2;
   }
   if (recover_policy != "restart" && recover_policy != "failover" && recover_policy != "none") {
@@ -123,6 +125,8 @@ int main(int argc, char** argv) {
   opts.daemon.log_to_stdout = log_to_stdout;
   opts.daemon.thread_num = threads;
   opts.daemon.ready_timeout = std::chrono::seconds(ready_timeout_s);
+  opts.daemon.shared = daemon_mode == "shared";
+  spdlog::info("fs driver {} ({})", driver->driver, driver->reason);
   auto sn = Snapshotter::open(opts);
   if (!sn) {
     spdlog::error("open snapshotter at {}: {}", root, sn.error().message);
@@ -138,7 +142,10 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  for (const auto& id : (*sn)->adopted()) spdlog::info("re-attached to the running nydusd of snapshot {}", id);
+  for (const auto& id : (*sn)->adopted())
+    spdlog::info("re-attached to the running nydusd of snapshot {}{}", id, daemon_mode == "shared" ? " (shared daemon)" : "");
+  if (daemon_mode == "shared")
+    spdlog::info("shared nydusd pid {} on {}", (*sn)->daemons().shared_daemon().pid, root + "/mnt");
   Snapshotter& snap = **sn;
   MetricsServer metrics([&snap] { return snap.metrics().render(snap.metric_gauges()); });
   if (!metrics_address.empty()) {
@@ -168,8 +175,8 @@ int main(int argc, char** argv) {
     spdlog::info("signal {}: shutting down", sig);
     g_server->Shutdown();
   }).detach();
-  spdlog::info("containerd-nydus-grpc serving snapshots v1 on {} (root {}, nydusd {}, fs-driver {}, daemon-mode {})",
-               address, root, nydusd, fs_driver, daemon_mode);
+  spdlog::info("containerd-nydus-grpc serving snapshots v1 on {} (root {}, nydusd {}, fs-driver {} -> {}, daemon-mode {})",
+               address, root, nydusd, fs_driver, driver->driver, daemon_mode);
   g_server->Wait();
   // As nydus-snapshotter: daemons keep serving running containers across a
   // snapshotter restart; the next start re-attaches to them.
