@@ -6,14 +6,18 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <tuple>
 
 #include "builder/prefetch_list.h"
 #include "builder/tar_source.h"
 #include "common/file_util.h"
+#include "format/blob_meta_internal.h"
 #include "format/bootstrap_writer.h"
 #include "format/compress.h"
 #include "format/digest.h"
 #include "format/gzip_random.h"
+#include "format/tar_header.h"
 #include "format/zran_meta.h"
 
 namespace nydus::builder {
@@ -99,12 +103,59 @@ uint64_t input_start_for(const format::GzipIndex& idx, uint64_t out) {
   return it == idx.boundaries.begin() ? 0 : std::prev(it)->in;
 }
 
+// The meta blob's sections after the ci buffer and header, as upstream lays
+// out a SEPARATE blob (builder/src/core/blob.rs dump_meta_data, lib.rs
+// dump_bootstrap and dump_toc): reverse-tar headers after each section with
+// --blob-inline-meta or blob-toc, the chunk digest array with blob-toc, the
+// bootstrap (zstd with blob-toc, raw without) with --blob-inline-meta, then
+// the ToC. There is no "image.blob": the data is the layer, elsewhere.
+class MetaSections {
+ public:
+  MetaSections(std::vector<uint8_t>& out, bool tar, bool toc) : out_(out), tar_(tar), toc_(toc) {}
+
+  // A section already in `out_` from `off` to its end.
+  void close_section(const char* name, uint32_t flags, const Digest& digest, uint64_t off, uint64_t stored,
+                     uint64_t size) {
+    if (tar_) {
+      const format::TarHeader h = format::make_tar_header(name, out_.size() - off);
+      out_.insert(out_.end(), h.begin(), h.end());
+    }
+    if (toc_) entry(name, flags, digest, off, stored, size);
+  }
+  void entry(const char* name, uint32_t flags, const Digest& digest, uint64_t off, uint64_t stored, uint64_t size) {
+    format::TocEntry e;
+    std::memset(&e, 0, sizeof(e));
+    e.flags = flags;
+    std::memcpy(e.name, name, std::min(std::strlen(name), sizeof(e.name)));
+    std::memcpy(e.digest, digest.data(), 32);
+    e.compressed_offset = off;
+    e.compressed_size = stored;
+    e.uncompressed_size = size;
+    toc_entries_.push_back(e);
+  }
+  void append(std::span<const uint8_t> d) { out_.insert(out_.end(), d.begin(), d.end()); }
+  // The ToC and its header; returns (size, sha256) for the blob table.
+  std::pair<uint32_t, Digest> finish_toc() {
+    const auto* p = reinterpret_cast<const uint8_t*>(toc_entries_.data());
+    const size_t n = toc_entries_.size() * sizeof(format::TocEntry);
+    const format::TarHeader h = format::make_tar_header(format::kTarNameToc, n);
+    format::Sha256Stream hash;
+    hash.update(std::span(p, n));
+    hash.update(h);
+    out_.insert(out_.end(), p, p + n);
+    out_.insert(out_.end(), h.begin(), h.end());
+    return {uint32_t(n + h.size()), hash.finish()};
+  }
+
+ private:
+  std::vector<uint8_t>& out_;
+  bool tar_, toc_;
+  std::vector<format::TocEntry> toc_entries_;
+};
+
 }  // namespace
 
 Result<CreateReport> create_zran_image(const CreateOptions& o) {
-  if (o.blob_inline_meta || o.blob_toc)
-    return make_error(Errc::kUnsupported,
-                      "--type targz-ref with --blob-inline-meta or --features blob-toc is not supported yet");
   if (!o.chunk_dict.empty()) return make_error(Errc::kUnsupported, "--type targz-ref with --chunk-dict");
   if (o.source.empty() || o.source == "-")
     return make_error(Errc::kInvalidArgument, "--type targz-ref needs the gzip layer as a file");
@@ -168,8 +219,18 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
   std::vector<std::vector<ChunkRecord>> file_chunks;
   uint64_t uoff = 0;
   int64_t last_cp = -1;
+  // Identical chunks (same digest and size) share the first one's ci entry,
+  // as upstream's deduplicate_chunk does before allocating a ci index; the
+  // chunk table (one record per digest) and merge rely on it.
+  std::map<std::pair<Digest, uint32_t>, ChunkRecord> seen;
+  std::vector<Digest> stored_digests;
   for (uint32_t i = 0; i < pieces.size(); i++) {
     const Piece& p = pieces[i];
+    if (file_chunks.size() <= p.node) file_chunks.resize(size_t(p.node) + 1);
+    if (auto d = seen.find({p.digest, p.size}); d != seen.end()) {
+      file_chunks[p.node].push_back(d->second);
+      continue;
+    }
     const uint64_t end = p.stream_off + p.size;
     auto it = std::upper_bound(idx->checkpoints.begin(), idx->checkpoints.end(), p.stream_off,
                                [](uint64_t v, const format::GzipCheckpoint& c) { return v < c.out_offset; });
@@ -209,26 +270,52 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
     ChunkRecord r;
     r.digest = p.digest;
     r.blob_index = 0;
-    r.ci_index = i;
+    r.ci_index = uint32_t(zchunks.size() - 1);
     r.compressed_offset = z.ci.compressed_offset;
     r.compressed_size = z.ci.compressed_size;
     r.uncompressed_offset = uoff;
     r.uncompressed_size = p.size;
     r.compressed = true;
-    if (file_chunks.size() <= p.node) file_chunks.resize(size_t(p.node) + 1);
     file_chunks[p.node].push_back(r);
+    seen.emplace(std::pair{p.digest, p.size}, r);
+    stored_digests.push_back(p.digest);
     uoff = format::align_up(uoff + p.size, format::kBlockSize);
   }
+
+  // The tree first: an inlined bootstrap is written with the meta blob.
+  rep.files = 0;
+  for (const auto& fc : file_chunks) rep.files += !fc.empty();
+  rep.chunks_total = pieces.size();
+  rep.chunks_stored = zchunks.size();
+  for (const Piece& p : pieces) rep.bytes_read += p.size;
+  rep.inodes = tt->tree.nodes.size();
+  rep.warnings = tt->tree.warnings;
+  rep.implicit_dirs = tt->implicit_dirs;
+  if (o.prefetch_table) spec.prefetch_nodes = prefetch_nodes(tt->tree.image_paths, o.prefetch_patterns);
+  spec.nodes = std::move(tt->tree.nodes);
+  for (size_t i = 0; i < spec.nodes.size(); i++) {
+    const size_t f = tt->origin.empty() ? i : tt->origin[i];
+    if (f < file_chunks.size()) spec.nodes[i].chunks = file_chunks[f];
+  }
+  for (auto& n : spec.nodes)
+    if (n.hardlink_of >= 0) n.chunks = spec.nodes[size_t(n.hardlink_of)].chunks;
 
   if (!pieces.empty()) {
     format::BlobInfo info;
     info.blob_id = format::to_hex(layer_hash.finish());
     info.chunk_size = o.chunk_size;
-    info.chunk_count = uint32_t(pieces.size());
+    info.chunk_count = uint32_t(zchunks.size());
     info.compressor = format::Compressor::kGzip;
     info.digester = format::Digester::kSha256;
     info.features = format::blob_features::kAligned | format::blob_features::kChunkInfoV2 |
                     format::blob_features::kZran | format::blob_features::kSeparate;
+    // Upstream's BuildContext: CAP_TAR_TOC with either option, HAS_TAR_HEADER
+    // with both, INLINED_FS_META with the bootstrap inside, HAS_TOC and
+    // INLINED_CHUNK_DIGEST with the ToC.
+    const bool tar = o.blob_inline_meta || o.blob_toc;
+    if (tar) info.features |= format::blob_features::kCapTarToc | format::blob_features::kHasTarHeader;
+    if (o.blob_inline_meta) info.features |= format::blob_features::kInlinedFsMeta;
+    if (o.blob_toc) info.features |= format::blob_features::kHasToc | format::blob_features::kInlinedChunkDigest;
     info.compressed_size = idx->in_size;
     info.uncompressed_size = uoff;
 
@@ -260,8 +347,52 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
       auto back = format::parse_zran_ci(ci, h, {info.compressed_size, info.uncompressed_size});
       if (!back) return std::unexpected(std::move(back).error().context("re-reading the ZRAN meta just built"));
     }
-    info.blob_meta_digest = format::sha256(meta_blob);
-    info.blob_meta_size = meta_blob.size();
+    MetaSections sec(meta_blob, tar, o.blob_toc);
+    sec.close_section(format::kTarNameBlobMeta, format::blob_internal::toc_flag_for(info.ci_compressor),
+                      format::sha256(ci), 0, info.ci_compressed_size, info.ci_uncompressed_size);
+    if (o.blob_toc) {
+      // The header's entry sits inside the blob.meta section (no tar header of its own).
+      sec.entry(format::kTarNameBlobMetaHeader, format::toc_flags::kNone, format::sha256(std::span(hp, sizeof(h))),
+                info.ci_compressed_size, sizeof(h), sizeof(h));
+      std::vector<uint8_t> digests;
+      digests.reserve(pieces.size() * sizeof(Digest));
+      for (const Digest& d : stored_digests) digests.insert(digests.end(), d.begin(), d.end());
+      const uint64_t off = meta_blob.size();
+      sec.append(digests);
+      sec.close_section(format::kTarNameBlobDigest, format::toc_flags::kNone, format::sha256(digests), off,
+                        digests.size(), digests.size());
+    }
+    if (o.blob_inline_meta) {
+      // As upstream, the bootstrap inside cannot name the blob holding it: the
+      // meta digest and size stay zero (readers take the meta blob's id from
+      // its file name), and the ToC is written after it.
+      info.blob_meta_digest = Digest{};
+      info.blob_meta_size = 0;
+      spec.blobs = {info};
+      NYDUS_ASSIGN_OR_RETURN(auto inl, format::write_bootstrap(spec));
+      std::vector<uint8_t> packed;
+      std::span<const uint8_t> stored = inl.bytes;
+      uint32_t flags = format::toc_flags::kNone;
+      if (o.blob_toc) {
+        NYDUS_ASSIGN_OR_RETURN(bool shrank, format::compress(format::Compressor::kZstd, inl.bytes, packed));
+        if (shrank) {
+          stored = packed;
+          flags = format::toc_flags::kZstd;
+        }
+      }
+      const uint64_t off = meta_blob.size();
+      sec.append(stored);
+      sec.close_section(format::kTarNameBootstrap, flags, format::sha256(inl.bytes), off, stored.size(),
+                        inl.bytes.size());
+    }
+    // The bootstrap (-B) is the one inside: written before the ToC existed.
+    const format::BlobInfo boot_info = info;
+    if (o.blob_toc) std::tie(info.toc_size, info.toc_digest) = sec.finish_toc();
+    const Digest meta_digest = format::sha256(meta_blob);
+    if (!o.blob_inline_meta) {
+      info.blob_meta_digest = meta_digest;
+      info.blob_meta_size = meta_blob.size();
+    }
 
     if (!o.blob_file.empty() || !o.blob_dir.empty()) {
       fs::path out = o.blob_file;
@@ -269,7 +400,7 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
         std::error_code ec;
         fs::create_directories(o.blob_dir, ec);
         if (ec) return errorf(Errc::kIo, "create {}: {}", o.blob_dir.string(), ec.message());
-        out = o.blob_dir / format::to_hex(info.blob_meta_digest);
+        out = o.blob_dir / format::to_hex(meta_digest);
       }
       NYDUS_TRY(write_file_atomic(out, meta_blob));
       rep.blob_path = out;
@@ -284,25 +415,10 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
       cache.insert(cache.end(), hp, hp + sizeof(h));
       NYDUS_TRY(write_file_atomic(o.blob_cache_dir / (info.blob_id + ".blob.meta"), cache));
     }
-    spec.blobs = {info};
+    spec.blobs = {o.blob_inline_meta ? boot_info : info};
     rep.blobs = {info};
   }
 
-  rep.files = 0;
-  for (const auto& fc : file_chunks) rep.files += !fc.empty();
-  rep.chunks_total = rep.chunks_stored = pieces.size();
-  for (const Piece& p : pieces) rep.bytes_read += p.size;
-  rep.inodes = tt->tree.nodes.size();
-  rep.warnings = tt->tree.warnings;
-  rep.implicit_dirs = tt->implicit_dirs;
-  if (o.prefetch_table) spec.prefetch_nodes = prefetch_nodes(tt->tree.image_paths, o.prefetch_patterns);
-  spec.nodes = std::move(tt->tree.nodes);
-  for (size_t i = 0; i < spec.nodes.size(); i++) {
-    const size_t f = tt->origin.empty() ? i : tt->origin[i];
-    if (f < file_chunks.size()) spec.nodes[i].chunks = file_chunks[f];
-  }
-  for (auto& n : spec.nodes)
-    if (n.hardlink_of >= 0) n.chunks = spec.nodes[size_t(n.hardlink_of)].chunks;
   NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
   rep.bootstrap_size = boot.bytes.size();
   if (!o.bootstrap.empty()) {

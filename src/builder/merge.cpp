@@ -265,8 +265,24 @@ class Merger {
         info.blob_id = name;
       }
     }
-    if (auto* d = pick(o_.blob_digests)) info.blob_id = *d;
-    if (auto* sz = pick(o_.blob_sizes)) info.compressed_size = *sz;
+    // A SEPARATE (ZRAN) blob's data is the original layer, named by blob_id;
+    // the converter's digest and size are those of its meta blob (upstream
+    // merge.rs). Its bootstrap left the meta blob: INLINED_FS_META goes, and
+    // a zero meta digest is taken from the file name (BlobInfo::get_blob_meta_id).
+    const bool separate = (info.features & format::blob_features::kSeparate) != 0;
+    if (separate && (info.features & format::blob_features::kInlinedFsMeta)) {
+      info.features &= ~format::blob_features::kInlinedFsMeta;
+      if (info.blob_meta_digest == format::Digest{})
+        if (auto d = format::digest_from_hex(path.filename().string().substr(0, 64))) info.blob_meta_digest = *d;
+    }
+    if (auto* d = pick(o_.blob_digests)) {
+      if (separate) {
+        NYDUS_ASSIGN_OR_RETURN(info.blob_meta_digest, format::digest_from_hex(*d));
+      } else {
+        info.blob_id = *d;
+      }
+    }
+    if (auto* sz = pick(o_.blob_sizes)) (separate ? info.blob_meta_size : info.compressed_size) = *sz;
     if (auto* d = pick(o_.blob_toc_digests)) {
       NYDUS_ASSIGN_OR_RETURN(info.toc_digest, format::digest_from_hex(*d));
     }

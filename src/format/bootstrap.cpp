@@ -14,6 +14,8 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "format/digest.h"
+
 namespace nydus::format {
 
 namespace {
@@ -104,6 +106,13 @@ Result<std::shared_ptr<Bootstrap>> Bootstrap::open(const std::filesystem::path& 
   if (auto st2 = b->validate(); !st2) {
     return std::unexpected(std::move(st2).error().context("bootstrap " + path.string()));
   }
+  // Upstream RafsSuper::load_from_file (set_blob_id_from_meta_path): a ZRAN
+  // bootstrap that was inlined in its meta blob cannot record that blob's
+  // digest; the file it is loaded from is named by it.
+  constexpr uint32_t kInlinedRef = blob_features::kSeparate | blob_features::kInlinedFsMeta;
+  for (BlobInfo& bi : b->blobs_)
+    if ((bi.features & kInlinedRef) == kInlinedRef && bi.blob_meta_digest == Digest{})
+      if (auto d = digest_from_hex(path.filename().string()); d) bi.blob_meta_digest = *d;
   return b;
 }
 

@@ -79,8 +79,10 @@ Result<std::shared_ptr<const format::ZranMeta>> load_zran_meta(const BlobInfo& b
   }
 
   if (blob.blob_meta_digest == format::Digest{})
-    return errorf(Errc::kUnsupported,
-                  "ZRAN blob {} has no separate meta blob (inlined meta): not supported yet", blob.blob_id);
+    return errorf(Errc::kInvalidArgument,
+                  "ZRAN blob {} names no meta blob: its bootstrap was inlined in the meta blob, so load it from a "
+                  "file named by the meta blob's sha256, or merge it with --blob-digests",
+                  blob.blob_id);
   const std::string meta_id = format::to_hex(blob.blob_meta_digest);
   std::vector<uint8_t> raw(blob.ci_compressed_size + format::kBlobMetaHeaderSize);
   NYDUS_TRY(backend_read(backend, meta_id, blob.ci_offset, raw, bytes_fetched));

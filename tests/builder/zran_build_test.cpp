@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <random>
+#include <set>
 
 #include "builder/create_image.h"
 #include "common/test_util.h"
@@ -133,7 +135,7 @@ void check_layer(int members) {
 TEST(ZranBuild, FilesInflateToTarBytes) { check_layer(1); }
 TEST(ZranBuild, TwoGzipMembersSplitMidFile) { check_layer(2); }
 
-TEST(ZranBuild, RefusesNonGzipAndInlineMeta) {
+TEST(ZranBuild, RefusesNonGzip) {
   TempDir d;
   const fs::path tar = d.path() / "plain.tar";
   nydus::test::write_file(d.path() / "f", std::string("x"));
@@ -144,11 +146,52 @@ TEST(ZranBuild, RefusesNonGzipAndInlineMeta) {
   o.bootstrap = d.path() / "b";
   o.blob_dir = d.path() / "blobs";
   EXPECT_FALSE(create_image(o));
-  o.source = make_layer(d, 1);
-  o.blob_inline_meta = true;
+}
+
+// Identical chunks share one ci entry (upstream deduplicates before it
+// allocates a ci index): two copies of a file cost one chunk, and every chunk
+// a file names is in the bootstrap's chunk table (merge looks them up there).
+TEST(ZranBuild, IdenticalChunksShareOneCiEntry) {
+  TempDir d;
+  const fs::path root = d.path() / "root";
+  fs::create_directories(root);
+  std::string text;
+  for (int i = 0; text.size() < 300000; i++) text += "line " + std::to_string(i) + "\n";
+  nydus::test::write_file(root / "a", text);
+  nydus::test::write_file(root / "b", text);
+  nydus::test::write_file(root / "c", text + "!");
+  const fs::path layer = d.path() / "layer.tar.gz";
+  ASSERT_EQ(std::system(("tar -C " + root.string() + " -cf - . | gzip -n > " + layer.string()).c_str()), 0);
+  CreateOptions o;
+  o.source_type = SourceType::kTargzRef;
+  o.source = layer;
+  o.bootstrap = d.path() / "image.boot";
+  o.blob_file = d.path() / "meta.blob";
   auto r = create_image(o);
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, Errc::kUnsupported);
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->chunks_total, 3u);
+  EXPECT_EQ(r->chunks_stored, 2u);
+  auto boot = format::Bootstrap::open(o.bootstrap);
+  ASSERT_TRUE(boot) << boot.error().to_string();
+  EXPECT_EQ((*boot)->blobs().at(0).chunk_count, 2u);
+  auto table = (*boot)->chunk_table();
+  ASSERT_TRUE(table) << table.error().to_string();
+  std::set<uint32_t> in_table;
+  for (const auto& c : *table) in_table.insert(c.ci_index);
+  std::map<std::string, uint32_t> ci_of;
+  auto st = (*boot)->walk([&](const std::string& path, const format::InodeView& ino) -> Status {
+    if (!ino.is_reg()) return ok();
+    NYDUS_ASSIGN_OR_RETURN(auto refs, (*boot)->chunks(ino));
+    EXPECT_EQ(refs.size(), 1u) << path;
+    for (const auto& ref : refs) {
+      EXPECT_TRUE(in_table.contains(ref.ci_index)) << path;
+      ci_of[path] = ref.ci_index;
+    }
+    return ok();
+  });
+  ASSERT_TRUE(st) << st.error().to_string();
+  EXPECT_EQ(ci_of.at("/a"), ci_of.at("/b"));
+  EXPECT_NE(ci_of.at("/a"), ci_of.at("/c"));
 }
 
 }  // namespace

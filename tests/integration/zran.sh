@@ -120,6 +120,126 @@ if step "nydusd mounts it (localfs: the layer is the blob, digest_validate)" sta
   step "nydusd stops cleanly" stop_daemon "$D/mnt"
 fi
 
+# ---- --blob-inline-meta --features blob-toc (what the converter's packRef runs) ------
+# One meta blob then carries blob.meta, blob.digest, image.boot and the ToC
+# (upstream builder/src/core/blob.rs, lib.rs); checked by walking its reverse-
+# tar headers and ToC here, every digest recomputed, the bootstrap inside
+# unpacked with the zstd tool. nydusd reads it twice: given the bootstrap
+# under the meta blob's name (upstream takes the meta blob id from it), and
+# after `nydus-image merge --blob-digests/--blob-sizes/--blob-toc-digests`
+# as the converter calls it (the merged blob table then names the meta blob).
+I=$WORK/inline
+mkdir -p "$I/blobs" "$I/cache" "$I/cache2" "$I/x"
+build_inline() {
+  "$NYDUS_IMAGE" create --type targz-ref --blob-inline-meta --features blob-toc \
+    --blob "$I/meta.blob" -B "$I/boot" "$WORK/layer.tar.gz" || return 1
+  "$PY" - "$I/meta.blob" "$I/boot" "$LAYER_ID" "$I/x" <<'EOF' || return 1
+import hashlib, struct, subprocess, sys
+meta = open(sys.argv[1], "rb").read(); boot = open(sys.argv[2], "rb").read(); layer_id = sys.argv[3]
+def tar_size(h):
+    return int(h[124:136].rstrip(b"\0 ").decode() or "0", 8)
+# Sections from the end: each ends with a 512-byte ustar header naming it.
+pos, secs = len(meta), []
+while pos > 0:
+    h = meta[pos - 512:pos]
+    assert h[257:262] == b"ustar", f"no tar header ending at {pos}"
+    size = tar_size(h); start = pos - 512 - size
+    assert start >= 0
+    secs.append((h[:100].rstrip(b"\0").decode(), start, size)); pos = start
+secs.reverse()
+names = [s[0] for s in secs]
+assert names == ["blob.meta", "blob.digest", "image.boot", "rafs.blob.toc"], names
+toc_name, toc_off, toc_size = secs[-1]
+toc = meta[toc_off:toc_off + toc_size]
+toc_digest = hashlib.sha256(meta[toc_off:]).hexdigest()
+assert toc_size % 128 == 0
+entries = {}
+for i in range(toc_size // 128):
+    flags, _, name, dig, off, csize, usize = struct.unpack_from("<II16s32sQQQ", toc, i * 128)
+    name = name.rstrip(b"\0").decode()
+    stored = meta[off:off + csize]
+    assert len(stored) == csize, name
+    data = subprocess.run(["zstd", "-dc"], input=stored, capture_output=True, check=True).stdout if flags == 2 else stored
+    assert flags in (1, 2), (name, flags)
+    assert len(data) == usize, (name, len(data), usize)
+    # sha256 of the uncompressed bytes (for blob.meta: the whole ci buffer)
+    assert hashlib.sha256(data).digest() == dig, f"{name}: digest"
+    entries[name] = (off, csize, data)
+assert list(entries) == ["blob.meta", "blob.meta.header", "blob.digest", "image.boot"], list(entries)
+# Each ToC entry lies exactly in its tar section (the header inside blob.meta's).
+_, m_off, m_size = secs[0]
+assert entries["blob.meta"][0] == 0 and entries["blob.meta"][1] + 4096 == m_size
+assert entries["blob.meta.header"][0] == entries["blob.meta"][1]
+for n in ("blob.digest", "image.boot"):
+    s = [x for x in secs if x[0] == n][0]
+    assert entries[n][:2] == (s[1], s[2]), n
+hdr = entries["blob.meta.header"][2]
+magic, feat = struct.unpack_from("<II", hdr, 0)
+assert magic == 0xB10BB10B and struct.unpack_from("<I", hdr, 4092)[0] == 0xB10BB10B
+want = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x1000_0000 | 0x2000_0000 | 0x4000_0000
+assert feat == want, hex(feat)
+# The bootstrap inside is the -B bootstrap, byte for byte.
+assert entries["image.boot"][2] == boot, "image.boot differs from the -B bootstrap"
+# Its blob table: the layer's id, features as the header, no meta digest/size
+# (a blob cannot hold its own digest), no ToC digest (written after it).
+table = struct.unpack_from("<Q", boot, 1152 + 8)[0]
+e = boot[table:table + 256]
+assert e[:64].decode() == layer_id
+assert struct.unpack_from("<I", e, 84)[0] == want
+# RafsV6Blob: blob_toc_size u32 at 104, blob_toc_digest at 136, blob_meta_digest
+# at 168, blob_meta_size u64 at 200.
+assert e[168:200] == bytes(32) and struct.unpack_from("<Q", e, 200)[0] == 0, "meta digest/size not zero"
+assert struct.unpack_from("<I", e, 104)[0] == 0 and e[136:168] == bytes(32), "ToC fields not zero"
+# blob.digest: one sha256 per chunk, as the ci array counts them.
+assert len(entries["blob.digest"][2]) == 32 * struct.unpack_from("<I", e, 72)[0]
+meta_id = hashlib.sha256(meta).hexdigest()
+open(sys.argv[4] + "/meta_id", "w").write(meta_id)
+open(sys.argv[4] + "/toc_digest", "w").write(toc_digest)
+open(sys.argv[4] + "/" + layer_id, "wb").write(entries["image.boot"][2])
+print(f"meta blob {meta_id}: {len(meta)} bytes, sections {secs}")
+EOF
+  local id; id=$(cat "$I/x/meta_id")
+  mv "$I/meta.blob" "$I/blobs/$id"
+  cp "$WORK/layer.tar.gz" "$I/blobs/$LAYER_ID"
+  cp "$I/boot" "$I/$id"
+}
+tree_equals_ref() { # MNT
+  diff -r --no-dereference -x fifo "$REF" "$1" || return 1
+  listing "$REF" >"$WORK/ref.list"; listing "$1" >"$WORK/inline.list"
+  diff "$WORK/ref.list" "$WORK/inline.list"
+}
+merge_inline() {
+  local id; id=$(cat "$I/x/meta_id")
+  "$NYDUS_IMAGE" merge --bootstrap "$I/merged" --blob-digests "$id" \
+    --blob-sizes "$(stat -c %s "$I/blobs/$id")" --blob-toc-digests "$(cat "$I/x/toc_digest")" \
+    "$I/x/$LAYER_ID" || return 1
+  "$PY" - "$I/merged" "$LAYER_ID" "$id" "$(stat -c %s "$I/blobs/$id")" <<'EOF'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+table = struct.unpack_from("<Q", b, 1152 + 8)[0]
+e = b[table:table + 256]
+assert e[:64].decode() == sys.argv[2], e[:64]
+assert e[168:200].hex() == sys.argv[3], "blob_meta_digest " + e[168:200].hex()
+assert struct.unpack_from("<Q", e, 200)[0] == int(sys.argv[4]), "blob_meta_size"
+assert struct.unpack_from("<I", e, 84)[0] & 0x2 == 0, "INLINED_FS_META kept"
+EOF
+}
+if step "inline meta: create --blob-inline-meta --features blob-toc, layout, ToC digests, bootstrap inside" build_inline; then
+  write_config "$I/config.json" "$I/blobs" "$I/cache" true
+  if step "inline meta: nydusd mounts the bootstrap named by the meta blob" \
+       start_daemon "$I/$(cat "$I/x/meta_id")" "$I/config.json" "$I/mnt" "$I/api.sock"; then
+    step "inline meta: mount == tar -x" tree_equals_ref "$I/mnt"
+    step "inline meta: nydusd stops cleanly" stop_daemon "$I/mnt"
+  fi
+  write_config "$I/config2.json" "$I/blobs" "$I/cache2" true
+  if step "inline meta: merge as the converter does (meta digest/size/ToC in the blob table)" merge_inline &&
+     step "inline meta: nydusd mounts the merged bootstrap" \
+       start_daemon "$I/merged" "$I/config2.json" "$I/mnt2" "$I/api2.sock"; then
+    step "inline meta, merged: mount == tar -x" tree_equals_ref "$I/mnt2"
+    step "inline meta, merged: nydusd stops cleanly" stop_daemon "$I/mnt2"
+  fi
+fi
+
 # ---- bad input -------------------------------------------------------------------
 # A blob table claiming a layer shorter than the checkpoints reach.
 B=$WORK/bad-size
