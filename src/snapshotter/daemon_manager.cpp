@@ -392,21 +392,20 @@ SResult<DaemonInstance> DaemonManager::ensure_shared_daemon() {
   d.apisock = s_.root + "/socket/" + d.id + "/api.sock";
   d.config_path = s_.root + "/config/" + d.id + "/config.json";
   std::string log_dir = s_.root + "/logs/" + d.id;
+  // A previous shared daemon not taken over (not RUNNING, no mount): it goes,
+  // with its images' configs; then its directories are made anew.
+  if (pid_t old = find_daemon_pid(d.apisock); old > 0) {
+    DaemonInstance o = d;
+    o.pid = old;
+    terminate(o);
+  }
+  if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);
   std::error_code ec;
   for (const auto& dir : {d.mountpoint, fs::path(d.apisock).parent_path().string(),
                           fs::path(d.config_path).parent_path().string(), log_dir, s_.root + "/cache"}) {
     fs::create_directories(dir, ec);
     if (ec) return snap_error(Code::kInternal, "mkdir {}: {}", dir, ec.message());
   }
-  // A previous shared daemon (dead or orphaned): its images are gone with it.
-  if (pid_t old = find_daemon_pid(d.apisock); old > 0) {
-    DaemonInstance o = d;
-    o.pid = old;
-    terminate(o);
-    fs::create_directories(fs::path(d.apisock).parent_path(), ec);
-    fs::create_directories(fs::path(d.config_path).parent_path(), ec);
-  }
-  if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);
   fs::remove(d.apisock, ec);
   // As upstream's initSharedDaemon: no --config/--bootstrap, images come by the mount API.
   d.args = {"fuse",      "--thread-num", std::to_string(s_.thread_num), "--mountpoint", d.mountpoint,

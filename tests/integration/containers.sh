@@ -30,6 +30,15 @@
 #     --sync` of one, no <root>/cache file named after its manifest's blob
 #     digests is left while the other's stay (and serve it with the registry
 #     stopped); after the second's removal the cache dir is empty.
+#   - --daemon-mode shared (config.toml `daemon_mode`) with `[daemon] fs_driver =
+#     "auto"`, a second snapshotter instance (own root, [proxy_plugins.nydus-shared]):
+#     one nydusd with upstream's shared command line (no --bootstrap) started with
+#     it; both Nydus images run concurrently, each rootfs' lowerdir is its
+#     <root>/mnt/<id> in the one FUSE mount (the kernel's mountinfo is the oracle),
+#     both read the right bytes; a kill -9 + restart re-attaches to the same
+#     nydusd and its two images; `ctr image rm` of one unmounts it (gone from the
+#     FUSE root) while the other keeps reading; after both, the shared daemon
+#     still runs with nothing mounted, and stopping it leaves no mount.
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
@@ -57,6 +66,9 @@ SNAP_SOCK=$WORK/snapshotter.sock
 CD=$WORK/containerd
 CD_SOCK=$CD/containerd.sock
 SNAP_PID='' CD_PID='' REGISTRY_PID=''
+SROOT=$WORK/shared-root  # the shared-mode instance's root (not below $ROOT)
+SSOCK=$WORK/shared.sock
+SSNAP_PID=''
 
 ctr_() { ctr --address "$CD_SOCK" "$@"; }
 # Processes this test started, by pid: nydusd daemons under our root, shims of our containerd.
@@ -84,7 +96,8 @@ cleanup() {
   for p in $(our_pids containerd-shim "$CD_SOCK"); do stop_pid "$p"; done
   stop_pid "$CD_PID"
   stop_pid "$SNAP_PID"
-  for p in $(our_pids nydusd "$ROOT/"); do stop_pid "$p"; done
+  stop_pid "$SSNAP_PID"
+  for p in $(our_pids nydusd "$ROOT/") $(our_pids nydusd "$SROOT/"); do stop_pid "$p"; done
   stop_pid "$REGISTRY_PID"
   umount_below "$WORK"
   [ "${KEEP_WORK:-0}" = 1 ] && { echo "kept $WORK"; return; }
@@ -176,6 +189,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [proxy_plugins.nydus]
   type = "snapshot"
   address = "$SNAP_SOCK"
+[proxy_plugins.nydus-shared]
+  type = "snapshot"
+  address = "$SSOCK"
 TOML
 start_containerd() {
   containerd --config "$CD/config.toml" >"$LOG_DIR/containerd.log" 2>&1 &
@@ -577,5 +593,118 @@ check_all_gone() {
 step "no nydusd, mount, snapshot, cache file or directory left" check_all_gone
 step "the snapshotter still serves (List)" ctr_ snapshots --snapshotter nydus ls
 step "the snapshotter logged no internal error" sh -c "! cat '$LOG_DIR'/snapshotter*.log | grep -E ' (error|critical) '"
+
+# ---- --daemon-mode shared + --fs-driver auto: a second instance, its own root ------------
+printf 'daemon_mode = "shared"\n[daemon]\nfs_driver = "auto"\n' >"$WORK/shared.toml"
+start_shared_snapshotter() {
+  "$SNAPSHOTTER" --root "$SROOT" --address "$SSOCK" --nydusd "$NYDUSD" --config "$WORK/shared.toml" \
+    --nydusd-config "$WORK/nydusd-config.json" --log-level debug >>"$LOG_DIR/shared.log" 2>&1 &
+  SSNAP_PID=$!
+  local _
+  for _ in $(seq 100); do [ -S "$SSOCK" ] && break; sleep 0.1; done
+  [ -S "$SSOCK" ] || { cat "$LOG_DIR/shared.log"; return 1; }
+  # containerd redials a proxy it found absent with gRPC's backoff (up to 3 s):
+  # until then calls fail at once. (List is answered from containerd's own
+  # metadata: a Prepare is what reaches us.)
+  for _ in $(seq 60); do
+    sctr snapshots prepare probe-$$ >/dev/null 2>&1 && { sctr snapshots rm probe-$$; return; }
+    sleep 0.5
+  done
+  echo "containerd does not reach $SSOCK"; return 1
+}
+sctr() { ctr_ "$1" --snapshotter nydus-shared "${@:2}"; }
+step "containerd-nydus-grpc (config.toml daemon_mode = shared, fs_driver = auto) starts" start_shared_snapshotter
+check_auto_logged() {
+  grep -E 'fs driver fusedev \(auto: fanotify pre-content .*; fscache on-demand .*; using fusedev\)' "$LOG_DIR/shared.log" &&
+    grep -q 'fs-driver auto -> fusedev, daemon-mode shared' "$LOG_DIR/shared.log"
+}
+step "--fs-driver auto: the choice (fusedev) and why are logged" check_auto_logged
+SHARED_PID=''
+check_shared_daemon() {  # one nydusd, upstream's shared fusedev command line, its FUSE mount at <root>/mnt
+  local pids args
+  pids=$(our_pids nydusd "$SROOT/")
+  echo "nydusd pids: $pids"
+  [ "$(echo "$pids" | wc -w)" -eq 1 ] || return 1
+  args=$(tr '\0' ' ' <"/proc/$pids/cmdline")
+  echo "cmdline: $args"
+  echo "$args" | grep -Eq "^$NYDUSD fuse --thread-num [0-9]+ --mountpoint $SROOT/mnt --apisock $SROOT/socket/shared_daemon/api.sock --log-level [a-z]+ --log-rotation-size 100( --log-file [^ ]+)? --failover-policy resend $" || return 1
+  awk -v d="$SROOT/mnt" '$5 == d' /proc/self/mountinfo | grep -q ' - fuse' || { echo "no FUSE mount at $SROOT/mnt"; return 1; }
+  SHARED_PID=$pids
+}
+step "the shared nydusd runs from the start, with upstream's shared command line, mounted at <root>/mnt" check_shared_daemon
+step "ctr-remote rpull both Nydus images --snapshotter nydus-shared" sh -c "
+  ctr-remote --address '$CD_SOCK' image rpull --plain-http --snapshotter nydus-shared '$NYDUS_REF' &&
+  ctr-remote --address '$CD_SOCK' image rpull --plain-http --snapshotter nydus-shared '$R/test/nydus-other:v1'"
+step "two containers on the two images, concurrently" sh -c "
+  ctr --address '$CD_SOCK' run -d --snapshotter nydus-shared '$NYDUS_REF' sh1 /bin/sh -c 'sleep 300' &&
+  ctr --address '$CD_SOCK' run -d --snapshotter nydus-shared '$R/test/nydus-other:v1' sh2 /bin/sh -c 'sleep 300'"
+reads_right() {  # which containers must read right: sh1 and/or sh2
+  local c out
+  for c in "$@"; do
+    case $c in
+      sh1) out=$(ctr_ task exec --exec-id "r$RANDOM" sh1 /bin/sh -c "$CMD")
+           [ "$out" = "$EXPECTED" ] || { printf 'sh1 got:\n%s\nwant:\n%s\n' "$out" "$EXPECTED"; return 1; } ;;
+      sh2) out=$(ctr_ task exec --exec-id "r$RANDOM" sh2 /bin/sh -c 'sha256sum /data/other.bin')
+           [ "${out%% *}" = "$OTHER_SUM" ] || { echo "sh2 got '$out', want $OTHER_SUM"; return 1; } ;;
+    esac
+    echo "$c reads the right bytes"
+  done
+}
+lower_of() { awk -v d="$CD/state/io.containerd.runtime.v2.task/default/$1/rootfs" '$5 == d {print $NF}' /proc/self/mountinfo |
+  tr ',' '\n' | sed -n 's/^lowerdir=//p'; }
+check_two_in_one() {
+  local l1 l2
+  reads_right sh1 sh2 || return 1
+  [ "$(our_pids nydusd "$SROOT/")" = "$SHARED_PID" ] || { echo "nydusd: $(our_pids nydusd "$SROOT/") want $SHARED_PID"; return 1; }
+  l1=$(lower_of sh1) l2=$(lower_of sh2)
+  echo "lowerdirs: $l1 | $l2; FUSE root lists: $(ls "$SROOT/mnt" | tr '\n' ' ')"
+  [[ $l1 =~ ^$SROOT/mnt/[0-9]+$ ]] && [[ $l2 =~ ^$SROOT/mnt/[0-9]+$ ]] && [ "$l1" != "$l2" ] || return 1
+  [ "$(ls "$SROOT/mnt" | sort | tr '\n' ' ')" = "$(printf '%s\n' "${l1##*/}" "${l2##*/}" | sort | tr '\n' ' ')" ] || return 1
+  # One FUSE connection below the root: the images are not mounts of their own.
+  [ "$(awk -v d="$SROOT/" 'index($5, d) == 1' /proc/self/mountinfo | grep -c ' - fuse')" -eq 1 ]
+}
+step "both read the right bytes through one nydusd; lowerdirs <root>/mnt/<id> in its one FUSE mount" check_two_in_one
+restart_shared() {
+  kill -KILL "$SSNAP_PID" && wait "$SSNAP_PID" 2>/dev/null
+  SSNAP_PID=''
+  reads_right sh1 sh2 || return 1
+  start_shared_snapshotter || return 1
+  [ "$(grep -c 're-attached to the running nydusd of snapshot .* (shared daemon)' "$LOG_DIR/shared.log")" -eq 2 ] || return 1
+  [ "$(our_pids nydusd "$SROOT/")" = "$SHARED_PID" ] || { echo "nydusd changed"; return 1; }
+  reads_right sh1 sh2
+}
+step "kill -9 + restart of the shared-mode snapshotter: re-attached to the same nydusd and both images" restart_shared
+remove_first() {
+  local _ left
+  ctr_ task kill -s KILL sh1 && sleep 0.5
+  ctr_ task rm -f sh1 >/dev/null 2>&1
+  ctr_ containers rm sh1 && ctr_ image rm --sync "$NYDUS_REF" || return 1
+  for _ in $(seq 50); do [ "$(ls "$SROOT/mnt" | wc -l)" -eq 1 ] && break; sleep 0.2; done
+  left=$(ls "$SROOT/mnt")
+  echo "FUSE root lists: $left (sh2's lowerdir: $(lower_of sh2))"
+  [ "$SROOT/mnt/$left" = "$(lower_of sh2)" ] || return 1
+  [ "$(our_pids nydusd "$SROOT/")" = "$SHARED_PID" ] || return 1
+  reads_right sh2
+}
+step "ctr image rm of the first: unmounted from the shared nydusd, the second keeps reading" remove_first
+remove_second() {
+  local _
+  ctr_ task kill -s KILL sh2 && sleep 0.5
+  ctr_ task rm -f sh2 >/dev/null 2>&1
+  ctr_ containers rm sh2 && ctr_ image rm --sync "$R/test/nydus-other:v1" || return 1
+  for _ in $(seq 50); do [ -z "$(ls "$SROOT/mnt")" ] && [ -z "$(sctr snapshots ls | tail -n +2)" ] && break; sleep 0.2; done
+  echo "FUSE root: '$(ls "$SROOT/mnt")', snapshots: '$(sctr snapshots ls | tail -n +2)', cache: '$(ls "$SROOT/cache")'"
+  [ -z "$(ls "$SROOT/mnt")" ] && [ -z "$(sctr snapshots ls | tail -n +2)" ] && [ -z "$(ls "$SROOT/cache")" ] || return 1
+  [ "$(our_pids nydusd "$SROOT/")" = "$SHARED_PID" ]  # as upstream: the shared daemon stays
+}
+step "ctr image rm of the second: nothing mounted, no snapshot or cache file; the shared nydusd stays" remove_second
+stop_shared() {
+  stop_pid "$SSNAP_PID"; SSNAP_PID=''
+  stop_pid "$SHARED_PID"
+  echo "nydusd: '$(our_pids nydusd "$SROOT/")'; mounts: $(awk -v d="$SROOT/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo)"
+  [ -z "$(our_pids nydusd "$SROOT/")" ] && [ -z "$(awk -v d="$SROOT/" 'index($5, d) == 1' /proc/self/mountinfo)" ]
+}
+step "stopping the snapshotter and the shared nydusd leaves no process or mount" stop_shared
+step "the shared-mode snapshotter logged no internal error" sh -c "! grep -E ' (error|critical) ' '$LOG_DIR/shared.log'"
 
 summary
