@@ -63,7 +63,7 @@ while True:
             f.write(json.dumps({"method": method, "target": target, "body": body.decode()}) + "\n")
         rel = q["mountpoint"][0]
         if method == "POST":
-            os.mkdir(mnt + rel)
+            os.makedirs(mnt + rel, exist_ok=True)  # a dead predecessor's (not FUSE here) may be left
         elif method == "DELETE":
             os.rmdir(mnt + rel)
         status, out = b"204 No Content", b""
@@ -197,4 +197,28 @@ TEST_F(SharedDaemonTest, OneDaemonServesEveryImageThroughTheMountApi) {
   EXPECT_TRUE(sn_->daemons().running().empty());
   EXPECT_EQ(::kill(sd.pid, 0), 0) << "the shared daemon outlives its images (as upstream)";
   EXPECT_EQ(sn_->daemons().shared_daemon().pid, sd.pid);
+}
+
+// The shared daemon dies: the next Prepare of an image starts a new one (the
+// same command line) and mounts the image into it again.
+TEST_F(SharedDaemonTest, ADeadSharedDaemonIsStartedAgainByTheNextPrepare) {
+  std::string id1 = make_image("1", "localhost:5000/ns/one:nydus");
+  ASSERT_TRUE(sn_->prepare("c1", "sha256:m1", {}));
+  pid_t first = sn_->daemons().shared_daemon().pid;
+  ASSERT_GT(first, 0);
+  ::kill(first, SIGKILL);
+  ::waitpid(first, nullptr, 0);
+  auto c2 = sn_->prepare("c2", "sha256:m1", {});
+  ASSERT_TRUE(c2) << c2.error().message;
+  EXPECT_EQ((*c2)[0].options.back(), "lowerdir=" + sn_->root() + "/mnt/" + id1);
+  pid_t second = sn_->daemons().shared_daemon().pid;
+  EXPECT_GT(second, 0);
+  EXPECT_NE(second, first);
+  EXPECT_EQ(::kill(second, 0), 0);
+  auto log = records(dir_ / "log.jsonl");
+  std::vector<std::string> kinds;
+  for (const auto& r : log) kinds.push_back(r.contains("argv") ? "start" : r["method"].get<std::string>());
+  EXPECT_EQ(kinds, (std::vector<std::string>{"start", "POST", "start", "POST"}));
+  EXPECT_EQ(log[0]["argv"], log[2]["argv"]);
+  EXPECT_EQ(log[3]["target"], "/api/v1/mount?mountpoint=%2F" + id1);
 }
