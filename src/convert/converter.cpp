@@ -8,6 +8,7 @@
 #include <chrono>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "builder/create_image.h"
@@ -15,6 +16,8 @@
 #include "convert/blob_backend.h"
 #include "convert/bootstrap_layer.h"
 #include "convert/chunk_dict.h"
+#include "convert/mapped_file.h"
+#include "format/digest.h"
 
 namespace nydus::convert {
 
@@ -99,7 +102,7 @@ Result<std::vector<Source>> resolve_sources(ImageStore& src, const std::string& 
 Status convert_layer(const fs::path& tar, const fs::path& dir, const std::string& name, const ConvertOptions& o,
                      const fs::path& chunk_dict, unsigned threads, LayerResult& out) {
   builder::CreateOptions c;
-  c.source_type = builder::SourceType::kTar;
+  c.source_type = o.oci_ref ? builder::SourceType::kTargzRef : builder::SourceType::kTar;
   c.source = tar;
   c.bootstrap = dir / (name + ".boot");
   c.blob_file = dir / (name + ".blob");
@@ -115,8 +118,9 @@ Status convert_layer(const fs::path& tar, const fs::path& dir, const std::string
   c.chunk_dict = chunk_dict;
   auto rep = builder::create_image(c);
   std::error_code ec;
-  // The downloaded tar is not needed any more (a layout's own file stays).
-  if (tar.parent_path() == dir) fs::remove(tar, ec);
+  // The downloaded tar is not needed any more (a layout's own file stays;
+  // an --oci-ref layer may have to be pushed to the target as it is).
+  if (tar.parent_path() == dir && !o.oci_ref) fs::remove(tar, ec);
   if (!rep) return std::unexpected(std::move(rep).error().context(fmt::format("converting layer {}", out.source_digest)));
   out.bootstrap = c.bootstrap;
   out.implicit_dirs = std::move(rep->implicit_dirs);
@@ -124,8 +128,16 @@ Status convert_layer(const fs::path& tar, const fs::path& dir, const std::string
     fs::remove(c.blob_file, ec);
     return ok();
   }
-  out.blob_digest = "sha256:" + rep->blobs[0].blob_id;
-  const fs::path blob = o.work_dir / "layers" / "blobs" / rep->blobs[0].blob_id;
+  // A ref layer's Nydus blob is its meta blob, named by its own digest (the
+  // blob table's id is the gzip layer's).
+  std::string id = rep->blobs[0].blob_id;
+  if (o.oci_ref) {
+    NYDUS_ASSIGN_OR_RETURN(MappedFile m, MappedFile::open_read(c.blob_file));
+    id = format::to_hex(format::sha256(m.bytes()));
+    out.toc_digest = format::to_hex(rep->blobs[0].toc_digest);
+  }
+  out.blob_digest = "sha256:" + id;
+  const fs::path blob = o.work_dir / "layers" / "blobs" / id;
   fs::create_directories(blob.parent_path(), ec);
   fs::rename(c.blob_file, blob, ec);
   if (ec) return sys_error(fmt::format("rename {} to {}", c.blob_file.string(), blob.string()), ec.value());
@@ -209,6 +221,11 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
   if (auto p = parse_platforms(o.platform); !p) return std::unexpected(std::move(p).error());
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageStore> src, open_store(sref, o.source_store));
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageStore> dst, open_store(tref, o.target_store));
+  if (o.oci_ref && !o.chunk_dict.empty())
+    return make_error(Errc::kUnsupported, "--oci-ref with --chunk-dict is not supported");
+  if (o.oci_ref && !o.backend_type.empty())
+    return make_error(Errc::kUnsupported,
+                      "--oci-ref with --backend-type is not supported (the data stays in the source layers)");
   std::unique_ptr<BlobBackend> blob_backend;
   if (!o.backend_type.empty()) {
     NYDUS_ASSIGN_OR_RETURN(blob_backend, open_blob_backend(o.backend_type, o.backend_config, o.backend_force_push));
@@ -292,6 +309,16 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
     for (const auto& l : pr.layers) {
       m.layers.push_back(l.bootstrap);
       m.implicit_dirs.push_back(l.implicit_dirs);
+      if (o.oci_ref) {
+        // As the snapshotter's Merge: each ref layer's meta blob digest, size
+        // and ToC digest go into the merged blob table (meta fields).
+        // A layer without file data has no blob of its own, so merge never
+        // reads its entry: zeros keep the lists one entry per layer.
+        const std::string zeros(64, '0');
+        m.blob_digests.push_back(l.blob_digest.empty() ? zeros : l.blob_digest.substr(7));
+        m.blob_sizes.push_back(l.blob_size);
+        m.blob_toc_digests.push_back(l.toc_digest.empty() ? zeros : l.toc_digest);
+      }
     }
     const fs::path pdir = o.work_dir / fmt::format("platform-{:02}", s);
     fs::create_directories(pdir, ec);
@@ -312,7 +339,27 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
     // dictionary's blobs the image uses (the snapshotter converter's
     // mergeManifestBlobDigests order).
     std::vector<Descriptor> dict_layers;
+    if (o.oci_ref) {
+      // The snapshotter's MergeLayers lists the ref blobs in layer order
+      // (not the merged table's), each annotated with its source layer.
+      for (const auto& bi : merged.blobs)
+        if (std::none_of(pr.layers.begin(), pr.layers.end(),
+                         [&](const LayerResult& r) { return r.source_digest == "sha256:" + bi.blob_id; }))
+          return errorf(Errc::kInternal, "merged bootstrap names blob {} that is no source layer", bi.blob_id);
+      std::set<std::string> listed;
+      for (const auto& r : pr.layers) {
+        if (r.blob_digest.empty() || !listed.insert(r.blob_digest).second) continue;
+        Descriptor d;
+        d.media_type = std::string(media::kNydusBlob);
+        d.digest = r.blob_digest;
+        d.size = r.blob_size;
+        d.annotations[std::string(annotation::kNydusBlob)] = "true";
+        d.annotations[std::string(annotation::kNydusRef)] = r.source_digest;
+        b.blobs.push_back(d);
+      }
+    }
     for (const auto& bi : merged.blobs) {
+      if (o.oci_ref) break;
       const std::string digest = "sha256:" + bi.blob_id;
       Descriptor d;
       d.media_type = std::string(media::kNydusBlob);
@@ -413,6 +460,16 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
         NYDUS_ASSIGN_OR_RETURN(file, dict->store->blob_file(dict->blobs.at(blob.digest), layer_dir));
       }
       NYDUS_TRY(retry([&] { return dst->push_blob(blob.digest, file); }));
+    }
+    if (o.oci_ref) {
+      // nydusd reads the data from the source layers by digest in the
+      // target repository: make sure they are there (HEAD first, so
+      // nothing is uploaded when the target has them, as in the same repo).
+      for (const auto& l : sources[s].manifest.layers) {
+        note(-1, n, "push", "source layer " + l.digest.substr(0, 19));
+        NYDUS_ASSIGN_OR_RETURN(fs::path f, src->blob_file(l, layer_dir));
+        NYDUS_TRY(retry([&] { return dst->push_blob(l.digest, f); }));
+      }
     }
     note(-1, n, "push", "bootstrap");
     NYDUS_TRY(retry([&] { return dst->push_blob(b.boot.digest, b.boot.file); }));

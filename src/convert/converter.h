@@ -38,6 +38,12 @@ struct ConvertOptions {
   bool all_platforms = false;
   bool merge_platform = false;  // an index with the source and the Nydus manifests
   bool oci = false;             // Docker media types become OCI ones
+  // --oci-ref: zran images (nydus-snapshotter's packRef): each gzip layer
+  // stays the data, referenced in place; its Nydus blob is the small meta
+  // blob (`create --type targz-ref --blob-inline-meta --features blob-toc`),
+  // annotated with the source layer's digest. The target repository must
+  // hold the source layers (pushed when absent; a no-op in the same repo).
+  bool oci_ref = false;
   format::Compressor compressor = format::Compressor::kZstd;
   uint32_t chunk_size = format::kDefaultChunkSize;
   unsigned jobs = 2;  // layers converted at once
@@ -64,6 +70,7 @@ struct LayerResult {
   uint64_t source_size = 0;
   std::string blob_digest;  // empty: a layer with no file data (no blob)
   uint64_t blob_size = 0;
+  std::string toc_digest;   // --oci-ref: hex sha256 of the meta blob's ToC (for merge)
   std::filesystem::path bootstrap;
   std::vector<std::string> implicit_dirs;  // see builder::CreateReport
 };

@@ -39,6 +39,9 @@ inline constexpr std::string_view kNydusArtifact = "application/vnd.nydus.image.
 namespace annotation {
 inline constexpr std::string_view kNydusBlob = "containerd.io/snapshot/nydus-blob";
 inline constexpr std::string_view kNydusBootstrap = "containerd.io/snapshot/nydus-bootstrap";
+// On an --oci-ref (zran) blob layer: the digest of the source gzip layer it
+// references (nydus-snapshotter pkg/label NydusRefLayer).
+inline constexpr std::string_view kNydusRef = "containerd.io/snapshot/nydus-ref";
 inline constexpr std::string_view kNydusFsVersion = "containerd.io/snapshot/nydus-fs-version";
 inline constexpr std::string_view kUncompressed = "containerd.io/uncompressed";
 inline constexpr std::string_view kRefName = "org.opencontainers.image.ref.name";

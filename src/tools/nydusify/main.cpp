@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
                  "push an OCI index with both the source and the Nydus manifests")->envname("MERGE_PLATFORM");
   conv->add_flag("--all-platforms", o.all_platforms, "convert every platform of an index");
   conv->add_option("--platform", o.platform, "platforms to convert, e.g. linux/amd64,linux/arm64")->capture_default_str();
-  conv->add_flag("--oci-ref", oci_ref, "(not supported) zran image")->envname("OCI_REF");
+  conv->add_flag("--oci-ref", oci_ref, "convert to an OCI-referenced (zran) image: the gzip layers stay the data")->envname("OCI_REF");
   conv->add_flag("--with-referrer", with_referrer, "(not supported) subject of the source manifest")
       ->envname("WITH_REFERRER");
   conv->add_flag("--oci", o.oci, "Docker media types become OCI media types")->envname("OCI");
@@ -330,7 +330,6 @@ int main(int argc, char** argv) {
   if (!build_cache.empty() || !build_cache_tag.empty())
     return unsupported(!build_cache.empty() ? "--build-cache" : "--build-cache-tag",
                        "layers already in the target are not pushed again anyway");
-  if (oci_ref) return unsupported("--oci-ref", "zran (OCI-referenced) images");
   if (with_referrer) return unsupported("--with-referrer", "referrer (subject) manifests");
   if (reverse) return unsupported("--reverse", "Nydus to OCI conversion");
   if (fs_align_chunk || backend_aligned_chunk)
@@ -338,6 +337,12 @@ int main(int argc, char** argv) {
   if (docker_v2_format) {
     std::fprintf(stderr, "nydusify: the option `--docker-v2-format` has been deprecated, use `--oci` instead\n");
     o.oci = false;
+  }
+  if (oci_ref) {
+    // As upstream: a zran image is always OCI.
+    std::fprintf(stderr, "nydusify: forcibly enabled `--oci` option when `--oci-ref` be enabled\n");
+    o.oci = true;
+    o.oci_ref = true;
   }
   auto bs = size_arg("batch-size", batch_size);
   if (!bs) return fail(bs.error().message);
