@@ -80,6 +80,13 @@ std::string Metrics::render(const Gauges& g) const {
   header(out, "snapshotter_nydus_layers_skipped_total", "counter",
          "Nydus data layers answered AlreadyExists (never downloaded by containerd).");
   out += fmt::format("snapshotter_nydus_layers_skipped_total {}\n", nydus_layers_skipped.load());
+  if (!config.fs_driver.empty()) {
+    header(out, "snapshotter_config_info", "gauge",
+           "The filesystem driver in use (what --fs-driver resolved to) and the daemon mode.");
+    out += fmt::format("snapshotter_config_info{{fs_driver=\"{}\",requested_fs_driver=\"{}\",daemon_mode=\"{}\"}} 1\n",
+                       label_value(config.fs_driver), label_value(config.requested_fs_driver),
+                       label_value(config.daemon_mode));
+  }
   return out;
 }
 

@@ -11,6 +11,8 @@
 //   snapshotter_snapshots{kind}                  gauge, snapshots by kind (active, view, committed)
 //   snapshotter_nydus_layers_skipped_total       counter, Nydus data layers answered
 //                                                AlreadyExists (never downloaded)
+//   snapshotter_config_info{fs_driver,requested_fs_driver,daemon_mode}  gauge, always 1:
+//                                                the driver --fs-driver (e.g. auto) resolved to
 #pragma once
 
 #include <array>
@@ -32,6 +34,11 @@ class Metrics {
   std::atomic<uint64_t> blob_deletion_errors{0};
   std::atomic<uint64_t> blobs_in_use{0};
   std::atomic<uint64_t> nydus_layers_skipped{0};
+  // Set once before the metrics server starts.
+  struct Config {
+    std::string fs_driver, requested_fs_driver, daemon_mode;
+  };
+  Config config;
 
   // What a scrape reads from the snapshotter at that moment.
   struct Gauges {

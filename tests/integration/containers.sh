@@ -595,7 +595,8 @@ step "the snapshotter still serves (List)" ctr_ snapshots --snapshotter nydus ls
 step "the snapshotter logged no internal error" sh -c "! cat '$LOG_DIR'/snapshotter*.log | grep -E ' (error|critical) '"
 
 # ---- --daemon-mode shared + --fs-driver auto: a second instance, its own root ------------
-printf 'daemon_mode = "shared"\n[daemon]\nfs_driver = "auto"\n' >"$WORK/shared.toml"
+SMETRICS_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'daemon_mode = "shared"\n[daemon]\nfs_driver = "auto"\n[metrics]\naddress = "127.0.0.1:%s"\n' "$SMETRICS_PORT" >"$WORK/shared.toml"
 start_shared_snapshotter() {
   "$SNAPSHOTTER" --root "$SROOT" --address "$SSOCK" --nydusd "$NYDUSD" --config "$WORK/shared.toml" \
     --nydusd-config "$WORK/nydusd-config.json" --log-level debug >>"$LOG_DIR/shared.log" 2>&1 &
@@ -664,6 +665,16 @@ check_two_in_one() {
   [ "$(awk -v d="$SROOT/" 'index($5, d) == 1' /proc/self/mountinfo | grep -c ' - fuse')" -eq 1 ]
 }
 step "both read the right bytes through one nydusd; lowerdirs <root>/mnt/<id> in its one FUSE mount" check_two_in_one
+check_shared_metrics() {  # the resolved driver, and the one nydusd counted once for its two images
+  local version
+  METRICS_PORT=$SMETRICS_PORT metrics >"$WORK/metrics.txt" || return 1
+  grep -E '^(nydusd_counts|snapshotter_config_info)' "$WORK/metrics.txt"
+  version=$("$NYDUSD" --version | awk '/Version:/ {print $NF; exit}')
+  [ "$(metric "snapshotter_config_info{daemon_mode=shared,fs_driver=fusedev,requested_fs_driver=auto}")" = 1.0 ] &&
+    [ "$(metric "nydusd_counts{version=$version}")" = "$(our_pids nydusd "$SROOT/" | wc -l).0" ] &&
+    [ "$(grep -c '^nydusd_counts' "$WORK/metrics.txt")" -eq 1 ]
+}
+step "metrics: snapshotter_config_info names the driver auto resolved to; nydusd_counts = 1 for two images" check_shared_metrics
 restart_shared() {
   kill -KILL "$SSNAP_PID" && wait "$SSNAP_PID" 2>/dev/null
   SSNAP_PID=''

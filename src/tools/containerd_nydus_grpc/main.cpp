@@ -147,6 +147,7 @@ int main(int argc, char** argv) {
   if (daemon_mode == "shared")
     spdlog::info("shared nydusd pid {} on {}", (*sn)->daemons().shared_daemon().pid, root + "/mnt");
   Snapshotter& snap = **sn;
+  snap.metrics().config = {driver->driver, fs_driver, daemon_mode};
   MetricsServer metrics([&snap] { return snap.metrics().render(snap.metric_gauges()); });
   if (!metrics_address.empty()) {
     if (auto st = metrics.start(metrics_address); !st) {
