@@ -300,6 +300,41 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
   for (auto& n : spec.nodes)
     if (n.hardlink_of >= 0) n.chunks = spec.nodes[size_t(n.hardlink_of)].chunks;
 
+  // The bootstrap section of an inline-meta blob: zstd with blob-toc, raw
+  // without (upstream's dump_bootstrap), with the blob table as spec has it.
+  auto append_bootstrap = [&](MetaSections& sec, std::vector<uint8_t>& meta_blob) -> Status {
+    NYDUS_ASSIGN_OR_RETURN(auto inl, format::write_bootstrap(spec));
+    std::vector<uint8_t> packed;
+    std::span<const uint8_t> stored = inl.bytes;
+    uint32_t flags = format::toc_flags::kNone;
+    if (o.blob_toc) {
+      NYDUS_ASSIGN_OR_RETURN(bool shrank, format::compress(format::Compressor::kZstd, inl.bytes, packed));
+      if (shrank) {
+        stored = packed;
+        flags = format::toc_flags::kZstd;
+      }
+    }
+    const uint64_t off = meta_blob.size();
+    sec.append(stored);
+    sec.close_section(format::kTarNameBootstrap, flags, format::sha256(inl.bytes), off, stored.size(),
+                      inl.bytes.size());
+    return ok();
+  };
+  // --blob FILE, or -D DIR/<sha256 of the meta blob>.
+  auto write_meta_blob = [&](const std::vector<uint8_t>& meta_blob, const Digest& digest) -> Status {
+    if (o.blob_file.empty() && o.blob_dir.empty()) return ok();
+    fs::path out = o.blob_file;
+    if (out.empty()) {
+      std::error_code ec;
+      fs::create_directories(o.blob_dir, ec);
+      if (ec) return errorf(Errc::kIo, "create {}: {}", o.blob_dir.string(), ec.message());
+      out = o.blob_dir / format::to_hex(digest);
+    }
+    NYDUS_TRY(write_file_atomic(out, meta_blob));
+    rep.blob_path = out;
+    return ok();
+  };
+
   if (!pieces.empty()) {
     format::BlobInfo info;
     info.blob_id = format::to_hex(layer_hash.finish());
@@ -369,21 +404,7 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
       info.blob_meta_digest = Digest{};
       info.blob_meta_size = 0;
       spec.blobs = {info};
-      NYDUS_ASSIGN_OR_RETURN(auto inl, format::write_bootstrap(spec));
-      std::vector<uint8_t> packed;
-      std::span<const uint8_t> stored = inl.bytes;
-      uint32_t flags = format::toc_flags::kNone;
-      if (o.blob_toc) {
-        NYDUS_ASSIGN_OR_RETURN(bool shrank, format::compress(format::Compressor::kZstd, inl.bytes, packed));
-        if (shrank) {
-          stored = packed;
-          flags = format::toc_flags::kZstd;
-        }
-      }
-      const uint64_t off = meta_blob.size();
-      sec.append(stored);
-      sec.close_section(format::kTarNameBootstrap, flags, format::sha256(inl.bytes), off, stored.size(),
-                        inl.bytes.size());
+      NYDUS_TRY(append_bootstrap(sec, meta_blob));
     }
     // The bootstrap (-B) is the one inside: written before the ToC existed.
     const format::BlobInfo boot_info = info;
@@ -394,17 +415,7 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
       info.blob_meta_size = meta_blob.size();
     }
 
-    if (!o.blob_file.empty() || !o.blob_dir.empty()) {
-      fs::path out = o.blob_file;
-      if (out.empty()) {
-        std::error_code ec;
-        fs::create_directories(o.blob_dir, ec);
-        if (ec) return errorf(Errc::kIo, "create {}: {}", o.blob_dir.string(), ec.message());
-        out = o.blob_dir / format::to_hex(meta_digest);
-      }
-      NYDUS_TRY(write_file_atomic(out, meta_blob));
-      rep.blob_path = out;
-    }
+    NYDUS_TRY(write_meta_blob(meta_blob, meta_digest));
     if (!o.blob_cache_dir.empty()) {
       // Upstream's cache file: the uncompressed ci buffer padded to 4 KiB, then the header.
       std::error_code ec;
@@ -417,6 +428,15 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
     }
     spec.blobs = {o.blob_inline_meta ? boot_info : info};
     rep.blobs = {info};
+  } else if (o.blob_inline_meta) {
+    // No file data, so no blob meta and an empty blob table; the bootstrap
+    // still gets its meta blob (upstream's dump_bootstrap creates the blob
+    // for it), which the converter lists as the layer's Nydus blob.
+    std::vector<uint8_t> meta_blob;
+    MetaSections sec(meta_blob, true, o.blob_toc);
+    NYDUS_TRY(append_bootstrap(sec, meta_blob));
+    if (o.blob_toc) (void)sec.finish_toc();
+    NYDUS_TRY(write_meta_blob(meta_blob, format::sha256(meta_blob)));
   }
 
   NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));

@@ -124,17 +124,21 @@ Status convert_layer(const fs::path& tar, const fs::path& dir, const std::string
   if (!rep) return std::unexpected(std::move(rep).error().context(fmt::format("converting layer {}", out.source_digest)));
   out.bootstrap = c.bootstrap;
   out.implicit_dirs = std::move(rep->implicit_dirs);
-  if (rep->blobs.empty()) {
+  // An --oci-ref layer without file data still has its meta blob (holding
+  // the bootstrap), listed in the manifest as upstream does.
+  if (rep->blobs.empty() && !(o.oci_ref && !rep->blob_path.empty())) {
     fs::remove(c.blob_file, ec);
     return ok();
   }
   // A ref layer's Nydus blob is its meta blob, named by its own digest (the
   // blob table's id is the gzip layer's).
-  std::string id = rep->blobs[0].blob_id;
+  std::string id;
   if (o.oci_ref) {
     NYDUS_ASSIGN_OR_RETURN(MappedFile m, MappedFile::open_read(c.blob_file));
     id = format::to_hex(format::sha256(m.bytes()));
-    out.toc_digest = format::to_hex(rep->blobs[0].toc_digest);
+    if (!rep->blobs.empty()) out.toc_digest = format::to_hex(rep->blobs[0].toc_digest);
+  } else {
+    id = rep->blobs[0].blob_id;
   }
   out.blob_digest = "sha256:" + id;
   const fs::path blob = o.work_dir / "layers" / "blobs" / id;
