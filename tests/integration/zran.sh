@@ -240,6 +240,47 @@ if step "inline meta: create --blob-inline-meta --features blob-toc, layout, ToC
   fi
 fi
 
+# ---- bad input: inline-meta images ------------------------------------------------
+# A ToC whose image.boot entry lies (offset or size past the file): merge
+# reports it, no crash. A bootstrap under a 64-hex name that is not its meta
+# blob: nydusd refuses to mount, naming the missing object.
+lying_toc() { # FIELD_OFFSET VALUE
+  local id f rc
+  id=$(cat "$I/x/meta_id"); f=$WORK/lying/$id; mkdir -p "$WORK/lying"
+  rm -f "$WORK/lying/merged"
+  "$PY" - "$I/blobs/$id" "$f" "$1" "$2" <<'EOF' || return 1
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+size = int(b[-512 + 124:-512 + 136].rstrip(b"\0 ").decode(), 8)
+toc = len(b) - 512 - size
+hit = 0
+for i in range(size // 128):
+    if b[toc + i * 128 + 8:toc + i * 128 + 24].rstrip(b"\0") == b"image.boot":
+        struct.pack_into("<Q", b, toc + i * 128 + int(sys.argv[3]), int(sys.argv[4])); hit += 1
+assert hit == 1
+open(sys.argv[2], "wb").write(b)
+EOF
+  "$NYDUS_IMAGE" merge --bootstrap "$WORK/lying/merged" "$f" >"$WORK/lying/out" 2>&1; rc=$?
+  echo "merge exit status $rc"; cat "$WORK/lying/out"
+  [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ] && [ ! -e "$WORK/lying/merged" ]
+}
+wrong_name() {
+  local name=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef rc
+  mkdir -p "$WORK/wrong/mnt" "$WORK/wrong/cache"
+  cp "$I/boot" "$WORK/wrong/$name"
+  write_config "$WORK/wrong/config.json" "$I/blobs" "$WORK/wrong/cache" true
+  timeout 30 "$NYDUSD" --bootstrap "$WORK/wrong/$name" --config "$WORK/wrong/config.json" --mountpoint "$WORK/wrong/mnt" \
+    --apisock "$WORK/wrong/api.sock" >"$WORK/wrong/log" 2>&1; rc=$?
+  echo "nydusd exit status $rc"; tail -2 "$WORK/wrong/log"
+  [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -lt 128 ] && ! is_mounted "$WORK/wrong/mnt" &&
+    grep -q "$name" "$WORK/wrong/log"
+}
+if [ -s "$I/x/meta_id" ]; then
+  step "inline meta, bad ToC: image.boot offset past the end, merge refuses" lying_toc 56 $((1 << 62))
+  step "inline meta, bad ToC: image.boot size past the end, merge refuses" lying_toc 64 $((1 << 40))
+  step "inline meta: bootstrap under another 64-hex name, nydusd refuses to mount" wrong_name
+fi
+
 # ---- bad input -------------------------------------------------------------------
 # A blob table claiming a layer shorter than the checkpoints reach.
 B=$WORK/bad-size
