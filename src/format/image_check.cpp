@@ -114,7 +114,7 @@ CheckReport check_image(ImageReader& image, const CheckOptions& opts) {
         // whiteout in a merged image) has no digest in the chunk table: it is
         // still read and decompressed, but cannot be digest-checked.
         const bool known = r.digest != format::Digest{};
-        if (auto s = (*f)->read_chunk(r, buf, known); !s) {
+        if (auto s = image.read_chunk(b, r, buf, known); !s) {
           c.error(fmt::format("blob {} chunk {}: {}", boot.blobs()[b].blob_id, r.ci_index, s.error().message));
           if (c.full()) break;
           continue;

@@ -1,6 +1,15 @@
 #include "format/image_reader.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+
+#include "common/io.h"
+#include "format/compress.h"
+#include "format/digest.h"
+#include "format/gzip_random.h"
+#include "format/zran_meta.h"
 
 namespace nydus::format {
 
@@ -50,6 +59,29 @@ Result<const std::vector<ChunkRecord>*> ImageReader::blob_chunks(uint32_t index)
   if (index >= blobs.size()) return corrupt("blob index {} beyond the blob table", index);
   const BlobInfo& bi = blobs[index];
   std::vector<ChunkRecord> recs;
+  if (bi.features & blob_features::kZran) {
+    NYDUS_ASSIGN_OR_RETURN(const ZranMeta* zm, zran_meta(index));
+    recs.resize(zm->chunks.size());
+    for (size_t i = 0; i < recs.size(); i++) {
+      const auto& c = zm->chunks[i].ci;
+      auto& r = recs[i];
+      r.blob_index = index;
+      r.ci_index = uint32_t(i);
+      r.compressed_offset = c.compressed_offset;
+      r.compressed_size = c.compressed_size;
+      r.uncompressed_offset = c.uncompressed_offset;
+      r.uncompressed_size = c.uncompressed_size;
+      r.compressed = c.compressed;
+    }
+    if (!table_) {
+      NYDUS_ASSIGN_OR_RETURN(auto t, boot_->chunk_table());
+      table_ = std::move(t);
+    }
+    for (const auto& t : *table_)
+      if (t.blob_index == index && t.ci_index < recs.size()) recs[t.ci_index].digest = t.digest;
+    auto [it, _] = chunks_.emplace(index, std::move(recs));
+    return &it->second;
+  }
   // A blob file that ends before its meta is just the chunk data (the
   // converter's "image.blob" entry, handed to `unpack --blob`): then the
   // bootstrap's chunk table says where chunks are, as upstream reads it.
@@ -132,13 +164,84 @@ Status ImageReader::read_file(const InodeView& inode, bool verify,
     NYDUS_ASSIGN_OR_RETURN(ChunkRecord r, resolve(ref));
     if (r.uncompressed_size != want)
       return corrupt("inode {}: chunk at {} holds {} bytes, expected {}", inode.nid, off, r.uncompressed_size, want);
-    NYDUS_ASSIGN_OR_RETURN(const BlobFile* f, blob(ref.blob_index));
     buf.resize(want);
-    auto st = f->read_chunk(r, buf, verify);
+    Status st = read_chunk(ref.blob_index, r, buf, verify);
     if (!st) return std::unexpected(std::move(st).error().context(fmt::format("inode {} offset {}", inode.nid, off)));
     NYDUS_TRY(fn(off, buf));
     off += want;
   }
+  return ok();
+}
+
+}  // namespace nydus::format
+
+namespace nydus::format {
+
+Status ImageReader::read_chunk(uint32_t index, const ChunkRecord& r, std::span<uint8_t> out, bool verify) {
+  if (index >= boot_->blobs().size()) return corrupt("blob index {} beyond the blob table", index);
+  if (boot_->blobs()[index].features & blob_features::kZran) return read_zran_chunk(index, r, out, verify);
+  NYDUS_ASSIGN_OR_RETURN(const BlobFile* f, blob(index));
+  return f->read_chunk(r, out, verify);
+}
+
+Result<const ZranMeta*> ImageReader::zran_meta(uint32_t index) {
+  if (auto it = zran_.find(index); it != zran_.end()) return it->second.get();
+  const BlobInfo& bi = boot_->blobs().at(index);
+  if (loc_.blob_dir.empty())
+    return errorf(Errc::kInvalidArgument, "ZRAN blob {} needs a blob directory (its gzip layer and meta blob)",
+                  bi.blob_id);
+  if (bi.blob_meta_digest == Digest{})
+    return errorf(Errc::kInvalidArgument, "ZRAN blob {} names no meta blob (inlined: load the bootstrap from a file "
+                  "named by the meta blob's sha256)", bi.blob_id);
+  // Bounds before allocating: a ci entry, a context and a window per chunk at most.
+  if (bi.ci_compressed_size > bi.ci_uncompressed_size + 1024 ||
+      bi.ci_uncompressed_size > uint64_t(bi.chunk_count) * (sizeof(ChunkInfoV2) + sizeof(ZranInflateContextOnDisk) +
+                                                              kZranWindowSize))
+    return corrupt("ZRAN blob {}: ci sizes {}/{} for {} chunks", bi.blob_id, bi.ci_compressed_size,
+                   bi.ci_uncompressed_size, bi.chunk_count);
+  const auto path = loc_.blob_dir / to_hex(bi.blob_meta_digest);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return sys_error("opening ZRAN meta blob " + path.string());
+  std::vector<uint8_t> raw(bi.ci_compressed_size + kBlobMetaHeaderSize);
+  Status rs = read_full_at(fd, bi.ci_offset, raw, "reading ZRAN meta blob");
+  ::close(fd);
+  NYDUS_TRY(rs);
+  const auto h = load<BlobMetaHeader>(raw.data() + bi.ci_compressed_size);
+  if (h.magic != kBlobMetaMagic || h.magic2 != kBlobMetaMagic || h.ci_compressed_size != bi.ci_compressed_size ||
+      h.ci_uncompressed_size != bi.ci_uncompressed_size || h.ci_entries != bi.chunk_count)
+    return corrupt("ZRAN meta blob {}: header does not match the blob table", path.string());
+  std::vector<uint8_t> ci(bi.ci_uncompressed_size);
+  if (bi.ci_compressor == Compressor::kNone) {
+    if (bi.ci_compressed_size != bi.ci_uncompressed_size) return corrupt("ZRAN meta blob {}: raw ci sizes differ", path.string());
+    std::copy_n(raw.begin(), ci.size(), ci.begin());
+  } else {
+    NYDUS_TRY(decompress(bi.ci_compressor, std::span(raw).first(bi.ci_compressed_size), ci));
+  }
+  NYDUS_ASSIGN_OR_RETURN(ZranMeta m, parse_zran_ci(ci, h, {bi.compressed_size, bi.uncompressed_size}));
+  auto p = std::make_shared<const ZranMeta>(std::move(m));
+  const ZranMeta* raw_p = p.get();
+  zran_[index] = std::move(p);
+  return raw_p;
+}
+
+Status ImageReader::read_zran_chunk(uint32_t index, const ChunkRecord& r, std::span<uint8_t> out, bool verify) {
+  NYDUS_ASSIGN_OR_RETURN(const ZranMeta* m, zran_meta(index));
+  if (r.ci_index >= m->chunks.size()) return corrupt("ZRAN chunk {} beyond {} chunks", r.ci_index, m->chunks.size());
+  const ZranChunk& z = m->chunks[r.ci_index];
+  const ZranContext& c = m->contexts[z.zran_index];  // parse_zran_ci bounded the index and spans
+  const uint64_t in_end = z.ci.compressed_offset + z.ci.compressed_size;
+  if (in_end <= c.in_offset || in_end - c.in_offset > 2ull * kZranMaxContextOutput)
+    return corrupt("ZRAN chunk {}: input span [{:#x}, {:#x}) unusable", r.ci_index, c.in_offset, in_end);
+  if (out.size() != z.ci.uncompressed_size) return corrupt("ZRAN chunk {}: size mismatch", r.ci_index);
+  NYDUS_ASSIGN_OR_RETURN(const BlobFile* f, blob(index));
+  std::vector<uint8_t> in(in_end - c.in_offset);
+  NYDUS_TRY(f->pread_exact(c.in_offset, in));
+  NYDUS_TRY(inflate_from_checkpoint(InflatePoint{c.ctx_bits, c.ctx_byte, m->dict(c)}, in, z.zran_offset, out));
+  // Ref images are sha256-digested (upstream forces it for targz-ref).
+  if (verify && boot_->digester() != Digester::kSha256)
+    return corrupt("ZRAN blob {}: chunk digester is not sha256", boot_->blobs()[index].blob_id);
+  if (verify && sha256(out) != r.digest)
+    return corrupt("ZRAN chunk {} of blob {}: digest mismatch", r.ci_index, boot_->blobs()[index].blob_id);
   return ok();
 }
 

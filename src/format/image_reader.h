@@ -1,6 +1,7 @@
 // A whole image opened for reading: the bootstrap plus its data blobs, found
 // in a blob directory (by id), as one given blob file, or inside the blob for
-// an inlined bootstrap. Resolves a file's chunk indexes to chunk records (from
+// an inlined bootstrap (ZRAN blobs: the gzip layer, read through the
+// inflate contexts of its meta blob in the same directory). Resolves a file's chunk indexes to chunk records (from
 // each blob's ci array, else the bootstrap chunk table) and reads chunk data.
 // Used by check, unpack and export.
 #pragma once
@@ -18,6 +19,8 @@
 #include "format/bootstrap.h"
 
 namespace nydus::format {
+
+struct ZranMeta;
 
 struct BlobLocation {
   std::filesystem::path blob_dir;   // blobs named <id> (or <id>.blob.data is NOT accepted: compressed blobs only)
@@ -43,6 +46,11 @@ class ImageReader {
   // ci index in range, blkaddr matching the uncompressed offset.
   Result<ChunkRecord> resolve(const ChunkRef& ref);
 
+  // Read one chunk of blob `index` into `out` (exactly its uncompressed
+  // size): from the blob file, or for a ZRAN blob inflated from its context
+  // over the gzip layer. With `verify`, the digest must match.
+  Status read_chunk(uint32_t index, const ChunkRecord& r, std::span<uint8_t> out, bool verify);
+
   // Visit a regular file's data chunk by chunk, in file order; `fn` gets the
   // file offset and the bytes (exactly min(chunk size, remaining)).
   Status read_file(const InodeView& inode, bool verify,
@@ -56,6 +64,11 @@ class ImageReader {
   std::map<uint32_t, std::unique_ptr<BlobFile>> blobs_;
   std::map<uint32_t, std::vector<ChunkRecord>> chunks_;
   std::optional<std::vector<ChunkRecord>> table_;  // bootstrap chunk table, loaded on demand
+  // ZRAN blobs (targz-ref): the blob file is the gzip layer, the ci array and
+  // inflate contexts come from its meta blob (blob dir / hex(blob_meta_digest)).
+  std::map<uint32_t, std::shared_ptr<const ZranMeta>> zran_;
+  Result<const ZranMeta*> zran_meta(uint32_t index);
+  Status read_zran_chunk(uint32_t index, const ChunkRecord& r, std::span<uint8_t> out, bool verify);
 };
 
 }  // namespace nydus::format
