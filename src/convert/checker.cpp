@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -149,8 +150,11 @@ Result<CheckReport> check_image(const CheckOptions& o) {
   if (boot_layer.annotations.count(std::string(annotation::kNydusFsVersion)) == 0)
     problem("the bootstrap layer has no nydus-fs-version annotation");
   std::set<std::string> manifest_blobs;
+  std::map<std::string, std::string> ref_of;  // --oci-ref: meta blob hex -> source layer digest
   for (size_t i = 0; i + 1 < m.layers.size(); ++i) {
     const auto& l = m.layers[i];
+    if (auto r = l.annotations.find(std::string(annotation::kNydusRef)); r != l.annotations.end())
+      ref_of[l.digest.substr(7)] = r->second;
     if (l.media_type != media::kNydusBlob) problem(fmt::format("layer {}: media type {}", l.digest, l.media_type));
     if (l.annotations.count(std::string(annotation::kNydusBlob)) == 0)
       problem(fmt::format("layer {}: no nydus-blob annotation", l.digest));
@@ -186,9 +190,41 @@ Result<CheckReport> check_image(const CheckOptions& o) {
                 fs::copy_options::overwrite_existing, ec);
   if (ec) return sys_error("write target/nydus_bootstrap", ec.value());
   NYDUS_ASSIGN_OR_RETURN(auto reader, format::ImageReader::open(boot_path, format::BlobLocation{blob_dir, {}}));
-  for (const auto& b : reader->bootstrap().blobs())
-    if (!manifest_blobs.count(b.blob_id)) problem(fmt::format("the bootstrap names blob {}, not in the manifest", b.blob_id));
-  if (reader->bootstrap().blobs().size() != manifest_blobs.size())
+  for (const auto& b : reader->bootstrap().blobs()) {
+    if (!(b.features & format::blob_features::kZran)) {
+      if (!manifest_blobs.count(b.blob_id)) problem(fmt::format("the bootstrap names blob {}, not in the manifest", b.blob_id));
+      continue;
+    }
+    // A zran blob: the manifest lists its meta blob, annotated with the
+    // source layer it reads, which the repository must hold (fetched here
+    // to check every chunk against it).
+    const std::string meta = format::to_hex(b.blob_meta_digest);
+    auto r = ref_of.find(meta);
+    if (r == ref_of.end()) {
+      problem(fmt::format("zran blob {}: its meta blob {} is not an annotated layer of the manifest", b.blob_id, meta));
+      continue;
+    }
+    if (r->second != "sha256:" + b.blob_id)
+      problem(fmt::format("zran blob {}: the manifest's nydus-ref annotation says {}", b.blob_id, r->second));
+    Descriptor d;
+    d.digest = "sha256:" + b.blob_id;
+    d.size = b.compressed_size;
+    d.media_type = std::string(media::kOciLayerGzip);
+    auto f = dst->blob_file(d, blob_dir);
+    if (!f) {
+      problem(fmt::format("zran blob {}: the source layer cannot be read from the target: {}", b.blob_id, f.error().message));
+      continue;
+    }
+    const fs::path named = blob_dir / b.blob_id;
+    if (*f != named) {
+      if (f->parent_path() == blob_dir) fs::rename(*f, named, ec);
+      else fs::create_symlink(fs::absolute(*f), named, ec);
+      if (ec) return sys_error(fmt::format("place blob {}", named.string()), ec.value());
+    }
+  }
+  // An --oci-ref layer without file data has a blob layer but no blob.
+  if (ref_of.empty() ? reader->bootstrap().blobs().size() != manifest_blobs.size()
+                     : reader->bootstrap().blobs().size() > manifest_blobs.size())
     problem(fmt::format("{} blobs in the bootstrap, {} blob layers", reader->bootstrap().blobs().size(), manifest_blobs.size()));
   format::CheckOptions co;
   auto chk = format::check_image(*reader, co);

@@ -206,6 +206,10 @@ if step "nydusd (registry backend) mounts the zran image" mount_lazy; then
   kill "$DPID"; wait "$DPID" 2>/dev/null; DPID=
 fi
 
+step "nydusify check: manifest, bootstrap, every chunk read from the source layers, tree == source" \
+  "$NYDUSIFY" check --target "$R/lib/src:v3-zran" --source "$R/lib/src:v3" --target-insecure --source-insecure \
+  --work-dir "$WORK/check"
+
 # Bad input stays an error, not a crash.
 refuse_dict() {
   "$NYDUSIFY" convert --oci-ref --chunk-dict "bootstrap:registry:$R/lib/src:v3-zran" --source "$R/lib/src:v3" \
