@@ -30,7 +30,7 @@ want() { [[ " $STAGES " == *" $1 "* ]]; }
 # nydusctl and nydusd (the API and fscache process tests run them).
 unit_targets() {
   ninja -C "$1" -t targets all 2>/dev/null | cut -d: -f1 |
-    grep -xE '[a-z]+_tests|fuzz_[a-z_]+_replay|nydusctl|nydusd' | sort -u
+    grep -xE '[a-z0-9_]+_tests|fuzz_[a-z0-9_]+_replay|nydusctl|nydusd' | sort -u
 }
 
 if want asan; then
