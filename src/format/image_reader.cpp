@@ -53,6 +53,31 @@ Result<const BlobFile*> ImageReader::blob(uint32_t index) {
   return raw;
 }
 
+// Blob `index`'s chunks from its decoded ci entries, with the digests for
+// verification taken from the bootstrap's chunk table.
+Result<std::vector<ChunkRecord>> ImageReader::records_from_ci(uint32_t index,
+                                                             std::span<const DecodedChunkInfo> cis) {
+  std::vector<ChunkRecord> recs(cis.size());
+  for (size_t i = 0; i < cis.size(); i++) {
+    const auto& c = cis[i];
+    auto& r = recs[i];
+    r.blob_index = index;
+    r.ci_index = uint32_t(i);
+    r.compressed_offset = c.compressed_offset;
+    r.compressed_size = c.compressed_size;
+    r.uncompressed_offset = c.uncompressed_offset;
+    r.uncompressed_size = c.uncompressed_size;
+    r.compressed = c.compressed;
+  }
+  if (!table_) {
+    NYDUS_ASSIGN_OR_RETURN(auto t, boot_->chunk_table());
+    table_ = std::move(t);
+  }
+  for (const auto& t : *table_)
+    if (t.blob_index == index && t.ci_index < recs.size()) recs[t.ci_index].digest = t.digest;
+  return recs;
+}
+
 Result<const std::vector<ChunkRecord>*> ImageReader::blob_chunks(uint32_t index) {
   if (auto it = chunks_.find(index); it != chunks_.end()) return &it->second;
   const auto& blobs = boot_->blobs();
@@ -61,24 +86,10 @@ Result<const std::vector<ChunkRecord>*> ImageReader::blob_chunks(uint32_t index)
   std::vector<ChunkRecord> recs;
   if (bi.features & blob_features::kZran) {
     NYDUS_ASSIGN_OR_RETURN(const ZranMeta* zm, zran_meta(index));
-    recs.resize(zm->chunks.size());
-    for (size_t i = 0; i < recs.size(); i++) {
-      const auto& c = zm->chunks[i].ci;
-      auto& r = recs[i];
-      r.blob_index = index;
-      r.ci_index = uint32_t(i);
-      r.compressed_offset = c.compressed_offset;
-      r.compressed_size = c.compressed_size;
-      r.uncompressed_offset = c.uncompressed_offset;
-      r.uncompressed_size = c.uncompressed_size;
-      r.compressed = c.compressed;
-    }
-    if (!table_) {
-      NYDUS_ASSIGN_OR_RETURN(auto t, boot_->chunk_table());
-      table_ = std::move(t);
-    }
-    for (const auto& t : *table_)
-      if (t.blob_index == index && t.ci_index < recs.size()) recs[t.ci_index].digest = t.digest;
+    std::vector<DecodedChunkInfo> cis;
+    cis.reserve(zm->chunks.size());
+    for (const auto& z : zm->chunks) cis.push_back(z.ci);
+    NYDUS_ASSIGN_OR_RETURN(recs, records_from_ci(index, cis));
     auto [it, _] = chunks_.emplace(index, std::move(recs));
     return &it->second;
   }
@@ -92,25 +103,7 @@ Result<const std::vector<ChunkRecord>*> ImageReader::blob_chunks(uint32_t index)
   }
   if (with_meta) {
     NYDUS_ASSIGN_OR_RETURN(BlobMeta meta, with_meta->read_meta());
-    recs.resize(meta.chunks.size());
-    for (size_t i = 0; i < meta.chunks.size(); i++) {
-      const auto& c = meta.chunks[i];
-      auto& r = recs[i];
-      r.blob_index = index;
-      r.ci_index = uint32_t(i);
-      r.compressed_offset = c.compressed_offset;
-      r.compressed_size = c.compressed_size;
-      r.uncompressed_offset = c.uncompressed_offset;
-      r.uncompressed_size = c.uncompressed_size;
-      r.compressed = c.compressed;
-    }
-    // Digests for verification come from the bootstrap chunk table.
-    if (!table_) {
-      NYDUS_ASSIGN_OR_RETURN(auto t, boot_->chunk_table());
-      table_ = std::move(t);
-    }
-    for (const auto& t : *table_)
-      if (t.blob_index == index && t.ci_index < recs.size()) recs[t.ci_index].digest = t.digest;
+    NYDUS_ASSIGN_OR_RETURN(recs, records_from_ci(index, meta.chunks));
   } else if (bi.bootstrap_chunks) {
     // RAFS v5: the bootstrap's own chunk list, by ci index (gaps unusable).
     recs.resize(bi.chunk_count);

@@ -68,6 +68,7 @@ class ImageReader {
   // inflate contexts come from its meta blob (blob dir / hex(blob_meta_digest)).
   std::map<uint32_t, std::shared_ptr<const ZranMeta>> zran_;
   Result<const ZranMeta*> zran_meta(uint32_t index);
+  Result<std::vector<ChunkRecord>> records_from_ci(uint32_t index, std::span<const DecodedChunkInfo> cis);
   Status read_zran_chunk(uint32_t index, const ChunkRecord& r, std::span<uint8_t> out, bool verify);
 };
 
