@@ -331,17 +331,18 @@ SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const s
             d.bootstrap,    "--mountpoint", d.mountpoint,
             "--apisock",    d.apisock,      "--log-level",
             s_.log_level,   "--log-rotation-size", "100"};
+  SNAP_TRY(spawn(d, log_dir));
+  return d;
+}
+
+SResult<void> DaemonManager::spawn(DaemonInstance& d, const std::string& log_dir) {
+  // The tail of every nydusd command line, in nydus-snapshotter's order.
   if (!s_.log_to_stdout) {
     d.args.push_back("--log-file");
     d.args.push_back(log_dir + "/nydusd.log");
   }
   d.args.push_back("--failover-policy");
   d.args.push_back("resend");
-  SNAP_TRY(spawn(d, log_dir));
-  return d;
-}
-
-SResult<void> DaemonManager::spawn(DaemonInstance& d, const std::string& log_dir) {
   std::error_code ec;
   const uintmax_t log_offset = fs::exists(log_dir + "/nydusd.log", ec) ? fs::file_size(log_dir + "/nydusd.log", ec) : 0;
   // Everything the child needs is built before fork (no allocation after it).
@@ -411,12 +412,6 @@ SResult<DaemonInstance> DaemonManager::ensure_shared_daemon() {
   d.args = {"fuse",      "--thread-num", std::to_string(s_.thread_num), "--mountpoint", d.mountpoint,
             "--apisock", d.apisock,      "--log-level",                 s_.log_level,  "--log-rotation-size",
             "100"};
-  if (!s_.log_to_stdout) {
-    d.args.push_back("--log-file");
-    d.args.push_back(log_dir + "/nydusd.log");
-  }
-  d.args.push_back("--failover-policy");
-  d.args.push_back("resend");
   SNAP_TRY(spawn(d, log_dir));
   shared_ = d;
   return d;
