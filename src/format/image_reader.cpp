@@ -199,19 +199,8 @@ Result<const ZranMeta*> ImageReader::zran_meta(uint32_t index) {
   Status rs = read_full_at(fd, bi.ci_offset, raw, "reading ZRAN meta blob");
   ::close(fd);
   NYDUS_TRY(rs);
-  const auto h = load<BlobMetaHeader>(raw.data() + bi.ci_compressed_size);
-  if (h.magic != kBlobMetaMagic || h.magic2 != kBlobMetaMagic || h.ci_compressed_size != bi.ci_compressed_size ||
-      h.ci_uncompressed_size != bi.ci_uncompressed_size || h.ci_entries != bi.chunk_count)
-    return corrupt("ZRAN meta blob {}: header does not match the blob table", path.string());
-  std::vector<uint8_t> ci(bi.ci_uncompressed_size);
-  if (bi.ci_compressor == Compressor::kNone) {
-    if (bi.ci_compressed_size != bi.ci_uncompressed_size) return corrupt("ZRAN meta blob {}: raw ci sizes differ", path.string());
-    std::copy_n(raw.begin(), ci.size(), ci.begin());
-  } else {
-    NYDUS_TRY(decompress(bi.ci_compressor, std::span(raw).first(bi.ci_compressed_size), ci));
-  }
-  NYDUS_ASSIGN_OR_RETURN(ZranMeta m, parse_zran_ci(ci, h, {bi.compressed_size, bi.uncompressed_size}));
-  auto p = std::make_shared<const ZranMeta>(std::move(m));
+  NYDUS_ASSIGN_OR_RETURN(auto decoded, decode_zran_meta_blob(raw, bi, path.string()));
+  auto p = std::make_shared<const ZranMeta>(std::move(decoded.meta));
   const ZranMeta* raw_p = p.get();
   zran_[index] = std::move(p);
   return raw_p;

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "format/compress.h"
+
 namespace nydus::format {
 
 namespace {
@@ -145,6 +147,27 @@ std::vector<uint8_t> encode_zran_ci(const std::vector<ZranChunk>& chunks,
   }
   for (const auto& w : dict_of) out.insert(out.end(), w.begin(), w.end());
   return out;
+}
+
+bool zran_header_matches(const BlobMetaHeader& h, const BlobInfo& b) {
+  return h.magic == kBlobMetaMagic && h.magic2 == kBlobMetaMagic && h.ci_entries == b.chunk_count &&
+         h.ci_compressor == uint32_t(b.ci_compressor) && h.ci_offset == b.ci_offset &&
+         h.ci_compressed_size == b.ci_compressed_size && h.ci_uncompressed_size == b.ci_uncompressed_size &&
+         (h.features & blob_features::kZran);
+}
+
+Result<ZranMetaBlob> decode_zran_meta_blob(std::span<const uint8_t> raw, const BlobInfo& b, std::string_view what) {
+  if (raw.size() != b.ci_compressed_size + kBlobMetaHeaderSize)
+    return corrupt("ZRAN meta blob {}: {} bytes read, {} expected", what, raw.size(),
+                   b.ci_compressed_size + kBlobMetaHeaderSize);
+  const auto h = load<BlobMetaHeader>(raw.data() + b.ci_compressed_size);
+  if (!zran_header_matches(h, b)) return corrupt("ZRAN meta blob {}: header does not match the blob table", what);
+  if (b.ci_compressor == Compressor::kNone && b.ci_compressed_size != b.ci_uncompressed_size)
+    return corrupt("ZRAN meta blob {}: raw ci with sizes {}/{}", what, b.ci_compressed_size, b.ci_uncompressed_size);
+  std::vector<uint8_t> ci(b.ci_uncompressed_size);
+  NYDUS_TRY(decompress(b.ci_compressor, raw.first(b.ci_compressed_size), ci));
+  NYDUS_ASSIGN_OR_RETURN(ZranMeta m, parse_zran_ci(ci, h, {b.compressed_size, b.uncompressed_size}));
+  return ZranMetaBlob{std::move(m), h, std::move(ci)};
 }
 
 }  // namespace nydus::format

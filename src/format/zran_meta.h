@@ -11,9 +11,11 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
+#include "format/blob_info.h"
 #include "format/layout.h"
 
 namespace nydus::format {
@@ -80,6 +82,21 @@ Result<ZranMeta> parse_zran_ci(std::span<const uint8_t> ci, const BlobMetaHeader
 // The blob.meta cache file as upstream writes it (`<blob id>.blob.meta`):
 // the uncompressed ci buffer padded to 4 KiB, then the 4096-byte header.
 Result<ZranMeta> parse_zran_blob_meta_cache(std::span<const uint8_t> file, const ZranLimits& lim);
+
+// Whether a blob.meta header describes `blob`'s ZRAN ci buffer as its blob
+// table entry does (magics, entries, compressor, offset, sizes, ZRAN bit).
+bool zran_header_matches(const BlobMetaHeader& h, const BlobInfo& blob);
+
+// The ZRAN meta of `blob` from its meta blob: `raw` = the ci_compressed_size
+// bytes at ci_offset, then the 4096-byte header. `what` names the source in
+// errors. The header and the uncompressed ci buffer come back too, for
+// whoever caches them (the blob.meta cache file).
+struct ZranMetaBlob {
+  ZranMeta meta;
+  BlobMetaHeader header{};
+  std::vector<uint8_t> ci;
+};
+Result<ZranMetaBlob> decode_zran_meta_blob(std::span<const uint8_t> raw, const BlobInfo& blob, std::string_view what);
 
 // The inverse, for the builder: ci array ‖ context table ‖ dictionaries.
 // `dict_of[i]` is context i's window.

@@ -34,13 +34,6 @@ Status backend_read(Backend& backend, const std::string& id, uint64_t off, std::
   return rs;
 }
 
-bool header_matches(const format::BlobMetaHeader& h, const BlobInfo& b) {
-  return h.magic == format::kBlobMetaMagic && h.magic2 == format::kBlobMetaMagic && h.ci_entries == b.chunk_count &&
-         h.ci_compressor == uint32_t(b.ci_compressor) && h.ci_offset == b.ci_offset &&
-         h.ci_compressed_size == b.ci_compressed_size && h.ci_uncompressed_size == b.ci_uncompressed_size &&
-         (h.features & format::blob_features::kZran);
-}
-
 format::ZranLimits limits_of(const BlobInfo& b) { return {b.compressed_size, b.uncompressed_size}; }
 
 Status read_exact(const fs::path& p, std::span<uint8_t> out) {
@@ -69,7 +62,7 @@ Result<std::shared_ptr<const format::ZranMeta>> load_zran_meta(const BlobInfo& b
       std::vector<uint8_t> file(cache_size);
       if (read_exact(cache_path, file)) {
         const auto h = format::load<format::BlobMetaHeader>(file.data() + file.size() - format::kBlobMetaHeaderSize);
-        if (header_matches(h, blob)) {
+        if (format::zran_header_matches(h, blob)) {
           auto m = format::parse_zran_blob_meta_cache(file, limits_of(blob));
           if (m) return std::make_shared<const format::ZranMeta>(std::move(*m));
         }
@@ -89,20 +82,12 @@ Result<std::shared_ptr<const format::ZranMeta>> load_zran_meta(const BlobInfo& b
   // The meta blob is content addressed: when we read all of it, check it.
   if (blob.ci_offset == 0 && blob.blob_meta_size == raw.size() && format::sha256(raw) != blob.blob_meta_digest)
     return corrupt("ZRAN meta blob {} does not match its digest", meta_id);
-  const auto h = format::load<format::BlobMetaHeader>(raw.data() + blob.ci_compressed_size);
-  if (!header_matches(h, blob)) return corrupt("ZRAN meta blob {}: header does not match the blob table", meta_id);
-  if (blob.ci_compressor == format::Compressor::kNone && blob.ci_compressed_size != blob.ci_uncompressed_size)
-    return corrupt("ZRAN meta blob {}: raw ci with sizes {}/{}", meta_id, blob.ci_compressed_size,
-                   blob.ci_uncompressed_size);
-  std::vector<uint8_t> ci(blob.ci_uncompressed_size);
-  NYDUS_TRY(format::decompress(blob.ci_compressor, std::span(raw).first(blob.ci_compressed_size), ci));
-  NYDUS_ASSIGN_OR_RETURN(format::ZranMeta m, format::parse_zran_ci(ci, h, limits_of(blob)));
-
+  NYDUS_ASSIGN_OR_RETURN(auto decoded, format::decode_zran_meta_blob(raw, blob, meta_id));
   std::vector<uint8_t> cache(cache_size, 0);
-  std::memcpy(cache.data(), ci.data(), ci.size());
-  std::memcpy(cache.data() + cache.size() - format::kBlobMetaHeaderSize, &h, sizeof(h));
+  std::memcpy(cache.data(), decoded.ci.data(), decoded.ci.size());
+  std::memcpy(cache.data() + cache.size() - format::kBlobMetaHeaderSize, &decoded.header, sizeof(decoded.header));
   NYDUS_TRY(write_file_atomic(cache_path, cache));
-  return std::make_shared<const format::ZranMeta>(std::move(m));
+  return std::make_shared<const format::ZranMeta>(std::move(decoded.meta));
 }
 
 size_t zran_run_end(const format::ZranMeta& m, std::span<const uint32_t> cis, size_t i, uint64_t max_bytes) {

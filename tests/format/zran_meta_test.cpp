@@ -139,5 +139,52 @@ TEST(ZranMeta, EncodeParsesBack) {
   EXPECT_TRUE(std::equal(ci.begin(), ci.end(), f.begin()));  // byte-identical to upstream's
 }
 
+// The fixture as a meta blob would hold it with an uncompressed ci buffer:
+// the ci bytes, then the header, and the blob-table entry that names it.
+struct AsMetaBlob {
+  Bytes raw;
+  BlobInfo blob;
+};
+AsMetaBlob as_meta_blob() {
+  const Bytes f = fixture();
+  BlobMetaHeader h = header_of(f);
+  h.ci_compressor = uint32_t(Compressor::kNone);
+  h.ci_compressed_size = h.ci_uncompressed_size;
+  h.ci_offset = 0;
+  AsMetaBlob m;
+  m.raw.assign(f.begin(), f.begin() + h.ci_uncompressed_size);
+  m.raw.resize(m.raw.size() + kBlobMetaHeaderSize);
+  std::memcpy(m.raw.data() + h.ci_uncompressed_size, &h, sizeof(h));
+  m.blob.chunk_count = h.ci_entries;
+  m.blob.features = h.features;
+  m.blob.ci_compressor = Compressor::kNone;
+  m.blob.ci_offset = 0;
+  m.blob.ci_compressed_size = m.blob.ci_uncompressed_size = h.ci_uncompressed_size;
+  m.blob.compressed_size = kLayerEnd;
+  return m;
+}
+
+TEST(ZranMeta, MetaBlobDecodesWhenItsHeaderMatchesTheBlobTable) {
+  AsMetaBlob m = as_meta_blob();
+  auto d = decode_zran_meta_blob(m.raw, m.blob, "fixture");
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->meta.chunks.size(), 163u);
+  EXPECT_EQ(d->ci.size(), m.blob.ci_uncompressed_size);
+  // Each field the blob table and the header both state must agree.
+  for (int field = 0; field < 4; field++) {
+    AsMetaBlob bad = as_meta_blob();
+    switch (field) {
+      case 0: bad.blob.chunk_count += 1; break;
+      case 1: bad.blob.ci_offset = 4096; break;
+      case 2: bad.blob.ci_compressor = Compressor::kZstd; break;
+      case 3: poke(bad.raw, bad.raw.size() - kBlobMetaHeaderSize + offsetof(BlobMetaHeader, features),
+                   header_of(bad.raw).features & ~blob_features::kZran); break;
+    }
+    auto r = decode_zran_meta_blob(bad.raw, bad.blob, "fixture");
+    ASSERT_FALSE(r) << "field " << field;
+    EXPECT_NE(r.error().message.find("header does not match the blob table"), std::string::npos) << r.error().message;
+  }
+}
+
 }  // namespace
 }  // namespace nydus::format
