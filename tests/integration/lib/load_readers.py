@@ -41,7 +41,8 @@ assert files, "no files to read"
 
 lock = threading.Lock()
 stats = {"reads": 0, "bytes": 0, "errors": 0, "mismatches": 0, "first_errors": []}
-deadline = time.monotonic() + args.seconds
+started = time.monotonic()
+deadline = started + args.seconds
 
 
 def reader(seed):
@@ -71,7 +72,12 @@ def reader(seed):
                 with lock:
                     stats["mismatches"] += 1
                     if len(stats["first_errors"]) < 5:
-                        stats["first_errors"].append(f"mismatch {mpath} @{off}+{length}")
+                        diff = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b),
+                                    min(len(got), len(want)))
+                        stats["first_errors"].append(
+                            f"mismatch {mpath} @{off}+{length}: got {len(got)} bytes, want {len(want)}, "
+                            f"first difference at +{diff} (got {got[diff:diff + 8].hex()} want "
+                            f"{want[diff:diff + 8].hex()}), {time.monotonic() - started:.1f} s into the run")
         except OSError as e:
             with lock:
                 stats["errors"] += 1
