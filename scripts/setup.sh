@@ -24,11 +24,13 @@ PACKAGES=(
   # containerd 1.6 + runc, and ctr-remote (stargz-snapshotter) for `image rpull`
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libsqlite3-dev sqlite3
   golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev containerd runc stargz-snapshotter
+  golang-go  # containers_recovery.sh builds `ctr run --user` from containerd's client sources (GOPATH mode)
   clang-16 libclang-rt-16-dev  # only for fuzz/ (libFuzzer); clang 14/15 cannot compile <expected>
   # fscache mode's real-kernel tests: a 6.12 kernel built from source (cached in
   # /var/cache/nydus-cpp/kernel), booted under QEMU with a busybox initramfs
   qemu-system-x86 busybox-static cpio linux-source-6.12 bc bison flex libelf-dev xz-utils make gcc
   dmsetup  # power_loss.sh: a dm-flakey device in that guest drops unsynced writes (a power cut)
+  mmdebstrap  # zran_distro.sh (and bench/rootfs.sh): a real Debian rootfs from the package mirror, cached
 )
 
 missing_packages() {

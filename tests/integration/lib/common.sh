@@ -117,6 +117,8 @@ count_entries() {
 
 # start_registry DIR: Debian's docker-registry (OCI distribution) on a free
 # loopback port, anonymous, storage in DIR. Sets REGISTRY_HOST and REGISTRY_PID.
+# With NYDUS_REGISTRY_ACCESS_LOG=1 its access log (Apache combined: status and bytes
+# sent per request) goes to $dir/registry.log.
 start_registry() {
   local dir=$1 port
   command -v docker-registry >/dev/null || { echo "docker-registry not installed"; return 1; }
@@ -128,7 +130,7 @@ version: 0.1
 log:
   level: error
   accesslog:
-    disabled: true
+    disabled: $([ "${NYDUS_REGISTRY_ACCESS_LOG:-0}" = 1 ] && echo false || echo true)
 storage:
   filesystem:
     rootdirectory: $dir/data

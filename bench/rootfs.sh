@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Real-rootfs benchmark (not a test): a Debian rootfs with python3, numpy,
+# pandas, scipy, perl, curl and git, made by mmdebstrap from Debian's package
+# set (cached outside the checkout, keyed by the package list), served by
+#   - the kernel's EROFS mounting the same image (bootstrap + blob data);
+#   - our nydusd FUSE mount, blob cache warm and (per run) empty over a local
+#     blob; with FUSE over io_uring as well when the kernel offers it;
+#   - nydusd fanotify mode (kernel EROFS over our cache files), warm cache;
+#   - squashfuse on a squashfs of the same tree.
+# Workloads, page cache dropped before each: `find -printf '%s %m'` over every
+# entry, `tar cf - . | cat` of everything, and a python start in a chroot that
+# imports numpy and a few standard modules. RUNS (3) alternating rounds: in
+# each round every setup runs every workload once; the table shows medians
+# and the ratio to kernel EROFS, plus each daemon's peak RSS.
+#
+# Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), ROOTFS_CACHE
+#      (/var/cache/nydus-cpp, the rootfs tarball), RUNS (3), KEEP=1, SETUPS (space-separated
+#      subset of: erofs fuse fuse-cold fuse-uring fanotify squashfuse).
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+BIN=$BUILD_DIR/bin
+LIB=$ROOT/tests/integration/lib
+RUNS=${RUNS:-3}
+SETUPS=${SETUPS:-erofs fuse fuse-cold fuse-uring fanotify squashfuse}
+PACKAGES=python3,python3-numpy,python3-pandas,python3-scipy,python3-yaml,perl,curl,git
+IMPORTS="import numpy, json, http.client, email.parser, argparse, logging, asyncio"
+[ "$(id -u)" -eq 0 ] || { echo "bench/rootfs.sh needs root" >&2; exit 1; }
+for t in mksquashfs squashfuse; do
+  command -v $t >/dev/null || { echo "install mmdebstrap, squashfs-tools and squashfuse (apt-get)" >&2; exit 1; }
+done
+
+# The rootfs tarball, made once per package list (tests/integration/lib/distro_rootfs.sh).
+. "$LIB/distro_rootfs.sh"
+TARBALL=$(distro_rootfs_tar "$PACKAGES") || exit 1
+
+W=$(mktemp -d "${BENCH_TMP:-/var/tmp}/nydus-bench-rootfs.XXXXXX")
+declare -A DPIDS=()
+cleanup() {
+  local p m
+  for p in "${DPIDS[@]}"; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  for m in "$W"/mnt-*; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$W"
+}
+trap cleanup EXIT
+
+SRC=$W/src
+mkdir -p "$SRC"
+tar -C "$SRC" --numeric-owner -xf "$TARBALL"
+ENTRIES=$(find "$SRC" | wc -l)
+MB=$(du -sm --apparent-size "$SRC" | cut -f1)
+echo "# rootfs: $MB MB, $ENTRIES entries; building images" >&2
+"$BIN/nydus-image" create -B "$W/boot" -D "$W/blobs" --blob-cache-dir "$W/kcache" -J "$W/create.json" "$SRC" \
+  >/dev/null 2>&1 || { echo "nydus-image create failed" >&2; exit 1; }
+BLOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blobs"][0])' "$W/create.json")
+mksquashfs "$SRC" "$W/tree.sqfs" -quiet -no-progress -comp zstd >/dev/null 2>&1 || {
+  echo "mksquashfs failed" >&2; exit 1; }
+
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+mounted() { awk -v d="$1" '$5 == d {f=1} END {exit !f}' /proc/self/mountinfo; }
+
+# start_nydusd NAME CACHE_DIR [nydusd args...]: a daemon serving mnt-NAME.
+start_nydusd() {
+  local name=$1 cache=$2
+  shift 2
+  mkdir -p "$W/mnt-$name"
+  cat >"$W/cfg-$name.json" <<JSON
+{"device": {"backend": {"type": "localfs", "config": {"dir": "$W/blobs"}},
+            "cache": {"type": "blobcache", "config": {"work_dir": "$cache"}}},
+ "mode": "direct", "digest_validate": false, "enable_xattr": true}
+JSON
+  "$BIN/nydusd" "$@" --bootstrap "$W/boot" --config "$W/cfg-$name.json" --mountpoint "$W/mnt-$name" \
+    --log-level warn >"$W/nydusd-$name.log" 2>&1 &
+  DPIDS[$name]=$!
+  for _ in $(seq 200); do mounted "$W/mnt-$name" && return 0; sleep 0.05; done
+  echo "nydusd ($name) did not mount: $(tail -n1 "$W/nydusd-$name.log")" >&2
+  kill "${DPIDS[$name]}" 2>/dev/null; wait "${DPIDS[$name]}" 2>/dev/null; unset "DPIDS[$name]"
+  return 1
+}
+stop_nydusd() {
+  local p=${DPIDS[$1]:-}
+  [ -n "$p" ] || return 0
+  awk '/VmHWM/ {print $2}' /proc/"$p"/status >>"$W/rss-$1"
+  kill -TERM "$p"; wait "$p" 2>/dev/null; unset "DPIDS[$1]"
+}
+warm() { tar -C "$1" -cf - . | cat >/dev/null; }  # fill a blob cache (untimed)
+
+# run WORKLOAD MOUNT: page cache dropped, print the seconds it took.
+run() {
+  local t0 t1
+  drop
+  t0=$(now)
+  case $1 in
+    stat) find "$2" -printf '%s %m\n' >/dev/null ;;
+    tar) tar -C "$2" -cf - . | cat >/dev/null ;;
+    python) chroot "$2" python3 -c "$IMPORTS" || echo "python failed in $2" >&2 ;;
+  esac
+  t1=$(now)
+  python3 -c "print(f'{$t1 - $t0:.3f}')"
+}
+record() { echo "$1 $2 $3" >>"$W/times"; }  # record SETUP WORKLOAD SECONDS
+
+# Long-lived mounts, set up once; "fuse-cold" gets a fresh daemon and cache per workload.
+for s in $SETUPS; do
+  case $s in
+    erofs)
+      mkdir -p "$W/mnt-erofs"
+      python3 "$LIB/erofs_mount.py" mount "$W/boot" "$W/mnt-erofs" --device "$W/kcache/$BLOB.blob.data" >/dev/null ;;
+    fuse) start_nydusd fuse "$W/cache-fuse" && warm "$W/mnt-fuse" ;;
+    fuse-uring)
+      if [ -w /sys/module/fuse/parameters/enable_uring ]; then
+        URING_WAS=$(cat /sys/module/fuse/parameters/enable_uring)
+        echo Y >/sys/module/fuse/parameters/enable_uring
+        NYDUS_FUSE_URING=on start_nydusd fuse-uring "$W/cache-fuse-uring" && warm "$W/mnt-fuse-uring"
+        echo "$URING_WAS" >/sys/module/fuse/parameters/enable_uring
+      else
+        echo "(no FUSE io_uring in this kernel)" >&2
+      fi ;;
+    fanotify) start_nydusd fanotify "$W/cache-fanotify" fanotify && warm "$W/mnt-fanotify" ;;
+    squashfuse)
+      mkdir -p "$W/mnt-squashfuse"
+      squashfuse "$W/tree.sqfs" "$W/mnt-squashfuse" && DPIDS[squashfuse]=$(pgrep -n squashfuse) ;;
+  esac
+done
+
+for r in $(seq "$RUNS"); do
+  echo "# round $r of $RUNS" >&2
+  for s in $SETUPS; do
+    for w in stat tar python; do
+      if [ "$s" = fuse-cold ]; then
+        rm -rf "$W/cache-cold"
+        start_nydusd fuse-cold "$W/cache-cold" || continue
+        record "$s" "$w" "$(run "$w" "$W/mnt-fuse-cold")"
+        stop_nydusd fuse-cold
+      elif mounted "$W/mnt-$s"; then
+        record "$s" "$w" "$(run "$w" "$W/mnt-$s")"
+      fi
+    done
+  done
+done
+for s in fuse fuse-uring fanotify; do stop_nydusd "$s"; done
+[ -n "${DPIDS[squashfuse]:-}" ] && awk '/VmHWM/ {print $2}' /proc/"${DPIDS[squashfuse]}"/status >"$W/rss-squashfuse"
+
+python3 - "$W" "$SETUPS" <<'PY'
+import os, statistics, sys
+w, setups = sys.argv[1], sys.argv[2].split()
+times = {}
+for line in open(os.path.join(w, "times")):
+    s, wl, t = line.split()
+    times.setdefault((s, wl), []).append(float(t))
+names = {"erofs": "kernel EROFS", "fuse": "nydusd FUSE, warm blob cache",
+         "fuse-cold": "nydusd FUSE, empty blob cache (local blob)",
+         "fuse-uring": "nydusd FUSE io_uring, warm blob cache",
+         "fanotify": "nydusd fanotify, warm cache", "squashfuse": "squashfuse"}
+def med(s, wl):
+    v = times.get((s, wl))
+    return statistics.median(v) if v else None
+def rss(s):
+    try:
+        v = [int(x) for x in open(os.path.join(w, f"rss-{s}")).read().split()]
+        return f"{max(v) / 1024:.0f} MiB"
+    except OSError:
+        return "-"
+print("| setup | stat walk (s) | × EROFS | tar all (s) | × EROFS | python imports (s) | × EROFS | peak RSS |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for s in setups:
+    if not any(k[0] == s for k in times):
+        continue
+    cells = []
+    for wl in ("stat", "tar", "python"):
+        m, k = med(s, wl), med("erofs", wl)
+        cells += [f"{m:.2f}" if m is not None else "-", f"{m / k:.2f}" if m and k else "-"]
+    print(f"| {names.get(s, s)} | " + " | ".join(cells) + f" | {rss(s)} |")
+PY
+echo
+echo "rootfs: $MB MB, $ENTRIES entries (bookworm minbase + $PACKAGES); medians of $RUNS alternating rounds;" \
+  "$(nproc) CPUs; $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
