@@ -24,7 +24,8 @@
 #      merging_size = amplify or 4 MiB); default "ws:threads=16 ws:amplify=131072
 #      seq:ra=4096 seq:ra=4096,amplify=4194304 seq:ra=4096,prefetch=4,amplify=4194304";
 #      "" for none,
-#      NETNS_LINK (auto|netem|tun), KEEP=1.
+#      NETNS_LINK (auto|netem|tun), ZRAN (1: zran rows of the same tree as a gzip
+#      layer referenced in place; 0: none), KEEP=1.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -103,6 +104,8 @@ log "nydus-image create"
 "$BIN/nydus-image" create -B "$W/boot" -D "$W/blobs" -J "$W/create.json" "$SRC" >"$W/create.log" 2>&1 || {
   cat "$W/create.log" >&2; exit 1; }
 BLOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blobs"][0])' "$W/create.json")
+BOOT=$W/boot   # the image the phases mount (the zran rows switch it)
+ROW=           # prefix of the phase names
 BLOB_SIZE=$(stat -c %s "$W/blobs/$BLOB")
 SRC_BYTES=$(find "$SRC" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 
@@ -236,7 +239,7 @@ JSON
   SOCK=$W/$tag.sock
   DLOG=$W/nydusd-$tag.log
   mkdir -p "$MNT"
-  NYDUSD_CMD=("$BIN/nydusd" --bootstrap "$W/boot" --config "$W/cfg-$tag.json" --mountpoint "$MNT"
+  NYDUSD_CMD=("$BIN/nydusd" --bootstrap "$BOOT" --config "$W/cfg-$tag.json" --mountpoint "$MNT"
     --apisock "$SOCK" --thread-num "$threads" --log-level warn "$@")
 }
 start_nydusd() {
@@ -290,11 +293,12 @@ record() { echo "$*" >>"$RESULTS"; }
 
 # Phase 1: mount, then the first byte of one small file. Python starts nydusd, so
 # the mount time has no interpreter start-up in it.
-log "phase: mount + first byte"
-m0=$(registry_mark) c0=$(registry_cpu)
-nydusd_config first "$FUSE_THREADS" "$AMPLIFY_IO" ""
-read -r DPID t_mount pre_req pre_bytes t_first < <(python3 - "$MNT" "$SRC/$FIRST_FILE" "$FIRST_FILE" "$SOCK" "$DLOG" \
-    "${NYDUSD_CMD[@]}" <<'PY'
+run_first() {
+  log "phase: mount + first byte"
+  m0=$(registry_mark) c0=$(registry_cpu)
+  nydusd_config first "$FUSE_THREADS" "$AMPLIFY_IO" ""
+  read -r DPID t_mount pre_req pre_bytes t_first < <(python3 - "$MNT" "$SRC/$FIRST_FILE" "$FIRST_FILE" "$SOCK" "$DLOG" \
+      "${NYDUSD_CMD[@]}" <<'PY'
 import json, os, subprocess, sys, time
 mnt, src, rel, sock, log, cmd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
 t0 = time.monotonic()
@@ -316,23 +320,25 @@ os.close(fd)
 assert data == open(src, "rb").read(4096), "first byte: wrong data"
 print(f"{t_mount:.4f} {m['read_count']} {m['read_amount_total']} {t2 - t1:.4f}")
 PY
-)
-[ -n "${t_first:-}" ] || { echo "mount / first-byte read failed" >&2; cat "$DLOG" >&2; exit 1; }
-read -r n_req n_bytes < <(backend_bytes_settled)
-m1=$(registry_mark)
-# The registry's view: the first blob GET is the mount's (blob meta), the rest the read's.
-read -r r_gets r_mount_bytes r_first_bytes <<<"$(tail -n +"$((m0 + 1))" "$W/registry/log" | head -n "$((m1 - m0))" |
-  awk '$6 == "\"GET" && $7 ~ /\/blobs\/sha256:/ && ($9 == 200 || $9 == 206) {n++; if (n == 1) a = $10; else b += $10}
-       END {print n+0, a+0, b+0}')"
-CI_BYTES=$("$BIN/nydus-image" inspect -B "$W/boot" -R blobs -J - |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["blobs"][0]["ci_compressed_size"] + 4096)')
-# ideal mount: a TCP handshake and one GET of the blob meta (ci array + 4 KiB header)
-c1=$(registry_cpu)
-record mount "$t_mount" "$pre_req" "$pre_bytes" 1 "$r_mount_bytes" - "$CI_BYTES" 2 1
-record first_byte "$t_first" "$((n_req - pre_req))" "$((n_bytes - pre_bytes))" "$((r_gets - 1))" "$r_first_bytes" \
-  "$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / hz}')" "$FIRST_IDEAL_BYTES" 1 1
-stop_nydusd
-MOUNT_REQS=$pre_req MOUNT_BYTES=$pre_bytes MOUNT_GET_BYTES=$r_mount_bytes
+  )
+  [ -n "${t_first:-}" ] || { echo "mount / first-byte read failed" >&2; cat "$DLOG" >&2; exit 1; }
+  read -r n_req n_bytes < <(backend_bytes_settled)
+  m1=$(registry_mark)
+  # The registry's view: the first blob GET is the mount's (blob meta), the rest the read's.
+  read -r r_gets r_mount_bytes r_first_bytes <<<"$(tail -n +"$((m0 + 1))" "$W/registry/log" | head -n "$((m1 - m0))" |
+    awk '$6 == "\"GET" && $7 ~ /\/blobs\/sha256:/ && ($9 == 200 || $9 == 206) {n++; if (n == 1) a = $10; else b += $10}
+         END {print n+0, a+0, b+0}')"
+  CI_BYTES=$("$BIN/nydus-image" inspect -B "$BOOT" -R blobs -J - |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["blobs"][0]["ci_compressed_size"] + 4096)')
+  # ideal mount: a TCP handshake and one GET of the blob meta (ci array + 4 KiB header)
+  c1=$(registry_cpu)
+  record "${ROW}mount" "$t_mount" "$pre_req" "$pre_bytes" 1 "$r_mount_bytes" - "$CI_BYTES" 2 1
+  record "${ROW}first_byte" "$t_first" "$((n_req - pre_req))" "$((n_bytes - pre_bytes))" "$((r_gets - 1))" "$r_first_bytes" \
+    "$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / hz}')" "$FIRST_IDEAL_BYTES" 1 1
+  stop_nydusd
+  MOUNT_REQS=$pre_req MOUNT_BYTES=$pre_bytes MOUNT_GET_BYTES=$r_mount_bytes
+}
+run_first
 
 # run_ws NAME THREADS AMPLIFY RA / run_seq NAME THREADS AMPLIFY RA PREFETCH_THREADS:
 # a fresh daemon; the clock starts when the mount is visible; bytes are everything
@@ -406,6 +412,36 @@ for v in $VARIANTS; do
   esac
 done
 
+# ---- the same tree as a zran image (issue 15) ---------------------------------------------
+# The tree as one gzip tar layer, referenced in place (`create --type targz-ref`:
+# a bootstrap and a small meta blob of inflate checkpoints; the layer itself is the
+# data blob). Same link, same phases; the ideal bytes stay the Nydus blob's.
+CONVERT_NOTE=
+if [ "${ZRAN:-1}" = 1 ]; then
+  log "zran: gzip layer of the tree; targz-ref vs a full conversion of that layer"
+  tar -C "$SRC" --numeric-owner -cf - . | gzip -6 >"$W/layer.tar.gz"
+  t0=$(date +%s.%N)
+  "$BIN/nydus-image" create --type targz-ref -B "$W/boot-zran" -D "$W/zblobs" "$W/layer.tar.gz" >"$W/zran.log" 2>&1 || {
+    cat "$W/zran.log" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  "$BIN/nydus-image" create --type targz-rafs -B "$W/boot-full" -D "$W/fblobs" "$W/layer.tar.gz" >"$W/full.log" 2>&1 || {
+    cat "$W/full.log" >&2; exit 1; }
+  t2=$(date +%s.%N)
+  CONVERT_NOTE=$(awk -v a="$t0" -v b="$t1" -v c="$t2" -v z="$(stat -c %s "$W/layer.tar.gz")" \
+    'BEGIN {printf "zran: layer %d MiB gzip; create --type targz-ref %.2f s, a full targz-rafs conversion %.2f s (%.1fx);", z / 1048576, b - a, c - b, (c - b) / (b - a)}')
+  log "$CONVERT_NOTE"
+  for f in "$W/layer.tar.gz" "$W"/zblobs/*; do
+    ip netns exec "$NS" bash -c "$(declare -f push_blob); push_blob \"\$@\"" _ "$REG" lib/img "$f" >&2 ||
+      { echo "push of $f failed" >&2; exit 1; }
+  done
+  BOOT=$W/boot-zran ROW=zran:
+  run_first
+  log "zran: working set"
+  run_ws "zran:working_set" "$FUSE_THREADS" "$AMPLIFY_IO" "$READ_AHEAD_KB"
+  log "zran: sequential"
+  run_seq "zran:sequential" "$FUSE_THREADS" "$AMPLIFY_IO" "$READ_AHEAD_KB" ""
+fi
+
 # ---- report -------------------------------------------------------------------------------
 python3 - "$RESULTS" "$RTT_MS" "$RATE_MBIT" "$REG_MS" "$REG_RPS" <<'PY'
 import sys
@@ -440,4 +476,4 @@ echo "image: $((SRC_BYTES >> 20)) MiB in $(find "$SRC" -type f | wc -l) files ->
   "nydusd --thread-num $FUSE_THREADS, amplify_io ${AMPLIFY_IO:-default}, read_ahead_kb ${READ_AHEAD_KB:-default};" \
   "nydusd $(sha256sum "$BIN/nydusd" | cut -c1-12) built $(date -r "$BIN/nydusd" -u +%FT%TZ)" \
   "(source tree: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ', src/ modified'));" \
-  "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $(uname -r); total $((SECONDS - T0)) s"
+  "$CONVERT_NOTE" "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $(uname -r); total $((SECONDS - T0)) s"
