@@ -11,7 +11,7 @@ distro_rootfs_tar() {
   if [ ! -s "$tarball" ]; then
     mkdir -p "$cache" || return 1
     echo "mmdebstrap: bookworm minbase + $packages -> $tarball" >&2
-    mmdebstrap --variant=minbase --include="$packages" bookworm "$tarball.tmp.$$" >&2 || {
+    mmdebstrap --variant=minbase --format=tar --include="$packages" bookworm "$tarball.tmp.$$" >&2 || {
       echo "mmdebstrap failed (it needs the Debian mirror)" >&2; rm -f "$tarball.tmp.$$"; return 1; }
     mv "$tarball.tmp.$$" "$tarball" || return 1
   fi

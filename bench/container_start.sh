@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Container start benchmark (not a test, issue 14): time from the start of the
+# pull to the container's command exiting, over a shaped link (RTT_MS round
+# trip, RATE_MBIT each way; tests/integration/lib/netns.sh) to a docker-registry.
+#   - image: a Debian bookworm rootfs (python3, numpy, pandas, perl, curl, git;
+#     mmdebstrap, cached: tests/integration/lib/distro_rootfs.sh) as a gzip OCI
+#     image (umoci), and the Nydus image nydusify makes of it, both in the registry;
+#   - rows: containerd's overlayfs snapshotter (`ctr image pull` = download +
+#     unpack, then `ctr run`), and ours (`ctr-remote image rpull --snapshotter
+#     nydus`, then `ctr run --snapshotter nydus`: nydusd over FUSE fetches what
+#     the container reads); a fanotify row once the snapshotter drives that mode;
+#   - workloads: `python3 -c pass` and an import-heavy start (numpy, pandas, ...);
+#   - before each run: the image removed (`ctr image rm --sync`, so content,
+#     snapshots and our blob cache go), the page cache dropped. RUNS (3)
+#     alternating rounds; medians; bytes over the link from the registry's access log.
+# Needs root, containerd + runc, ctr-remote, docker-registry, umoci, skopeo, mmdebstrap.
+#
+# Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), RTT_MS (20), RATE_MBIT (100),
+#      RUNS (3), NETNS_LINK (auto|netem|tun), KEEP=1.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+BIN=$BUILD_DIR/bin
+LIB=$ROOT/tests/integration/lib
+RTT_MS=${RTT_MS:-20}
+RATE_MBIT=${RATE_MBIT:-100}
+RUNS=${RUNS:-3}
+PACKAGES=python3,python3-numpy,python3-pandas,python3-yaml,perl,curl,git
+PASS_CMD='import sys'
+IMPORT_CMD='import numpy, pandas, yaml, json, email.parser, http.client, argparse, logging, asyncio'
+[ "$(id -u)" -eq 0 ] || { echo "bench/container_start.sh needs root" >&2; exit 1; }
+for t in docker-registry umoci skopeo; do command -v $t >/dev/null || { echo "install $t (scripts/setup.sh)" >&2; exit 1; }; done
+# shellcheck source=../tests/integration/lib/netns.sh
+source "$LIB/netns.sh"
+# shellcheck source=../tests/integration/lib/distro_rootfs.sh
+source "$LIB/distro_rootfs.sh"
+
+W=$(mktemp -d "${BENCH_TMP:-/var/tmp}/nydus-bench-start.XXXXXX")
+NS=nystart$$
+RPID=
+CT_WORK=$W/ct CT_BIN=$BIN
+# shellcheck source=../tests/integration/lib/containerd.sh
+source "$LIB/containerd.sh"
+WHY=$(ct_missing)
+[ -z "$WHY" ] || { echo "containers cannot run here: $WHY" >&2; exit 1; }
+cleanup() {
+  ct_stop
+  [ -n "$RPID" ] && kill "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null
+  netns_down "$NS" >/dev/null 2>&1
+  [ "${KEEP:-0}" = 1 ] && { echo "kept $W" >&2; return; }
+  rm -rf "$W"
+}
+trap cleanup EXIT
+T0=$SECONDS
+log() { echo "# [$((SECONDS - T0))s] $*" >&2; }
+
+TARBALL=$(distro_rootfs_tar "$PACKAGES") || exit 1
+log "OCI image of $TARBALL (umoci)"
+cd "$W" || exit 1
+umoci init --layout oci && umoci new --image oci:app && umoci unpack --image oci:app bundle >/dev/null || exit 1
+tar -C bundle/rootfs --numeric-owner -xpf "$TARBALL" || exit 1
+IMAGE_BYTES=$(du -sb --apparent-size bundle/rootfs | cut -f1)
+ENTRIES=$(find bundle/rootfs | wc -l)
+umoci repack --image oci:app bundle || exit 1
+rm -rf bundle
+
+log "registry in namespace $NS: RTT ${RTT_MS} ms, ${RATE_MBIT} Mbit/s"
+netns_up "$NS" "$RTT_MS" "$RATE_MBIT" >/dev/null || exit 1
+REG=$NETNS_IP:5000
+mkdir -p "$W/registry/data"
+cat >"$W/registry/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $W/registry/data
+http:
+  addr: $REG
+YML
+ip netns exec "$NS" docker-registry serve "$W/registry/config.yml" >"$W/registry/log" 2>&1 &
+RPID=$!
+for _ in $(seq 100); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+# Pushed and converted inside the namespace: loopback there, not across the link.
+log "push (skopeo) and convert (nydusify) next to the registry"
+ip netns exec "$NS" skopeo copy -q --dest-tls-verify=false oci:oci:app "docker://$REG/bench/py:oci" || exit 1
+ip netns exec "$NS" "$BIN/nydusify" convert --source "$REG/bench/py:oci" --target "$REG/bench/py:nydus" \
+  --source-insecure --target-insecure --work-dir "$W/convert" >"$W/nydusify.log" 2>&1 || {
+  tail -20 "$W/nydusify.log" >&2; exit 1; }
+layer_bytes() {  # TAG: the compressed bytes of the image's layers
+  curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/bench/py/manifests/$1" |
+    python3 -c 'import json, sys; print(sum(l["size"] for l in json.load(sys.stdin)["layers"]))'
+}
+OCI_BYTES=$(layer_bytes oci) NYDUS_BYTES=$(layer_bytes nydus)
+
+log "containerd + containerd-nydus-grpc"
+ct_start --log-level warn || exit 1
+mark() { sleep 0.2; wc -l <"$W/registry/log"; }
+sent_since() {  # MARK: bytes of blob GETs the registry answered since
+  tail -n +"$(($1 + 1))" "$W/registry/log" |
+    awk '$6 == "\"GET" && $7 ~ /\/blobs\// && ($9 == 200 || $9 == 206) {s += $10} END {print s + 0}'
+}
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+
+# one ROW WORKLOAD: pull + run, print "seconds bytes" (or nothing on failure).
+one() {
+  local row=$1 cmd m t0 t1 out ref snap=() pull
+  [ "$2" = pass ] && cmd=$PASS_CMD || cmd=$IMPORT_CMD
+  case $row in
+    overlayfs) ref=$REG/bench/py:oci pull=(ct_ctr image pull --plain-http "$ref") ;;
+    nydus-fuse) ref=$REG/bench/py:nydus snap=(--snapshotter nydus)
+      pull=(ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$ref") ;;
+  esac
+  ct_ctr image rm --sync "$ref" >/dev/null 2>&1
+  drop
+  m=$(mark)
+  t0=$(now)
+  "${pull[@]}" >"$W/pull.log" 2>&1 || { echo "$row: pull failed: $(tail -3 "$W/pull.log")" >&2; return 1; }
+  out=$(ct_ctr run --rm "${snap[@]}" "$ref" "start-$row" /usr/bin/python3 -c "$cmd; print('ok')" 2>&1)
+  t1=$(now)
+  [ "$out" = ok ] || { echo "$row/$2: the container printed: $out" >&2; return 1; }
+  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}') $(sent_since "$m")"
+}
+
+: >"$W/times"
+for r in $(seq "$RUNS"); do
+  for w in pass import; do
+    for row in overlayfs nydus-fuse; do
+      log "round $r/$RUNS: $row, $w"
+      res=$(one "$row" "$w") && echo "$row $w $res" >>"$W/times"
+    done
+  done
+done
+
+python3 - "$W/times" <<'PY'
+import statistics, sys
+t = {}
+for line in open(sys.argv[1]):
+    row, w, s, b = line.split()
+    t.setdefault((row, w), []).append((float(s), int(b)))
+names = {"overlayfs": "containerd overlayfs (pull + unpack, run)", "nydus-fuse": "ours, nydusd FUSE (rpull, run)"}
+def cell(row, w):
+    v = t.get((row, w))
+    if not v: return "-", "-", "-"
+    s = statistics.median(x[0] for x in v)
+    base = t.get(("overlayfs", w))
+    speed = f"{statistics.median(x[0] for x in base) / s:.1f}x" if base else "-"
+    return f"{s:.2f}", speed, f"{statistics.median(x[1] for x in v) / 1e6:.1f}"
+print("| snapshotter | `python3 -c pass` (s) | vs overlayfs | MB over the link | import-heavy start (s) | vs overlayfs | MB over the link |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for row in ("overlayfs", "nydus-fuse"):
+    print(f"| {names[row]} | " + " | ".join(cell(row, "pass") + cell(row, "import")) + " |")
+print("| ours, fanotify | not measured: the snapshotter does not drive fanotify mode yet | | | | | |")
+PY
+echo
+echo "image: bookworm minbase + $PACKAGES, $((IMAGE_BYTES >> 20)) MiB unpacked, $ENTRIES entries;" \
+  "OCI layers $((OCI_BYTES >> 20)) MiB gzip, Nydus layers $((NYDUS_BYTES >> 20)) MiB;" \
+  "link: RTT ${RTT_MS} ms, ${RATE_MBIT} Mbit/s ($NETNS_MODE); medians of $RUNS alternating rounds;" \
+  "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $(uname -r); total $((SECONDS - T0)) s"
