@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "builder/chunk_pipeline.h"
+#include "builder/create_stargz.h"
 #include "builder/create_zran.h"
 #include "builder/prefetch_list.h"
 #include "format/bootstrap.h"
@@ -386,7 +387,8 @@ Result<CreateReport> create_from_tar(const CreateOptions& o) {
                        jobs.push_back({node, nullptr, off, uint32_t(buf.size()), {buf.data(), buf.size()}});
                        if (batch_bytes >= batch_limit) return flush();
                        return ok();
-                     });
+                     },
+                     TarLimits{.skip_estargz_files = o.estargz});
   if (!tt) return std::unexpected(std::move(tt).error());
   NYDUS_TRY(flush());
   b.rep.files = files.size();
@@ -401,6 +403,8 @@ Result<CreateReport> create_from_tar(const CreateOptions& o) {
 }  // namespace
 
 Result<CreateReport> create_image(const CreateOptions& o) {
+  // No blob is written (the eStargz layer is the data blob): its own checks.
+  if (o.source_type == SourceType::kEstargzToc) return create_estargz_toc_image(o);
   if (o.bootstrap.empty() && !o.blob_inline_meta)
     return make_error(Errc::kInvalidArgument, "a bootstrap path (-B) is required unless --blob-inline-meta is used");
   if (o.blob_dir.empty() && o.blob_file.empty() && o.blob_cache_dir.empty())
@@ -414,8 +418,8 @@ Result<CreateReport> create_image(const CreateOptions& o) {
   if (o.fs_version == 5) {
     // As upstream: ref conversions and the ToC are v6 only; inline meta and
     // the blob cache files are not written for v5 here (yet).
-    if (o.source_type == SourceType::kTargzRef)
-      return make_error(Errc::kInvalidArgument, "conversion type targz-ref conflicts with RAFS v5");
+    if (o.source_type == SourceType::kTargzRef || o.source_type == SourceType::kEstargzToc)
+      return make_error(Errc::kInvalidArgument, "ref conversion types (targz-ref, estargz-ref, estargztoc-ref) conflict with RAFS v5");
     if (o.blob_toc) return make_error(Errc::kInvalidArgument, "`--features blob-toc` can't be used with `--version 5`");
     if (o.blob_inline_meta) return make_error(Errc::kUnsupported, "--blob-inline-meta with --fs-version 5 is not supported");
     if (!o.blob_cache_dir.empty())

@@ -19,6 +19,7 @@ enum class SourceType {
   kDirectory,  // dir-rafs
   kTar,        // tar-rafs / targz-rafs: an OCI layer tar (any compression), "-" = stdin
   kTargzRef,   // targz-ref: a gzip layer referenced in place (ZRAN), see create_zran.h
+  kEstargzToc, // estargztoc-ref: an eStargz TOC (stargz.index.json) whose layer is the data blob, see create_stargz.h
 };
 
 struct CreateOptions {
@@ -50,6 +51,13 @@ struct CreateOptions {
   // aligned (v5's default packs them, as upstream).
   uint32_t fs_version = 6;
   bool aligned_chunk = false;
+  // estargz-ref / estargz-rafs: the tar is an eStargz layer; its own files
+  // (stargz.index.json, landmarks) are left out of the tree.
+  bool estargz = false;
+  // estargztoc-ref: --blob-id (the layer's id, the data blob) and
+  // --blob-data-size (the layer's size, bounding the last gzip member).
+  std::string blob_id;
+  uint64_t blob_data_size = 0;
 };
 
 struct CreateReport {

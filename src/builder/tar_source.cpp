@@ -129,6 +129,9 @@ class TarBuilder {
     const char* pn = archive_entry_pathname(e);
     const std::string path = pn ? pn : "";
     NYDUS_ASSIGN_OR_RETURN(auto comps, split_path(path, lim_));
+    if (lim_.skip_estargz_files && comps.size() == 1 &&
+        (comps[0] == "stargz.index.json" || comps[0] == ".prefetch.landmark" || comps[0] == ".no.prefetch.landmark"))
+      return ok();  // its data, if any, is skipped by the next header read
 
     if (const char* hl = archive_entry_hardlink(e)) {
       NYDUS_ASSIGN_OR_RETURN(auto tcomps, split_path(hl, lim_));

@@ -87,4 +87,11 @@ struct BlobInfo {
   std::shared_ptr<const std::vector<ChunkRecord>> bootstrap_chunks;
 };
 
+// Upstream's "legacy stargz" blob (storage/src/device.rs compute_features):
+// gzip chunks without CHUNK_INFO_V2. Its chunks' compressed sizes are upper
+// bounds (a gzip member read as a span of the layer), see format/stargz_toc.h.
+inline bool is_legacy_stargz(const BlobInfo& b) {
+  return b.compressor == Compressor::kGzip && !(b.features & blob_features::kChunkInfoV2);
+}
+
 }  // namespace nydus::format

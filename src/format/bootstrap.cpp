@@ -314,6 +314,7 @@ Status Bootstrap::validate() {
                    ext_.chunk_table_size);
   if (ext_.chunk_table_size % sizeof(ChunkInfoRecord) != 0)
     return corrupt("chunk table size {} is not a multiple of 80", ext_.chunk_table_size);
+  NYDUS_TRY(adopt_stargz_chunks());
 
   // The root must at least be a readable directory.
   auto root = inode(sb_.root_nid);
@@ -347,6 +348,30 @@ Compressor Bootstrap::compressor() const {
   if (f & super_flags::kCompressionGzip) return Compressor::kGzip;
   if (f & super_flags::kCompressionZstd) return Compressor::kZstd;
   return Compressor::kNone;
+}
+
+// eStargz TOC images (estargztoc-ref): a gzip blob without CHUNK_INFO_V2 and
+// without any ci array (upstream's "legacy stargz"; its data blob is the
+// layer, which holds no Nydus meta). The bootstrap's chunk table is the only
+// record of where chunks are: it stands in for the ci array, as for RAFS v5.
+Status Bootstrap::adopt_stargz_chunks() {
+  std::vector<size_t> stargz;
+  for (size_t b = 0; b < blobs_.size(); ++b)
+    if (is_legacy_stargz(blobs_[b]) && blobs_[b].ci_compressed_size == 0 && blobs_[b].ci_uncompressed_size == 0)
+      stargz.push_back(b);
+  if (stargz.empty()) return ok();
+  auto table = chunk_table();
+  if (!table) return std::unexpected(std::move(table).error().context("eStargz blob chunks"));
+  std::vector<std::vector<ChunkRecord>> per(blobs_.size());
+  for (auto& r : *table) per[r.blob_index].push_back(r);
+  for (size_t b : stargz) {
+    std::sort(per[b].begin(), per[b].end(), [](auto& x, auto& y) { return x.ci_index < y.ci_index; });
+    for (size_t i = 1; i < per[b].size(); ++i)
+      if (per[b][i].ci_index == per[b][i - 1].ci_index)
+        return corrupt("blob {}: chunk table lists ci {} twice", b, per[b][i].ci_index);
+    blobs_[b].bootstrap_chunks = std::make_shared<const std::vector<ChunkRecord>>(std::move(per[b]));
+  }
+  return ok();
 }
 
 Digester Bootstrap::digester() const {

@@ -124,6 +124,7 @@ class Bootstrap {
   Status validate();
   // Replace the v5 bytes by the v6 image written from them, then validate that.
   Status adopt_v5();
+  Status adopt_stargz_chunks();
 
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;

@@ -1,6 +1,7 @@
 #include "format/compress.h"
 
 #include <lz4.h>
+#include <zlib.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -13,7 +14,7 @@ Result<Compressor> parse_compressor(std::string_view name) {
   if (name == "lz4_block") return Compressor::kLz4Block;
   if (name == "zstd") return Compressor::kZstd;
   if (name == "gzip") return Compressor::kGzip;
-  return errorf(Errc::kInvalidArgument, "unknown compressor '{}' (none, lz4_block, zstd)", name);
+  return errorf(Errc::kInvalidArgument, "unknown compressor '{}' (none, lz4_block, zstd, gzip)", name);
 }
 
 const char* compressor_name(Compressor c) {
@@ -89,6 +90,34 @@ Result<bool> compress(Compressor c, std::span<const uint8_t> in, std::vector<uin
   return true;
 }
 
+namespace {
+
+// A gzip chunk (eStargz: a gzip member that starts with the chunk's data).
+// Upstream reads such a chunk as a span of the layer that may run past the
+// member's end (into the next member, or the tar headers the same member
+// goes on with), so bytes after the first `out.size()` are ignored; a member
+// that ends before filling `out` is corrupt.
+Status gunzip_chunk(std::span<const uint8_t> in, std::span<uint8_t> out) {
+  if (in.size() > UINT32_MAX || out.size() > UINT32_MAX) return corrupt("gzip: chunk too large");
+  z_stream z{};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) return make_error(Errc::kNoSpace, "gzip: inflateInit2 failed");
+  z.next_in = const_cast<Bytef*>(in.data());
+  z.avail_in = uInt(in.size());
+  z.next_out = out.data();
+  z.avail_out = uInt(out.size());
+  int rc = Z_OK;
+  while (z.avail_out > 0 && rc == Z_OK) rc = inflate(&z, Z_NO_FLUSH);
+  const size_t produced = out.size() - z.avail_out;
+  const char* msg = z.msg;
+  inflateEnd(&z);
+  if (produced == out.size() && (rc == Z_OK || rc == Z_STREAM_END || rc == Z_BUF_ERROR)) return ok();
+  if (rc == Z_STREAM_END || rc == Z_BUF_ERROR)
+    return corrupt("gzip: chunk decompressed to {} bytes, expected {}", produced, out.size());
+  return corrupt("gzip: {} (after {} of {} bytes)", msg ? msg : zError(rc), produced, out.size());
+}
+
+}  // namespace
+
 Status decompress(Compressor c, std::span<const uint8_t> in, std::span<uint8_t> out) {
   switch (c) {
     case Compressor::kNone:
@@ -112,7 +141,7 @@ Status decompress(Compressor c, std::span<const uint8_t> in, std::span<uint8_t> 
       return ok();
     }
     case Compressor::kGzip:
-      return make_error(Errc::kUnsupported, "gzip chunks are not supported");
+      return gunzip_chunk(in, out);
   }
   return corrupt("unknown compressor id {}", uint32_t(c));
 }

@@ -53,7 +53,8 @@ Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const Dae
 
   // Digests by ci index per blob, for validation against the bootstrap.
   std::vector<std::vector<format::Digest>> digests(blobs.size());
-  if (cfg.digest_validate) {
+  // eStargz TOC blobs are always validated (see BlobCacheImpl::init).
+  if (cfg.digest_validate || std::ranges::any_of(blobs, [](const auto& b) { return format::is_legacy_stargz(b); })) {
     NYDUS_ASSIGN_OR_RETURN(digests, chunk_digests(boot));
   }
   // Opening a cache may fetch its blob meta: one round trip per blob on a

@@ -417,7 +417,9 @@ Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector
   }
   // An all-zero digest means "unknown" (TARFS images, chunks missing from
   // the bootstrap's table) and is not checked.
-  if (cfg_.digest_validate) digests_ = digests;
+  // eStargz TOC blobs always: their chunk offsets come from an untrusted
+  // TOC nothing checked against the layer (upstream never validates them).
+  if (cfg_.digest_validate || format::is_legacy_stargz(blob_)) digests_ = digests;
 
   // ci order normally has increasing uncompressed offsets; sort if not.
   by_uoff_.resize(chunks_.size());

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "builder/create_image.h"
+#include "builder/create_stargz.h"
 #include "builder/merge.h"
 #include "builder/prefetch_list.h"
 #include "format/compress.h"
@@ -24,8 +25,9 @@ struct CreateArgs {
   std::string compressor = "zstd", digester = "blake3", chunk_size = "0x100000";
   std::string fs_version = "6", type = "dir-rafs", prefetch_policy = "none", prefetch_files;
   std::string whiteout_spec = "oci", chunk_dict, features, parent_bootstrap;
+  std::string blob_id, blob_data_size;  // estargztoc-ref
   bool repeatable = false, inline_meta = false, aligned_chunk = false, disable_check = false;
-  bool compressor_given = false;
+  bool compressor_given = false, chunk_size_given = false;
   unsigned threads = 0;
 };
 
@@ -70,13 +72,37 @@ int run_create(const CreateArgs& a) {
   if (a.type == "tar-rafs" || a.type == "targz-rafs") {
     // Compression (none, gzip, zstd, ...) is detected from the stream either way.
     o.source_type = builder::SourceType::kTar;
-  } else if (a.type == "targz-ref") {
+  } else if (a.type == "targz-ref" || a.type == "estargz-ref") {
     // The layer is referenced, not converted (ZRAN): upstream forces gzip and
-    // sha256 for it (logging that other values are ignored).
+    // sha256 for it (logging that other values are ignored). An eStargz
+    // layer is valid gzip: the same path, its own files left out.
     o.source_type = builder::SourceType::kTargzRef;
+    o.estargz = a.type == "estargz-ref";
+  } else if (a.type == "estargz-rafs") {
+    o.source_type = builder::SourceType::kTar;
+    o.estargz = true;
+  } else if (a.type == "estargztoc-ref" || a.type == "stargz_index") {
+    // The TOC alone; the layer (--blob-id, --blob-data-size) is the data blob.
+    if (a.blob_id.empty()) return usage_error("create", "'--blob-id' is missing for '--type stargz_index'");
+    if (a.blob_data_size.empty()) return fail("no value specified for '--blob-data-size'");
+    std::string hex = a.blob_data_size;
+    if (hex.starts_with("0x") || hex.starts_with("0X")) hex.erase(0, 2);
+    // Upstream reads the size as hex, with or without "0x".
+    size_t pos = 0;
+    try {
+      o.blob_data_size = std::stoull(hex, &pos, 16);
+    } catch (...) {
+      pos = std::string::npos;
+    }
+    if (hex.empty() || pos != hex.size()) return fail("invalid blob data size " + a.blob_data_size);
+    o.source_type = builder::SourceType::kEstargzToc;
+    o.blob_id = a.blob_id;
   } else if (a.type != "dir-rafs" && a.type != "directory") {
-    return fail("--type " + a.type + " is not supported (dir-rafs, tar-rafs, targz-rafs, targz-ref)");
+    return fail("--type " + a.type + " is not supported (dir-rafs, tar-rafs, targz-rafs, targz-ref, estargz-ref, "
+                "estargz-rafs, estargztoc-ref)");
   }
+  if (!a.blob_id.empty() && o.source_type != builder::SourceType::kEstargzToc)
+    return fail("--blob-id is only supported with --type estargztoc-ref");
   o.source = a.source;
   o.bootstrap = a.bootstrap;
   // Upstream without -B: the bootstrap goes into -D, named by its sha256
@@ -120,11 +146,14 @@ int run_create(const CreateArgs& a) {
   auto d = format::parse_digester(a.digester);
   if (!d) return fail(d.error().message);
   o.digester = *d;
-  if (o.source_type == builder::SourceType::kTargzRef) {
+  if (o.source_type == builder::SourceType::kTargzRef || o.source_type == builder::SourceType::kEstargzToc) {
     o.compressor = format::Compressor::kGzip;
     o.digester = format::Digester::kSha256;
   }
-  auto cs = parse_size(a.chunk_size);
+  // Upstream's default chunk size for estargztoc-ref is eStargz's (4 MiB).
+  auto cs = parse_size(o.source_type == builder::SourceType::kEstargzToc && !a.chunk_size_given
+                           ? fmt::format("{:#x}", builder::kEstargzChunkSize)
+                           : a.chunk_size);
   if (!cs) return fail(cs.error().message);
   o.chunk_size = *cs;
   // fs: a prefetch table from the list (stdin as upstream, or our
@@ -215,13 +244,17 @@ Command add_create_command(CLI::App& parent) {
   app->add_option("-v,--fs-version", args->fs_version, "RAFS version: 6 (default) or 5")
       ->check(CLI::IsMember({"5", "6"}));
   app->add_option("-t,--type,--source-type", args->type,
-                  "conversion type: dir-rafs (= directory), tar-rafs, targz-rafs (tar compression is auto-detected), targz-ref (gzip layer referenced in place, ZRAN)")
+                  "conversion type: dir-rafs (= directory), tar-rafs, targz-rafs (tar compression is auto-detected), targz-ref "
+                  "(gzip layer referenced in place, ZRAN), estargz-ref / estargz-rafs (the same for an eStargz layer), "
+                  "estargztoc-ref (SOURCE = the eStargz TOC JSON; needs --blob-id, --blob-data-size)")
       ->check(CLI::IsMember({"directory", "dir-rafs", "estargz-rafs", "estargz-ref", "estargztoc-ref", "tar-rafs",
                              "tar-tarfs", "targz-rafs", "targz-ref", "stargz_index"}));
   auto* comp = app->add_option("-c,--compressor", args->compressor, "none, lz4_block, zstd")
                    ->check(CLI::IsMember({"none", "lz4_block", "zstd"}));
   app->add_option("-d,--digester", args->digester, "blake3, sha256")->check(CLI::IsMember({"blake3", "sha256"}));
-  app->add_option("-S,--chunk-size", args->chunk_size, "chunk size, power of two 0x1000..0x1000000");
+  auto* chunk_size = app->add_option("-S,--chunk-size", args->chunk_size, "chunk size, power of two 0x1000..0x1000000");
+  app->add_option("--blob-id", args->blob_id, "estargztoc-ref: id (sha256) of the eStargz layer, the data blob");
+  app->add_option("--blob-data-size", args->blob_data_size, "estargztoc-ref: size of that layer (hex)");
   app->add_flag("-R,--repeatable", args->repeatable, "byte-identical output for identical input");
   app->add_flag("-A,--blob-inline-meta,--inline-bootstrap", args->inline_meta, "store the bootstrap inside the data blob");
   app->add_option("--features", args->features, "blob-toc")->check(CLI::IsMember({"blob-toc"}));
@@ -240,7 +273,10 @@ Command add_create_command(CLI::App& parent) {
   app->add_flag("--disable-check", args->disable_check)->group("");  // upstream's hidden flag; no-op
   (void)blob_dir;
   (void)blob;
-  app->callback([args, comp] { args->compressor_given = comp->count() > 0; });
+  app->callback([args, comp, chunk_size] {
+    args->compressor_given = comp->count() > 0;
+    args->chunk_size_given = chunk_size->count() > 0;
+  });
   cmd.run = [args] { return run_create(*args); };
   return cmd;
 }

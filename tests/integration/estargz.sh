@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# eStargz layers (issue 15): an OCI image of real files made with umoci,
+# converted to eStargz by Debian's `ctr-remote image convert --estargz --oci`
+# in a private containerd (no snapshotter needed), its layer taken out with
+# `ctr images export`. Then, with the layer as the data blob, unchanged:
+#  - create --type estargztoc-ref from the TOC alone (taken out of the layer
+#    here in python: footer -> TOC offset -> gzip -> tar member
+#    stargz.index.json; its sha256 must equal the manifest's
+#    containerd.io/snapshot/stargz/toc.digest annotation);
+#  - `check` verifies every chunk against chunkDigest, `unpack` == tar -x;
+#  - nydusd mounts it over localfs and over docker-registry, lazily: the tree
+#    equals `tar -x` of the layer (modes, owners, mtimes, symlinks, hard
+#    links, xattrs, a FIFO; stargz.index.json and the landmark file left
+#    out), and reading one small file cold fetches a few KiB, not the layer;
+#  - estargz-ref (ZRAN over the same gzip) and estargz-rafs (a real Nydus
+#    blob) give the same tree;
+#  - hostile TOCs: an offset outside the layer, two chunks at one offset,
+#    innerOffset, a chunk not tiling its file: a clear build error; a lying
+#    chunkDigest and an offset that is not a gzip member: EIO for that file
+#    only (never other bytes), and `check` fails naming it.
+set -uo pipefail
+. "$(dirname "$0")/lib/common.sh"
+
+[ "$(id -u)" -eq 0 ] || skip "needs root (containerd, FUSE mounts, owners)"
+[ -e /dev/fuse ] || skip_kernel "no /dev/fuse"
+for t in containerd ctr ctr-remote umoci docker-registry setfattr getfattr curl; do
+  command -v $t >/dev/null || skip "$t not installed (scripts/setup.sh)"
+done
+need_nydus_image
+NYDUSD=${NYDUSD:-$NYDUS_BIN_DIR/nydusd}
+[ -x "$NYDUSD" ] || die "nydusd not found at $NYDUSD"
+
+WORK=$(mktemp -d "${NYDUS_TEST_TMP:-/var/tmp}/nydus-estargz.XXXXXX") || die "mktemp"
+LOG_DIR=$WORK/logs
+mkdir -p "$LOG_DIR"
+CD_PID='' REGISTRY_PID=''
+# shellcheck source=lib/one_nydusd.sh
+source "$LIB_DIR/one_nydusd.sh"
+cleanup() {
+  [ -n "$CD_PID" ] && kill "$CD_PID" 2>/dev/null && wait "$CD_PID" 2>/dev/null
+  [ -n "$REGISTRY_PID" ] && kill "$REGISTRY_PID" 2>/dev/null && wait "$REGISTRY_PID" 2>/dev/null
+  one_nydusd_cleanup
+}
+trap cleanup EXIT
+cd "$WORK" || die "cd"
+
+# ---- the image, converted by ctr-remote -------------------------------------------
+make_image() {
+  umoci init --layout img && umoci new --image img:base || return 1
+  umoci unpack --image img:base b >/dev/null || return 1
+  local r=b/rootfs
+  mkdir -p "$r/usr/lib" "$r/usr/bin" "$r/etc/conf.d" "$r/srv/deep/er/still"
+  cp -a /usr/lib/python3.11/json /usr/lib/python3.11/email "$r/usr/lib/" || return 1
+  cp -a /usr/bin/bash /usr/bin/ls "$r/usr/bin/" || return 1
+  head -c 9500000 /dev/urandom >"$r/srv/big.bin"  # three 4 MiB eStargz chunks
+  cp "$r/usr/bin/ls" "$r/srv/ls-copy"              # identical content, another member
+  printf 'small file\n' >"$r/etc/conf.d/small"
+  printf 'x' >"$r/etc/one"                         # 1 byte, as eStargz's landmark file
+  : >"$r/etc/empty"
+  echo deep >"$r/srv/deep/er/still/leaf"
+  ln "$r/etc/conf.d/small" "$r/srv/small-hardlink"
+  ln -s ../usr/bin/bash "$r/etc/sh"; ln -s /nonexistent/target "$r/etc/dangling"
+  mkfifo "$r/etc/fifo"
+  chown 1234:5678 "$r/etc/conf.d/small"; chown -h 42:43 "$r/etc/sh"
+  chmod 4755 "$r/usr/bin/ls"; chmod 0600 "$r/etc/conf.d/small"; chmod 1777 "$r/srv/deep"
+  setfattr -n user.estargz -v "kept" "$r/etc/conf.d/small" || return 1
+  setfattr -n trusted.t -v "$(printf 'bin\001ary')" "$r/etc/empty" || return 1
+  umoci repack --image img:v1 b || return 1
+  (cd img && tar cf ../img.tar .)
+}
+step "make an OCI image with umoci (real files, links, owners, xattrs, a 9.5 MB file)" make_image ||
+  { summary; exit 1; }
+
+start_containerd() {
+  mkdir -p cd/root cd/state
+  cat >cd/config.toml <<TOML
+version = 2
+root = "$WORK/cd/root"
+state = "$WORK/cd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$WORK/cd/containerd.sock"
+[ttrpc]
+  address = "$WORK/cd/containerd.sock.ttrpc"
+TOML
+  containerd --config cd/config.toml >"$LOG_DIR/containerd.log" 2>&1 &
+  CD_PID=$!
+  local i
+  for i in $(seq 100); do ctr --address "$WORK/cd/containerd.sock" version >/dev/null 2>&1 && return 0; sleep 0.2; done
+  tail -20 "$LOG_DIR/containerd.log"; return 1
+}
+A=(--address "$WORK/cd/containerd.sock" -n estargz-test)
+convert() {
+  ctr "${A[@]}" images import img.tar || return 1
+  local src; src=$(ctr "${A[@]}" images ls -q | grep ':v1$' | head -1)
+  [ -n "$src" ] || { ctr "${A[@]}" images ls; return 1; }
+  ctr-remote "${A[@]}" image convert --estargz --oci "$src" esgz:v1 || return 1
+  ctr "${A[@]}" images export esgz.tar esgz:v1 || return 1
+  mkdir -p esgz && tar -C esgz -xf esgz.tar || return 1
+  # The layer: the manifest's only layer, annotated with the TOC digest.
+  "$PY" - <<'EOF' || return 1
+import json, os
+idx = json.load(open("esgz/index.json"))
+def blob(d): return "esgz/blobs/" + d.replace(":", "/")
+m = json.load(open(blob(idx["manifests"][0]["digest"])))
+if m.get("mediaType", "").endswith("index.v1+json"):
+    m = json.load(open(blob(m["manifests"][0]["digest"])))
+layers = m["layers"]
+assert len(layers) == 1, layers
+l = layers[0]
+ann = l.get("annotations", {})
+assert "containerd.io/snapshot/stargz/toc.digest" in ann, ann
+open("layer.id", "w").write(l["digest"].split(":")[1])
+open("toc.digest", "w").write(ann["containerd.io/snapshot/stargz/toc.digest"])
+os.link(blob(l["digest"]), "layer.tar.gz")
+print("layer", l["digest"], l["size"], "bytes")
+EOF
+}
+step "private containerd" start_containerd || { summary; exit 1; }
+step "ctr-remote image convert --estargz --oci; export the layer" convert || { summary; exit 1; }
+kill "$CD_PID" 2>/dev/null && wait "$CD_PID" 2>/dev/null; CD_PID=''
+LAYER_ID=$(cat layer.id)
+LAYER_SIZE=$(stat -c %s layer.tar.gz)
+
+# The TOC, read here independently of nydus-image: the 51-byte footer's SG
+# extra field gives its offset; it is the tar member stargz.index.json.
+extract_toc() {
+  "$PY" - layer.tar.gz toc.json <<'EOF' || return 1
+import io, sys, tarfile, zlib
+b = open(sys.argv[1], "rb").read()
+f = b[-51:]
+assert f[:3] == b"\x1f\x8b\x08" and f[12:14] == b"SG" and f[32:38] == b"STARGZ", "no eStargz footer"
+off = int(f[16:32], 16)
+t = tarfile.open(fileobj=io.BytesIO(zlib.decompressobj(31).decompress(b[off:len(b) - 51])))
+open(sys.argv[2], "wb").write(t.extractfile("stargz.index.json").read())
+EOF
+  [ "sha256:$(sha256sum toc.json | cut -c1-64)" = "$(cat toc.digest)" ] || { echo "TOC digest differs from the annotation"; return 1; }
+  "$PY" -c 'import json; e = json.load(open("toc.json"))["entries"]; print(len(e), "entries,", sum(x["type"] == "chunk" for x in e), "chunk entries")'
+}
+step "TOC from the layer (footer -> stargz.index.json), digest == annotation" extract_toc || { summary; exit 1; }
+
+REF=$WORK/ref
+mkdir -p "$REF"
+reference() {
+  tar -C "$REF" --numeric-owner --xattrs --xattrs-include='*' -xzf layer.tar.gz || return 1
+  # eStargz's own entries are not part of the image.
+  rm -f "$REF/stargz.index.json" "$REF/.prefetch.landmark" "$REF/.no.prefetch.landmark"
+  [ -p "$REF/etc/fifo" ] && [ "$(getfattr --only-values -n user.estargz "$REF/etc/conf.d/small")" = kept ]
+}
+step "reference: tar -x of the eStargz layer" reference || { summary; exit 1; }
+
+# ---- estargztoc-ref ------------------------------------------------------------------
+D=$WORK/toc
+mkdir -p "$D/blobs" "$D/cache"
+ln layer.tar.gz "$D/blobs/$LAYER_ID"
+build_toc() {
+  "$NYDUS_IMAGE" create --type estargztoc-ref --blob-id "$LAYER_ID" --blob-data-size "$(printf %x "$LAYER_SIZE")" \
+    -B "$D/boot" -J "$D/out.json" toc.json || return 1
+  [ "$(blob_ids "$D/out.json")" = "$LAYER_ID" ] || { echo "blob id is not the layer's"; return 1; }
+  # Upstream's layout for a "legacy stargz" blob: gzip, sha256, 4 MiB chunks,
+  # ALIGNED|CAP_TAR_TOC (no CHUNK_INFO_V2).
+  "$NYDUS_IMAGE" inspect -B "$D/boot" >"$D/inspect.txt" || return 1
+  grep -q 'compressor: gzip' "$D/inspect.txt" && grep -q 'digester: sha256' "$D/inspect.txt" &&
+    grep -q 'chunk_size: 0x400000' "$D/inspect.txt" || { cat "$D/inspect.txt"; return 1; }
+}
+step "create --type estargztoc-ref (TOC alone; the layer is the blob)" build_toc || { summary; exit 1; }
+step "check: every chunk inflated from its gzip member == chunkDigest" "$NYDUS_IMAGE" check -B "$D/boot" -D "$D/blobs"
+unpack_cmp() {
+  "$NYDUS_IMAGE" unpack -B "$D/boot" -D "$D/blobs" --output "$D/unpacked.tar" || return 1
+  mkdir -p "$D/unpacked" && tar -C "$D/unpacked" --numeric-owner --xattrs --xattrs-include='*' -xf "$D/unpacked.tar" || return 1
+  compare_trees --ignore-root-attrs "$REF" "$D/unpacked"
+}
+step "unpack == tar -x of the layer" unpack_cmp
+
+backend_bytes() { # SOCK: read_amount_total of GET /api/v1/metrics/backend
+  curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/backend |
+    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["read_amount_total"])'
+}
+SMALL=etc/conf.d/small
+small_file_cold() { # DIR: one small file costs a few KiB of the layer
+  local before after
+  before=$(backend_bytes "$1/api.sock") || return 1
+  cmp "$1/mnt/$SMALL" "$REF/$SMALL" || return 1
+  after=$(backend_bytes "$1/api.sock") || return 1
+  echo "backend bytes: $before before, $after after reading $SMALL; layer $LAYER_SIZE bytes"
+  [ $((after - before)) -gt 0 ] && [ $((after - before)) -lt 65536 ] || { echo "not a lazy read"; return 1; }
+}
+tree_equal() { # DIR
+  compare_trees --ignore-root-attrs "$REF" "$1/mnt" || return 1
+  [ "$(stat -c %i "$1/mnt/$SMALL")" = "$(stat -c %i "$1/mnt/srv/small-hardlink")" ] || { echo "hard link split"; return 1; }
+}
+write_config "$D/config.json" "$D/blobs" "$D/cache" true
+if step "nydusd mounts it (localfs, digest_validate)" start_daemon "$D/boot" "$D/config.json" "$D/mnt" "$D/api.sock"; then
+  step "localfs: one small file read cold fetches < 64 KiB of the layer" small_file_cold "$D"
+  step "localfs: mount == tar -x (modes, owners, mtimes, links, xattrs, fifo, content)" tree_equal "$D"
+  step "localfs: nydusd stops cleanly" stop_daemon "$D/mnt"
+fi
+
+# The same bootstrap over docker-registry (HTTP Range reads of the layer).
+G=$WORK/reg
+mkdir -p "$G/cache"
+registry_config() {
+  start_registry "$G/registry" || return 1
+  push_blob "$REGISTRY_HOST" test/estargz layer.tar.gz || return 1
+  cat >"$G/config.json" <<JSON
+{"device": {"backend": {"type": "registry", "config": {"scheme": "http", "host": "$REGISTRY_HOST", "repo": "test/estargz"}},
+            "cache": {"type": "blobcache", "config": {"work_dir": "$G/cache"}}},
+ "mode": "direct", "digest_validate": true, "enable_xattr": true, "fs_prefetch": {"enable": false}}
+JSON
+}
+if step "docker-registry holding the layer" registry_config &&
+   step "nydusd mounts it (registry backend)" start_daemon "$D/boot" "$G/config.json" "$G/mnt" "$G/api.sock"; then
+  step "registry: one small file read cold fetches < 64 KiB" small_file_cold "$G"
+  step "registry: mount == tar -x" tree_equal "$G"
+  step "registry: nydusd stops cleanly" stop_daemon "$G/mnt"
+fi
+
+# ---- estargz-ref (ZRAN over the eStargz gzip) and estargz-rafs -------------------------
+Z=$WORK/zran
+mkdir -p "$Z/blobs" "$Z/cache"
+build_zran() {
+  "$NYDUS_IMAGE" create --type estargz-ref -B "$Z/boot" -D "$Z/blobs" -J "$Z/out.json" layer.tar.gz || return 1
+  [ "$(blob_ids "$Z/out.json")" = "$LAYER_ID" ] || { echo "blob id is not the layer's"; return 1; }
+  ln layer.tar.gz "$Z/blobs/$LAYER_ID"
+}
+step "create --type estargz-ref (ZRAN, TOC files left out)" build_zran
+write_config "$Z/config.json" "$Z/blobs" "$Z/cache" true
+if step "estargz-ref: nydusd mounts it" start_daemon "$Z/boot" "$Z/config.json" "$Z/mnt" "$Z/api.sock"; then
+  step "estargz-ref: mount == tar -x" tree_equal "$Z"
+  step "estargz-ref: nydusd stops cleanly" stop_daemon "$Z/mnt"
+fi
+R=$WORK/rafs
+mkdir -p "$R/blobs"
+rafs_cmp() {
+  "$NYDUS_IMAGE" create --type estargz-rafs -B "$R/boot" -D "$R/blobs" layer.tar.gz || return 1
+  "$NYDUS_IMAGE" check -B "$R/boot" -D "$R/blobs" || return 1
+  "$NYDUS_IMAGE" unpack -B "$R/boot" -D "$R/blobs" --output "$R/unpacked.tar" || return 1
+  mkdir -p "$R/unpacked" && tar -C "$R/unpacked" --numeric-owner --xattrs --xattrs-include='*' -xf "$R/unpacked.tar" || return 1
+  compare_trees --ignore-root-attrs "$REF" "$R/unpacked"
+}
+step "create --type estargz-rafs: check, unpack == tar -x" rafs_cmp
+
+# ---- hostile TOCs ------------------------------------------------------------------------
+# edit_toc OUT PYTHON: toc.json with entries `e` changed by PYTHON.
+edit_toc() {
+  "$PY" - "$1" "$2" <<'EOF'
+import json, sys
+t = json.load(open("toc.json"))
+e = t["entries"]
+def find(name, typ="reg"):
+    return next(x for x in e if x["name"].rstrip("/") == name and x["type"] == typ)
+exec(sys.argv[2])
+json.dump(t, open(sys.argv[1], "w"))
+EOF
+}
+build_fails() { # TOC WORD: the build fails and its message contains WORD
+  local out
+  out=$("$NYDUS_IMAGE" create --type estargztoc-ref --blob-id "$LAYER_ID" --blob-data-size "$(printf %x "$LAYER_SIZE")" \
+        -B "$WORK/bad.boot" "$1" 2>&1) && { echo "build succeeded"; return 1; }
+  echo "$out"
+  grep -qi -- "$2" <<<"$out"
+}
+edit_toc bad-outside.json 'find("etc/conf.d/small")["offset"] = '"$LAYER_SIZE"' + 100'
+step "TOC offset outside the layer: build error" build_fails bad-outside.json "outside"
+edit_toc bad-overlap.json 'find("srv/deep/er/still/leaf")["offset"] = find("etc/conf.d/small")["offset"]'
+step "two chunks at one gzip offset: build error" build_fails bad-overlap.json "overlap"
+edit_toc bad-inner.json 'find("etc/conf.d/small")["innerOffset"] = 512'
+step "innerOffset: clear unsupported error" build_fails bad-inner.json "innerOffset"
+edit_toc bad-hole.json 'c = [x for x in e if x["name"] == "srv/big.bin" and x["type"] == "chunk"]; e.remove(c[0])'
+step "a chunk missing from a file: build error" build_fails bad-hole.json "hole"
+edit_toc bad-version.json 't["version"] = 2'
+step "TOC version 2: build error" build_fails bad-version.json "version"
+
+# A lying chunkDigest / an offset that is no gzip member: the build cannot
+# know; reads of that file fail (EIO), other files read right, check fails.
+H=$WORK/lie
+mkdir -p "$H"
+lie_toc() {
+  edit_toc "$H/toc.json" '
+s = find("etc/conf.d/small"); d = s["chunkDigest"]; s["chunkDigest"] = d[:-1] + ("0" if d[-1] != "0" else "1")
+l = find("srv/deep/er/still/leaf"); l["offset"] += 1' || return 1
+  "$NYDUS_IMAGE" create --type estargztoc-ref --blob-id "$LAYER_ID" --blob-data-size "$(printf %x "$LAYER_SIZE")" \
+    -B "$H/boot" "$H/toc.json"
+}
+check_names_them() {
+  local out
+  out=$("$NYDUS_IMAGE" check -B "$H/boot" -D "$D/blobs" 2>&1) && { echo "check passed"; return 1; }
+  echo "$out"
+  grep -q 'digest' <<<"$out"
+}
+eio_only_there() {
+  local m=$H/mnt f
+  for f in "$SMALL" srv/deep/er/still/leaf; do
+    if out=$(cat "$m/$f" 2>&1); then echo "$f read as '$out'"; return 1; fi
+    echo "$f: $out"
+    grep -q 'Input/output error' <<<"$out" || return 1
+  done
+  cmp "$m/srv/big.bin" "$REF/srv/big.bin" && cmp "$m/usr/bin/bash" "$REF/usr/bin/bash"
+}
+mkdir -p "$H/cache"
+write_config "$H/config.json" "$D/blobs" "$H/cache" true
+if step "lying TOC (chunkDigest, offset + 1) still builds" lie_toc; then
+  step "check fails on the lying chunks" check_names_them
+  if step "lying TOC: nydusd mounts it" start_daemon "$H/boot" "$H/config.json" "$H/mnt" "$H/api.sock"; then
+    step "lying TOC: EIO for those files only, others read right" eio_only_there
+    step "lying TOC: nydusd stops cleanly" stop_daemon "$H/mnt"
+  fi
+fi
+
+# An offset naming another real gzip member (the landmark's: 1 byte, not in
+# the tree, so no other chunk overlaps it): the bytes inflate fine but are
+# not the file's. Even with digest_validate off, eStargz chunks are checked
+# against chunkDigest: EIO, not the landmark's byte.
+W=$WORK/alias
+mkdir -p "$W/cache"
+alias_toc() {
+  edit_toc "$W/toc.json" 'find("etc/one")["offset"] = find(".no.prefetch.landmark")["offset"]' || return 1
+  "$NYDUS_IMAGE" create --type estargztoc-ref --blob-id "$LAYER_ID" --blob-data-size "$(printf %x "$LAYER_SIZE")" \
+    -B "$W/boot" "$W/toc.json"
+}
+alias_eio() {
+  local out
+  if out=$(od -An -tx1 "$W/mnt/etc/one" 2>&1); then echo "etc/one read as $out"; return 1; fi
+  echo "$out"; grep -q 'Input/output error' <<<"$out" || return 1
+  cmp "$W/mnt/$SMALL" "$REF/$SMALL"
+}
+write_config "$W/config.json" "$D/blobs" "$W/cache" false
+if step "TOC offset aliasing another member builds" alias_toc &&
+   step "aliased offset, digest_validate false: nydusd mounts it" start_daemon "$W/boot" "$W/config.json" "$W/mnt" "$W/api.sock"; then
+  step "aliased offset: EIO, never the other member's bytes" alias_eio
+  step "aliased offset: nydusd stops cleanly" stop_daemon "$W/mnt"
+fi
+
+summary
