@@ -51,6 +51,7 @@ Status Daemon::start_fuse() {
   if (!fuse_mode() || session_) return errorf(Errc::kInvalidArgument, "no FUSE mountpoint, or already mounted");
   fuse::SessionOptions so;
   so.max_threads = opts_.fuse_threads;
+  so.failover = !opts_.supervisor.empty();
   NYDUS_ASSIGN_OR_RETURN(auto session, fuse::FuseSession::mount(vfs_, opts_.fuse_mountpoint, so));
   std::lock_guard lk(mu_);
   session_ = std::move(session);
@@ -277,6 +278,7 @@ Status Daemon::takeover() {
     }
     fuse::SessionOptions so;
     so.max_threads = opts_.fuse_threads;
+    so.failover = !opts_.supervisor.empty();
     // From here the session owns hs.fd (closed on failure too).
     NYDUS_ASSIGN_OR_RETURN(auto session, fuse::FuseSession::adopt(vfs_, opts_.fuse_mountpoint, hs.fd, h->init, so));
     std::lock_guard lk(mu_);

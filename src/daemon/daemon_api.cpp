@@ -35,11 +35,14 @@ json Daemon::daemon_info() {
   for (auto& [mp, img] : images_) coll[mp] = img->info();
   for (auto& [mp, ext] : externals_) coll[mp] = ext->info();
   // Field order as upstream's DaemonInfo.
-  return json{{"version", runtime::build_time_info_json()},
-              {"id", opts_.id.empty() ? json(nullptr) : json(opts_.id)},
-              {"supervisor", opts_.supervisor.empty() ? json(nullptr) : json(opts_.supervisor)},
-              {"state", state_},
-              {"backend_collection", coll}};
+  json info{{"version", runtime::build_time_info_json()},
+            {"id", opts_.id.empty() ? json(nullptr) : json(opts_.id)},
+            {"supervisor", opts_.supervisor.empty() ? json(nullptr) : json(opts_.supervisor)},
+            {"state", state_},
+            {"backend_collection", coll}};
+  // Ours: how the FUSE connection's requests arrive ("io_uring" or "classic").
+  if (session_) info["fuse_transport"] = session_->transport();
+  return info;
 }
 
 Result<json> Daemon::metrics(const std::string& kind, const std::map<std::string, std::string>& query) {
@@ -100,6 +103,8 @@ Result<json> Daemon::metrics(const std::string& kind, const std::map<std::string
     // Ours: requests a crashed predecessor held, sent again by the kernel.
     const fuse::FuseSession* s = img->own_session() ? img->own_session() : session_.get();
     j["fuse_resent_requests"] = s ? s->resent_requests() : 0;
+    // Ours: requests served through FUSE over io_uring entries.
+    j["fuse_uring_requests"] = s ? s->uring_requests() : 0;
     return j;
   }
   if (kind == "files") {

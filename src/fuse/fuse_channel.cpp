@@ -8,8 +8,13 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 namespace nydus::fuse {
 
@@ -23,13 +28,21 @@ std::array<std::atomic<FuseChannel*>, kMaxFd> g_channels{};
 // A unique no kernel request carries (the kernel counts up from 1 and uses
 // the top bit for resends): marks libfuse's answer to a replayed INIT.
 constexpr uint64_t kReplayUnique = 0x7FFF'FFFF'FFFF'FFF1ull;
+// In the INIT handed to a successor (init_message()), in place of the unique
+// (which the successor replaces with kReplayUnique): this connection accepted
+// FUSE over io_uring, so the successor must register ring entries.
+constexpr uint64_t kUringMark = 0x7FFF'FFFF'FFFF'FFF3ull;
 
 }  // namespace
 
-Result<std::unique_ptr<FuseChannel>> FuseChannel::create(int fd, std::vector<uint8_t> replay_init) {
+Result<std::unique_ptr<FuseChannel>> FuseChannel::create(int fd, std::vector<uint8_t> replay_init, UringMode uring,
+                                                         unsigned uring_threads, bool failover) {
   if (fd < 0 || fd >= kMaxFd) return errorf(Errc::kInvalidArgument, "FUSE fd {} out of range", fd);
   std::unique_ptr<FuseChannel> c(new FuseChannel());
   c->fd_ = fd;
+  c->uring_mode_ = uring;
+  c->uring_threads_ = std::clamp(uring_threads, 1u, 1024u);
+  c->failover_ = failover;
   if (!replay_init.empty()) {
     fuse_in_header h;
     if (replay_init.size() < sizeof(h) + sizeof(fuse_init_in) - 48 || replay_init.size() > 4096)
@@ -38,6 +51,7 @@ Result<std::unique_ptr<FuseChannel>> FuseChannel::create(int fd, std::vector<uin
     if (h.opcode != FUSE_INIT || h.len != replay_init.size())
       return errorf(Errc::kInvalidArgument, "recorded FUSE INIT is not an INIT request (opcode {}, len {})", h.opcode,
                     h.len);
+    c->predecessor_uring_ = h.unique == kUringMark;
     h.unique = kReplayUnique;
     std::memcpy(replay_init.data(), &h, sizeof(h));
     c->init_ = std::move(replay_init);
@@ -52,6 +66,10 @@ Result<std::unique_ptr<FuseChannel>> FuseChannel::create(int fd, std::vector<uin
 }
 
 FuseChannel::~FuseChannel() {
+  if (uring_) {
+    wake();
+    uring_.reset();  // joins the ring threads
+  }
   if (fd_ >= 0 && fd_ < kMaxFd) {
     FuseChannel* self = this;
     g_channels[fd_].compare_exchange_strong(self, nullptr);
@@ -60,6 +78,7 @@ FuseChannel::~FuseChannel() {
 }
 
 Status FuseChannel::install(struct fuse_session* se) {
+  se_ = se;
   g_channels[fd_].store(this);
   static const fuse_custom_io io{&FuseChannel::io_writev, &FuseChannel::io_read, nullptr, nullptr};
   if (int rc = fuse_session_custom_io(se, &io, fd_); rc != 0)
@@ -74,8 +93,18 @@ void FuseChannel::wake() {
 }
 
 std::vector<uint8_t> FuseChannel::init_message() const {
-  std::lock_guard lk(init_mu_);
-  return init_;
+  std::vector<uint8_t> m;
+  {
+    std::lock_guard lk(init_mu_);
+    m = init_;
+  }
+  if (uring_started_.load() && m.size() >= sizeof(fuse_in_header)) {
+    fuse_in_header h;
+    std::memcpy(&h, m.data(), sizeof(h));
+    h.unique = kUringMark;
+    std::memcpy(m.data(), &h, sizeof(h));
+  }
+  return m;
 }
 
 ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
@@ -112,7 +141,10 @@ ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
       c->stats_->on_request(h.opcode, h.unique, h.nodeid);
       if (h.opcode == FUSE_INIT && size_t(n) <= 4096) {
         std::lock_guard lk(c->init_mu_);
-        if (c->init_.empty()) c->init_.assign(static_cast<uint8_t*>(buf), static_cast<uint8_t*>(buf) + n);
+        if (c->init_.empty()) {
+          c->init_.assign(static_cast<uint8_t*>(buf), static_cast<uint8_t*>(buf) + n);
+          c->init_unique_.store(h.unique);
+        }
       }
     }
     return n;
@@ -176,14 +208,111 @@ ssize_t FuseChannel::io_writev(int fd, struct iovec* iov, int count, void*) {
     fuse_out_header h;
     std::memcpy(&h, iov[0].iov_base, sizeof(h));
     if (c->replay_unique_ != 0 && h.unique == c->replay_unique_) {  // the kernel answered this INIT long ago
-      ssize_t total = 0;
-      for (int i = 0; i < count; i++) total += ssize_t(iov[i].iov_len);
-      return total;
+      std::vector<uint8_t> msg;
+      for (int i = 0; i < count; i++)
+        msg.insert(msg.end(), static_cast<uint8_t*>(iov[i].iov_base),
+                   static_cast<uint8_t*>(iov[i].iov_base) + iov[i].iov_len);
+      // The predecessor's connection may run on rings (their entries went
+      // with it): register ours, or requests would wait for entries forever.
+      if (h.error == 0 && c->want_uring(init_offers_uring(c->init_message())))
+        c->start_uring(msg.data() + sizeof(h), msg.size() - sizeof(h));
+      return ssize_t(msg.size());
     }
     if (h.unique != 0 && h.len >= sizeof(h))  // 0: a notification, not a reply
       c->stats_->on_reply(h.unique, h.error, h.len - sizeof(h));
+    ssize_t written = 0;
+    if (FuseUring::capture_reply(iov, count, &written)) return written;
+    if (h.unique != 0 && h.unique == c->init_unique_.load(std::memory_order_relaxed)) return c->answer_init(iov, count);
   }
   return ::writev(fd, iov, count);
+}
+
+ssize_t FuseChannel::answer_init(struct iovec* iov, int count) {
+  init_unique_.store(0);
+  std::vector<uint8_t> msg;
+  for (int i = 0; i < count; i++)
+    msg.insert(msg.end(), static_cast<uint8_t*>(iov[i].iov_base),
+               static_cast<uint8_t*>(iov[i].iov_base) + iov[i].iov_len);
+  fuse_out_header h;
+  std::memcpy(&h, msg.data(), sizeof(h));
+  // fuse_init_out: flags at 12, flags2 at 32 (both there since 7.36).
+  const bool accept = h.error == 0 && msg.size() >= sizeof(h) + 36 && want_uring(init_offers_uring(init_message()));
+  if (accept) {
+    uint8_t* out = msg.data() + sizeof(h);
+    uint32_t flags, flags2;
+    std::memcpy(&flags, out + 12, 4);
+    std::memcpy(&flags2, out + 32, 4);
+    flags |= 1u << 30;   // FUSE_INIT_EXT
+    flags2 |= 1u << 9;   // FUSE_OVER_IO_URING
+    std::memcpy(out + 12, &flags, 4);
+    std::memcpy(out + 32, &flags2, 4);
+  }
+  const ssize_t n = ::write(fd_, msg.data(), msg.size());
+  if (n == ssize_t(msg.size()) && accept) start_uring(msg.data() + sizeof(h), msg.size() - sizeof(h));
+  return n;
+}
+
+bool FuseChannel::want_uring(bool offered) {
+  // The one line that says why requests go through read/write.
+  if (!offered) {
+    spdlog::log(uring_mode_ == UringMode::kOn ? spdlog::level::warn : spdlog::level::info,
+                "FUSE transport: /dev/fuse read/write: the kernel does not offer FUSE over io_uring (it needs "
+                "Linux >= 6.14 and /sys/module/fuse/parameters/enable_uring = Y at mount time)");
+    return false;
+  }
+  if (predecessor_uring_) {
+    // Not registering would leave every request waiting for a ring entry.
+    if (uring_mode_ == UringMode::kOff)
+      spdlog::warn("FUSE transport: io_uring although configured off: the adopted connection runs on rings");
+    return true;
+  }
+  if (uring_mode_ == UringMode::kOff) {
+    spdlog::info("FUSE transport: /dev/fuse read/write (FUSE over io_uring is off by configuration)");
+    return false;
+  }
+  if (uring_mode_ == UringMode::kAuto && failover_) {
+    spdlog::info("FUSE transport: /dev/fuse read/write: this daemon has a supervisor for failover, and the kernel "
+                 "does not resend requests a crashed daemon held in io_uring entries (--fuse-uring on prefers "
+                 "io_uring anyway)");
+    return false;
+  }
+  return true;
+}
+
+void FuseChannel::start_uring(const uint8_t* init_out, size_t len) {
+  std::lock_guard lk(uring_mu_);
+  if (uring_) return;
+  std::ifstream f("/sys/devices/system/cpu/possible");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  FuseUring::Options o;
+  o.fuse_fd = fd_;
+  o.wake_fd = wake_fd_;
+  o.se = se_;
+  o.payload_size = uring_payload_size(init_out, len);
+  o.queues = possible_cpus(ss.str());
+  o.threads_per_queue = std::clamp((uring_threads_ + o.queues - 1) / o.queues, 1u, 16u);
+  o.stats = stats_;
+  if (replay_unique_ != 0) o.poke_path = poke_path_;  // adopting: see set_poke_path
+  spdlog::info("FUSE transport: io_uring, {} queue(s) x {} entries, {} KiB payload buffers", o.queues,
+               o.threads_per_queue, o.payload_size / 1024);
+  uring_ = FuseUring::start(std::move(o));
+  uring_started_ = true;
+}
+
+std::string FuseChannel::transport() const {
+  std::lock_guard lk(uring_mu_);
+  return uring_ && uring_->live_entries() > 0 ? "io_uring" : "classic";
+}
+
+uint64_t FuseChannel::uring_requests() const {
+  std::lock_guard lk(uring_mu_);
+  return uring_ ? uring_->requests() : 0;
+}
+
+void FuseChannel::join_uring() {
+  std::lock_guard lk(uring_mu_);
+  if (uring_) uring_->join();
 }
 
 Status FuseChannel::notify_resend(int fd) {

@@ -12,6 +12,11 @@
 // - After a crash, requests the dead daemon had read but not answered sit in
 //   the kernel's processing queue: FUSE_NOTIFY_RESEND (Linux >= 6.9) puts
 //   them back in the pending queue for the new daemon.
+// - FUSE over io_uring (fuse_uring.h): when the kernel's INIT offers it and
+//   the mode allows, the INIT reply accepts it and ring threads start once
+//   the reply is written (or, adopting, once the replayed INIT is answered);
+//   their replies are captured in io_writev. The classic readers go on for
+//   what the kernel still sends on /dev/fuse.
 #pragma once
 
 #include <sys/uio.h>
@@ -19,9 +24,11 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "common/result.h"
+#include "fuse/fuse_uring.h"
 #include "runtime/fs_io_stats.h"
 
 struct fuse_session;
@@ -32,7 +39,15 @@ class FuseChannel {
  public:
   // `fd` is the session's /dev/fuse fd (not owned: libfuse closes it).
   // `replay_init`: the INIT message to hand libfuse first (adoption), or empty.
-  static Result<std::unique_ptr<FuseChannel>> create(int fd, std::vector<uint8_t> replay_init = {});
+  // `uring`: whether to accept FUSE over io_uring; `uring_threads`: ring
+  // threads (one entry each) in all, spread over the queues.
+  // `failover`: the daemon may be killed and replaced (it has a supervisor):
+  // auto then stays on /dev/fuse, since the kernel does not resend requests
+  // a dead daemon held in ring entries (fs/fuse/dev.c fuse_resend walks only
+  // the /dev/fuse processing queues; Linux 6.18).
+  static Result<std::unique_ptr<FuseChannel>> create(int fd, std::vector<uint8_t> replay_init = {},
+                                                     UringMode uring = UringMode::kOff, unsigned uring_threads = 1,
+                                                     bool failover = false);
   ~FuseChannel();
 
   // Install as the session's I/O (libfuse's fuse_session_custom_io).
@@ -52,6 +67,18 @@ class FuseChannel {
   // Ask the kernel to queue again every request read but not answered.
   static Status notify_resend(int fd);
 
+  // Adopting: the mountpoint, to statfs from each CPU once our ring
+  // entries are registered. Requests queued on a ring queue while it had no
+  // entry (between a predecessor's death and our registration) are fetched
+  // only by a commit on that queue, so each queue gets one request to commit.
+  void set_poke_path(std::string path) { poke_path_ = std::move(path); }
+  // "io_uring" once ring entries are registered, else "classic".
+  std::string transport() const;
+  // Requests served through the io_uring entries.
+  uint64_t uring_requests() const;
+  // Wait for the ring threads to end (after wake()).
+  void join_uring();
+
  private:
   FuseChannel() = default;
   static ssize_t io_read(int fd, void* buf, size_t len, void* self);
@@ -59,6 +86,11 @@ class FuseChannel {
   // Block until the FUSE fd may have a request (true) or the channel was
   // woken to stop or waiting failed (false, errno set).
   bool wait_readable();
+  // The INIT reply: accept io_uring if offered and wanted, write it, start the rings.
+  ssize_t answer_init(struct iovec* iov, int count);
+  // Whether to run on rings; logs the one line that says why not.
+  bool want_uring(bool offered);
+  void start_uring(const uint8_t* init_out, size_t len);
 
   int fd_ = -1;
   int wake_fd_ = -1;
@@ -68,6 +100,16 @@ class FuseChannel {
   std::atomic<bool> stopping_{false};  // wake() was called
   std::atomic<uint64_t> resent_{0};
   uint64_t replay_unique_ = 0;    // libfuse's reply to the replayed INIT is dropped
+  std::atomic<uint64_t> init_unique_{0};  // the unique of the INIT being answered (0: none yet)
+  struct fuse_session* se_ = nullptr;
+  UringMode uring_mode_ = UringMode::kOff;
+  unsigned uring_threads_ = 1;
+  mutable std::mutex uring_mu_;
+  std::unique_ptr<FuseUring> uring_;
+  std::atomic<bool> uring_started_{false};
+  bool failover_ = false;
+  bool predecessor_uring_ = false;  // the adopted connection already runs on rings
+  std::string poke_path_;
   std::shared_ptr<runtime::FsIoStats> stats_ = std::make_shared<runtime::FsIoStats>();
 };
 

@@ -616,7 +616,8 @@ Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<Vfs> vfs
     s->se_ = nullptr;
     return make_error(Errc::kIo, fmt::format("cannot mount FUSE at {} (is /dev/fuse available?)", s->mountpoint_));
   }
-  NYDUS_ASSIGN_OR_RETURN(s->channel_, FuseChannel::create(fuse_session_fd(s->se_)));
+  NYDUS_ASSIGN_OR_RETURN(s->channel_, FuseChannel::create(fuse_session_fd(s->se_), {}, opts.uring, opts.max_threads,
+                                                                  opts.failover));
   NYDUS_TRY(s->channel_->install(s->se_));
   s->conn_id_ = fuse_conn_id(s->mountpoint_);
   s->watch_unmounts();
@@ -640,13 +641,14 @@ Result<std::unique_ptr<FuseSession>> FuseSession::adopt(std::shared_ptr<Vfs> vfs
     ::close(fd);
     return make_error(Errc::kIo, "fuse_session_new failed");
   }
-  auto ch = FuseChannel::create(fd, std::move(init));
+  auto ch = FuseChannel::create(fd, std::move(init), opts.uring, opts.max_threads, opts.failover);
   if (!ch) {
     ::close(fd);
     return std::unexpected(std::move(ch).error());
   }
   s->channel_ = std::move(*ch);
   s->adopted_ = true;
+  s->channel_->set_poke_path(s->mountpoint_);
   // From here the session owns fd (fuse_session_destroy closes it).
   NYDUS_TRY(s->channel_->install(s->se_));
   s->conn_id_ = fuse_conn_id(s->mountpoint_);
@@ -669,6 +671,8 @@ void FuseSession::watch_unmounts() {
 
 int FuseSession::fd() const { return channel_ ? channel_->fd() : -1; }
 uint64_t FuseSession::resent_requests() const { return channel_ ? channel_->resent_requests() : 0; }
+std::string FuseSession::transport() const { return channel_ ? channel_->transport() : "classic"; }
+uint64_t FuseSession::uring_requests() const { return channel_ ? channel_->uring_requests() : 0; }
 std::shared_ptr<runtime::FsIoStats> FuseSession::io_stats() const { return channel_ ? channel_->io_stats() : nullptr; }
 std::vector<uint8_t> FuseSession::init_message() const {
   return channel_ ? channel_->init_message() : std::vector<uint8_t>{};
@@ -724,6 +728,7 @@ void FuseSession::stop() {
     }
     loop_.join();
   }
+  if (channel_) channel_->join_uring();  // woken above; before the session they use goes
   // Lazily, so a busy mount (an open file, a cwd inside) goes too; libfuse
   // also frees what it kept of the mount. A mount handed over stays.
   if (!leaving_ && adopted_) {

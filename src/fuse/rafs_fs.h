@@ -29,6 +29,7 @@
 
 #include "common/result.h"
 #include "format/bootstrap.h"
+#include "fuse/fuse_uring.h"
 #include "fuse/open_file_cache.h"
 #include "fuse/read_ahead_window.h"
 #include "runtime/fs_io_stats.h"
@@ -158,7 +159,9 @@ class RafsFs {
 };
 
 struct SessionOptions {
-  unsigned max_threads = 4;     // worker threads of the session loop
+  unsigned max_threads = 4;     // worker threads of the session loop (and io_uring entries)
+  UringMode uring = uring_mode_from_env();  // FUSE over io_uring: auto|on|off (fuse_uring.h)
+  bool failover = false;        // a supervisor may replace this daemon after a crash (FuseChannel::create)
   std::string fsname = "rafs";  // mount source shown in mountinfo
   bool allow_other = true;
 };
@@ -196,6 +199,10 @@ class FuseSession {
   int fd() const;
   std::vector<uint8_t> init_message() const;
   uint64_t resent_requests() const;
+  // "io_uring" or "classic": how requests reach this daemon.
+  std::string transport() const;
+  // Requests served through io_uring entries.
+  uint64_t uring_requests() const;
   // Upstream's FsIoStats of this connection and its requests in progress
   // (null before the channel exists).
   std::shared_ptr<runtime::FsIoStats> io_stats() const;

@@ -10,6 +10,8 @@
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/fuse_uring.sh
+source "$(dirname "$0")/lib/fuse_uring.sh"
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (FUSE mounts, tmpfs for the source tree)"
 [ -c /dev/fuse ] || skip_kernel "no /dev/fuse"
@@ -104,6 +106,7 @@ if step "nydusd: mount" start_daemon first "$IMG/boot" "$IMG/config.json" "$MNT"
   fi
   step "nydusd: writes are refused" bash -c '! touch "$1/newfile" 2>/dev/null && ! echo x 2>/dev/null >>"$(find "$1" -maxdepth 1 -type f | head -n1)"' _ "$MNT"
   step "nydusd: API answers" bash -c 'curl -sf --unix-socket "$1" http://localhost/api/v1/daemon | grep -q RUNNING' _ "$WORK/first.sock"
+  uring_forced && step "nydusd: requests went through FUSE over io_uring" uring_check "$WORK/first.sock"
   step "nydusd: SIGTERM -> clean exit and unmount" stop_daemon "$MNT"
 fi
 

@@ -26,6 +26,8 @@
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/fuse_uring.sh
+source "$(dirname "$0")/lib/fuse_uring.sh"
 
 need_root_and_fuse
 need_nydus_image
@@ -125,6 +127,7 @@ upgrade_once() {
   CUR_PID=$NEW_PID
   [ "$(mount_id)" = "$MOUNT_ID" ] || { echo "the mount changed"; return 1; }
   sleep 1
+  if uring_forced; then uring_check "$WORK/d$GEN.sock" || return 1; fi
 }
 probe() {  # probe REL: drop REL's pages, read it whole through the mount, compare
   "$PY" - "$MNT/$1" "$WORK/src/$1" "$WORK/probe.ready" <<'PY'

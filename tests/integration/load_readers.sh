@@ -12,6 +12,8 @@
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/fuse_uring.sh
+source "$(dirname "$0")/lib/fuse_uring.sh"
 
 need_root_and_fuse
 need_nydus_image
@@ -126,6 +128,8 @@ print(j["fop_hits"][4], j["data_read"], j["fop_errors"][4])  # 4: Read in the St
   [ "$reads" -gt 1000 ] && [ "$errs" -eq 0 ]
 }
 step "the daemon answered thousands of the reads itself, without an error" served
+uring_all() { local m; for m in "$WORK"/mnt/*; do uring_check "$SOCK" "$m" || return 1; done; }
+uring_forced && step "every mount's requests went through FUSE over io_uring" uring_all
 finish() {
   local m rc
   for m in "$WORK"/mnt/*; do api -sf -X DELETE "http://localhost/api/v1/mount?mountpoint=$m" || return 1; done

@@ -77,6 +77,8 @@ void print_info(const json& info, bool raw) {
   }
   if (auto s = info.find("supervisor"); s != info.end() && !s->is_null())
     fmt::print("Supervisor: {}\n", scalar(*s));
+  if (auto t = info.find("fuse_transport"); t != info.end() && t->is_string())
+    fmt::print("FUSE:       {}\n", t->get<std::string>());
   if (auto b = info.find("backend_collection"); b != info.end() && b->is_object()) {
     fmt::print("Mounts:\n");
     for (const auto& [mp, backend] : b->items()) {

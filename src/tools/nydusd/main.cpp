@@ -9,6 +9,7 @@
 //                                       (kernel EROFS over cachefiles on-demand; see src/fscache/README.md)
 #include <malloc.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -70,6 +71,7 @@ struct Args {
   std::string supervisor;
   bool upgrade = false;
   std::string failover_policy = "resend";
+  std::string fuse_uring;  // auto|on|off: FUSE over io_uring (empty: NYDUSD_FUSE_URING, else auto)
   std::string localfs_dir;
   std::string virtual_mountpoint = "/";
   std::string prefetch_list;  // a file naming image paths, one a line
@@ -96,6 +98,10 @@ void add_common(CLI::App* app, Args& a) {
                   "resend (default: requests a crashed daemon held are sent again; Linux 6.9+), flush or none "
                   "(both: they fail with EIO)")
       ->check(CLI::IsMember({"none", "resend", "flush"}));
+  app->add_option("--fuse-uring", a.fuse_uring,
+                  "FUSE over io_uring (Linux 6.14+, fuse module parameter enable_uring=Y): auto (default: when the "
+                  "kernel offers it), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
 }
 
 void add_fscache(CLI::App* app, Args& a) {
@@ -478,6 +484,8 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
+  // The FUSE sessions read it (fuse::uring_mode_from_env), wherever they are made.
+  if (!a.fuse_uring.empty()) ::setenv("NYDUSD_FUSE_URING", a.fuse_uring.c_str(), 1);
   if (fan->parsed()) return run_fanotify(a);
   if (!a.fscache_dir.empty()) return run_fscache(a);
   return run(a, single->parsed());
