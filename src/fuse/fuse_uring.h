@@ -16,6 +16,30 @@
 // one entry on one queue, so a thread blocks in exactly one syscall per
 // request (COMMIT_AND_FETCH + wait) and a slow request holds up only its
 // own thread.
+//
+// Handing over (live upgrade, failover), as the kernel does it (Linux 6.18,
+// fs/fuse/dev_uring.c, dev.c):
+// - There is no way to unregister an entry. A daemon's entries leave when its
+//   io_uring closes: waiting ones are cancelled (fuse_uring_cancel), but the
+//   ring stays "ready", so requests then queue on the ring queues until some
+//   daemon registers entries. A new daemon can register on the adopted fd
+//   (the ring keeps its first payload size; we always register >= 1 MiB).
+// - Registering does not fetch what queued meanwhile; only a commit on that
+//   queue does. An adopter therefore statfs's the mount from each CPU once
+//   (poke_path), so each queue gets a request whose commit drains it.
+// - Requests a dead daemon held in its entries (delivered, not committed) are
+//   lost: FUSE_NOTIFY_RESEND walks only the /dev/fuse processing queues, and
+//   a commit must come from the memory the entry was registered with. The
+//   readers wait until killed or the connection is aborted. Hence `auto`
+//   stays on /dev/fuse when a supervisor may replace the daemon.
+// - Leaving alive has a window too: after a leaving daemon's last check, a
+//   request may be given to its re-armed entry just before the ring closes;
+//   the kernel then ends it with an error (seen once in 5 upgrades under 8
+//   readers: a short read). Idle handovers are safe (fuse_uring.sh tests them).
+// Making handover exact needs the entries' buffers in memory that outlives
+// the daemon (a memfd the supervisor holds, mapped at the same address by the
+// successor, which then commits what its predecessor held), or a kernel that
+// resends ring requests.
 #pragma once
 
 #include <sys/uio.h>
