@@ -25,6 +25,7 @@ max_len() {
     bootstrap | bootstrap_v5) echo 65536 ;;
     blob_meta | zran_meta) echo 20000 ;;
     toc | http_request) echo 8192 ;;
+    stargz_toc) echo 16384 ;;
     decompress | config_json) echo 4096 ;;
     tar_header | www_authenticate) echo 1024 ;;
     content_range) echo 256 ;;

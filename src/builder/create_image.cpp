@@ -387,8 +387,7 @@ Result<CreateReport> create_from_tar(const CreateOptions& o) {
                        jobs.push_back({node, nullptr, off, uint32_t(buf.size()), {buf.data(), buf.size()}});
                        if (batch_bytes >= batch_limit) return flush();
                        return ok();
-                     },
-                     TarLimits{.skip_estargz_files = o.estargz});
+                     });
   if (!tt) return std::unexpected(std::move(tt).error());
   NYDUS_TRY(flush());
   b.rep.files = files.size();

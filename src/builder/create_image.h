@@ -51,9 +51,6 @@ struct CreateOptions {
   // aligned (v5's default packs them, as upstream).
   uint32_t fs_version = 6;
   bool aligned_chunk = false;
-  // estargz-ref / estargz-rafs: the tar is an eStargz layer; its own files
-  // (stargz.index.json, landmarks) are left out of the tree.
-  bool estargz = false;
   // estargztoc-ref: --blob-id (the layer's id, the data blob) and
   // --blob-data-size (the layer's size, bounding the last gzip member).
   std::string blob_id;

@@ -168,8 +168,7 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
                      [&](uint32_t node, uint64_t off, std::vector<uint8_t> piece) -> Status {
                        pieces.push_back({node, off, uint32_t(piece.size()), format::sha256(piece)});
                        return ok();
-                     },
-                     TarLimits{.skip_estargz_files = o.estargz});
+                     });
   if (!tt) return std::unexpected(std::move(tt).error());
   for (Piece& p : pieces) {
     const uint64_t base = p.node < tt->stream_offset.size() ? tt->stream_offset[p.node] : kNoStreamOffset;

@@ -20,10 +20,11 @@ struct TarLimits {
   size_t max_entries = 4u << 20;
   size_t max_depth = 256;        // path components
   size_t max_path = 64 * 1024;   // bytes of one entry's path
-  // eStargz layers (estargz-ref / estargz-rafs): leave out the format's own
-  // files at the root (stargz.index.json, .prefetch.landmark,
-  // .no.prefetch.landmark), as upstream's is_stargz_special_files does.
-  bool skip_estargz_files = false;
+  // Leave out eStargz's own files at the root (stargz.index.json,
+  // .prefetch.landmark, .no.prefetch.landmark): upstream's tarball builder
+  // does for every tar type (is_stargz_special_files), so an eStargz layer
+  // gives the same tree through tar-rafs, targz-ref or estargz-*.
+  bool skip_estargz_files = true;
 };
 
 // One piece of file data: `node` is the arena index that finish-time

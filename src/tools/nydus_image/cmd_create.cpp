@@ -75,12 +75,10 @@ int run_create(const CreateArgs& a) {
   } else if (a.type == "targz-ref" || a.type == "estargz-ref") {
     // The layer is referenced, not converted (ZRAN): upstream forces gzip and
     // sha256 for it (logging that other values are ignored). An eStargz
-    // layer is valid gzip: the same path, its own files left out.
+    // layer is valid gzip: the same path (the tar reader leaves its TOC out).
     o.source_type = builder::SourceType::kTargzRef;
-    o.estargz = a.type == "estargz-ref";
   } else if (a.type == "estargz-rafs") {
     o.source_type = builder::SourceType::kTar;
-    o.estargz = true;
   } else if (a.type == "estargztoc-ref" || a.type == "stargz_index") {
     // The TOC alone; the layer (--blob-id, --blob-data-size) is the data blob.
     if (a.blob_id.empty()) return usage_error("create", "'--blob-id' is missing for '--type stargz_index'");
