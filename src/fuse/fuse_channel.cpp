@@ -310,6 +310,11 @@ uint64_t FuseChannel::uring_requests() const {
   return uring_ ? uring_->requests() : 0;
 }
 
+bool FuseChannel::uring_running() const {
+  std::lock_guard lk(uring_mu_);
+  return uring_ && uring_->running() > 0;
+}
+
 void FuseChannel::join_uring() {
   std::lock_guard lk(uring_mu_);
   if (uring_) uring_->join();

@@ -78,6 +78,8 @@ class FuseChannel {
   uint64_t uring_requests() const;
   // Wait for the ring threads to end (after wake()).
   void join_uring();
+  // Some ring thread has not ended yet.
+  bool uring_running() const;
 
  private:
   FuseChannel() = default;

@@ -247,7 +247,13 @@ std::unique_ptr<FuseUring> FuseUring::start(Options opts) {
   std::unique_ptr<FuseUring> u(new FuseUring());
   u->opts_ = std::move(opts);
   for (unsigned q = 0; q < u->opts_.queues; q++)
-    for (unsigned t = 0; t < u->opts_.threads_per_queue; t++) u->threads_.emplace_back([p = u.get(), q] { p->run(q); });
+    for (unsigned t = 0; t < u->opts_.threads_per_queue; t++) {
+      u->running_.fetch_add(1);
+      u->threads_.emplace_back([p = u.get(), q] {
+        p->run(q);
+        p->running_.fetch_sub(1, std::memory_order_release);
+      });
+    }
   if (!u->opts_.poke_path.empty()) {
     // Detached, owning copies only: a stat may wait on a stopping daemon.
     std::thread([path = u->opts_.poke_path, queues = u->opts_.queues] {

@@ -103,6 +103,8 @@ class FuseUring {
   // Entries registered without error (a registration only completes when
   // its first request arrives, so "registered" = submitted, not failed).
   unsigned live_entries() const { return live_.load(std::memory_order_relaxed); }
+  // Ring threads not yet ended.
+  unsigned running() const { return running_.load(std::memory_order_acquire); }
   // The last registration error (0: none).
   int register_error() const { return reg_error_.load(std::memory_order_relaxed); }
 
@@ -119,6 +121,7 @@ class FuseUring {
   std::vector<std::thread> threads_;
   std::atomic<uint64_t> requests_{0};
   std::atomic<unsigned> live_{0};
+  std::atomic<unsigned> running_{0};
   std::atomic<int> reg_error_{0};
   std::atomic<bool> logged_error_{false};
 };

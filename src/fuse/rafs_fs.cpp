@@ -720,8 +720,10 @@ void FuseSession::stop() {
   // request it holds, sees the exit flag and ends.
   if (channel_) channel_->wake();
   if (loop_.joinable()) {
-    for (int i = 0; i < 300 && running_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (running_ && conn_id_ && !leaving_) {
+    // Ring threads (FUSE over io_uring) serve requests too: wait for both.
+    auto busy = [&] { return running_ || (channel_ && channel_->uring_running()); };
+    for (int i = 0; i < 300 && busy(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (busy() && conn_id_ && !leaving_) {
       // A worker stuck in a slow read (a backend that does not answer): abort.
       spdlog::warn("mount {}: a request is still running, aborting FUSE connection {}", mountpoint_, *conn_id_);
       std::ofstream(fmt::format("/sys/fs/fuse/connections/{}/abort", *conn_id_)) << "1";
