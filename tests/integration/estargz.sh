@@ -284,6 +284,55 @@ rafs_cmp() {
 }
 step "create --type estargz-rafs: check, unpack == tar -x" rafs_cmp
 
+# ---- upstream's sample TOC (tests/texture/stargz, test_build_stargz_toc) ------------------
+# Built as upstream's unit test does (blob of 0x1000000 bytes); the blob
+# table and chunk table read here with struct from the RAFS v6 layout, the
+# expected numbers computed from the TOC with stargz.rs's rules: a chunk's
+# compressed size = min(size + 10 + 8 + 5 + size / 16 KiB * 5 + 128, next
+# member offset - offset), the landmark skipped, 4 KiB-aligned layout.
+upstream_sample() {
+  local U=$WORK/sample
+  mkdir -p "$U"
+  "$NYDUS_IMAGE" create --type estargztoc-ref --blob-id "$(printf 'bd4eff3f%.0s' 1 2 3 4 5 6 7 8)" \
+    --blob-data-size 0x1000000 -B "$U/boot" "$NYDUS_FIXTURES_DIR/stargz/estargz_sample.json" || return 1
+  "$PY" - "$U/boot" "$NYDUS_FIXTURES_DIR/stargz/estargz_sample.json" <<'PY' || return 1
+import json, struct, sys
+bs = open(sys.argv[1], "rb").read()
+toc = json.load(open(sys.argv[2]))["entries"]
+ext = 1024 + 128
+flags, bt_off, bt_size, chunk_size, ct_off, ct_size = struct.unpack_from("<QQIIQQ", bs, ext)
+assert flags & 0x40 and flags & 0x8, hex(flags)  # COMPRESSION_GZIP, HASH_SHA256 (RAFS_SUPER_FLAGS)
+assert chunk_size == 0x400000 and bt_size == 256, (chunk_size, bt_size)
+e = bs[bt_off:bt_off + 256]
+cs, count, comp, dig, feat, csize, usize = struct.unpack_from("<IIIIIQQ", e, 68)
+assert (comp, dig) == (2, 1), (comp, dig)          # gzip, sha256
+assert feat & 0x4 == 0, hex(feat)                  # no CHUNK_INFO_V2: upstream's legacy stargz blob
+data = [x for x in toc if x["type"] == "reg" and x["size"] and "landmark" not in x["name"]]
+offs = sorted(x["offset"] for x in data) + [0x1000000]
+want = {}
+for x in data:
+    nxt = min(o for o in offs if o > x["offset"])
+    want[x["offset"]] = (min(x["size"] + 10 + 8 + 5 + x["size"] // 16384 * 5 + 128, nxt - x["offset"]), x["size"],
+                        x["chunkDigest"][7:])
+assert count == len(want), (count, len(want))
+assert csize == max(o + c for o, (c, _, _) in want.items()), csize
+assert usize == sum((u + 4095) // 4096 * 4096 for _, u, _ in want.values()), usize
+got = {}
+for i in range(ct_size // 80):
+    r = bs[ct_off + 80 * i: ct_off + 80 * (i + 1)]
+    bid = r[:32].hex()
+    blob, fl, c, u, co, uo = struct.unpack_from("<IIIIQQ", r, 32)
+    assert fl & 1, "chunk not marked compressed"
+    got[co] = (c, u, bid)
+assert got == want, (got, want)
+print("blob and chunk tables as upstream's rules give:", want)
+PY
+  "$NYDUS_IMAGE" stat -B "$U/boot" | grep -E '^(paths|files|hardlink_paths|file_bytes):' >"$U/stat" || return 1
+  cat "$U/stat"
+  printf 'paths: 6\nfiles: 2\nhardlink_paths: 1\nfile_bytes: 1413248\n' | diff - "$U/stat"
+}
+step "upstream's estargz_sample.json: blob/chunk tables per stargz.rs, landmark left out" upstream_sample
+
 # ---- hostile TOCs ------------------------------------------------------------------------
 # edit_toc OUT PYTHON: toc.json with entries `e` changed by PYTHON.
 edit_toc() {
