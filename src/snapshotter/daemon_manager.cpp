@@ -90,6 +90,27 @@ pid_t find_daemon_pid(const std::string& sock) {
   return -1;
 }
 
+// argv[1..] of a running process (an adopted daemon's command line, to run it again).
+std::vector<std::string> cmdline_args(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> out;
+  for (size_t pos = 0; pos < cmd.size();) {
+    size_t end = cmd.find('\0', pos);
+    if (end == std::string::npos) end = cmd.size();
+    out.push_back(cmd.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  if (!out.empty()) out.erase(out.begin());
+  return out;
+}
+
+std::string arg_value(const std::vector<std::string>& args, std::string_view flag) {
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == flag) return args[i + 1];
+  return "";
+}
+
 std::string tail_of(const std::string& path, size_t max = 2000) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -185,26 +206,38 @@ std::vector<std::string> DaemonManager::running() const {
   return out;
 }
 
-SResult<void> DaemonManager::wait_running(const DaemonInstance& d, uintmax_t log_offset) {
+SResult<void> DaemonManager::wait_state(const DaemonInstance& d, uintmax_t log_offset, std::string_view state) {
   auto deadline = std::chrono::steady_clock::now() + s_.ready_timeout;
   std::string last = "no answer";
   while (std::chrono::steady_clock::now() < deadline) {
     if (reaped(d.pid))
-      return snap_error(Code::kUnavailable, "nydusd {} exited before RUNNING: {}", d.id,
+      return snap_error(Code::kUnavailable, "nydusd {} exited before {}: {}", d.id, state,
                         exit_reason(s_.root + "/logs/" + d.id + "/nydusd.log", log_offset, s_.root + "/logs/" + d.id + "/stdout.log"));
     if (::access(d.apisock.c_str(), F_OK) == 0) {
       api::ApiClient c(d.apisock, std::chrono::seconds(2));
       if (auto info = c.daemon_info(); info) {
         last = info->value("state", "");
-        if (last == "RUNNING") return {};
+        if (last == state) return {};
       } else {
         last = info.error().to_string();
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return snap_error(Code::kUnavailable, "nydusd {} not RUNNING after {} ms (last: {})", d.id,
+  return snap_error(Code::kUnavailable, "nydusd {} not {} after {} ms (last: {})", d.id, state,
                     s_.ready_timeout.count(), last);
+}
+
+void DaemonManager::kill_process(DaemonInstance& d) {
+  if (d.pid > 0 && !reaped(d.pid)) {
+    ::kill(d.pid, SIGTERM);
+    for (int i = 0; i < 100 && !reaped(d.pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!reaped(d.pid)) {
+      ::kill(d.pid, SIGKILL);
+      ::waitpid(d.pid, nullptr, 0);
+    }
+  }
+  d.pid = -1;
 }
 
 void DaemonManager::terminate(DaemonInstance& d) {
@@ -219,16 +252,13 @@ void DaemonManager::terminate(DaemonInstance& d) {
     fs::remove_all(fs::path(d.config_path).parent_path(), ec);
     return;
   }
-  if (d.pid > 0 && !reaped(d.pid)) {
-    ::kill(d.pid, SIGTERM);
-    for (int i = 0; i < 100 && !reaped(d.pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (!reaped(d.pid)) {
-      ::kill(d.pid, SIGKILL);
-      ::waitpid(d.pid, nullptr, 0);
-    }
-  }
-  d.pid = -1;
+  kill_process(d);
   if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);
+  {
+    // Unmounted first: the held fd is then the connection's last, closed with it.
+    std::lock_guard lk(sup_mu_);
+    supervisors_.erase(d.id);
+  }
   fs::remove(d.mountpoint, ec);
   fs::remove_all(fs::path(d.apisock).parent_path(), ec);
   fs::remove_all(fs::path(d.config_path).parent_path(), ec);
@@ -253,15 +283,20 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
   std::optional<DaemonInstance> dead;
   if (auto it = daemons_.find(meta_id); it != daemons_.end()) {
     if (!reaped(it->second.pid)) return it->second.mountpoint;
-    // It died: clean up what it left (below, unlocked) and start a new one.
+    // It died: failed over (readers of its mount keep it), or cleaned up and started anew.
     dead = std::move(it->second);
     daemons_.erase(it);
+    reported_dead_.erase(meta_id);
   }
   auto st = std::make_shared<StartState>();
   starting_[meta_id] = st;
   lk.unlock();
-  if (dead) terminate(*dead);
-  auto started = start(meta_id, bootstrap, image_ref);
+  SResult<DaemonInstance> started = snap_error(Code::kInternal, "not started");
+  if (dead && s_.recover_policy == "failover" && !dead->shared) started = recover(*dead);
+  if (!started) {
+    if (dead) terminate(*dead);
+    started = start(meta_id, bootstrap, image_ref);
+  }
   lk.lock();
   starting_.erase(meta_id);
   if (started) {
@@ -326,16 +361,29 @@ SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const s
   if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);  // left by a crash
   fs::remove(d.apisock, ec);
   SNAP_TRY(write_file(d.config_path, *cfg));
-  d.args = {"fuse",         "--thread-num", std::to_string(s_.thread_num),
-            "--config",     d.config_path,  "--bootstrap",
-            d.bootstrap,    "--mountpoint", d.mountpoint,
-            "--apisock",    d.apisock,      "--log-level",
-            s_.log_level,   "--log-rotation-size", "100"};
-  SNAP_TRY(spawn(d, log_dir));
+  // nydus-snapshotter's BuildCommand order; --id and --supervisor with failover only.
+  const bool failover = s_.recover_policy == "failover";
+  d.args = {"fuse", "--thread-num", std::to_string(s_.thread_num)};
+  if (failover) d.args.insert(d.args.end(), {"--id", d.id});
+  d.args.insert(d.args.end(), {"--config", d.config_path, "--bootstrap", d.bootstrap, "--mountpoint", d.mountpoint,
+                               "--apisock", d.apisock, "--log-level", s_.log_level, "--log-rotation-size", "100"});
+  if (failover) {
+    if (auto r = open_supervisor(d.id); !r) {
+      terminate(d);
+      return std::unexpected(r.error());
+    }
+    d.args.insert(d.args.end(), {"--supervisor", supervisor_path(d.id)});
+  }
+  append_common_tail(d, log_dir);
+  if (auto r = spawn(d, log_dir); !r) {
+    terminate(d);
+    return std::unexpected(r.error());
+  }
+  save_state(d);
   return d;
 }
 
-SResult<void> DaemonManager::spawn(DaemonInstance& d, const std::string& log_dir) {
+void DaemonManager::append_common_tail(DaemonInstance& d, const std::string& log_dir) const {
   // The tail of every nydusd command line, in nydus-snapshotter's order.
   if (!s_.log_to_stdout) {
     d.args.push_back("--log-file");
@@ -343,6 +391,9 @@ SResult<void> DaemonManager::spawn(DaemonInstance& d, const std::string& log_dir
   }
   d.args.push_back("--failover-policy");
   d.args.push_back("resend");
+}
+
+SResult<void> DaemonManager::spawn(DaemonInstance& d, const std::string& log_dir, std::string_view state) {
   std::error_code ec;
   const uintmax_t log_offset = fs::exists(log_dir + "/nydusd.log", ec) ? fs::file_size(log_dir + "/nydusd.log", ec) : 0;
   // Everything the child needs is built before fork (no allocation after it).
@@ -372,8 +423,8 @@ SResult<void> DaemonManager::spawn(DaemonInstance& d, const std::string& log_dir
   if (out_fd >= 0) ::close(out_fd);
   if (null_fd >= 0) ::close(null_fd);
   d.pid = pid;
-  if (auto r = wait_running(d, log_offset); !r) {
-    terminate(d);
+  if (auto r = wait_state(d, log_offset, state); !r) {
+    kill_process(d);
     return std::unexpected(r.error());
   }
   return {};
@@ -412,7 +463,11 @@ SResult<DaemonInstance> DaemonManager::ensure_shared_daemon() {
   d.args = {"fuse",      "--thread-num", std::to_string(s_.thread_num), "--mountpoint", d.mountpoint,
             "--apisock", d.apisock,      "--log-level",                 s_.log_level,  "--log-rotation-size",
             "100"};
-  SNAP_TRY(spawn(d, log_dir));
+  append_common_tail(d, log_dir);
+  if (auto r = spawn(d, log_dir); !r) {
+    terminate(d);
+    return std::unexpected(r.error());
+  }
   shared_ = d;
   return d;
 }
@@ -477,8 +532,26 @@ SResult<std::vector<std::string>> DaemonManager::adopt_running() {
       terminate(d);  // half-started or dead: kill what is left, unmount, remove its files
       continue;
     }
+    d.args = cmdline_args(d.pid);  // what a restart runs again
+    d.bootstrap = arg_value(d.args, "--bootstrap");
     daemons_[meta_id] = d;
     adopted.push_back(meta_id);
+  }
+  // The supervisors died with the previous process: each daemon hands its fd over again.
+  if (s_.recover_policy == "failover") {
+    for (const auto& id : adopted) {
+      const DaemonInstance& d = daemons_[id];
+      if (arg_value(d.args, "--supervisor") != supervisor_path(d.id)) {
+        spdlog::warn("nydusd {} was started without --supervisor {}: if it dies it is restarted, not failed over",
+                     d.id, supervisor_path(d.id));
+        continue;
+      }
+      if (auto r = open_supervisor(d.id); !r) {
+        spdlog::warn("nydusd {}: {}", d.id, r.error().message);
+        continue;
+      }
+      save_state(d);
+    }
   }
   return adopted;
 }
@@ -541,6 +614,157 @@ void DaemonManager::finish_stop(DaemonInstance d) {
   std::lock_guard lk(mu_);
   stopping_.erase(d.meta_id);
   cv_.notify_all();
+}
+
+}  // namespace nydus::snapshotter
+
+namespace nydus::snapshotter {
+
+DaemonManager::~DaemonManager() {
+  {
+    std::lock_guard lk(monitor_mu_);
+    monitor_stop_ = true;
+  }
+  monitor_cv_.notify_all();
+  if (monitor_.joinable()) monitor_.join();
+}
+
+void DaemonManager::start_monitor() {
+  if (!monitor_.joinable()) monitor_ = std::thread([this] { monitor(); });
+}
+
+std::string DaemonManager::supervisor_path(const std::string& daemon_id) const {
+  return s_.root + "/supervisor/" + daemon_id + ".sock";  // upstream's SupervisorsSet layout
+}
+
+SResult<void> DaemonManager::open_supervisor(const std::string& daemon_id) {
+  std::error_code ec;
+  fs::create_directories(s_.root + "/supervisor", ec);
+  if (ec) return snap_error(Code::kInternal, "mkdir {}/supervisor: {}", s_.root, ec.message());
+  auto sup = Supervisor::start(supervisor_path(daemon_id));
+  if (!sup) return std::unexpected(sup.error());
+  std::lock_guard lk(sup_mu_);
+  supervisors_[daemon_id] = std::move(*sup);
+  return {};
+}
+
+bool DaemonManager::supervisor_holds_state(const std::string& daemon_id) const {
+  std::lock_guard lk(sup_mu_);
+  auto it = supervisors_.find(daemon_id);
+  return it != supervisors_.end() && it->second->holds_state();
+}
+
+void DaemonManager::save_state(const DaemonInstance& d) {
+  if (s_.recover_policy != "failover" || d.shared) return;
+  api::ApiClient c(d.apisock, std::chrono::seconds(10));
+  // RUNNING may come just before the kernel's FUSE_INIT (what the state holds): retried a while.
+  Status st = c.send_fd();
+  for (int i = 0; !st && i < 30; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    st = c.send_fd();
+  }
+  if (!st) {
+    spdlog::warn("nydusd {}: sendfd to its supervisor failed ({}): a death of it cannot be failed over", d.id,
+                 st.error().to_string());
+    return;
+  }
+  // The supervisor's thread takes the message a moment after the daemon sent it.
+  for (int i = 0; i < 100 && !supervisor_holds_state(d.id); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  spdlog::debug("nydusd {}: its supervisor holds the FUSE fd", d.id);
+}
+
+SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead) {
+  if (dead.args.empty() || dead.args[0] != "fuse")
+    return snap_error(Code::kInternal, "nydusd {}: its command line is unknown", dead.id);
+  const std::string log_dir = s_.root + "/logs/" + dead.id;
+  DaemonInstance d = dead;
+  d.pid = -1;
+  std::vector<std::string> args;
+  for (const auto& a : dead.args)
+    if (a != "--upgrade") args.push_back(a);
+  std::error_code ec;
+  if (s_.recover_policy == "failover" && supervisor_holds_state(d.id)) {
+    // upstream's doDaemonFailover: a new daemon in upgrade mode (state INIT)
+    // takes the connection over from the supervisor and serves it again; the
+    // requests the dead one had read are sent again (--failover-policy resend).
+    d.args = args;
+    d.args.insert(d.args.begin() + 1, "--upgrade");
+    fs::remove(d.apisock, ec);
+    auto r = spawn(d, log_dir, "INIT");
+    if (r) {
+      api::ApiClient c(d.apisock, s_.ready_timeout);
+      Status st = c.takeover();
+      if (st) st = c.start();
+      if (!st) r = from_error(st.error(), "takeover");
+    }
+    if (r) r = wait_state(d, 0, "RUNNING");
+    if (r) {
+      spdlog::info("nydusd {}: failover done, pid {} serves {} (the FUSE connection taken over)", d.id, d.pid,
+                   d.mountpoint);
+      save_state(d);
+      return d;
+    }
+    spdlog::warn("nydusd {}: failover failed ({}); restarting it instead", d.id, r.error().message);
+    kill_process(d);
+  }
+  // upstream's doDaemonRestart: clear what the dead daemon left, same command line again.
+  d.args = args;
+  if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);
+  fs::remove(d.apisock, ec);
+  SNAP_TRY(spawn(d, log_dir));
+  spdlog::info("nydusd {}: restarted, pid {} serves {}", d.id, d.pid, d.mountpoint);
+  save_state(d);
+  return d;
+}
+
+void DaemonManager::monitor() {
+  for (;;) {
+    {
+      std::unique_lock lk(monitor_mu_);
+      if (monitor_cv_.wait_for(lk, std::chrono::milliseconds(100), [this] { return monitor_stop_; })) return;
+    }
+    std::vector<std::pair<DaemonInstance, std::shared_ptr<StartState>>> dead;
+    {
+      std::lock_guard lk(mu_);
+      for (auto it = daemons_.begin(); it != daemons_.end();) {
+        const auto& [id, d] = *it;
+        if (d.shared || starting_.count(id) || stopping_.count(id) || !reaped(d.pid)) {
+          ++it;
+          continue;
+        }
+        if (s_.recover_policy != "restart" && s_.recover_policy != "failover") {
+          if (reported_dead_.insert(id).second)
+            spdlog::warn("nydusd {} (pid {}) died; recover policy {}: left so", d.id, d.pid, s_.recover_policy);
+          ++it;
+          continue;
+        }
+        // Published as starting: an ensure() for it waits for this recovery.
+        auto st = std::make_shared<StartState>();
+        starting_[id] = st;
+        dead.emplace_back(std::move(it->second), st);
+        it = daemons_.erase(it);
+      }
+    }
+    for (auto& [d, st] : dead) {
+      spdlog::warn("nydusd {} (pid {}) died; recover policy {}", d.id, d.pid, s_.recover_policy);
+      auto r = recover(d);
+      if (!r) {
+        spdlog::warn("nydusd {}: not recovered ({}); the next Prepare/Mounts starts it", d.id, r.error().message);
+        terminate(d);
+      }
+      std::lock_guard lk(mu_);
+      starting_.erase(d.meta_id);
+      if (r) {
+        st->result = r->mountpoint;
+        daemons_[d.meta_id] = std::move(*r);
+      } else {
+        st->result = std::unexpected(r.error());
+      }
+      st->done = true;
+      cv_.notify_all();
+    }
+  }
 }
 
 }  // namespace nydus::snapshotter

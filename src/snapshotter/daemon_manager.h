@@ -6,6 +6,17 @@
 //          --failover-policy resend
 // and a config made from the --nydusd-config template with the registry host
 // and repository of the image reference filled in (daemonconfig.Supplement).
+// --recover-policy (nydus-snapshotter's daemon.recover_policy): what happens
+// when a dedicated nydusd dies while the snapshotter runs (a monitor thread
+// polls every daemon): "restart" starts the same command line again on a
+// cleaned mountpoint (as upstream's doDaemonRestart: containers already
+// running keep a dead FUSE connection and get ENOTCONN; new ones work);
+// "failover" gives each daemon a Supervisor (--id, --supervisor) holding its
+// /dev/fuse fd, and a new nydusd --upgrade takes the connection over
+// (takeover, start; --failover-policy resend re-sends what the dead one had
+// read): readers only wait; "none" leaves it dead. Whatever the policy, a
+// Prepare/Mounts needing a dead or missing daemon starts it (after a reboot
+// every daemon is gone and Mounts is what brings each back, lazily).
 // Shared mode (--daemon-mode shared): one nydusd "shared_daemon" mounted at
 // <root>/mnt without a bootstrap, started with the snapshotter; each image is
 // POST /api/v1/mount?mountpoint=/<meta id> into it (served at <root>/mnt/<meta
@@ -23,9 +34,11 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "snapshotter/errors.h"
+#include "snapshotter/supervisor.h"
 
 namespace nydus::snapshotter {
 
@@ -38,6 +51,7 @@ struct DaemonSettings {
   int thread_num = 4;
   std::chrono::milliseconds ready_timeout{std::chrono::seconds(30)};
   bool shared = false;  // --daemon-mode shared
+  std::string recover_policy = "restart";  // restart | failover | none
 };
 
 struct DaemonInstance {
@@ -62,7 +76,10 @@ std::string_view default_fusedev_template();
 class DaemonManager {
  public:
   explicit DaemonManager(DaemonSettings s) : s_(std::move(s)) {}
-  ~DaemonManager() = default;
+  ~DaemonManager();
+
+  // Watches the dedicated daemons and applies the recover policy to a dead one.
+  void start_monitor();
 
   // Starts the daemon of meta snapshot `meta_id` unless it runs already, and
   // waits (bounded) until GET /api/v1/daemon says RUNNING. Returns its mountpoint.
@@ -92,14 +109,27 @@ class DaemonManager {
   std::string mountpoint_for(const std::string& meta_id) const;
 
  private:
-  // Until RUNNING; a death is reported with its log's error from `log_offset` on.
-  SResult<void> wait_running(const DaemonInstance& d, uintmax_t log_offset);
+  // Until the API says `state`; a death is reported with its log's error from `log_offset` on.
+  SResult<void> wait_state(const DaemonInstance& d, uintmax_t log_offset, std::string_view state = "RUNNING");
   // Spawns nydusd and waits for RUNNING (no lock held): the instance, or why not.
   SResult<DaemonInstance> start(const std::string& meta_id, const std::string& bootstrap,
                                 const std::string& image_ref);
   void terminate(DaemonInstance& d);
-  // Forks nydusd with d.args (logs in `log_dir`) and waits for RUNNING; kills it on failure.
-  SResult<void> spawn(DaemonInstance& d, const std::string& log_dir);
+  // SIGTERM, then SIGKILL after a grace period; nothing else.
+  void kill_process(DaemonInstance& d);
+  // --log-file and --failover-policy: the tail of every nydusd command line.
+  void append_common_tail(DaemonInstance& d, const std::string& log_dir) const;
+  // Forks nydusd with d.args (logs in `log_dir`) and waits for `state`; kills it on failure.
+  SResult<void> spawn(DaemonInstance& d, const std::string& log_dir, std::string_view state = "RUNNING");
+  // Failover: the daemon's supervisor (created when missing) and PUT sendfd so it holds the fd.
+  std::string supervisor_path(const std::string& daemon_id) const;
+  SResult<void> open_supervisor(const std::string& daemon_id);
+  void save_state(const DaemonInstance& d);
+  bool supervisor_holds_state(const std::string& daemon_id) const;
+  // A dead dedicated daemon served again at its mountpoint, per the policy
+  // (failover: takeover from the supervisor, else the same command line anew).
+  SResult<DaemonInstance> recover(const DaemonInstance& dead);
+  void monitor();
   // The daemon config of an image from the template.
   SResult<std::string> image_config(const std::string& image_ref) const;
   // Shared mode: the shared daemon runs (started when missing or dead).
@@ -122,6 +152,13 @@ class DaemonManager {
   std::set<std::string> stopping_;
   mutable std::mutex shared_mu_;  // the shared daemon's start (not under mu_: it waits)
   DaemonInstance shared_;
+  mutable std::mutex sup_mu_;
+  std::map<std::string, std::unique_ptr<Supervisor>> supervisors_;  // by daemon id (failover)
+  std::set<std::string> reported_dead_;  // policy none: logged once (under mu_)
+  std::mutex monitor_mu_;
+  std::condition_variable monitor_cv_;
+  bool monitor_stop_ = false;
+  std::thread monitor_;
 };
 
 }  // namespace nydus::snapshotter

@@ -94,6 +94,10 @@ SResult<std::unique_ptr<Snapshotter>> Snapshotter::open(SnapshotterOptions opts)
     unused = sn->detach_unused_daemons();
   }
   sn->stop_detached(std::move(unused));
+  // The daemons of active snapshots are NOT started here: after a reboot each
+  // comes back with the Mounts/Prepare of the container that needs it (lazily:
+  // no daemon, registry traffic or memory for containers nobody starts again).
+  sn->daemons_.start_monitor();
   return sn;
 }
 

@@ -52,7 +52,9 @@ int main(int argc, char** argv) {
   app.add_option("--daemon-mode", daemon_mode, "dedicated (a nydusd per image) | shared (one nydusd, images mounted through its API)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   app.add_flag("--log-to-stdout", log_to_stdout, "nydusd logs to stdout instead of files");
-  app.add_option("--recover-policy", recover_policy, "restart|failover|none");
+  app.add_option("--recover-policy", recover_policy,
+                 "when a nydusd dies: restart (same command line, new mount: running containers see ENOTCONN) | "
+                 "failover (a new nydusd takes the FUSE connection over from the supervisor: readers wait) | none");
   app.add_option("--nydusd-thread-num", threads, "nydusd --thread-num");
   app.add_option("--daemon-ready-timeout", ready_timeout_s, "seconds to wait for a nydusd to be RUNNING");
   app.add_option("--metrics-address", metrics_address,
@@ -126,6 +128,7 @@ int main(int argc, char** argv) {
   opts.daemon.thread_num = threads;
   opts.daemon.ready_timeout = std::chrono::seconds(ready_timeout_s);
   opts.daemon.shared = daemon_mode == "shared";
+  opts.daemon.recover_policy = recover_policy;
   spdlog::info("fs driver {} ({})", driver->driver, driver->reason);
   auto sn = Snapshotter::open(opts);
   if (!sn) {
