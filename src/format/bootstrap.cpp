@@ -350,15 +350,16 @@ Compressor Bootstrap::compressor() const {
   return Compressor::kNone;
 }
 
-// eStargz TOC images (estargztoc-ref): a gzip blob without CHUNK_INFO_V2 and
-// without any ci array (upstream's "legacy stargz"; its data blob is the
-// layer, which holds no Nydus meta). The bootstrap's chunk table is the only
-// record of where chunks are: it stands in for the ci array, as for RAFS v5.
+// eStargz TOC images (estargztoc-ref): a gzip blob without CHUNK_INFO_V2
+// (upstream's "legacy stargz"), whose data blob is the layer, which holds no
+// Nydus meta. Upstream's builder records a ci array in the blob table that
+// it never writes anywhere (ours records none), so the bootstrap's chunk
+// table is the only record of where chunks are: it stands in for the ci
+// array, as for RAFS v5, and the table's ci fields are not used.
 Status Bootstrap::adopt_stargz_chunks() {
   std::vector<size_t> stargz;
   for (size_t b = 0; b < blobs_.size(); ++b)
-    if (is_legacy_stargz(blobs_[b]) && blobs_[b].ci_compressed_size == 0 && blobs_[b].ci_uncompressed_size == 0)
-      stargz.push_back(b);
+    if (is_legacy_stargz(blobs_[b])) stargz.push_back(b);
   if (stargz.empty()) return ok();
   auto table = chunk_table();
   if (!table) return std::unexpected(std::move(table).error().context("eStargz blob chunks"));

@@ -97,7 +97,7 @@ Result<const std::vector<ChunkRecord>*> ImageReader::blob_chunks(uint32_t index)
   // converter's "image.blob" entry, handed to `unpack --blob`): then the
   // bootstrap's chunk table says where chunks are, as upstream reads it.
   const BlobFile* with_meta = nullptr;
-  if (bi.ci_compressed_size > 0 && has_blobs()) {
+  if (bi.ci_compressed_size > 0 && has_blobs() && !bi.bootstrap_chunks) {
     NYDUS_ASSIGN_OR_RETURN(const BlobFile* f, blob(index));
     if (f->file_size() >= bi.ci_offset + bi.ci_compressed_size + 4096) with_meta = f;
   }

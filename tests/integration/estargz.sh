@@ -197,6 +197,29 @@ if step "nydusd mounts it (localfs, digest_validate)" start_daemon "$D/boot" "$D
   step "localfs: nydusd stops cleanly" stop_daemon "$D/mnt"
 fi
 
+# Upstream's builder records a ci array in the blob table (zstd, at offset 0
+# of a blob it never writes): such a bootstrap must read the same, the
+# chunks coming from the chunk table. Made here by patching ours.
+U=$WORK/upstream-ci
+mkdir -p "$U/cache"
+upstream_ci_table() {
+  "$PY" - "$D/boot" "$U/boot" <<'PY'
+import struct, sys
+bs = bytearray(open(sys.argv[1], "rb").read())
+bt_off, = struct.unpack_from("<Q", bs, 1024 + 128 + 8)
+count, = struct.unpack_from("<I", bs, bt_off + 72)
+struct.pack_into("<IQQQ", bs, bt_off + 108, 3, 0, 40 + count, 16 * count)  # zstd, offset 0, sizes
+open(sys.argv[2], "wb").write(bs)
+PY
+  "$NYDUS_IMAGE" check -B "$U/boot" -D "$D/blobs" && "$NYDUS_IMAGE" inspect -B "$U/boot" | grep 'ci_uncompressed_size: [1-9]'
+}
+write_config "$U/config.json" "$D/blobs" "$U/cache" false
+if step "upstream-style ci fields in the blob table: check passes" upstream_ci_table &&
+   step "upstream-style ci fields: nydusd mounts it" start_daemon "$U/boot" "$U/config.json" "$U/mnt" "$U/api.sock"; then
+  step "upstream-style ci fields: mount == tar -x" tree_equal "$U"
+  step "upstream-style ci fields: nydusd stops cleanly" stop_daemon "$U/mnt"
+fi
+
 # The same bootstrap over docker-registry (HTTP Range reads of the layer).
 G=$WORK/reg
 mkdir -p "$G/cache"
