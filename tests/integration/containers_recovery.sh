@@ -125,8 +125,9 @@ mount_id_of() { awk -v d="$1" '$5 == d {print $1}' /proc/self/mountinfo; }
 lower_of() { awk -v d="$CT_CD/state/io.containerd.runtime.v2.task/default/$1/rootfs" '$5 == d {print $NF}' /proc/self/mountinfo |
   tr ',' '\n' | sed -n 's/^lowerdir=//p'; }
 failover() {
-  local old mnt mid before after bad upper _ ok=0
+  local old mnt mid before after bad upper _ ok=0 done_before
   old=$(nydusd_pids); mnt=$(lower_of reader)
+  done_before=$(grep -c 'failover done' "$CT_LOGS/snapshotter.log")
   echo "nydusd $old, lowerdir $mnt"
   [ "$(echo "$old" | wc -w)" -eq 1 ] && [ -n "$mnt" ] || return 1
   tr '\0' ' ' <"/proc/$old/cmdline" | grep -q -- "--supervisor $CT_ROOT/supervisor/nydusd-[0-9]*.sock" ||
@@ -152,12 +153,65 @@ failover() {
   bad=$(grep -cv "^$SUM " "$upper/data/sums.txt")
   echo "wrong sums: $bad; errors: $(wc -l <"$upper/data/errors.txt")"; head -5 "$upper/data/errors.txt"
   [ "$bad" -eq 0 ] && [ ! -s "$upper/data/errors.txt" ] || return 1
-  grep 'failover done' "$CT_LOGS/snapshotter.log" || return 1
+  [ "$(grep -c 'failover done' "$CT_LOGS/snapshotter.log")" -gt "$done_before" ] || { echo "no failover logged"; return 1; }
+  grep 'failover done' "$CT_LOGS/snapshotter.log" | tail -1
   return $ok
 }
 step "kill -9 of its nydusd: a new one takes the FUSE connection over; the reader only waits, right bytes" failover
 step "the container still reads through the new nydusd" timeout 60 sh -c \
   "ctr --address '$CT_CD_SOCK' task exec --exec-id e1 reader /bin/sh -c 'sha256sum /data/random.bin' | grep -q '^$SUM '"
+# The supervisors die with the snapshotter: the restarted one re-attaches to
+# the nydusd and has it hand its fd over again, so a later death still fails over.
+restart_snapshotter() {  # FLAGS...: kill -9 and start again with FLAGS
+  local pid=$CT_SNAP_PID
+  kill -KILL "$pid"; wait "$pid" 2>/dev/null
+  ct_start_snapshotter "$@" || return 1
+  wait_proxy
+}
+readopt() {
+  local before
+  before=$(nydusd_pids)
+  restart_snapshotter "${SNAP_FLAGS[@]}" || return 1
+  [ "$(nydusd_pids)" = "$before" ] || { echo "nydusd changed: $before -> $(nydusd_pids)"; return 1; }
+  grep -c 're-attached to the running nydusd' "$CT_LOGS/snapshotter.log"
+  [ -S "$CT_ROOT/supervisor/nydusd-$(basename "$(lower_of reader)").sock" ]
+}
+step "kill -9 + restart of the snapshotter: same nydusd re-attached, its supervisor socket back" readopt
+step "kill -9 of the re-attached nydusd: failed over too, the reader only waits, right bytes" failover
+
+# ---- --recover-policy restart and none (upstream's semantics) ----------------------------
+# restart: the same command line again on a cleaned mountpoint; a container
+# already running keeps the dead FUSE connection (ENOTCONN), a new one works.
+policy_restart() {
+  local old _
+  restart_snapshotter --recover-policy restart --log-level debug || return 1
+  old=$(nydusd_pids)
+  kill -KILL "$old"
+  for _ in $(seq 100); do [ -n "$(nydusd_pids)" ] && [ "$(nydusd_pids)" != "$old" ] && break; sleep 0.1; done
+  echo "nydusd $old -> $(nydusd_pids): $(tr '\0' ' ' <"/proc/$(nydusd_pids)/cmdline")"
+  [ -n "$(nydusd_pids)" ] && [ "$(nydusd_pids)" != "$old" ] || return 1
+  tr '\0' ' ' <"/proc/$(nydusd_pids)/cmdline" | grep -vq -- ' --upgrade ' || return 1
+  grep -q 'restarted, pid' "$CT_LOGS/snapshotter.log" || return 1
+  [ "$(run --rm "$REF" "new$STEP_NO" /bin/sh -c 'sha256sum /data/random.bin')" = "$SUM  /data/random.bin" ]
+}
+step "--recover-policy restart: kill -9 of nydusd: restarted (no takeover); a new container reads right" policy_restart
+# none: nothing happens at the death; the next Prepare/Mounts needing it starts it.
+policy_none() {
+  local old _
+  # The reader's task goes (restart left it on a dead connection); its container keeps the snapshot active.
+  ct_ctr task kill -s KILL reader; sleep 0.5; ct_ctr task rm -f reader >/dev/null
+  restart_snapshotter --recover-policy none --log-level debug || return 1
+  old=$(nydusd_pids)
+  [ -n "$old" ] || { echo "no nydusd"; return 1; }
+  kill -KILL "$old"
+  sleep 2
+  echo "nydusd after 2 s: '$(nydusd_pids)'"
+  [ -z "$(nydusd_pids)" ] || return 1
+  grep -q 'recover policy none: left so' "$CT_LOGS/snapshotter.log" || return 1
+  [ "$(run --rm "$REF" "new$STEP_NO" /bin/sh -c 'sha256sum /data/random.bin')" = "$SUM  /data/random.bin" ] || return 1
+  restart_snapshotter "${SNAP_FLAGS[@]}"
+}
+step "--recover-policy none: a dead nydusd stays dead; the next container's Prepare starts one" policy_none
 
 # ---- reboot: every mount and daemon gone, containerd and the snapshotter restarted ---------
 C2=created-$$  # runs on runc's default root (`ctr containers create` has no --runc-root): a unique id

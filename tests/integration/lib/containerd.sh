@@ -42,16 +42,25 @@ ct_nydusd_template() {
 JSON
 }
 
+# ct_start_snapshotter [flags...]: the snapshotter alone (e.g. again after a kill -9;
+# its log is appended to).
+ct_start_snapshotter() {
+  local _
+  mkdir -p "$CT_LOGS"
+  rm -f "$CT_SNAP_SOCK"
+  "$CT_BIN/containerd-nydus-grpc" --root "$CT_ROOT" --address "$CT_SNAP_SOCK" --nydusd "$CT_BIN/nydusd" \
+    --nydusd-config "$CT_WORK/nydusd-config.json" "$@" >>"$CT_LOGS/snapshotter.log" 2>&1 &
+  CT_SNAP_PID=$!
+  for _ in $(seq 100); do [ -S "$CT_SNAP_SOCK" ] && return 0; sleep 0.1; done
+  cat "$CT_LOGS/snapshotter.log"; return 1
+}
+
 # ct_start [snapshotter flags...]: the snapshotter, then containerd using it.
 ct_start() {
   local _
   mkdir -p "$CT_LOGS" "$CT_CD/root" "$CT_CD/state"
   ct_nydusd_template
-  "$CT_BIN/containerd-nydus-grpc" --root "$CT_ROOT" --address "$CT_SNAP_SOCK" --nydusd "$CT_BIN/nydusd" \
-    --nydusd-config "$CT_WORK/nydusd-config.json" "$@" >"$CT_LOGS/snapshotter.log" 2>&1 &
-  CT_SNAP_PID=$!
-  for _ in $(seq 100); do [ -S "$CT_SNAP_SOCK" ] && break; sleep 0.1; done
-  [ -S "$CT_SNAP_SOCK" ] || { cat "$CT_LOGS/snapshotter.log"; return 1; }
+  ct_start_snapshotter "$@" || return 1
   cat >"$CT_CD/config.toml" <<TOML
 version = 2
 root = "$CT_CD/root"
