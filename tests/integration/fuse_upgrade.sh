@@ -121,6 +121,7 @@ upgrade_once() {
   local old=$GEN old_pid=$CUR_PID
   start_daemon --upgrade || return 1
   ctl "$GEN" takeover || return 1
+  echo "exit of daemon $old at $(date +%T.%3N)"
   curl -sf -X PUT --unix-socket "$WORK/d$old.sock" http://localhost/api/v1/daemon/exit || return 1
   wait "$old_pid"; echo "old daemon $old exited with $?"
   ctl "$GEN" start && ctl "$GEN" sendfd || return 1
@@ -184,6 +185,7 @@ failover_once() {
   done
   if [ "$caught" != 1 ]; then rm -f "$GATE"; echo "no probe read was ever held in flight"; return 1; fi
   echo "probe read of $rel (inode $ino) is held in flight in daemon $GEN"
+  echo "kill -9 of daemon $GEN at $(date +%T.%3N)"
   kill -KILL "$CUR_PID"; wait "$CUR_PID" 2>/dev/null
   rm -f "$GATE"
   sleep 0.3  # readers pile up on the orphaned connection

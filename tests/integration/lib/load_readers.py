@@ -77,12 +77,13 @@ def reader(seed):
                         stats["first_errors"].append(
                             f"mismatch {mpath} @{off}+{length}: got {len(got)} bytes, want {len(want)}, "
                             f"first difference at +{diff} (got {got[diff:diff + 8].hex()} want "
-                            f"{want[diff:diff + 8].hex()}), {time.monotonic() - started:.1f} s into the run")
+                            f"{want[diff:diff + 8].hex()}), at {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}")
         except OSError as e:
             with lock:
                 stats["errors"] += 1
                 if len(stats["first_errors"]) < 5:
-                    stats["first_errors"].append(f"{mpath} @{off}+{length}: {e}")
+                    stats["first_errors"].append(f"{mpath} @{off}+{length}: {e} (at {time.strftime('%H:%M:%S')}"
+                                                 f".{int(time.time() * 1000) % 1000:03d})")
     with lock:
         stats["reads"] += reads
         stats["bytes"] += nbytes
