@@ -300,7 +300,7 @@ bool FuseUring::capture_reply(const struct iovec* iov, int count, ssize_t* writt
       const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
       size_t n = iov[i].iov_len;
       if (i == 0) p += sizeof(oh), n -= sizeof(oh);
-      if (n) std::memcpy(c.payload + at, p, n);
+      if (n && p != c.payload + at) std::memmove(c.payload + at, p, n);  // in place already: reply_buffer()
       at += n;
     }
     std::memcpy(c.headers->in_out, &oh, sizeof(oh));
@@ -309,6 +309,12 @@ bool FuseUring::capture_reply(const struct iovec* iov, int count, ssize_t* writt
   c.replied = true;
   *written = ssize_t(total);
   return true;
+}
+
+std::span<uint8_t> FuseUring::reply_buffer() {
+  const Current& c = t_current;
+  if (!c.active) return {};
+  return {c.payload, c.capacity};
 }
 
 void FuseUring::run(unsigned qid) {

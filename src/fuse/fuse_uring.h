@@ -47,6 +47,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -112,6 +113,9 @@ class FuseUring {
   // request whose unique the reply carries, copy the reply into the ring
   // entry and return true (with *written = the reply's size).
   static bool capture_reply(const struct iovec* iov, int count, ssize_t* written);
+  // The reply payload of the ring request this thread is serving (empty on
+  // other threads): a READ can fill it in place and reply from it.
+  static std::span<uint8_t> reply_buffer();
 
  private:
   FuseUring() = default;

@@ -377,12 +377,18 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
   auto rt = route_or_reply(req, ino, "read");
   if (!rt) return;
   if (!rt->fs) return (void)fuse_reply_err(req, EISDIR);
-  // One reusable buffer per worker thread: reads are at most max_read bytes.
-  thread_local std::vector<uint8_t> buf;
-  if (buf.size() < size) buf.resize(size);
-  auto r = rt->fs->read_ino(rt->ino, uint64_t(off), std::span<uint8_t>(buf.data(), size));
+  // A request from an io_uring entry is read straight into the entry's reply
+  // payload (no copy there afterwards); else one reusable buffer per worker
+  // thread: reads are at most max_read bytes.
+  std::span<uint8_t> out = FuseUring::reply_buffer();
+  if (out.size() < size) {
+    thread_local std::vector<uint8_t> buf;
+    if (buf.size() < size) buf.resize(size);
+    out = std::span<uint8_t>(buf.data(), size);
+  }
+  auto r = rt->fs->read_ino(rt->ino, uint64_t(off), out.first(size));
   if (!r) return reply_error(req, r.error(), "read", ino, rt->fs.get());
-  fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
+  fuse_reply_buf(req, reinterpret_cast<const char*>(out.data()), *r);
 }
 
 // Likewise no OPENDIR: the kernel then caches directory entries
