@@ -84,8 +84,8 @@ class TocTree {
 
     if (e.type == StargzType::kChunk) {
       auto it = index_.find(path);
-      if (it == index_.end() || !S_ISREG(nodes_[it->second].mode) || nodes_[it->second].hardlink_of >= 0 &&
-                                                                           uint32_t(nodes_[it->second].hardlink_of) != it->second)
+      if (it == index_.end() || !S_ISREG(nodes_[it->second].mode) ||
+          (nodes_[it->second].hardlink_of >= 0 && uint32_t(nodes_[it->second].hardlink_of) != it->second))
         return corrupt("chunk of '{}' has no regular file entry before it", path);
       if (e.chunk_offset == 0) return corrupt("chunk of '{}' at file offset 0 (only its reg entry may be)", path);
       return add_chunk(e, idx, it->second, chunk_size, chunks);
