@@ -25,7 +25,8 @@
 #      seq:ra=4096 seq:ra=4096,amplify=4194304 seq:ra=4096,prefetch=4,amplify=4194304";
 #      "" for none,
 #      NETNS_LINK (auto|netem|tun), ZRAN (1: zran rows of the same tree as a gzip
-#      layer referenced in place; 0: none), KEEP=1.
+#      layer referenced in place; 0: none), ESTARGZ (1: eStargz rows, the tree
+#      converted by ctr-remote and mounted from its TOC; 0: none), KEEP=1.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -440,6 +441,75 @@ if [ "${ZRAN:-1}" = 1 ]; then
   run_ws "zran:working_set" "$FUSE_THREADS" "$AMPLIFY_IO" "$READ_AHEAD_KB"
   log "zran: sequential"
   run_seq "zran:sequential" "$FUSE_THREADS" "$AMPLIFY_IO" "$READ_AHEAD_KB" ""
+fi
+
+# ---- the same tree as an eStargz image (issue 15) ------------------------------------------
+# The tree as one OCI layer (umoci), converted by Debian's `ctr-remote image convert
+# --estargz --oci` in a private containerd with 1 MiB eStargz chunks (the Nydus rows'
+# chunk size), mounted from its TOC (`create --type estargztoc-ref`: only a
+# bootstrap; the eStargz layer is the data blob, its gzip members the chunks).
+if [ "${ESTARGZ:-1}" = 1 ]; then
+  for t in containerd ctr ctr-remote umoci; do
+    command -v $t >/dev/null || { echo "install $t (scripts/setup.sh) or set ESTARGZ=0" >&2; exit 1; }
+  done
+  log "estargz: OCI layer of the tree, ctr-remote convert --estargz"
+  E=$W/estargz
+  mkdir -p "$E/cd/root" "$E/cd/state"
+  (cd "$E" && umoci init --layout img && umoci new --image img:base && umoci unpack --image img:base b) >"$E/umoci.log" 2>&1 &&
+    cp -a "$SRC/." "$E/b/rootfs/" && (cd "$E" && umoci repack --image img:v1 b && cd img && tar cf ../img.tar .) >>"$E/umoci.log" 2>&1 ||
+    { cat "$E/umoci.log" >&2; exit 1; }
+  cat >"$E/cd/config.toml" <<TOML
+version = 2
+root = "$E/cd/root"
+state = "$E/cd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$E/cd/containerd.sock"
+[ttrpc]
+  address = "$E/cd/containerd.sock.ttrpc"
+TOML
+  containerd --config "$E/cd/config.toml" >"$E/containerd.log" 2>&1 &
+  CDPID=$!
+  CTR=(--address "$E/cd/containerd.sock" -n bench)
+  for _ in $(seq 100); do ctr "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.2; done
+  t0=$(date +%s.%N)
+  { ctr "${CTR[@]}" images import "$E/img.tar" &&
+    ctr-remote "${CTR[@]}" image convert --estargz --oci --estargz-chunk-size 1048576 \
+      "$(ctr "${CTR[@]}" images ls -q | grep ':v1$' | head -1)" esgz:v1 &&
+    ctr "${CTR[@]}" images export "$E/esgz.tar" esgz:v1; } >"$E/convert.log" 2>&1 || { cat "$E/convert.log" >&2; kill "$CDPID"; exit 1; }
+  t1=$(date +%s.%N)
+  kill "$CDPID"; wait "$CDPID" 2>/dev/null
+  mkdir -p "$E/x" && tar -C "$E/x" -xf "$E/esgz.tar" || exit 1
+  # The layer, and its TOC read from the footer (as tests/integration/estargz.sh does).
+  python3 - "$E" <<'PY' || exit 1
+import io, json, os, sys, tarfile, zlib
+e = sys.argv[1]
+def blob(d): return f"{e}/x/blobs/" + d.replace(":", "/")
+m = json.load(open(blob(json.load(open(f"{e}/x/index.json"))["manifests"][0]["digest"])))
+l, = m["layers"]
+os.rename(blob(l["digest"]), f"{e}/layer")
+b = open(f"{e}/layer", "rb").read()
+off = int(b[-51:][16:32], 16)
+t = tarfile.open(fileobj=io.BytesIO(zlib.decompressobj(31).decompress(b[off:len(b) - 51])))
+open(f"{e}/toc.json", "wb").write(t.extractfile("stargz.index.json").read())
+PY
+  t2=$(date +%s.%N)
+  "$BIN/nydus-image" create --type estargztoc-ref --blob-id "$(sha256sum "$E/layer" | cut -c1-64)" \
+    --blob-data-size "$(printf %x "$(stat -c %s "$E/layer")")" -S 0x100000 -B "$W/boot-estargz" "$E/toc.json" \
+    >"$E/create.log" 2>&1 || { cat "$E/create.log" >&2; exit 1; }
+  t3=$(date +%s.%N)
+  ESTARGZ_NOTE=$(awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v z="$(stat -c %s "$E/layer")" \
+    'BEGIN {printf "estargz: layer %d MiB; ctr-remote convert %.2f s, create --type estargztoc-ref %.2f s;", z / 1048576, b - a, d - c}')
+  CONVERT_NOTE="$CONVERT_NOTE $ESTARGZ_NOTE"
+  log "$ESTARGZ_NOTE"
+  ip netns exec "$NS" bash -c "$(declare -f push_blob); push_blob \"\$@\"" _ "$REG" lib/img "$E/layer" >&2 ||
+    { echo "push of the eStargz layer failed" >&2; exit 1; }
+  BOOT=$W/boot-estargz ROW=estargz:
+  run_first
+  log "estargz: working set"
+  run_ws "estargz:working_set" "$FUSE_THREADS" "$AMPLIFY_IO" "$READ_AHEAD_KB"
+  log "estargz: sequential"
+  run_seq "estargz:sequential" "$FUSE_THREADS" "$AMPLIFY_IO" "$READ_AHEAD_KB" ""
 fi
 
 # ---- report -------------------------------------------------------------------------------
