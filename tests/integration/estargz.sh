@@ -15,6 +15,8 @@
 #  - estargz-ref (ZRAN over the same gzip) and estargz-rafs (a real Nydus
 #    blob) give the same tree, and so does `nydusify convert` (full and
 #    --oci-ref) of the eStargz image pushed to the registry;
+#  - fscache mode: nydusd fills cachefiles objects (emulated kernel), the
+#    host's EROFS mounts them == tar -x;
 #  - a second eStargz layer (whiteouts): both built from their TOCs and
 #    merged == both layers applied;
 #  - hostile TOCs: an offset outside the layer, two chunks at one offset,
@@ -204,6 +206,30 @@ if step "nydusd mounts it (localfs, digest_validate)" start_daemon "$D/boot" "$D
   step "localfs: one small file read cold fetches < 64 KiB of the layer" small_file_cold "$D"
   step "localfs: mount == tar -x (modes, owners, mtimes, links, xattrs, fifo, content)" tree_equal "$D"
   step "localfs: nydusd stops cleanly" stop_daemon "$D/mnt"
+fi
+
+# fscache mode: nydusd fills cachefiles objects for the emulator (inflating the
+# gzip members), the host's EROFS mounts them: == tar -x.
+F=$WORK/fscache
+FILL=$NYDUS_BIN_DIR/fscache-emu-fill
+fscache_fill() {
+  "$FILL" --nydusd "$NYDUSD" --bootstrap "$D/boot" --blob-dir "$D/blobs" --store "$F/store" --threads 4 >"$F/objects" || return 1
+  local boot devs=() kind path
+  boot=$(awk '$1 == "bootstrap" {print $2}' "$F/objects")
+  while read -r kind path; do [ "$kind" = blob ] && devs+=(--device "$path"); done <"$F/objects"
+  erofs_mount "$boot" "$F/mnt" "${devs[@]}"
+}
+grep -qw erofs /proc/filesystems || modprobe erofs 2>/dev/null || true
+if ! grep -qw erofs /proc/filesystems; then
+  echo "SKIP (kernel): fscache steps: this kernel has no EROFS"
+elif [ ! -x "$FILL" ]; then
+  fail_step "fscache" "fscache-emu-fill not built in $NYDUS_BIN_DIR"
+else
+  mkdir -p "$F/mnt"
+  if step "fscache: nydusd fills the cache files, kernel EROFS mounts them" fscache_fill; then
+    step "fscache: EROFS mount == tar -x" compare_trees --ignore-root-attrs "$REF" "$F/mnt"
+    erofs_umount "$F/mnt" >/dev/null 2>&1
+  fi
 fi
 
 # Two eStargz layers: each built from its TOC, merged (whiteouts applied),
