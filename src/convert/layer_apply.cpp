@@ -81,6 +81,9 @@ Status apply_layer(RefTree& tree, const std::filesystem::path& layer_tar) {
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
       return errorf(Errc::kCorrupt, "layer {}: {}", layer_tar.string(), archive_error_string(a.get()));
     NYDUS_ASSIGN_OR_RETURN(std::string path, clean_path(archive_entry_pathname(e) ? archive_entry_pathname(e) : ""));
+    // eStargz's own files are not part of the image: upstream's converter
+    // (tarball builder, is_stargz_special_files) leaves them out of every layer.
+    if (path == "/stargz.index.json" || path == "/.prefetch.landmark" || path == "/.no.prefetch.landmark") continue;
     const std::string base = base_of(path);
     if (base == kOpaque) {
       opaques.push_back(parent_of(path));

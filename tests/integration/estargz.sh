@@ -376,6 +376,8 @@ if step "skopeo: the eStargz image into the registry" push_image; then
     tag=${v%%:*}
     if step "nydusify convert ($tag) of the eStargz image, mounted" nydusify_mount "$tag" "${v#*:}"; then
       step "nydusify ($tag): mount == tar -x (no TOC files)" tree_equal "$WORK/nfy-$tag"
+      step "nydusify check ($tag) against the eStargz source" "$NYDUSIFY" check --source "$REGISTRY_HOST/test/esgz:v1" \
+        --target "$REGISTRY_HOST/test/esgz:$tag" --source-insecure --target-insecure --work-dir "$WORK/nfy-$tag/check"
       step "nydusify ($tag): nydusd stops cleanly" stop_daemon "$WORK/nfy-$tag/mnt"
     fi
   done
