@@ -328,7 +328,12 @@ Result<CreateReport> create_estargz_toc_image(const CreateOptions& o) {
     if (next <= c.offset)
       return corrupt("TOC entries {} and {} overlap: both are data at gzip offset {:#x}", c.entry,
                      chunks[by_off[i + 1]].entry, c.offset);
-    csize[by_off[i]] = uint32_t(std::min(gzip_compressed_bound(c.size), next - c.offset));
+    const uint64_t span = std::min(gzip_compressed_bound(c.size), next - c.offset);
+    // Readers take at most a 16 MiB chunk's stored bytes (upstream: RAFS_MAX_CHUNK_SIZE).
+    if (span > format::kMaxChunkSize)
+      return errorf(Errc::kUnsupported, "TOC entry {} ('{}'): a {:#x}-byte chunk may need {:#x} bytes of gzip, above {:#x}",
+                    c.entry, tree.path_of(c.node), c.size, span, format::kMaxChunkSize);
+    csize[by_off[i]] = uint32_t(span);
     blob_end = std::max(blob_end, c.offset + csize[by_off[i]]);
   }
 

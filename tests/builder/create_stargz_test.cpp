@@ -177,5 +177,18 @@ TEST_F(StargzBuild, RefusesTreesRafsCannotHold) {
   }
 }
 
+TEST_F(StargzBuild, RefusesAChunkReadersCannotTake) {
+  // A 16 MiB chunk whose member may run on for more than 16 MiB of layer:
+  // its stored span would exceed what every reader accepts.
+  layer.bytes.assign((16u << 20) + (1u << 20), 0);
+  const std::string d = "sha256:" + std::string(64, '0');
+  auto rep = build(json{{"version", 1},
+                        {"entries", json::array({{{"name", "f"}, {"type", "reg"}, {"size", 16u << 20}, {"offset", 0},
+                                                   {"chunkDigest", d}}})}},
+                   16u << 20);
+  ASSERT_FALSE(rep);
+  EXPECT_NE(rep.error().message.find("above"), std::string::npos) << rep.error().message;
+}
+
 }  // namespace
 }  // namespace nydus::builder
