@@ -248,6 +248,8 @@ void DaemonManager::terminate(DaemonInstance& d) {
       api::ApiClient c(d.apisock, std::chrono::seconds(10));
       if (auto st = c.umount("/" + d.meta_id); !st)
         spdlog::warn("shared nydusd: umount /{}: {}", d.meta_id, st.error().to_string());
+      else if (auto sd = shared_daemon(); sd.pid == d.pid)
+        save_state(sd);
     }
     fs::remove_all(fs::path(d.config_path).parent_path(), ec);
     return;
@@ -402,6 +404,8 @@ SResult<void> DaemonManager::spawn(DaemonInstance& d, const std::string& log_dir
   for (auto& a : d.args) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::string out_path = log_dir + "/stdout.log";
+  // What a failed exec leaves in stdout.log, so the start error names it (e.g. a binary being relinked).
+  const std::string exec_failed = "[error] cannot execute " + s_.nydusd_path + "\n";
   int out_fd = s_.log_to_stdout ? -1 : ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   pid_t pid = ::fork();
@@ -418,6 +422,7 @@ SResult<void> DaemonManager::spawn(DaemonInstance& d, const std::string& log_dir
       ::dup2(out_fd, 2);
     }
     ::execv(argv[0], argv.data());
+    if (::write(1, exec_failed.data(), exec_failed.size()) < 0) _exit(126);
     _exit(127);
   }
   if (out_fd >= 0) ::close(out_fd);
@@ -460,14 +465,21 @@ SResult<DaemonInstance> DaemonManager::ensure_shared_daemon() {
   }
   fs::remove(d.apisock, ec);
   // As upstream's initSharedDaemon: no --config/--bootstrap, images come by the mount API.
-  d.args = {"fuse",      "--thread-num", std::to_string(s_.thread_num), "--mountpoint", d.mountpoint,
-            "--apisock", d.apisock,      "--log-level",                 s_.log_level,  "--log-rotation-size",
-            "100"};
+  const bool failover = s_.recover_policy == "failover";
+  d.args = {"fuse", "--thread-num", std::to_string(s_.thread_num)};
+  if (failover) d.args.insert(d.args.end(), {"--id", d.id});
+  d.args.insert(d.args.end(), {"--mountpoint", d.mountpoint, "--apisock", d.apisock, "--log-level", s_.log_level,
+                               "--log-rotation-size", "100"});
+  if (failover) {
+    if (auto r = open_supervisor(d.id); !r) return std::unexpected(r.error());
+    d.args.insert(d.args.end(), {"--supervisor", supervisor_path(d.id)});
+  }
   append_common_tail(d, log_dir);
   if (auto r = spawn(d, log_dir); !r) {
     terminate(d);
     return std::unexpected(r.error());
   }
+  save_state(d);
   shared_ = d;
   return d;
 }
@@ -498,6 +510,7 @@ SResult<DaemonInstance> DaemonManager::mount_in_shared(const std::string& meta_i
     return snap_error(Code::kUnavailable, "shared nydusd: mount {} at {}: {}", bootstrap, rel,
                       st.error().to_string());
   }
+  save_state(*sd);  // the supervisor's state lists the images a failover mounts again
   return d;
 }
 
@@ -568,9 +581,19 @@ std::vector<std::string> DaemonManager::adopt_shared_images() {
   auto info = c.daemon_info();
   if (!info || info->value("state", "") != "RUNNING" || !is_mountpoint(sd.mountpoint))
     return adopted;  // ensure_shared_daemon() replaces it
+  sd.args = cmdline_args(sd.pid);
   {
     std::lock_guard lk(shared_mu_);
     shared_ = sd;
+  }
+  if (s_.recover_policy == "failover") {
+    if (arg_value(sd.args, "--supervisor") != supervisor_path(sd.id))
+      spdlog::warn("the shared nydusd was started without --supervisor {}: it cannot be failed over",
+                   supervisor_path(sd.id));
+    else if (auto r = open_supervisor(sd.id); !r)
+      spdlog::warn("shared nydusd: {}", r.error().message);
+    else
+      save_state(sd);
   }
   // Its images: the configs we wrote, each still served at <root>/mnt/<id>
   // (the shared FUSE root lists exactly the mounted images).
@@ -674,7 +697,8 @@ void DaemonManager::save_state(const DaemonInstance& d) {
   spdlog::debug("nydusd {}: its supervisor holds the FUSE fd", d.id);
 }
 
-SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead) {
+SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead, bool* took_over) {
+  if (took_over) *took_over = false;
   if (dead.args.empty() || dead.args[0] != "fuse")
     return snap_error(Code::kInternal, "nydusd {}: its command line is unknown", dead.id);
   const std::string log_dir = s_.root + "/logs/" + dead.id;
@@ -691,6 +715,7 @@ SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead) {
     d.args = args;
     d.args.insert(d.args.begin() + 1, "--upgrade");
     fs::remove(d.apisock, ec);
+    spdlog::debug("nydusd {}: starting its failover daemon", d.id);
     auto r = spawn(d, log_dir, "INIT");
     if (r) {
       api::ApiClient c(d.apisock, s_.ready_timeout);
@@ -703,6 +728,7 @@ SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead) {
       spdlog::info("nydusd {}: failover done, pid {} serves {} (the FUSE connection taken over)", d.id, d.pid,
                    d.mountpoint);
       save_state(d);
+      if (took_over) *took_over = true;
       return d;
     }
     spdlog::warn("nydusd {}: failover failed ({}); restarting it instead", d.id, r.error().message);
@@ -746,6 +772,7 @@ void DaemonManager::monitor() {
         it = daemons_.erase(it);
       }
     }
+    if (s_.shared && s_.recover_policy == "failover") fail_over_shared();
     for (auto& [d, st] : dead) {
       spdlog::warn("nydusd {} (pid {}) died; recover policy {}", d.id, d.pid, s_.recover_policy);
       auto r = recover(d);
@@ -765,6 +792,59 @@ void DaemonManager::monitor() {
       cv_.notify_all();
     }
   }
+}
+
+}  // namespace nydus::snapshotter
+
+namespace nydus::snapshotter {
+
+void DaemonManager::fail_over_shared() {
+  const DaemonInstance sd = shared_daemon();
+  if (sd.pid <= 0 || !reaped(sd.pid)) return;
+  spdlog::warn("shared nydusd (pid {}) died; recover policy failover", sd.pid);
+  // Its images wait (an ensure() for one waits) until the connection is served again.
+  std::vector<std::pair<DaemonInstance, std::shared_ptr<StartState>>> images;
+  {
+    std::lock_guard lk(mu_);
+    for (auto it = daemons_.begin(); it != daemons_.end();) {
+      if (!it->second.shared || starting_.count(it->first) || stopping_.count(it->first)) {
+        ++it;
+        continue;
+      }
+      auto st = std::make_shared<StartState>();
+      starting_[it->first] = st;
+      images.emplace_back(std::move(it->second), st);
+      it = daemons_.erase(it);
+    }
+  }
+  bool took_over = false;
+  SResult<DaemonInstance> r = snap_error(Code::kUnavailable, "the shared nydusd died");
+  spdlog::debug("shared nydusd failover: {} images wait", images.size());
+  {
+    std::lock_guard lk(shared_mu_);
+    spdlog::debug("shared nydusd failover: recovering");
+    if (shared_.pid == sd.pid) {
+      r = recover(shared_, &took_over);
+      if (r) shared_ = *r;
+    }
+  }
+  if (!r) spdlog::warn("shared nydusd: not recovered ({}); the next Prepare starts it", r.error().message);
+  // Taken over: the new daemon serves every image the handed state listed. Else
+  // (restarted empty, or not at all) the images are forgotten: the next
+  // Prepare/Mounts of each mounts it again.
+  std::lock_guard lk(mu_);
+  for (auto& [d, st] : images) {
+    starting_.erase(d.meta_id);
+    if (took_over) {
+      d.pid = r->pid;
+      st->result = d.mountpoint;
+      daemons_[d.meta_id] = std::move(d);
+    } else {
+      st->result = snap_error(Code::kUnavailable, "the shared nydusd died; it was not failed over");
+    }
+    st->done = true;
+  }
+  cv_.notify_all();
 }
 
 }  // namespace nydus::snapshotter

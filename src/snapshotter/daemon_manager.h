@@ -128,8 +128,10 @@ class DaemonManager {
   bool supervisor_holds_state(const std::string& daemon_id) const;
   // A dead dedicated daemon served again at its mountpoint, per the policy
   // (failover: takeover from the supervisor, else the same command line anew).
-  SResult<DaemonInstance> recover(const DaemonInstance& dead);
+  SResult<DaemonInstance> recover(const DaemonInstance& dead, bool* took_over = nullptr);
   void monitor();
+  // Failover of the shared daemon: taken over, its images served again with the new pid.
+  void fail_over_shared();
   // The daemon config of an image from the template.
   SResult<std::string> image_config(const std::string& image_ref) const;
   // Shared mode: the shared daemon runs (started when missing or dead).

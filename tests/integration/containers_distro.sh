@@ -31,7 +31,9 @@ for b in "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$NYDUSI
 WORK=$(mktemp -d /var/tmp/nydus-ctdistro.XXXXXX) || die "mktemp"
 LOG_DIR=$WORK/steps
 mkdir -p "$LOG_DIR"
-CT_WORK=$WORK CT_BIN=$NYDUS_BIN_DIR
+# Copies: other builds may relink build/bin/nydusd while this runs (an exec would fail then).
+mkdir -p "$WORK/bin" && cp "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$WORK/bin/" || die "cp binaries"
+CT_WORK=$WORK CT_BIN=$WORK/bin
 # shellcheck source=lib/containerd.sh
 source "$LIB_DIR/containerd.sh"
 REGISTRY_PID=''

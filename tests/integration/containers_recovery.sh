@@ -42,7 +42,9 @@ file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || [ "$(ldd "$BUSYB
 WORK=$(mktemp -d /var/tmp/nydus-recovery.XXXXXX) || die "mktemp"
 LOG_DIR=$WORK/steps
 mkdir -p "$LOG_DIR"
-CT_WORK=$WORK CT_BIN=$NYDUS_BIN_DIR
+# Copies: other builds may relink build/bin/nydusd while this runs (an exec would fail then).
+mkdir -p "$WORK/bin" && cp "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$WORK/bin/" || die "cp binaries"
+CT_WORK=$WORK CT_BIN=$WORK/bin
 # shellcheck source=lib/containerd.sh
 source "$LIB_DIR/containerd.sh"
 RUNC_ROOT=$WORK/runc  # runc's state (/run/containerd/runc on a host): wiped by the reboot
@@ -127,10 +129,12 @@ lower_of() { awk -v d="$CT_CD/state/io.containerd.runtime.v2.task/default/$1/roo
 failover() {
   local old mnt mid before after bad upper _ ok=0 done_before
   old=$(nydusd_pids); mnt=$(lower_of reader)
+  # Shared mode: the images are directories of the one FUSE mount at <root>/mnt.
+  is_mounted "$mnt" || mnt=$(dirname "$mnt")
   done_before=$(grep -c 'failover done' "$CT_LOGS/snapshotter.log")
   echo "nydusd $old, lowerdir $mnt"
   [ "$(echo "$old" | wc -w)" -eq 1 ] && [ -n "$mnt" ] || return 1
-  tr '\0' ' ' <"/proc/$old/cmdline" | grep -q -- "--supervisor $CT_ROOT/supervisor/nydusd-[0-9]*.sock" ||
+  tr '\0' ' ' <"/proc/$old/cmdline" | grep -Eq -- "--supervisor $CT_ROOT/supervisor/(nydusd-[0-9]+|shared_daemon).sock" ||
     { echo "nydusd has no --supervisor: $(tr '\0' ' ' <"/proc/$old/cmdline")"; return 1; }
   mid=$(mount_id_of "$mnt")
   upper=$(awk -v d="$CT_CD/state/io.containerd.runtime.v2.task/default/reader/rootfs" '$5 == d {print $NF}' /proc/self/mountinfo |
@@ -290,6 +294,18 @@ remove_all() {
     [ -z "$(awk -v d="$CT_ROOT" 'index($5, d) == 1' /proc/self/mountinfo)" ]
 }
 step "everything removed: no nydusd, snapshot, mount, socket or supervisor left" remove_all
+# ---- the shared daemon (--daemon-mode shared) fails over too ------------------------------
+shared_mode() {
+  restart_snapshotter --daemon-mode shared "${SNAP_FLAGS[@]}" || return 1
+  ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$REF" >/dev/null || return 1
+  ct_ctr task rm -f reader >/dev/null 2>&1; ct_ctr containers rm reader >/dev/null 2>&1
+  run -d "$REF" reader /bin/sh -c \
+    "while :; do sha256sum /data/random.bin >>/data/sums.txt 2>>/data/errors.txt || echo fail >>/data/errors.txt; done" || return 1
+  echo "shared nydusd: $(tr '\0' ' ' <"/proc/$(nydusd_pids)/cmdline")"
+  [ "$(echo "$(nydusd_pids)" | wc -w)" -eq 1 ] && [ "$(lower_of reader)" = "$CT_ROOT/mnt/$(basename "$(lower_of reader)")" ]
+}
+step "--daemon-mode shared --recover-policy failover: a reader on an image of the shared nydusd" shared_mode
+step "kill -9 of the shared nydusd: taken over with its image, the reader only waits, right bytes" failover
 step "the snapshotter logged no internal error" sh -c "! cat '$CT_LOGS'/snapshotter*.log | grep -E ' (error|critical) '"
 
 summary
