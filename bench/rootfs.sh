@@ -71,7 +71,7 @@ start_nydusd() {
  "mode": "direct", "digest_validate": false, "enable_xattr": true}
 JSON
   "$BIN/nydusd" "$@" --bootstrap "$W/boot" --config "$W/cfg-$name.json" --mountpoint "$W/mnt-$name" \
-    --log-level warn >"$W/nydusd-$name.log" 2>&1 &
+    --apisock "$W/$name.sock" --log-level warn >"$W/nydusd-$name.log" 2>&1 &
   DPIDS[$name]=$!
   for _ in $(seq 200); do mounted "$W/mnt-$name" && return 0; sleep 0.05; done
   echo "nydusd ($name) did not mount: $(tail -n1 "$W/nydusd-$name.log")" >&2
@@ -107,12 +107,13 @@ for s in $SETUPS; do
     erofs)
       mkdir -p "$W/mnt-erofs"
       python3 "$LIB/erofs_mount.py" mount "$W/boot" "$W/mnt-erofs" --device "$W/kcache/$BLOB.blob.data" >/dev/null ;;
-    fuse) start_nydusd fuse "$W/cache-fuse" && warm "$W/mnt-fuse" ;;
+    fuse) start_nydusd fuse "$W/cache-fuse" --fuse-uring off && warm "$W/mnt-fuse" ;;
     fuse-uring)
       if [ -w /sys/module/fuse/parameters/enable_uring ]; then
         URING_WAS=$(cat /sys/module/fuse/parameters/enable_uring)
         echo Y >/sys/module/fuse/parameters/enable_uring
-        NYDUS_FUSE_URING=on start_nydusd fuse-uring "$W/cache-fuse-uring" && warm "$W/mnt-fuse-uring"
+        start_nydusd fuse-uring "$W/cache-fuse-uring" --fuse-uring on && warm "$W/mnt-fuse-uring" &&
+          TRANSPORT=$("$BIN/nydusctl" --sock "$W/fuse-uring.sock" info 2>/dev/null | awk '/FUSE:/ {print $2}')
         echo "$URING_WAS" >/sys/module/fuse/parameters/enable_uring
       else
         echo "(no FUSE io_uring in this kernel)" >&2
@@ -130,7 +131,7 @@ for r in $(seq "$RUNS"); do
     for w in stat tar python; do
       if [ "$s" = fuse-cold ]; then
         rm -rf "$W/cache-cold"
-        start_nydusd fuse-cold "$W/cache-cold" || continue
+        start_nydusd fuse-cold "$W/cache-cold" --fuse-uring off || continue
         record "$s" "$w" "$(run "$w" "$W/mnt-fuse-cold")"
         stop_nydusd fuse-cold
       elif mounted "$W/mnt-$s"; then
@@ -174,5 +175,6 @@ for s in setups:
     print(f"| {names.get(s, s)} | " + " | ".join(cells) + f" | {rss(s)} |")
 PY
 echo
+echo "FUSE io_uring row: transport ${TRANSPORT:-not run} (nydusctl info);"
 echo "rootfs: $MB MB, $ENTRIES entries (bookworm minbase + $PACKAGES); medians of $RUNS alternating rounds;" \
   "$(nproc) CPUs; $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
