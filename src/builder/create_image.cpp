@@ -12,6 +12,7 @@
 
 #include "builder/chunk_pipeline.h"
 #include "builder/create_stargz.h"
+#include "builder/create_tarfs.h"
 #include "builder/create_zran.h"
 #include "builder/prefetch_list.h"
 #include "format/bootstrap.h"
@@ -404,6 +405,7 @@ Result<CreateReport> create_from_tar(const CreateOptions& o) {
 Result<CreateReport> create_image(const CreateOptions& o) {
   // No blob is written (the eStargz layer is the data blob): its own checks.
   if (o.source_type == SourceType::kEstargzToc) return create_estargz_toc_image(o);
+  if (o.source_type == SourceType::kTarfs) return create_tarfs_image(o);  // nothing goes to -D either
   if (o.bootstrap.empty() && !o.blob_inline_meta)
     return make_error(Errc::kInvalidArgument, "a bootstrap path (-B) is required unless --blob-inline-meta is used");
   if (o.blob_dir.empty() && o.blob_file.empty() && o.blob_cache_dir.empty())

@@ -20,6 +20,7 @@ enum class SourceType {
   kTar,        // tar-rafs / targz-rafs: an OCI layer tar (any compression), "-" = stdin
   kTargzRef,   // targz-ref: a gzip layer referenced in place (ZRAN), see create_zran.h
   kEstargzToc, // estargztoc-ref: an eStargz TOC (stargz.index.json) whose layer is the data blob, see create_stargz.h
+  kTarfs,      // tar-tarfs: a plain tar that is itself the data blob (512-byte blocks), see create_tarfs.h
 };
 
 struct CreateOptions {
@@ -51,7 +52,7 @@ struct CreateOptions {
   // aligned (v5's default packs them, as upstream).
   uint32_t fs_version = 6;
   bool aligned_chunk = false;
-  // estargztoc-ref: --blob-id (the layer's id, the data blob) and
+  // estargztoc-ref, tar-tarfs: --blob-id (the layer's id, the data blob) and
   // --blob-data-size (the layer's size, bounding the last gzip member).
   std::string blob_id;
   uint64_t blob_data_size = 0;

@@ -20,7 +20,7 @@ namespace nydus::format {
 
 namespace {
 
-constexpr uint64_t kBs = kBlockSize;
+constexpr uint64_t kMinBootstrap = 2048;  // a 512-byte-block (TARFS) image is never smaller
 constexpr uint32_t kPathMax = 4096;       // nydusd refuses longer symlink targets
 constexpr size_t kMaxWalkDepth = 4096;    // bounds walk() on hostile images
 constexpr uint64_t kMaxWalkEntries = 1ull << 26;
@@ -89,9 +89,9 @@ Result<std::shared_ptr<Bootstrap>> Bootstrap::open(const std::filesystem::path& 
     return errorf(Errc::kInvalidArgument, "bootstrap {}: not a regular file", path.string());
   }
   // Check before mmap: a 0-byte mapping is an error and tiny files are never valid.
-  if (st.st_size < off_t(kBs)) {
+  if (st.st_size < off_t(kMinBootstrap)) {
     ::close(fd);
-    return corrupt("bootstrap {}: {} bytes, smaller than one 4096-byte block", path.string(),
+    return corrupt("bootstrap {}: {} bytes, smaller than {} bytes", path.string(), kMinBootstrap,
                    st.st_size);
   }
   void* p = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
@@ -133,7 +133,7 @@ bool in_range(uint64_t file_size, uint64_t off, uint64_t len) {
   return off <= file_size && len <= file_size - off;
 }
 
-Status check_blob_entry(const BlobTableEntry& e, uint32_t i, uint32_t sb_chunk_size) {
+Status check_blob_entry(const BlobTableEntry& e, uint32_t i, uint32_t sb_chunk_size, uint64_t bsize) {
   if (e.blob_index != i) return corrupt("blob table entry {}: blob_index {} != {}", i, e.blob_index, i);
   if (e.chunk_size != sb_chunk_size)
     return corrupt("blob {}: chunk_size {:#x} differs from superblock chunk size {:#x}", i,
@@ -150,12 +150,10 @@ Status check_blob_entry(const BlobTableEntry& e, uint32_t i, uint32_t sb_chunk_s
                    e.features & blob_features::kIncompatUnknownMask);
   if (e.features & blob_features::kV5NoExtBlobTable)
     return corrupt("blob {}: internal feature bit 0x80000000 set on disk", i);
-  if (e.features & blob_features::kTarfs)
-    return errorf(Errc::kUnsupported, "blob {}: TARFS blobs are not supported", i);
   if (e.chunk_count > kMaxChunksPerBlob)
     return corrupt("blob {}: chunk_count {} exceeds 2^24", i, e.chunk_count);
-  if (e.uncompressed_size % kBs != 0 || e.uncompressed_size > kMaxBlobUncompressed)
-    return corrupt("blob {}: uncompressed_size {} not a 4096 multiple <= 2^44", i, e.uncompressed_size);
+  if (e.uncompressed_size % bsize != 0 || e.uncompressed_size > kMaxBlobUncompressed)
+    return corrupt("blob {}: uncompressed_size {} not a {} multiple <= 2^44", i, e.uncompressed_size, bsize);
   if (e.compressed_size > kMaxBlobCompressed)
     return corrupt("blob {}: compressed_size {} exceeds 2^40", i, e.compressed_size);
   uint64_t ci_end;
@@ -193,7 +191,7 @@ Status check_blob_entry(const BlobTableEntry& e, uint32_t i, uint32_t sb_chunk_s
 }  // namespace
 
 Status Bootstrap::validate() {
-  if (size_ < kBs) return corrupt("bootstrap is {} bytes, smaller than one 4096-byte block", size_);
+  if (size_ < kMinBootstrap) return corrupt("bootstrap is {} bytes, smaller than {} bytes", size_, kMinBootstrap);
   if (load<uint32_t>(data_) == kRafsV5Magic) {
     if (v5_sb_) return corrupt("RAFS v5 translation produced a v5 image");  // never recurse twice
     return adopt_v5();
@@ -211,11 +209,11 @@ Status Bootstrap::validate() {
                   "not a RAFS v6 image: EROFS superblock lacks the RAFS v6 compat bit 0x40000000 "
                   "(plain EROFS image?)");
   if (sb_.checksum != 0) return corrupt("superblock: checksum {:#x} must be 0", sb_.checksum);
-  if (sb_.blkszbits == 9)
-    return errorf(Errc::kUnsupported, "superblock: 512-byte blocks (TARFS mode) are not supported");
-  if (sb_.blkszbits != kBlockBits)
-    return corrupt("superblock: blkszbits {} (expected 12)", sb_.blkszbits);
-  if (size_ % kBs != 0) return corrupt("bootstrap size {} is not a multiple of 4096", size_);
+  // 512-byte blocks only in TARFS mode, where chunks address the tar stream.
+  if (sb_.blkszbits != kBlockBits && sb_.blkszbits != kTarfsBlockBits)
+    return corrupt("superblock: blkszbits {} (expected 12, or 9 for TARFS)", sb_.blkszbits);
+  const uint64_t bsize = block_size();
+  if (size_ % bsize != 0) return corrupt("bootstrap size {} is not a multiple of {}", size_, bsize);
   if (sb_.extslots != 0) return corrupt("superblock: extslots {} must be 0", sb_.extslots);
   if (sb_.feature_incompat != kRafsV6Incompat) {
     if (sb_.feature_incompat & ~kRafsV6Incompat)
@@ -249,8 +247,10 @@ Status Bootstrap::validate() {
     return corrupt("ext superblock: flags {:#x} must name exactly one digester", f);
   if ((f & super_flags::kEncryptionNone) && (f & super_flags::kEncryptionAes128Xts))
     return corrupt("ext superblock: flags {:#x} name two ciphers", f);
-  if (f & super_flags::kTarfsMode)
-    return errorf(Errc::kUnsupported, "ext superblock: TARFS mode is not supported");
+  // 512-byte blocks exist for TARFS mode (chunks at tar offsets) and only there.
+  if (bool(f & super_flags::kTarfsMode) != (sb_.blkszbits == kTarfsBlockBits))
+    return corrupt("ext superblock: TARFS mode flag {:#x} disagrees with {}-byte blocks", f & super_flags::kTarfsMode,
+                   block_size());
   const uint32_t cs = ext_.chunk_size;
   if (!std::has_single_bit(cs) || cs < kMinChunkSize || cs > kMaxChunkSize)
     return corrupt("ext superblock: chunk size {:#x} is not a power of two in [4K, 16M]", cs);
@@ -266,7 +266,7 @@ Status Bootstrap::validate() {
   for (uint32_t i = 0; i < nblobs; ++i) {
     const auto e = load<BlobTableEntry>(data_ + ext_.blob_table_offset + uint64_t(i) * sizeof(BlobTableEntry));
     const auto slot = load<DeviceSlot>(data_ + kDeviceTableOffset + uint64_t(i) * sizeof(DeviceSlot));
-    NYDUS_TRY(check_blob_entry(e, i, cs));
+    NYDUS_TRY(check_blob_entry(e, i, cs, block_size()));
     std::string_view id = fixed_str(e.blob_id, sizeof(e.blob_id));
     if (!valid_blob_id(id)) return corrupt("blob {}: invalid blob id", i);
     if (fixed_str(slot.blob_id, sizeof(slot.blob_id)) != id)
@@ -359,7 +359,8 @@ Compressor Bootstrap::compressor() const {
 Status Bootstrap::adopt_stargz_chunks() {
   std::vector<size_t> stargz;
   for (size_t b = 0; b < blobs_.size(); ++b)
-    if (is_legacy_stargz(blobs_[b])) stargz.push_back(b);
+    // TARFS blobs are the tar itself, which holds no ci array either.
+    if (is_legacy_stargz(blobs_[b]) || (blobs_[b].features & blob_features::kTarfs)) stargz.push_back(b);
   if (stargz.empty()) return ok();
   auto table = chunk_table();
   if (!table) return std::unexpected(std::move(table).error().context("eStargz blob chunks"));
@@ -402,7 +403,7 @@ Result<std::vector<ChunkRecord>> Bootstrap::chunk_table() const {
       return corrupt("chunk table entry {}: uncompressed size {} not in [1, chunk size]", i,
                      r.uncompressed_size);
     uint64_t uend;
-    if (r.uncompressed_offset % kBs != 0 ||
+    if (r.uncompressed_offset % block_size() != 0 ||
         add_ovf(r.uncompressed_offset, r.uncompressed_size, &uend) || uend > b.uncompressed_size)
       return corrupt("chunk table entry {}: uncompressed range [{:#x}, +{}) outside blob {} layout",
                      i, r.uncompressed_offset, r.uncompressed_size, r.blob_index);
@@ -478,11 +479,12 @@ Result<std::span<const uint8_t>> Bootstrap::data_range(const InodeView& ino, uin
     return errorf(Errc::kInvalidArgument, "inode {}: range [{}, +{}) beyond size {}", ino.nid, off,
                   len, ino.size);
   if (len == 0) return std::span<const uint8_t>{};
-  const uint64_t base = uint64_t(ino.u) << kBlockBits;
+  const uint64_t bsize = block_size();
+  const uint64_t base = uint64_t(ino.u) << sb_.blkszbits;
   // Bytes stored in whole blocks at i_u; FLAT_INLINE keeps its last block
   // (even a full one, as the kernel reads it) right after the inode.
   uint64_t block_bytes = ino.size;
-  if (ino.layout == DataLayout::kFlatInline) block_bytes = (ino.size - 1) / kBs * kBs;
+  if (ino.layout == DataLayout::kFlatInline) block_bytes = (ino.size - 1) / bsize * bsize;
   uint64_t abs;
   if (end <= block_bytes) {
     if (add_ovf(base, off, &abs) || !in_range(size_, abs, len))
@@ -492,9 +494,9 @@ Result<std::span<const uint8_t>> Bootstrap::data_range(const InodeView& ino, uin
   if (off < block_bytes)
     return errorf(Errc::kInvalidArgument, "inode {}: range [{}, +{}) spans data blocks and inline tail",
                   ino.nid, off, len);
-  const uint64_t tail_len = ino.size - block_bytes;  // <= 4096 here
+  const uint64_t tail_len = ino.size - block_bytes;  // <= one block here
   const uint64_t tail_off = ino.offset + ino.inode_size + ino.xattr_size;
-  if (tail_off % kBs + tail_len > kBs)
+  if (tail_off % bsize + tail_len > bsize)
     return corrupt("inode {}: inline tail of {} bytes crosses a block boundary", ino.nid, tail_len);
   if (!in_range(size_, tail_off, tail_len))
     return corrupt("inode {}: inline tail exceeds image", ino.nid);
@@ -515,8 +517,9 @@ struct DirBlock {
 
 // Parse block `b` of a directory: header checks as the kernel does them.
 static Result<DirBlock> dir_block(const Bootstrap& bs, const InodeView& dir, uint64_t b) {
-  const uint64_t off = b * kBs;
-  const uint64_t len = std::min<uint64_t>(kBs, dir.size - off);
+  const uint64_t bsize = bs.block_size();
+  const uint64_t off = b * bsize;
+  const uint64_t len = std::min<uint64_t>(bsize, dir.size - off);
   NYDUS_ASSIGN_OR_RETURN(auto bytes, bs.data_range(dir, off, len));
   if (len < sizeof(Dirent))
     return corrupt("inode {}: directory block {} too short ({} bytes)", dir.nid, b, len);
@@ -556,7 +559,8 @@ static Result<DirEntryView> dir_entry(const InodeView& dir, uint64_t b, const Di
 Status Bootstrap::for_each_dirent(const InodeView& dir,
                                   const std::function<bool(const DirEntryView&)>& fn) const {
   if (!dir.is_dir()) return errorf(Errc::kInvalidArgument, "inode {}: not a directory", dir.nid);
-  const uint64_t nblocks = dir.size / kBs + (dir.size % kBs != 0);
+  const uint64_t bsize = block_size();
+  const uint64_t nblocks = dir.size / bsize + (dir.size % bsize != 0);
   // A bogus huge i_size fails at the first block outside the image.
   for (uint64_t b = 0; b < nblocks; ++b) {
     NYDUS_ASSIGN_OR_RETURN(DirBlock blk, dir_block(*this, dir, b));
@@ -573,7 +577,8 @@ Result<std::optional<DirEntryView>> Bootstrap::lookup(const InodeView& dir, std:
   if (name.empty() || name.size() > 255 || name.find('/') != std::string_view::npos ||
       name.find('\0') != std::string_view::npos)
     return std::optional<DirEntryView>{};
-  const uint64_t nblocks = dir.size / kBs + (dir.size % kBs != 0);
+  const uint64_t bsize = block_size();
+  const uint64_t nblocks = dir.size / bsize + (dir.size % bsize != 0);
   // Names are sorted across the whole directory: find the last block whose
   // first name is <= name, then binary search inside it.
   uint64_t lo = 0, hi = nblocks;  // candidate block in [lo, hi)
@@ -659,7 +664,7 @@ Result<std::vector<ChunkRef>> Bootstrap::chunks(const InodeView& ino) const {
     return corrupt("inode {}: chunk format {:#x} has unsupported bits", ino.nid, fmt);
   if (!(fmt & kChunkFormatIndexes))
     return errorf(Errc::kUnsupported, "inode {}: chunk format {:#x} without 8-byte indexes", ino.nid, fmt);
-  if (kBlockBits + (fmt & kChunkFormatBlkbitsMask) > 63)
+  if (sb_.blkszbits + (fmt & kChunkFormatBlkbitsMask) > 63)
     return corrupt("inode {}: chunk format {:#x}: chunk bits too large", ino.nid, fmt);
   // nydusd indexes chunks with the RAFS chunk size, not the i_u chunk bits.
   const uint64_t cs = ext_.chunk_size;

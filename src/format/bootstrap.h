@@ -88,7 +88,10 @@ class Bootstrap {
   Compressor compressor() const;
   Digester digester() const;
   uint64_t root_nid() const { return sb_.root_nid; }
-  uint64_t meta_offset() const { return uint64_t(sb_.meta_blkaddr) << kBlockBits; }
+  uint64_t meta_offset() const { return uint64_t(sb_.meta_blkaddr) << sb_.blkszbits; }
+  // EROFS block size: 4096, or 512 in TARFS mode (chunks address a tar stream).
+  uint64_t block_size() const { return uint64_t(1) << sb_.blkszbits; }
+  bool tarfs() const { return ext_.flags & super_flags::kTarfsMode; }
 
   // Blob table entries (validated), in device order.
   const std::vector<BlobInfo>& blobs() const { return blobs_; }

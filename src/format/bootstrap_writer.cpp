@@ -12,7 +12,9 @@ namespace nydus::format {
 
 namespace {
 
-constexpr uint64_t kBs = kBlockSize;
+// Block size of the image being written: 4096, or 512 in TARFS mode. Set
+// once at the top of write_bootstrap(); the helpers below all lay out in it.
+thread_local uint64_t blk = kBlockSize;
 constexpr uint32_t kExtInodeSize = sizeof(InodeExtended);
 
 bool is_dir(const TreeNode& n) { return S_ISDIR(n.mode); }
@@ -81,7 +83,7 @@ uint64_t dir_data_size(const std::vector<DirEntryOut>& ents) {
   uint64_t d = 0;
   for (auto& e : ents) {
     uint64_t len = e.name.size() + sizeof(Dirent);
-    if (d % kBs + len > kBs) d = align_up(d, kBs);
+    if (d % blk + len > blk) d = align_up(d, blk);
     d += len;
   }
   return d;
@@ -96,7 +98,7 @@ void encode_dir(const std::vector<DirEntryOut>& ents, const std::vector<uint64_t
     // Count the entries that fit in this block.
     size_t n = 0;
     uint64_t used = 0;
-    while (i + n < ents.size() && used + sizeof(Dirent) + ents[i + n].name.size() <= kBs) {
+    while (i + n < ents.size() && used + sizeof(Dirent) + ents[i + n].name.size() <= blk) {
       used += sizeof(Dirent) + ents[i + n].name.size();
       n++;
     }
@@ -110,7 +112,7 @@ void encode_dir(const std::vector<DirEntryOut>& ents, const std::vector<uint64_t
       nameoff += e.name.size();
     }
     i += n;
-    block += kBs;
+    block += blk;
   }
 }
 
@@ -118,21 +120,21 @@ void encode_dir(const std::vector<DirEntryOut>& ents, const std::vector<uint64_t
 
 class Allocator {
  public:
-  uint64_t offset = kBs;  // virtual; the first block after M stays empty
+  uint64_t offset = kBlockSize;  // virtual; the first 4096 bytes after M stay empty (upstream, even with 512-byte blocks)
 
   void append_available(uint64_t off) {
-    if (off % kBs == 0) return;
-    queues_[(kBs - off % kBs) / 32].push_back(align_down(off, kBs));
+    if (off % blk == 0) return;
+    queues_[(blk - off % blk) / 32].push_back(align_down(off, blk));
   }
   // 0 = nothing suitable (0 is never a valid virtual offset).
   uint64_t allocate_available(uint64_t size) {
-    if (size >= kBs) return 0;
+    if (size >= blk) return 0;
     uint64_t lo = (size + 31) / 32;
-    for (uint64_t q = lo; q < kBs / 32; q++) {
+    for (uint64_t q = lo; q < blk / 32; q++) {
       if (queues_[q].empty()) continue;
       uint64_t b = queues_[q].front();
       queues_[q].pop_front();
-      uint64_t start = b + kBs - 32 * q;
+      uint64_t start = b + blk - 32 * q;
       append_available(start + 32 * lo);
       return start;
     }
@@ -146,7 +148,7 @@ class Allocator {
   }
 
  private:
-  std::array<std::deque<uint64_t>, kBs / 32> queues_;
+  std::array<std::deque<uint64_t>, kBlockSize / 32> queues_;  // the first blk / 32 used
 };
 
 struct Placed {
@@ -185,6 +187,7 @@ std::vector<uint32_t> placement_order(const std::vector<TreeNode>& nodes) {
 }
 
 Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
+  blk = spec.tarfs ? (1u << kTarfsBlockBits) : kBlockSize;
   const auto& nodes = spec.nodes;
   if (nodes.empty() || !is_dir(nodes[0])) return make_error(Errc::kInvalidArgument, "tree has no root directory");
   if (spec.blobs.size() > kMaxBlobs) return errorf(Errc::kInvalidArgument, "{} blobs, at most {}", spec.blobs.size(), kMaxBlobs);
@@ -252,21 +255,21 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
   uint32_t next_ino = 0;
   auto place_with_tail = [&](uint32_t i) {
     Placed& p = pl[i];
-    const uint64_t d = p.data_size, tail = d % kBs;
-    if (tail != 0 && p.inode_size + tail <= kBs) {
+    const uint64_t d = p.data_size, tail = d % blk;
+    if (tail != 0 && p.inode_size + tail <= blk) {
       p.layout = DataLayout::kFlatInline;
       uint64_t off = a.allocate_available(p.inode_size + tail);
       if (off == 0) {
-        if (kBs - a.offset % kBs < p.inode_size + tail) {
+        if (blk - a.offset % blk < p.inode_size + tail) {
           a.append_available(a.offset);
-          a.align(kBs);
+          a.align(blk);
         }
         off = a.take(p.inode_size + tail);
       }
       p.off = off;
       if (d != tail) {
         a.append_available(a.offset);
-        a.align(kBs);
+        a.align(blk);
       }
       p.data_off = a.take(d - tail);
     } else {
@@ -274,9 +277,9 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
       uint64_t off = a.allocate_available(p.inode_size);
       p.off = off ? off : a.take(p.inode_size);
       a.append_available(a.offset);
-      a.align(kBs);
+      a.align(blk);
       p.data_off = a.take(d);
-      a.align(kBs);
+      a.align(blk);
     }
   };
 
@@ -335,14 +338,14 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
 
   // ---- fixed areas before the metadata --------------------------------------
   const uint64_t nblobs = spec.blobs.size();
-  const uint64_t blob_table_off = align_up(kDeviceTableOffset + 128 * nblobs, kBs);
+  const uint64_t blob_table_off = align_up(kDeviceTableOffset + 128 * nblobs, blk);
   const uint64_t prefetch_off = blob_table_off + 256 * nblobs;
   std::vector<uint32_t> prefetch;
   if (nblobs > 0)
     for (uint32_t i : spec.prefetch_nodes)
       if (i < n) prefetch.push_back(uint32_t(nids[i]));
-  const uint64_t meta_off = nblobs == 0 ? 0 : align_up(prefetch_off + 4 * prefetch.size(), kBs);
-  const uint64_t meta_end = meta_off + align_up(a.offset, kBs);
+  const uint64_t meta_off = nblobs == 0 ? 0 : align_up(prefetch_off + 4 * prefetch.size(), blk);
+  const uint64_t meta_end = meta_off + align_up(a.offset, blk);
 
   // Chunk-info table: one record per distinct (digest, blob), sorted; the
   // last file (in walk order) referencing a chunk gives its file_offset.
@@ -358,7 +361,7 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
   }
   const uint64_t chunk_table_off = meta_end;
   const uint64_t chunk_table_size = 80 * chunk_table.size();
-  const uint64_t total_size = align_up(chunk_table_off + chunk_table_size, kBs);
+  const uint64_t total_size = align_up(chunk_table_off + chunk_table_size, blk);
 
   std::vector<uint8_t> out(total_size, 0);
   auto put = [&](uint64_t off, const void* p, size_t len) { std::memcpy(out.data() + off, p, len); };
@@ -395,24 +398,24 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
                        nd.chunks[k].uncompressed_offset == nd.chunks[k - 1].uncompressed_offset + spec.chunk_size;
         if (contiguous) erofs_chunk = std::bit_ceil(nd.size);
       }
-      ino.u = kChunkFormatIndexes | uint32_t(std::countr_zero(erofs_chunk) - kBlockBits);
+      ino.u = kChunkFormatIndexes | uint32_t(std::countr_zero(erofs_chunk) - std::countr_zero(blk));
       uint64_t idx = align_up(abs + p.inode_size, 8);
       for (auto& c : nd.chunks) {
-        if (c.uncompressed_offset % kBs) return make_error(Errc::kInvalidArgument, "chunk not 4 KiB aligned");
+        if (c.uncompressed_offset % blk) return errorf(Errc::kInvalidArgument, "chunk not {}-byte aligned", blk);
         if (c.ci_index >= kMaxChunksPerBlob) return make_error(Errc::kInvalidArgument, "ci index beyond 2^24");
-        ChunkIndex ci = make_chunk_index(c.blob_index, c.ci_index, uint32_t(c.uncompressed_offset / kBs));
+        ChunkIndex ci = make_chunk_index(c.blob_index, c.ci_index, uint32_t(c.uncompressed_offset / blk));
         put(idx, &ci, sizeof(ci));
         idx += sizeof(ci);
       }
     } else if (is_dir(nd) || is_lnk(nd)) {
       ino.size = p.data_size;
-      ino.u = uint32_t((meta_off + p.data_off) / kBs);
+      ino.u = uint32_t((meta_off + p.data_off) / blk);
       if (is_dir(nd)) {
         encode_dir(dirents[i], nids, p.data_size, buf);
       } else {
         buf.assign(nd.symlink_target.begin(), nd.symlink_target.end());
       }
-      const uint64_t tail = p.layout == DataLayout::kFlatInline ? p.data_size % kBs : 0;
+      const uint64_t tail = p.layout == DataLayout::kFlatInline ? p.data_size % blk : 0;
       const uint64_t full = p.data_size - tail;
       if (full) put(meta_off + p.data_off, buf.data(), full);
       if (tail) put(abs + p.inode_size, buf.data() + full, tail);
@@ -440,16 +443,16 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
   for (size_t b = 0; b < nblobs; b++) {
     const BlobInfo& bi = spec.blobs[b];
     if (bi.blob_id.size() > 64) return errorf(Errc::kInvalidArgument, "blob id '{}' longer than 64", bi.blob_id);
-    if (bi.uncompressed_size % kBs) return make_error(Errc::kInvalidArgument, "blob uncompressed size not 4 KiB aligned");
+    if (bi.uncompressed_size % blk) return errorf(Errc::kInvalidArgument, "blob uncompressed size not {}-byte aligned", blk);
     all_inlined_digest &= (bi.features & blob_features::kInlinedChunkDigest) != 0;
-    const uint64_t bblocks = bi.uncompressed_size / kBs;
+    const uint64_t bblocks = bi.uncompressed_size / blk;
     blocks += bblocks;
     DeviceSlot slot{};
     std::memcpy(slot.blob_id, bi.blob_id.data(), bi.blob_id.size());
     slot.blocks = uint32_t(bblocks);
-    const uint64_t mapped = align_up(pos, 0x80000) / kBs;
+    const uint64_t mapped = align_up(pos, 0x80000) / blk;
     slot.mapped_blkaddr = uint32_t(mapped);
-    pos = (mapped + bblocks) * kBs;
+    pos = (mapped + bblocks) * blk;
     put(kDeviceTableOffset + 128 * b, &slot, sizeof(slot));
 
     BlobTableEntry e{};
@@ -478,11 +481,11 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
   SuperBlock sb{};
   sb.magic = kErofsMagic;
   sb.feature_compat = kFeatureCompatRafsV6;
-  sb.blkszbits = kBlockBits;
+  sb.blkszbits = uint8_t(std::countr_zero(blk));
   sb.root_nid = uint16_t(kRootNid);
   sb.inos = next_ino;
   sb.blocks = uint32_t(blocks);
-  sb.meta_blkaddr = uint32_t(meta_off / kBs);
+  sb.meta_blkaddr = uint32_t(meta_off / blk);
   sb.feature_incompat = kRafsV6Incompat;
   sb.extra_devices = uint16_t(nblobs);
   sb.devt_slotoff = kDevtSlotOff;
@@ -504,6 +507,7 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
   ext.blob_table_offset = blob_table_off;
   ext.blob_table_size = uint32_t(256 * nblobs);
   ext.chunk_size = spec.chunk_size;
+  if (spec.tarfs) flags |= super_flags::kTarfsMode;
   ext.chunk_table_offset = chunk_table_off;
   ext.chunk_table_size = chunk_table_size;
   if (!prefetch.empty()) {

@@ -43,6 +43,9 @@ struct BootstrapSpec {
   Digester digester = Digester::kBlake3;
   bool explicit_uid_gid = true;      // false with --repeatable: uid/gid stored as 0
   std::vector<uint32_t> prefetch_nodes;  // node indices for the prefetch table
+  // TARFS mode (upstream's tar-tarfs): 512-byte EROFS blocks, chunks at
+  // their 512-aligned offsets inside the tar, the TARFS super flag.
+  bool tarfs = false;
 };
 
 struct BootstrapResult {

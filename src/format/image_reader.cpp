@@ -140,7 +140,7 @@ Result<ChunkRecord> ImageReader::resolve(const ChunkRef& ref) {
     return corrupt("chunk index {} beyond blob {}'s {} chunks", ref.ci_index, ref.blob_index, recs->size());
   const ChunkRecord& r = (*recs)[ref.ci_index];
   if (r.uncompressed_size == 0) return corrupt("chunk {} of blob {} is unknown", ref.ci_index, ref.blob_index);
-  if (r.uncompressed_offset != uint64_t(ref.blkaddr) << kBlockBits)
+  if (r.uncompressed_offset != uint64_t(ref.blkaddr) << boot_->super_block().blkszbits)
     return corrupt("chunk {} of blob {}: block address {} disagrees with its offset {:#x}", ref.ci_index,
                    ref.blob_index, ref.blkaddr, r.uncompressed_offset);
   return r;

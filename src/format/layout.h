@@ -20,6 +20,7 @@ namespace nydus::format {
 
 inline constexpr uint32_t kBlockSize = 4096;
 inline constexpr uint32_t kBlockBits = 12;
+inline constexpr uint32_t kTarfsBlockBits = 9;  // TARFS mode: 512-byte blocks, as a tar stream
 inline constexpr uint64_t kSuperBlockOffset = 1024;
 inline constexpr uint64_t kExtSuperBlockOffset = 1152;
 inline constexpr uint64_t kDeviceTableOffset = 1408;  // 11 * 128

@@ -146,7 +146,8 @@ Result<size_t> RafsFs::read_ino(uint64_t ino, uint64_t off, std::span<uint8_t> o
 
 Result<size_t> RafsFs::read(OpenFile& f, uint64_t off, std::span<uint8_t> out) {
   reads_.fetch_add(1, std::memory_order_relaxed);
-  auto plan = plan_read(f.chunks, boot_->chunk_size(), f.size, off, out.size(), blob_sizes_);
+  auto plan = plan_read(f.chunks, boot_->chunk_size(), f.size, off, out.size(), blob_sizes_,
+                        boot_->super_block().blkszbits);
   if (!plan) {
     read_errors_.fetch_add(1, std::memory_order_relaxed);
     return std::unexpected(std::move(plan).error().context(fmt::format("nid {}", f.nid)));
@@ -168,7 +169,8 @@ Result<size_t> RafsFs::read(OpenFile& f, uint64_t off, std::span<uint8_t> out) {
 }
 
 void RafsFs::read_ahead(const OpenFile& f, ReadAheadWindow::Range r) {
-  auto plan = plan_read(f.chunks, boot_->chunk_size(), f.size, r.off, r.len, blob_sizes_);
+  auto plan = plan_read(f.chunks, boot_->chunk_size(), f.size, r.off, r.len, blob_sizes_,
+                        boot_->super_block().blkszbits);
   if (!plan) return;  // the demand read reports a bad image
   for (const ReadSegment& s : plan->segments) blobs_[s.blob_index]->read_ahead(s.blob_offset, s.len);
 }

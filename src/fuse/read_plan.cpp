@@ -5,7 +5,8 @@
 namespace nydus::fuse {
 
 Result<ReadPlan> plan_read(std::span<const format::ChunkRef> chunks, uint32_t chunk_size, uint64_t file_size,
-                           uint64_t off, uint64_t size, std::span<const uint64_t> blob_sizes) {
+                           uint64_t off, uint64_t size, std::span<const uint64_t> blob_sizes,
+                           uint32_t block_bits) {
   ReadPlan plan;
   if (size == 0 || off >= file_size) return plan;
   if (chunk_size == 0) return corrupt("chunk size 0");
@@ -24,7 +25,7 @@ Result<ReadPlan> plan_read(std::span<const format::ChunkRef> chunks, uint32_t ch
     const uint64_t chunk_start = i * chunk_size;
     const uint64_t in_chunk = pos - chunk_start;
     const uint64_t len = std::min<uint64_t>(chunk_size - in_chunk, end - pos);
-    const uint64_t boff = (uint64_t(c.blkaddr) << format::kBlockBits) + in_chunk;
+    const uint64_t boff = (uint64_t(c.blkaddr) << block_bits) + in_chunk;
     if (c.blob_index >= blob_sizes.size())
       return corrupt("chunk {}: blob index {} out of range ({} blobs)", i, c.blob_index, blob_sizes.size());
     const uint64_t bsize = blob_sizes[c.blob_index];

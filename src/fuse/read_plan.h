@@ -29,12 +29,13 @@ struct ReadPlan {
 
 // Plan a read of [off, off + size) of a file of `file_size` bytes whose chunk
 // i covers file bytes [i*chunk_size, min((i+1)*chunk_size, file_size)) and
-// lives at chunks[i].blkaddr * 4096 of its blob. Reads at or past EOF give an
+// lives at chunks[i].blkaddr << block_bits of its blob (12; 9 in TARFS mode). Reads at or past EOF give an
 // empty plan. Segments that continue each other in the same blob are merged
 // so a sequential file costs one cache read. `blob_sizes[b]` is blob b's
 // uncompressed size: a segment outside it, a missing chunk or a bad
 // chunk_size is kCorrupt (the image lies), never a short or wrong read.
 Result<ReadPlan> plan_read(std::span<const format::ChunkRef> chunks, uint32_t chunk_size, uint64_t file_size,
-                           uint64_t off, uint64_t size, std::span<const uint64_t> blob_sizes);
+                           uint64_t off, uint64_t size, std::span<const uint64_t> blob_sizes,
+                           uint32_t block_bits = format::kBlockBits);
 
 }  // namespace nydus::fuse

@@ -95,12 +95,16 @@ int run_create(const CreateArgs& a) {
     if (hex.empty() || pos != hex.size()) return fail("invalid blob data size " + a.blob_data_size);
     o.source_type = builder::SourceType::kEstargzToc;
     o.blob_id = a.blob_id;
+  } else if (a.type == "tar-tarfs") {
+    // The tar is the data blob (upstream forces compressor none, sha256).
+    o.source_type = builder::SourceType::kTarfs;
+    o.blob_id = a.blob_id;
   } else if (a.type != "dir-rafs" && a.type != "directory") {
     return fail("--type " + a.type + " is not supported (dir-rafs, tar-rafs, targz-rafs, targz-ref, estargz-ref, "
                 "estargz-rafs, estargztoc-ref)");
   }
-  if (!a.blob_id.empty() && o.source_type != builder::SourceType::kEstargzToc)
-    return fail("--blob-id is only supported with --type estargztoc-ref");
+  if (!a.blob_id.empty() && o.source_type != builder::SourceType::kEstargzToc && o.source_type != builder::SourceType::kTarfs)
+    return fail("--blob-id is only supported with --type estargztoc-ref and tar-tarfs");
   o.source = a.source;
   o.bootstrap = a.bootstrap;
   // Upstream without -B: the bootstrap goes into -D, named by its sha256
@@ -146,6 +150,10 @@ int run_create(const CreateArgs& a) {
   o.digester = *d;
   if (o.source_type == builder::SourceType::kTargzRef || o.source_type == builder::SourceType::kEstargzToc) {
     o.compressor = format::Compressor::kGzip;
+    o.digester = format::Digester::kSha256;
+  }
+  if (o.source_type == builder::SourceType::kTarfs) {
+    o.compressor = format::Compressor::kNone;
     o.digester = format::Digester::kSha256;
   }
   // Upstream's default chunk size for estargztoc-ref is eStargz's (4 MiB).
@@ -244,14 +252,15 @@ Command add_create_command(CLI::App& parent) {
   app->add_option("-t,--type,--source-type", args->type,
                   "conversion type: dir-rafs (= directory), tar-rafs, targz-rafs (tar compression is auto-detected), targz-ref "
                   "(gzip layer referenced in place, ZRAN), estargz-ref / estargz-rafs (the same for an eStargz layer), "
-                  "estargztoc-ref (SOURCE = the eStargz TOC JSON; needs --blob-id, --blob-data-size)")
+                  "estargztoc-ref (SOURCE = the eStargz TOC JSON; needs --blob-id, --blob-data-size), tar-tarfs (SOURCE = a plain "
+                  "tar, file or FIFO, that is itself the data blob; --blob-id names it)")
       ->check(CLI::IsMember({"directory", "dir-rafs", "estargz-rafs", "estargz-ref", "estargztoc-ref", "tar-rafs",
                              "tar-tarfs", "targz-rafs", "targz-ref", "stargz_index"}));
   auto* comp = app->add_option("-c,--compressor", args->compressor, "none, lz4_block, zstd")
                    ->check(CLI::IsMember({"none", "lz4_block", "zstd"}));
   app->add_option("-d,--digester", args->digester, "blake3, sha256")->check(CLI::IsMember({"blake3", "sha256"}));
   auto* chunk_size = app->add_option("-S,--chunk-size", args->chunk_size, "chunk size, power of two 0x1000..0x1000000");
-  app->add_option("--blob-id", args->blob_id, "estargztoc-ref: id (sha256) of the eStargz layer, the data blob");
+  app->add_option("--blob-id", args->blob_id, "estargztoc-ref / tar-tarfs: id of the layer, the data blob");
   app->add_option("--blob-data-size", args->blob_data_size, "estargztoc-ref: size of that layer (hex)");
   app->add_flag("-R,--repeatable", args->repeatable, "byte-identical output for identical input");
   app->add_flag("-A,--blob-inline-meta,--inline-bootstrap", args->inline_meta, "store the bootstrap inside the data blob");
