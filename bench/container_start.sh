@@ -16,7 +16,8 @@
 # Needs root, containerd + runc, ctr-remote, docker-registry, umoci, skopeo, mmdebstrap.
 #
 # Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), RTT_MS (20), RATE_MBIT (100),
-#      RUNS (3), NETNS_LINK (auto|netem|tun), KEEP=1.
+#      RUNS (3), PREFETCH_ALL (0; 1: upstream's shipped nydusd config, prefetch of
+#      the whole blob), NETNS_LINK (auto|netem|tun), KEEP=1.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -41,6 +42,24 @@ RPID=
 CT_WORK=$W/ct CT_BIN=$BIN
 # shellcheck source=../tests/integration/lib/containerd.sh
 source "$LIB/containerd.sh"
+# PREFETCH_ALL=1: nydusd's config as nydus-snapshotter ships it (misc/snapshotter/
+# nydusd-config.fusedev.json: amplify_io 1 MiB, fs_prefetch of the whole blob with 8
+# threads) instead of the test template (no prefetch).
+if [ "${PREFETCH_ALL:-0}" = 1 ]; then
+  ct_nydusd_template() {
+    cat >"$CT_WORK/nydusd-config.json" <<'JSON'
+{
+  "device": {
+    "backend": {"type": "registry", "config": {"scheme": "http", "timeout": 5, "connect_timeout": 5, "retry_limit": 2}},
+    "cache": {"type": "blobcache"}
+  },
+  "mode": "direct", "digest_validate": false, "iostats_files": false, "enable_xattr": true,
+  "amplify_io": 1048576,
+  "fs_prefetch": {"enable": true, "threads_count": 8, "merging_size": 1048576, "prefetch_all": true}
+}
+JSON
+  }
+fi
 WHY=$(ct_missing)
 [ -z "$WHY" ] || { echo "containers cannot run here: $WHY" >&2; exit 1; }
 cleanup() {
@@ -158,5 +177,6 @@ PY
 echo
 echo "image: bookworm minbase + $PACKAGES, $((IMAGE_BYTES >> 20)) MiB unpacked, $ENTRIES entries;" \
   "OCI layers $((OCI_BYTES >> 20)) MiB gzip, Nydus layers $((NYDUS_BYTES >> 20)) MiB;" \
+  "nydusd config: $([ "${PREFETCH_ALL:-0}" = 1 ] && echo "nydus-snapshotter's shipped one (prefetch_all)" || echo "no prefetch");" \
   "link: RTT ${RTT_MS} ms, ${RATE_MBIT} Mbit/s ($NETNS_MODE); medians of $RUNS alternating rounds;" \
   "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $(uname -r); total $((SECONDS - T0)) s"
