@@ -29,6 +29,7 @@ PACKAGES=(
   # fscache mode's real-kernel tests: a 6.12 kernel built from source (cached in
   # /var/cache/nydus-cpp/kernel), booted under QEMU with a busybox initramfs
   qemu-system-x86 busybox-static cpio linux-source-6.12 bc bison flex libelf-dev xz-utils make gcc
+  cryptsetup-bin  # tarfs.sh: veritysetup verifies the dm-verity tree of export --block --verity
   dmsetup  # power_loss.sh: a dm-flakey device in that guest drops unsynced writes (a power cut)
   mmdebstrap  # zran_distro.sh (and bench/rootfs.sh): a real Debian rootfs from the package mirror, cached
 )

@@ -5,17 +5,24 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 
 #include "common/result.h"
 #include "format/image_reader.h"
+#include "format/verity.h"
 
 namespace nydus::builder {
 
 struct ExportReport {
   uint64_t disk_size = 0;
   uint64_t chunks_written = 0;
+  std::optional<format::VerityTree> verity;  // with `verity`: the tree appended after the data
 };
 
-Result<ExportReport> export_block(format::ImageReader& image, const std::filesystem::path& output, bool verify);
+// TARFS images (512-byte blocks) get each tar copied whole, as upstream's
+// block device holds it; `verity` appends a dm-verity tree over the disk's
+// blocks (512-byte data blocks for TARFS, else 4096).
+Result<ExportReport> export_block(format::ImageReader& image, const std::filesystem::path& output, bool verify,
+                                  bool verity = false);
 
 }  // namespace nydus::builder
