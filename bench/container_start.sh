@@ -17,7 +17,7 @@
 #
 # Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), RTT_MS (20), RATE_MBIT (100),
 #      RUNS (3), PREFETCH_ALL (0; 1: upstream's shipped nydusd config, prefetch of
-#      the whole blob), NETNS_LINK (auto|netem|tun), KEEP=1.
+#      the whole blob), AMPLIFY_IO (bytes; the template's amplify_io), NETNS_LINK (auto|netem|tun), KEEP=1.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -58,6 +58,17 @@ if [ "${PREFETCH_ALL:-0}" = 1 ]; then
   "fs_prefetch": {"enable": true, "threads_count": 8, "merging_size": 1048576, "prefetch_all": true}
 }
 JSON
+  }
+fi
+# AMPLIFY_IO=BYTES: the template's amplify_io (what nydusd reads after a missed chunk).
+if [ -n "${AMPLIFY_IO:-}" ]; then
+  eval "$(declare -f ct_nydusd_template | sed '1s/ct_nydusd_template/ct_nydusd_template_base/')"
+  ct_nydusd_template() {
+    ct_nydusd_template_base
+    python3 - "$CT_WORK/nydusd-config.json" "$AMPLIFY_IO" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["amplify_io"] = int(sys.argv[2]); json.dump(c, open(sys.argv[1], "w"))
+PY
   }
 fi
 WHY=$(ct_missing)
@@ -177,6 +188,6 @@ PY
 echo
 echo "image: bookworm minbase + $PACKAGES, $((IMAGE_BYTES >> 20)) MiB unpacked, $ENTRIES entries;" \
   "OCI layers $((OCI_BYTES >> 20)) MiB gzip, Nydus layers $((NYDUS_BYTES >> 20)) MiB;" \
-  "nydusd config: $([ "${PREFETCH_ALL:-0}" = 1 ] && echo "nydus-snapshotter's shipped one (prefetch_all)" || echo "no prefetch");" \
+  "nydusd config: $([ "${PREFETCH_ALL:-0}" = 1 ] && echo "nydus-snapshotter's shipped one (prefetch_all)" || echo "no prefetch"), amplify_io ${AMPLIFY_IO:-default};" \
   "link: RTT ${RTT_MS} ms, ${RATE_MBIT} Mbit/s ($NETNS_MODE); medians of $RUNS alternating rounds;" \
   "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $(uname -r); total $((SECONDS - T0)) s"
