@@ -149,7 +149,7 @@ struct ChunkSlot {
   uint64_t compressed_offset = 0;
   uint64_t uncompressed_offset = 0;
   uint32_t compressed_size = 0;
-  uint32_t uncompressed_size : 31 = 0;  // <= kMaxChunkSize
+  uint32_t uncompressed_size : 29 = 0;  // <= kMaxChunkSize
   uint32_t compressed : 1 = 0;
 };
 static_assert(sizeof(ChunkSlot) == 24);
@@ -385,10 +385,9 @@ Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
   backend_bytes_.fetch_add(raw.size(), std::memory_order_relaxed);
   NYDUS_ASSIGN_OR_RETURN(format::BlobMeta meta, format::parse_blob_meta(raw, blob_));
   NYDUS_TRY(index_meta(meta, digests));
-  // parse_blob_meta validated the sizes and that this decompresses.
-  std::vector<uint8_t> ci(blob_.ci_uncompressed_size);
-  NYDUS_TRY(format::decompress(blob_.ci_compressor, std::span(raw).first(blob_.ci_compressed_size), ci));
-  return write_file_atomic(cache_path, format::encode_blob_meta_cache(ci, blob_));
+  // Cached decrypted and decompressed, as upstream caches it.
+  NYDUS_ASSIGN_OR_RETURN(auto plain, format::decode_meta_bytes(raw, blob_));
+  return write_file_atomic(cache_path, format::encode_blob_meta_cache(plain.ci, blob_));
 }
 
 Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector<format::Digest>& digests) {
@@ -459,7 +458,9 @@ Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backen
       blob_.ci_compressed_size > blob_.ci_uncompressed_size)
     return corrupt("blob {}: {} chunks with ci sizes {}/{}", blob_.blob_id, blob_.chunk_count,
                    blob_.ci_compressed_size, blob_.ci_uncompressed_size);
-  if (blob_.uncompressed_size % format::kBlockSize != 0 || blob_.uncompressed_size > (uint64_t(1) << 52))
+  // A TARFS blob is the tar itself: whole 512-byte tar blocks, not 4096.
+  const uint64_t layout_unit = (blob_.features & format::blob_features::kTarfs) ? 512 : format::kBlockSize;
+  if (blob_.uncompressed_size % layout_unit != 0 || blob_.uncompressed_size > (uint64_t(1) << 52))
     return corrupt("blob {}: uncompressed size {:#x} invalid", blob_.blob_id, blob_.uncompressed_size);
   if (!digests.empty() && digests.size() != blob_.chunk_count)
     return errorf(Errc::kInvalidArgument, "{} digests for {} chunks", digests.size(), blob_.chunk_count);
@@ -728,7 +729,7 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
         plain.resize(c.uncompressed_size);
         data = plain;
       }
-      Status ds = format::decode_chunk(blob_.compressor, c, stored, data);
+      Status ds = format::decode_chunk(blob_, c, stored, data);
       if (!ds) {
         if (first_error)
           first_error = std::unexpected(std::move(ds).error().context(fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
