@@ -149,7 +149,7 @@ struct ChunkSlot {
   uint64_t compressed_offset = 0;
   uint64_t uncompressed_offset = 0;
   uint32_t compressed_size = 0;
-  uint32_t uncompressed_size : 29 = 0;  // <= kMaxChunkSize
+  uint32_t uncompressed_size : 31 = 0;  // <= kMaxChunkSize
   uint32_t compressed : 1 = 0;
 };
 static_assert(sizeof(ChunkSlot) == 24);
@@ -385,9 +385,10 @@ Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
   backend_bytes_.fetch_add(raw.size(), std::memory_order_relaxed);
   NYDUS_ASSIGN_OR_RETURN(format::BlobMeta meta, format::parse_blob_meta(raw, blob_));
   NYDUS_TRY(index_meta(meta, digests));
-  // Cached decrypted and decompressed, as upstream caches it.
-  NYDUS_ASSIGN_OR_RETURN(auto plain, format::decode_meta_bytes(raw, blob_));
-  return write_file_atomic(cache_path, format::encode_blob_meta_cache(plain.ci, blob_));
+  // parse_blob_meta validated the sizes and that this decompresses.
+  std::vector<uint8_t> ci(blob_.ci_uncompressed_size);
+  NYDUS_TRY(format::decompress(blob_.ci_compressor, std::span(raw).first(blob_.ci_compressed_size), ci));
+  return write_file_atomic(cache_path, format::encode_blob_meta_cache(ci, blob_));
 }
 
 Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector<format::Digest>& digests) {
@@ -729,7 +730,7 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
         plain.resize(c.uncompressed_size);
         data = plain;
       }
-      Status ds = format::decode_chunk(blob_, c, stored, data);
+      Status ds = format::decode_chunk(blob_.compressor, c, stored, data);
       if (!ds) {
         if (first_error)
           first_error = std::unexpected(std::move(ds).error().context(fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
