@@ -159,6 +159,11 @@ class ImageBuild {
     bo.toc = o_.blob_toc || o_.blob_inline_meta;
     bo.inline_bootstrap = o_.blob_inline_meta;
     bo.blob_meta = o_.fs_version != 5;
+    bo.batch_size = o_.batch_size;
+    if (o_.encrypt) {
+      NYDUS_ASSIGN_OR_RETURN(auto key, format::random_xts_key());
+      bo.cipher = key;
+    }
     NYDUS_ASSIGN_OR_RETURN(blob_, format::BlobWriter::create(blob_tmp_, bo));
     if (!o_.blob_cache_dir.empty()) {
       std::error_code ec;
@@ -202,7 +207,13 @@ class ImageBuild {
     }
     auto [it, fresh] = dedup_.try_emplace({r.digest, usize});
     if (fresh) {
-      NYDUS_ASSIGN_OR_RETURN(it->second, blob_->add_chunk(r.stored, r.compressed, usize, r.digest, r.crc32));
+      // Upstream batches a chunk that is a whole file (its only chunk) and
+      // smaller than half a batch.
+      if (o_.batch_size != 0 && r.job->offset == 0 && usize < o_.batch_size / 2 && usize < o_.chunk_size) {
+        NYDUS_ASSIGN_OR_RETURN(it->second, blob_->add_batch_chunk(r.raw, r.digest, r.crc32));
+      } else {
+        NYDUS_ASSIGN_OR_RETURN(it->second, blob_->add_chunk(r.stored, r.compressed, usize, r.digest, r.crc32));
+      }
       stored_.push_back(it->second);
       if (cache_.is_open()) NYDUS_TRY(cache_.write_at(it->second.uncompressed_offset, r.raw));
     }

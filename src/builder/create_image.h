@@ -33,6 +33,8 @@ struct CreateOptions {
   format::Compressor compressor = format::Compressor::kZstd;
   format::Digester digester = format::Digester::kBlake3;
   uint32_t chunk_size = format::kDefaultChunkSize;
+  bool encrypt = false;                  // --encrypt: AES-128-XTS blob, random key in the blob table
+  uint32_t batch_size = 0;               // --batch-size: pack small single-chunk files into batches
   bool repeatable = false;
   bool blob_inline_meta = false;
   bool blob_toc = false;                 // --features blob-toc

@@ -26,6 +26,13 @@ struct ChunkRecord {
   bool compressed = false;         // stored bytes are compressed with the blob's compressor
   uint32_t crc32 = 0;              // CRC-32C of the uncompressed bytes
   bool has_crc32 = false;
+  bool encrypted = false;          // stored bytes are AES-XTS encrypted (after compression)
+  // A batch chunk (`--batch-size`): the stored bytes [compressed_offset,
+  // +compressed_size) are a whole batch of `batch_size` bytes once decoded,
+  // and this chunk is [offset_in_batch, +uncompressed_size) of it.
+  bool batch = false;
+  uint32_t batch_size = 0;
+  uint32_t offset_in_batch = 0;
 };
 
 // A bootstrap chunk-info record (the same 80 bytes in RAFS v5 and v6) as a
@@ -42,6 +49,8 @@ inline ChunkRecord chunk_record_from(const ChunkInfoRecord& r) {
   c.compressed = r.flags & chunk_flags::kCompressed;
   c.has_crc32 = r.flags & chunk_flags::kHasCrc32;
   c.crc32 = r.crc32;
+  c.encrypted = r.flags & chunk_flags::kEncrypted;
+  c.batch = r.flags & chunk_flags::kBatch;
   return c;
 }
 
@@ -49,7 +58,8 @@ inline ChunkInfoRecord chunk_info_record(const ChunkRecord& c, uint64_t file_off
   ChunkInfoRecord r{};
   std::memcpy(r.block_id, c.digest.data(), sizeof(r.block_id));
   r.blob_index = c.blob_index;
-  r.flags = (c.compressed ? chunk_flags::kCompressed : 0) | (c.has_crc32 ? chunk_flags::kHasCrc32 : 0);
+  r.flags = (c.compressed ? chunk_flags::kCompressed : 0) | (c.has_crc32 ? chunk_flags::kHasCrc32 : 0) |
+            (c.encrypted ? chunk_flags::kEncrypted : 0) | (c.batch ? chunk_flags::kBatch : 0);
   r.compressed_size = c.compressed_size;
   r.uncompressed_size = c.uncompressed_size;
   r.compressed_offset = c.compressed_offset;
@@ -82,6 +92,12 @@ struct BlobInfo {
   Digest blob_meta_digest{};
   uint64_t blob_meta_size = 0;
   uint32_t mapped_blkaddr = 0;     // device slot uniaddr (flat-device layout)
+  // Encrypted blobs (cipher_algo 1 = AES-128-XTS): upstream reuses
+  // blob_meta_digest as the key and blob_meta_size as the IV's first half;
+  // cipher_iv_tail is the table's cipher_iv (the IV's second half). See
+  // format/blob_cipher.h.
+  uint32_t cipher_algo = 0;
+  uint64_t cipher_iv_tail = 0;
   // RAFS v5 images record no blob meta (ci array) anywhere: the chunks the
   // bootstrap describes, sorted by ci index, stand in for it. Null otherwise.
   std::shared_ptr<const std::vector<ChunkRecord>> bootstrap_chunks;

@@ -24,6 +24,14 @@ inline BlobMetaHeader make_blob_meta_header(const BlobInfo& b) {
   h.ci_offset = b.ci_offset;
   h.ci_compressed_size = b.ci_compressed_size;
   h.ci_uncompressed_size = b.ci_uncompressed_size;
+  // BATCH blobs: the batch contexts follow the V2 entries, and the header's
+  // ZRAN fields locate them (upstream's set_ci_zran_* for batches).
+  const uint64_t entries = uint64_t(sizeof(ChunkInfoV2)) * b.chunk_count;
+  if ((b.features & blob_features::kBatch) && b.ci_uncompressed_size >= entries) {
+    h.ci_zran_offset = entries;
+    h.ci_zran_size = b.ci_uncompressed_size - entries;
+    h.ci_zran_count = uint32_t(h.ci_zran_size / kBatchContextSize);
+  }
   h.magic2 = kBlobMetaMagic;
   return h;
 }

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "format/blob_cipher.h"
 #include "format/blob_meta_internal.h"
 #include "format/chunk_decode.h"
 #include "format/compress.h"
@@ -21,6 +22,8 @@ namespace {
 // Upper bounds on what an untrusted blob can make us allocate.
 constexpr uint64_t kMaxTocSize = 1 << 20;                // a ToC has ≤ 5 entries in practice
 constexpr uint64_t kMaxInlinedBootstrap = 1ull << 30;    // 1 GiB
+// 2^24 V2 entries plus a 40-byte batch context for each.
+constexpr uint64_t kMaxCiBuffer = uint64_t(kMaxChunksPerBlob) * (24 + 40);
 
 // a + b <= limit without overflow.
 bool fits(uint64_t a, uint64_t b, uint64_t limit) { return a <= limit && b <= limit - a; }
@@ -69,41 +72,83 @@ Result<std::vector<TocEntryInfo>> parse_toc(std::span<const uint8_t> tail) {
 
 // ---- blob meta ---------------------------------------------------------------
 
+// The ci buffer (decrypted, decompressed) and the decrypted header of a
+// blob meta as it sits in the blob: [ci_compressed_size bytes][4096 header].
+Result<DecodedMetaBytes> decode_meta_bytes(std::span<const uint8_t> meta_bytes, const BlobInfo& blob) {
+  if (meta_bytes.size() != blob.ci_compressed_size + kBlobMetaHeaderSize)
+    return corrupt("blob meta is {} bytes, expected {}", meta_bytes.size(),
+                   blob.ci_compressed_size + kBlobMetaHeaderSize);
+  if (blob.ci_uncompressed_size > kMaxCiBuffer)
+    return corrupt("ci buffer of {} bytes is too large", blob.ci_uncompressed_size);
+  NYDUS_ASSIGN_OR_RETURN(std::optional<XtsKey> key, blob_xts_key(blob));
+  auto stored_ci = meta_bytes.first(blob.ci_compressed_size);
+  auto stored_hdr = meta_bytes.subspan(blob.ci_compressed_size);
+  DecodedMetaBytes out;
+  std::vector<uint8_t> plain_ci;
+  if (key) {
+    // Both parts are encrypted separately with the blob's key (upstream's
+    // read_metadata); a wrong key shows up as a bad header magic below.
+    NYDUS_ASSIGN_OR_RETURN(auto hdr, xts_decrypt(*key, stored_hdr));
+    if (hdr.size() != kBlobMetaHeaderSize) return corrupt("encrypted blob meta header decrypts to {} bytes", hdr.size());
+    out.header = load<BlobMetaHeader>(hdr.data());
+    if (!stored_ci.empty()) {
+      NYDUS_ASSIGN_OR_RETURN(plain_ci, xts_decrypt(*key, stored_ci));
+    }
+    stored_ci = plain_ci;
+  } else {
+    out.header = load<BlobMetaHeader>(stored_hdr.data());
+  }
+  if (out.header.magic != kBlobMetaMagic || out.header.magic2 != kBlobMetaMagic)
+    return corrupt("blob meta header magic {:#x}/{:#x}, expected {:#x}{}", out.header.magic, out.header.magic2,
+                   kBlobMetaMagic, key ? " (wrong encryption key?)" : "");
+  const Compressor cc = blob.ci_compressor;
+  if (cc == Compressor::kNone && stored_ci.size() != blob.ci_uncompressed_size)
+    return corrupt("uncompressed ci array has stored size {} != {}", stored_ci.size(), blob.ci_uncompressed_size);
+  if (cc != Compressor::kNone && cc != Compressor::kLz4Block && cc != Compressor::kZstd)
+    return errorf(Errc::kUnsupported, "ci compressor {} not supported", uint32_t(cc));
+  out.ci.resize(blob.ci_uncompressed_size);
+  NYDUS_TRY(decompress(cc, stored_ci, out.ci));
+  return out;
+}
+
 Result<BlobMeta> parse_blob_meta(std::span<const uint8_t> meta_bytes, const BlobInfo& blob) {
-  constexpr uint32_t kUnsupportedLayouts =
-      blob_features::kZran | blob_features::kBatch | blob_features::kEncrypted;
+  constexpr uint32_t kUnsupportedLayouts = blob_features::kZran;
   if (blob.chunk_count > kMaxChunksPerBlob)
     return corrupt("blob has {} chunks, more than {}", blob.chunk_count, kMaxChunksPerBlob);
   if (blob.features & kUnsupportedLayouts)
-    return errorf(Errc::kUnsupported, "blob features {:#x} (ZRAN/batch/encrypted) are not supported",
-                  blob.features);
+    return errorf(Errc::kUnsupported, "blob features {:#x} (ZRAN) are not supported here", blob.features);
   if (blob.chunk_count == 0 && blob.ci_compressed_size == 0 && blob.ci_uncompressed_size == 0 &&
       meta_bytes.empty())
     return BlobMeta{blob.features, {}};  // no chunks: upstream writes no blob meta
 
   const bool v2 = blob.features & blob_features::kChunkInfoV2;
+  const bool batched = blob.features & blob_features::kBatch;
+  const bool encrypted = blob.cipher_algo != 0;
+  if ((batched || (blob.features & blob_features::kEncrypted)) && !v2)
+    return corrupt("BATCH/ENCRYPTED blob without CHUNK_INFO_V2");
   const uint64_t entry_size = v2 ? sizeof(ChunkInfoV2) : sizeof(ChunkInfoV1);
+  const uint64_t entries_len = entry_size * blob.chunk_count;
   // All size checks happen before any allocation; chunk_count ≤ 2^24 bounds
-  // the ci buffer to 384 MiB, and a present data area (ci_offset > 0) holds at
-  // least one byte per chunk, bounding it further by the file.
-  if (blob.ci_uncompressed_size != entry_size * blob.chunk_count)
-    return corrupt("ci array is {} bytes, expected {} for {} {} entries", blob.ci_uncompressed_size,
-                   entry_size * blob.chunk_count, blob.chunk_count, v2 ? "V2" : "V1");
-  if (blob.ci_compressed_size > blob.ci_uncompressed_size)
+  // the ci buffer to 384 MiB (+ one 40-byte batch context per chunk at most),
+  // and a present data area (ci_offset > 0) holds at least one byte per chunk,
+  // bounding it further by the file.
+  if (batched ? (blob.ci_uncompressed_size < entries_len ||
+                 blob.ci_uncompressed_size - entries_len > uint64_t(kBatchContextSize) * blob.chunk_count ||
+                 (blob.ci_uncompressed_size - entries_len) % kBatchContextSize != 0)
+              : blob.ci_uncompressed_size != entries_len)
+    return corrupt("ci buffer is {} bytes, expected {}{} for {} {} entries", blob.ci_uncompressed_size, entries_len,
+                   batched ? " + 40 per batch" : "", blob.chunk_count, v2 ? "V2" : "V1");
+  // An encrypted ci buffer shorter than 16 bytes is stored padded to 18.
+  if (blob.ci_compressed_size > blob.ci_uncompressed_size && !(encrypted && blob.ci_compressed_size == 18))
     return corrupt("compressed ci ({}) larger than uncompressed ({})", blob.ci_compressed_size,
                    blob.ci_uncompressed_size);
   if (blob.ci_offset > 0 && blob.chunk_count > blob.ci_offset)
     return corrupt("{} chunks cannot fit in {} bytes of chunk data", blob.chunk_count, blob.ci_offset);
   if (!fits(blob.ci_offset, blob.ci_compressed_size, uint64_t(1) << 62))
     return corrupt("ci offset {} + size {} overflows", blob.ci_offset, blob.ci_compressed_size);
-  if (meta_bytes.size() != blob.ci_compressed_size + kBlobMetaHeaderSize)
-    return corrupt("blob meta is {} bytes, expected {}", meta_bytes.size(),
-                   blob.ci_compressed_size + kBlobMetaHeaderSize);
 
-  const auto h = load<BlobMetaHeader>(meta_bytes.data() + blob.ci_compressed_size);
-  if (h.magic != kBlobMetaMagic || h.magic2 != kBlobMetaMagic)
-    return corrupt("blob meta header magic {:#x}/{:#x}, expected {:#x}", h.magic, h.magic2,
-                   kBlobMetaMagic);
+  NYDUS_ASSIGN_OR_RETURN(DecodedMetaBytes plain, decode_meta_bytes(meta_bytes, blob));
+  const BlobMetaHeader& h = plain.header;
   if (h.ci_entries != blob.chunk_count)
     return corrupt("blob meta has {} entries, blob table says {}", h.ci_entries, blob.chunk_count);
   if (h.ci_compressor != uint32_t(blob.ci_compressor) || h.ci_offset != blob.ci_offset ||
@@ -116,19 +161,28 @@ Result<BlobMeta> parse_blob_meta(std::span<const uint8_t> meta_bytes, const Blob
                    blob.ci_uncompressed_size);
   // Table and header may differ in informational bits (a merge clears
   // INLINED_FS_META in the table) but not in how the ci array is laid out.
-  constexpr uint32_t kLayoutBits = blob_features::kChunkInfoV2 | kUnsupportedLayouts;
+  constexpr uint32_t kLayoutBits = blob_features::kChunkInfoV2 | blob_features::kZran | blob_features::kBatch |
+                                   blob_features::kEncrypted;
   if ((h.features & kLayoutBits) != (blob.features & kLayoutBits))
     return corrupt("blob meta features {:#x} disagree with blob table {:#x}", h.features, blob.features);
 
-  const Compressor cc = blob.ci_compressor;
-  if (cc == Compressor::kNone && blob.ci_compressed_size != blob.ci_uncompressed_size)
-    return corrupt("uncompressed ci array has compressed size {} != {}", blob.ci_compressed_size,
-                   blob.ci_uncompressed_size);
-  if (cc != Compressor::kNone && cc != Compressor::kLz4Block && cc != Compressor::kZstd)
-    return errorf(Errc::kUnsupported, "ci compressor {} not supported", uint32_t(cc));
-
-  std::vector<uint8_t> ci(blob.ci_uncompressed_size);
-  NYDUS_TRY(decompress(cc, meta_bytes.first(blob.ci_compressed_size), ci));
+  // The batch contexts follow the ci entries (upstream's BatchContextGenerator;
+  // the header's ZRAN fields locate them).
+  std::vector<BatchContextOnDisk> batches;
+  if (batched) {
+    const uint64_t n = (blob.ci_uncompressed_size - entries_len) / kBatchContextSize;
+    if (h.ci_zran_offset != entries_len || h.ci_zran_count != n || h.ci_zran_size != n * kBatchContextSize)
+      return corrupt("batch table at {:#x} ({} contexts, {} bytes) does not follow the {} ci entries", h.ci_zran_offset,
+                     h.ci_zran_count, h.ci_zran_size, blob.chunk_count);
+    batches.resize(n);
+    for (uint64_t k = 0; k < n; k++) {
+      batches[k] = load<BatchContextOnDisk>(plain.ci.data() + entries_len + k * kBatchContextSize);
+      const auto& b = batches[k];
+      if (b.compressed_size == 0 || b.compressed_size > kMaxChunkSize || b.uncompressed_batch_size == 0 ||
+          b.uncompressed_batch_size > kMaxChunkSize)
+        return corrupt("batch {}: sizes {}/{} outside 1..16M", k, b.compressed_size, b.uncompressed_batch_size);
+    }
+  }
 
   BlobMeta out;
   out.features = h.features;
@@ -136,21 +190,34 @@ Result<BlobMeta> parse_blob_meta(std::span<const uint8_t> meta_bytes, const Blob
   for (uint32_t i = 0; i < blob.chunk_count; i++) {
     DecodedChunkInfo c;
     if (v2) {
-      c = decode_ci_v2(load<ChunkInfoV2>(ci.data() + i * entry_size));
+      c = decode_ci_v2(load<ChunkInfoV2>(plain.ci.data() + i * entry_size));
       if (c.v2_flags & ~ci_v2_flags::kKnownMask)
         return corrupt("ci entry {} has unknown flags {:#x}", i, c.v2_flags);
-      if (c.v2_flags & (ci_v2_flags::kZran | ci_v2_flags::kBatch | ci_v2_flags::kEncrypted))
-        return errorf(Errc::kUnsupported, "ci entry {} is ZRAN/batch/encrypted", i);
+      if (c.v2_flags & ci_v2_flags::kZran) return errorf(Errc::kUnsupported, "ci entry {} is ZRAN", i);
+      c.encrypted = c.v2_flags & ci_v2_flags::kEncrypted;
+      if (c.v2_flags & ci_v2_flags::kBatch) {
+        if (!batched) return corrupt("ci entry {} is a batch chunk in a blob without BATCH", i);
+        const uint64_t bi = c.v2_data >> 32;
+        if (bi >= batches.size()) return corrupt("ci entry {}: batch index {} of {}", i, bi, batches.size());
+        c.batch = true;
+        c.compressed_size = batches[bi].compressed_size;  // the whole batch is read
+        c.batch_size = batches[bi].uncompressed_batch_size;
+        c.offset_in_batch = uint32_t(c.v2_data);
+        if (!fits(c.offset_in_batch, c.uncompressed_size, c.batch_size))
+          return corrupt("ci entry {}: {:#x}+{} beyond its batch of {} bytes", i, c.offset_in_batch,
+                         c.uncompressed_size, c.batch_size);
+      }
     } else {
-      c = decode_ci_v1(load<ChunkInfoV1>(ci.data() + i * entry_size));
+      c = decode_ci_v1(load<ChunkInfoV1>(plain.ci.data() + i * entry_size));
     }
     if (c.uncompressed_size == 0 || c.uncompressed_size > kMaxChunkSize)
       return corrupt("ci entry {}: uncompressed size {} outside 1..16M", i, c.uncompressed_size);
     if (c.compressed_size == 0 || c.compressed_size > kMaxChunkSize)
       return corrupt("ci entry {}: compressed size {} outside 1..16M", i, c.compressed_size);
-    if (!c.compressed && c.compressed_size != c.uncompressed_size)
+    // Encryption changes the stored size of a raw chunk (short ones are padded).
+    if (!c.compressed && !c.encrypted && c.compressed_size != c.uncompressed_size)
       return corrupt("ci entry {}: raw chunk with sizes {}/{}", i, c.compressed_size, c.uncompressed_size);
-    if (c.compressed && blob.compressor == Compressor::kNone)
+    if (c.compressed && !c.batch && blob.compressor == Compressor::kNone)
       return corrupt("ci entry {} is compressed in an uncompressed blob", i);
     if (c.uncompressed_offset % kBlockSize != 0)
       return corrupt("ci entry {}: uncompressed offset {:#x} not 4K aligned", i, c.uncompressed_offset);
@@ -256,7 +323,7 @@ Status BlobFile::read_chunk(const ChunkRecord& c, std::span<uint8_t> out, bool v
   // A raw chunk is read straight into `out` and decoded in place; a
   // compressed one goes through one reusable buffer per thread (hot path).
   std::span<uint8_t> stored = out;
-  if (c.compressed) {
+  if (c.compressed || c.encrypted || c.batch) {
     thread_local std::vector<uint8_t> scratch;
     if (scratch.size() < c.compressed_size) scratch.resize(c.compressed_size);
     stored = std::span<uint8_t>(scratch.data(), c.compressed_size);
@@ -264,7 +331,7 @@ Status BlobFile::read_chunk(const ChunkRecord& c, std::span<uint8_t> out, bool v
     return corrupt("raw chunk with sizes {}/{}", c.compressed_size, c.uncompressed_size);
   }
   NYDUS_TRY(pread_exact(c.compressed_offset, stored));
-  NYDUS_TRY(decode_chunk(info_.compressor, c, stored, out));
+  NYDUS_TRY(decode_chunk(info_, c, stored, out));
   if (verify) NYDUS_TRY(verify_chunk(info_.digester, c, out, c.digest));
   return ok();
 }

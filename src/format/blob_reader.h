@@ -36,8 +36,19 @@ struct BlobMeta {
   std::vector<DecodedChunkInfo> chunks;  // by ci index
 };
 
-// `meta_bytes` = ci_compressed_size + 4096 bytes read at ci_offset.
+// `meta_bytes` = ci_compressed_size + 4096 bytes read at ci_offset. Batch
+// chunks come back resolved (compressed_size = their batch's stored size,
+// batch_size/offset_in_batch set); encrypted blobs are decrypted with the
+// key from the blob table.
 Result<BlobMeta> parse_blob_meta(std::span<const uint8_t> meta_bytes, const BlobInfo& blob);
+
+// The plaintext ci buffer (entries, then batch contexts) and header of a
+// blob meta, decrypted and decompressed, before any entry is checked.
+struct DecodedMetaBytes {
+  std::vector<uint8_t> ci;
+  BlobMetaHeader header{};
+};
+Result<DecodedMetaBytes> decode_meta_bytes(std::span<const uint8_t> meta_bytes, const BlobInfo& blob);
 
 // Encode the blob.meta cache file (`<id>.blob.meta`): uncompressed ci buffer
 // zero-padded to 4 KiB, then the 4096-byte header (as upstream caches it).

@@ -88,6 +88,11 @@ struct BlobWriter::Impl {
   Stage stage = Stage::kChunks;
 
   std::vector<ChunkInfoV1> ci;
+  // V2 entries instead (encrypted or batch blobs), and the batch state.
+  bool v2 = false;
+  std::vector<ChunkInfoV2> ci2;
+  std::vector<uint8_t> batch_buf;
+  std::vector<BatchContextOnDisk> batches;
   std::vector<Digest> digests;
   uint64_t uncompressed_end = 0;
   std::vector<TocEntry> toc;
@@ -144,6 +149,32 @@ struct BlobWriter::Impl {
     return write(h);
   }
 
+  size_t count() const { return v2 ? ci2.size() : ci.size(); }
+
+  // Compress (when it shrinks) and encrypt one stored piece.
+  Result<std::vector<uint8_t>> seal(std::span<const uint8_t> plain) const {
+    if (!opts.cipher) return std::vector<uint8_t>(plain.begin(), plain.end());
+    return xts_encrypt(*opts.cipher, plain);
+  }
+
+  Status flush_batch() {
+    if (batch_buf.empty()) return ok();
+    std::vector<uint8_t> packed;
+    std::span<const uint8_t> piece = batch_buf;
+    if (opts.compressor != Compressor::kNone) {
+      NYDUS_ASSIGN_OR_RETURN(bool shrank, compress(opts.compressor, batch_buf, packed));
+      if (shrank) piece = packed;
+    }
+    NYDUS_ASSIGN_OR_RETURN(auto stored, seal(piece));
+    BatchContextOnDisk bc{};
+    bc.compressed_size = uint32_t(stored.size());
+    bc.uncompressed_batch_size = uint32_t(batch_buf.size());
+    NYDUS_TRY(write(stored));
+    batches.push_back(bc);
+    batch_buf.clear();
+    return ok();
+  }
+
   Status write_meta();
   Status write_toc();
 };
@@ -186,6 +217,16 @@ Result<std::unique_ptr<BlobWriter>> BlobWriter::create(const std::filesystem::pa
   if (m.tar) b.features |= blob_features::kHasTarHeader;
   if (opts.toc) b.features |= blob_features::kHasToc | blob_features::kInlinedChunkDigest;
   if (opts.inline_bootstrap) b.features |= blob_features::kInlinedFsMeta;
+  if (opts.batch_size != 0) {
+    if (opts.batch_size < kMinChunkSize || opts.batch_size > opts.chunk_size || !std::has_single_bit(opts.batch_size))
+      return errorf(Errc::kInvalidArgument, "batch size {:#x} must be a power of two in 4K..chunk size", opts.batch_size);
+    b.features |= blob_features::kBatch | blob_features::kChunkInfoV2;
+  }
+  if (opts.cipher) {
+    b.features |= blob_features::kEncrypted | blob_features::kChunkInfoV2;
+    set_blob_xts_key(b, *opts.cipher);
+  }
+  m.v2 = opts.batch_size != 0 || opts.cipher.has_value();
   return w;
 }
 
@@ -209,8 +250,16 @@ Result<ChunkRecord> BlobWriter::add_chunk(std::span<const uint8_t> stored, bool 
   if (compressed && (m.opts.compressor == Compressor::kNone || stored.size() == uncompressed_size))
     return make_error(Errc::kInvalidArgument,
                       "compressed chunk must use the blob compressor and differ in size from its data");
-  if (m.ci.size() >= kMaxChunksPerBlob)
+  if (m.count() >= kMaxChunksPerBlob)
     return errorf(Errc::kInvalidArgument, "blob already holds {} chunks", kMaxChunksPerBlob);
+  // A chunk that does not go into a batch ends the open one (upstream's
+  // "interrupt and dump buffered batch chunks").
+  NYDUS_TRY(m.flush_batch());
+  std::vector<uint8_t> sealed;
+  if (m.opts.cipher) {
+    NYDUS_ASSIGN_OR_RETURN(sealed, m.seal(stored));
+    stored = sealed;
+  }
   const uint64_t coff = m.pos;
   const uint64_t uoff = m.uncompressed_end;
   const uint64_t uend = uoff + align_up(uncompressed_size, kBlockSize);
@@ -219,20 +268,33 @@ Result<ChunkRecord> BlobWriter::add_chunk(std::span<const uint8_t> stored, bool 
 
   NYDUS_TRY(m.write(stored));
 
-  DecodedChunkInfo d;
-  d.compressed_offset = coff;
-  d.compressed_size = uint32_t(stored.size());
-  d.uncompressed_offset = uoff;
-  d.uncompressed_size = uncompressed_size;
-  d.compressed = compressed;
-  m.ci.push_back(encode_ci_v1(d));
+  if (m.v2) {
+    ChunkInfoV2 e{};
+    uint8_t flags = ci_v2_flags::kHasCrc32;
+    if (compressed) flags |= ci_v2_flags::kCompressed;
+    if (m.opts.cipher) flags |= ci_v2_flags::kEncrypted;
+    e.comp_info = (coff & 0xFF'FFFF'FFFFull) | uint64_t(stored.size()) << 40;
+    e.uncomp_info = ((uoff >> 12) & 0xFFFF'FFFFull) | (uint64_t(uncompressed_size - 1) & 0xFF'FFFF) << 32 |
+                    uint64_t(flags) << 56;
+    e.data = crc32;
+    m.ci2.push_back(e);
+  } else {
+    DecodedChunkInfo d;
+    d.compressed_offset = coff;
+    d.compressed_size = uint32_t(stored.size());
+    d.uncompressed_offset = uoff;
+    d.uncompressed_size = uncompressed_size;
+    d.compressed = compressed;
+    m.ci.push_back(encode_ci_v1(d));
+  }
   m.digests.push_back(digest);
   m.uncompressed_end = uend;
 
   ChunkRecord r;
   r.digest = digest;
   r.blob_index = m.opts.blob_index;
-  r.ci_index = uint32_t(m.ci.size() - 1);
+  r.ci_index = uint32_t(m.count() - 1);
+  r.encrypted = m.opts.cipher.has_value();
   r.compressed_offset = coff;
   r.compressed_size = uint32_t(stored.size());
   r.uncompressed_offset = uoff;
@@ -243,12 +305,52 @@ Result<ChunkRecord> BlobWriter::add_chunk(std::span<const uint8_t> stored, bool 
   return r;
 }
 
-uint32_t BlobWriter::chunk_count() const { return uint32_t(impl_->ci.size()); }
+Result<ChunkRecord> BlobWriter::add_batch_chunk(std::span<const uint8_t> raw, const Digest& digest, uint32_t crc32) {
+  Impl& m = *impl_;
+  NYDUS_TRY(m.check_usable());
+  if (m.stage != Stage::kChunks) return make_error(Errc::kInvalidArgument, "add_batch_chunk after finish_meta");
+  if (m.opts.batch_size == 0) return make_error(Errc::kInvalidArgument, "add_batch_chunk without a batch size");
+  if (raw.empty() || raw.size() >= m.opts.batch_size / 2)
+    return errorf(Errc::kInvalidArgument, "batch chunk of {} bytes (batch size {:#x})", raw.size(), m.opts.batch_size);
+  if (m.count() >= kMaxChunksPerBlob)
+    return errorf(Errc::kInvalidArgument, "blob already holds {} chunks", kMaxChunksPerBlob);
+  if (m.batch_buf.size() + raw.size() >= m.opts.batch_size) NYDUS_TRY(m.flush_batch());
+  const uint64_t coff = m.pos;  // nothing else is written while a batch is open
+  const uint64_t uoff = m.uncompressed_end;
+  const uint64_t uend = uoff + align_up(raw.size(), kBlockSize);
+  if (coff + m.opts.batch_size + 18 > kMaxCompressedOffset || uend > kMaxUncompressedOffset)
+    return make_error(Errc::kInvalidArgument, "blob too large for ci entries");
+  uint8_t flags = ci_v2_flags::kBatch | ci_v2_flags::kCompressed;  // upstream marks every batch chunk compressed
+  if (m.opts.cipher) flags |= ci_v2_flags::kEncrypted;
+  ChunkInfoV2 e{};
+  e.comp_info = coff & 0xFF'FFFF'FFFFull;  // size 0: the batch context has it
+  e.uncomp_info = ((uoff >> 12) & 0xFFFF'FFFFull) | (uint64_t(raw.size() - 1) & 0xFF'FFFF) << 32 |
+                  uint64_t(flags) << 56;
+  e.data = uint64_t(m.batches.size()) << 32 | uint64_t(m.batch_buf.size());
+  m.ci2.push_back(e);
+  m.batch_buf.insert(m.batch_buf.end(), raw.begin(), raw.end());
+  m.digests.push_back(digest);
+  m.uncompressed_end = uend;
+
+  ChunkRecord r;
+  r.digest = digest;
+  r.blob_index = m.opts.blob_index;
+  r.ci_index = uint32_t(m.count() - 1);
+  r.uncompressed_offset = uoff;
+  r.uncompressed_size = uint32_t(raw.size());
+  r.encrypted = m.opts.cipher.has_value();
+  r.crc32 = crc32;
+  r.has_crc32 = true;
+  return r;
+}
+
+uint32_t BlobWriter::chunk_count() const { return uint32_t(impl_->count()); }
 
 Status BlobWriter::Impl::write_meta() {
+  NYDUS_TRY(flush_batch());
   BlobInfo& b = info;
   const uint64_t data_size = pos;
-  b.chunk_count = uint32_t(ci.size());
+  b.chunk_count = uint32_t(count());
   b.uncompressed_size = uncompressed_end;
 
   if (tar) {
@@ -262,10 +364,20 @@ Status BlobWriter::Impl::write_meta() {
 
   // No chunks, no blob meta (upstream skips it when the uncompressed size is 0);
   // a RAFS v5 blob never has one.
-  if (ci.empty() || !opts.blob_meta) return ok();
+  if (count() == 0 || !opts.blob_meta) return ok();
 
-  std::span<const uint8_t> ci_raw(reinterpret_cast<const uint8_t*>(ci.data()),
-                                  ci.size() * sizeof(ChunkInfoV1));
+  // V2: the entries, then the batch contexts (both part of the ci buffer).
+  std::vector<uint8_t> ci_v2_buf;
+  if (v2) {
+    ci_v2_buf.resize(ci2.size() * sizeof(ChunkInfoV2) + batches.size() * sizeof(BatchContextOnDisk));
+    std::memcpy(ci_v2_buf.data(), ci2.data(), ci2.size() * sizeof(ChunkInfoV2));
+    if (!batches.empty())
+      std::memcpy(ci_v2_buf.data() + ci2.size() * sizeof(ChunkInfoV2), batches.data(),
+                  batches.size() * sizeof(BatchContextOnDisk));
+  }
+  std::span<const uint8_t> ci_raw =
+      v2 ? std::span<const uint8_t>(ci_v2_buf)
+         : std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(ci.data()), ci.size() * sizeof(ChunkInfoV1));
   std::vector<uint8_t> packed;
   std::span<const uint8_t> ci_stored = ci_raw;
   b.ci_compressor = Compressor::kNone;
@@ -276,12 +388,22 @@ Status BlobWriter::Impl::write_meta() {
       b.ci_compressor = opts.compressor;
     }
   }
+  std::vector<uint8_t> sealed_ci;
+  if (opts.cipher) {
+    NYDUS_ASSIGN_OR_RETURN(sealed_ci, seal(ci_stored));
+    ci_stored = sealed_ci;
+  }
   b.ci_offset = pos;
   b.ci_compressed_size = ci_stored.size();
   b.ci_uncompressed_size = ci_raw.size();
   const BlobMetaHeader header = blob_internal::make_blob_meta_header(b);
   NYDUS_TRY(write(ci_stored));
-  NYDUS_TRY(write(bytes_of(header)));
+  if (opts.cipher) {
+    NYDUS_ASSIGN_OR_RETURN(auto sealed_header, seal(bytes_of(header)));
+    NYDUS_TRY(write(sealed_header));
+  } else {
+    NYDUS_TRY(write(bytes_of(header)));
+  }
   if (tar) NYDUS_TRY(write_tar_header(kTarNameBlobMeta, b.ci_compressed_size + kBlobMetaHeaderSize));
 
   if (opts.toc) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "format/blob_cipher.h"
 #include "format/blob_info.h"
 
 namespace nydus::format {
@@ -31,6 +32,13 @@ struct BlobWriterOptions {
   bool toc = false;          // HAS_TOC + INLINED_CHUNK_DIGEST: blob.digest + rafs.blob.toc
   bool inline_bootstrap = false;  // INLINED_FS_META: image.boot section before the ToC
   bool blob_meta = true;     // false: no ci array + header (RAFS v5 blobs are chunks only)
+  // --encrypt: every chunk (after compression), the ci array and the blob
+  // meta header AES-128-XTS encrypted with this key (ENCRYPTED, V2 entries).
+  std::optional<XtsKey> cipher;
+  // --batch-size: small chunks given to add_batch_chunk are packed into
+  // batches of < batch_size bytes, each compressed (and encrypted) as one
+  // piece (BATCH, V2 entries, 40-byte batch contexts after the entries).
+  uint32_t batch_size = 0;
 };
 
 class BlobWriter {
@@ -46,6 +54,12 @@ class BlobWriter {
   Result<ChunkRecord> add_chunk(std::span<const uint8_t> stored, bool compressed,
                                 uint32_t uncompressed_size, const Digest& digest, uint32_t crc32);
 
+  // Append a small chunk to the open batch (batch_size set, `raw` shorter
+  // than batch_size / 2). The batch is written when the next one would not
+  // fit, before any add_chunk, and by finish_meta. The record has
+  // compressed offset/size 0 and no COMPRESSED flag, as upstream's bootstrap
+  // records batch chunks; the ci entry has the real placement.
+  Result<ChunkRecord> add_batch_chunk(std::span<const uint8_t> raw, const Digest& digest, uint32_t crc32);
   uint32_t chunk_count() const;
 
   // Write every section after the chunk data except image.boot and the ToC.

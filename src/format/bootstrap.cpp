@@ -159,7 +159,7 @@ Status check_blob_entry(const BlobTableEntry& e, uint32_t i, uint32_t sb_chunk_s
   uint64_t ci_end;
   if (add_ovf(e.ci_offset, e.ci_compressed_size, &ci_end))
     return corrupt("blob {}: ci_offset + ci_compressed_size overflows", i);
-  if (e.ci_compressed_size > e.ci_uncompressed_size)
+  if (e.ci_compressed_size > e.ci_uncompressed_size && !(e.cipher_algo != 0 && e.ci_compressed_size == 18))
     return corrupt("blob {}: ci_compressed_size {} > ci_uncompressed_size {}", i,
                    e.ci_compressed_size, e.ci_uncompressed_size);
   // The ci array size follows from the entry format (nydusd's check); images
@@ -291,6 +291,8 @@ Status Bootstrap::validate() {
     std::memcpy(b.toc_digest.data(), e.blob_toc_digest, b.toc_digest.size());
     std::memcpy(b.blob_meta_digest.data(), e.blob_meta_digest, b.blob_meta_digest.size());
     b.blob_meta_size = e.blob_meta_size;
+    b.cipher_algo = e.cipher_algo;
+    b.cipher_iv_tail = e.cipher_iv;
     b.mapped_blkaddr = slot.mapped_blkaddr;
     blobs_.push_back(std::move(b));
   }

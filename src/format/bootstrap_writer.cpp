@@ -473,6 +473,8 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
     std::memcpy(e.blob_toc_digest, bi.toc_digest.data(), 32);
     std::memcpy(e.blob_meta_digest, bi.blob_meta_digest.data(), 32);
     e.blob_meta_size = bi.blob_meta_size;
+    e.cipher_iv = bi.cipher_iv_tail;
+    e.cipher_algo = bi.cipher_algo;
     put(blob_table_off + 256 * b, &e, sizeof(e));
   }
   if (!prefetch.empty()) put(prefetch_off, prefetch.data(), 4 * prefetch.size());
@@ -492,7 +494,9 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
   put(kSuperBlockOffset, &sb, sizeof(sb));
 
   ExtSuperBlock ext{};
-  uint64_t flags = super_flags::kEncryptionNone;
+  // Upstream names the build's cipher in the superblock (--encrypt).
+  const bool encrypted = std::any_of(spec.blobs.begin(), spec.blobs.end(), [](const BlobInfo& bi) { return bi.cipher_algo != 0; });
+  uint64_t flags = encrypted ? super_flags::kEncryptionAes128Xts : super_flags::kEncryptionNone;
   switch (spec.compressor) {
     case Compressor::kNone: flags |= super_flags::kCompressionNone; break;
     case Compressor::kLz4Block: flags |= super_flags::kCompressionLz4; break;

@@ -19,6 +19,14 @@ namespace nydus::format {
 Status decode_chunk(Compressor blob_compressor, const ChunkRecord& c, std::span<const uint8_t> stored,
                     std::span<uint8_t> out);
 
+// The same for any chunk of `blob`: encrypted chunks are decrypted with the
+// blob's key first (a wrong key is an error, never wrong bytes: the
+// decompressor or the size check fails, and the digest check catches the
+// rest), and a batch chunk decodes its whole batch (`stored` is the batch)
+// and takes its slice. Raw unencrypted chunks may decode in place.
+Status decode_chunk(const BlobInfo& blob, const ChunkRecord& c, std::span<const uint8_t> stored,
+                    std::span<uint8_t> out);
+
 // The decoded data against the chunk's digest `expected`.
 Status verify_chunk(Digester d, const ChunkRecord& c, std::span<const uint8_t> data, const Digest& expected);
 

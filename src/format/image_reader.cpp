@@ -68,6 +68,10 @@ Result<std::vector<ChunkRecord>> ImageReader::records_from_ci(uint32_t index,
     r.uncompressed_offset = c.uncompressed_offset;
     r.uncompressed_size = c.uncompressed_size;
     r.compressed = c.compressed;
+    r.encrypted = c.encrypted;
+    r.batch = c.batch;
+    r.batch_size = c.batch_size;
+    r.offset_in_batch = c.offset_in_batch;
   }
   if (!table_) {
     NYDUS_ASSIGN_OR_RETURN(auto t, boot_->chunk_table());

@@ -321,6 +321,16 @@ struct BlobMetaHeader {
 };
 static_assert(sizeof(BlobMetaHeader) == 4096);
 
+// Batch inflate context (40 bytes), after the V2 entries of a BATCH blob's
+// ci buffer (upstream storage/src/meta/batch.rs).
+struct BatchContextOnDisk {
+  uint32_t compressed_size;          // stored size of the batch (after compression/encryption)
+  uint32_t uncompressed_batch_size;  // the batch's decoded size
+  uint64_t reserved[4];
+};
+static_assert(sizeof(BatchContextOnDisk) == 40);
+inline constexpr uint32_t kBatchContextSize = sizeof(BatchContextOnDisk);
+
 // ci entry V1 (16 bytes).
 struct ChunkInfoV1 {
   uint64_t uncomp_info;
@@ -360,6 +370,11 @@ struct DecodedChunkInfo {
   bool compressed = false;
   uint8_t v2_flags = 0;  // V2 only
   uint64_t v2_data = 0;  // V2 only
+  // Resolved by parse_blob_meta for V2 batch / encrypted entries.
+  bool encrypted = false;
+  bool batch = false;
+  uint32_t batch_size = 0;       // the batch's uncompressed size
+  uint32_t offset_in_batch = 0;
 };
 
 // V1: sizes are stored minus one, split in 20 low + 4 high bits.

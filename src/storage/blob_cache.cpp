@@ -68,6 +68,7 @@ Result<format::BlobMeta> parse_meta_cache(std::span<const uint8_t> file, const B
   for (uint64_t i = ci_len; i < padded; i++)
     if (file[i] != 0) return corrupt("blob meta cache padding is not zero");
   BlobInfo raw = blob;
+  raw.cipher_algo = 0;  // cached in plaintext
   raw.ci_compressor = format::Compressor::kNone;
   raw.ci_compressed_size = ci_len;
   h.ci_compressor = 0;
@@ -149,8 +150,10 @@ struct ChunkSlot {
   uint64_t compressed_offset = 0;
   uint64_t uncompressed_offset = 0;
   uint32_t compressed_size = 0;
-  uint32_t uncompressed_size : 31 = 0;  // <= kMaxChunkSize
+  uint32_t uncompressed_size : 29 = 0;  // <= kMaxChunkSize
   uint32_t compressed : 1 = 0;
+  uint32_t encrypted : 1 = 0;
+  uint32_t batch : 1 = 0;  // its place in the batch is in batch_slots_
 };
 static_assert(sizeof(ChunkSlot) == 24);
 
@@ -175,6 +178,12 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
     r.uncompressed_offset = c.uncompressed_offset;
     r.uncompressed_size = c.uncompressed_size;
     r.compressed = c.compressed;
+    r.encrypted = c.encrypted;
+    r.batch = c.batch;
+    if (c.batch && ci < batch_slots_.size()) {
+      r.batch_size = batch_slots_[ci].batch_size;
+      r.offset_in_batch = batch_slots_[ci].offset_in_batch;
+    }
     if (ci < digests_.size()) r.digest = digests_[ci];
     return r;
   }
@@ -261,6 +270,12 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // and one backend request can carry: stored back to back, up to
   // amplify_io bytes (a single larger chunk still goes alone).
   size_t run_end(const std::vector<uint32_t>& cis, size_t i) const;
+  // Batch blobs only (--batch-size): where each batch chunk sits in its batch.
+  struct BatchSlot {
+    uint32_t batch_size = 0;
+    uint32_t offset_in_batch = 0;
+  };
+  std::vector<BatchSlot> batch_slots_;
   // Order ci indices by where their bytes are stored in the blob.
   void sort_by_stored(std::vector<uint32_t>& cis) const {
     std::sort(cis.begin(), cis.end(),
@@ -385,10 +400,9 @@ Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
   backend_bytes_.fetch_add(raw.size(), std::memory_order_relaxed);
   NYDUS_ASSIGN_OR_RETURN(format::BlobMeta meta, format::parse_blob_meta(raw, blob_));
   NYDUS_TRY(index_meta(meta, digests));
-  // parse_blob_meta validated the sizes and that this decompresses.
-  std::vector<uint8_t> ci(blob_.ci_uncompressed_size);
-  NYDUS_TRY(format::decompress(blob_.ci_compressor, std::span(raw).first(blob_.ci_compressed_size), ci));
-  return write_file_atomic(cache_path, format::encode_blob_meta_cache(ci, blob_));
+  // Cached decrypted and decompressed, as upstream caches it.
+  NYDUS_ASSIGN_OR_RETURN(auto plain, format::decode_meta_bytes(raw, blob_));
+  return write_file_atomic(cache_path, format::encode_blob_meta_cache(plain.ci, blob_));
 }
 
 Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector<format::Digest>& digests) {
@@ -396,6 +410,7 @@ Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector
   // parse_blob_meta bounds every chunk; re-check what we index the data file
   // with, since a wrong range here would write outside our chunk's slot.
   chunks_.assign(meta.chunks.size(), ChunkSlot{});
+  batch_slots_.clear();
   for (uint32_t i = 0; i < meta.chunks.size(); i++) {
     const auto& d = meta.chunks[i];
     if (blob_.bootstrap_chunks && d.uncompressed_size == 0 && d.compressed_size == 0 &&
@@ -406,7 +421,7 @@ Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector
     if (d.uncompressed_size == 0 || d.uncompressed_size > format::kMaxChunkSize || d.compressed_size == 0 ||
         d.compressed_size > format::kMaxChunkSize ||
         !fits(d.uncompressed_offset, d.uncompressed_size, blob_.uncompressed_size) ||
-        (!d.compressed && d.compressed_size != d.uncompressed_size))
+        (!d.compressed && !d.encrypted && d.compressed_size != d.uncompressed_size))
       return corrupt("chunk {} has an invalid range", i);
     ChunkSlot& c = chunks_[i];
     c.compressed_offset = d.compressed_offset;
@@ -414,6 +429,12 @@ Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector
     c.uncompressed_offset = d.uncompressed_offset;
     c.uncompressed_size = d.uncompressed_size;
     c.compressed = d.compressed;
+    c.encrypted = d.encrypted;
+    c.batch = d.batch;
+    if (d.batch) {
+      if (batch_slots_.size() != chunks_.size()) batch_slots_.assign(chunks_.size(), BatchSlot{});
+      batch_slots_[i] = {d.batch_size, d.offset_in_batch};
+    }
   }
   // An all-zero digest means "unknown" (TARFS images, chunks missing from
   // the bootstrap's table) and is not checked.
@@ -453,10 +474,12 @@ Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backen
   const uint64_t ci_max_entry = (blob_.features & format::blob_features::kZran)
                                     ? sizeof(format::ChunkInfoV2) + sizeof(format::ZranInflateContextOnDisk) +
                                           format::kZranWindowSize
-                                    : sizeof(format::ChunkInfoV2);
+                                    : sizeof(format::ChunkInfoV2) +
+                                          ((blob_.features & format::blob_features::kBatch) ? format::kBatchContextSize : 0);
   if (blob_.chunk_count == 0 || blob_.chunk_count > format::kMaxChunksPerBlob ||
       blob_.ci_uncompressed_size > uint64_t(blob_.chunk_count) * ci_max_entry ||
-      blob_.ci_compressed_size > blob_.ci_uncompressed_size)
+      (blob_.ci_compressed_size > blob_.ci_uncompressed_size &&
+       !(blob_.cipher_algo != 0 && blob_.ci_compressed_size == 18)))
     return corrupt("blob {}: {} chunks with ci sizes {}/{}", blob_.blob_id, blob_.chunk_count,
                    blob_.ci_compressed_size, blob_.ci_uncompressed_size);
   // A TARFS blob is the tar itself: whole 512-byte tar blocks, not 4096.
@@ -618,6 +641,12 @@ size_t BlobCacheImpl::run_end(const std::vector<uint32_t>& cis, size_t i) const 
   while (j < cis.size()) {
     const ChunkSlot& prev = chunks_[cis[j - 1]];
     const ChunkSlot& next = chunks_[cis[j]];
+    // Chunks of one batch share its stored range: one read, one decode.
+    if (next.batch && prev.batch && next.compressed_offset == prev.compressed_offset &&
+        next.compressed_size == prev.compressed_size) {
+      j++;
+      continue;
+    }
     if (next.compressed_offset != prev.compressed_offset + prev.compressed_size ||
         total + next.compressed_size > cfg_.amplify_io)
       break;
@@ -726,11 +755,11 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
       // The same decode and digest check as `nydus-image check` (format/chunk_decode.h);
       // a raw chunk is decoded in place.
       std::span<uint8_t> data = stored;
-      if (c.compressed) {
+      if (c.compressed || c.encrypted || c.batch) {
         plain.resize(c.uncompressed_size);
         data = plain;
       }
-      Status ds = format::decode_chunk(blob_.compressor, c, stored, data);
+      Status ds = format::decode_chunk(blob_, c, stored, data);
       if (!ds) {
         if (first_error)
           first_error = std::unexpected(std::move(ds).error().context(fmt::format("blob {} chunk {}", blob_.blob_id, ci)));

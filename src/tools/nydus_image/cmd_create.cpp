@@ -28,6 +28,8 @@ struct CreateArgs {
   std::string blob_id, blob_data_size;  // estargztoc-ref
   bool repeatable = false, inline_meta = false, aligned_chunk = false, disable_check = false;
   bool compressor_given = false, chunk_size_given = false;
+  std::string batch_size = "0";
+  bool encrypt = false;
   unsigned threads = 0;
 };
 
@@ -162,6 +164,23 @@ int run_create(const CreateArgs& a) {
                            : a.chunk_size);
   if (!cs) return fail(cs.error().message);
   o.chunk_size = *cs;
+  // --batch-size / --encrypt: upstream accepts them for the *-rafs builds only.
+  const bool full_build = o.source_type == builder::SourceType::kDirectory ||
+                          o.source_type == builder::SourceType::kTar;
+  auto bs = parse_size(a.batch_size);
+  if (!bs) return fail(bs.error().message);
+  if (*bs != 0) {
+    if (o.fs_version == 5) return fail("`--batch-size` with non-zero value conflicts with `--fs-version 5`");
+    if (!full_build) return fail("`--batch-size` is only supported by the *-rafs conversion types");
+    if (*bs < 0x1000 || *bs > 0x1000000 || (*bs & (*bs - 1)) != 0)
+      return fail(fmt::format("invalid batch size: {}", *bs));
+    if (*bs > o.chunk_size)
+      return fail(fmt::format("batch size {:#x} is bigger than chunk size {:#x}", *bs, o.chunk_size));
+  }
+  o.batch_size = *bs;
+  if (a.encrypt && (o.fs_version == 5 || !full_build))
+    return fail("`--encrypt` is only supported by RAFS v6 *-rafs conversion types");
+  o.encrypt = a.encrypt;
   // fs: a prefetch table from the list (stdin as upstream, or our
   // --prefetch-files); blob: upstream reads the list too but writes no table
   // for RAFS v6, only lays the files' data first, so it is read and used for
@@ -277,6 +296,11 @@ Command add_create_command(CLI::App& parent) {
   app->add_option("--parent-bootstrap", args->parent_bootstrap,
                   "build this source as a layer over that bootstrap's tree (whiteouts applied)");
   app->add_flag("--aligned-chunk", args->aligned_chunk, "RAFS v5: align uncompressed chunks to 4K (v6 always is)");
+  app->add_option("--batch-size", args->batch_size,
+                  "pack small single-chunk files into batches of this size (power of two 0x1000..0x1000000, "
+                  "at most the chunk size; 0 = off)");
+  app->add_flag("-E,--encrypt", args->encrypt,
+                "encrypt chunks and blob meta with AES-128-XTS (random key, stored in the bootstrap's blob table)");
   app->add_flag("--disable-check", args->disable_check)->group("");  // upstream's hidden flag; no-op
   (void)blob_dir;
   (void)blob;
