@@ -398,8 +398,16 @@ TEST(BootstrapCorrupt, SuperblockFields) {
   }
   {
     auto b = orig;
+    // 512-byte blocks belong to TARFS mode only (upstream's tar-tarfs).
     put<uint8_t>(b, 0x40c, 9);
-    expect_open_fails(b, Errc::kUnsupported, "TARFS");
+    expect_open_fails(b, Errc::kCorrupt, "TARFS mode flag");
+  }
+  {
+    auto b = orig;
+    uint64_t flags;
+    std::memcpy(&flags, b.data() + 0x480, 8);
+    put<uint64_t>(b, 0x480, flags | 0x200);  // TARFS_MODE with 4096-byte blocks
+    expect_open_fails(b, Errc::kCorrupt, "TARFS mode flag");
   }
   {
     auto b = orig;
