@@ -71,6 +71,10 @@ class Merger {
       return errorf(Errc::kInvalidArgument, "{}Using inconsistent explicit_uidgid setting {}, target explicit_uidgid setting {} ({})",
                     kInconsistentFilesystem, explicit_ids_, explicit_ids, path.string());
     }
+    // TARFS layers (512-byte blocks, chunks inside tars) merge only with each other, as upstream.
+    if (layers_ > 0 && b.tarfs() != tarfs_)
+      return errorf(Errc::kInvalidArgument, "{}: merging TARFS and non-TARFS bootstraps", path.string());
+    tarfs_ = b.tarfs();
     if (layers_ > 0 && b.digester() != digester_ && !b.blobs().empty())
       return errorf(Errc::kInvalidArgument, "{}: chunk digester differs from the lower layers'", path.string());
     if (!b.blobs().empty()) digester_ = b.digester();
@@ -191,6 +195,7 @@ class Merger {
     spec.compressor = compressor_;
     spec.digester = digester_;
     spec.explicit_uid_gid = explicit_ids_;
+    spec.tarfs = tarfs_;
     NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
     MergeReport r;
     r.bootstrap = o_.bootstrap;
@@ -319,6 +324,7 @@ class Merger {
   EditTree tree_;
   bool have_config_ = false;
   bool explicit_ids_ = true;
+  bool tarfs_ = false;
   std::set<std::string> dict_blob_ids_;
   size_t layers_ = 0;
   uint32_t chunk_size_ = format::kDefaultChunkSize;

@@ -229,4 +229,34 @@ step "create from a FIFO (as nydus-snapshotter), then check and unpack == tar -x
   "$5" "$6/compare_trees.py" --mtime-ns "$1/oracle" "$1/fifo-tree"' \
   _ "$T" "$WORK/gnu.tar" "$NYDUS_IMAGE" "$ID" "$PY" "$LIB_DIR"
 
+# ---- the snapshotter's whole-image mode: merge of per-layer tarfs bootstraps -----------
+# Layer 2 replaces a file, deletes one by a whiteout and adds a directory; the oracle
+# is GNU tar's extraction of both layers with the whiteouts applied by hand.
+M=$WORK/merge
+mkdir -p "$M/l1/a" "$M/l2/a" "$M/l2/b" "$M/blobs" "$M/oracle"
+echo one >"$M/l1/a/f1"; echo keep >"$M/l1/a/keep"; head -c 2000000 /dev/urandom >"$M/l1/a/big"
+echo replaced >"$M/l2/a/keep"; : >"$M/l2/a/.wh.f1"; echo two >"$M/l2/b/f2"
+MERGE_IDS=()
+for i in 1 2; do
+  tar --format=gnu -cf "$M/t$i.tar" -C "$M/l$i" .
+  id=$(sha256sum "$M/t$i.tar" | cut -c1-64); MERGE_IDS+=("$id")
+  cp "$M/t$i.tar" "$M/blobs/$id"
+  tar -xf "$M/t$i.tar" -C "$M/oracle"
+  "$NYDUS_IMAGE" create --type tar-tarfs --blob-id "$id" -B "$M/l$i.boot" -D "$M/blobs" "$M/t$i.tar" >/dev/null 2>&1
+done
+rm -f "$M/oracle/a/f1" "$M/oracle/a/.wh.f1"
+step "merge two tarfs layers" "$NYDUS_IMAGE" merge --bootstrap "$M/merged.boot" "$M/l1.boot" "$M/l2.boot"
+step "merged: check" "$NYDUS_IMAGE" check -B "$M/merged.boot" -D "$M/blobs"
+step "merged: export --block --verity" bash -c '"$1" export --block --localfs-dir "$2/blobs" -B "$2/merged.boot" \
+  --output "$2/disk.img" --verity >"$2/verity.out"' _ "$NYDUS_IMAGE" "$M"
+step "merged: veritysetup verify agrees" verity_verify "$M/disk.img" "$M/verity.out"
+mkdir -p "$M/kmnt"
+if step "merged: the kernel mounts the disk" erofs_mount "$M/disk.img" "$M/kmnt"; then
+  step "merged: kernel tree == both layers applied" compare_trees "$M/oracle" "$M/kmnt"
+  erofs_umount "$M/kmnt"
+fi
+step "merged: a TARFS and a plain RAFS layer do not merge" bash -c '
+  mkdir -p "$2/plain" && "$1" create --type tar-rafs -B "$2/plain.boot" -D "$2/plain" "$2/t2.tar" >/dev/null &&
+  ! "$1" merge --bootstrap "$2/mixed.boot" "$2/l1.boot" "$2/plain.boot"' _ "$NYDUS_IMAGE" "$M"
+
 summary
