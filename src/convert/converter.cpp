@@ -108,6 +108,7 @@ Status convert_layer(const fs::path& tar, const fs::path& dir, const std::string
   c.blob_file = dir / (name + ".blob");
   c.compressor = o.compressor;
   c.chunk_size = o.chunk_size;
+  c.batch_size = o.oci_ref ? 0 : o.batch_size;
   // Not `repeatable`: like upstream's --repeatable it stores every uid/gid
   // as 0, and the snapshotter's converter never passes it. The build is
   // deterministic anyway (owners and times come from the tar headers).

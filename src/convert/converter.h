@@ -46,6 +46,7 @@ struct ConvertOptions {
   bool oci_ref = false;
   format::Compressor compressor = format::Compressor::kZstd;
   uint32_t chunk_size = format::kDefaultChunkSize;
+  uint32_t batch_size = 0;  // --batch-size: small files packed into batches (not with oci_ref)
   unsigned jobs = 2;  // layers converted at once
   int push_retry_count = 3;  // a failed push is tried again this many times
   std::chrono::milliseconds push_retry_delay{5000};

@@ -198,7 +198,8 @@ int main(int argc, char** argv) {
   conv->add_option("--compressor", compressor, "none, lz4_block, zstd")->envname("COMPRESSOR")->capture_default_str();
   conv->add_option("--fs-chunk-size,--chunk-size", chunk_size, "chunk size: a power of two, 0x1000-0x1000000")
       ->envname("FS_CHUNK_SIZE")->capture_default_str();
-  conv->add_option("--batch-size", batch_size, "0 only (batch chunks are not supported)")->envname("BATCH_SIZE")
+  conv->add_option("--batch-size", batch_size,
+                   "size of batch data chunks, must be power of two, between 0x1000-0x1000000 or zero")->envname("BATCH_SIZE")
       ->capture_default_str();
   conv->add_option("--work-dir", o.work_dir, "scratch directory")->envname("WORK_DIR")->capture_default_str();
   conv->add_option("--nydus-image", nydus_image, "ignored: the builder is built in")->envname("NYDUS_IMAGE");
@@ -346,12 +347,16 @@ int main(int argc, char** argv) {
   }
   auto bs = size_arg("batch-size", batch_size);
   if (!bs) return fail(bs.error().message);
-  if (*bs != 0) return unsupported("--batch-size " + batch_size, "batch chunks (only 0)");
   auto cs = size_arg("fs-chunk-size", chunk_size);
   if (!cs) return fail(cs.error().message);
   if (*cs < 0x1000 || *cs > 0x1000000 || (*cs & (*cs - 1)))
     return fail(fmt::format("--fs-chunk-size {}: a power of two between 0x1000 and 0x1000000", chunk_size));
   o.chunk_size = uint32_t(*cs);
+  // As `nydus-image create --batch-size` checks it (the builder runs in process).
+  if (*bs != 0 && (*bs < 0x1000 || *bs > 0x1000000 || (*bs & (*bs - 1)) || *bs > *cs))
+    return fail(fmt::format("invalid batch size: {} (a power of two 0x1000..0x1000000, at most the chunk size)",
+                            batch_size));
+  o.batch_size = uint32_t(*bs);
 
   auto comp = compressor_named(compressor);
   if (!comp) return fail(comp.error().message);
