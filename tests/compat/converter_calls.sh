@@ -55,10 +55,10 @@ step "make layer tars" mk_layers || die "layers"
 probe() {
   "$NI" create -h >"$WORK/help.txt" || return 1
   grep -q -- "--type" "$WORK/help.txt" && grep -q "tar-rafs" "$WORK/help.txt" || { echo "tar2rafs not detected"; return 1; }
-  # Advertising these would make the converter pass them; we implement neither.
-  ! grep -q -- "--batch-size" "$WORK/help.txt" && ! grep -q -- "--encrypt" "$WORK/help.txt"
+  # The converter passes --batch-size / --encrypt only when -h advertises them.
+  grep -q -- "--batch-size" "$WORK/help.txt" && grep -q -- "--encrypt" "$WORK/help.txt"
 }
-step "create -h: the converter detects tar2rafs, not batch-size/encrypt" probe
+step "create -h: the converter detects tar2rafs, batch-size and encrypt" probe
 
 # pack NAME SOURCE [extra args...]: the converter's packFromTar with FIFOs.
 pack() {
@@ -99,6 +99,15 @@ step "Pack l1 with --compressor lz4_block" pack l1lz4 "$WORK/l1.tar" --compresso
 step "chunk dict image" "$NI" create -B "$WORK/dict.boot" -D "$WORK/blobs" "$WORK/src/l1"
 step "Pack l1 with --chunk-dict bootstrap=<dict> (every chunk from the dict)" pack l1dict "$WORK/l1.tar" \
   --chunk-dict "bootstrap=$WORK/dict.boot" && step "read l1dict" extract_layer l1dict
+
+# FeatureBatchSize + Encrypt: the converter appends `--batch-size X --encrypt`.
+step "Pack l1 with --batch-size 0x10000 --encrypt" pack l1enc "$WORK/l1.tar" --batch-size 0x10000 --encrypt &&
+  step "read l1enc" extract_layer l1enc &&
+  step "check l1enc (whole blob: batch table, key from the blob table)" \
+    "$NI" check -B "$WORK/merge/$(cat "$WORK/l1enc.digest")" --blob "$WORK/l1enc.blob" &&
+  step "unpack l1enc (whole blob) equals l1.tar" bash -c '"$1" unpack --log-level warn -B "$2" --blob "$3" --output "$4" &&
+    "$5" "$6" same "$7" "$4"' _ "$NI" "$WORK/merge/$(cat "$WORK/l1enc.digest")" "$WORK/l1enc.blob" \
+    "$WORK/l1enc.out.tar" "$PY" "$TARS" "$WORK/l1.tar"
 
 pack_dir() {
   local d=$WORK/pack-dir
