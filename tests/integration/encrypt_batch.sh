@@ -148,6 +148,19 @@ for opts in "--encrypt" "--batch-size 0x10000" "--encrypt --batch-size 0x10000" 
   esac
 done
 
+# merge keeps each layer's cipher and batch table: an encrypted+batch layer under a
+# plain batch layer.
+M=$WORK/merge
+mkdir -p "$M/blobs" "$M/src2"
+echo layer2 >"$M/src2/new"
+head -c 300 /dev/urandom >"$M/src2/small"
+step "merge: build an encrypted+batch layer and a batch layer" bash -c \
+  '"$1" create -d sha256 --encrypt --batch-size 0x10000 -B "$2/l1" -D "$2/blobs" "$3" &&
+   "$1" create -d sha256 --batch-size 0x10000 -B "$2/l2" -D "$2/blobs" "$2/src2"' _ "$NYDUS_IMAGE" "$M" "$SRC"
+step "merge the two layers" "$NYDUS_IMAGE" merge -B "$M/merged" "$M/l1" "$M/l2"
+step "merged: upstream-derived decoder verifies every chunk" $ORACLE "$M/merged" "$M/blobs"
+step "merged: check" "$NYDUS_IMAGE" check -B "$M/merged" -D "$M/blobs"
+
 # Upstream's option checks.
 step "--batch-size not a power of two is refused" bash -c '! "$1" create --batch-size 0x3000 -B "$2/x.boot" -D "$2/x" "$3" 2>/dev/null' \
   _ "$NYDUS_IMAGE" "$WORK" "$SRC"
