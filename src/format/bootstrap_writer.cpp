@@ -507,11 +507,11 @@ Result<BootstrapResult> write_bootstrap(const BootstrapSpec& spec) {
   if (spec.explicit_uid_gid) flags |= super_flags::kExplicitUidGid;
   if (has_xattr) flags |= super_flags::kHasXattr;
   if (all_inlined_digest) flags |= super_flags::kInlinedChunkDigest;
+  if (spec.tarfs) flags |= super_flags::kTarfsMode;
   ext.flags = flags;
   ext.blob_table_offset = blob_table_off;
   ext.blob_table_size = uint32_t(256 * nblobs);
   ext.chunk_size = spec.chunk_size;
-  if (spec.tarfs) flags |= super_flags::kTarfsMode;
   ext.chunk_table_offset = chunk_table_off;
   ext.chunk_table_size = chunk_table_size;
   if (!prefetch.empty()) {
