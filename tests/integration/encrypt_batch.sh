@@ -12,6 +12,8 @@
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/one_nydusd.sh
+source "$(dirname "$0")/lib/one_nydusd.sh"
 
 need_root_and_fuse
 need_nydus_image
@@ -45,25 +47,15 @@ seq 1 400000 >"$SRC/big.txt"
 head -c 3500000 /dev/urandom >"$SRC/big.bin"
 ln -s big.txt "$SRC/link"
 
-start_nydusd() {
-  local boot=$1 blobs=$2 mnt=$3 i
-  write_config "$WORK/cfg.json" "$blobs" "$WORK/cache.$RANDOM" true
-  mkdir -p "$mnt"
-  "$NYDUSD" --bootstrap "$boot" --config "$WORK/cfg.json" --mountpoint "$mnt" --apisock "$WORK/api.sock" \
-    --log-level info >"$LOG_DIR/nydusd.log" 2>&1 &
-  DAEMON_PID=$!
-  for i in $(seq 200); do
-    is_mounted "$mnt" && return 0
-    kill -0 "$DAEMON_PID" 2>/dev/null || { cat "$LOG_DIR/nydusd.log"; DAEMON_PID=; return 1; }
-    sleep 0.1
-  done
-  echo "not mounted after 20 s"; return 1
+# One nydusd at a time (lib/one_nydusd.sh), over a local blob dir with digest_validate.
+start_nydusd() {  # start_nydusd BOOT BLOBS MNT
+  write_config "$WORK/cfg.json" "$2" "$WORK/cache.$RANDOM" true
+  NYDUSD_MNT=$3
+  start_daemon "$1" "$WORK/cfg.json" "$3" "$WORK/api.sock"
 }
 stop_nydusd() {
   [ -n "$DAEMON_PID" ] || return 0
-  kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID"; local rc=$?
-  DAEMON_PID=
-  return $rc
+  stop_daemon "$NYDUSD_MNT"
 }
 
 # Every regular file under $2 either fails to read with EIO or equals $1's; at least
