@@ -96,23 +96,8 @@ rm -rf bundle
 
 log "registry in namespace $NS: RTT ${RTT_MS} ms, ${RATE_MBIT} Mbit/s"
 netns_up "$NS" "$RTT_MS" "$RATE_MBIT" >/dev/null || exit 1
-REG=$NETNS_IP:5000
-mkdir -p "$W/registry/data"
-cat >"$W/registry/config.yml" <<YML
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $W/registry/data
-http:
-  addr: $REG
-YML
-ip netns exec "$NS" docker-registry serve "$W/registry/config.yml" >"$W/registry/log" 2>&1 &
-RPID=$!
-for _ in $(seq 100); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+netns_registry "$NS" "$W/registry" || exit 1
+REG=$NETNS_REGISTRY RPID=$NETNS_REGISTRY_PID
 # Pushed and converted inside the namespace: loopback there, not across the link.
 log "push (skopeo) and convert (nydusify) next to the registry"
 ip netns exec "$NS" skopeo copy -q --dest-tls-verify=false oci:oci:app "docker://$REG/bench/py:oci" || exit 1

@@ -156,24 +156,8 @@ NS_IP=$NETNS_IP
 LINK_MODE=$NETNS_MODE
 LINK_CHECK=$(netns_measure "$NS" 20)
 log "link ($LINK_MODE): $LINK_CHECK"
-REG=$NS_IP:5000
-mkdir -p "$W/registry/data"
-cat >"$W/registry/config.yml" <<YML
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $W/registry/data
-http:
-  addr: $REG
-YML
-ip netns exec "$NS" docker-registry serve "$W/registry/config.yml" >"$W/registry/log" 2>&1 &
-RPID=$!
-for _ in $(seq 100); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
-curl -sf "http://$REG/v2/" >/dev/null || { echo "docker-registry did not start" >&2; cat "$W/registry/log" >&2; exit 1; }
+netns_registry "$NS" "$W/registry" || exit 1
+REG=$NETNS_REGISTRY RPID=$NETNS_REGISTRY_PID
 # Pushed from inside the namespace: loopback there, not across the shaped link.
 log "pushing the blob ($BLOB_SIZE bytes)"
 ip netns exec "$NS" bash -c "$(declare -f push_blob); push_blob \"\$@\"" _ "$REG" lib/img "$W/blobs/$BLOB" >&2 ||

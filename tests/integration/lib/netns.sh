@@ -333,3 +333,30 @@ PY
   rm -rf "$dir"
   echo "$out rate_mbit=$(awk -v s="$t" 'BEGIN {printf "%.1f", s * 8 / 1e6}') (${mb} MiB GET)"
 }
+
+# netns_registry NAME DIR: Debian's docker-registry inside namespace NAME on
+# $NETNS_IP:5000 (so clients in the root namespace cross the shaped link),
+# storage in DIR/data, its log in DIR/log with the access log on (status and
+# bytes sent per request). Sets NETNS_REGISTRY (host:port) and
+# NETNS_REGISTRY_PID; fails, printing the log, if it does not answer in 10 s.
+netns_registry() {
+  local ns=$1 dir=$2 _
+  NETNS_REGISTRY=$NETNS_IP:5000
+  mkdir -p "$dir/data"
+  cat >"$dir/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+http:
+  addr: $NETNS_REGISTRY
+YML
+  ip netns exec "$ns" docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+  NETNS_REGISTRY_PID=$!
+  for _ in $(seq 100); do curl -sf "http://$NETNS_REGISTRY/v2/" >/dev/null && return 0; sleep 0.1; done
+  echo "docker-registry did not start" >&2; cat "$dir/log" >&2; return 1
+}
