@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -103,6 +105,19 @@ std::vector<std::string> cmdline_args(pid_t pid) {
   }
   if (!out.empty()) out.erase(out.begin());
   return out;
+}
+
+bool is_fanotify(const DaemonInstance& d) { return !d.args.empty() && d.args[0] == "fanotify"; }
+
+// File-backed EROFS refuses files on tmpfs and tmpfs takes no pre-content marks.
+SResult<void> check_disk_cache_dir(const std::string& dir) {
+  struct statfs sf{};
+  if (::statfs(dir.c_str(), &sf) != 0) return snap_error(Code::kInternal, "statfs {}: {}", dir, std::strerror(errno));
+  if (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC)
+    return snap_error(Code::kFailedPrecondition,
+                      "--fs-driver fanotify: the blob cache dir {} is on tmpfs/ramfs; EROFS cannot mount its files "
+                      "and fanotify cannot mark them: put the snapshotter root on a disk filesystem", dir);
+  return {};
 }
 
 std::string arg_value(const std::vector<std::string>& args, std::string_view flag) {
@@ -294,7 +309,7 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
   starting_[meta_id] = st;
   lk.unlock();
   SResult<DaemonInstance> started = snap_error(Code::kInternal, "not started");
-  if (dead && s_.recover_policy == "failover" && !dead->shared) started = recover(*dead);
+  if (dead && !dead->shared && supervised(*dead)) started = recover(*dead);
   if (!started) {
     if (dead) terminate(*dead);
     started = start(meta_id, bootstrap, image_ref);
@@ -362,14 +377,17 @@ SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const s
   }
   if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);  // left by a crash
   fs::remove(d.apisock, ec);
+  const bool fanotify = s_.fs_driver == "fanotify";
+  if (fanotify) SNAP_TRY(check_disk_cache_dir(s_.root + "/cache"));
   SNAP_TRY(write_file(d.config_path, *cfg));
-  // nydus-snapshotter's BuildCommand order; --id and --supervisor with failover only.
-  const bool failover = s_.recover_policy == "failover";
-  d.args = {"fuse", "--thread-num", std::to_string(s_.thread_num)};
-  if (failover) d.args.insert(d.args.end(), {"--id", d.id});
+  // nydus-snapshotter's BuildCommand order; --id and --supervisor when supervised
+  // (failover, or fanotify: see the header).
+  d.args = {fanotify ? "fanotify" : "fuse", "--thread-num", std::to_string(s_.thread_num)};
+  const bool supervise = supervised(d);
+  if (supervise) d.args.insert(d.args.end(), {"--id", d.id});
   d.args.insert(d.args.end(), {"--config", d.config_path, "--bootstrap", d.bootstrap, "--mountpoint", d.mountpoint,
                                "--apisock", d.apisock, "--log-level", s_.log_level, "--log-rotation-size", "100"});
-  if (failover) {
+  if (supervise) {
     if (auto r = open_supervisor(d.id); !r) {
       terminate(d);
       return std::unexpected(r.error());
@@ -551,9 +569,10 @@ SResult<std::vector<std::string>> DaemonManager::adopt_running() {
     adopted.push_back(meta_id);
   }
   // The supervisors died with the previous process: each daemon hands its fd over again.
-  if (s_.recover_policy == "failover") {
+  {
     for (const auto& id : adopted) {
       const DaemonInstance& d = daemons_[id];
+      if (!supervised(d)) continue;
       if (arg_value(d.args, "--supervisor") != supervisor_path(d.id)) {
         spdlog::warn("nydusd {} was started without --supervisor {}: if it dies it is restarted, not failed over",
                      d.id, supervisor_path(d.id));
@@ -671,6 +690,10 @@ SResult<void> DaemonManager::open_supervisor(const std::string& daemon_id) {
   return {};
 }
 
+bool DaemonManager::supervised(const DaemonInstance& d) const {
+  return s_.recover_policy == "failover" || is_fanotify(d);
+}
+
 bool DaemonManager::supervisor_holds_state(const std::string& daemon_id) const {
   std::lock_guard lk(sup_mu_);
   auto it = supervisors_.find(daemon_id);
@@ -678,7 +701,7 @@ bool DaemonManager::supervisor_holds_state(const std::string& daemon_id) const {
 }
 
 void DaemonManager::save_state(const DaemonInstance& d) {
-  if (s_.recover_policy != "failover" || d.shared) return;
+  if (d.shared ? s_.recover_policy != "failover" : !supervised(d)) return;
   api::ApiClient c(d.apisock, std::chrono::seconds(10));
   // RUNNING may come just before the kernel's FUSE_INIT (what the state holds): retried a while.
   Status st = c.send_fd();
@@ -694,13 +717,14 @@ void DaemonManager::save_state(const DaemonInstance& d) {
   // The supervisor's thread takes the message a moment after the daemon sent it.
   for (int i = 0; i < 100 && !supervisor_holds_state(d.id); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  spdlog::debug("nydusd {}: its supervisor holds the FUSE fd", d.id);
+  spdlog::debug("nydusd {}: its supervisor holds the {}", d.id, is_fanotify(d) ? "fanotify group fd" : "FUSE fd");
 }
 
 SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead, bool* took_over) {
   if (took_over) *took_over = false;
-  if (dead.args.empty() || dead.args[0] != "fuse")
+  if (dead.args.empty() || (dead.args[0] != "fuse" && dead.args[0] != "fanotify"))
     return snap_error(Code::kInternal, "nydusd {}: its command line is unknown", dead.id);
+  const bool fanotify = is_fanotify(dead);
   const std::string log_dir = s_.root + "/logs/" + dead.id;
   DaemonInstance d = dead;
   d.pid = -1;
@@ -708,7 +732,10 @@ SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead, bool*
   for (const auto& a : dead.args)
     if (a != "--upgrade") args.push_back(a);
   std::error_code ec;
-  if (s_.recover_policy == "failover" && supervisor_holds_state(d.id)) {
+  if (fanotify && s_.recover_policy != "failover")
+    spdlog::info("nydusd {}: recover policy {} acts as failover for a fanotify daemon (a new daemon on a new mount "
+                 "cannot replace the EROFS mount running containers read)", d.id, s_.recover_policy);
+  if ((dead.shared ? s_.recover_policy == "failover" : supervised(dead)) && supervisor_holds_state(d.id)) {
     // upstream's doDaemonFailover: a new daemon in upgrade mode (state INIT)
     // takes the connection over from the supervisor and serves it again; the
     // requests the dead one had read are sent again (--failover-policy resend).
@@ -725,8 +752,8 @@ SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead, bool*
     }
     if (r) r = wait_state(d, 0, "RUNNING");
     if (r) {
-      spdlog::info("nydusd {}: failover done, pid {} serves {} (the FUSE connection taken over)", d.id, d.pid,
-                   d.mountpoint);
+      spdlog::info("nydusd {}: failover done, pid {} serves {} ({} taken over)", d.id, d.pid, d.mountpoint,
+                   fanotify ? "the fanotify group of its EROFS mount" : "the FUSE connection");
       save_state(d);
       if (took_over) *took_over = true;
       return d;
@@ -737,6 +764,17 @@ SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead, bool*
   // upstream's doDaemonRestart: clear what the dead daemon left, same command line again.
   d.args = args;
   if (is_mountpoint(d.mountpoint)) ::umount2(d.mountpoint.c_str(), MNT_DETACH);
+  if (fanotify) {
+    // The old group goes with its supervisor (after the detach: no new opens of
+    // that mount); readers still holding files of it see unfilled ranges as zeros.
+    spdlog::warn("nydusd {}: not taken over; its EROFS mount is detached and a new daemon mounts anew (containers "
+                 "already running on the old mount may read unfilled ranges as zeros)", d.id);
+    {
+      std::lock_guard lk(sup_mu_);
+      supervisors_.erase(d.id);
+    }
+    SNAP_TRY(open_supervisor(d.id));
+  }
   fs::remove(d.apisock, ec);
   SNAP_TRY(spawn(d, log_dir));
   spdlog::info("nydusd {}: restarted, pid {} serves {}", d.id, d.pid, d.mountpoint);
@@ -761,7 +799,10 @@ void DaemonManager::monitor() {
         }
         if (s_.recover_policy != "restart" && s_.recover_policy != "failover") {
           if (reported_dead_.insert(id).second)
-            spdlog::warn("nydusd {} (pid {}) died; recover policy {}: left so", d.id, d.pid, s_.recover_policy);
+            spdlog::warn("nydusd {} (pid {}) died; recover policy {}: left so{}", d.id, d.pid, s_.recover_policy,
+                         is_fanotify(d) ? " (its supervisor keeps the fanotify group: readers of its EROFS mount "
+                                          "wait; the next Prepare/Mounts takes it over)"
+                                        : "");
           ++it;
           continue;
         }

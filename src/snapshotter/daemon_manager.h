@@ -17,6 +17,14 @@
 // read): readers only wait; "none" leaves it dead. Whatever the policy, a
 // Prepare/Mounts needing a dead or missing daemon starts it (after a reboot
 // every daemon is gone and Mounts is what brings each back, lazily).
+// --fs-driver fanotify: the same dedicated layout, but `nydusd fanotify`: the
+// kernel's EROFS mounts the bootstrap at the mountpoint with the blob cache
+// files as devices, and nydusd fills them on fanotify pre-content events.
+// When the last fd of a fanotify group closes, unfilled ranges read as zeros
+// through the still-mounted EROFS, so every fanotify daemon has a Supervisor
+// holding a dup of its group fd, whatever the policy; a death is always met
+// by a takeover (restart acts as failover: a new mount could not replace the
+// one running containers read), with `none` at the next Prepare/Mounts.
 // Shared mode (--daemon-mode shared): one nydusd "shared_daemon" mounted at
 // <root>/mnt without a bootstrap, started with the snapshotter; each image is
 // POST /api/v1/mount?mountpoint=/<meta id> into it (served at <root>/mnt/<meta
@@ -52,6 +60,7 @@ struct DaemonSettings {
   std::chrono::milliseconds ready_timeout{std::chrono::seconds(30)};
   bool shared = false;  // --daemon-mode shared
   std::string recover_policy = "restart";  // restart | failover | none
+  std::string fs_driver = "fusedev";       // fusedev | fanotify (dedicated only)
 };
 
 struct DaemonInstance {
@@ -123,6 +132,8 @@ class DaemonManager {
   SResult<void> spawn(DaemonInstance& d, const std::string& log_dir, std::string_view state = "RUNNING");
   // Failover: the daemon's supervisor (created when missing) and PUT sendfd so it holds the fd.
   std::string supervisor_path(const std::string& daemon_id) const;
+  // Its supervisor holds its fd: with --recover-policy failover, or always for fanotify.
+  bool supervised(const DaemonInstance& d) const;
   SResult<void> open_supervisor(const std::string& daemon_id);
   void save_state(const DaemonInstance& d);
   bool supervisor_holds_state(const std::string& daemon_id) const;

@@ -163,6 +163,7 @@ step "an idle keep-alive connection stays open 15 s and still serves" idle_conn
 
 # --- nydusctl, upstream's syntax ------------------------------------------------------------------
 step "nydusctl info" "$NYDUSCTL" -S "$SOCK" info
+step "nydusctl info names the FUSE path: Driver: fusedev" sh -c "'$NYDUSCTL' -S '$SOCK' info | grep -x 'Driver:     fusedev'"
 step "nydusctl metrics backend" sh -c "'$NYDUSCTL' -S '$SOCK' metrics backend --raw | '$PY' '$COMPAT_LIB/decode.py' BackendMetrics >/dev/null"
 step "nydusctl metrics cache" sh -c "'$NYDUSCTL' -S '$SOCK' --raw metrics cache | '$PY' '$COMPAT_LIB/decode.py' CacheMetrics >/dev/null"
 step "nydusctl metrics fsstats -I (prints again)" sh -c \

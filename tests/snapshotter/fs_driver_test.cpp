@@ -1,30 +1,102 @@
-// --fs-driver: what `auto` picks and why, and the drivers refused.
+// --fs-driver: what `auto` picks and why, what explicit drivers need, and the probe.
 #include <gtest/gtest.h>
+
+#include <sys/utsname.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 
 #include "snapshotter/fs_driver.h"
 
 using namespace nydus::snapshotter;
 
-TEST(FsDriver, AutoPicksFusedevAndSaysWhy) {
-  for (bool fan : {false, true})
-    for (bool fsc : {false, true}) {
-      auto c = choose_fs_driver("auto", KernelPaths{fan, fsc});
-      ASSERT_TRUE(c);
-      EXPECT_EQ(c->driver, "fusedev");
-      EXPECT_NE(c->reason.find(fan ? "fanotify pre-content offered" : "fanotify pre-content not offered"),
-                std::string::npos) << c->reason;
-      EXPECT_NE(c->reason.find(fsc ? "fscache on-demand offered" : "fscache on-demand not offered"),
-                std::string::npos) << c->reason;
-    }
+namespace {
+
+KernelPaths paths(bool init, bool mark, bool erofs, bool fscache = false) {
+  KernelPaths k;
+  k.fanotify_pre_content = init;
+  k.pre_access_mark = mark;
+  k.erofs = erofs;
+  k.fscache_ondemand = fscache;
+  k.fanotify_why = init ? "INIT-OK" : "INIT-FAILED";
+  k.mark_why = mark ? "MARK-OK" : "MARK-FAILED";
+  k.erofs_why = erofs ? "EROFS-OK" : "EROFS-MISSING";
+  return k;
 }
 
-TEST(FsDriver, FusedevAcceptedOthersRefusedWithTheReason) {
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST(FsDriver, AutoPicksFanotifyOnlyWhenAllThreeProbesPass) {
+  for (int bits = 0; bits < 8; ++bits) {
+    const bool init = bits & 1, mark = bits & 2, erofs = bits & 4;
+    for (bool fsc : {false, true}) {
+      auto c = choose_fs_driver("auto", paths(init, mark, erofs, fsc));
+      ASSERT_TRUE(c);
+      EXPECT_EQ(c->driver, bits == 7 ? "fanotify" : "fusedev") << c->reason;
+      // Each reason is in the log line, and the verdict.
+      EXPECT_TRUE(has(c->reason, init ? "INIT-OK" : "INIT-FAILED")) << c->reason;
+      EXPECT_TRUE(has(c->reason, mark ? "MARK-OK" : "MARK-FAILED")) << c->reason;
+      EXPECT_TRUE(has(c->reason, erofs ? "EROFS-OK" : "EROFS-MISSING")) << c->reason;
+      EXPECT_TRUE(has(c->reason, bits == 7 ? "fanotify pre-content offered" : "fanotify pre-content not offered"))
+          << c->reason;
+      EXPECT_TRUE(has(c->reason, fsc ? "fscache on-demand offered" : "fscache on-demand not offered")) << c->reason;
+      EXPECT_TRUE(has(c->reason, bits == 7 ? "using fanotify" : "using fusedev")) << c->reason;
+    }
+  }
+}
+
+TEST(FsDriver, AutoWithSharedDaemonKeepsFusedevAndSaysWhy) {
+  auto c = choose_fs_driver("auto", paths(true, true, true), /*shared=*/true);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->driver, "fusedev");
+  EXPECT_TRUE(has(c->reason, "--daemon-mode shared")) << c->reason;
+}
+
+TEST(FsDriver, ExplicitFanotifyNeedsTheKernelAndADedicatedDaemon) {
+  auto ok = choose_fs_driver("fanotify", paths(true, true, true));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->driver, "fanotify");
+  auto shared = choose_fs_driver("fanotify", paths(true, true, true), /*shared=*/true);
+  ASSERT_FALSE(shared);
+  EXPECT_TRUE(has(shared.error().message, "--daemon-mode shared")) << shared.error().message;
+  auto no_mark = choose_fs_driver("fanotify", paths(true, false, true));
+  ASSERT_FALSE(no_mark);
+  EXPECT_TRUE(has(no_mark.error().message, "MARK-FAILED")) << no_mark.error().message;
+  EXPECT_FALSE(choose_fs_driver("fanotify", paths(false, false, true)));
+  EXPECT_FALSE(choose_fs_driver("fanotify", paths(true, true, false)));
+}
+
+TEST(FsDriver, FusedevAcceptedFscacheAndUnknownRefused) {
   ASSERT_TRUE(choose_fs_driver("fusedev", {}));
   EXPECT_EQ(choose_fs_driver("fusedev", {})->driver, "fusedev");
-  auto fan = choose_fs_driver("fanotify", KernelPaths{true, true});
-  ASSERT_FALSE(fan);
-  EXPECT_NE(fan.error().message.find("not supported by this snapshotter"), std::string::npos);
-  EXPECT_FALSE(choose_fs_driver("fscache", KernelPaths{true, true}));
+  EXPECT_EQ(choose_fs_driver("fusedev", paths(true, true, true), true)->driver, "fusedev");
+  EXPECT_FALSE(choose_fs_driver("fscache", paths(true, true, true, true)));
   EXPECT_FALSE(choose_fs_driver("FUSEDEV", {}));
   EXPECT_FALSE(choose_fs_driver("", {}));
+}
+
+// The probe against the real kernel: its verdicts must agree with what the
+// kernel says independently (/proc/filesystems; a tmpfs dir never takes the mark).
+TEST(FsDriver, ProbeAgreesWithTheKernel) {
+  namespace fs = std::filesystem;
+  const fs::path disk = fs::path("/var/tmp") / ("fs-driver-probe-" + std::to_string(::getpid()));
+  KernelPaths k = probe_kernel_paths(disk.string());
+  std::ifstream in("/proc/filesystems");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(k.erofs, has(all, "\terofs\n"));
+  EXPECT_FALSE(k.fanotify_why.empty());
+  EXPECT_FALSE(k.mark_why.empty());
+  // Nothing left behind in the cache dir.
+  EXPECT_TRUE(fs::is_empty(disk));
+  fs::remove_all(disk);
+  if (!k.fanotify_pre_content) GTEST_SKIP() << "no pre-content fanotify here: " << k.fanotify_why;
+  EXPECT_TRUE(k.pre_access_mark) << k.mark_why;  // /var/tmp is on a disk fs in CI
+  if (fs::exists("/dev/shm") && ::geteuid() == 0) {
+    KernelPaths t = probe_kernel_paths("/dev/shm");
+    EXPECT_TRUE(t.fanotify_pre_content);
+    EXPECT_FALSE(t.pre_access_mark) << "tmpfs took a FAN_PRE_ACCESS mark: " << t.mark_why;
+  }
 }

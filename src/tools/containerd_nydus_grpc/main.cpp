@@ -48,13 +48,18 @@ int main(int argc, char** argv) {
   app.add_option("--nydusd", nydusd, "nydusd binary");
   app.add_option("--nydus-image", nydus_image, "nydus-image binary");
   app.add_option("--nydusd-config", nydusd_config, "nydusd config template (JSON)");
-  app.add_option("--fs-driver", fs_driver, "fusedev | auto (picks the fastest path the kernel offers that the snapshotter drives: fusedev for now); fscache, fanotify: refused, not yet");
+  app.add_option("--fs-driver", fs_driver,
+                 "fusedev | fanotify (a `nydusd fanotify` per image: kernel EROFS, data filled on fanotify "
+                 "pre-content events; Linux >= 6.14, dedicated daemons only) | auto (fanotify when the kernel "
+                 "offers it, else fusedev) | fscache: refused, not yet");
   app.add_option("--daemon-mode", daemon_mode, "dedicated (a nydusd per image) | shared (one nydusd, images mounted through its API)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   app.add_flag("--log-to-stdout", log_to_stdout, "nydusd logs to stdout instead of files");
   app.add_option("--recover-policy", recover_policy,
                  "when a nydusd dies: restart (same command line, new mount: running containers see ENOTCONN) | "
-                 "failover (a new nydusd takes the FUSE connection over from the supervisor: readers wait) | none");
+                 "failover (a new nydusd takes the FUSE connection over from the supervisor: readers wait) | none. "
+                 "fanotify daemons: the supervisor always holds the fanotify group; restart and failover both "
+                 "take it over (the EROFS mount stays), none leaves it held until the next Prepare/Mounts");
   app.add_option("--nydusd-thread-num", threads, "nydusd --thread-num");
   app.add_option("--daemon-ready-timeout", ready_timeout_s, "seconds to wait for a nydusd to be RUNNING");
   app.add_option("--metrics-address", metrics_address,
@@ -98,13 +103,14 @@ int main(int argc, char** argv) {
     if (auto it = cfg->find("log.log_to_stdout"); it != cfg->end() && app.count("--log-to-stdout") == 0)
       log_to_stdout = it->second == "true";
   }
-  auto driver = choose_fs_driver(fs_driver, probe_kernel_paths());
-  if (!driver) {
-    std::cerr << driver.error().message << "\n";
-    return 2;
-  }
   if (daemon_mode != "dedicated" && daemon_mode != "shared") {
     std::cerr << "--daemon-mode " << daemon_mode << ": want dedicated or shared\n";
+    return 2;
+  }
+  // The blob cache files (what fanotify marks) live in <root>/cache.
+  auto driver = choose_fs_driver(fs_driver, probe_kernel_paths(root + "/cache"), daemon_mode == "shared");
+  if (!driver) {
+    std::cerr << driver.error().message << "\n";
     return 2;
   }
   if (recover_policy != "restart" && recover_policy != "failover" && recover_policy != "none") {
@@ -129,6 +135,7 @@ int main(int argc, char** argv) {
   opts.daemon.ready_timeout = std::chrono::seconds(ready_timeout_s);
   opts.daemon.shared = daemon_mode == "shared";
   opts.daemon.recover_policy = recover_policy;
+  opts.daemon.fs_driver = driver->driver;
   spdlog::info("fs driver {} ({})", driver->driver, driver->reason);
   auto sn = Snapshotter::open(opts);
   if (!sn) {

@@ -12,6 +12,8 @@
 #include <thread>
 #include <iostream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -65,6 +67,26 @@ void print_json(const json& j, bool raw) {
   }
 }
 
+// How the daemon serves its filesystems: a fanotify mount says so in its
+// backend (fs_type), an fscache daemon has an "fscache" section, and the
+// rest is FUSE. A singleton may mix FUSE and fanotify mounts: both are named.
+std::string driver_of(const json& info) {
+  bool fuse = info.contains("fuse_transport"), fanotify = false;
+  if (auto b = info.find("backend_collection"); b != info.end() && b->is_object())
+    for (const auto& [mp, backend] : b->items()) {
+      const bool fan = backend.is_object() && backend.value("fs_type", "") == "fanotify";
+      (fan ? fanotify : fuse) = true;
+    }
+  std::vector<std::string> parts;
+  if (auto f = info.find("fscache"); f != info.end() && f->is_object()) parts.push_back("fscache (kernel EROFS)");
+  if (fuse) parts.push_back("fusedev");
+  if (fanotify) parts.push_back("fanotify (kernel EROFS)");
+  if (parts.empty()) return "-";
+  std::string out = parts[0];
+  for (size_t i = 1; i < parts.size(); ++i) out += ", " + parts[i];
+  return out;
+}
+
 void print_info(const json& info, bool raw) {
   if (raw || !info.is_object()) return print_json(info, raw);
   auto field = [&](const char* k) { return info.contains(k) ? scalar(info[k]) : std::string("-"); };
@@ -77,6 +99,7 @@ void print_info(const json& info, bool raw) {
   }
   if (auto s = info.find("supervisor"); s != info.end() && !s->is_null())
     fmt::print("Supervisor: {}\n", scalar(*s));
+  fmt::print("Driver:     {}\n", driver_of(info));
   if (auto t = info.find("fuse_transport"); t != info.end() && t->is_string())
     fmt::print("FUSE:       {}\n", t->get<std::string>());
   if (auto b = info.find("backend_collection"); b != info.end() && b->is_object()) {
