@@ -14,6 +14,10 @@
 #     failover for fanotify): the supervisor held the group fd, a new nydusd
 #     --upgrade takes it over, the EROFS mount is the same (mount id), every
 #     read has the source's sha256 (no zeros from unfilled ranges) and none failed;
+#   - the snapshotter restarted with --recover-policy none re-attaches the
+#     daemon and its supervisor; a kill -9 of nydusd leaves it dead with the
+#     mount in place (readers wait), the next `ctr run` takes it over;
+#   - a reboot (daemon and mount gone): the next `ctr run` gets a fresh one;
 #   - `ctr image rm` + the snapshots' removal: no nydusd, mount, socket or
 #     supervisor left;
 #   - `--fs-driver fanotify --daemon-mode shared` is refused at start (exit 2,
@@ -178,6 +182,53 @@ takeover() {
 }
 step "kill -9 of nydusd mid-read: taken over (--upgrade, same erofs mount); all 300 parts right, 0 errors" takeover
 step "a new container reads right through the new nydusd" files_right
+
+# ---- the snapshotter restarted; --recover-policy none; a reboot --------------------------------
+restart_snapshotter() {  # FLAGS...: kill -9 and start again with FLAGS
+  kill -KILL "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
+  ct_start_snapshotter "$@" || return 1
+  wait_proxy
+}
+# none: the supervisor keeps the group (readers wait); the next Prepare takes it over.
+policy_none() {
+  local old mid new _
+  old=$(nydusd_pids); mid=$(mount_id_of "$LOWER")
+  restart_snapshotter "${SNAP_FLAGS[@]}" --recover-policy none || return 1
+  [ "$(nydusd_pids)" = "$old" ] || { echo "nydusd changed at the restart: $old -> $(nydusd_pids)"; return 1; }
+  [ -S "$CT_ROOT/supervisor/nydusd-$(basename "$LOWER").sock" ] || { echo "no supervisor socket after the restart"; return 1; }
+  for _ in $(seq 50); do grep -q 'its supervisor holds the fanotify group fd' "$CT_LOGS/snapshotter.log" && break; sleep 0.1; done
+  kill -KILL "$old"
+  sleep 2
+  echo "nydusd 2 s after kill -9 of $old: '$(nydusd_pids)'"
+  [ -z "$(nydusd_pids)" ] || return 1
+  grep 'recover policy none: left so' "$CT_LOGS/snapshotter.log" | tail -1 | grep -q 'fanotify group' || { echo "no 'left so' log"; return 1; }
+  [ "$(mount_id_of "$LOWER")" = "$mid" ] || { echo "the EROFS mount changed: $mid -> $(mount_id_of "$LOWER")"; return 1; }
+  files_right || return 1
+  new=$(nydusd_pids)
+  echo "nydusd after the Prepare: $new: $(tr '\0' ' ' <"/proc/$new/cmdline" 2>/dev/null)"
+  tr '\0' ' ' <"/proc/$new/cmdline" | grep -q -- '^[^ ]* fanotify --upgrade ' || { echo "not taken over"; return 1; }
+  [ "$(mount_id_of "$LOWER")" = "$mid" ] || { echo "the EROFS mount changed: $mid -> $(mount_id_of "$LOWER")"; return 1; }
+}
+step "snapshotter restarted with --recover-policy none: re-attached (supervisor back); kill -9 of nydusd: left dead, the mount kept; the next ctr run takes it over" policy_none
+# A reboot: no daemon, no mount; the next container gets a fresh nydusd fanotify.
+reboot() {
+  local c p new
+  for c in $(ct_ctr task ls -q); do ct_ctr task kill -s KILL "$c"; done
+  sleep 0.5
+  for c in $(ct_ctr task ls -q); do ct_ctr task rm -f "$c" >/dev/null; done
+  for p in "$CT_SNAP_PID" $(nydusd_pids); do kill -KILL "$p"; done
+  wait "$CT_SNAP_PID" 2>/dev/null
+  umount_below "$CT_ROOT"
+  [ -z "$(awk -v d="$CT_ROOT" 'index($5, d) == 1' /proc/self/mountinfo)" ] || { echo "mounts left"; return 1; }
+  ct_start_snapshotter "${SNAP_FLAGS[@]}" || return 1
+  wait_proxy || return 1
+  files_right || return 1
+  new=$(nydusd_pids)
+  echo "nydusd: $new: $(tr '\0' ' ' <"/proc/$new/cmdline" 2>/dev/null); $LOWER: $(fstype_at "$LOWER")"
+  [ "$(echo "$new" | wc -w)" -eq 1 ] && [ "$(tr '\0' '\n' <"/proc/$new/cmdline" | sed -n 2p)" = fanotify ] &&
+    ! tr '\0' ' ' <"/proc/$new/cmdline" | grep -q -- ' --upgrade ' && [ "$(fstype_at "$LOWER")" = erofs ]
+}
+step "reboot (kill -9 of snapshotter and nydusd, mounts gone): the next ctr run gets a fresh nydusd fanotify, right bytes" reboot
 
 # ---- teardown: the last snapshot of the image goes ------------------------------------------
 remove_all() {
