@@ -8,7 +8,9 @@
 #   - rows: containerd's overlayfs snapshotter (`ctr image pull` = download +
 #     unpack, then `ctr run`), and ours (`ctr-remote image rpull --snapshotter
 #     nydus`, then `ctr run --snapshotter nydus`: nydusd over FUSE fetches what
-#     the container reads); a fanotify row once the snapshotter drives that mode;
+#     the container reads), and ours with `--fs-driver fanotify` (the same, but
+#     the kernel's EROFS reads the image, nydusd fills its cache files on
+#     fanotify pre-content events; the snapshotter is restarted between rows);
 #   - workloads: `python3 -c pass` and an import-heavy start (numpy, pandas, ...);
 #   - before each run: the image removed (`ctr image rm --sync`, so content,
 #     snapshots and our blob cache go), the page cache dropped. RUNS (3)
@@ -16,7 +18,7 @@
 # Needs root, containerd + runc, ctr-remote, docker-registry, umoci, skopeo, mmdebstrap.
 #
 # Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), RTT_MS (20), RATE_MBIT (100),
-#      RUNS (3), PREFETCH_ALL (0; 1: upstream's shipped nydusd config, prefetch of
+#      RUNS (3), ROWS ("overlayfs nydus-fuse nydus-fanotify"), PREFETCH_ALL (0; 1: upstream's shipped nydusd config, prefetch of
 #      the whole blob), AMPLIFY_IO (bytes; the template's amplify_io), NETNS_LINK (auto|netem|tun), KEEP=1.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +28,7 @@ LIB=$ROOT/tests/integration/lib
 RTT_MS=${RTT_MS:-20}
 RATE_MBIT=${RATE_MBIT:-100}
 RUNS=${RUNS:-3}
+ROWS=${ROWS:-overlayfs nydus-fuse nydus-fanotify}
 PACKAGES=python3,python3-numpy,python3-pandas,python3-yaml,perl,curl,git
 PASS_CMD='import sys'
 IMPORT_CMD='import numpy, pandas, yaml, json, email.parser, http.client, argparse, logging, asyncio'
@@ -118,6 +121,21 @@ sent_since() {  # MARK: bytes of blob GETs the registry answered since
     awk '$6 == "\"GET" && $7 ~ /\/blobs\// && ($9 == 200 || $9 == 206) {s += $10} END {print s + 0}'
 }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+SNAP_DRIVER=fusedev
+# snapshotter_for DRIVER: the snapshotter runs with --fs-driver DRIVER (restarted when
+# it differs; containerd redials it, a Prepare tells when it is reached).
+snapshotter_for() {
+  local _
+  [ "$1" = "$SNAP_DRIVER" ] && return 0
+  ct_stop_pid "$CT_SNAP_PID"
+  ct_start_snapshotter --log-level warn --fs-driver "$1" || return 1
+  for _ in $(seq 60); do
+    ct_ctr snapshots --snapshotter nydus prepare "probe-$$" >/dev/null 2>&1 &&
+      { ct_ctr snapshots --snapshotter nydus rm "probe-$$"; SNAP_DRIVER=$1; return 0; }
+    sleep 0.5
+  done
+  echo "containerd does not reach the snapshotter (--fs-driver $1)" >&2; return 1
+}
 now() { date +%s.%N; }
 
 # one ROW WORKLOAD: pull + run, print "seconds bytes" (or nothing on failure).
@@ -126,10 +144,14 @@ one() {
   [ "$2" = pass ] && cmd=$PASS_CMD || cmd=$IMPORT_CMD
   case $row in
     overlayfs) ref=$REG/bench/py:oci pull=(ct_ctr image pull --plain-http "$ref") ;;
-    nydus-fuse) ref=$REG/bench/py:nydus snap=(--snapshotter nydus)
+    nydus-fuse|nydus-fanotify) ref=$REG/bench/py:nydus snap=(--snapshotter nydus)
       pull=(ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$ref") ;;
   esac
   ct_ctr image rm --sync "$ref" >/dev/null 2>&1
+  case $row in
+    nydus-fuse) snapshotter_for fusedev || return 1 ;;
+    nydus-fanotify) snapshotter_for fanotify || return 1 ;;
+  esac
   drop
   m=$(mark)
   t0=$(now)
@@ -143,7 +165,7 @@ one() {
 : >"$W/times"
 for r in $(seq "$RUNS"); do
   for w in pass import; do
-    for row in overlayfs nydus-fuse; do
+    for row in $ROWS; do
       log "round $r/$RUNS: $row, $w"
       res=$(one "$row" "$w") && echo "$row $w $res" >>"$W/times"
     done
@@ -156,7 +178,8 @@ t = {}
 for line in open(sys.argv[1]):
     row, w, s, b = line.split()
     t.setdefault((row, w), []).append((float(s), int(b)))
-names = {"overlayfs": "containerd overlayfs (pull + unpack, run)", "nydus-fuse": "ours, nydusd FUSE (rpull, run)"}
+names = {"overlayfs": "containerd overlayfs (pull + unpack, run)", "nydus-fuse": "ours, nydusd FUSE (rpull, run)",
+         "nydus-fanotify": "ours, nydusd fanotify + kernel EROFS (rpull, run)"}
 def cell(row, w):
     v = t.get((row, w))
     if not v: return "-", "-", "-"
@@ -166,9 +189,9 @@ def cell(row, w):
     return f"{s:.2f}", speed, f"{statistics.median(x[1] for x in v) / 1e6:.1f}"
 print("| snapshotter | `python3 -c pass` (s) | vs overlayfs | MB over the link | import-heavy start (s) | vs overlayfs | MB over the link |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-for row in ("overlayfs", "nydus-fuse"):
-    print(f"| {names[row]} | " + " | ".join(cell(row, "pass") + cell(row, "import")) + " |")
-print("| ours, fanotify | not measured: the snapshotter does not drive fanotify mode yet | | | | | |")
+for row in ("overlayfs", "nydus-fuse", "nydus-fanotify"):
+    if any(k[0] == row for k in t):
+        print(f"| {names[row]} | " + " | ".join(cell(row, "pass") + cell(row, "import")) + " |")
 PY
 echo
 echo "image: bookworm minbase + $PACKAGES, $((IMAGE_BYTES >> 20)) MiB unpacked, $ENTRIES entries;" \
