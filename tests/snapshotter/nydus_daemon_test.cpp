@@ -3,7 +3,9 @@
 // shape), and the daemon's lifetime, against a fake nydusd that records its
 // argv and answers GET /api/v1/daemon with RUNNING on its --apisock.
 #include <signal.h>
+#include <linux/magic.h>
 #include <stdlib.h>
+#include <sys/statfs.h>
 
 #include <gtest/gtest.h>
 
@@ -227,4 +229,51 @@ TEST_F(NydusDaemonTest, SlowDaemonStartDoesNotBlockOtherCalls) {
   std::string argv = slurp(dir_ / "argv.jsonl");
   EXPECT_EQ(std::count(argv.begin(), argv.end(), '\n'), 1) << "one start for both Prepares";
   EXPECT_EQ(sn_->daemons().running().size(), 1u);
+}
+
+// --fs-driver fanotify: the same dedicated layout with `nydusd fanotify`, and
+// (whatever the recover policy; restart here) --id and --supervisor, the
+// supervisor listening while the daemon lives and gone with it: it holds the
+// fanotify group fd, without which unfilled ranges would read as zeros.
+TEST_F(NydusDaemonTest, FanotifyDaemonIsSupervisedWhateverThePolicy) {
+  SnapshotterOptions o;
+  o.root = (dir_ / "root-fanotify").string();
+  o.index_off = false;
+  o.userxattr = false;
+  o.daemon.nydusd_path = fake_.string();
+  o.daemon.ready_timeout = std::chrono::seconds(20);
+  o.daemon.fs_driver = "fanotify";
+  o.daemon.recover_policy = "restart";
+  fs::create_directories(o.root);
+  struct statfs sf{};
+  ASSERT_EQ(::statfs(o.root.c_str(), &sf), 0);
+  if (sf.f_type == TMPFS_MAGIC) GTEST_SKIP() << "the test dir is on tmpfs: fanotify is refused there";
+  for (const auto& id : sn_->daemons().running()) (void)sn_->daemons().stop(id);
+  auto s = Snapshotter::open(o);
+  ASSERT_TRUE(s) << s.error().message;
+  sn_ = std::move(*s);
+  std::string meta_id = make_image(std::string(label::kStargzReference), "localhost:5000/ns/img:nydus");
+  auto m = sn_->prepare("container", "sha256:m1", {});
+  ASSERT_TRUE(m) << m.error().message;
+  const std::string mnt = o.root + "/mnt/" + meta_id;
+  EXPECT_EQ((*m)[0].options.back(), "lowerdir=" + mnt);
+  auto d = sn_->daemons().find(meta_id);
+  ASSERT_TRUE(d);
+  std::string line = slurp(dir_ / "argv.jsonl");
+  auto argv = nlohmann::json::parse(line.substr(0, line.find('\n'))).get<std::vector<std::string>>();
+  const std::string sup = o.root + "/supervisor/" + d->id + ".sock";
+  std::vector<std::string> want{"fanotify",   "--thread-num", "4", "--id", d->id,
+                                "--config",   d->config_path, "--bootstrap",
+                                meta_fs_ + "/image/image.boot", "--mountpoint", mnt,
+                                "--apisock",  d->apisock,     "--log-level",
+                                "info",       "--log-rotation-size", "100",
+                                "--supervisor", sup,
+                                "--log-file", o.root + "/logs/" + d->id + "/nydusd.log",
+                                "--failover-policy", "resend"};
+  EXPECT_EQ(argv, want);
+  EXPECT_TRUE(fs::is_socket(sup));
+  ASSERT_TRUE(sn_->remove("container"));
+  EXPECT_TRUE(sn_->daemons().running().empty());
+  EXPECT_FALSE(fs::exists(sup));
+  EXPECT_FALSE(fs::exists(mnt));
 }
