@@ -94,7 +94,7 @@ Result<FsDriverChoice> choose_fs_driver(const std::string& requested, const Kern
       << (kernel.fscache_ondemand ? "offered (/dev/cachefiles) but not driven by the snapshotter yet"
                                   : "not offered (no /dev/cachefiles or no EROFS)");
   if (fanotify_ok && shared) {
-    why << "; --daemon-mode shared: fanotify serves one image per daemon, so using fusedev";
+    why << "; --daemon-mode shared (fanotify serves one image per daemon, there is no shared one); using fusedev";
     return FsDriverChoice{"fusedev", why.str()};
   }
   why << "; using " << (fanotify_ok ? "fanotify" : "fusedev");

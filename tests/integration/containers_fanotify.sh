@@ -266,7 +266,7 @@ auto_shared() {
   pid=$!
   for _ in $(seq 100); do [ -S "$WORK/shared.sock" ] && break; sleep 0.1; done
   grep 'fs driver' "$WORK/shared.log"
-  grep -q 'fs driver fusedev (auto: fanotify pre-content offered .*--daemon-mode shared: fanotify serves one image per daemon, so using fusedev)' \
+  grep -q 'fs driver fusedev (auto: fanotify pre-content offered .*--daemon-mode shared (fanotify serves one image per daemon, there is no shared one); using fusedev)' \
     "$WORK/shared.log" && ok=0
   ct_stop_pid "$pid"
   for p in $(ct_pids nydusd "$WORK/shared-root/"); do ct_stop_pid "$p"; done

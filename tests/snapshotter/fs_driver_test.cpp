@@ -53,6 +53,7 @@ TEST(FsDriver, AutoWithSharedDaemonKeepsFusedevAndSaysWhy) {
   ASSERT_TRUE(c);
   EXPECT_EQ(c->driver, "fusedev");
   EXPECT_TRUE(has(c->reason, "--daemon-mode shared")) << c->reason;
+  EXPECT_TRUE(has(c->reason, "; using fusedev")) << c->reason;
 }
 
 TEST(FsDriver, ExplicitFanotifyNeedsTheKernelAndADedicatedDaemon) {
