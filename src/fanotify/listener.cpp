@@ -209,6 +209,9 @@ void Listener::handle_event(Event& ev) {
   const uint64_t size = cache->info().uncompressed_size;
   // No range record: the whole file is at stake.
   FillRange r = ev.has_range ? fill_range(ev.offset, ev.count, size) : fill_range(0, size, size);
+  // Recorded before any decision: from here until answer() a takeover can
+  // finish this event if we die (see inflight_journal.h).
+  if (journal_) journal_->record(ev.fd, uint32_t(bi), r.offset, r.len);
   if (r.len == 0 || cache->is_ready(r.offset, r.len)) {
     allowed_ready_++;
     answer(ev.fd, true);
@@ -216,7 +219,7 @@ void Listener::handle_event(Event& ev) {
     unmark_if_complete(size_t(bi));
     return;
   }
-  spdlog::debug("fanotify: pid {} needs blob {} {:#x}+{:#x}", ev.pid, bi, r.offset, r.len);
+  spdlog::debug("fanotify: pid {} needs blob {} {:#x}+{:#x} (event fd {})", ev.pid, bi, r.offset, r.len, ev.fd);
   queue_.push(Job{ev.fd, size_t(bi), r});
 }
 
@@ -252,7 +255,27 @@ void Listener::answer(int fd, bool allow, int deny_errno) {
     }
     if (n != ssize_t(sizeof(resp))) spdlog::error("fanotify: response for fd {} failed: {}", fd, std::strerror(errno));
   }
+  if (journal_) journal_->clear(fd);
+  spdlog::trace("fanotify: answered event fd {} ({})", fd, allow ? "allow" : "deny");
   ::close(fd);
+}
+
+bool Listener::answer_orphan(int fd_number, bool allow, int deny_errno) {
+  if (fan_fd_ < 0 || fd_number < 0) return false;
+  fanotify_response resp{fd_number, allow ? uint32_t(FAN_ALLOW) : uint32_t(FAN_DENY)};
+  if (!allow && deny_errno_ok_) resp.response = FAN_DENY_ERRNO(deny_errno);
+  ssize_t n = ::write(fan_fd_, &resp, sizeof(resp));
+  if (n < 0 && errno == EINVAL && !allow && deny_errno_ok_) {
+    deny_errno_ok_ = false;
+    resp.response = FAN_DENY;
+    n = ::write(fan_fd_, &resp, sizeof(resp));
+  }
+  if (n == ssize_t(sizeof(resp))) {
+    if (!allow) denied_++;
+    return true;
+  }
+  if (errno != ENOENT) spdlog::warn("fanotify: answering orphaned event {}: {}", fd_number, std::strerror(errno));
+  return false;
 }
 
 }  // namespace nydus::fanotify

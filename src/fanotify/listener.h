@@ -36,6 +36,7 @@
 #include "common/result.h"
 #include "common/work_queue.h"
 #include "fanotify/event_parser.h"
+#include "fanotify/inflight_journal.h"
 #include "storage/blob_cache.h"
 
 namespace nydus::fanotify {
@@ -63,6 +64,15 @@ class Listener {
   // EROFS mount) opens the file for reading.
   Status add_blob(std::shared_ptr<storage::BlobCache> cache);
   void start();
+  // Record every pre-content event in `j` while it is pending (for a takeover
+  // after our death); call before start(). Not owned.
+  void set_journal(InflightJournal* j) { journal_ = j; }
+  // The fanotify group (for handing it to a supervisor); -1 in tests.
+  int group_fd() const { return fan_fd_; }
+  // Answer a pending event of the group by its fd number in a process that
+  // is gone (a takeover): nothing is closed. False when the kernel knows no
+  // pending event by that number (ENOENT).
+  bool answer_orphan(int fd_number, bool allow, int deny_errno = EIO);
   // Stop reading events, let the workers answer every queued event, then
   // deny whatever is still queued in the kernel. Idempotent.
   void stop();
@@ -92,6 +102,7 @@ class Listener {
 
   int fan_fd_;
   bool owns_fd_;
+  InflightJournal* journal_ = nullptr;
   unsigned nworkers_;
   std::atomic<bool> deny_errno_ok_{true};
   std::vector<std::shared_ptr<storage::BlobCache>> blobs_;

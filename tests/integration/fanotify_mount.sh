@@ -43,27 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---- preflight: pre-content fanotify and file-backed EROFS, else skip ----------------------
-"$PY" - "$WORK" <<'PYEOF' || skip_kernel "fanotify pre-content events unavailable (needs Linux 6.14+): $(cat "$WORK/probe.err" 2>/dev/null)"
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-err = open(os.path.join(sys.argv[1], "probe.err"), "w")
-fd = libc.fanotify_init(0x8 | 0x1, os.O_RDWR)  # FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC
-if fd < 0:
-    err.write("fanotify_init: " + os.strerror(ctypes.get_errno())); sys.exit(1)
-p = os.path.join(sys.argv[1], "probe.file"); open(p, "w").close()
-libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
-if libc.fanotify_mark(fd, 1, 0x00100000, -100, p.encode()) != 0:  # FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD
-    err.write("fanotify_mark(FAN_PRE_ACCESS): " + os.strerror(ctypes.get_errno())); sys.exit(1)
-PYEOF
-mkdir -p "$WORK/probe/src" "$WORK/probe/cache" "$WORK/probe/mnt"
-echo probe >"$WORK/probe/src/f"
-"$NYDUS_IMAGE" create -B "$WORK/probe/boot" -D "$WORK/probe" --blob-cache-dir "$WORK/probe/cache" "$WORK/probe/src" \
-  >/dev/null 2>&1 || die "nydus-image create (probe) failed"
-PROBE_DEV=$(find "$WORK/probe/cache" -name '*.blob.data' | head -n1)
-erofs_mount "$WORK/probe/boot" "$WORK/probe/mnt" --device "$PROBE_DEV" >"$WORK/probe.log" 2>&1 ||
-  skip_kernel "file-backed EROFS mounts unavailable: $(tail -n1 "$WORK/probe.log")"
-erofs_umount "$WORK/probe/mnt" >/dev/null 2>&1
+need_fanotify_erofs "$WORK"
 
 # The source tree lives on a tmpfs: ext4 can't hold 50 x 1000-byte xattrs on one inode.
 mkdir -p "$WORK/srcfs"

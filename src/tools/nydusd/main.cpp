@@ -389,18 +389,27 @@ int run_fanotify(Args& a) {
     return 1;
   }
   o.prefetch_files = std::move(*prefetch);
-  auto img = nydus::fanotify::FanotifyImage::mount(o);
+  o.supervisor = a.supervisor;
+  o.id = a.id;
+  if (a.upgrade && (a.supervisor.empty() || a.apisock.empty())) {
+    spdlog::error("--upgrade takes over a fanotify group: it needs --supervisor and --apisock");
+    return 1;
+  }
+  nydus::Result<std::unique_ptr<nydus::fanotify::FanotifyImage>> img =
+      a.upgrade ? nydus::fanotify::FanotifyImage::awaiting_takeover(o) : nydus::fanotify::FanotifyImage::mount(o);
   if (!img) {
     spdlog::error("fanotify mode: {}", img.error().to_string());
     return 1;
   }
+  if (a.upgrade) spdlog::info("waiting to take over {} from {}", o.mountpoint, a.supervisor);
   std::unique_ptr<nydus::api::HttpServer> server;
   if (!start_api(a.apisock, **img, server)) {
     (*img)->shutdown();
     return 1;
   }
   const int rc = wait_for_shutdown(sigs, [&]() -> std::optional<std::string> {
-    if ((*img)->mounted()) return std::nullopt;
+    // An upgrade daemon has no mount of its own until the takeover.
+    if ((*img)->mounted() || (*img)->daemon_info()["state"] == "INIT") return std::nullopt;
     return o.mountpoint + " was unmounted externally";
   });
   if (server) server->stop();

@@ -87,6 +87,33 @@ need_root_and_fuse() {
   [ -c /dev/fuse ] || skip_kernel "no /dev/fuse"
 }
 
+# need_fanotify_erofs DIR: fanotify pre-content events (Linux 6.14+) and
+# file-backed EROFS mounts work on DIR's filesystem, else exit 77 (the kernel
+# lacks them). Needs need_nydus_image; leaves DIR/probe* behind.
+need_fanotify_erofs() {
+  local dir=$1 PROBE_DEV
+  "$PY" - "$dir" <<'PYEOF' || skip_kernel "fanotify pre-content events unavailable (needs Linux 6.14+): $(cat "$dir/probe.err" 2>/dev/null)"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+err = open(os.path.join(sys.argv[1], "probe.err"), "w")
+fd = libc.fanotify_init(0x8 | 0x1, os.O_RDWR)  # FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC
+if fd < 0:
+    err.write("fanotify_init: " + os.strerror(ctypes.get_errno())); sys.exit(1)
+p = os.path.join(sys.argv[1], "probe.file"); open(p, "w").close()
+libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+if libc.fanotify_mark(fd, 1, 0x00100000, -100, p.encode()) != 0:  # FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD
+    err.write("fanotify_mark(FAN_PRE_ACCESS): " + os.strerror(ctypes.get_errno())); sys.exit(1)
+PYEOF
+  mkdir -p "$dir/probe/src" "$dir/probe/cache" "$dir/probe/mnt"
+  echo probe >"$dir/probe/src/f"
+  "$NYDUS_IMAGE" create -B "$dir/probe/boot" -D "$dir/probe" --blob-cache-dir "$dir/probe/cache" "$dir/probe/src" \
+    >/dev/null 2>&1 || die "nydus-image create (probe) failed"
+  PROBE_DEV=$(find "$dir/probe/cache" -name '*.blob.data' | head -n1)
+  erofs_mount "$dir/probe/boot" "$dir/probe/mnt" --device "$PROBE_DEV" >"$dir/probe.log" 2>&1 ||
+    skip_kernel "file-backed EROFS mounts unavailable: $(tail -n1 "$dir/probe.log")"
+  erofs_umount "$dir/probe/mnt" >/dev/null 2>&1
+}
+
 erofs_mount() { "$PY" "$LIB_DIR/erofs_mount.py" mount "$@"; }
 erofs_umount() { "$PY" "$LIB_DIR/erofs_mount.py" umount "$@"; }
 compare_trees() { "$PY" "$LIB_DIR/compare_trees.py" "$@"; }
