@@ -214,6 +214,13 @@ std::optional<DaemonInstance> DaemonManager::find(const std::string& meta_id) co
   return it->second;
 }
 
+std::vector<DaemonInstance> DaemonManager::instances() const {
+  std::lock_guard lk(mu_);
+  std::vector<DaemonInstance> out;
+  for (const auto& [_, d] : daemons_) out.push_back(d);
+  return out;
+}
+
 std::vector<std::string> DaemonManager::running() const {
   std::lock_guard lk(mu_);
   std::vector<std::string> out;
@@ -282,7 +289,8 @@ void DaemonManager::terminate(DaemonInstance& d) {
 }
 
 SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std::string& bootstrap,
-                                           const std::string& image_ref) {
+                                           const std::string& image_ref,
+                                           const std::map<std::string, std::string>& labels) {
   std::unique_lock lk(mu_);
   for (;;) {
     if (auto it = starting_.find(meta_id); it != starting_.end()) {
@@ -312,7 +320,7 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
   if (dead && !dead->shared && supervised(*dead)) started = recover(*dead);
   if (!started) {
     if (dead) terminate(*dead);
-    started = start(meta_id, bootstrap, image_ref);
+    started = start(meta_id, bootstrap, image_ref, labels);
   }
   lk.lock();
   starting_.erase(meta_id);
@@ -327,7 +335,8 @@ SResult<std::string> DaemonManager::ensure(const std::string& meta_id, const std
   return st->result;
 }
 
-SResult<std::string> DaemonManager::image_config(const std::string& image_ref) const {
+SResult<std::string> DaemonManager::image_config(const std::string& image_ref,
+                                                const std::map<std::string, std::string>& labels) const {
   std::string tmpl;
   if (s_.config_template.empty()) {
     tmpl = std::string(kFusedevTemplate);
@@ -340,6 +349,11 @@ SResult<std::string> DaemonManager::image_config(const std::string& image_ref) c
   }
   auto cfg = make_daemon_config(tmpl, image_ref, s_.root + "/cache");
   if (!cfg) return from_error(cfg.error(), "nydusd config for " + image_ref);
+  if (s_.keychain)
+    if (auto kc = s_.keychain->lookup(image_ref, labels)) {
+      cfg = config_with_auth(*cfg, *kc);
+      if (!cfg) return from_error(cfg.error(), "nydusd config for " + image_ref);
+    }
   return *cfg;
 }
 
@@ -348,17 +362,21 @@ namespace {
 SResult<void> write_file(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
+  out.flush();
   if (!out) return snap_error(Code::kInternal, "write {}", path);
+  std::error_code ec;  // it may hold registry credentials
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, ec);
   return {};
 }
 
 }  // namespace
 
 SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const std::string& bootstrap,
-                                             const std::string& image_ref) {
+                                             const std::string& image_ref,
+                                             const std::map<std::string, std::string>& labels) {
   SNAP_TRY(check_bootstrap(bootstrap, meta_id));
-  if (s_.shared) return mount_in_shared(meta_id, bootstrap, image_ref);
-  auto cfg = image_config(image_ref);
+  if (s_.shared) return mount_in_shared(meta_id, bootstrap, image_ref, labels);
+  auto cfg = image_config(image_ref, labels);
   if (!cfg) return std::unexpected(cfg.error());
 
   DaemonInstance d;
@@ -503,8 +521,9 @@ SResult<DaemonInstance> DaemonManager::ensure_shared_daemon() {
 }
 
 SResult<DaemonInstance> DaemonManager::mount_in_shared(const std::string& meta_id, const std::string& bootstrap,
-                                                       const std::string& image_ref) {
-  auto cfg = image_config(image_ref);
+                                                       const std::string& image_ref,
+                                                       const std::map<std::string, std::string>& labels) {
+  auto cfg = image_config(image_ref, labels);
   if (!cfg) return std::unexpected(cfg.error());
   auto sd = ensure_shared_daemon();
   if (!sd) return std::unexpected(sd.error());

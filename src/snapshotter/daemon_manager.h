@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "snapshotter/errors.h"
+#include "snapshotter/registry_auth.h"
 #include "snapshotter/supervisor.h"
 
 namespace nydus::snapshotter {
@@ -61,6 +62,8 @@ struct DaemonSettings {
   bool shared = false;  // --daemon-mode shared
   std::string recover_policy = "restart";  // restart | failover | none
   std::string fs_driver = "fusedev";       // fusedev | fanotify (dedicated only)
+  // Registry credentials put into each image's daemon config (none when null).
+  std::shared_ptr<const Keychain> keychain;
 };
 
 struct DaemonInstance {
@@ -95,8 +98,9 @@ class DaemonManager {
   // The start runs without this manager's lock: other images' daemons, find()
   // and running() are served meanwhile; concurrent calls for the same image
   // wait for the one start and share its result.
+  // `labels`: the bootstrap snapshot's, where pull credentials may be (registry_auth.h).
   SResult<std::string> ensure(const std::string& meta_id, const std::string& bootstrap,
-                              const std::string& image_ref);
+                              const std::string& image_ref, const std::map<std::string, std::string>& labels = {});
   // Re-attaches to the daemons a previous snapshotter process left running
   // (<root>/socket/nydusd-<id>/api.sock answering RUNNING, mount in place);
   // cleans up the rest. Returns the adopted meta snapshot IDs.
@@ -115,6 +119,8 @@ class DaemonManager {
   void finish_stop(DaemonInstance d);
   std::optional<DaemonInstance> find(const std::string& meta_id) const;
   std::vector<std::string> running() const;
+  // The published daemons (an image in the shared daemon: one each), for credential renewal.
+  std::vector<DaemonInstance> instances() const;
   std::string mountpoint_for(const std::string& meta_id) const;
 
  private:
@@ -122,7 +128,7 @@ class DaemonManager {
   SResult<void> wait_state(const DaemonInstance& d, uintmax_t log_offset, std::string_view state = "RUNNING");
   // Spawns nydusd and waits for RUNNING (no lock held): the instance, or why not.
   SResult<DaemonInstance> start(const std::string& meta_id, const std::string& bootstrap,
-                                const std::string& image_ref);
+                                const std::string& image_ref, const std::map<std::string, std::string>& labels);
   void terminate(DaemonInstance& d);
   // SIGTERM, then SIGKILL after a grace period; nothing else.
   void kill_process(DaemonInstance& d);
@@ -144,11 +150,14 @@ class DaemonManager {
   // Failover of the shared daemon: taken over, its images served again with the new pid.
   void fail_over_shared();
   // The daemon config of an image from the template.
-  SResult<std::string> image_config(const std::string& image_ref) const;
+  // With the registry credentials the keychain finds for it (labels first).
+  SResult<std::string> image_config(const std::string& image_ref,
+                                    const std::map<std::string, std::string>& labels) const;
   // Shared mode: the shared daemon runs (started when missing or dead).
   SResult<DaemonInstance> ensure_shared_daemon();
   SResult<DaemonInstance> mount_in_shared(const std::string& meta_id, const std::string& bootstrap,
-                                          const std::string& image_ref);
+                                          const std::string& image_ref,
+                                          const std::map<std::string, std::string>& labels);
   std::vector<std::string> adopt_shared_images();
 
   // One start in progress: its waiters read the result once `done`.

@@ -174,7 +174,7 @@ SResult<Snapshotter::DaemonRequest> Snapshotter::daemon_request(const Meta& meta
     std::string legacy = upper_path(meta.id) + "/image.boot";
     if (::access(legacy.c_str(), R_OK) == 0) boot = legacy;
   }
-  return DaemonRequest{meta.id, boot, ref};
+  return DaemonRequest{meta.id, boot, ref, meta.labels};
 }
 
 SResult<std::string> Snapshotter::start_daemon_unlocked(std::unique_lock<std::mutex>& lk, const DaemonRequest& req) {
@@ -182,7 +182,7 @@ SResult<std::string> Snapshotter::start_daemon_unlocked(std::unique_lock<std::mu
   // call is about to hand out (its snapshot record does not exist yet).
   ++pinned_[req.meta_id];
   lk.unlock();
-  auto mp = daemons_.ensure(req.meta_id, req.bootstrap, req.image_ref);
+  auto mp = daemons_.ensure(req.meta_id, req.bootstrap, req.image_ref, req.labels);
   lk.lock();
   if (--pinned_[req.meta_id] == 0) pinned_.erase(req.meta_id);
   return mp;

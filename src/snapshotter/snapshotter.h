@@ -82,6 +82,7 @@ class Snapshotter {
     std::string meta_id;
     std::string bootstrap;
     std::string image_ref;
+    Labels labels;  // the bootstrap snapshot's (pull credentials, registry_auth.h)
   };
   SResult<DaemonRequest> daemon_request(const Meta& meta) const;
   // Ensures the image's daemon runs, with `lk` (on mu_) released meanwhile and

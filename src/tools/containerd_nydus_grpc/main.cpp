@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "snapshotter/config_file.h"
+#include "snapshotter/credential_renewal.h"
 #include "snapshotter/fs_driver.h"
 #include "snapshotter/grpc_service.h"
 #include "snapshotter/metrics_server.h"
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
   std::string nydusd_config, fs_driver = "fusedev", daemon_mode = "dedicated", log_level = "info";
   std::string recover_policy = "restart";
   std::string metrics_address;
+  std::string renewal_interval = "0s";
   bool log_to_stdout = false, version = false;
   int threads = 4;
   int ready_timeout_s = 30;
@@ -64,6 +66,10 @@ int main(int argc, char** argv) {
   app.add_option("--daemon-ready-timeout", ready_timeout_s, "seconds to wait for a nydusd to be RUNNING");
   app.add_option("--metrics-address", metrics_address,
                  "serve Prometheus metrics on GET /v1/metrics at this TCP host:port (config [metrics] address)");
+  app.add_option("--credential-renewal-interval", renewal_interval,
+                 "re-read the docker config this often (a Go duration: 30m, 2s; 0 = off) and send changed "
+                 "registry credentials to the running nydusd daemons (config [remote.auth] "
+                 "credential_renewal_interval; the flag is ours)");
   app.add_flag("--version", version, "print the version");
   CLI11_PARSE(app, argc, argv);
   if (version) {
@@ -98,6 +104,7 @@ int main(int argc, char** argv) {
     take("daemon.recover_policy", "--recover-policy", recover_policy);
     take("log.level", "--log-level", log_level);
     take("metrics.address", "--metrics-address", metrics_address);
+    take("remote.auth.credential_renewal_interval", "--credential-renewal-interval", renewal_interval);
     if (auto it = cfg->find("daemon.threads_number"); it != cfg->end() && app.count("--nydusd-thread-num") == 0)
       threads = std::atoi(it->second.c_str());
     if (auto it = cfg->find("log.log_to_stdout"); it != cfg->end() && app.count("--log-to-stdout") == 0)
@@ -115,6 +122,11 @@ int main(int argc, char** argv) {
   }
   if (recover_policy != "restart" && recover_policy != "failover" && recover_policy != "none") {
     std::cerr << "--recover-policy must be restart, failover or none\n";
+    return 2;
+  }
+  auto renewal_every = parse_go_duration(renewal_interval);
+  if (!renewal_every) {
+    std::cerr << "credential_renewal_interval: " << renewal_every.error().message << "\n";
     return 2;
   }
   if (threads < 1 || threads > 1024) {
@@ -136,6 +148,9 @@ int main(int argc, char** argv) {
   opts.daemon.shared = daemon_mode == "shared";
   opts.daemon.recover_policy = recover_policy;
   opts.daemon.fs_driver = driver->driver;
+  // Credentials: snapshot labels, then the docker config (read at each daemon start).
+  auto keychain = std::make_shared<const Keychain>(default_docker_config_file());
+  opts.daemon.keychain = keychain;
   spdlog::info("fs driver {} ({})", driver->driver, driver->reason);
   auto sn = Snapshotter::open(opts);
   if (!sn) {
@@ -157,6 +172,8 @@ int main(int argc, char** argv) {
   if (daemon_mode == "shared")
     spdlog::info("shared nydusd pid {} on {}", (*sn)->daemons().shared_daemon().pid, root + "/mnt");
   Snapshotter& snap = **sn;
+  CredentialRenewal renewal(snap.daemons(), keychain, *renewal_every);
+  renewal.start();
   snap.metrics().config = {driver->driver, fs_driver, daemon_mode};
   MetricsServer metrics([&snap] { return snap.metrics().render(snap.metric_gauges()); });
   if (!metrics_address.empty()) {

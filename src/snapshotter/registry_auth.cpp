@@ -1,0 +1,266 @@
+#include "snapshotter/registry_auth.h"
+
+#include <cctype>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "snapshotter/image_reference.h"
+
+namespace nydus::snapshotter {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::string_view kDockerHubKey = "https://index.docker.io/v1/";
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+std::string base64_encode(std::string_view in) {
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 3 <= in.size(); i += 3) {
+    const uint32_t v = uint32_t(uint8_t(in[i])) << 16 | uint32_t(uint8_t(in[i + 1])) << 8 | uint8_t(in[i + 2]);
+    out += {kB64[v >> 18], kB64[(v >> 12) & 63], kB64[(v >> 6) & 63], kB64[v & 63]};
+  }
+  if (const size_t rest = in.size() - i; rest) {
+    uint32_t v = uint32_t(uint8_t(in[i])) << 16;
+    if (rest == 2) v |= uint32_t(uint8_t(in[i + 1])) << 8;
+    out += kB64[v >> 18];
+    out += kB64[(v >> 12) & 63];
+    out += rest == 2 ? kB64[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+// Strict standard base64 with padding, as Go's base64.StdEncoding (docker's decodeAuth).
+std::optional<std::string> base64_decode(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  auto val = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  for (size_t i = 0; i < in.size(); i += 4) {
+    const bool last = i + 4 == in.size();
+    int v[4];
+    int pad = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = in[i + k];
+      if (c == '=' && last && k >= 2) {
+        ++pad;
+        v[k] = 0;
+        continue;
+      }
+      if (pad) return std::nullopt;  // data after padding
+      v[k] = val(c);
+      if (v[k] < 0) return std::nullopt;
+    }
+    const uint32_t n = uint32_t(v[0]) << 18 | uint32_t(v[1]) << 12 | uint32_t(v[2]) << 6 | uint32_t(v[3]);
+    out += char(n >> 16);
+    if (pad < 2) out += char((n >> 8) & 0xff);
+    if (pad < 1) out += char(n & 0xff);
+  }
+  return out;
+}
+
+// docker/cli's ConvertToHostname: "https://host/v1/" -> "host".
+std::string to_hostname(std::string_view s) {
+  if (s.starts_with("http://")) s.remove_prefix(7);
+  else if (s.starts_with("https://")) s.remove_prefix(8);
+  return std::string(s.substr(0, s.find('/')));
+}
+
+std::string string_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::string host_of(std::string_view image_ref) {
+  auto r = parse_image_reference(image_ref);
+  return r ? r->host : std::string();
+}
+
+}  // namespace
+
+std::string PassKeyChain::to_base64() const {
+  if (username.empty() && password.empty()) return "";
+  return base64_encode(username + ":" + password);
+}
+
+fs::path default_docker_config_file() {
+  if (const char* d = std::getenv("DOCKER_CONFIG"); d && *d) return fs::path(d) / "config.json";
+  if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".docker" / "config.json";
+  return fs::path("/root/.docker/config.json");
+}
+
+std::string docker_config_key(std::string_view host) {
+  if (host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io")
+    return std::string(kDockerHubKey);
+  return std::string(host);
+}
+
+Result<std::optional<PassKeyChain>> docker_config_credential(std::string_view config_text, std::string_view host) {
+  if (config_text.size() > kMaxDockerConfigSize)
+    return errorf(Errc::kInvalidArgument, "docker config: larger than {} bytes", kMaxDockerConfigSize);
+  const json config = json::parse(config_text, nullptr, false);
+  if (!config.is_object()) return make_error(Errc::kCorrupt, "docker config: not a JSON object");
+  const std::string key = docker_config_key(host);
+  // Helpers would run a program per lookup: not supported, and said so
+  // rather than silently ignoring the credentials they hold.
+  if (auto h = config.find("credHelpers"); h != config.end() && h->is_object() && h->contains(key))
+    return errorf(Errc::kUnsupported, "docker config: credHelpers for {:?}: credential helpers are not supported", key);
+  if (!string_field(config, "credsStore").empty())
+    return make_error(Errc::kUnsupported, "docker config: credsStore: credential helpers are not supported");
+  auto auths = config.find("auths");
+  if (auths == config.end()) return std::nullopt;
+  if (!auths->is_object()) return make_error(Errc::kCorrupt, "docker config: \"auths\" is not an object");
+  const json* entry = nullptr;
+  if (auto it = auths->find(key); it != auths->end()) {
+    entry = &*it;
+  } else {
+    for (const auto& [k, v] : auths->items())
+      if (to_hostname(k) == key) {
+        entry = &v;
+        break;
+      }
+  }
+  if (!entry) return std::nullopt;
+  if (!entry->is_object()) return errorf(Errc::kCorrupt, "docker config: auths[{:?}] is not an object", key);
+  PassKeyChain kc{string_field(*entry, "username"), string_field(*entry, "password")};
+  if (const std::string a = string_field(*entry, "auth"); !a.empty()) {
+    // docker's decodeAuth: base64 of "user:password", split at the first ':'.
+    auto decoded = base64_decode(a);
+    if (!decoded) return errorf(Errc::kCorrupt, "docker config: auths[{:?}].auth is not base64", key);
+    const auto colon = decoded->find(':');
+    if (colon == std::string::npos)
+      return errorf(Errc::kCorrupt, "docker config: auths[{:?}].auth is not base64 of user:password", key);
+    kc = {decoded->substr(0, colon), decoded->substr(colon + 1)};
+  }
+  // As upstream's DockerProvider: a partial entry is none.
+  if (kc.username.empty() || kc.password.empty()) return std::nullopt;
+  return kc;
+}
+
+Result<std::optional<PassKeyChain>> docker_config_file_credential(const fs::path& file, std::string_view host) {
+  std::error_code ec;
+  if (!fs::exists(file, ec)) return std::nullopt;
+  const auto size = fs::file_size(file, ec);
+  if (ec) return errorf(Errc::kIo, "{}: {}", file.string(), ec.message());
+  if (size > kMaxDockerConfigSize)
+    return errorf(Errc::kInvalidArgument, "{}: {} bytes, over the {} allowed", file.string(), size, kMaxDockerConfigSize);
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return errorf(Errc::kIo, "{}: cannot open", file.string());
+  std::string text(size_t(size) + 1, '\0');  // one more: a file grown since the stat is caught
+  in.read(text.data(), std::streamsize(text.size()));
+  text.resize(size_t(in.gcount()));
+  if (text.size() > kMaxDockerConfigSize) return errorf(Errc::kInvalidArgument, "{}: grew over the limit", file.string());
+  auto kc = docker_config_credential(text, host);
+  if (!kc) return std::unexpected(std::move(kc).error().context(file.string()));
+  return kc;
+}
+
+std::optional<PassKeyChain> labels_credential(const std::map<std::string, std::string>& labels) {
+  auto u = labels.find(std::string(kPullUsernameLabel));
+  auto p = labels.find(std::string(kPullSecretLabel));
+  if (u == labels.end() || p == labels.end() || u->second.empty() || p->second.empty()) return std::nullopt;
+  return PassKeyChain{u->second, p->second};
+}
+
+std::optional<PassKeyChain> Keychain::lookup(std::string_view image_ref,
+                                             const std::map<std::string, std::string>& labels) const {
+  if (auto kc = labels_credential(labels)) {
+    spdlog::info("registry credentials for {}: from the snapshot labels", image_ref);
+    return kc;
+  }
+  auto kc = renewable(image_ref);
+  if (kc) spdlog::info("registry credentials for {}: from the docker config {}", image_ref, docker_config_.string());
+  return kc;
+}
+
+std::optional<PassKeyChain> Keychain::renewable(std::string_view image_ref) const {
+  const std::string host = host_of(image_ref);
+  if (host.empty()) return std::nullopt;
+  auto kc = docker_config_file_credential(docker_config_, host);
+  if (!kc) {
+    spdlog::warn("registry credentials for {}: {}", image_ref, kc.error().to_string());
+    return std::nullopt;
+  }
+  return *kc;
+}
+
+Result<std::string> config_with_auth(std::string_view config_text, const PassKeyChain& kc) {
+  json j = json::parse(config_text, nullptr, false);
+  if (!j.is_object()) return make_error(Errc::kInvalidArgument, "nydusd config: not a JSON object");
+  auto dev = j.find("device");
+  if (dev == j.end() || !dev->is_object()) return make_error(Errc::kInvalidArgument, "nydusd config: no device");
+  auto backend = dev->find("backend");
+  if (backend == dev->end() || !backend->is_object() || backend->value("type", "") != "registry") return j.dump(2);
+  json& cfg = (*backend)["config"];
+  if (!cfg.is_object()) cfg = json::object();
+  if (kc.token_based()) {
+    cfg["registry_token"] = kc.password;
+    cfg.erase("auth");
+  } else {
+    cfg["auth"] = kc.to_base64();
+  }
+  return j.dump(2);
+}
+
+Result<ConfigRegistry> config_registry(std::string_view config_text) {
+  const json j = json::parse(config_text, nullptr, false);
+  const json* cfg = nullptr;
+  if (j.is_object() && j.contains("device") && j["device"].is_object() && j["device"].contains("backend") &&
+      j["device"]["backend"].is_object() && j["device"]["backend"].value("type", "") == "registry")
+    cfg = &j["device"]["backend"]["config"];
+  if (!cfg || !cfg->is_object()) return make_error(Errc::kNotFound, "nydusd config: no registry backend");
+  ConfigRegistry r{string_field(*cfg, "host"), string_field(*cfg, "repo"), std::nullopt};
+  if (const std::string a = string_field(*cfg, "auth"); !a.empty()) {
+    auto d = base64_decode(a);
+    if (d && d->find(':') != std::string::npos)
+      r.auth = PassKeyChain{d->substr(0, d->find(':')), d->substr(d->find(':') + 1)};
+  } else if (const std::string t = string_field(*cfg, "registry_token"); !t.empty()) {
+    r.auth = PassKeyChain{"", t};
+  }
+  return r;
+}
+
+Result<std::chrono::milliseconds> parse_go_duration(std::string_view s) {
+  if (s == "0") return std::chrono::milliseconds(0);
+  if (s.empty() || s.size() > 64) return errorf(Errc::kInvalidArgument, "duration {:?}: empty or too long", std::string(s));
+  double total_ms = 0;
+  std::string_view rest = s;
+  while (!rest.empty()) {
+    size_t i = 0;
+    while (i < rest.size() && (std::isdigit(static_cast<unsigned char>(rest[i])) || rest[i] == '.')) ++i;
+    if (i == 0) return errorf(Errc::kInvalidArgument, "duration {:?}: want e.g. 30s, 5m, 1h30m", std::string(s));
+    const double n = std::strtod(std::string(rest.substr(0, i)).c_str(), nullptr);
+    rest.remove_prefix(i);
+    size_t u = 0;
+    while (u < rest.size() && !std::isdigit(static_cast<unsigned char>(rest[u])) && rest[u] != '.') ++u;
+    const std::string_view unit = rest.substr(0, u);
+    rest.remove_prefix(u);
+    double scale = 0;
+    if (unit == "ms") scale = 1;
+    else if (unit == "s") scale = 1000;
+    else if (unit == "m") scale = 60'000;
+    else if (unit == "h") scale = 3'600'000;
+    else if (unit == "us" || unit == "µs") scale = 0.001;
+    else if (unit == "ns") scale = 0.000001;
+    else return errorf(Errc::kInvalidArgument, "duration {:?}: unknown unit {:?}", std::string(s), std::string(unit));
+    total_ms += n * scale;
+  }
+  if (total_ms > 1e12) return errorf(Errc::kInvalidArgument, "duration {:?}: too long", std::string(s));
+  return std::chrono::milliseconds(static_cast<int64_t>(total_ms));
+}
+
+}  // namespace nydus::snapshotter

@@ -1,0 +1,93 @@
+// Registry credentials for the nydusd daemons, found as nydus-snapshotter
+// v0.15 finds them (pkg/auth), in this order:
+//   1. snapshot labels containerd.io/snapshot/pullusername + .../pullsecret
+//      (both non-empty; available at pull time only, so never renewed);
+//   2. the docker config, $DOCKER_CONFIG/config.json, else ~/.docker/config.json:
+//      "auths": {key: {"auth": base64("user:pass")} or {"username","password"}},
+//      the key matched exactly, else by its host ("https://host/v1/" -> host),
+//      Docker Hub (docker.io, index.docker.io, registry-1.docker.io) under
+//      "https://index.docker.io/v1/". Re-read at every lookup: renewable.
+// Not here (upstream has them): CRI-proxied credentials, kubelet credential
+// provider plugins, Kubernetes pull secrets, docker credential helpers
+// (credsStore/credHelpers: refused with a clear error, never run).
+// The daemon config carries them as backend.config.auth (base64 "user:pass"),
+// or backend.config.registry_token when only a token is known (empty user),
+// as upstream's FillAuth.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "common/result.h"
+
+namespace nydus::snapshotter {
+
+// nydus-snapshotter's pkg/label NydusImagePullUsername / NydusImagePullSecret.
+inline constexpr std::string_view kPullUsernameLabel = "containerd.io/snapshot/pullusername";
+inline constexpr std::string_view kPullSecretLabel = "containerd.io/snapshot/pullsecret";
+
+// A docker config larger than this is refused (docker's own are a few KiB).
+inline constexpr std::uintmax_t kMaxDockerConfigSize = 1 << 20;
+
+struct PassKeyChain {
+  std::string username;
+  std::string password;
+  // Username empty, password set: the password is a bearer token.
+  bool token_based() const { return username.empty() && !password.empty(); }
+  // base64("user:pass"); empty when both are empty.
+  std::string to_base64() const;
+  bool operator==(const PassKeyChain&) const = default;
+};
+
+// Where the docker config is read: $DOCKER_CONFIG/config.json, else $HOME/.docker/config.json.
+std::filesystem::path default_docker_config_file();
+
+// The key Docker stores `host`'s credentials under ("https://index.docker.io/v1/" for Docker Hub).
+std::string docker_config_key(std::string_view host);
+
+// Credentials for `host` from a docker config's text; none when it has no
+// complete entry for the host. Errors: not JSON, a bad "auth" (not base64,
+// no ':'), a credential helper configured for the host.
+Result<std::optional<PassKeyChain>> docker_config_credential(std::string_view config_text, std::string_view host);
+// The same from a file: an absent file is no credential; over kMaxDockerConfigSize is refused.
+Result<std::optional<PassKeyChain>> docker_config_file_credential(const std::filesystem::path& file,
+                                                                  std::string_view host);
+
+// From the pull labels (both non-empty), else none.
+std::optional<PassKeyChain> labels_credential(const std::map<std::string, std::string>& labels);
+
+// Where credentials come from, in upstream's priority order.
+class Keychain {
+ public:
+  explicit Keychain(std::filesystem::path docker_config) : docker_config_(std::move(docker_config)) {}
+  // Labels, then the docker config. A docker config error is logged (never
+  // its content) and means no credential, as upstream's provider chain.
+  std::optional<PassKeyChain> lookup(std::string_view image_ref,
+                                     const std::map<std::string, std::string>& labels) const;
+  // The renewable providers only (the docker config): what a renewal re-reads.
+  std::optional<PassKeyChain> renewable(std::string_view image_ref) const;
+  const std::filesystem::path& docker_config() const { return docker_config_; }
+
+ private:
+  std::filesystem::path docker_config_;
+};
+
+// A nydusd config text with `kc` in its registry backend (auth, or
+// registry_token when token-based). Other backends are left unchanged.
+Result<std::string> config_with_auth(std::string_view config_text, const PassKeyChain& kc);
+// The credential a nydusd config carries (auth or registry_token), and its registry host/repo.
+struct ConfigRegistry {
+  std::string host;
+  std::string repo;
+  std::optional<PassKeyChain> auth;
+};
+Result<ConfigRegistry> config_registry(std::string_view config_text);
+
+// Go's time.ParseDuration for the forms config.toml uses ("0s", "2s", "30m",
+// "1h30m", "500ms", a bare "0"); negative or malformed is an error.
+Result<std::chrono::milliseconds> parse_go_duration(std::string_view s);
+
+}  // namespace nydus::snapshotter
