@@ -146,16 +146,20 @@ count_entries() {
 # loopback port, anonymous, storage in DIR. Sets REGISTRY_HOST and REGISTRY_PID.
 # With NYDUS_REGISTRY_ACCESS_LOG=1 its access log (Apache combined: status and bytes
 # sent per request) goes to $dir/registry.log.
+# NYDUS_REGISTRY_HTPASSWD=FILE: Basic auth against that htpasswd file (bcrypt);
+# NYDUS_REGISTRY_PORT: that port instead of a free one (a restart at the same
+# address); NYDUS_REGISTRY_LOG_LEVEL: its app log level (info logs each
+# request with auth.user.name); the log is appended to across restarts.
 start_registry() {
   local dir=$1 port
   command -v docker-registry >/dev/null || { echo "docker-registry not installed"; return 1; }
-  port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=${NYDUS_REGISTRY_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
   REGISTRY_HOST=127.0.0.1:$port
   mkdir -p "$dir/data"
   cat >"$dir/config.yml" <<YML
 version: 0.1
 log:
-  level: error
+  level: ${NYDUS_REGISTRY_LOG_LEVEL:-error}
   accesslog:
     disabled: $([ "${NYDUS_REGISTRY_ACCESS_LOG:-0}" = 1 ] && echo false || echo true)
 storage:
@@ -164,11 +168,18 @@ storage:
 http:
   addr: $REGISTRY_HOST
 YML
-  docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+  [ -n "${NYDUS_REGISTRY_HTPASSWD:-}" ] && cat >>"$dir/config.yml" <<YML
+auth:
+  htpasswd:
+    realm: nydus-test
+    path: $NYDUS_REGISTRY_HTPASSWD
+YML
+  docker-registry serve "$dir/config.yml" >>"$dir/registry.log" 2>&1 &
   REGISTRY_PID=$!
   local i
   for i in $(seq 100); do
-    curl -sf "http://$REGISTRY_HOST/v2/" >/dev/null && return 0
+    # Up: /v2/ answers (401 when it wants credentials).
+    curl -s -o /dev/null -w '%{http_code}' "http://$REGISTRY_HOST/v2/" 2>/dev/null | grep -qE '^(200|401)$' && return 0
     sleep 0.1
   done
   echo "docker-registry did not come up"; cat "$dir/registry.log"; return 1

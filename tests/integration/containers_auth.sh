@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Registry credentials through containerd-nydus-grpc, under real containerd 1.6
+# + runc (lib/containerd.sh), with Debian's docker-registry behind htpasswd
+# (bcrypt) Basic auth:
+#   - the image pushed (skopeo --dest-creds) and converted by our nydusify with
+#     the credentials in $DOCKER_CONFIG; unauthenticated, the registry refuses;
+#   - the snapshotter started with that DOCKER_CONFIG: `ctr-remote image rpull
+#     --user` + `ctr run`: the sha256 of files inside equals the source tree's,
+#     and the registry's own log names the user on the nydusd's blob GETs;
+#     the daemon config holds backend.config.auth = base64(user:pass) (coreutils
+#     base64 is the oracle), mode 0600; no password in any log;
+#   - renewal (--credential-renewal-interval 2s): the registry restarted with
+#     another user and password only, the docker config rewritten: the
+#     snapshotter sends them to the running nydusd (PUT /api/v1/config), and a
+#     container reading a not-yet-fetched file gets the source's bytes, fetched
+#     as the new user;
+#   - without renewal (interval 0, the snapshotter restarted; it re-attaches the
+#     running daemon): after the next password change a not-yet-fetched file
+#     cannot be read; the snapshotter restarted with renewal on sends the new
+#     credentials to that adopted daemon and the same file reads right.
+set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
+
+[ "$(id -u)" -eq 0 ] || skip "needs root (containerd, mounts)"
+for t in containerd containerd-shim-runc-v2 ctr ctr-remote runc docker-registry umoci skopeo busybox; do
+  command -v $t >/dev/null || skip "$t not installed (scripts/setup.sh installs it)"
+done
+grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
+grep -qw overlay /proc/filesystems || skip_kernel "no overlayfs"
+[ -e /dev/fuse ] || skip_kernel "no /dev/fuse"
+NYDUSIFY=$NYDUS_BIN_DIR/nydusify
+for b in "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$NYDUSIFY"; do
+  [ -x "$b" ] || die "$b not built"
+done
+BUSYBOX=$(readlink -f "$(command -v busybox)")
+file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || [ "$(ldd "$BUSYBOX" 2>&1 | grep -c 'not a dynamic')" = 1 ] ||
+  skip "busybox is not static (install busybox-static)"
+
+WORK=$(mktemp -d /var/tmp/nydus-ct-auth.XXXXXX) || die "mktemp"
+LOG_DIR=$WORK/steps
+mkdir -p "$LOG_DIR" "$WORK/bin" "$WORK/docker"
+cp "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$WORK/bin/" || die "cp binaries"
+CT_WORK=$WORK CT_BIN=$WORK/bin
+# shellcheck source=lib/containerd.sh
+source "$LIB_DIR/containerd.sh"
+RUNC_ROOT=$WORK/runc
+REGISTRY_PID='' REGISTRY_HOST=''
+REG=$WORK/registry
+RLOG=$REG/registry.log
+export DOCKER_CONFIG=$WORK/docker  # read by nydusify and by the snapshotter started below
+export NYDUS_REGISTRY_HTPASSWD=$WORK/htpasswd NYDUS_REGISTRY_LOG_LEVEL=info
+
+cleanup() {
+  ct_stop
+  ct_stop_pid "$REGISTRY_PID"
+  umount_below "$WORK"
+  [ "${KEEP_WORK:-0}" = 1 ] && { echo "kept $WORK"; return; }
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+cd "$WORK" || die "cd"
+
+# set_user USER PASSWORD: the registry's only account (bcrypt), and the docker config's entry.
+set_user() {
+  "$PY" -W ignore -c 'import crypt, sys; print(sys.argv[1] + ":" + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH)))' \
+    "$1" "$2" >"$NYDUS_REGISTRY_HTPASSWD" || return 1
+  grep -q '^[^:]*:\$2b\$' "$NYDUS_REGISTRY_HTPASSWD" || { echo "no bcrypt hash"; return 1; }
+  # Written whole, then renamed: the snapshotter may read it at any moment.
+  printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$REGISTRY_HOST" "$(printf '%s:%s' "$1" "$2" | base64 -w0)" \
+    >"$DOCKER_CONFIG/config.json.tmp" && mv "$DOCKER_CONFIG/config.json.tmp" "$DOCKER_CONFIG/config.json"
+}
+# restart_registry USER PASSWORD: the same address and storage, only USER:PASSWORD accepted.
+restart_registry() {
+  ct_stop_pid "$REGISTRY_PID"; wait "$REGISTRY_PID" 2>/dev/null
+  set_user "$1" "$2" || return 1
+  NYDUS_REGISTRY_PORT=${REGISTRY_HOST##*:} start_registry "$REG" || return 1
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$REGISTRY_HOST/v2/")" = 401 ] || { echo "no auth asked"; return 1; }
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -u "$1:$2" "http://$REGISTRY_HOST/v2/")" = 200 ]
+}
+
+# ---- the image: busybox-static and 6 random files of 4 MiB (each read by one step) ------------
+make_image() {
+  local r=b0/rootfs i
+  umoci init --layout img && umoci new --image img:base && umoci unpack --image img:base b0 >/dev/null || return 1
+  mkdir -p "$r/bin" "$r/data" || return 1
+  cp "$BUSYBOX" "$r/bin/busybox" && ln -s busybox "$r/bin/sh" || return 1
+  for i in 1 2 3 4 5 6; do head -c 4194304 /dev/urandom >"$r/data/f$i.bin"; done
+  echo "hello from a private registry" >"$r/data/hello.txt"
+  umoci repack --image img:v1 b0
+}
+step "umoci: busybox-static image with 6 files of 4 MiB" make_image || die "cannot build the image"
+want() { (cd b0/rootfs && sha256sum "$@" | sed 's#  #  /#'); }  # the oracle: the source tree
+
+# ---- the registry wants credentials -----------------------------------------------------------
+first_registry() {
+  set_user placeholder x && start_registry "$REG" && restart_registry alice 'pw-one:1'
+}
+step "docker-registry with htpasswd (bcrypt) auth: 401 without credentials, 200 with" first_registry || die "no registry"
+REF=$REGISTRY_HOST/test/nydus:v1
+step "skopeo push --dest-creds + nydusify convert (credentials from \$DOCKER_CONFIG)" sh -c "
+  skopeo copy --dest-tls-verify=false --dest-creds 'alice:pw-one:1' oci:img:v1 docker://$REGISTRY_HOST/test/plain:v1 &&
+  '$NYDUSIFY' convert --source $REGISTRY_HOST/test/plain:v1 --target $REF --source-insecure --target-insecure --work-dir '$WORK/convert'" ||
+  die "push/convert failed"
+step "an anonymous pull of the converted manifest is refused (401)" sh -c \
+  "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://$REGISTRY_HOST/v2/test/nydus/manifests/v1)\" = 401 ]"
+
+wait_proxy() {
+  local _
+  for _ in $(seq 60); do
+    ct_ctr snapshots --snapshotter nydus prepare "probe-$$" >/dev/null 2>&1 &&
+      { ct_ctr snapshots --snapshotter nydus rm "probe-$$"; return; }
+    sleep 0.5
+  done
+  echo "containerd does not reach the snapshotter"; return 1
+}
+start_all() { ct_start --credential-renewal-interval 2s --log-level debug || return 1; wait_proxy; }
+step "containerd-nydus-grpc (DOCKER_CONFIG, --credential-renewal-interval 2s) + containerd 1.6" start_all ||
+  die "no snapshotter/containerd"
+step "ctr-remote image rpull --user --snapshotter nydus" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http \
+  --user 'alice:pw-one:1' --snapshotter nydus "$REF" || die "rpull failed"
+
+# A container running all along keeps the image's nydusd (the last snapshot's removal would stop it).
+step "ctr run -d: a keeper container (holds the image's nydusd)" ct_ctr run -d --runc-root "$RUNC_ROOT" --snapshotter nydus \
+  "$REF" keeper /bin/sh -c 'exec sleep 100000'
+run() { ct_ctr run --runc-root "$RUNC_ROOT" --snapshotter nydus --rm "$REF" "c$STEP_NO" /bin/sh -c "$1"; }
+# read_right FILE...: a container's sha256 of FILEs equals the source's.
+read_right() {
+  run "sha256sum $*" >"got$STEP_NO.txt" || return 1
+  want "${@#/}" >"want$STEP_NO.txt"
+  cat "got$STEP_NO.txt"
+  diff "want$STEP_NO.txt" "got$STEP_NO.txt"
+}
+# blob_gets USER [FROM_LINE]: the registry's "authorized request" log lines of GETs of the nydus
+# blobs (from FROM_LINE on). docker-registry 2.8 names the user only on failures, so the user
+# is proven by the htpasswd file holding USER's account alone.
+blob_gets() {
+  [ "$(cut -d: -f1 "$NYDUS_REGISTRY_HTPASSWD")" = "$1" ] || { echo "the registry has other accounts than $1"; return 1; }
+  tail -n +"${2:-1}" "$RLOG" | grep 'msg="authorized request"' | grep 'http.request.method=GET' |
+    grep -E 'http.request.uri="/v2/test/nydus/blobs/sha256:' | sed 's/.*\(http.request.uri="[^"]*"\).*/\1/'
+}
+step "ctr run: sha256 of /data/f1.bin and hello.txt equal the source's" read_right /data/f1.bin /data/hello.txt
+step "registry log: the nydusd's blob GETs were authorized (alice: the only account)" sh -c \
+  "$(declare -f blob_gets); RLOG='$RLOG'; blob_gets alice | tail -3 | grep ."
+
+DAEMON_CFG=''
+config_has_auth() {
+  DAEMON_CFG=$(ls "$CT_ROOT"/config/nydusd-*/config.json) || return 1
+  local want_auth
+  want_auth=$(printf '%s' "$1" | base64 -w0)
+  "$PY" -c 'import json, sys; c = json.load(open(sys.argv[1]))["device"]["backend"]["config"]; sys.exit(c.get("auth") != sys.argv[2])' \
+    "$DAEMON_CFG" "$want_auth" || { echo "backend auth is not base64($1)"; return 1; }
+  [ "$(stat -c %a "$DAEMON_CFG")" = 600 ] || { echo "mode $(stat -c %a "$DAEMON_CFG")"; return 1; }
+}
+step "the daemon config holds backend.config.auth = base64(alice:pw-one:1), mode 0600" config_has_auth 'alice:pw-one:1'
+
+# ---- renewal --------------------------------------------------------------------------------
+renewed_to() {  # USER PASSWORD FILE: wait for the renewal, then a not-yet-fetched FILE reads right as USER
+  local from _
+  from=$(($(wc -l <"$RLOG") + 1))
+  for _ in $(seq 100); do config_has_auth "$1:$2" >/dev/null 2>&1 && break; sleep 0.1; done
+  config_has_auth "$1:$2" || return 1
+  grep 'credential renewal: new registry credentials' "$CT_LOGS/snapshotter.log" | tail -1
+  read_right "$3" || return 1
+  blob_gets "$1" "$from" | tail -2 | grep . || { echo "no blob GET as $1 after the renewal"; return 1; }
+}
+step "registry restarted: only bob:pw-two accepted; docker config rewritten" restart_registry bob pw-two
+step "renewal (2 s): config + PUT /api/v1/config; unfetched /data/f2.bin reads right, fetched as bob" renewed_to bob pw-two /data/f2.bin
+
+# ---- without renewal: the daemon keeps the old password ----------------------------------------
+restart_snapshotter() {
+  ct_stop_pid "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
+  ct_start_snapshotter --log-level debug "$@" || return 1
+  wait_proxy || return 1
+  grep 're-attached to the running nydusd' "$CT_LOGS/snapshotter.log" | tail -1 | grep .
+}
+step "snapshotter restarted with --credential-renewal-interval 0 (re-attaches the nydusd)" restart_snapshotter \
+  --credential-renewal-interval 0
+step "registry restarted: only carol:pw-three accepted; docker config rewritten" restart_registry carol pw-three
+stale_fails() {
+  sleep 4  # two renewal intervals of the first snapshotter: nothing renews now
+  config_has_auth 'bob:pw-two' || return 1
+  if run "sha256sum /data/f3.bin" >"got$STEP_NO.txt" 2>&1 && diff -q <(want data/f3.bin) "got$STEP_NO.txt"; then
+    echo "read right without renewal"; return 1
+  fi
+  cat "got$STEP_NO.txt"
+  # The registry's words: bob's password failed on a blob GET.
+  tail -n 200 "$RLOG" | grep 'error authenticating user \\"bob\\": authentication failure' |
+    grep 'http.request.uri="/v2/test/nydus/blobs/sha256:' | tail -1 | cut -c1-200 | grep .
+}
+step "no renewal: unfetched /data/f3.bin is not readable with bob's stale password" stale_fails
+step "snapshotter restarted with --credential-renewal-interval 2s" restart_snapshotter --credential-renewal-interval 2s
+step "renewal of the adopted daemon: /data/f3.bin now reads right, fetched as carol" renewed_to carol pw-three /data/f3.bin
+
+no_secret_logged() {
+  local f hits=0 c pats=(pw-one pw-two pw-three)
+  for c in 'alice:pw-one:1' 'bob:pw-two' 'carol:pw-three'; do pats+=("$(printf '%s' "$c" | base64 -w0)"); done
+  for f in "$CT_LOGS"/*.log "$CT_ROOT"/logs/*/*.log; do
+    [ -f "$f" ] || continue
+    for c in "${pats[@]}"; do grep -lF -- "$c" "$f" && hits=1; done
+  done
+  return $hits
+}
+step "no password or base64 credential in the snapshotter's or nydusd's logs" no_secret_logged
+step "the snapshotter logged no internal error" sh -c "! grep -E ' (error|critical) ' '$CT_LOGS/snapshotter.log'"
+
+summary
