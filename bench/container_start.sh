@@ -19,7 +19,7 @@
 #
 # Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), RTT_MS (20), RATE_MBIT (100),
 #      RUNS (3), ROWS ("overlayfs nydus-fuse nydus-fanotify"), PREFETCH_ALL (0; 1: upstream's shipped nydusd config, prefetch of
-#      the whole blob), AMPLIFY_IO (bytes; the template's amplify_io), NETNS_LINK (auto|netem|tun), KEEP=1.
+#      the whole blob), PREFETCH_LIST (0; 1: the image's prefetch table lists what the import workload opens), AMPLIFY_IO (bytes; the template's amplify_io), NETNS_LINK (auto|netem|tun), KEEP=1.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -74,6 +74,24 @@ c = json.load(open(sys.argv[1])); c["amplify_io"] = int(sys.argv[2]); json.dump(
 PY
   }
 fi
+# PREFETCH_LIST=1: an optimised Nydus image, made the way Nydus users make one: the
+# files the import workload opens (strace of the same command in a chroot of the
+# rootfs, before the image is built) become the image's prefetch table (nydusify
+# convert --prefetch-file), and nydusd prefetches them at mount (fs_prefetch with
+# prefetch_all off: only the table's files).
+if [ "${PREFETCH_LIST:-0}" = 1 ]; then
+  command -v strace >/dev/null || { echo "PREFETCH_LIST=1 needs strace" >&2; exit 1; }
+  eval "$(declare -f ct_nydusd_template | sed '1s/ct_nydusd_template/ct_nydusd_template_list/')"
+  ct_nydusd_template() {
+    ct_nydusd_template_list
+    python3 - "$CT_WORK/nydusd-config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["fs_prefetch"] = {"enable": True, "threads_count": 8, "merging_size": 1048576, "prefetch_all": False}
+json.dump(c, open(sys.argv[1], "w"))
+PY
+  }
+fi
 WHY=$(ct_missing)
 [ -z "$WHY" ] || { echo "containers cannot run here: $WHY" >&2; exit 1; }
 cleanup() {
@@ -94,6 +112,30 @@ umoci init --layout oci && umoci new --image oci:app && umoci unpack --image oci
 tar -C bundle/rootfs --numeric-owner -xpf "$TARBALL" || exit 1
 IMAGE_BYTES=$(du -sb --apparent-size bundle/rootfs | cut -f1)
 ENTRIES=$(find bundle/rootfs | wc -l)
+CONVERT_OPTS=()
+if [ "${PREFETCH_LIST:-0}" = 1 ]; then
+  log "prefetch list: the files the import workload opens (strace, chroot of the rootfs)"
+  strace -f -qq -e trace=open,openat,execve -o "$W/open.trace" \
+    chroot bundle/rootfs /usr/bin/python3 -c "$IMPORT_CMD" >/dev/null 2>&1 || exit 1
+  python3 - "$W/open.trace" bundle/rootfs >"$W/prefetch.list" <<'PY' || exit 1
+import os, re, sys
+root, seen = sys.argv[2], []
+for line in open(sys.argv[1]):
+    m = re.search(r'(?:open|openat|execve)\((?:AT_FDCWD, )?"([^"]+)".*\) = (\d+)', line)
+    if not m or not m.group(1).startswith("/"):
+        continue
+    p = os.path.normpath(m.group(1))
+    real = os.path.realpath(os.path.join(root, p.lstrip("/")))
+    if not real.startswith(os.path.realpath(root) + "/") or not os.path.isfile(real):
+        continue
+    p = "/" + os.path.relpath(real, os.path.realpath(root))
+    if p not in seen:
+        seen.append(p)
+print("\n".join(seen))
+PY
+  log "prefetch list: $(wc -l <"$W/prefetch.list") files, $(cd bundle/rootfs && sed 's|^/||' "$W/prefetch.list" | tr '\n' '\0' | du -cb --files0-from=- | tail -1 | cut -f1) bytes"
+  CONVERT_OPTS=(--prefetch-file "$W/prefetch.list")
+fi
 umoci repack --image oci:app bundle || exit 1
 rm -rf bundle
 
@@ -105,7 +147,7 @@ REG=$NETNS_REGISTRY RPID=$NETNS_REGISTRY_PID
 log "push (skopeo) and convert (nydusify) next to the registry"
 ip netns exec "$NS" skopeo copy -q --dest-tls-verify=false oci:oci:app "docker://$REG/bench/py:oci" || exit 1
 ip netns exec "$NS" "$BIN/nydusify" convert --source "$REG/bench/py:oci" --target "$REG/bench/py:nydus" \
-  --source-insecure --target-insecure --work-dir "$W/convert" >"$W/nydusify.log" 2>&1 || {
+  --source-insecure --target-insecure --work-dir "$W/convert" "${CONVERT_OPTS[@]}" >"$W/nydusify.log" 2>&1 || {
   tail -20 "$W/nydusify.log" >&2; exit 1; }
 layer_bytes() {  # TAG: the compressed bytes of the image's layers
   curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/bench/py/manifests/$1" |
@@ -196,6 +238,6 @@ PY
 echo
 echo "image: bookworm minbase + $PACKAGES, $((IMAGE_BYTES >> 20)) MiB unpacked, $ENTRIES entries;" \
   "OCI layers $((OCI_BYTES >> 20)) MiB gzip, Nydus layers $((NYDUS_BYTES >> 20)) MiB;" \
-  "nydusd config: $([ "${PREFETCH_ALL:-0}" = 1 ] && echo "nydus-snapshotter's shipped one (prefetch_all)" || echo "no prefetch"), amplify_io ${AMPLIFY_IO:-default};" \
+  "nydusd config: $([ "${PREFETCH_ALL:-0}" = 1 ] && echo "nydus-snapshotter's shipped one (prefetch_all)" || { [ "${PREFETCH_LIST:-0}" = 1 ] && echo "prefetch of the image's prefetch table ($(wc -l <"$W/prefetch.list") files the import workload opens)" || echo "no prefetch"; }), amplify_io ${AMPLIFY_IO:-default};" \
   "link: RTT ${RTT_MS} ms, ${RATE_MBIT} Mbit/s ($NETNS_MODE); medians of $RUNS alternating rounds;" \
   "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $(uname -r); total $((SECONDS - T0)) s"
