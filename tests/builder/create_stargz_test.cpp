@@ -6,7 +6,6 @@
 #include "builder/create_stargz.h"
 
 #include <sys/stat.h>
-#include <zlib.h>
 
 #include <gtest/gtest.h>
 
@@ -22,19 +21,7 @@ namespace {
 
 using nlohmann::json;
 
-std::vector<uint8_t> gzip_member(const std::vector<uint8_t>& in) {
-  z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::vector<uint8_t> out(deflateBound(&z, in.size()) + 64);
-  z.next_in = const_cast<uint8_t*>(in.data());
-  z.avail_in = uInt(in.size());
-  z.next_out = out.data();
-  z.avail_out = uInt(out.size());
-  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
+using test::gzip_member;
 
 std::string digest_of(const std::vector<uint8_t>& d) { return "sha256:" + format::to_hex(format::sha256(d)); }
 

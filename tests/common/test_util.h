@@ -34,6 +34,10 @@ std::filesystem::path fixtures_dir();
 // bodies, vendored); a missing file fails the test and yields "".
 std::string compat_fixture(const std::string& rel);
 
+// One gzip member of `in`, as zlib writes it with windowBits 31 (what Go's
+// compress/gzip, and so an eStargz writer, emits for each chunk).
+std::vector<uint8_t> gzip_member(const std::vector<uint8_t>& in);
+
 // Running under CI (CI=true), where every prerequisite is installed.
 bool in_ci();
 

@@ -5,13 +5,13 @@
 #include "format/stargz_toc.h"
 
 #include <algorithm>
-#include <zlib.h>
 
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
+#include "common/test_util.h"
 #include "format/chunk_decode.h"
 #include "format/digest.h"
 
@@ -129,20 +129,7 @@ TEST(StargzFooter, ReadsCtrRemoteFooter) {
   EXPECT_FALSE(parse_stargz_footer(std::span(kCtrRemoteFooter).first(20)));
 }
 
-// zlib's gzip writer (windowBits 31), as Go's compress/gzip writes members.
-std::vector<uint8_t> gzip_member(const std::vector<uint8_t>& in) {
-  z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::vector<uint8_t> out(deflateBound(&z, in.size()) + 64);
-  z.next_in = const_cast<uint8_t*>(in.data());
-  z.avail_in = uInt(in.size());
-  z.next_out = out.data();
-  z.avail_out = uInt(out.size());
-  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
+using test::gzip_member;
 
 TEST(GzipChunk, DecodesMemberFollowedByOtherBytes) {
   std::vector<uint8_t> data(100000);
