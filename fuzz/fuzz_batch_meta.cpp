@@ -14,6 +14,7 @@
 #include "format/blob_cipher.h"
 #include "format/blob_reader.h"
 #include "format/chunk_decode.h"
+#include "blob_meta_header.h"
 
 using namespace nydus::format;
 
@@ -25,17 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   BlobInfo b;
   b.blob_id = "fuzz";
   b.compressor = Compressor(data[1] & 3);
-  const uint8_t* h = meta.data() + meta.size() - 4096;
-  uint32_t u32;
-  std::memcpy(&u32, h + 4, 4);
-  b.features = u32;
-  std::memcpy(&u32, h + 8, 4);
-  b.ci_compressor = Compressor(u32);
-  std::memcpy(&u32, h + 12, 4);
-  b.chunk_count = u32;
-  std::memcpy(&b.ci_offset, h + 16, 8);
-  std::memcpy(&b.ci_compressed_size, h + 24, 8);
-  std::memcpy(&b.ci_uncompressed_size, h + 32, 8);
+  nydus::fuzz::ci_fields_from_header(meta, b);
   b.uncompressed_size = uint64_t(1) << 40;
   if (mode & 1) b.features |= blob_features::kBatch | blob_features::kChunkInfoV2;
   if (mode & 2) {

@@ -9,6 +9,7 @@
 #include <span>
 
 #include "format/blob_reader.h"
+#include "blob_meta_header.h"
 
 using namespace nydus::format;
 
@@ -40,19 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   b.ci_uncompressed_size = take<uint32_t>(p);
   b.ci_compressed_size = take<uint32_t>(p);
   std::span<const uint8_t> meta(data + kPrefix, size - kPrefix);
-  if ((mode & 1) && meta.size() >= 4096) {
-    const uint8_t* h = meta.data() + meta.size() - 4096;
-    uint32_t u32;
-    std::memcpy(&u32, h + 4, 4);
-    b.features = u32;
-    std::memcpy(&u32, h + 8, 4);
-    b.ci_compressor = Compressor(u32);
-    std::memcpy(&u32, h + 12, 4);
-    b.chunk_count = u32;
-    std::memcpy(&b.ci_offset, h + 16, 8);
-    std::memcpy(&b.ci_compressed_size, h + 24, 8);
-    std::memcpy(&b.ci_uncompressed_size, h + 32, 8);
-  }
+  if (mode & 1) nydus::fuzz::ci_fields_from_header(meta, b);
   auto m = parse_blob_meta(meta, b);
   if (m && !m->chunks.empty()) (void)m->chunks.back().uncompressed_size;
   return 0;
