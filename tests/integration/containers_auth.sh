@@ -132,16 +132,20 @@ read_right() {
   diff "want$STEP_NO.txt" "got$STEP_NO.txt"
 }
 # blob_gets USER [FROM_LINE]: the registry's "authorized request" log lines of GETs of the nydus
-# blobs (from FROM_LINE on). docker-registry 2.8 names the user only on failures, so the user
-# is proven by the htpasswd file holding USER's account alone.
+# data blobs (from FROM_LINE on): only nydusd fetches those (containerd takes the bootstrap
+# layer alone); they are the blob cache's files. docker-registry 2.8 names the user only on
+# failures, so the user is proven by the htpasswd file holding USER's account alone.
 blob_gets() {
+  local blobs
   [ "$(cut -d: -f1 "$NYDUS_REGISTRY_HTPASSWD")" = "$1" ] || { echo "the registry has other accounts than $1"; return 1; }
+  blobs=$(ls "$CT_ROOT/cache" | grep -oE '^[0-9a-f]{64}' | sort -u | sed 's/^/sha256:/' | paste -sd'|')
+  [ -n "$blobs" ] || { echo "no blob in the cache"; return 1; }
   tail -n +"${2:-1}" "$RLOG" | grep 'msg="authorized request"' | grep 'http.request.method=GET' |
-    grep -E 'http.request.uri="/v2/test/nydus/blobs/sha256:' | sed 's/.*\(http.request.uri="[^"]*"\).*/\1/'
+    grep -E "http.request.uri=\"/v2/test/nydus/blobs/($blobs)\"" | sed 's/.*\(http.request.uri="[^"]*"\).*/\1/'
 }
 step "ctr run: sha256 of /data/f1.bin and hello.txt equal the source's" read_right /data/f1.bin /data/hello.txt
-step "registry log: the nydusd's blob GETs were authorized (alice: the only account)" sh -c \
-  "$(declare -f blob_gets); RLOG='$RLOG'; blob_gets alice | tail -3 | grep ."
+step "registry log: the nydusd's data blob GETs were authorized (alice: the only account)" sh -c \
+  "$(declare -f blob_gets); RLOG='$RLOG' CT_ROOT='$CT_ROOT'; blob_gets alice | tail -3 | grep ."
 
 DAEMON_CFG=''
 config_has_auth() {
