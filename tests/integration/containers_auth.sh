@@ -18,6 +18,8 @@
 #     running daemon): after the next password change a not-yet-fetched file
 #     cannot be read; the snapshotter restarted with renewal on sends the new
 #     credentials to that adopted daemon and the same file reads right.
+# AUTH_DAEMON_MODE=shared (containers_auth_shared.sh): the same with one shared
+# nydusd, each image mounted through its API (PUT /api/v1/config?id=/<snapshot id>).
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
@@ -46,6 +48,7 @@ CT_WORK=$WORK CT_BIN=$WORK/bin
 source "$LIB_DIR/containerd.sh"
 RUNC_ROOT=$WORK/runc
 REGISTRY_PID='' REGISTRY_HOST=''
+MODE=${AUTH_DAEMON_MODE:-dedicated}
 REG=$WORK/registry
 RLOG=$REG/registry.log
 export DOCKER_CONFIG=$WORK/docker  # read by nydusify and by the snapshotter started below
@@ -114,8 +117,8 @@ wait_proxy() {
   done
   echo "containerd does not reach the snapshotter"; return 1
 }
-start_all() { ct_start --credential-renewal-interval 2s --log-level debug || return 1; wait_proxy; }
-step "containerd-nydus-grpc (DOCKER_CONFIG, --credential-renewal-interval 2s) + containerd 1.6" start_all ||
+start_all() { ct_start --daemon-mode "$MODE" --credential-renewal-interval 2s --log-level debug || return 1; wait_proxy; }
+step "containerd-nydus-grpc --daemon-mode $MODE (DOCKER_CONFIG, --credential-renewal-interval 2s) + containerd 1.6" start_all ||
   die "no snapshotter/containerd"
 step "ctr-remote image rpull --user --snapshotter nydus" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http \
   --user 'alice:pw-one:1' --snapshotter nydus "$REF" || die "rpull failed"
@@ -149,7 +152,9 @@ step "registry log: the nydusd's data blob GETs were authorized (alice: the only
 
 DAEMON_CFG=''
 config_has_auth() {
-  DAEMON_CFG=$(ls "$CT_ROOT"/config/nydusd-*/config.json) || return 1
+  # dedicated: config/nydusd-<id>/config.json; shared: config/shared_daemon/<id>/config.json
+  DAEMON_CFG=$(ls "$CT_ROOT"/config/nydusd-*/config.json "$CT_ROOT"/config/shared_daemon/*/config.json 2>/dev/null)
+  [ "$(echo "$DAEMON_CFG" | grep -c .)" = 1 ] || { echo "want one daemon config: $DAEMON_CFG"; return 1; }
   local want_auth
   want_auth=$(printf '%s' "$1" | base64 -w0)
   "$PY" -c 'import json, sys; c = json.load(open(sys.argv[1]))["device"]["backend"]["config"]; sys.exit(c.get("auth") != sys.argv[2])' \
@@ -174,7 +179,7 @@ step "renewal (2 s): config + PUT /api/v1/config; unfetched /data/f2.bin reads r
 # ---- without renewal: the daemon keeps the old password ----------------------------------------
 restart_snapshotter() {
   ct_stop_pid "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
-  ct_start_snapshotter --log-level debug "$@" || return 1
+  ct_start_snapshotter --daemon-mode "$MODE" --log-level debug "$@" || return 1
   wait_proxy || return 1
   grep 're-attached to the running nydusd' "$CT_LOGS/snapshotter.log" | tail -1 | grep .
 }
