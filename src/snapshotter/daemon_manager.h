@@ -122,6 +122,11 @@ class DaemonManager {
   // The published daemons (an image in the shared daemon: one each), for credential renewal.
   std::vector<DaemonInstance> instances() const;
   std::string mountpoint_for(const std::string& meta_id) const;
+  // The daemon config an image's nydusd would get (template, host/repo, credentials).
+  SResult<std::string> config_for_image(const std::string& image_ref,
+                                        const std::map<std::string, std::string>& labels) const {
+    return image_config(image_ref, labels);
+  }
 
  private:
   // Until the API says `state`; a death is reported with its log's error from `log_offset` on.

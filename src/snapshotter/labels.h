@@ -19,6 +19,9 @@ inline constexpr std::string_view kCriLayerDigest = "containerd.io/snapshot/cri.
 // stargz-snapshotter's ctr-remote (source.AppendDefaultLabelsHandlerWrapper).
 inline constexpr std::string_view kStargzReference = "containerd.io/snapshot/remote/stargz.reference";
 inline constexpr std::string_view kStargzDigest = "containerd.io/snapshot/remote/stargz.digest";
+// nydus-snapshotter's mark on an eStargz layer it answered "already exists"
+// (its bootstrap is in the snapshot's fs dir); set by the snapshotter.
+inline constexpr std::string_view kStargzLayer = "containerd.io/snapshot/stargz";
 
 // containerd refuses a label whose key plus value exceeds 4096 bytes
 // (labels.Validate); we refuse the same, and bound the count per snapshot.

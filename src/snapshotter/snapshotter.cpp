@@ -13,6 +13,7 @@
 
 #include "api/api_client.h"
 #include "snapshotter/blob_cache_gc.h"
+#include "snapshotter/estargz_layer.h"
 #include "snapshotter/filter.h"
 #include "snapshotter/labels.h"
 
@@ -72,6 +73,8 @@ Snapshotter::Snapshotter(SnapshotterOptions opts, std::unique_ptr<MetadataStore>
     : root_(opts.root), ms_(std::move(ms)), daemons_(opts.daemon) {
   index_off_ = opts.index_off.value_or(::access("/sys/module/overlay/parameters/index", F_OK) == 0);
   userxattr_ = opts.userxattr.value_or(in_user_namespace());
+  enable_stargz_ = opts.enable_stargz;
+  nydus_image_ = opts.nydus_image_path;
 }
 
 SResult<std::unique_ptr<Snapshotter>> Snapshotter::open(SnapshotterOptions opts) {
@@ -142,15 +145,36 @@ std::vector<Mount> Snapshotter::nydus_mounts(const Snapshot& s, const std::strin
 
 SResult<std::optional<Snapshotter::Meta>> Snapshotter::find_meta(const std::string& parent) {
   std::string p = parent;
-  std::string data_layer;
+  std::string data_layer, stargz_layer;
+  std::optional<Meta> stargz;
   for (int depth = 0; !p.empty(); ++depth) {
     if (depth > 4096) return snap_error(Code::kInternal, "parent chain too long");
     auto r = ms_->get_info(p);
     if (!r) return std::unexpected(r.error());
-    if (has(r->info.labels, label::kNydusMetaLayer)) return Meta{r->id, r->info.labels};
-    if (data_layer.empty() && has(r->info.labels, label::kNydusDataLayer)) data_layer = p;
+    bool is_stargz = has(r->info.labels, label::kStargzLayer);
+    if (stargz) {
+      // Every layer below an eStargz top must be one too: the merged
+      // bootstrap is the whole image.
+      if (!is_stargz)
+        return snap_error(Code::kFailedPrecondition,
+                          "eStargz image {}: layer {} below eStargz layers was unpacked, not prepared from its TOC",
+                          parent, p);
+      stargz->chain.push_back(r->id);
+    } else if (depth == 0 && is_stargz) {
+      stargz = Meta{r->id, r->info.labels, true, {r->id}};
+    } else {
+      if (has(r->info.labels, label::kNydusMetaLayer)) return Meta{r->id, r->info.labels};
+      if (data_layer.empty() && has(r->info.labels, label::kNydusDataLayer)) data_layer = p;
+      if (stargz_layer.empty() && is_stargz) stargz_layer = p;
+    }
     p = r->info.parent;
   }
+  if (stargz) return stargz;
+  // eStargz layers are empty directories too: only a chain of them makes a rootfs.
+  if (!stargz_layer.empty())
+    return snap_error(Code::kFailedPrecondition,
+                      "parent {} has eStargz layers ({}, e.g. {}) under layers that are not: cannot mount lazily",
+                      parent, label::kStargzLayer, stargz_layer);
   // Nydus data layers are empty directories: without the bootstrap above
   // them a rootfs would be empty (a manifest that lost its bootstrap layer).
   if (!data_layer.empty())
@@ -177,6 +201,70 @@ SResult<Snapshotter::DaemonRequest> Snapshotter::daemon_request(const Meta& meta
   return DaemonRequest{meta.id, boot, ref, meta.labels};
 }
 
+SResult<void> Snapshotter::ensure_estargz_bootstrap(const Meta& meta) {
+  const std::string out = upper_path(meta.id) + "/image.boot";
+  if (::access(out.c_str(), R_OK) == 0) return {};
+  // Each layer's fs dir holds its bootstrap named by the layer's sha256 hex.
+  std::vector<std::string> boots;
+  for (auto it = meta.chain.rbegin(); it != meta.chain.rend(); ++it) {
+    std::string found;
+    std::error_code ec;
+    for (fs::directory_iterator d(upper_path(*it), ec), end; !ec && d != end; d.increment(ec)) {
+      std::string n = d->path().filename().string();
+      if (n.size() == 64 && n.find_first_not_of("0123456789abcdef") == std::string::npos) found = d->path().string();
+    }
+    if (found.empty())
+      return snap_error(Code::kFailedPrecondition, "eStargz layer snapshot {} has no bootstrap", *it);
+    boots.push_back(found);
+  }
+  if (auto st = merge_estargz_bootstraps(nydus_image_, boots, out); !st)
+    return from_error(st.error(), "merge eStargz layer bootstraps");
+  spdlog::info("eStargz: merged {} layer bootstraps into {}", boots.size(), out);
+  return {};
+}
+
+SResult<bool> Snapshotter::try_commit_estargz_layer(std::unique_lock<std::mutex>& lk, const std::string& key,
+                                                    const std::string& parent, const std::string& target,
+                                                    const Labels& labels) {
+  std::string ref = get(labels, label::kCriImageRef);
+  if (ref.empty()) ref = get(labels, label::kStargzReference);
+  std::string digest = get(labels, label::kCriLayerDigest);
+  if (digest.empty()) digest = get(labels, label::kStargzDigest);
+  const std::string hex = digest.starts_with("sha256:") ? digest.substr(7) : "";
+  if (ref.empty() || hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+    return false;
+  auto cfg = daemons_.config_for_image(ref, labels);
+  if (!cfg) {
+    spdlog::warn("eStargz check of {} {}: {}", ref, digest, cfg.error().message);
+    return false;
+  }
+  // Outside snapshots/: a concurrent Remove cleans up directories no snapshot owns there.
+  std::error_code ec;
+  fs::create_directories(root_ + "/estargz-tmp", ec);
+  std::string tmp = root_ + "/estargz-tmp/" + hex.substr(0, 12) + "-XXXXXX";
+  if (!::mkdtemp(tmp.data())) return snap_error(Code::kInternal, "mkdtemp {}: {}", tmp, std::strerror(errno));
+  ::chmod(tmp.c_str(), 0755);
+  lk.unlock();  // registry round trips and nydus-image: not under the main lock
+  auto st = prepare_estargz_layer({*cfg, hex, nydus_image_, tmp});
+  lk.lock();
+  if (!st) {
+    fs::remove_all(tmp, ec);
+    if (st.error().code == Errc::kNotFound)
+      spdlog::debug("layer {} of {}: {}", digest, ref, st.error().message);
+    else
+      spdlog::warn("eStargz layer {} of {}: {}; containerd will download it", digest, ref, st.error().message);
+    return false;
+  }
+  Labels marked = labels;
+  marked[std::string(label::kStargzLayer)] = "true";
+  if (auto c = commit_nydus_data_layer(key, parent, target, marked, tmp); !c) {
+    fs::remove_all(tmp, ec);
+    return std::unexpected(c.error());
+  }
+  spdlog::info("eStargz layer {} of {}: bootstrap built from its TOC, not downloaded", digest, ref);
+  return true;
+}
+
 SResult<std::string> Snapshotter::start_daemon_unlocked(std::unique_lock<std::mutex>& lk, const DaemonRequest& req) {
   // Pinned while unlocked: a concurrent Remove must not stop the daemon this
   // call is about to hand out (its snapshot record does not exist yet).
@@ -189,7 +277,8 @@ SResult<std::string> Snapshotter::start_daemon_unlocked(std::unique_lock<std::mu
 }
 
 SResult<void> Snapshotter::commit_nydus_data_layer(const std::string& key, const std::string& parent,
-                                                   const std::string& target, const Labels& labels) {
+                                                   const std::string& target, const Labels& labels,
+                                                   const std::string& content) {
   auto tx = ms_->begin();
   if (!tx) return std::unexpected(tx.error());
   auto s = ms_->create_snapshot(Kind::kActive, key, parent, labels);
@@ -199,8 +288,13 @@ SResult<void> Snapshotter::commit_nydus_data_layer(const std::string& key, const
   // An empty fs directory: the next layers' overlay lowerdir chain names it.
   std::error_code ec;
   std::string dir = root_ + "/snapshots/" + *id;
-  fs::create_directories(dir + "/fs", ec);
+  fs::create_directories(content.empty() ? dir + "/fs" : dir, ec);
   if (ec) return snap_error(Code::kInternal, "mkdir {}: {}", dir, ec.message());
+  if (!content.empty() && ::rename(content.c_str(), (dir + "/fs").c_str()) != 0) {
+    int e = errno;
+    fs::remove_all(dir, ec);
+    return snap_error(Code::kInternal, "rename {}: {}", content, std::strerror(e));
+  }
   if (auto c = tx->commit(); !c) {
     fs::remove_all(dir, ec);
     return c;
@@ -220,6 +314,11 @@ SResult<std::vector<Mount>> Snapshotter::create(Kind kind, const std::string& ke
     ++metrics_.nydus_layers_skipped;
     return snap_error(Code::kAlreadyExists, "target snapshot {:?}: already exists", target);
   }
+  if (kind == Kind::kActive && !target.empty() && enable_stargz_ && !has(labels, label::kNydusMetaLayer)) {
+    auto done = try_commit_estargz_layer(lk, key, parent, target, labels);
+    if (!done) return std::unexpected(done.error());
+    if (*done) return snap_error(Code::kAlreadyExists, "target snapshot {:?}: already exists", target);
+  }
   std::optional<Meta> meta;
   if (target.empty() && !parent.empty()) {
     auto m = find_meta(parent);
@@ -228,6 +327,7 @@ SResult<std::vector<Mount>> Snapshotter::create(Kind kind, const std::string& ke
   }
   std::string lower;
   if (meta) {
+    if (meta->stargz) SNAP_TRY(ensure_estargz_bootstrap(*meta));
     auto req = daemon_request(*meta);
     if (!req) return std::unexpected(req.error());
     // The slow part (spawn, wait for RUNNING) without the main lock.
@@ -306,6 +406,7 @@ SResult<std::vector<Mount>> Snapshotter::mounts(const std::string& key) {
     if (!meta) return std::unexpected(meta.error());
     if (*meta) {
       // The daemon may be gone (stopped, crashed): bring it back before answering.
+      if ((*meta)->stargz) SNAP_TRY(ensure_estargz_bootstrap(**meta));
       auto req = daemon_request(**meta);
       if (!req) return std::unexpected(req.error());
       auto lower = start_daemon_unlocked(lk, *req);
@@ -386,7 +487,7 @@ void Snapshotter::gc_blob_cache() {
   std::set<std::string> used = open_cache_files();
   bool unknown = false;
   (void)ms_->walk([&](const MetadataStore::Record& r) -> SResult<void> {
-    if (!has(r.info.labels, label::kNydusDataLayer)) return {};
+    if (!has(r.info.labels, label::kNydusDataLayer) && !has(r.info.labels, label::kStargzLayer)) return {};
     std::string digest = get(r.info.labels, label::kCriLayerDigest);
     if (digest.empty()) digest = get(r.info.labels, label::kStargzDigest);
     if (!digest.starts_with("sha256:")) {
@@ -447,7 +548,7 @@ SResult<void> Snapshotter::remove(const std::string& key) {
   {
     auto tx = ms_->begin();
     if (!tx) return std::unexpected(tx.error());
-    if (auto info = ms_->get_info(key); info) data_layer = has(info->info.labels, label::kNydusDataLayer);
+    if (auto info = ms_->get_info(key); info) data_layer = has(info->info.labels, label::kNydusDataLayer) || has(info->info.labels, label::kStargzLayer);
     auto r = ms_->remove(key);
     if (!r) return std::unexpected(SnapError{r.error().code, "failed to remove: " + r.error().message});
     SNAP_TRY(tx->commit());

@@ -37,6 +37,9 @@ struct SnapshotterOptions {
   // Overlay options decided from the kernel as containerd does; overridable for tests.
   std::optional<bool> index_off;
   std::optional<bool> userxattr;
+  // nydus-snapshotter's [experimental] enable_stargz: eStargz layers run lazily (estargz_layer.h).
+  bool enable_stargz = false;
+  std::string nydus_image_path = "nydus-image";
 };
 
 class Snapshotter {
@@ -69,12 +72,16 @@ class Snapshotter {
   Snapshotter(SnapshotterOptions opts, std::unique_ptr<MetadataStore> ms);
   SResult<std::vector<Mount>> create(Kind kind, const std::string& key, const std::string& parent,
                                      const Labels& labels);
+  // `content`: a directory to become the layer's fs dir (else an empty one).
   SResult<void> commit_nydus_data_layer(const std::string& key, const std::string& parent,
-                                        const std::string& target, const Labels& labels);
+                                        const std::string& target, const Labels& labels,
+                                        const std::string& content = "");
   // The Nydus bootstrap snapshot (id, labels) under `parent`, if the chain has one.
   struct Meta {
     std::string id;
     Labels labels;
+    bool stargz = false;  // the top eStargz layer: its image.boot is merged from the chain's
+    std::vector<std::string> chain;  // stargz: every layer's snapshot ID, top first
   };
   SResult<std::optional<Meta>> find_meta(const std::string& parent);
   // What a daemon start needs, read from the bootstrap snapshot (under mu_).
@@ -85,6 +92,13 @@ class Snapshotter {
     Labels labels;  // the bootstrap snapshot's (pull credentials, registry_auth.h)
   };
   SResult<DaemonRequest> daemon_request(const Meta& meta) const;
+  // A pulled layer that is eStargz: its bootstrap built from the registry's TOC
+  // and the layer committed as `target` (then AlreadyExists). False: not eStargz
+  // (or it failed: logged), containerd downloads it as usual. Takes `lk` off meanwhile.
+  SResult<bool> try_commit_estargz_layer(std::unique_lock<std::mutex>& lk, const std::string& key,
+                                         const std::string& parent, const std::string& target, const Labels& labels);
+  // The merged bootstrap of an eStargz chain topped by `meta` (under mu_; made once).
+  SResult<void> ensure_estargz_bootstrap(const Meta& meta);
   // Ensures the image's daemon runs, with `lk` (on mu_) released meanwhile and
   // the image pinned so no concurrent Remove stops it. Returns its mountpoint.
   SResult<std::string> start_daemon_unlocked(std::unique_lock<std::mutex>& lk, const DaemonRequest& req);
@@ -105,6 +119,8 @@ class Snapshotter {
   std::string root_;
   bool index_off_ = false;
   bool userxattr_ = false;
+  bool enable_stargz_ = false;
+  std::string nydus_image_;
   std::unique_ptr<MetadataStore> ms_;
   DaemonManager daemons_;
   std::vector<std::string> adopted_;

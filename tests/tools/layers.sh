@@ -14,7 +14,7 @@ SRC=$NYDUS_SOURCE_DIR/src
 
 # part -> the parts its sources may include (besides itself). Order, bottom up:
 #   common <- format <- storage <- runtime <- {fuse, fscache, fanotify} <- daemon <- tools
-#   builder <- format; convert <- builder, storage; api <- common; snapshotter <- api.
+#   builder <- format; convert <- builder, storage; api <- common; snapshotter <- api, storage.
 # The modes and the daemon implement api's DaemonApi, so they sit above api too.
 declare -A ALLOWED=(
   [common]=""
@@ -28,7 +28,7 @@ declare -A ALLOWED=(
   [builder]="format common"
   [convert]="builder storage format common"
   [api]="common"
-  [snapshotter]="api common"
+  [snapshotter]="api storage format common"
   [tools]="daemon fuse fscache fanotify runtime storage format common builder convert api snapshotter"
 )
 

@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
   std::string recover_policy = "restart";
   std::string metrics_address;
   std::string renewal_interval = "0s";
-  bool log_to_stdout = false, version = false;
+  bool log_to_stdout = false, version = false, enable_stargz = false;
   int threads = 4;
   int ready_timeout_s = 30;
   app.add_option("--root", root, "where snapshots, metadata, sockets and logs live");
@@ -70,6 +70,9 @@ int main(int argc, char** argv) {
                  "re-read the docker config this often (a Go duration: 30m, 2s; 0 = off) and send changed "
                  "registry credentials to the running nydusd daemons (config [remote.auth] "
                  "credential_renewal_interval; the flag is ours)");
+  app.add_flag("--enable-stargz", enable_stargz,
+               "run eStargz images lazily: a layer with an eStargz footer gets a bootstrap built from its TOC "
+               "(nydus-image) instead of being downloaded (config [experimental] enable_stargz; the flag is ours)");
   app.add_flag("--version", version, "print the version");
   CLI11_PARSE(app, argc, argv);
   if (version) {
@@ -107,6 +110,8 @@ int main(int argc, char** argv) {
     take("remote.auth.credential_renewal_interval", "--credential-renewal-interval", renewal_interval);
     if (auto it = cfg->find("daemon.threads_number"); it != cfg->end() && app.count("--nydusd-thread-num") == 0)
       threads = std::atoi(it->second.c_str());
+    if (auto it = cfg->find("experimental.enable_stargz"); it != cfg->end() && app.count("--enable-stargz") == 0)
+      enable_stargz = it->second == "true";
     if (auto it = cfg->find("log.log_to_stdout"); it != cfg->end() && app.count("--log-to-stdout") == 0)
       log_to_stdout = it->second == "true";
   }
@@ -140,6 +145,8 @@ int main(int argc, char** argv) {
   SnapshotterOptions opts;
   opts.root = root;
   opts.daemon.nydusd_path = nydusd;
+  opts.enable_stargz = enable_stargz;
+  opts.nydus_image_path = nydus_image;
   opts.daemon.config_template = nydusd_config;
   opts.daemon.log_level = log_level == "warn" ? "warn" : log_level;
   opts.daemon.log_to_stdout = log_to_stdout;
@@ -152,6 +159,7 @@ int main(int argc, char** argv) {
   auto keychain = std::make_shared<const Keychain>(default_docker_config_file());
   opts.daemon.keychain = keychain;
   spdlog::info("fs driver {} ({})", driver->driver, driver->reason);
+  if (enable_stargz) spdlog::info("eStargz layers run lazily (enable_stargz; TOCs converted by {})", nydus_image);
   auto sn = Snapshotter::open(opts);
   if (!sn) {
     spdlog::error("open snapshotter at {}: {}", root, sn.error().message);

@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# eStargz images run lazily through containerd-nydus-grpc ([experimental]
+# enable_stargz, as nydus-snapshotter), under real containerd 1.6 + runc
+# (lib/containerd.sh):
+#   - a two-layer OCI image (busybox-static, a few MB of random data, the
+#     second layer adds a file and deletes one) converted by Debian's
+#     `ctr-remote image convert --estargz --oci`, pushed to a docker-registry
+#     on loopback with its access log on;
+#   - `ctr-remote image rpull --snapshotter nydus`: every layer is answered
+#     "already exists" after its TOC was read (the snapshotter logged it per
+#     layer), and the registry sent, per layer blob, far less than its size
+#     with no GET as large as the layer (nobody downloaded a whole layer);
+#   - `ctr run`: sha256 of files inside equal the source tree's (the deleted
+#     file is gone: the merged bootstrap applies the whiteout), the rootfs
+#     lowerdir is the nydusd FUSE mount; reading the big files later fetches
+#     their ranges only then;
+#   - `ctr image rm`: no nydusd, mount or snapshot left;
+#   - enable_stargz off (default, as upstream): the same image is downloaded
+#     and unpacked by containerd (overlay) and still reads right.
+set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
+
+[ "$(id -u)" -eq 0 ] || skip "needs root (containerd, mounts)"
+for t in containerd containerd-shim-runc-v2 ctr ctr-remote runc docker-registry umoci busybox curl; do
+  command -v $t >/dev/null || skip "$t not installed (scripts/setup.sh installs it)"
+done
+[ -e /dev/fuse ] || skip_kernel "no /dev/fuse"
+grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
+grep -qw overlay /proc/filesystems || skip_kernel "no overlayfs"
+for b in containerd-nydus-grpc nydusd nydus-image; do
+  [ -x "$NYDUS_BIN_DIR/$b" ] || die "$NYDUS_BIN_DIR/$b not built"
+done
+BUSYBOX=$(readlink -f "$(command -v busybox)")
+file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || [ "$(ldd "$BUSYBOX" 2>&1 | grep -c 'not a dynamic')" = 1 ] ||
+  skip "busybox is not static (install busybox-static)"
+
+WORK=$(mktemp -d /var/tmp/nydus-ct-estargz.XXXXXX) || die "mktemp"
+LOG_DIR=$WORK/steps
+mkdir -p "$LOG_DIR"
+# Copies: other builds may relink build/bin while this runs.
+mkdir -p "$WORK/bin" && cp "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$NYDUS_BIN_DIR/nydus-image" \
+  "$WORK/bin/" || die "cp binaries"
+CT_WORK=$WORK CT_BIN=$WORK/bin
+# shellcheck source=lib/containerd.sh
+source "$LIB_DIR/containerd.sh"
+RUNC_ROOT=$WORK/runc
+REGISTRY_PID=''
+# The upstream key, in nydus-snapshotter's config.toml.
+printf '[experimental]\nenable_stargz = true\n' >"$WORK/snapshotter.toml"
+SNAP_FLAGS=(--config "$WORK/snapshotter.toml" --nydus-image "$WORK/bin/nydus-image" --log-level debug)
+
+cleanup() {
+  ct_stop
+  ct_stop_pid "$REGISTRY_PID"
+  umount_below "$WORK"
+  [ "${KEEP_WORK:-0}" = 1 ] && { echo "kept $WORK"; return; }
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+cd "$WORK" || die "cd"
+
+# ---- the image: two layers ---------------------------------------------------------------
+make_image() {
+  local r=b0/rootfs
+  umoci init --layout img && umoci new --image img:base && umoci unpack --image img:base b0 >/dev/null || return 1
+  mkdir -p "$r/bin" "$r/data/sub/deeper" || return 1
+  cp "$BUSYBOX" "$r/bin/busybox" && ln -s busybox "$r/bin/sh" || return 1
+  head -c 6000000 /dev/urandom >"$r/data/random.bin"
+  head -c 2000000 /dev/urandom >"$r/data/doomed.bin"
+  head -c 12345 /dev/urandom >"$r/data/sub/odd.bin"
+  seq 1 200000 >"$r/data/sub/deeper/numbers.txt"
+  echo "hello from the image" >"$r/data/hello.txt"
+  umoci repack --image img:v1 b0 || return 1
+  umoci unpack --image img:v1 b1 >/dev/null || return 1
+  rm b1/rootfs/data/doomed.bin && head -c 3000000 /dev/urandom >b1/rootfs/data/added.bin || return 1
+  echo "changed in layer 2" >b1/rootfs/data/hello.txt
+  umoci repack --image img:v2 b1 && (cd img && tar cf ../img.tar .)
+}
+step "umoci: a two-layer busybox-static image with a few MB of data" make_image || die "cannot build the image"
+# The oracle: the source tree's sums (the top layer's rootfs), as the container's sha256sum prints them.
+SMALL="data/hello.txt data/sub/odd.bin data/sub/deeper/numbers.txt bin/busybox"
+BIG="data/random.bin data/added.bin"
+(cd b1/rootfs && sha256sum $SMALL | sed 's#  #  /#') >want_small.txt
+(cd b1/rootfs && sha256sum $BIG | sed 's#  #  /#') >want_big.txt
+
+export NYDUS_REGISTRY_ACCESS_LOG=1
+step "docker-registry on loopback (access log on)" start_registry "$WORK/registry" || die "no registry"
+REF=$REGISTRY_HOST/test/esgz:v2
+RLOG=$WORK/registry/registry.log
+
+# containerd dials a proxy it found absent with gRPC's backoff: a Prepare is what reaches us.
+wait_proxy() {
+  local _
+  for _ in $(seq 60); do
+    ct_ctr snapshots --snapshotter nydus prepare "probe-$$" >/dev/null 2>&1 &&
+      { ct_ctr snapshots --snapshotter nydus rm "probe-$$"; return; }
+    sleep 0.5
+  done
+  echo "containerd does not reach the snapshotter"; return 1
+}
+start_all() { ct_start "${SNAP_FLAGS[@]}" || return 1; wait_proxy; }
+step "containerd-nydus-grpc (config.toml [experimental] enable_stargz = true) + containerd 1.6" start_all ||
+  die "no snapshotter/containerd"
+step "the snapshotter says eStargz layers run lazily" grep -q 'eStargz layers run lazily' "$CT_LOGS/snapshotter.log"
+
+# Converted in another namespace (its content never serves the pull below).
+CONV=(-n convert)
+convert_push() {
+  ct_ctr "${CONV[@]}" images import --no-unpack --base-name src img.tar || return 1
+  local src; src=$(ct_ctr "${CONV[@]}" images ls -q | grep ':v2$' | head -1)
+  [ -n "$src" ] || { ct_ctr "${CONV[@]}" images ls; return 1; }
+  ctr-remote --address "$CT_CD_SOCK" "${CONV[@]}" image convert --estargz --oci "$src" "$REF" || return 1
+  ct_ctr "${CONV[@]}" images push --plain-http "$REF" "$REF"
+}
+step "ctr-remote image convert --estargz --oci; push" convert_push || die "convert failed"
+
+# The layers as the registry has them: digest, size, TOC annotation.
+layers() {
+  local m
+  m=$(curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REGISTRY_HOST/v2/test/esgz/manifests/v2") || return 1
+  echo "$m" | "$PY" -c '
+import json, sys
+m = json.load(sys.stdin)
+assert len(m["layers"]) == 2, m["layers"]
+for l in m["layers"]:
+    assert "containerd.io/snapshot/stargz/toc.digest" in l.get("annotations", {}), l
+    print(l["digest"], l["size"])' >layers.txt || return 1
+  cat layers.txt
+}
+step "the manifest: 2 eStargz layers (TOC digest annotations)" layers || die "no eStargz layers"
+# No local copy of a layer: whatever reads one goes to the registry (its log is the oracle).
+drop_local_layers() {
+  local d
+  ct_ctr "${CONV[@]}" images rm $(ct_ctr "${CONV[@]}" images ls -q) >/dev/null || return 1
+  while read -r d _; do ct_ctr "${CONV[@]}" content rm "$d" >/dev/null 2>&1; done <layers.txt
+  while read -r d _; do
+    ct_ctr "${CONV[@]}" content ls -q | grep -qx "$d" && { echo "$d still in the content store"; return 1; }
+  done <layers.txt
+  return 0
+}
+step "the layers removed from containerd's content store" drop_local_layers
+
+MARK=0
+mark() { MARK=$(wc -l <"$RLOG"); }
+# Bytes the registry sent per layer blob since MARK: "digest bytes largest_get gets".
+sent_per_layer() {
+  local d s
+  while read -r d s; do
+    tail -n +"$((MARK + 1))" "$RLOG" | awk -v d="$d" -v size="$s" '
+      $6 == "\"GET" && index($7, "/blobs/" d) && ($9 == 200 || $9 == 206) {t += $10; n++; if ($10 > m) m = $10}
+      END {printf "%s size %d sent %d largest %d gets %d\n", d, size, t, m, n}'
+  done <layers.txt
+}
+# Every layer: the registry sent less than FRACTION of it, and no single GET was
+# the whole layer (then nobody - containerd, snapshotter or nydusd - downloaded it).
+fetched_less_than() {
+  sent_per_layer | tee sent.txt
+  awk -v f="$1" '{ if ($5 >= f * $3 || $7 >= $3) bad = 1 } END { exit bad }' sent.txt
+}
+
+mark
+step "ctr-remote image rpull --snapshotter nydus" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http \
+  --snapshotter nydus "$REF" || die "rpull failed"
+toc_logged() {
+  local d n=0
+  while read -r d _; do
+    grep -q "eStargz layer $d of .*: bootstrap built from its TOC, not downloaded" "$CT_LOGS/snapshotter.log" && n=$((n + 1))
+  done <layers.txt
+  echo "$n of 2 layers prepared from their TOC"
+  [ "$n" -eq 2 ]
+}
+step "both layers answered 'already exists' after reading their TOC" toc_logged
+step "the pull: < 10% of each layer sent, no whole-layer GET" fetched_less_than 0.10
+
+run() { ct_ctr run --runc-root "$RUNC_ROOT" --snapshotter nydus "$@"; }
+nydusd_pids() { ct_pids nydusd "$CT_ROOT/"; }
+small_right() {
+  run --rm "$REF" small /bin/sh -c "sha256sum $(echo " $SMALL" | sed 's# # /#g'); ls /data" >got.txt || return 1
+  grep -v '^/' got.txt | head -0
+  grep '  /' got.txt >got_small.txt; diff want_small.txt got_small.txt || return 1
+  grep -qx doomed.bin got.txt && { echo "doomed.bin (deleted by layer 2) is still there"; return 1; }
+  grep -qx added.bin got.txt && echo "$(wc -l <got_small.txt) files equal the source tree; doomed.bin gone"
+}
+step "ctr run: sha256 of small files equal the source's; layer 2's deletion applied" small_right
+step "after a container ran: < 40% of each layer sent, no whole-layer GET" fetched_less_than 0.40
+lazy_mount() {
+  run -d "$REF" sleeper /bin/sh -c 'exec sleep 1000' || return 1
+  local lower
+  lower=$(awk -v d="$CT_CD/state/io.containerd.runtime.v2.task/default/sleeper/rootfs" '$5 == d {print $NF}' \
+    /proc/self/mountinfo | tr ',' '\n' | sed -n 's/^lowerdir=//p')
+  echo "nydusd: $(nydusd_pids); lowerdir: $lower"
+  [ "$(nydusd_pids | wc -w)" -eq 1 ] || return 1
+  awk -v d="${lower%%:*}" '$5 == d' /proc/self/mountinfo | grep -q ' - fuse' || { echo "lowerdir is not a FUSE mount"; return 1; }
+  ct_ctr task kill -s KILL sleeper; sleep 0.5; ct_ctr task rm -f sleeper >/dev/null; ct_ctr containers rm sleeper
+}
+step "the rootfs lowerdir is one nydusd's FUSE mount" lazy_mount
+big_right() {
+  run --rm "$REF" big /bin/sh -c "sha256sum $(echo " $BIG" | sed 's# # /#g')" >got_big.txt || return 1
+  diff want_big.txt got_big.txt
+}
+step "ctr run: sha256 of the big files equal the source's" big_right
+
+remove_all() {
+  local _
+  for c in $(ct_ctr containers ls -q); do ct_ctr containers rm "$c" || return 1; done
+  ct_ctr image rm --sync "$REF" || return 1
+  for _ in $(seq 50); do [ -z "$(nydusd_pids)" ] && [ -z "$(ls "$CT_ROOT/snapshots")" ] && break; sleep 0.2; done
+  echo "nydusd: '$(nydusd_pids)'; snapshots: '$(ct_ctr snapshots --snapshotter nydus ls | tail -n +2)'"
+  echo "mounts below the root: $(awk -v d="$CT_ROOT" 'index($5, d) == 1' /proc/self/mountinfo)"
+  [ -z "$(nydusd_pids)" ] && [ -z "$(ct_ctr snapshots --snapshotter nydus ls | tail -n +2)" ] &&
+    [ -z "$(ls "$CT_ROOT/snapshots")" ] && [ -z "$(awk -v d="$CT_ROOT" 'index($5, d) == 1' /proc/self/mountinfo)" ]
+}
+step "ctr image rm: no nydusd, mount or snapshot left" remove_all
+
+# ---- enable_stargz off (the default): containerd downloads and unpacks ----------------------
+restart_plain() {
+  kill -TERM "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
+  ct_start_snapshotter --nydus-image "$WORK/bin/nydus-image" || return 1
+  wait_proxy
+}
+step "snapshotter restarted without enable_stargz" restart_plain
+mark
+step "rpull without enable_stargz" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$REF"
+downloaded() {
+  sent_per_layer | tee sent.txt
+  awk '{ if ($5 < $3) bad = 1 } END { exit bad }' sent.txt
+}
+step "without enable_stargz every layer was downloaded whole" downloaded
+plain_right() {
+  run --rm "$REF" plain /bin/sh -c "sha256sum $(echo " $SMALL $BIG" | sed 's# # /#g')" >got_all.txt || return 1
+  cat want_small.txt want_big.txt | diff - got_all.txt && [ -z "$(nydusd_pids)" ]
+}
+step "ctr run (overlay, no nydusd): the same sums" plain_right
+unpacked() {
+  find "$CT_ROOT/snapshots" -path '*/fs/data/random.bin' | grep -q . &&
+    [ "$(grep -c 'bootstrap built from its TOC' "$CT_LOGS/snapshotter.log")" -eq 2 ]
+}
+step "... unpacked by containerd into the snapshots (no new TOC conversion)" unpacked
+step "the snapshotter logged no internal error" sh -c "! grep -E ' (error|critical) ' '$CT_LOGS/snapshotter.log'"
+
+summary
