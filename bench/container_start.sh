@@ -167,16 +167,11 @@ SNAP_DRIVER=fusedev
 # snapshotter_for DRIVER: the snapshotter runs with --fs-driver DRIVER (restarted when
 # it differs; containerd redials it, a Prepare tells when it is reached).
 snapshotter_for() {
-  local _
   [ "$1" = "$SNAP_DRIVER" ] && return 0
   ct_stop_pid "$CT_SNAP_PID"
   ct_start_snapshotter --log-level warn --fs-driver "$1" || return 1
-  for _ in $(seq 60); do
-    ct_ctr snapshots --snapshotter nydus prepare "probe-$$" >/dev/null 2>&1 &&
-      { ct_ctr snapshots --snapshotter nydus rm "probe-$$"; SNAP_DRIVER=$1; return 0; }
-    sleep 0.5
-  done
-  echo "containerd does not reach the snapshotter (--fs-driver $1)" >&2; return 1
+  ct_wait_proxy >&2 || return 1
+  SNAP_DRIVER=$1
 }
 now() { date +%s.%N; }
 

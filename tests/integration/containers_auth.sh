@@ -24,45 +24,19 @@ set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
 
-[ "$(id -u)" -eq 0 ] || skip "needs root (containerd, mounts)"
-for t in containerd containerd-shim-runc-v2 ctr ctr-remote runc docker-registry umoci skopeo busybox; do
-  command -v $t >/dev/null || skip "$t not installed (scripts/setup.sh installs it)"
-done
-grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
-grep -qw overlay /proc/filesystems || skip_kernel "no overlayfs"
+# shellcheck source=lib/containers_test.sh
+source "$LIB_DIR/containers_test.sh"
+ct_test_preflight busybox
 [ -e /dev/fuse ] || skip_kernel "no /dev/fuse"
-NYDUSIFY=$NYDUS_BIN_DIR/nydusify
-for b in "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$NYDUSIFY"; do
-  [ -x "$b" ] || die "$b not built"
-done
-BUSYBOX=$(readlink -f "$(command -v busybox)")
-file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || [ "$(ldd "$BUSYBOX" 2>&1 | grep -c 'not a dynamic')" = 1 ] ||
-  skip "busybox is not static (install busybox-static)"
 
-WORK=$(mktemp -d /var/tmp/nydus-ct-auth.XXXXXX) || die "mktemp"
-LOG_DIR=$WORK/steps
-mkdir -p "$LOG_DIR" "$WORK/bin" "$WORK/docker"
-cp "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$WORK/bin/" || die "cp binaries"
-CT_WORK=$WORK CT_BIN=$WORK/bin
-# shellcheck source=lib/containerd.sh
-source "$LIB_DIR/containerd.sh"
-RUNC_ROOT=$WORK/runc
-REGISTRY_PID='' REGISTRY_HOST=''
+ct_test_workdir ct-auth
+mkdir -p "$WORK/docker"
+REGISTRY_HOST=''
 MODE=${AUTH_DAEMON_MODE:-dedicated}
 REG=$WORK/registry
 RLOG=$REG/registry.log
 export DOCKER_CONFIG=$WORK/docker  # read by nydusify and by the snapshotter started below
 export NYDUS_REGISTRY_HTPASSWD=$WORK/htpasswd NYDUS_REGISTRY_LOG_LEVEL=info
-
-cleanup() {
-  ct_stop
-  ct_stop_pid "$REGISTRY_PID"
-  umount_below "$WORK"
-  [ "${KEEP_WORK:-0}" = 1 ] && { echo "kept $WORK"; return; }
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-cd "$WORK" || die "cd"
 
 # set_user USER PASSWORD: the registry's only account (bcrypt), and the docker config's entry.
 set_user() {
@@ -108,16 +82,7 @@ step "skopeo push --dest-creds + nydusify convert (credentials from \$DOCKER_CON
 step "an anonymous pull of the converted manifest is refused (401)" sh -c \
   "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://$REGISTRY_HOST/v2/test/nydus/manifests/v1)\" = 401 ]"
 
-wait_proxy() {
-  local _
-  for _ in $(seq 60); do
-    ct_ctr snapshots --snapshotter nydus prepare "probe-$$" >/dev/null 2>&1 &&
-      { ct_ctr snapshots --snapshotter nydus rm "probe-$$"; return; }
-    sleep 0.5
-  done
-  echo "containerd does not reach the snapshotter"; return 1
-}
-start_all() { ct_start --daemon-mode "$MODE" --credential-renewal-interval 2s --log-level debug || return 1; wait_proxy; }
+start_all() { ct_start --daemon-mode "$MODE" --credential-renewal-interval 2s --log-level debug || return 1; ct_wait_proxy; }
 step "containerd-nydus-grpc --daemon-mode $MODE (DOCKER_CONFIG, --credential-renewal-interval 2s) + containerd 1.6" start_all ||
   die "no snapshotter/containerd"
 step "ctr-remote image rpull --user --snapshotter nydus" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http \
@@ -180,7 +145,7 @@ step "renewal (2 s): config + PUT /api/v1/config; unfetched /data/f2.bin reads r
 restart_snapshotter() {
   ct_stop_pid "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
   ct_start_snapshotter --daemon-mode "$MODE" --log-level debug "$@" || return 1
-  wait_proxy || return 1
+  ct_wait_proxy || return 1
   grep 're-attached to the running nydusd' "$CT_LOGS/snapshotter.log" | tail -1 | grep .
 }
 step "snapshotter restarted with --credential-renewal-interval 0 (re-attaches the nydusd)" restart_snapshotter \

@@ -18,34 +18,12 @@ source "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/distro_rootfs.sh
 source "$LIB_DIR/distro_rootfs.sh"
 
-[ "$(id -u)" -eq 0 ] || skip "needs root (containerd, mounts, chroot)"
-for t in containerd containerd-shim-runc-v2 ctr ctr-remote runc docker-registry umoci skopeo mmdebstrap; do
-  command -v $t >/dev/null || skip "$t not installed (scripts/setup.sh installs it)"
-done
+# shellcheck source=lib/containers_test.sh
+source "$LIB_DIR/containers_test.sh"
+ct_test_preflight mmdebstrap
 [ -e /dev/fuse ] || skip_kernel "no /dev/fuse"
-grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
-grep -qw overlay /proc/filesystems || skip_kernel "no overlayfs"
-NYDUSIFY=$NYDUS_BIN_DIR/nydusify
-for b in "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$NYDUSIFY"; do [ -x "$b" ] || die "$b not built"; done
 
-WORK=$(mktemp -d /var/tmp/nydus-ctdistro.XXXXXX) || die "mktemp"
-LOG_DIR=$WORK/steps
-mkdir -p "$LOG_DIR"
-# Copies: other builds may relink build/bin/nydusd while this runs (an exec would fail then).
-mkdir -p "$WORK/bin" && cp "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$WORK/bin/" || die "cp binaries"
-CT_WORK=$WORK CT_BIN=$WORK/bin
-# shellcheck source=lib/containerd.sh
-source "$LIB_DIR/containerd.sh"
-REGISTRY_PID=''
-cleanup() {
-  ct_stop
-  ct_stop_pid "$REGISTRY_PID"
-  umount_below "$WORK"
-  [ "${KEEP_WORK:-0}" = 1 ] && { echo "kept $WORK"; return; }
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-cd "$WORK" || die "cd"
+ct_test_workdir ctdistro
 
 TARBALL=$(distro_rootfs_tar python3,perl,curl) || die "no Debian rootfs (mmdebstrap)"
 make_image() {

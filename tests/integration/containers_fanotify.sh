@@ -26,48 +26,17 @@ set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
 
-[ "$(id -u)" -eq 0 ] || skip "needs root (containerd, mounts)"
-for t in containerd containerd-shim-runc-v2 ctr ctr-remote runc docker-registry umoci skopeo busybox; do
-  command -v $t >/dev/null || skip "$t not installed (scripts/setup.sh installs it)"
-done
-grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
-grep -qw overlay /proc/filesystems || skip_kernel "no overlayfs"
+# shellcheck source=lib/containers_test.sh
+source "$LIB_DIR/containers_test.sh"
+ct_test_preflight busybox
 grep -qw erofs /proc/filesystems || modprobe erofs 2>/dev/null || true
 grep -qw erofs /proc/filesystems || skip_kernel "no erofs"
 IFS=. read -r KMAJ KMIN _ <<<"$(uname -r)"
 [ "$KMAJ" -gt 6 ] || { [ "$KMAJ" -eq 6 ] && [ "${KMIN%%[!0-9]*}" -ge 14 ]; } ||
   skip_kernel "fanotify pre-content events need Linux >= 6.14 (this is $(uname -r))"
-NYDUSIFY=$NYDUS_BIN_DIR/nydusify
-for b in "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$NYDUS_BIN_DIR/nydusctl" "$NYDUSIFY"; do
-  [ -x "$b" ] || die "$b not built"
-done
-BUSYBOX=$(readlink -f "$(command -v busybox)")
-file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || [ "$(ldd "$BUSYBOX" 2>&1 | grep -c 'not a dynamic')" = 1 ] ||
-  skip "busybox is not static (install busybox-static)"
 
-# A disk filesystem: EROFS cannot mount cache files on tmpfs, nor can fanotify mark them.
-WORK=$(mktemp -d /var/tmp/nydus-ct-fanotify.XXXXXX) || die "mktemp"
-LOG_DIR=$WORK/steps
-mkdir -p "$LOG_DIR"
-# Copies: other builds may relink build/bin while this runs.
-mkdir -p "$WORK/bin" && cp "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$NYDUS_BIN_DIR/nydusctl" \
-  "$WORK/bin/" || die "cp binaries"
-CT_WORK=$WORK CT_BIN=$WORK/bin
-# shellcheck source=lib/containerd.sh
-source "$LIB_DIR/containerd.sh"
-RUNC_ROOT=$WORK/runc
-REGISTRY_PID=''
+ct_test_workdir ct-fanotify
 SNAP_FLAGS=(--fs-driver auto --log-level debug)
-
-cleanup() {
-  ct_stop
-  ct_stop_pid "$REGISTRY_PID"
-  umount_below "$WORK"
-  [ "${KEEP_WORK:-0}" = 1 ] && { echo "kept $WORK"; return; }
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-cd "$WORK" || die "cd"
 
 # ---- the image: busybox-static, a few files, 300 parts of 96 KiB (read one by one) ----
 make_image() {
@@ -94,16 +63,7 @@ step "skopeo + nydusify convert" sh -c "skopeo copy --dest-tls-verify=false oci:
   die "convert failed"
 
 # containerd dials a proxy it found absent with gRPC's backoff: a Prepare is what reaches us.
-wait_proxy() {
-  local _
-  for _ in $(seq 60); do
-    ct_ctr snapshots --snapshotter nydus prepare "probe-$$" >/dev/null 2>&1 &&
-      { ct_ctr snapshots --snapshotter nydus rm "probe-$$"; return; }
-    sleep 0.5
-  done
-  echo "containerd does not reach the snapshotter"; return 1
-}
-start_all() { ct_start "${SNAP_FLAGS[@]}" || return 1; wait_proxy; }
+start_all() { ct_start "${SNAP_FLAGS[@]}" || return 1; ct_wait_proxy; }
 step "containerd-nydus-grpc --fs-driver auto + containerd 1.6" start_all || die "no snapshotter/containerd"
 chose_fanotify() {
   grep 'fs driver' "$CT_LOGS/snapshotter.log"
@@ -187,7 +147,7 @@ step "a new container reads right through the new nydusd" files_right
 restart_snapshotter() {  # FLAGS...: kill -9 and start again with FLAGS
   kill -KILL "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
   ct_start_snapshotter "$@" || return 1
-  wait_proxy
+  ct_wait_proxy
 }
 # none: the supervisor keeps the group (readers wait); the next Prepare takes it over.
 policy_none() {
@@ -221,7 +181,7 @@ reboot() {
   umount_below "$CT_ROOT"
   [ -z "$(awk -v d="$CT_ROOT" 'index($5, d) == 1' /proc/self/mountinfo)" ] || { echo "mounts left"; return 1; }
   ct_start_snapshotter "${SNAP_FLAGS[@]}" || return 1
-  wait_proxy || return 1
+  ct_wait_proxy || return 1
   files_right || return 1
   new=$(nydusd_pids)
   echo "nydusd: $new: $(tr '\0' ' ' <"/proc/$new/cmdline" 2>/dev/null); $LOWER: $(fstype_at "$LOWER")"

@@ -26,41 +26,14 @@ set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
 
-[ "$(id -u)" -eq 0 ] || skip "needs root (containerd, mounts)"
-for t in containerd containerd-shim-runc-v2 ctr ctr-remote runc docker-registry umoci skopeo busybox go; do
-  command -v $t >/dev/null || skip "$t not installed (scripts/setup.sh installs it)"
-done
+# shellcheck source=lib/containers_test.sh
+source "$LIB_DIR/containers_test.sh"
+ct_test_preflight busybox go
 [ -e /dev/fuse ] || skip_kernel "no /dev/fuse"
-grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
-grep -qw overlay /proc/filesystems || skip_kernel "no overlayfs"
-NYDUSIFY=$NYDUS_BIN_DIR/nydusify
-for b in "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$NYDUSIFY"; do [ -x "$b" ] || die "$b not built"; done
-BUSYBOX=$(readlink -f "$(command -v busybox)")
-file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || [ "$(ldd "$BUSYBOX" 2>&1 | grep -c 'not a dynamic')" = 1 ] ||
-  skip "busybox is not static (install busybox-static)"
 
-WORK=$(mktemp -d /var/tmp/nydus-recovery.XXXXXX) || die "mktemp"
-LOG_DIR=$WORK/steps
-mkdir -p "$LOG_DIR"
-# Copies: other builds may relink build/bin/nydusd while this runs (an exec would fail then).
-mkdir -p "$WORK/bin" && cp "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$WORK/bin/" || die "cp binaries"
-CT_WORK=$WORK CT_BIN=$WORK/bin
-# shellcheck source=lib/containerd.sh
-source "$LIB_DIR/containerd.sh"
-RUNC_ROOT=$WORK/runc  # runc's state (/run/containerd/runc on a host): wiped by the reboot
-REGISTRY_PID=''
+ct_test_workdir recovery
 SNAP_FLAGS=(--recover-policy failover --log-level debug)
-
-cleanup() {
-  ct_stop
-  stop_pid "$REGISTRY_PID"
-  umount_below "$WORK"
-  [ "${KEEP_WORK:-0}" = 1 ] && { echo "kept $WORK"; return; }
-  rm -rf "$WORK"
-}
 stop_pid() { ct_stop_pid "$@"; }
-trap cleanup EXIT
-cd "$WORK" || die "cd"
 
 # ---- the image: busybox-static, a 3 MB random file, /etc/passwd with a user "app" --------
 make_image() {
@@ -84,17 +57,7 @@ step "skopeo + nydusify convert" sh -c "skopeo copy --dest-tls-verify=false oci:
   '$NYDUSIFY' convert --source $R/test/plain:v1 --target $REF --source-insecure --target-insecure --work-dir '$WORK/convert'" ||
   die "convert failed"
 
-start_all() { ct_start "${SNAP_FLAGS[@]}" || return 1; wait_proxy; }
-# containerd dials a proxy it found absent with gRPC's backoff: a Prepare is what reaches us.
-wait_proxy() {
-  local _
-  for _ in $(seq 60); do
-    ct_ctr snapshots --snapshotter nydus prepare "probe-$$" >/dev/null 2>&1 &&
-      { ct_ctr snapshots --snapshotter nydus rm "probe-$$"; return; }
-    sleep 0.5
-  done
-  echo "containerd does not reach the snapshotter"; return 1
-}
+start_all() { ct_start "${SNAP_FLAGS[@]}" || return 1; ct_wait_proxy; }
 step "containerd-nydus-grpc --recover-policy failover + containerd 1.6" start_all || die "no snapshotter/containerd"
 step "ctr-remote image rpull --snapshotter nydus" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http \
   --snapshotter nydus "$REF" || die "rpull failed"
@@ -170,7 +133,7 @@ restart_snapshotter() {  # FLAGS...: kill -9 and start again with FLAGS
   local pid=$CT_SNAP_PID
   kill -KILL "$pid"; wait "$pid" 2>/dev/null
   ct_start_snapshotter "$@" || return 1
-  wait_proxy
+  ct_wait_proxy
 }
 readopt() {
   local before

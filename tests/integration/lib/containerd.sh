@@ -80,6 +80,18 @@ TOML
   tail -30 "$CT_LOGS/containerd.log"; return 1
 }
 
+# ct_wait_proxy: containerd dials a proxy snapshotter it found absent with gRPC's
+# backoff; a Prepare through containerd is what tells it reaches ours again.
+ct_wait_proxy() {
+  local _
+  for _ in $(seq 60); do
+    ct_ctr snapshots --snapshotter nydus prepare "probe-$$" >/dev/null 2>&1 &&
+      { ct_ctr snapshots --snapshotter nydus rm "probe-$$"; return 0; }
+    sleep 0.5
+  done
+  echo "containerd does not reach the snapshotter"; return 1
+}
+
 # ct_pids PATTERN ARG: pids of processes matching PATTERN whose command line holds ARG.
 ct_pids() {
   local p
