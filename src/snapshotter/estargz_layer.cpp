@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "format/digest.h"
 #include "format/stargz_toc.h"
 #include "storage/backend.h"
 
@@ -158,6 +159,13 @@ Status prepare_estargz_layer(const EstargzLayerRequest& req) {
   std::vector<uint8_t> gz(region);
   NYDUS_TRY(backend->read(req.blob_id, *toc_off, gz));
   NYDUS_ASSIGN_OR_RETURN(std::string json, toc_json_from_gzip_tar(gz, format::kMaxStargzTocSize));
+  if (!req.toc_digest.empty()) {
+    std::string got = "sha256:" + format::to_hex(format::sha256(
+                                      std::span(reinterpret_cast<const uint8_t*>(json.data()), json.size())));
+    if (got != req.toc_digest)
+      return corrupt("eStargz TOC of {} hashes to {}, not the layer's toc.digest annotation {}", req.blob_id, got,
+                     req.toc_digest.substr(0, 80));
+  }
 
   const std::string toc_path = req.out_dir + "/" + std::string(kTocName);
   NYDUS_TRY(write_file(toc_path, json));

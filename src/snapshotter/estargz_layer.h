@@ -36,10 +36,12 @@ struct EstargzLayerRequest {
   std::string blob_id;       // the layer digest's hex
   std::string nydus_image;   // the nydus-image binary
   std::string out_dir;       // receives stargz.index.json, <blob_id> (the bootstrap), nydus-image.log
+  std::string toc_digest;    // "sha256:<hex>" the TOC JSON must hash to (the layer's annotation); empty: unchecked
 };
 
 // Reads the layer's TOC from its backend and builds its bootstrap at
-// out_dir/<blob_id>. kNotFound: the blob has no eStargz footer (a plain layer).
+// out_dir/<blob_id>. kNotFound: the blob has no eStargz footer (a plain layer);
+// kCorrupt: a TOC that is malformed, too large, or not the annotated digest.
 Status prepare_estargz_layer(const EstargzLayerRequest& req);
 
 // One bootstrap for the whole image: `layer_boots` lowest layer first;

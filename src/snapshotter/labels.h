@@ -22,6 +22,9 @@ inline constexpr std::string_view kStargzDigest = "containerd.io/snapshot/remote
 // nydus-snapshotter's mark on an eStargz layer it answered "already exists"
 // (its bootstrap is in the snapshot's fs dir); set by the snapshotter.
 inline constexpr std::string_view kStargzLayer = "containerd.io/snapshot/stargz";
+// The sha256 of a layer's TOC JSON: an annotation ctr-remote's --estargz
+// conversion writes, inherited as a label by containerd's unpacker.
+inline constexpr std::string_view kStargzTocDigest = "containerd.io/snapshot/stargz/toc.digest";
 
 // containerd refuses a label whose key plus value exceeds 4096 bytes
 // (labels.Validate); we refuse the same, and bound the count per snapshot.

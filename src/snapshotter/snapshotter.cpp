@@ -145,7 +145,7 @@ std::vector<Mount> Snapshotter::nydus_mounts(const Snapshot& s, const std::strin
 
 SResult<std::optional<Snapshotter::Meta>> Snapshotter::find_meta(const std::string& parent) {
   std::string p = parent;
-  std::string data_layer, stargz_layer;
+  std::string data_layer;
   std::optional<Meta> stargz;
   for (int depth = 0; !p.empty(); ++depth) {
     if (depth > 4096) return snap_error(Code::kInternal, "parent chain too long");
@@ -160,21 +160,17 @@ SResult<std::optional<Snapshotter::Meta>> Snapshotter::find_meta(const std::stri
                           "eStargz image {}: layer {} below eStargz layers was unpacked, not prepared from its TOC",
                           parent, p);
       stargz->chain.push_back(r->id);
-    } else if (depth == 0 && is_stargz) {
+    } else if (is_stargz) {
+      // The top eStargz layer: layers above it (downloaded by containerd) are
+      // overlay lower dirs over its nydusd mount, as those above a Nydus bootstrap.
       stargz = Meta{r->id, r->info.labels, true, {r->id}};
     } else {
       if (has(r->info.labels, label::kNydusMetaLayer)) return Meta{r->id, r->info.labels};
       if (data_layer.empty() && has(r->info.labels, label::kNydusDataLayer)) data_layer = p;
-      if (stargz_layer.empty() && is_stargz) stargz_layer = p;
     }
     p = r->info.parent;
   }
   if (stargz) return stargz;
-  // eStargz layers are empty directories too: only a chain of them makes a rootfs.
-  if (!stargz_layer.empty())
-    return snap_error(Code::kFailedPrecondition,
-                      "parent {} has eStargz layers ({}, e.g. {}) under layers that are not: cannot mount lazily",
-                      parent, label::kStargzLayer, stargz_layer);
   // Nydus data layers are empty directories: without the bootstrap above
   // them a rootfs would be empty (a manifest that lost its bootstrap layer).
   if (!data_layer.empty())
@@ -233,6 +229,16 @@ SResult<bool> Snapshotter::try_commit_estargz_layer(std::unique_lock<std::mutex>
   const std::string hex = digest.starts_with("sha256:") ? digest.substr(7) : "";
   if (ref.empty() || hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
     return false;
+  // eStargz layers must be the bottom of the chain (one nydusd serves them
+  // merged): above a layer containerd downloaded, download this one too.
+  if (!parent.empty()) {
+    auto p = ms_->get_info(parent);
+    if (!p) return std::unexpected(p.error());
+    if (!has(p->info.labels, label::kStargzLayer)) {
+      spdlog::info("layer {} of {}: a layer below it was downloaded, so is this one", digest, ref);
+      return false;
+    }
+  }
   auto cfg = daemons_.config_for_image(ref, labels);
   if (!cfg) {
     spdlog::warn("eStargz check of {} {}: {}", ref, digest, cfg.error().message);
@@ -245,7 +251,8 @@ SResult<bool> Snapshotter::try_commit_estargz_layer(std::unique_lock<std::mutex>
   if (!::mkdtemp(tmp.data())) return snap_error(Code::kInternal, "mkdtemp {}: {}", tmp, std::strerror(errno));
   ::chmod(tmp.c_str(), 0755);
   lk.unlock();  // registry round trips and nydus-image: not under the main lock
-  auto st = prepare_estargz_layer({*cfg, hex, nydus_image_, tmp});
+  const std::string toc_digest = get(labels, label::kStargzTocDigest);
+  auto st = prepare_estargz_layer({*cfg, hex, nydus_image_, tmp, toc_digest});
   lk.lock();
   if (!st) {
     fs::remove_all(tmp, ec);
@@ -261,7 +268,8 @@ SResult<bool> Snapshotter::try_commit_estargz_layer(std::unique_lock<std::mutex>
     fs::remove_all(tmp, ec);
     return std::unexpected(c.error());
   }
-  spdlog::info("eStargz layer {} of {}: bootstrap built from its TOC, not downloaded", digest, ref);
+  spdlog::info("eStargz layer {} of {}: bootstrap built from its TOC{}, not downloaded", digest, ref,
+               toc_digest.empty() ? " (no toc.digest label to check it against)" : " (sha256 == toc.digest label)");
   return true;
 }
 

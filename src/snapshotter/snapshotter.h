@@ -80,7 +80,7 @@ class Snapshotter {
   struct Meta {
     std::string id;
     Labels labels;
-    bool stargz = false;  // the top eStargz layer: its image.boot is merged from the chain's
+    bool stargz = false;  // the top eStargz layer: its image.boot is merged from the layers below
     std::vector<std::string> chain;  // stargz: every layer's snapshot ID, top first
   };
   SResult<std::optional<Meta>> find_meta(const std::string& parent);

@@ -15,6 +15,9 @@
 #     lowerdir is the nydusd FUSE mount; reading the big files later fetches
 #     their ranges only then;
 #   - `ctr image rm`: no nydusd, mount or snapshot left;
+#   - the same image with the top layer's toc.digest annotation changed: that
+#     TOC is refused (logged), containerd downloads that layer whole, layer 1
+#     stays lazy under it, the sums are right;
 #   - enable_stargz off (default, as upstream): the same image is downloaded
 #     and unpacked by containerd (overlay) and still reads right.
 set -uo pipefail
@@ -66,7 +69,7 @@ make_image() {
   umoci init --layout img && umoci new --image img:base && umoci unpack --image img:base b0 >/dev/null || return 1
   mkdir -p "$r/bin" "$r/data/sub/deeper" || return 1
   cp "$BUSYBOX" "$r/bin/busybox" && ln -s busybox "$r/bin/sh" || return 1
-  head -c 6000000 /dev/urandom >"$r/data/random.bin"
+  head -c 16000000 /dev/urandom >"$r/data/random.bin"
   head -c 2000000 /dev/urandom >"$r/data/doomed.bin"
   head -c 12345 /dev/urandom >"$r/data/sub/odd.bin"
   seq 1 200000 >"$r/data/sub/deeper/numbers.txt"
@@ -165,12 +168,13 @@ step "ctr-remote image rpull --snapshotter nydus" ctr-remote --address "$CT_CD_S
 toc_logged() {
   local d n=0
   while read -r d _; do
-    grep -q "eStargz layer $d of .*: bootstrap built from its TOC, not downloaded" "$CT_LOGS/snapshotter.log" && n=$((n + 1))
+    grep -q "eStargz layer $d of $REF: bootstrap built from its TOC (sha256 == toc.digest label), not downloaded" \
+      "$CT_LOGS/snapshotter.log" && n=$((n + 1))
   done <layers.txt
-  echo "$n of 2 layers prepared from their TOC"
+  echo "$n of 2 layers prepared from their TOC, checked against the toc.digest annotation"
   [ "$n" -eq 2 ]
 }
-step "both layers answered 'already exists' after reading their TOC" toc_logged
+step "both layers answered 'already exists' after reading their TOC (its sha256 == the annotation)" toc_logged
 step "the pull: < 10% of each layer sent, no whole-layer GET" fetched_less_than 0.10
 
 run() { ct_ctr run --runc-root "$RUNC_ROOT" --snapshotter nydus "$@"; }
@@ -213,6 +217,46 @@ remove_all() {
 }
 step "ctr image rm: no nydusd, mount or snapshot left" remove_all
 
+# ---- a TOC that is not the annotated one: that layer is downloaded ----------------------------
+# The same image under another tag, the top layer's toc.digest annotation changed:
+# its TOC no longer verifies, so containerd downloads that layer and the
+# container's rootfs is it (overlay) over the nydusd mount of layer 1.
+TAMPERED=$REGISTRY_HOST/test/esgz:tampered
+tamper() {
+  curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REGISTRY_HOST/v2/test/esgz/manifests/v2" |
+    "$PY" -c '
+import json, sys
+m = json.load(sys.stdin)
+m["layers"][1]["annotations"]["containerd.io/snapshot/stargz/toc.digest"] = "sha256:" + "ab" * 32
+sys.stdout.write(json.dumps(m))' >tampered.json || return 1
+  curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary @tampered.json \
+    "http://$REGISTRY_HOST/v2/test/esgz/manifests/tampered"
+}
+step "push a manifest whose top layer's toc.digest annotation is wrong" tamper
+mark
+step "rpull of the tampered tag" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$TAMPERED"
+tampered_right() {
+  local l1 l2
+  l1=$(sed -n 1p layers.txt | cut -d' ' -f1); l2=$(sed -n 2p layers.txt | cut -d' ' -f1)
+  grep -q "eStargz layer $l2 of $TAMPERED: eStargz TOC of ${l2#sha256:} hashes to sha256:.*, not the layer's toc.digest annotation sha256:abab.*; containerd will download it" \
+    "$CT_LOGS/snapshotter.log" || { echo "no TOC digest mismatch logged for layer 2"; return 1; }
+  grep -q "eStargz layer $l1 of $TAMPERED: bootstrap built from its TOC (sha256 == toc.digest label)" "$CT_LOGS/snapshotter.log" ||
+    { echo "layer 1 was not prepared from its TOC"; return 1; }
+  run --rm "$TAMPERED" tampered /bin/sh -c "sha256sum $(echo " $SMALL data/added.bin" | sed 's# # /#g')" >got_t.txt || return 1
+  (cat want_small.txt; grep added.bin want_big.txt) | diff - got_t.txt || return 1
+  sent_per_layer | tee sent.txt
+  # Layer 1 lazily (no whole GET, < 40%), layer 2 whole (its TOC was refused).
+  awk 'NR == 1 { if ($5 >= 0.4 * $3 || $7 >= $3) exit 1 } NR == 2 { if ($7 < $3) exit 1 }' sent.txt
+}
+step "the bad TOC refused (logged), that layer downloaded whole; layer 1 still lazy; sums right" tampered_right
+rm_tampered() {
+  local _
+  ct_ctr image rm --sync "$TAMPERED" || return 1
+  for _ in $(seq 50); do [ -z "$(nydusd_pids)" ] && [ -z "$(ls "$CT_ROOT/snapshots")" ] && break; sleep 0.2; done
+  [ -z "$(nydusd_pids)" ] && [ -z "$(ls "$CT_ROOT/snapshots")" ]
+}
+step "ctr image rm of it: no nydusd or snapshot left" rm_tampered
+
 # ---- enable_stargz off (the default): containerd downloads and unpacks ----------------------
 restart_plain() {
   kill -TERM "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
@@ -234,7 +278,7 @@ plain_right() {
 step "ctr run (overlay, no nydusd): the same sums" plain_right
 unpacked() {
   find "$CT_ROOT/snapshots" -path '*/fs/data/random.bin' | grep -q . &&
-    [ "$(grep -c 'bootstrap built from its TOC' "$CT_LOGS/snapshotter.log")" -eq 2 ]
+    [ "$(grep -c 'bootstrap built from its TOC' "$CT_LOGS/snapshotter.log")" -eq 3 ]
 }
 step "... unpacked by containerd into the snapshots (no new TOC conversion)" unpacked
 step "the snapshotter logged no internal error" sh -c "! grep -E ' (error|critical) ' '$CT_LOGS/snapshotter.log'"
