@@ -24,44 +24,16 @@ set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
 
-[ "$(id -u)" -eq 0 ] || skip "needs root (containerd, mounts)"
-for t in containerd containerd-shim-runc-v2 ctr ctr-remote runc docker-registry umoci busybox curl; do
-  command -v $t >/dev/null || skip "$t not installed (scripts/setup.sh installs it)"
-done
+# shellcheck source=lib/containers_test.sh
+source "$LIB_DIR/containers_test.sh"
+ct_test_preflight busybox curl
 [ -e /dev/fuse ] || skip_kernel "no /dev/fuse"
-grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
-grep -qw overlay /proc/filesystems || skip_kernel "no overlayfs"
-for b in containerd-nydus-grpc nydusd nydus-image; do
-  [ -x "$NYDUS_BIN_DIR/$b" ] || die "$NYDUS_BIN_DIR/$b not built"
-done
-BUSYBOX=$(readlink -f "$(command -v busybox)")
-file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' || [ "$(ldd "$BUSYBOX" 2>&1 | grep -c 'not a dynamic')" = 1 ] ||
-  skip "busybox is not static (install busybox-static)"
-
-WORK=$(mktemp -d /var/tmp/nydus-ct-estargz.XXXXXX) || die "mktemp"
-LOG_DIR=$WORK/steps
-mkdir -p "$LOG_DIR"
-# Copies: other builds may relink build/bin while this runs.
-mkdir -p "$WORK/bin" && cp "$NYDUS_BIN_DIR/containerd-nydus-grpc" "$NYDUS_BIN_DIR/nydusd" "$NYDUS_BIN_DIR/nydus-image" \
-  "$WORK/bin/" || die "cp binaries"
-CT_WORK=$WORK CT_BIN=$WORK/bin
-# shellcheck source=lib/containerd.sh
-source "$LIB_DIR/containerd.sh"
-RUNC_ROOT=$WORK/runc
-REGISTRY_PID=''
+[ -x "$NYDUS_BIN_DIR/nydus-image" ] || die "$NYDUS_BIN_DIR/nydus-image not built"
+ct_test_workdir ct-estargz
+cp "$NYDUS_BIN_DIR/nydus-image" "$WORK/bin/" || die "cp nydus-image"
 # The upstream key, in nydus-snapshotter's config.toml.
 printf '[experimental]\nenable_stargz = true\n' >"$WORK/snapshotter.toml"
 SNAP_FLAGS=(--config "$WORK/snapshotter.toml" --nydus-image "$WORK/bin/nydus-image" --log-level debug)
-
-cleanup() {
-  ct_stop
-  ct_stop_pid "$REGISTRY_PID"
-  umount_below "$WORK"
-  [ "${KEEP_WORK:-0}" = 1 ] && { echo "kept $WORK"; return; }
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-cd "$WORK" || die "cd"
 
 # ---- the image: two layers ---------------------------------------------------------------
 make_image() {
@@ -92,17 +64,7 @@ step "docker-registry on loopback (access log on)" start_registry "$WORK/registr
 REF=$REGISTRY_HOST/test/esgz:v2
 RLOG=$WORK/registry/registry.log
 
-# containerd dials a proxy it found absent with gRPC's backoff: a Prepare is what reaches us.
-wait_proxy() {
-  local _
-  for _ in $(seq 60); do
-    ct_ctr snapshots --snapshotter nydus prepare "probe-$$" >/dev/null 2>&1 &&
-      { ct_ctr snapshots --snapshotter nydus rm "probe-$$"; return; }
-    sleep 0.5
-  done
-  echo "containerd does not reach the snapshotter"; return 1
-}
-start_all() { ct_start "${SNAP_FLAGS[@]}" || return 1; wait_proxy; }
+start_all() { ct_start "${SNAP_FLAGS[@]}" || return 1; ct_wait_proxy; }
 step "containerd-nydus-grpc (config.toml [experimental] enable_stargz = true) + containerd 1.6" start_all ||
   die "no snapshotter/containerd"
 step "the snapshotter says eStargz layers run lazily" grep -q 'eStargz layers run lazily' "$CT_LOGS/snapshotter.log"
@@ -261,7 +223,7 @@ step "ctr image rm of it: no nydusd or snapshot left" rm_tampered
 restart_plain() {
   kill -TERM "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
   ct_start_snapshotter --nydus-image "$WORK/bin/nydus-image" || return 1
-  wait_proxy
+  ct_wait_proxy
 }
 step "snapshotter restarted without enable_stargz" restart_plain
 mark
