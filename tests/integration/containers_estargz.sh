@@ -14,6 +14,8 @@
 #     file is gone: the merged bootstrap applies the whiteout), the rootfs
 #     lowerdir is the nydusd FUSE mount; reading the big files later fetches
 #     their ranges only then;
+#   - a reboot (kill -9 of everything, mounts gone): a container created before
+#     starts and reads right (the snapshotter serves the merged bootstrap again);
 #   - `ctr image rm`: no nydusd, mount or snapshot left;
 #   - the same image with the top layer's toc.digest annotation changed: that
 #     TOC is refused (logged), containerd downloads that layer whole, layer 1
@@ -166,6 +168,29 @@ big_right() {
   diff want_big.txt got_big.txt
 }
 step "ctr run: sha256 of the big files equal the source's" big_right
+
+# ---- a reboot: every daemon, mount and containerd's /run state gone -----------------------------
+C2=estargz-c2-$$  # on runc's default root (`ctr containers create` has no --runc-root): a unique id
+# shellcheck disable=SC2046
+step "a container created (not started) before the reboot" ct_ctr containers create --snapshotter nydus "$REF" "$C2" \
+  /bin/busybox sha256sum $(echo " $SMALL" | sed 's# # /#g')
+reboot() {
+  local p _
+  for p in $(ct_pids containerd-shim "$CT_CD_SOCK") "$CT_CD_PID" "$CT_SNAP_PID" $(nydusd_pids); do kill -KILL "$p"; done
+  wait "$CT_CD_PID" "$CT_SNAP_PID" 2>/dev/null
+  CT_CD_PID='' CT_SNAP_PID=''
+  for _ in $(seq 50); do [ -z "$(nydusd_pids)" ] && break; sleep 0.1; done
+  umount_below "$WORK"
+  rm -rf "$CT_CD/state" "$RUNC_ROOT" "/run/containerd/runc/default/$C2"
+  [ -z "$(nydusd_pids)" ] && [ -z "$(awk -v d="$WORK" 'index($5, d) == 1' /proc/self/mountinfo)" ]
+}
+step "reboot: kill -9 of containerd, snapshotter and nydusd; every mount gone" reboot
+step "containerd and the snapshotter start again" start_all
+after_reboot() {
+  ct_ctr task start "$C2" >got_c2.txt || return 1
+  diff want_small.txt got_c2.txt && [ "$(nydusd_pids | wc -w)" -eq 1 ]
+}
+step "ctr task start of the container created before the reboot: a new nydusd, sums right" after_reboot
 
 remove_all() {
   local _
