@@ -20,6 +20,7 @@
 #   - the same image with the top layer's toc.digest annotation changed: that
 #     TOC is refused (logged), containerd downloads that layer whole, layer 1
 #     stays lazy under it, the sums are right;
+#   - --daemon-mode shared: the same through the shared nydusd, unmounted at image rm;
 #   - enable_stargz off (default, as upstream): the same image is downloaded
 #     and unpacked by containerd (overlay) and still reads right.
 set -uo pipefail
@@ -244,13 +245,45 @@ rm_tampered() {
 }
 step "ctr image rm of it: no nydusd or snapshot left" rm_tampered
 
+# ---- the shared daemon: the image mounted into one nydusd through its API ----------------------
+restart_shared() {
+  kill -TERM "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
+  ct_start_snapshotter "${SNAP_FLAGS[@]}" --daemon-mode shared || return 1
+  ct_wait_proxy
+}
+step "snapshotter restarted with --daemon-mode shared (enable_stargz still on)" restart_shared
+mark
+step "rpull (shared daemon)" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$REF"
+shared_right() {
+  run --rm "$REF" shared /bin/sh -c "sha256sum $(echo " $SMALL data/added.bin" | sed 's# # /#g')" >got_s.txt || return 1
+  (cat want_small.txt; grep added.bin want_big.txt) | diff - got_s.txt || return 1
+  local shared
+  shared=$(sed -n 's/.* shared nydusd pid \([0-9]*\) on .*/\1/p' "$CT_LOGS/snapshotter.log" | tail -1)
+  [ "$(nydusd_pids)" = "$shared" ] || { echo "nydusd '$(nydusd_pids)' is not the shared daemon '$shared'"; return 1; }
+  sent_per_layer | tee sent.txt
+  awk '{ if ($7 >= $3) exit 1 }' sent.txt
+}
+step "ctr run through the shared nydusd: sums right, no whole-layer GET" shared_right
+rm_shared() {
+  local _
+  ct_ctr image rm --sync "$REF" || return 1
+  for _ in $(seq 50); do [ -z "$(ls "$CT_ROOT/snapshots")" ] && break; sleep 0.2; done
+  echo "mnt: '$(ls "$CT_ROOT/mnt")'; mounts below mnt/: $(awk -v d="$CT_ROOT/mnt/" 'index($5, d) == 1' /proc/self/mountinfo)"
+  [ -z "$(ls "$CT_ROOT/snapshots")" ] && [ -z "$(awk -v d="$CT_ROOT/mnt/" 'index($5, d) == 1' /proc/self/mountinfo)" ]
+}
+step "ctr image rm: the image unmounted from the shared daemon, no snapshot left" rm_shared
+
 # ---- enable_stargz off (the default): containerd downloads and unpacks ----------------------
 restart_plain() {
+  local p
   kill -TERM "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
+  for p in $(nydusd_pids); do ct_stop_pid "$p"; done  # the shared daemon
+  umount_below "$CT_ROOT"
   ct_start_snapshotter --nydus-image "$WORK/bin/nydus-image" || return 1
   ct_wait_proxy
 }
 step "snapshotter restarted without enable_stargz" restart_plain
+CONVERTED=$(grep -c 'bootstrap built from its TOC' "$CT_LOGS/snapshotter.log")
 mark
 step "rpull without enable_stargz" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$REF"
 downloaded() {
@@ -265,7 +298,7 @@ plain_right() {
 step "ctr run (overlay, no nydusd): the same sums" plain_right
 unpacked() {
   find "$CT_ROOT/snapshots" -path '*/fs/data/random.bin' | grep -q . &&
-    [ "$(grep -c 'bootstrap built from its TOC' "$CT_LOGS/snapshotter.log")" -eq 3 ]
+    [ "$(grep -c 'bootstrap built from its TOC' "$CT_LOGS/snapshotter.log")" -eq "$CONVERTED" ]
 }
 step "... unpacked by containerd into the snapshots (no new TOC conversion)" unpacked
 step "the snapshotter logged no internal error" sh -c "! grep -E ' (error|critical) ' '$CT_LOGS/snapshotter.log'"
