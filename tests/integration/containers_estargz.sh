@@ -20,6 +20,8 @@
 #   - the same image with the top layer's toc.digest annotation changed: that
 #     TOC is refused (logged), containerd downloads that layer whole, layer 1
 #     stays lazy under it, the sums are right;
+#   - --fs-driver fanotify (kernels >= 6.14 with erofs): the lowerdir is EROFS
+#     over nydusd's cache files filled from the eStargz blobs, sums right;
 #   - --daemon-mode shared: the same through the shared nydusd, unmounted at image rm;
 #   - enable_stargz off (default, as upstream): the same image is downloaded
 #     and unpacked by containerd (overlay) and still reads right.
@@ -244,6 +246,48 @@ rm_tampered() {
   [ -z "$(nydusd_pids)" ] && [ -z "$(ls "$CT_ROOT/snapshots")" ]
 }
 step "ctr image rm of it: no nydusd or snapshot left" rm_tampered
+
+# ---- --fs-driver fanotify (kernel EROFS over the blob cache), where the kernel offers it ---------
+fanotify_kernel() {
+  local maj min
+  IFS=. read -r maj min _ <<<"$(uname -r)"
+  grep -qw erofs /proc/filesystems || modprobe erofs 2>/dev/null || true
+  grep -qw erofs /proc/filesystems && { [ "$maj" -gt 6 ] || { [ "$maj" -eq 6 ] && [ "${min%%[!0-9]*}" -ge 14 ]; }; }
+}
+if fanotify_kernel; then
+  restart_fanotify() {
+    kill -TERM "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
+    ct_start_snapshotter "${SNAP_FLAGS[@]}" --fs-driver fanotify || return 1
+    ct_wait_proxy
+  }
+  step "snapshotter restarted with --fs-driver fanotify (enable_stargz still on)" restart_fanotify
+  mark
+  step "rpull (fanotify)" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$REF"
+  fanotify_right() {
+    run -d "$REF" fan /bin/sh -c 'exec sleep 1000' || return 1
+    local lower
+    lower=$(awk -v d="$CT_CD/state/io.containerd.runtime.v2.task/default/fan/rootfs" '$5 == d {print $NF}' \
+      /proc/self/mountinfo | tr ',' '\n' | sed -n 's/^lowerdir=//p')
+    echo "lowerdir $lower; nydusd: $(tr '\0' ' ' <"/proc/$(nydusd_pids)/cmdline" 2>/dev/null)"
+    awk -v d="${lower%%:*}" '$5 == d' /proc/self/mountinfo | grep -q ' - erofs ' || { echo "lowerdir is not EROFS"; return 1; }
+    ct_ctr task exec --exec-id sums fan /bin/sh -c "sha256sum $(echo " $SMALL $BIG" | sed 's# # /#g')" >got_f.txt || return 1
+    ct_ctr task kill -s KILL fan; sleep 0.5; ct_ctr task rm -f fan >/dev/null; ct_ctr containers rm fan
+    cat want_small.txt want_big.txt | diff - got_f.txt || return 1
+    sent_per_layer | tee sent.txt
+    awk '{ if ($7 >= $3) exit 1 }' sent.txt
+  }
+  step "ctr run over nydusd fanotify: lowerdir is EROFS, sums of all files right, no whole-layer GET" fanotify_right
+  rm_fanotify() {
+    local _
+    ct_ctr image rm --sync "$REF" || return 1
+    for _ in $(seq 50); do [ -z "$(nydusd_pids)" ] && [ -z "$(ls "$CT_ROOT/snapshots")" ] && break; sleep 0.2; done
+    [ -z "$(nydusd_pids)" ] && [ -z "$(ls "$CT_ROOT/snapshots")" ] &&
+      [ -z "$(awk -v d="$CT_ROOT" 'index($5, d) == 1' /proc/self/mountinfo)" ]
+  }
+  step "ctr image rm: no nydusd, mount or snapshot left (fanotify)" rm_fanotify
+else
+  echo "note: no fanotify pre-content/EROFS on $(uname -r): the fanotify section is left out"
+fi
 
 # ---- the shared daemon: the image mounted into one nydusd through its API ----------------------
 restart_shared() {
