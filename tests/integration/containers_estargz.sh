@@ -23,6 +23,8 @@
 #   - --fs-driver fanotify (kernels >= 6.14 with erofs): the lowerdir is EROFS
 #     over nydusd's cache files filled from the eStargz blobs, sums right;
 #   - --daemon-mode shared: the same through the shared nydusd, unmounted at image rm;
+#   - a registry behind htpasswd: the TOCs are read with the docker config's
+#     credentials (the snapshotter's keychain), the container reads right;
 #   - enable_stargz off (default, as upstream): the same image is downloaded
 #     and unpacked by containerd (overlay) and still reads right.
 set -uo pipefail
@@ -345,6 +347,48 @@ unpacked() {
     [ "$(grep -c 'bootstrap built from its TOC' "$CT_LOGS/snapshotter.log")" -eq "$CONVERTED" ]
 }
 step "... unpacked by containerd into the snapshots (no new TOC conversion)" unpacked
+# ---- a registry behind htpasswd: TOCs read with the docker config's credentials ---------------
+auth_registry() {
+  ct_stop_pid "$REGISTRY_PID"; wait "$REGISTRY_PID" 2>/dev/null  # the anonymous one is done with
+  mkdir -p "$WORK/docker"
+  export DOCKER_CONFIG=$WORK/docker NYDUS_REGISTRY_HTPASSWD=$WORK/htpasswd
+  "$PY" -W ignore -c 'import crypt, sys; print(sys.argv[1] + ":" + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH)))' \
+    alice 'pw:esgz' >"$NYDUS_REGISTRY_HTPASSWD" || return 1
+  start_registry "$WORK/registry-auth" || return 1
+  RLOG=$WORK/registry-auth/registry.log
+  printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$REGISTRY_HOST" "$(printf 'alice:pw:esgz' | base64 -w0)" >"$DOCKER_CONFIG/config.json"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$REGISTRY_HOST/v2/")" = 401 ] || { echo "no auth asked"; return 1; }
+  AUTH_REF=$REGISTRY_HOST/test/esgz:v2
+  ct_ctr images push --plain-http --user 'alice:pw:esgz' "$AUTH_REF" "$REF" || return 1
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$REGISTRY_HOST/v2/test/esgz/manifests/v2")" = 401 ]
+}
+step "docker-registry with htpasswd auth (401 anonymous); the eStargz image pushed with credentials" auth_registry
+restart_auth() {
+  local p
+  kill -TERM "$CT_SNAP_PID"; wait "$CT_SNAP_PID" 2>/dev/null
+  ct_ctr image rm --sync "$REF" >/dev/null
+  ct_start_snapshotter "${SNAP_FLAGS[@]}" || return 1  # DOCKER_CONFIG exported: its keychain
+  ct_wait_proxy
+}
+step "snapshotter restarted with enable_stargz and DOCKER_CONFIG" restart_auth
+mark
+step "ctr-remote image rpull --user (private registry)" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http \
+  --user 'alice:pw:esgz' --snapshotter nydus "$AUTH_REF"
+auth_right() {
+  local d n=0
+  while read -r d _; do
+    grep -q "eStargz layer $d of $AUTH_REF: bootstrap built from its TOC (sha256 == toc.digest label)" \
+      "$CT_LOGS/snapshotter.log" && n=$((n + 1))
+  done <layers.txt
+  echo "$n of 2 layers prepared from their TOC through the authenticated registry"
+  [ "$n" -eq 2 ] || return 1
+  run --rm "$AUTH_REF" authc /bin/sh -c "sha256sum $(echo " $SMALL" | sed 's# # /#g')" >got_a.txt || return 1
+  diff want_small.txt got_a.txt || return 1
+  sent_per_layer | tee sent.txt
+  awk '{ if ($5 >= 0.4 * $3 || $7 >= $3) exit 1 }' sent.txt
+}
+step "both TOCs read with the credentials; ctr run sums right; < 40% of each layer sent" auth_right
+step "no password in the snapshotter's log" sh -c "! grep -q 'pw:esgz' '$CT_LOGS/snapshotter.log'"
 step "the snapshotter logged no internal error" sh -c "! grep -E ' (error|critical) ' '$CT_LOGS/snapshotter.log'"
 
 summary
