@@ -311,8 +311,12 @@ SResult<void> Snapshotter::commit_nydus_data_layer(const std::string& key, const
 }
 
 SResult<std::vector<Mount>> Snapshotter::create(Kind kind, const std::string& key, const std::string& parent,
-                                                const Labels& labels) {
-  SNAP_TRY(validate_labels(labels));
+                                                const Labels& client_labels) {
+  SNAP_TRY(validate_labels(client_labels));
+  // The eStargz mark is ours alone: an image annotation inherited as a label
+  // must not make an unpacked layer look like one.
+  Labels labels = client_labels;
+  labels.erase(std::string(label::kStargzLayer));
   std::unique_lock lk(mu_);
   std::string target = get(labels, label::kTargetSnapshotRef);
   if (kind == Kind::kActive && !target.empty() && has(labels, label::kNydusDataLayer)) {
@@ -425,8 +429,10 @@ SResult<std::vector<Mount>> Snapshotter::mounts(const std::string& key) {
   return overlay_mounts(*s);
 }
 
-SResult<void> Snapshotter::commit(const std::string& name, const std::string& key, const Labels& labels) {
-  SNAP_TRY(validate_labels(labels));
+SResult<void> Snapshotter::commit(const std::string& name, const std::string& key, const Labels& client_labels) {
+  SNAP_TRY(validate_labels(client_labels));
+  Labels labels = client_labels;
+  labels.erase(std::string(label::kStargzLayer));  // ours alone (see create)
   std::lock_guard lk(mu_);
   auto tx = ms_->begin();
   if (!tx) return std::unexpected(tx.error());

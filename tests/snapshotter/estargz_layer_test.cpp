@@ -10,6 +10,10 @@
 
 #include <gtest/gtest.h>
 
+#include "common/test_util.h"
+#include "snapshotter/labels.h"
+#include "snapshotter/snapshotter.h"
+
 namespace nydus::snapshotter {
 namespace {
 
@@ -97,6 +101,56 @@ TEST(EstargzToc, TruncatedOrGarbageGzipIsAnError) {
   std::vector<uint8_t> junk(100, 0x42);
   EXPECT_FALSE(toc_json_from_gzip_tar(junk, 1 << 20));
   EXPECT_FALSE(toc_json_from_gzip_tar({}, 1 << 20));
+}
+
+// A Snapshotter with enable_stargz; no registry answers (port 1).
+class EstargzSnapshotter : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SnapshotterOptions o;
+    o.root = (dir_ / "root").string();
+    o.index_off = false;
+    o.userxattr = false;
+    o.enable_stargz = true;
+    o.nydus_image_path = "/nonexistent/nydus-image";
+    o.daemon.nydusd_path = "/nonexistent/nydusd";
+    o.daemon.ready_timeout = std::chrono::seconds(2);
+    auto s = Snapshotter::open(o);
+    ASSERT_TRUE(s) << s.error().message;
+    sn_ = std::move(*s);
+  }
+  nydus::test::TempDir dir_;
+  std::unique_ptr<Snapshotter> sn_;
+};
+
+TEST_F(EstargzSnapshotter, TheStargzMarkFromAClientIsDropped) {
+  // An image annotation "containerd.io/snapshot/stargz" reaches Prepare and
+  // Commit as a label: it must not turn an unpacked layer into an eStargz one.
+  const Labels forged{{std::string(label::kStargzLayer), "true"}};
+  auto m = sn_->prepare("extract-a", "", forged);
+  ASSERT_TRUE(m) << m.error().message;
+  ASSERT_TRUE(sn_->commit("a", "extract-a", forged));
+  auto info = sn_->stat("a");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->labels.count(std::string(label::kStargzLayer)), 0u);
+  auto c = sn_->prepare("container", "a", {});
+  ASSERT_TRUE(c) << c.error().message;  // an ordinary rootfs, no nydusd asked for
+  EXPECT_EQ(c->front().type, "overlay");
+}
+
+TEST_F(EstargzSnapshotter, ALayerWhoseTocCannotBeReadIsLeftToContainerd) {
+  // The registry is unreachable: the Prepare of the pulled layer answers with
+  // mounts (containerd downloads and unpacks it), not AlreadyExists.
+  const Labels pull{{std::string(label::kTargetSnapshotRef), "sha256:chain1"},
+                    {std::string(label::kStargzReference), "127.0.0.1:1/test/esgz:v1"},
+                    {std::string(label::kStargzDigest), "sha256:" + std::string(64, 'a')}};
+  auto m = sn_->prepare("extract-1", "", pull);
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->front().type, "bind");
+  ASSERT_TRUE(sn_->commit("sha256:chain1", "extract-1", pull));
+  auto info = sn_->stat("sha256:chain1");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->labels.count(std::string(label::kStargzLayer)), 0u);
 }
 
 }  // namespace
