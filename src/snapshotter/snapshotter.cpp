@@ -83,6 +83,8 @@ SResult<std::unique_ptr<Snapshotter>> Snapshotter::open(SnapshotterOptions opts)
   if (ec) return snap_error(Code::kInternal, "mkdir {}/snapshots: {}", opts.root, ec.message());
   fs::permissions(opts.root, fs::perms::owner_all, ec);
   opts.daemon.root = opts.root;
+  // eStargz layers being prepared when a previous process died: never committed.
+  fs::remove_all(opts.root + "/estargz-tmp", ec);
   auto ms = MetadataStore::open(opts.root + "/metadata.db");
   if (!ms) return std::unexpected(ms.error());
   std::unique_ptr<Snapshotter> sn(new Snapshotter(std::move(opts), std::move(*ms)));

@@ -5,6 +5,8 @@
 #include <zlib.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -106,7 +108,9 @@ TEST(EstargzToc, TruncatedOrGarbageGzipIsAnError) {
 // A Snapshotter with enable_stargz; no registry answers (port 1).
 class EstargzSnapshotter : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { open(); }
+  void open() {
+    sn_.reset();
     SnapshotterOptions o;
     o.root = (dir_ / "root").string();
     o.index_off = false;
@@ -136,6 +140,14 @@ TEST_F(EstargzSnapshotter, TheStargzMarkFromAClientIsDropped) {
   auto c = sn_->prepare("container", "a", {});
   ASSERT_TRUE(c) << c.error().message;  // an ordinary rootfs, no nydusd asked for
   EXPECT_EQ(c->front().type, "overlay");
+}
+
+TEST_F(EstargzSnapshotter, LayersHalfPreparedByADeadProcessAreRemovedAtOpen) {
+  const auto tmp = dir_ / "root" / "estargz-tmp" / "0123456789ab-XXXXXX";
+  std::filesystem::create_directories(tmp);
+  std::ofstream(tmp / "stargz.index.json") << "{}";
+  open();
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "root" / "estargz-tmp"));
 }
 
 TEST_F(EstargzSnapshotter, ALayerWhoseTocCannotBeReadIsLeftToContainerd) {
