@@ -167,7 +167,7 @@ SResult<std::optional<Snapshotter::Meta>> Snapshotter::find_meta(const std::stri
       // overlay lower dirs over its nydusd mount, as those above a Nydus bootstrap.
       stargz = Meta{r->id, r->info.labels, true, {r->id}};
     } else {
-      if (has(r->info.labels, label::kNydusMetaLayer)) return Meta{r->id, r->info.labels};
+      if (has(r->info.labels, label::kNydusMetaLayer)) return Meta{r->id, r->info.labels, false, {}};
       if (data_layer.empty() && has(r->info.labels, label::kNydusDataLayer)) data_layer = p;
     }
     p = r->info.parent;
