@@ -95,6 +95,9 @@ fi
 WHY=$(ct_missing)
 [ -z "$WHY" ] || { echo "containers cannot run here: $WHY" >&2; exit 1; }
 cleanup() {
+  local p
+  # A snapshotter restarted by snapshotter_for (in a subshell) is not $CT_SNAP_PID.
+  for p in $(ct_pids containerd-nydus-grpc "--root $CT_ROOT "); do ct_stop_pid "$p"; done
   ct_stop
   [ -n "$RPID" ] && kill "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null
   netns_down "$NS" >/dev/null 2>&1
@@ -163,15 +166,18 @@ sent_since() {  # MARK: bytes of blob GETs the registry answered since
     awk '$6 == "\"GET" && $7 ~ /\/blobs\// && ($9 == 200 || $9 == 206) {s += $10} END {print s + 0}'
 }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-SNAP_DRIVER=fusedev
+echo fusedev >"$W/snapshotter.driver"
 # snapshotter_for DRIVER: the snapshotter runs with --fs-driver DRIVER (restarted when
-# it differs; containerd redials it, a Prepare tells when it is reached).
+# it differs; containerd redials it, a Prepare tells when it is reached). Called in
+# the command substitution of `one`, so its state lives in files, not variables: the
+# driver in $W/snapshotter.driver, the process found by its --root.
 snapshotter_for() {
-  [ "$1" = "$SNAP_DRIVER" ] && return 0
-  ct_stop_pid "$CT_SNAP_PID"
+  local p
+  [ "$1" = "$(cat "$W/snapshotter.driver")" ] && return 0
+  for p in $(ct_pids containerd-nydus-grpc "--root $CT_ROOT "); do ct_stop_pid "$p"; done
   ct_start_snapshotter --log-level warn --fs-driver "$1" || return 1
   ct_wait_proxy >&2 || return 1
-  SNAP_DRIVER=$1
+  echo "$1" >"$W/snapshotter.driver"
 }
 now() { date +%s.%N; }
 
