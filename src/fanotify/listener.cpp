@@ -241,20 +241,23 @@ void Listener::worker_loop() {
   }
 }
 
+bool Listener::write_response(int fd_number, bool allow, int deny_errno) {
+  fanotify_response resp{fd_number, allow ? uint32_t(FAN_ALLOW) : uint32_t(FAN_DENY)};
+  if (!allow && deny_errno_ok_) resp.response = FAN_DENY_ERRNO(deny_errno);
+  ssize_t n = ::write(fan_fd_, &resp, sizeof(resp));
+  if (n < 0 && errno == EINVAL && !allow && deny_errno_ok_) {
+    // Kernels without FAN_DENY_ERRNO: a plain deny (the reader gets EPERM).
+    deny_errno_ok_ = false;
+    resp.response = FAN_DENY;
+    n = ::write(fan_fd_, &resp, sizeof(resp));
+  }
+  return n == ssize_t(sizeof(resp));
+}
+
 void Listener::answer(int fd, bool allow, int deny_errno) {
   if (!allow) denied_++;
-  if (fan_fd_ >= 0) {
-    fanotify_response resp{fd, allow ? uint32_t(FAN_ALLOW) : uint32_t(FAN_DENY)};
-    if (!allow && deny_errno_ok_) resp.response = FAN_DENY_ERRNO(deny_errno);
-    ssize_t n = ::write(fan_fd_, &resp, sizeof(resp));
-    if (n < 0 && errno == EINVAL && !allow && deny_errno_ok_) {
-      // Kernels without FAN_DENY_ERRNO: a plain deny (the reader gets EPERM).
-      deny_errno_ok_ = false;
-      resp.response = FAN_DENY;
-      n = ::write(fan_fd_, &resp, sizeof(resp));
-    }
-    if (n != ssize_t(sizeof(resp))) spdlog::error("fanotify: response for fd {} failed: {}", fd, std::strerror(errno));
-  }
+  if (fan_fd_ >= 0 && !write_response(fd, allow, deny_errno))
+    spdlog::error("fanotify: response for fd {} failed: {}", fd, std::strerror(errno));
   if (journal_) journal_->clear(fd);
   spdlog::trace("fanotify: answered event fd {} ({})", fd, allow ? "allow" : "deny");
   ::close(fd);
@@ -262,15 +265,7 @@ void Listener::answer(int fd, bool allow, int deny_errno) {
 
 bool Listener::answer_orphan(int fd_number, bool allow, int deny_errno) {
   if (fan_fd_ < 0 || fd_number < 0) return false;
-  fanotify_response resp{fd_number, allow ? uint32_t(FAN_ALLOW) : uint32_t(FAN_DENY)};
-  if (!allow && deny_errno_ok_) resp.response = FAN_DENY_ERRNO(deny_errno);
-  ssize_t n = ::write(fan_fd_, &resp, sizeof(resp));
-  if (n < 0 && errno == EINVAL && !allow && deny_errno_ok_) {
-    deny_errno_ok_ = false;
-    resp.response = FAN_DENY;
-    n = ::write(fan_fd_, &resp, sizeof(resp));
-  }
-  if (n == ssize_t(sizeof(resp))) {
+  if (write_response(fd_number, allow, deny_errno)) {
     if (!allow) denied_++;
     return true;
   }

@@ -96,6 +96,9 @@ class Listener {
   // Write the response and close the event fd (exactly once per event fd).
   // A denial hands `deny_errno` to the reader (on kernels with FAN_DENY_ERRNO).
   void answer(int fd, bool allow, int deny_errno = EIO);
+  // The response to the group for event fd number `fd_number` (FAN_DENY_ERRNO
+  // where the kernel has it); false with errno set when the write failed.
+  bool write_response(int fd_number, bool allow, int deny_errno);
   ssize_t find_blob(int fd);
   // Drop the mark of a blob once every chunk of it is cached.
   void unmark_if_complete(size_t blob);

@@ -1,5 +1,7 @@
 #include "format/stargz_toc.h"
 
+#include "common/base64.h"
+
 #include <ctime>
 #include <limits>
 #include <string_view>
@@ -45,40 +47,6 @@ Result<std::string> string_field(const json& e, const char* key) {
   return s;
 }
 
-// Go's encoding/json writes []byte as standard, padded base64.
-Result<std::string> base64_decode(std::string_view in) {
-  auto val = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  if (in.size() % 4 != 0) return corrupt("base64 length {} is not a multiple of 4", in.size());
-  std::string out;
-  out.reserve(in.size() / 4 * 3);
-  for (size_t i = 0; i < in.size(); i += 4) {
-    int v[4];
-    int pad = 0;
-    for (int k = 0; k < 4; k++) {
-      const char c = in[i + k];
-      if (c == '=' && i + 4 == in.size() && k >= 2) {
-        v[k] = 0;
-        pad++;
-        continue;
-      }
-      if (pad) return corrupt("base64 padding in the middle");
-      v[k] = val(c);
-      if (v[k] < 0) return corrupt("invalid base64 character");
-    }
-    const uint32_t n = uint32_t(v[0]) << 18 | uint32_t(v[1]) << 12 | uint32_t(v[2]) << 6 | uint32_t(v[3]);
-    out.push_back(char(n >> 16));
-    if (pad < 2) out.push_back(char(n >> 8 & 0xff));
-    if (pad < 1) out.push_back(char(n & 0xff));
-  }
-  return out;
-}
 
 // RFC 3339 as Go's time.Time marshals it: "2006-01-02T15:04:05[.frac](Z|±hh:mm)".
 // Anything else gives 0 (mtime unknown), as the field is informational.

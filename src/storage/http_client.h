@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/base64.h"
 #include "common/result.h"
 
 namespace nydus::storage {
@@ -123,9 +124,6 @@ std::string url_encode(std::string_view s, bool keep_slash = false);
 Result<std::string> resolve_url(const std::string& base, const std::string& location);
 // scheme://host[:port] of a URL ("" when unparsable).
 std::string url_origin(const std::string& url);
-std::string base64_encode(std::span<const uint8_t> data);
-inline std::string base64_encode(std::string_view s) {
-  return base64_encode(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
-}
+using nydus::base64_encode;  // common/base64.h
 
 }  // namespace nydus::storage
