@@ -258,7 +258,7 @@ int orphan_fd_limit() {
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
     limit = rl.rlim_cur > 2 * kRoom ? rl.rlim_cur - kRoom : rl.rlim_cur / 2;
     spdlog::warn("fanotify takeover: RLIMIT_NOFILE {} leaves little room above the dead daemon's fds; "
-                 "its events numbered {} and up are not answered",
+                 "of its events numbered {} and up only the journaled ones are answered",
                  rl.rlim_cur, limit);
   }
   return int(limit);
@@ -346,15 +346,22 @@ Status FanotifyImage::takeover() {
   // The dead daemon's pending events are known to the kernel only by their fd
   // numbers there. Until they are answered, no event of ours may get one of
   // those numbers (an answer goes to the oldest pending event by number), so
-  // every free number below the limit is taken by a placeholder first.
+  // every free number below the limit is taken by a placeholder first, and so
+  // is every journaled number above it: a daemon killed during its own
+  // takeover left events numbered from the limit up, where our own events
+  // are numbered now (answering one of ours would allow its unfilled orphan).
   const int limit = orphan_fd_limit();
   std::vector<int> placeholders;
   if (int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC); devnull >= 0) {
-    for (int n = 0; n < limit; n++)
+    auto hold = [&](int n) {
       if (::fcntl(n, F_GETFD) < 0 && errno == EBADF && ::dup2(devnull, n) == n) placeholders.push_back(n);
+    };
+    for (int n = 0; n < limit; n++) hold(n);
+    for (const auto& e : recorded)
+      if (e.fd >= limit) hold(e.fd);  // above our own RLIMIT_NOFILE dup2 fails: no fd of ours gets it either
     ::close(devnull);
   }
-  spdlog::debug("fanotify takeover: {} placeholders below {}", placeholders.size(), limit);
+  spdlog::info("fanotify takeover: {} placeholders below {}", placeholders.size(), limit);
   listener_->start();
   finish_orphans(recorded, limit);
   for (int n : placeholders) ::close(n);

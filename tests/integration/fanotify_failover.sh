@@ -65,19 +65,19 @@ def write(path, size):
         f.write(rnd.randbytes(size))
 for i in range(100):
     write(os.path.join(sys.argv[1], "readers", f"d{i % 5}", f"f{i}"), int(2 ** rnd.uniform(12, 21)))
-for k in range(1, int(sys.argv[2]) + 1):
+for k in range(1, int(sys.argv[2]) + 3):
     write(os.path.join(sys.argv[1], f"p{k}", f"p{k}", "probe"), rnd.randrange(256 << 10, 1 << 20))
 PY
   local layers=("$WORK/readers.boot") k
   "$NYDUS_IMAGE" create -B "$WORK/readers.boot" -D "$WORK/blobs" --chunk-size 0x10000 "$WORK/src/readers" || return 1
-  for k in $(seq "$KILLS"); do
+  for k in $(seq $((KILLS + 2))); do
     # A blob of its own: the kernel's readahead of one device file never fills another.
     "$NYDUS_IMAGE" create -B "$WORK/p$k.boot" -D "$WORK/blobs" --chunk-size 0x10000 "$WORK/src/p$k" || return 1
     layers+=("$WORK/p$k.boot")
   done
   "$NYDUS_IMAGE" merge -B "$WORK/image.boot" "${layers[@]}"
 }
-step "an image: 100 files for the readers, $KILLS probe files, each in a blob of its own (64 KiB chunks)" make_image ||
+step "an image: 100 files for the readers, $((KILLS + 2)) probe files, each in a blob of its own (64 KiB chunks)" make_image ||
   die "cannot build the image"
 
 GATE=$WORK/registry.hold  # while it exists the registry holds every blob answer
@@ -122,7 +122,7 @@ MOUNT_ID=$(mount_id)
 [ "$(awk -v d="$MNT" '$5 == d {for (i = 7; $i != "-"; i++); print $(i + 1)}' /proc/self/mountinfo)" = erofs ] ||
   die "the mount at $MNT is not the kernel's EROFS"
 
-DURATION=$((10 + 6 * KILLS))
+DURATION=$((10 + 6 * (KILLS + 2)))
 timeout $((DURATION + 120)) "$PY" "$LIB_DIR/load_readers.py" --pid "$$" --threads 8 --seconds "$DURATION" \
   "$MNT/d0=$WORK/src/readers/d0" "$MNT/d1=$WORK/src/readers/d1" "$MNT/d2=$WORK/src/readers/d2" \
   "$MNT/d3=$WORK/src/readers/d3" "$MNT/d4=$WORK/src/readers/d4" >"$LOG_DIR/readers.json" 2>"$LOG_DIR/readers.err" &
@@ -181,6 +181,66 @@ for i in $(seq "$KILLS"); do
   step "failover $i: kill -9 with fills held, the new daemon takes the group over (readers running)" \
     failover_once "$i"
 done
+# A daemon killed in the middle of its own takeover: while it fills the dead
+# one's journaled events (held at the gate here), its placeholders hold every
+# low number, so the events it reads meanwhile get numbers at or above the
+# placeholder limit, and they are journaled there. The next daemon's own
+# events get numbers from that limit up too: unless it keeps those journaled
+# numbers free until it has answered them, its first answer to an event of
+# its own goes to the older orphan of the same number (allowed unfilled: the
+# reader sees zeros).
+journal_high() {  # journal_high LIMIT: pending journal slots numbered LIMIT or above
+  "$PY" - "$WORK/cache" "$1" <<'PY'
+import glob, struct, sys
+limit = int(sys.argv[2])
+with open(glob.glob(sys.argv[1] + "/fanotify-*.inflight")[0], "rb") as f:
+    f.seek(64 + limit * 24)
+    tail = f.read()
+print(sum(1 for s in struct.iter_unpack("<QQII", tail[:len(tail) // 24 * 24]) if s[3] == 1))
+PY
+}
+failover_mid_takeover() {  # failover_mid_takeover K: probe files K (held at the kill) and K+1 (read mid-takeover)
+  local k=$1 probe_pid late_pid held=0 a b tk limit= high=0 rc late_rc
+  touch "$GATE"
+  probe "$k" & probe_pid=$!
+  for _ in $(seq 100); do
+    a=$(pending) && [ "${a:-0}" -gt 0 ] && sleep 0.2 && b=$(pending) && [ "${b:-0}" -gt 0 ] && { held=1; break; }
+    kill -0 "$probe_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  [ "$held" = 1 ] || { rm -f "$GATE"; echo "no event was ever held pending"; return 1; }
+  kill -KILL "$CUR_PID"; wait "$CUR_PID" 2>/dev/null
+  start_daemon --upgrade || { rm -f "$GATE"; return 1; }
+  ctl "$GEN" takeover >/dev/null 2>&1 & tk=$!  # blocks: its fill of the journaled event waits at the gate
+  for _ in $(seq 100); do
+    limit=$(sed -n 's/.*takeover: [0-9]* placeholders below \([0-9]*\).*/\1/p' "$LOG_DIR/daemon-$GEN.log")
+    [ -n "$limit" ] && break
+    sleep 0.05
+  done
+  probe $((k + 1)) & late_pid=$!  # read while the placeholders are held
+  for _ in $(seq 100); do
+    [ -n "$limit" ] && high=$(journal_high "$limit") && [ "${high:-0}" -gt 0 ] && break
+    sleep 0.05
+  done
+  echo "daemon $GEN, mid-takeover: ${high:-0} of its own events journaled at or above its placeholder limit ${limit:-?}"
+  kill -KILL "$NEW_PID"; wait "$NEW_PID" 2>/dev/null; wait "$tk" 2>/dev/null
+  rm -f "$GATE"
+  [ "${high:-0}" -gt 0 ] || { echo "no event was journaled during the takeover"; return 1; }
+  sleep 0.5
+  start_daemon --upgrade || return 1
+  ctl "$GEN" takeover && ctl "$GEN" start && ctl "$GEN" sendfd || { tail -5 "$LOG_DIR/daemon-$GEN.log"; return 1; }
+  CUR_PID=$NEW_PID
+  [ "$(mount_id)" = "$MOUNT_ID" ] || { echo "the mount changed"; return 1; }
+  timeout 30 tail --pid="$probe_pid" -f /dev/null && timeout 30 tail --pid="$late_pid" -f /dev/null ||
+    { echo "a probe read never finished"; return 1; }
+  wait "$probe_pid"; rc=$?
+  wait "$late_pid"; late_rc=$?
+  echo "probe reads: exit $rc (held at the kill), $late_rc (read mid-takeover); 0 = right bytes"
+  [ "$rc" -eq 0 ] && [ "$late_rc" -eq 0 ]
+}
+step "failover $((KILLS + 1)): kill -9 of a daemon in the middle of its takeover, then one more takeover" \
+  failover_mid_takeover $((KILLS + 1))
+
 journal_used() {
   echo "events finished from the journals: $FINISHED"
   [ "$FINISHED" -gt 0 ]
