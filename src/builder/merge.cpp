@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "builder/prefetch_list.h"
@@ -13,6 +15,9 @@
 #include "common/file_util.h"
 #include "format/blob_reader.h"
 #include "format/bootstrap.h"
+#include "format/compress.h"
+#include "format/bootstrap_v5.h"
+#include "format/bootstrap_v5_writer.h"
 #include "format/bootstrap_writer.h"
 #include "format/digest.h"
 
@@ -35,6 +40,25 @@ constexpr std::string_view kOpaque = ".wh..wh..opq";
 constexpr std::string_view kOverlayOpaque = "trusted.overlay.opaque";
 constexpr size_t kMaxDepth = 4096;
 
+// A v5 layer parsed again from its file: Bootstrap reads v5 through a v6
+// translation that re-lays each blob's uncompressed space out on 4 KiB
+// boundaries, but a merged v5 image must keep the offsets the layer records
+// (nydusd reads v5 chunks at those offsets), and the blob table's own
+// extended entries. `expected_size` is the size Bootstrap::open saw.
+Result<format::RafsV5Image> reparse_v5(const fs::path& path, uint64_t expected_size) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return errorf(Errc::kIo, "open {}", path.string());
+  f.seekg(0, std::ios::end);
+  const auto size = uint64_t(f.tellg());
+  if (!f || size != expected_size)
+    return errorf(Errc::kIo, "{} changed while merging ({} bytes, {} when loaded)", path.string(), size, expected_size);
+  std::vector<uint8_t> bytes(size);
+  f.seekg(0);
+  if (!f.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(size)))
+    return errorf(Errc::kIo, "read {}", path.string());
+  return format::parse_rafs_v5(bytes);
+}
+
 
 class Merger {
  public:
@@ -47,6 +71,7 @@ class Merger {
     if (!boot) return std::unexpected(std::move(boot).error().context("load chunk dict bootstrap " + path.string()));
     for (const auto& bi : (*boot)->blobs()) dict_blob_ids_.insert(bi.blob_id);
     set_config(**boot);
+    version_ = (*boot)->rafs_version();
     return ok();
   }
 
@@ -61,7 +86,24 @@ class Merger {
     }
     if (!boot_r) return std::unexpected(std::move(boot_r).error().context("load bootstrap " + path.string()));
     const Bootstrap& b = **boot_r;
-    const bool explicit_ids = (b.flags() & format::super_flags::kExplicitUidGid) != 0;
+    // The output's RAFS version is the layers' one; a mixed set is upstream's
+    // check_compatibility error. (Upstream does not compare the parent
+    // bootstrap's version; a v6 parent under v5 layers is refused here.)
+    if (version_ == 0) {
+      version_ = b.rafs_version();
+    } else if (b.rafs_version() != version_) {
+      return errorf(Errc::kInvalidArgument, "{}Using inconsistent RAFS version V{}, target RAFS version V{} ({})",
+                    kInconsistentFilesystem, version_, b.rafs_version(), path.string());
+    }
+    std::optional<format::RafsV5Image> v5;
+    if (version_ == 5) {
+      NYDUS_ASSIGN_OR_RETURN(v5, reparse_v5(path, b.source_size()));
+      bool same = v5->spec.blobs.size() == b.blobs().size();
+      for (size_t i = 0; same && i < b.blobs().size(); i++) same = v5->spec.blobs[i].blob_id == b.blobs()[i].blob_id;
+      if (!same) return errorf(Errc::kCorrupt, "{}: v5 blob table differs between two reads", path.string());
+    }
+    const uint64_t real_flags = v5 ? v5->sb.flags : b.flags();
+    const bool explicit_ids = (real_flags & format::super_flags::kExplicitUidGid) != 0;
     if (!have_config_) {
       set_config(b);
     } else if (b.chunk_size() != chunk_size_) {
@@ -75,11 +117,24 @@ class Merger {
     if (layers_ > 0 && b.tarfs() != tarfs_)
       return errorf(Errc::kInvalidArgument, "{}: merging TARFS and non-TARFS bootstraps", path.string());
     tarfs_ = b.tarfs();
+    if (version_ == 5 && layers_ > 0 && b.digester() != digester_)
+      return errorf(Errc::kInvalidArgument, "{}RAFS v5 can not support different digest algorithm due to inode digest, {} vs {} ({})",
+                    kInconsistentFilesystem, format::digester_name(digester_), format::digester_name(b.digester()),
+                    path.string());
     if (layers_ > 0 && b.digester() != digester_ && !b.blobs().empty())
       return errorf(Errc::kInvalidArgument, "{}: chunk digester differs from the lower layers'", path.string());
     if (!b.blobs().empty()) digester_ = b.digester();
+    // A v5 superblock names one compressor for every blob (chunks say only
+    // whether they are compressed): blobs of two codecs cannot share one.
+    if (version_ == 5 && !b.blobs().empty() && b.compressor() != format::Compressor::kNone) {
+      if (v5_codec_ && *v5_codec_ != b.compressor())
+        return errorf(Errc::kInvalidArgument, "{}: RAFS v5 layers compressed with {} and {} cannot be merged (one compressor per v5 image)",
+                      path.string(), format::compressor_name(*v5_codec_), format::compressor_name(b.compressor()));
+      v5_codec_ = b.compressor();
+    }
     compressor_ = b.compressor();
     if (layers_ == 0) first_compressor_ = b.compressor();
+    if (digest_slot == 0) first_version_ = b.rafs_version();
     layers_++;
 
     // This layer's blob indexes -> merged blob table.
@@ -87,6 +142,7 @@ class Merger {
     bool own_seen = false;
     for (const auto& bi : b.blobs()) {
       format::BlobInfo info = bi;
+      if (v5) use_v5_blob_entry(info, *v5);
       if (digest_slot >= 0 && !dict_blob_ids_.contains(bi.blob_id)) {
         if (own_seen)
           return errorf(Errc::kInvalidArgument, "{}: invalid per layer bootstrap, having multiple associated data blobs",
@@ -101,7 +157,14 @@ class Merger {
     if (blobs_.size() > 1024) return make_error(Errc::kInvalidArgument, "too many blobs across the layers");
 
     chunks_.clear();
-    if (!b.blobs().empty()) {
+    if (v5) {
+      for (size_t bi = 0; bi < v5->blob_chunks.size(); bi++)
+        for (size_t k = 0; k < v5->blob_chunks[bi].size(); k++) {
+          format::ChunkRecord c = v5->blob_chunks[bi][k];
+          c.uncompressed_offset = v5->recorded_uncompressed_offsets[bi][k];
+          chunks_[{uint32_t(bi), c.ci_index}] = c;
+        }
+    } else if (!b.blobs().empty()) {
       NYDUS_ASSIGN_OR_RETURN(auto table, b.chunk_table());
       for (auto& c : table) chunks_[{c.blob_index, c.ci_index}] = c;
     }
@@ -196,15 +259,23 @@ class Merger {
     spec.digester = digester_;
     spec.explicit_uid_gid = explicit_ids_;
     spec.tarfs = tarfs_;
-    NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
+    std::vector<uint8_t> bytes;
+    if (version_ == 5) {
+      if (v5_codec_) spec.compressor = *v5_codec_;
+      NYDUS_ASSIGN_OR_RETURN(bytes, format::write_bootstrap_v5(spec));
+    } else {
+      NYDUS_ASSIGN_OR_RETURN(auto boot, format::write_bootstrap(spec));
+      bytes = std::move(boot.bytes);
+    }
     MergeReport r;
+    r.fs_version = first_version_;
     r.bootstrap = o_.bootstrap;
-    if (r.bootstrap.empty()) r.bootstrap = o_.bootstrap_dir / format::to_hex(format::sha256(boot.bytes));
-    NYDUS_TRY(write_file_atomic(r.bootstrap, boot.bytes));
+    if (r.bootstrap.empty()) r.bootstrap = o_.bootstrap_dir / format::to_hex(format::sha256(bytes));
+    NYDUS_TRY(write_file_atomic(r.bootstrap, bytes));
     r.compressor = first_compressor_;
     r.blobs = spec.blobs;
     r.inodes = spec.nodes.size();
-    r.bootstrap_size = boot.bytes.size();
+    r.bootstrap_size = bytes.size();
     return r;
   }
 
@@ -252,8 +323,26 @@ class Merger {
   void set_config(const Bootstrap& b) {
     have_config_ = true;
     chunk_size_ = b.chunk_size();
-    explicit_ids_ = (b.flags() & format::super_flags::kExplicitUidGid) != 0;
+    // A v5 translation always says "explicit"; the v5 superblock knows.
+    const uint64_t flags = b.v5_super_block() ? b.v5_super_block()->flags : b.flags();
+    explicit_ids_ = (flags & format::super_flags::kExplicitUidGid) != 0;
     digester_ = b.digester();
+  }
+
+  // A v5 blob keeps its extended blob table entry (features, chunk count,
+  // sizes as recorded), not the translation's 4 KiB re-layout.
+  static void use_v5_blob_entry(format::BlobInfo& info, const format::RafsV5Image& v5) {
+    for (size_t i = 0; i < v5.blobs.size(); i++) {
+      const auto& s = v5.blobs[i];
+      if (s.blob_id != info.blob_id) continue;
+      info.features = s.features;
+      if (s.has_ext_entry) {
+        info.chunk_count = s.chunk_count;
+        info.uncompressed_size = s.uncompressed_size;
+        info.compressed_size = s.compressed_size;
+      }
+      return;
+    }
   }
 
   // The layer's own blob gets the id/size/ToC the caller knows (the
@@ -327,6 +416,9 @@ class Merger {
   bool tarfs_ = false;
   std::set<std::string> dict_blob_ids_;
   size_t layers_ = 0;
+  uint32_t version_ = 0;        // RAFS version of the set (0 until the first bootstrap)
+  uint32_t first_version_ = 6;
+  std::optional<format::Compressor> v5_codec_;  // v5: the one real compressor of the layers' blobs  // the first SOURCE's, which upstream's -J reports
   uint32_t chunk_size_ = format::kDefaultChunkSize;
   format::Compressor compressor_ = format::Compressor::kZstd;
   format::Compressor first_compressor_ = format::Compressor::kZstd;  // upstream's -J reports the first layer's

@@ -4,7 +4,9 @@
 // their children), whiteouts remove lower entries and are dropped. The blob
 // table holds the blobs some chunk of the merged tree still uses, in order of
 // first use walking the tree breadth first (upstream's order), and chunk
-// indexes are remapped onto it. No file data is read.
+// indexes are remapped onto it. No file data is read. The output has the
+// layers' RAFS version: v5 layers give a v5 image (chunk offsets and blob
+// table entries as the layers record them); mixing v5 and v6 is refused.
 #pragma once
 
 #include <cstdint>
@@ -65,6 +67,7 @@ struct MergeReport {
   std::vector<format::BlobInfo> blobs;
   uint64_t inodes = 0;
   uint64_t bootstrap_size = 0;
+  uint32_t fs_version = 6;  // RAFS version of the first layer (the output's: the set has one)
 };
 
 Result<MergeReport> merge_layers(const MergeOptions& opts);

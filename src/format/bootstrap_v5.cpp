@@ -393,8 +393,10 @@ Status Parser::layout_blobs() {
     auto& recs = img_.blob_chunks.emplace_back();
     for (auto& [ci, r] : seen_[b]) recs.push_back(r);
     std::sort(recs.begin(), recs.end(), [](const ChunkRecord& x, const ChunkRecord& y) { return x.ci_index < y.ci_index; });
+    auto& recorded = img_.recorded_uncompressed_offsets.emplace_back();
     uint64_t pos = 0, stored = 0;
     for (ChunkRecord& r : recs) {
+      recorded.push_back(r.uncompressed_offset);
       r.blob_index = nb;
       r.uncompressed_offset = pos;
       voff[b][r.ci_index] = pos;

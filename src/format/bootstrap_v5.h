@@ -108,6 +108,9 @@ struct RafsV5Image {
   // with their virtual uncompressed offsets. A v5 blob no file references is
   // left out of spec.blobs (the others are renumbered in order).
   std::vector<std::vector<ChunkRecord>> blob_chunks;
+  // Parallel to blob_chunks: each chunk's uncompressed offset as the v5 image
+  // records it (what a v5 image written from these chunks must keep).
+  std::vector<std::vector<uint64_t>> recorded_uncompressed_offsets;
 };
 
 bool is_rafs_v5(std::span<const uint8_t> bytes);

@@ -104,6 +104,7 @@ int run_merge(const MergeArgs& a) {
   std::vector<std::string> ids;
   for (auto& b : r->blobs) ids.push_back(b.blob_id);
   nlohmann::json j = upstream_output_json(r->bootstrap.string(), ids, format::compressor_name(r->compressor));
+  j["fs_version"] = std::to_string(r->fs_version);
   j["stats"] = {{"inodes", r->inodes}, {"bootstrap_size", r->bootstrap_size}};
   if (!a.output_json.empty()) {
     std::ofstream f(a.output_json);
