@@ -705,7 +705,10 @@ Status FuseSession::start() {
     pthread_sigmask(SIG_BLOCK, &all, nullptr);
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(cfg, std::max(1u, opts_.max_threads));
-    fuse_loop_cfg_set_idle_threads(cfg, std::max(1u, opts_.max_threads / 2));
+    // Every worker may stay idle: with fewer, libfuse ends a worker each time
+    // a burst is over and starts a new one for the next (3,000 thread starts,
+    // each with a fresh stack and read buffer, in a cold tar of a rootfs).
+    fuse_loop_cfg_set_idle_threads(cfg, std::max(1u, opts_.max_threads));
     const int rc = fuse_session_loop_mt(se_, cfg);
     fuse_loop_cfg_destroy(cfg);
     if (rc != 0) spdlog::info("FUSE loop at {} ended: {}", mountpoint_, rc);

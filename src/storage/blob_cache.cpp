@@ -11,6 +11,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "common/file_util.h"
@@ -222,7 +223,10 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
     if (out.empty()) return ok();
     const auto cis = overlapping(offset, out.size());
     // Read-ahead starts with the read, not after it: its round trip overlaps ours.
-    if (auto extra = amplify(cis); !extra.empty()) ReadAhead::instance().submit(weak_from_this(), std::move(extra));
+    const uint32_t batch_end = take_marks(cis);
+    auto extra = amplify(cis);
+    if (extra.empty() && batch_end != kNoChunk) extra = run_after(batch_end, /*skip_ready=*/true);
+    if (!extra.empty()) submit_ahead(std::move(extra));
     NYDUS_TRY(ensure(cis, false));
     // Gaps between chunks are holes of the sparse file: they read as zeros.
     return read_full_at(data_fd_, offset, out, "reading blob cache data");
@@ -266,6 +270,23 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // stored in walk order), so a reader going through a directory finds the
   // next files ready instead of paying a round trip for each.
   std::vector<uint32_t> amplify(const std::vector<uint32_t>& cis) const;
+  // The missing chunks stored right after chunk `last` in the blob, up to
+  // amplify_io bytes (empty at cached data, unless `skip_ready`: then
+  // the run starts at the first missing chunk within kSkipLimit chunks).
+  std::vector<uint32_t> run_after(uint32_t last, bool skip_ready) const;
+  // Keeping read-ahead ahead: amplify() only follows a miss, so a reader
+  // going through the blob would find the batch ready, read it, and miss
+  // again at its end, paying a decompression of its own every batch. Like
+  // the kernel's PG_readahead, the first chunk of each batch sent ahead
+  // carries a mark; a read that reaches it sends the batch after this one,
+  // so the workers stay one batch ahead of a sequential reader. A mark fires
+  // once; reads that never reach one (random, warm) cause no traffic.
+  static constexpr uint32_t kNoChunk = UINT32_MAX;
+  static constexpr int kSkipLimit = 256;
+  void submit_ahead(std::vector<uint32_t> batch);
+  // Clear the marks on `cis`; the last chunk of the marked batch (kNoChunk: none).
+  uint32_t take_marks(const std::vector<uint32_t>& cis);
+  bool marked(uint32_t ci) const { return (ahead_mark_[ci / 64].load(std::memory_order_relaxed) >> (ci % 64)) & 1; }
   // Index past the run of cis (sorted by compressed offset) that starts at i
   // and one backend request can carry: stored back to back, up to
   // amplify_io bytes (a single larger chunk still goes alone).
@@ -325,6 +346,8 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   std::mutex mu_;  // guards inflight_; never held across I/O
   std::condition_variable cv_;
   std::vector<uint8_t> inflight_;
+  std::unordered_map<uint32_t, uint32_t> ahead_;  // marked first chunk -> last chunk of its batch
+  std::unique_ptr<std::atomic<uint64_t>[]> ahead_mark_;  // bits of ahead_'s keys: reads test them without mu_
 
   std::unique_ptr<std::atomic<uint64_t>[]> ready_mem_;
   std::atomic<uint64_t> ready_count_{0};
@@ -520,6 +543,8 @@ Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backen
   inflight_.assign(chunks_.size(), 0);
   const size_t words = (chunks_.size() + 63) / 64;
   ready_mem_.reset(new std::atomic<uint64_t>[words]);
+  ahead_mark_.reset(new std::atomic<uint64_t>[words]);
+  for (size_t w = 0; w < words; w++) ahead_mark_[w].store(0, std::memory_order_relaxed);
   for (size_t w = 0; w < words; w++) ready_mem_[w].store(0, std::memory_order_relaxed);
   for (uint32_t ci = 0; ci < chunks_.size(); ci++)
     if (map_->is_ready(ci)) mark_ready(ci);
@@ -545,16 +570,27 @@ std::vector<uint32_t> BlobCacheImpl::amplify(const std::vector<uint32_t>& cis) c
   bool missing = false;
   for (uint32_t ci : cis) missing |= !ready(ci);
   if (!missing) return extra;  // a cache hit stays a hit: no backend traffic
+  return run_after(cis.back(), false);
+}
+
+std::vector<uint32_t> BlobCacheImpl::run_after(uint32_t last, bool skip_ready) const {
+  std::vector<uint32_t> extra;
+  if (last >= chunks_.size()) return extra;
   // The budget is for what comes after the read (at least one chunk, even a
   // big one: with 1 MiB chunks and amplify_io 1 MiB there would be none).
   uint64_t total = 0;
-  const ChunkSlot* prev = &chunks_[cis.back()];
+  const ChunkSlot* prev = &chunks_[last];
   auto it = std::upper_bound(by_uoff_.begin(), by_uoff_.end(), prev->uncompressed_offset,
                              [&](uint64_t off, uint32_t ci) { return off < chunks_[ci].uncompressed_offset; });
+  if (skip_ready) {
+    for (int n = 0; it != by_uoff_.end() && ready(*it); ++it)
+      if (++n > kSkipLimit) return extra;
+    if (it != by_uoff_.end()) prev = nullptr;  // a new run starts here
+  }
   for (; it != by_uoff_.end(); ++it) {
     const ChunkSlot& c = chunks_[*it];
     // Stop at cached data and at a gap: only what one request can carry.
-    if (ready(*it) || c.compressed_offset != prev->compressed_offset + prev->compressed_size ||
+    if (ready(*it) || (prev && c.compressed_offset != prev->compressed_offset + prev->compressed_size) ||
         (!extra.empty() && total + c.compressed_size > cfg_.amplify_io))
       break;
     total += c.compressed_size;
@@ -562,6 +598,30 @@ std::vector<uint32_t> BlobCacheImpl::amplify(const std::vector<uint32_t>& cis) c
     prev = &c;
   }
   return extra;
+}
+
+void BlobCacheImpl::submit_ahead(std::vector<uint32_t> batch) {
+  const uint32_t first = batch.front();
+  {
+    std::lock_guard lk(mu_);
+    ahead_[first] = batch.back();
+    ahead_mark_[first / 64].fetch_or(uint64_t(1) << (first % 64), std::memory_order_relaxed);
+  }
+  ReadAhead::instance().submit(weak_from_this(), std::move(batch));
+}
+
+uint32_t BlobCacheImpl::take_marks(const std::vector<uint32_t>& cis) {
+  uint32_t end = kNoChunk;
+  for (uint32_t ci : cis) {
+    if (!marked(ci)) continue;
+    std::lock_guard lk(mu_);
+    if (auto it = ahead_.find(ci); it != ahead_.end()) {
+      end = it->second;
+      ahead_.erase(it);
+    }
+    ahead_mark_[ci / 64].fetch_and(~(uint64_t(1) << (ci % 64)), std::memory_order_relaxed);
+  }
+  return end;
 }
 
 Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bool wait_for_others) {
@@ -671,11 +731,45 @@ void BlobCacheImpl::read_ahead(uint64_t offset, uint64_t len) {
   }
 }
 
+// A thread's buffer for fetched and decoded chunk bytes, kept between fetches
+// and never zeroed: a fresh vector per fetch was mapped, page-faulted and
+// memset every time (M_MMAP_THRESHOLD is 256 KiB), 11 % of the daemon's CPU in
+// a cold tar. One bigger than kKeep (a huge amplify_io) is freed after use.
+class Scratch {
+ public:
+  static constexpr size_t kKeep = 4u << 20;
+  std::span<uint8_t> get(size_t n) {
+    if (n > cap_) {
+      data_.reset();  // the old one goes first: no two at a time
+      data_.reset(new uint8_t[n]);
+      cap_ = n;
+    }
+    return {data_.get(), n};
+  }
+  void trim() {
+    if (cap_ > kKeep) {
+      data_.reset();
+      cap_ = 0;
+    }
+  }
+
+ private:
+  std::unique_ptr<uint8_t[]> data_;
+  size_t cap_ = 0;
+};
+
 Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
   sort_by_stored(cis);
   Status first_error = ok();
   std::vector<uint32_t> written;
-  std::vector<uint8_t> buf, plain;
+  thread_local Scratch fetched_buf, plain_buf;
+  struct Trim {
+    ~Trim() {
+      fetched_buf.trim();
+      plain_buf.trim();
+    }
+  } trim_after;
+  std::span<uint8_t> buf, plain;
   // Digest check (an all-zero digest means "unknown", see index_meta), then
   // into the data file; a chunk failing either is never marked ready.
   auto deliver = [&](uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data) {
@@ -722,7 +816,7 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
     const size_t j = run_end(cis, i);
     const uint64_t base = chunks_[cis[i]].compressed_offset;
     const uint64_t total = chunks_[cis[j - 1]].compressed_offset + chunks_[cis[j - 1]].compressed_size - base;
-    buf.resize(total);
+    buf = fetched_buf.get(total);
     backend_requests_.fetch_add(1, std::memory_order_relaxed);
     const auto started = std::chrono::steady_clock::now();
     if (prefetch) {
@@ -756,7 +850,7 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
       // a raw chunk is decoded in place.
       std::span<uint8_t> data = stored;
       if (c.compressed || c.encrypted || c.batch) {
-        plain.resize(c.uncompressed_size);
+        plain = plain_buf.get(c.uncompressed_size);
         data = plain;
       }
       Status ds = format::decode_chunk(blob_, c, stored, data);

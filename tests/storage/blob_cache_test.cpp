@@ -572,6 +572,35 @@ TEST(BlobCache, ReadsBringTheFollowingChunksBehindThem) {
   EXPECT_FALSE(c2->is_ready(fresh.uoff(6), 1));
 }
 
+// Read-ahead stays ahead of a reader going through the blob: the first chunk
+// of each batch sent ahead is marked, and the read that reaches it sends the
+// next batch, once. Here every batch is one chunk (amplify_io is the size of
+// the largest), so each step is visible.
+TEST(BlobCache, AReadReachingTheReadAheadSendsTheNextBatch) {
+  std::vector<Bytes> chunks;
+  for (int i = 0; i < 6; i++) chunks.push_back(test::random_bytes(16384, 100 + i));
+  Env env(Compressor::kZstd, chunks);
+  env.cfg.amplify_reads = true;
+  env.cfg.amplify_io = 0;
+  for (const auto& r : env.blob.records) env.cfg.amplify_io = std::max<uint64_t>(env.cfg.amplify_io, r.compressed_size);
+  auto cache = env.open();
+  ASSERT_TRUE(cache);
+  auto ready_within = [&](size_t i, int ms) {
+    for (int t = 0; t < ms / 10 && !cache->is_ready(env.uoff(i), 1); ++t)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return cache->is_ready(env.uoff(i), 1);
+  };
+  ASSERT_EQ(read_range(*cache, env.uoff(0), 1), env.expect(env.uoff(0), 1));
+  ASSERT_TRUE(ready_within(1, 2000)) << "the miss on chunk 0 brings chunk 1";
+  EXPECT_FALSE(ready_within(2, 200)) << "one batch at a time";
+  ASSERT_EQ(read_range(*cache, env.uoff(1), 10), env.expect(env.uoff(1), 10));
+  EXPECT_TRUE(ready_within(2, 2000)) << "reaching chunk 1 (a hit) sends chunk 2";
+  ASSERT_EQ(read_range(*cache, env.uoff(1), 10), env.expect(env.uoff(1), 10));
+  EXPECT_FALSE(ready_within(3, 200)) << "a mark fires once";
+  ASSERT_EQ(read_range(*cache, env.uoff(2), env.uend(5) - env.uoff(2)), env.expect(env.uoff(2), env.uend(5) - env.uoff(2)));
+  EXPECT_TRUE(ready_within(5, 2000));
+}
+
 TEST(BlobCache, ReadAheadFetchesMissingChunksSideBySide) {
   Env env;
   // Each request carries one or two chunks, so several run at once.
