@@ -49,6 +49,16 @@ ZSTD_CCtx* thread_cctx() {
   thread_local Holder h;
   return h.ctx;
 }
+// Likewise for decompression (every chunk a daemon fetches): ZSTD_decompress
+// creates and frees a context per call. Null if out of memory.
+ZSTD_DCtx* thread_dctx() {
+  struct Holder {
+    ZSTD_DCtx* ctx = ZSTD_createDCtx();
+    ~Holder() { ZSTD_freeDCtx(ctx); }
+  };
+  thread_local Holder h;
+  return h.ctx;
+}
 }  // namespace
 
 Result<std::optional<size_t>> compress_into(Compressor c, std::span<const uint8_t> in, std::span<uint8_t> out) {
@@ -135,7 +145,9 @@ Status decompress(Compressor c, std::span<const uint8_t> in, std::span<uint8_t> 
       return ok();
     }
     case Compressor::kZstd: {
-      size_t n = ZSTD_decompress(out.data(), out.size(), in.data(), in.size());
+      ZSTD_DCtx* ctx = thread_dctx();
+      size_t n = ctx ? ZSTD_decompressDCtx(ctx, out.data(), out.size(), in.data(), in.size())
+                     : ZSTD_decompress(out.data(), out.size(), in.data(), in.size());
       if (ZSTD_isError(n)) return corrupt("zstd: {}", ZSTD_getErrorName(n));
       if (n != out.size()) return corrupt("zstd: chunk decompressed to {} bytes, expected {}", n, out.size());
       return ok();
