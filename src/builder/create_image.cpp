@@ -14,6 +14,7 @@
 #include "builder/create_stargz.h"
 #include "builder/create_tarfs.h"
 #include "builder/create_zran.h"
+#include "builder/deferred_chunks.h"
 #include "builder/prefetch_list.h"
 #include "format/bootstrap.h"
 #include "common/file_util.h"
@@ -196,7 +197,7 @@ class ImageBuild {
   // Identical chunks (same digest and size) are stored once, and not at all
   // when the chunk dictionary has them.
   Status store(const ChunkResult& r) {
-    const uint32_t usize = uint32_t(r.raw.size());
+    const uint32_t usize = r.job->length;  // raw may be left out of a replayed chunk (DeferredChunks)
     if (file_chunks_.size() <= r.job->file) file_chunks_.resize(size_t(r.job->file) + 1);
     if (auto d = dict_.find({r.digest, usize}); d != dict_.end()) {
       file_chunks_[r.job->file].push_back(d->second);
@@ -321,6 +322,16 @@ class ImageBuild {
     return std::move(rep);
   }
 
+  // Whether store() reads a chunk's raw bytes again (batch chunks, the blob-cache data file).
+  bool needs_raw() const { return o_.batch_size != 0 || cache_.is_open(); }
+  // A disk directory for scratch files of this build.
+  fs::path scratch_dir() const {
+    if (!o_.blob_dir.empty()) return o_.blob_dir;
+    if (cache_only_) return o_.blob_cache_dir;
+    if (!stream_blob_ && o_.blob_file.has_parent_path()) return o_.blob_file.parent_path();
+    return stream_blob_ ? fs::temp_directory_path() : fs::current_path();
+  }
+
   CreateReport rep;
 
  private:
@@ -369,13 +380,24 @@ Result<CreateReport> create_from_directory(const CreateOptions& o) {
 }
 
 // A tar is read once, front to back, so chunks are stored in tar order, not in
-// the bootstrap's walk order (upstream's tar builder can't do better either
-// without buffering the layer). Data is batched (bounded memory) and each
-// batch goes through the parallel pipeline. A file replaced by a later entry
-// of the same path keeps its chunks in the blob, unreferenced.
+// the bootstrap's walk order. With prefetch patterns, though, the files under
+// them go first (upstream stores a tar's data in stream order either way):
+// the other files' chunks are set aside in a scratch file (DeferredChunks) and
+// stored after the stream ends, so the daemon's prefetch reads one front run
+// of the blob in a few large requests instead of one request per file.
+// Data is batched (bounded memory) and each batch goes through the parallel
+// pipeline. A file replaced by a later entry of the same path keeps its
+// chunks in the blob, unreferenced.
 Result<CreateReport> create_from_tar(const CreateOptions& o) {
   ImageBuild b(o);
   NYDUS_TRY(b.open());
+  const PrefetchMatcher prefetch_match(o.prefetch_patterns);
+  std::unique_ptr<DeferredChunks> later;
+  if (!prefetch_match.empty() && !prefetch_match.covers_all()) {
+    NYDUS_ASSIGN_OR_RETURN(later, DeferredChunks::create(b.scratch_dir(), b.needs_raw()));
+  }
+  std::vector<bool> prefetched;  // by tar node: under a prefetch pattern
+  std::vector<bool> deferred;    // by job in this batch
   PipelineOptions po{o.compressor, o.digester, o.threads, o.chunk_size};
   const unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
   const uint64_t batch_limit = std::max<uint64_t>(64ull << 20, uint64_t(threads) * 8 * o.chunk_size);
@@ -384,28 +406,37 @@ Result<CreateReport> create_from_tar(const CreateOptions& o) {
   uint64_t batch_bytes = 0;
   std::set<uint32_t> files;
   auto flush = [&]() -> Status {
-    auto st = run_chunk_pipeline(jobs, po, [&](const ChunkResult& r) { return b.store(r); });
+    auto st = run_chunk_pipeline(jobs, po, [&](const ChunkResult& r) {
+      return deferred[size_t(r.job - jobs.data())] ? later->add(r) : b.store(r);
+    });
     jobs.clear();
     bufs.clear();
+    deferred.clear();
     batch_bytes = 0;
     return st;
   };
-  auto tt = scan_tar(o.source.string(), o.chunk_size,
-                     [&](uint32_t node, uint64_t off, std::vector<uint8_t> piece) -> Status {
-                       files.insert(node);
-                       batch_bytes += piece.size();
-                       bufs.push_back(std::move(piece));
-                       const auto& buf = bufs.back();
-                       jobs.push_back({node, nullptr, off, uint32_t(buf.size()), {buf.data(), buf.size()}});
-                       if (batch_bytes >= batch_limit) return flush();
-                       return ok();
-                     });
+  auto on_file = [&](uint32_t node, const std::string& image_path) {
+    if (prefetched.size() <= node) prefetched.resize(size_t(node) + 1, false);
+    prefetched[node] = prefetch_match.covers(image_path);
+  };
+  auto tt = scan_tar(
+      o.source.string(), o.chunk_size,
+      [&](uint32_t node, uint64_t off, std::vector<uint8_t> piece) -> Status {
+        files.insert(node);
+        batch_bytes += piece.size();
+        bufs.push_back(std::move(piece));
+        const auto& buf = bufs.back();
+        jobs.push_back({node, nullptr, off, uint32_t(buf.size()), {buf.data(), buf.size()}});
+        deferred.push_back(later && !(node < prefetched.size() && prefetched[node]));
+        if (batch_bytes >= batch_limit) return flush();
+        return ok();
+      },
+      {}, later ? TarFileFn(on_file) : TarFileFn());
   if (!tt) return std::unexpected(std::move(tt).error());
   NYDUS_TRY(flush());
+  if (later) NYDUS_TRY(later->replay([&](const ChunkResult& r) { return b.store(r); }));
   b.rep.files = files.size();
   b.rep.implicit_dirs = std::move(tt->implicit_dirs);
-  // The prefetch table only: a tar's data is stored in stream order, as
-  // upstream's tar builder stores it.
   std::vector<uint32_t> prefetch;
   if (o.prefetch_table) prefetch = prefetch_nodes(tt->tree.image_paths, o.prefetch_patterns);
   return b.finish(std::move(tt->tree), tt->origin, std::move(prefetch));

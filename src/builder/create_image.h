@@ -39,8 +39,8 @@ struct CreateOptions {
   bool blob_inline_meta = false;
   bool blob_toc = false;                 // --features blob-toc
   // --prefetch-policy fs|blob: files under these paths are stored first
-  // (directory sources); with `prefetch_table` (fs) they also form the
-  // bootstrap's prefetch table, as upstream does for RAFS v6.
+  // (directory and tar sources; upstream does it for directories only); with
+  // `prefetch_table` (fs) they also form the bootstrap's prefetch table.
   std::vector<std::string> prefetch_patterns;
   bool prefetch_table = true;
   unsigned threads = 0;                  // 0 = all cores

@@ -75,3 +75,25 @@ std::vector<uint32_t> prefetch_nodes(const std::vector<std::string>& image_paths
 }
 
 }  // namespace nydus::builder
+
+namespace nydus::builder {
+
+PrefetchMatcher::PrefetchMatcher(const std::vector<std::string>& patterns) {
+  for (const auto& raw : patterns)
+    if (std::string p = normalize_image_path(raw); !p.empty()) set_.insert(std::move(p));
+}
+
+bool PrefetchMatcher::covers(const std::string& image_path) const {
+  if (set_.empty()) return false;
+  if (set_.count("/")) return true;
+  std::string p = image_path;
+  while (!p.empty() && p != "/") {
+    if (set_.count(p)) return true;
+    const size_t slash = p.rfind('/');
+    if (slash == std::string::npos || slash == 0) break;
+    p.resize(slash);
+  }
+  return false;
+}
+
+}  // namespace nydus::builder

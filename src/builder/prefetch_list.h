@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <istream>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 namespace nydus::builder {
@@ -27,5 +28,22 @@ std::string normalize_image_path(const std::string& p);
 // Patterns are normalised and coverage re-applied, so raw lists work too.
 std::vector<uint32_t> prefetch_nodes(const std::vector<std::string>& image_paths,
                                      const std::vector<std::string>& patterns);
+
+}  // namespace nydus::builder
+
+namespace nydus::builder {
+
+// Whether an image path is at or below one of the patterns (normalised);
+// a lookup of the path and each of its parents, so long lists stay cheap.
+class PrefetchMatcher {
+ public:
+  explicit PrefetchMatcher(const std::vector<std::string>& patterns);
+  bool empty() const { return set_.empty(); }
+  bool covers_all() const { return set_.count("/") != 0; }
+  bool covers(const std::string& image_path) const;
+
+ private:
+  std::unordered_set<std::string> set_;
+};
 
 }  // namespace nydus::builder

@@ -50,8 +50,8 @@ Result<std::vector<std::string>> split_path(std::string_view p, const TarLimits&
 
 class TarBuilder {
  public:
-  TarBuilder(uint32_t chunk_size, const TarDataFn& on_data, const TarLimits& lim)
-      : chunk_size_(chunk_size), on_data_(on_data), lim_(lim) {
+  TarBuilder(uint32_t chunk_size, const TarDataFn& on_data, const TarLimits& lim, const TarFileFn& on_file)
+      : chunk_size_(chunk_size), on_data_(on_data), on_file_(on_file), lim_(lim) {
     data_of_.push_back(0);
   }
 
@@ -215,7 +215,14 @@ class TarBuilder {
     const uint64_t size = node.size;
     const uint32_t n = new_node(std::move(node));
     tree_.set_child(dir, comps.back(), n);
-    if (type == AE_IFREG) NYDUS_TRY(stream_data(a, n, size, path));
+    if (type == AE_IFREG) {
+      if (on_file_) {
+        std::string image_path;
+        for (const auto& c : comps) image_path.append("/").append(c);
+        on_file_(n, image_path);
+      }
+      NYDUS_TRY(stream_data(a, n, size, path));
+    }
     return ok();
   }
 
@@ -266,6 +273,7 @@ class TarBuilder {
 
   uint32_t chunk_size_;
   const TarDataFn& on_data_;
+  const TarFileFn& on_file_;
   TarLimits lim_;
   EditTree tree_;
   std::vector<uint32_t> data_of_;  // arena node -> node whose data it shares
@@ -277,8 +285,8 @@ class TarBuilder {
 }  // namespace
 
 Result<TarTree> scan_tar(const std::string& source, uint32_t chunk_size, const TarDataFn& on_data,
-                         const TarLimits& limits) {
-  TarBuilder b(chunk_size, on_data, limits);
+                         const TarLimits& limits, const TarFileFn& on_file) {
+  TarBuilder b(chunk_size, on_data, limits, on_file);
   NYDUS_TRY(b.run(source));
   return b.finish();
 }

@@ -30,6 +30,9 @@ struct TarLimits {
 // One piece of file data: `node` is the arena index that finish-time
 // `TarTree::origin` refers to.
 using TarDataFn = std::function<Status(uint32_t node, uint64_t offset, std::vector<uint8_t> piece)>;
+// Called for each regular file before its first piece, with its path in the
+// image ("/a/b"): lets a build decide where in the blob that file's data goes.
+using TarFileFn = std::function<void(uint32_t node, const std::string& image_path)>;
 
 struct TarTree {
   SourceTree tree;               // paths[] empty: data came through on_data
@@ -46,6 +49,6 @@ struct TarTree {
 inline constexpr uint64_t kNoStreamOffset = ~uint64_t(0);
 
 Result<TarTree> scan_tar(const std::string& source, uint32_t chunk_size, const TarDataFn& on_data,
-                         const TarLimits& limits = {});
+                         const TarLimits& limits = {}, const TarFileFn& on_file = {});
 
 }  // namespace nydus::builder

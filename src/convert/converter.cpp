@@ -117,6 +117,9 @@ Status convert_layer(const fs::path& tar, const fs::path& dir, const std::string
   c.blob_toc = true;
   c.threads = threads;
   c.chunk_dict = chunk_dict;
+  // As the snapshotter's converter (--prefetch-policy fs with the patterns):
+  // the listed files also go first in the layer's blob.
+  c.prefetch_patterns = o.prefetch_patterns;
   auto rep = builder::create_image(c);
   std::error_code ec;
   // The downloaded tar is not needed any more (a layout's own file stays;

@@ -50,27 +50,48 @@ Result<std::vector<PrefetchRange>> plan_prefetch(const format::Bootstrap& boot, 
   if (cs == 0) return corrupt("chunk size 0");
   merging_size = std::max<uint64_t>(merging_size, 1);
   std::set<std::pair<uint32_t, uint32_t>> chunks_seen;  // (blob, blkaddr): dedup'd chunks once
-  std::vector<PrefetchRange> out;
+  struct Piece {
+    PrefetchRange r;
+    size_t rank;  // position in the table's order
+  };
+  std::vector<Piece> chunks;
   for (const auto& f : files) {
     NYDUS_ASSIGN_OR_RETURN(std::vector<format::ChunkRef> refs, boot.chunks(f));
     for (size_t i = 0; i < refs.size(); ++i) {
       const auto& r = refs[i];
       if (!chunks_seen.emplace(r.blob_index, r.blkaddr).second) continue;
-      const uint64_t len = std::min<uint64_t>(cs, f.size - i * cs);
-      const uint64_t off = uint64_t(r.blkaddr) << format::kBlockBits;
-      if (!out.empty()) {
-        PrefetchRange& prev = out.back();
-        // Chunk data are 4 KiB aligned: the next chunk starts at the aligned end.
-        const uint64_t prev_end = (prev.offset + prev.len + format::kBlockSize - 1) & ~uint64_t(format::kBlockSize - 1);
-        if (prev.blob_index == r.blob_index && (off == prev_end || off == prev.offset + prev.len) &&
-            off + len - prev.offset <= merging_size) {
-          prev.len = off + len - prev.offset;
-          continue;
-        }
-      }
-      out.push_back({r.blob_index, off, len});
+      chunks.push_back({{r.blob_index, uint64_t(r.blkaddr) << format::kBlockBits, std::min<uint64_t>(cs, f.size - i * cs)},
+                        chunks.size()});
     }
   }
+  // Merged in blob order: files stored side by side (a prefetch list the
+  // builder laid out first, a directory's files) become few large requests
+  // however the table orders them (a request per file costs a round trip and
+  // the registry's per-request work). Fetched in the table's order: a range
+  // goes where its earliest listed chunk is, so what is read first comes first.
+  std::sort(chunks.begin(), chunks.end(), [](const Piece& a, const Piece& b) {
+    return std::pair(a.r.blob_index, a.r.offset) < std::pair(b.r.blob_index, b.r.offset);
+  });
+  std::vector<Piece> merged;
+  for (const auto& c : chunks) {
+    if (!merged.empty()) {
+      Piece& prev = merged.back();
+      // Chunk data are 4 KiB aligned: the next chunk starts at the aligned end.
+      const uint64_t prev_end =
+          (prev.r.offset + prev.r.len + format::kBlockSize - 1) & ~uint64_t(format::kBlockSize - 1);
+      if (prev.r.blob_index == c.r.blob_index && (c.r.offset == prev_end || c.r.offset == prev.r.offset + prev.r.len) &&
+          c.r.offset + c.r.len - prev.r.offset <= merging_size) {
+        prev.r.len = c.r.offset + c.r.len - prev.r.offset;
+        prev.rank = std::min(prev.rank, c.rank);
+        continue;
+      }
+    }
+    merged.push_back(c);
+  }
+  std::sort(merged.begin(), merged.end(), [](const Piece& a, const Piece& b) { return a.rank < b.rank; });
+  std::vector<PrefetchRange> out;
+  out.reserve(merged.size());
+  for (const auto& m : merged) out.push_back(m.r);
   return out;
 }
 

@@ -29,8 +29,9 @@ struct PrefetchRange {
 };
 
 // The ranges covering the data of `nids` (directories expand to the regular
-// files below them, each chunk once), in the given order, adjacent chunks of
-// one blob merged while the merged range stays within `merging_size`.
+// files below them, each chunk once): chunks adjacent in a blob are merged
+// (whatever their order in `nids`) while the merged range stays within
+// `merging_size`; ranges come in the order of their first chunk in `nids`.
 Result<std::vector<PrefetchRange>> plan_prefetch(const format::Bootstrap& boot, const std::vector<uint64_t>& nids,
                                                  uint64_t merging_size);
 

@@ -103,6 +103,54 @@ TEST(Create, PrefetchFilesComeFirstAndFillTheTable) {
   EXPECT_EQ((*(*boot)->chunks(*first))[0].blkaddr, 4u);
 }
 
+// A tar's prefetch files go first too: their chunks are stored while the
+// stream goes by, the others' set aside and stored after it. Checked against
+// GNU tar's stream (the order of the listed files in it) and the source bytes:
+// uncompressed, the blob's front is exactly the listed files' data.
+TEST(Create, TarPrefetchFilesComeFirstInStreamOrder) {
+  test::TempDir t;
+  const std::vector<std::pair<std::string, size_t>> files = {
+      {"a/one", 9000}, {"b/two", 70000}, {"a/three", 4096}, {"c/four", 300}, {"b/five", 150000}, {"a/six", 1}};
+  std::string list;
+  for (size_t i = 0; i < files.size(); i++) {
+    fs::create_directories((t / "src" / files[i].first).parent_path());
+    test::write_file(t / "src" / files[i].first, random_bytes(files[i].second, uint32_t(40 + i)));
+    list += " " + files[i].first;
+  }
+  ASSERT_EQ(std::system(("tar -C '" + (t / "src").string() + "' -cf '" + (t / "l.tar").string() + "'" + list).c_str()), 0);
+  struct Case {
+    Compressor compressor;
+    uint32_t batch;
+    bool cache_dir;
+  };
+  for (Case c : {Case{Compressor::kNone, 0, false}, Case{Compressor::kZstd, 0, false}, Case{Compressor::kZstd, 0x10000, true}}) {
+    auto o = options(t);
+    o.source_type = SourceType::kTar;
+    o.source = t / "l.tar";
+    o.chunk_size = 0x10000;
+    o.compressor = c.compressor;
+    o.batch_size = c.batch;
+    if (c.cache_dir) o.blob_cache_dir = t / "cache";
+    fs::remove_all(t / "blobs");
+    o.prefetch_patterns = {"/b", "/a/six"};  // b/two, b/five, a/six, in tar order
+    auto r = create_image(o);
+    ASSERT_TRUE(r) << r.error().message;
+    auto img = ImageReader::open(t / "boot", {t / "blobs", {}});
+    ASSERT_TRUE(img);
+    for (auto& [path, size] : files)
+      EXPECT_EQ(read_all(**img, "/" + path), test::read_file(t / "src" / path)) << path;
+    if (c.compressor != Compressor::kNone) continue;
+    std::vector<uint8_t> front;
+    for (const char* p : {"b/two", "b/five", "a/six"}) {
+      auto d = test::read_file(t / "src" / p);
+      front.insert(front.end(), d.begin(), d.end());
+    }
+    auto blob = test::read_file(r->blob_path);
+    ASSERT_GE(blob.size(), front.size());
+    EXPECT_TRUE(std::equal(front.begin(), front.end(), blob.begin())) << "the listed files are not the blob's front";
+  }
+}
+
 TEST(Create, RepeatableBuildsAreByteIdentical) {
   test::TempDir t;
   fs::create_directories(t / "src" / "x");

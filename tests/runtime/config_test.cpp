@@ -128,6 +128,36 @@ TEST(PlanPrefetch, DirectoryExpandsAndMerges) {
   for (const auto& r : *small) EXPECT_LE(r.len, 4096u);
 }
 
+// The table's order is not the blob's: files stored side by side still merge
+// into one request (one round trip instead of one per file).
+TEST(PlanPrefetch, TableOrderAgainstBlobOrderStillMerges) {
+  test::TempDir tmp;
+  auto src = tmp / "src";
+  std::filesystem::create_directories(src);
+  for (char c : std::string("abcdef")) test::write_file(src / std::string(1, c), std::string(5000, c));
+  builder::CreateOptions o;
+  o.source = src;
+  o.bootstrap = tmp / "boot";
+  o.blob_dir = tmp / "blobs";
+  ASSERT_TRUE(builder::create_image(o));
+  auto boot = format::Bootstrap::open(tmp / "boot");
+  ASSERT_TRUE(boot);
+  std::vector<uint64_t> nids;
+  for (const char* p : {"/f", "/b", "/d", "/a", "/e", "/c"}) nids.push_back(*(*boot)->resolve(p));
+  auto plan = plan_prefetch(**boot, nids, 1 << 20);
+  ASSERT_TRUE(plan) << plan.error().message;
+  ASSERT_EQ(plan->size(), 1u);
+  EXPECT_EQ((*plan)[0].offset, 0u);
+  EXPECT_EQ((*plan)[0].len, 5 * 8192u + 5000);  // six 5000-byte chunks, each starting 4 KiB aligned
+  // Ranges come in the table's order: two chunks per range, the one with /f first.
+  auto one = plan_prefetch(**boot, nids, 16384);
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->size(), 3u);  // a+b, c+d, e+f
+  EXPECT_EQ((*one)[0].offset, 4 * 8192u);
+  EXPECT_EQ((*one)[1].offset, 0u);
+  EXPECT_EQ((*one)[2].offset, 2 * 8192u);
+}
+
 }  // namespace
 }  // namespace nydus::runtime
 
