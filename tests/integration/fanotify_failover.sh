@@ -147,19 +147,29 @@ sys.exit(0 if data == open(sys.argv[2], "rb").read() else 3)
 PY
 }
 FINISHED=0
-failover_once() {
-  local rel=p$1/probe probe_pid rc a b held=0 done_here
+PROBE_PID=
+held_probe() {  # held_probe K: close the gate, start probe K (PROBE_PID), return once its events are held
+  local a b
   touch "$GATE"
-  probe "$1" & probe_pid=$!
+  probe "$1" & PROBE_PID=$!
   # Sync point, not a sleep: pending events that are still pending 0.2 s later
   # are held at the registry's gate.
   for _ in $(seq 100); do
-    a=$(pending) && [ "${a:-0}" -gt 0 ] && sleep 0.2 && b=$(pending) && [ "${b:-0}" -gt 0 ] && { held=1; break; }
-    kill -0 "$probe_pid" 2>/dev/null || break
+    a=$(pending) && [ "${a:-0}" -gt 0 ] && sleep 0.2 && b=$(pending) && [ "${b:-0}" -gt 0 ] && {
+      echo "probe of p$1/probe started; $b events held pending in daemon $GEN; kill -9 at $(date +%T.%3N)"
+      return 0
+    }
+    kill -0 "$PROBE_PID" 2>/dev/null || break
     sleep 0.05
   done
-  [ "$held" = 1 ] || { rm -f "$GATE"; echo "no event was ever held pending (probe of $rel)"; return 1; }
-  echo "probe of $rel started; $b events held pending in daemon $GEN; kill -9 at $(date +%T.%3N)"
+  rm -f "$GATE"
+  echo "no event was ever held pending (probe of p$1/probe)"
+  return 1
+}
+failover_once() {
+  local rel=p$1/probe probe_pid rc done_here
+  held_probe "$1" || return 1
+  probe_pid=$PROBE_PID
   kill -KILL "$CUR_PID"; wait "$CUR_PID" 2>/dev/null
   rm -f "$GATE"
   sleep 0.5  # readers pile up on the group the supervisor keeps alive
@@ -200,15 +210,9 @@ print(sum(1 for s in struct.iter_unpack("<QQII", tail[:len(tail) // 24 * 24]) if
 PY
 }
 failover_mid_takeover() {  # failover_mid_takeover K: probe files K (held at the kill) and K+1 (read mid-takeover)
-  local k=$1 probe_pid late_pid held=0 a b tk limit= high=0 rc late_rc
-  touch "$GATE"
-  probe "$k" & probe_pid=$!
-  for _ in $(seq 100); do
-    a=$(pending) && [ "${a:-0}" -gt 0 ] && sleep 0.2 && b=$(pending) && [ "${b:-0}" -gt 0 ] && { held=1; break; }
-    kill -0 "$probe_pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  [ "$held" = 1 ] || { rm -f "$GATE"; echo "no event was ever held pending"; return 1; }
+  local k=$1 probe_pid late_pid tk limit= high=0 rc late_rc
+  held_probe "$k" || return 1
+  probe_pid=$PROBE_PID
   kill -KILL "$CUR_PID"; wait "$CUR_PID" 2>/dev/null
   start_daemon --upgrade || { rm -f "$GATE"; return 1; }
   ctl "$GEN" takeover >/dev/null 2>&1 & tk=$!  # blocks: its fill of the journaled event waits at the gate
