@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "format/digest.h"
 #include "format/layout.h"
 #include "storage/chunk_map.h"
+#include "storage/demand_gauge.h"
 #include "storage/localfs_backend.h"
 #include "storage/zran_fetch.h"
 
@@ -283,6 +285,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // once; reads that never reach one (random, warm) cause no traffic.
   static constexpr uint32_t kNoChunk = UINT32_MAX;
   static constexpr int kSkipLimit = 256;
+  static constexpr size_t kMaxMarks = 4096;
   void submit_ahead(std::vector<uint32_t> batch);
   // Clear the marks on `cis`; the last chunk of the marked batch (kNoChunk: none).
   uint32_t take_marks(const std::vector<uint32_t>& cis);
@@ -604,6 +607,13 @@ void BlobCacheImpl::submit_ahead(std::vector<uint32_t> batch) {
   const uint32_t first = batch.front();
   {
     std::lock_guard lk(mu_);
+    // Marks of batches nobody read stay until their chunk is read; a bound
+    // keeps them from piling up (dropping them only ends those chains).
+    if (ahead_.size() >= kMaxMarks) {
+      for (const auto& mark : ahead_)
+        ahead_mark_[mark.first / 64].fetch_and(~(uint64_t(1) << (mark.first % 64)), std::memory_order_relaxed);
+      ahead_.clear();
+    }
     ahead_[first] = batch.back();
     ahead_mark_[first / 64].fetch_or(uint64_t(1) << (first % 64), std::memory_order_relaxed);
   }
@@ -635,6 +645,7 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
     return ok();
   }
   bool first_look = true;
+  std::optional<DemandGauge::Waiting> waiting;  // a reader waits on this miss: prefetch steps aside
   // Each round either fetches what nobody else is fetching or waits for the
   // thread that is; a waiter whose fetcher failed claims the chunk itself in
   // the next round. Bounded so a persistently failing peer cannot spin us.
@@ -676,6 +687,7 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
         read_requests_.fetch_add(1, std::memory_order_relaxed);
         if (missing == 0) whole_hits_.fetch_add(1, std::memory_order_relaxed);
         else if (missing < cis.size()) partial_hits_.fetch_add(1, std::memory_order_relaxed);
+        if (missing) waiting.emplace();
       }
       first_look = false;
     }
