@@ -7,6 +7,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "storage/demand_gauge.h"
+
 namespace nydus::runtime {
 
 namespace {
@@ -17,6 +19,9 @@ int64_t now_ns() {
 }
 
 constexpr size_t kMaxDepth = 4096;
+constexpr auto kYieldStep = std::chrono::milliseconds(2);
+constexpr auto kYieldLimit = std::chrono::milliseconds(500);
+constexpr unsigned kWhileDemand = 2;
 
 // Regular files below (and including) `nid`, depth first, each once.
 Status collect_files(const format::Bootstrap& boot, uint64_t nid, std::unordered_set<uint64_t>& seen,
@@ -122,6 +127,7 @@ class BlobCacheTarget : public PrefetchTarget {
     if (!c) return errorf(Errc::kCorrupt, "prefetch range names blob {} of {}", r.blob_index, blobs_.size());
     return c->fetch_range(r.offset, r.len, true);
   }
+  bool demand_waiting() override { return storage::DemandGauge::waiting() > 0; }
 
  private:
   storage::BlobCache* cache(const PrefetchRange& r) {
@@ -212,7 +218,17 @@ void Prefetcher::worker(const std::vector<PrefetchRange>& ranges) {
       continue;
     }
     if (!sleep_ns(bucket_.reserve(r.len))) return;
-    if (auto st = target_->fetch(r); !st) {
+    // While a reader waits on a miss, at most kWhileDemand of our fetches run
+    // (all of them would leave its request a thin share of the link; none
+    // would stall what the reader needs next), and a worker holds back at
+    // most kYieldLimit per range, so a steady stream of misses cannot starve us.
+    for (auto waited = std::chrono::milliseconds(0);
+         waited < kYieldLimit && active_.load() >= kWhileDemand && target_->demand_waiting(); waited += kYieldStep)
+      if (!sleep_ns(uint64_t(std::chrono::nanoseconds(kYieldStep).count()))) return;
+    active_++;
+    auto st = target_->fetch(r);
+    active_--;
+    if (!st) {
       errors_++;
       spdlog::debug("prefetch: blob {} [{:#x}, +{:#x}): {}", r.blob_index, r.offset, r.len, st.error().message);
       continue;

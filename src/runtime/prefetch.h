@@ -65,6 +65,8 @@ class PrefetchTarget {
   virtual ~PrefetchTarget() = default;
   virtual bool is_ready(const PrefetchRange& r) = 0;
   virtual Status fetch(const PrefetchRange& r) = 0;
+  // A reader is waiting on a miss right now: the prefetcher steps aside.
+  virtual bool demand_waiting() { return false; }
 };
 
 // The blob caches of an image, by blob index.
@@ -103,6 +105,7 @@ class Prefetcher {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<size_t> next_{0};
+  std::atomic<unsigned> active_{0};  // fetches in flight
   std::atomic<uint64_t> total_{0}, done_{0}, bytes_{0}, errors_{0};
   std::atomic<bool> finished_{false};
 };

@@ -6,6 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <mutex>
+#include <thread>
+
 #include "builder/create_image.h"
 #include "common/test_util.h"
 #include "runtime/prefetch.h"
@@ -156,6 +160,65 @@ TEST(PlanPrefetch, TableOrderAgainstBlobOrderStillMerges) {
   EXPECT_EQ((*one)[0].offset, 4 * 8192u);
   EXPECT_EQ((*one)[1].offset, 0u);
   EXPECT_EQ((*one)[2].offset, 2 * 8192u);
+}
+
+// While a reader waits on a miss, the prefetcher keeps at most two fetches
+// in flight (eight would leave the read a thin share of the link), and only
+// for a bounded time per range: a reader that always waits cannot starve it.
+class DemandTarget : public PrefetchTarget {
+ public:
+  bool is_ready(const PrefetchRange&) override { return false; }
+  Status fetch(const PrefetchRange&) override {
+    const auto now = std::chrono::steady_clock::now();
+    {
+      std::lock_guard lk(mu);
+      if (++running > (now < demand_until ? max_during_demand : max_after)) {
+        (now < demand_until ? max_during_demand : max_after) = running;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    std::lock_guard lk(mu);
+    running--;
+    fetched++;
+    return ok();
+  }
+  bool demand_waiting() override { return std::chrono::steady_clock::now() < demand_until; }
+  std::chrono::steady_clock::time_point demand_until;
+  std::mutex mu;
+  int running = 0, max_during_demand = 0, max_after = 0, fetched = 0;
+};
+
+TEST(Prefetcher, LeavesTheLinkToAWaitingReaderButNotForever) {
+  test::TempDir tmp;
+  std::filesystem::create_directories(tmp / "src");
+  for (char c : std::string("abcdefghijkl")) test::write_file(tmp / "src" / std::string(1, c), std::string(5000, c));
+  builder::CreateOptions o;
+  o.source = tmp / "src";
+  o.bootstrap = tmp / "boot";
+  o.blob_dir = tmp / "blobs";
+  ASSERT_TRUE(builder::create_image(o));
+  auto boot = format::Bootstrap::open(tmp / "boot");
+  ASSERT_TRUE(boot);
+  std::shared_ptr<const format::Bootstrap> shared = std::move(*boot);
+  PrefetchConfig cfg;
+  cfg.prefetch_all = true;
+  cfg.threads_count = 6;
+  cfg.merging_size = 4096;  // one range per file: 12 ranges
+  for (auto demand : {std::chrono::milliseconds(200), std::chrono::milliseconds(60000)}) {
+    auto target = std::make_shared<DemandTarget>();
+    const auto t0 = std::chrono::steady_clock::now();
+    target->demand_until = t0 + demand;
+    Prefetcher p(shared, target, cfg);
+    p.start();
+    for (int i = 0; i < 1000 && !p.stats().finished; i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_TRUE(p.stats().finished) << "the prefetch waited without bound";
+    EXPECT_EQ(target->fetched, 12);
+    EXPECT_LE(target->max_during_demand, 2) << "more fetches ran while a reader waited";
+    EXPECT_GE(target->max_during_demand, 1);
+    if (demand < std::chrono::seconds(1)) {
+      EXPECT_GT(target->max_after, 2) << "the prefetch did not get its threads back";
+    }
+  }
 }
 
 }  // namespace
