@@ -21,7 +21,7 @@ int64_t now_ns() {
 constexpr size_t kMaxDepth = 4096;
 constexpr auto kYieldStep = std::chrono::milliseconds(2);
 constexpr auto kYieldLimit = std::chrono::milliseconds(500);
-constexpr unsigned kWhileDemand = 2;
+constexpr unsigned kWhileDemand = 4;
 
 // Regular files below (and including) `nid`, depth first, each once.
 Status collect_files(const format::Bootstrap& boot, uint64_t nid, std::unordered_set<uint64_t>& seen,
@@ -219,7 +219,7 @@ void Prefetcher::worker(const std::vector<PrefetchRange>& ranges) {
     }
     if (!sleep_ns(bucket_.reserve(r.len))) return;
     // While a reader waits on a miss, at most kWhileDemand of our fetches run
-    // (all of them would leave its request a thin share of the link; none
+    // (eight would leave its request a thin share of the link; none
     // would stall what the reader needs next), and a worker holds back at
     // most kYieldLimit per range, so a steady stream of misses cannot starve us.
     for (auto waited = std::chrono::milliseconds(0);
