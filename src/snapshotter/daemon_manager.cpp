@@ -264,6 +264,11 @@ void DaemonManager::kill_process(DaemonInstance& d) {
 
 void DaemonManager::terminate(DaemonInstance& d) {
   std::error_code ec;
+  if (d.shared && fscache()) {
+    unmount_from_fscache(d);
+    fs::remove_all(fs::path(d.config_path).parent_path(), ec);
+    return;
+  }
   if (d.shared) {
     // The image only: the shared daemon keeps serving the others.
     if (d.pid > 0 && !reaped(d.pid)) {
@@ -375,7 +380,7 @@ SResult<DaemonInstance> DaemonManager::start(const std::string& meta_id, const s
                                              const std::string& image_ref,
                                              const std::map<std::string, std::string>& labels) {
   SNAP_TRY(check_bootstrap(bootstrap, meta_id));
-  if (s_.shared) return mount_in_shared(meta_id, bootstrap, image_ref, labels);
+  if (s_.shared || fscache()) return mount_in_shared(meta_id, bootstrap, image_ref, labels);
   auto cfg = image_config(image_ref, labels);
   if (!cfg) return std::unexpected(cfg.error());
 
@@ -500,12 +505,20 @@ SResult<DaemonInstance> DaemonManager::ensure_shared_daemon() {
     if (ec) return snap_error(Code::kInternal, "mkdir {}: {}", dir, ec.message());
   }
   fs::remove(d.apisock, ec);
-  // As upstream's initSharedDaemon: no --config/--bootstrap, images come by the mount API.
+  // As upstream's initSharedDaemon: no --config/--bootstrap, images come by the mount API
+  // (fscache: by the blob API, and the snapshotter mounts each EROFS; <root>/mnt stays a plain dir).
   const bool failover = s_.recover_policy == "failover";
-  d.args = {"fuse", "--thread-num", std::to_string(s_.thread_num)};
+  if (fscache()) {
+    const std::string cache = s_.root + "/fscache";  // cachefiles' own tree: not the blob cache GC's <root>/cache
+    fs::create_directories(cache, ec);
+    if (ec) return snap_error(Code::kInternal, "mkdir {}: {}", cache, ec.message());
+    d.args = {"singleton", "--fscache", cache, "--fscache-threads", std::to_string(s_.thread_num)};
+  } else {
+    d.args = {"fuse", "--thread-num", std::to_string(s_.thread_num)};
+  }
   if (failover) d.args.insert(d.args.end(), {"--id", d.id});
-  d.args.insert(d.args.end(), {"--mountpoint", d.mountpoint, "--apisock", d.apisock, "--log-level", s_.log_level,
-                               "--log-rotation-size", "100"});
+  if (!fscache()) d.args.insert(d.args.end(), {"--mountpoint", d.mountpoint});
+  d.args.insert(d.args.end(), {"--apisock", d.apisock, "--log-level", s_.log_level, "--log-rotation-size", "100"});
   if (failover) {
     if (auto r = open_supervisor(d.id); !r) return std::unexpected(r.error());
     d.args.insert(d.args.end(), {"--supervisor", supervisor_path(d.id)});
@@ -527,6 +540,7 @@ SResult<DaemonInstance> DaemonManager::mount_in_shared(const std::string& meta_i
   if (!cfg) return std::unexpected(cfg.error());
   auto sd = ensure_shared_daemon();
   if (!sd) return std::unexpected(sd.error());
+  if (fscache()) return mount_in_fscache(*sd, meta_id, bootstrap, *cfg);
   DaemonInstance d;
   d.id = sd->id;
   d.meta_id = meta_id;
@@ -552,7 +566,7 @@ SResult<DaemonInstance> DaemonManager::mount_in_shared(const std::string& meta_i
 }
 
 SResult<std::vector<std::string>> DaemonManager::adopt_running() {
-  if (s_.shared) {
+  if (s_.shared || fscache()) {
     std::vector<std::string> adopted = adopt_shared_images();
     auto sd = ensure_shared_daemon();  // started here when none was taken over
     if (!sd) return std::unexpected(sd.error());
@@ -617,7 +631,8 @@ std::vector<std::string> DaemonManager::adopt_shared_images() {
   if (sd.pid <= 0) return adopted;
   api::ApiClient c(sd.apisock, std::chrono::seconds(2));
   auto info = c.daemon_info();
-  if (!info || info->value("state", "") != "RUNNING" || !is_mountpoint(sd.mountpoint))
+  // (An fscache daemon mounts nothing itself: each image is an EROFS mount of the snapshotter's.)
+  if (!info || info->value("state", "") != "RUNNING" || (!fscache() && !is_mountpoint(sd.mountpoint)))
     return adopted;  // ensure_shared_daemon() replaces it
   sd.args = cmdline_args(sd.pid);
   {
@@ -633,6 +648,7 @@ std::vector<std::string> DaemonManager::adopt_shared_images() {
     else
       save_state(sd);
   }
+  if (fscache()) return adopt_fscache_images(sd);
   // Its images: the configs we wrote, each still served at <root>/mnt/<id>
   // (the shared FUSE root lists exactly the mounted images).
   std::lock_guard lk(mu_);
@@ -741,7 +757,7 @@ void DaemonManager::save_state(const DaemonInstance& d) {
 
 SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead, bool* took_over) {
   if (took_over) *took_over = false;
-  if (dead.args.empty() || (dead.args[0] != "fuse" && dead.args[0] != "fanotify"))
+  if (dead.args.empty() || (dead.args[0] != "fuse" && dead.args[0] != "fanotify" && dead.args[0] != "singleton"))
     return snap_error(Code::kInternal, "nydusd {}: its command line is unknown", dead.id);
   const bool fanotify = is_fanotify(dead);
   const std::string log_dir = s_.root + "/logs/" + dead.id;
@@ -832,7 +848,7 @@ void DaemonManager::monitor() {
         it = daemons_.erase(it);
       }
     }
-    if (s_.shared && s_.recover_policy == "failover") fail_over_shared();
+    if ((s_.shared || fscache()) && s_.recover_policy == "failover") fail_over_shared();
     for (auto& [d, st] : dead) {
       spdlog::warn("nydusd {} (pid {}) died; recover policy {}", d.id, d.pid, s_.recover_policy);
       auto r = recover(d);

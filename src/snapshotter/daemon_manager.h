@@ -30,6 +30,11 @@
 // POST /api/v1/mount?mountpoint=/<meta id> into it (served at <root>/mnt/<meta
 // id>, the same path a dedicated daemon would use) and DELETEd when its last
 // snapshot goes; the shared daemon itself keeps running, as upstream's.
+// --fs-driver fscache (fscache_images.cpp): the shared daemon is `nydusd
+// singleton --fscache <root>/fscache` (whatever --daemon-mode says), mounting
+// nothing itself; each image's bootstrap is PUT /api/v2/blobs into it and the
+// snapshotter mounts `erofs -o fsid=<id>` at <root>/mnt/<meta id>; Remove
+// unmounts it and DELETEs the registration.
 #pragma once
 
 #include <sys/types.h>
@@ -61,7 +66,7 @@ struct DaemonSettings {
   std::chrono::milliseconds ready_timeout{std::chrono::seconds(30)};
   bool shared = false;  // --daemon-mode shared
   std::string recover_policy = "restart";  // restart | failover | none
-  std::string fs_driver = "fusedev";       // fusedev | fanotify (dedicated only)
+  std::string fs_driver = "fusedev";       // fusedev | fanotify (dedicated only) | fscache (always shared)
   // Registry credentials put into each image's daemon config (none when null).
   std::shared_ptr<const Keychain> keychain;
 };
@@ -76,7 +81,16 @@ struct DaemonInstance {
   std::string bootstrap;
   std::vector<std::string> args;  // argv[1..]
   bool shared = false;            // an image mounted in the shared daemon (pid is the shared one's)
+  std::string fscache_id;         // fscache: the image's fsid (and domain) in the shared daemon
 };
+
+// fscache: the fsid (and domain id) of a snapshot's image, as upstream's
+// erofs.FscacheID: hex sha256 of "nydus-snapshot-<snapshot id>".
+std::string fscache_id_for(const std::string& meta_id);
+// fscache: the PUT /api/v2/blobs entry of an image (upstream's legacy
+// "config" shape) from its daemon config (the fusedev-style template output).
+Result<std::string> make_fscache_entry(const std::string& daemon_config, const std::string& fscache_id,
+                                       const std::string& bootstrap, const std::string& work_dir);
 
 // The daemon config text for an image: the template with registry host/repo
 // (docker.io -> index.docker.io as upstream) and the blob cache work_dir set.
@@ -164,6 +178,14 @@ class DaemonManager {
                                           const std::string& image_ref,
                                           const std::map<std::string, std::string>& labels);
   std::vector<std::string> adopt_shared_images();
+  bool fscache() const { return s_.fs_driver == "fscache"; }
+  // fscache (fscache_images.cpp): register the image's blobs and mount its EROFS.
+  SResult<DaemonInstance> mount_in_fscache(const DaemonInstance& sd, const std::string& meta_id,
+                                           const std::string& bootstrap, const std::string& cfg);
+  // Unmount the image's EROFS and unregister it (the daemon may be dead: unmounted anyway).
+  void unmount_from_fscache(const DaemonInstance& d);
+  // The images a live fscache daemon serves: EROFS mounted at <root>/mnt/<id>, config kept.
+  std::vector<std::string> adopt_fscache_images(const DaemonInstance& sd);
 
   // One start in progress: its waiters read the result once `done`.
   struct StartState {

@@ -28,13 +28,22 @@ bool has_filesystem(const std::string& name) {
   return false;
 }
 
+std::string fscache_why(const KernelPaths& k) {
+  if (!k.fscache_why.empty()) return k.fscache_why;
+  return k.fscache_ondemand ? "/dev/cachefiles and erofs" : "no /dev/cachefiles or no erofs";
+}
+
 }  // namespace
 
 KernelPaths probe_kernel_paths(const std::string& cache_dir) {
   KernelPaths k;
   k.erofs = has_filesystem("erofs");
   k.erofs_why = k.erofs ? "erofs in /proc/filesystems" : "no erofs in /proc/filesystems";
-  k.fscache_ondemand = k.erofs && ::access("/dev/cachefiles", F_OK) == 0;
+  const bool cachefiles = ::access("/dev/cachefiles", F_OK) == 0;
+  k.fscache_ondemand = k.erofs && cachefiles;
+  k.fscache_why = std::string(cachefiles ? "/dev/cachefiles present" : "no /dev/cachefiles (cachefiles module "
+                                                                       "not loaded, or no CONFIG_CACHEFILES_ONDEMAND)") +
+                  "; " + k.erofs_why;
 
   int group = ::fanotify_init(kFanClassPreContent | FAN_CLOEXEC, O_RDONLY);
   if (group < 0) {
@@ -83,22 +92,32 @@ Result<FsDriverChoice> choose_fs_driver(const std::string& requested, const Kern
                                                 fan_why.str() + "); use fusedev or auto");
     return FsDriverChoice{"fanotify", "--fs-driver fanotify (" + fan_why.str() + ")"};
   }
-  if (requested == "fscache")
-    return make_error(Errc::kUnsupported,
-                      "--fs-driver fscache: not supported by this snapshotter yet (use fusedev, fanotify or auto)");
+  if (requested == "fscache") {
+    if (!kernel.fscache_ondemand)
+      return make_error(Errc::kUnsupported,
+                        "--fs-driver fscache: the kernel does not offer EROFS over fscache on-demand here (" +
+                            fscache_why(kernel) + "); use fusedev, fanotify or auto");
+    return FsDriverChoice{"fscache", "--fs-driver fscache (" + fscache_why(kernel) + ")"};
+  }
   if (requested != "auto")
     return errorf(Errc::kInvalidArgument, "--fs-driver {:?}: want fusedev, fscache, fanotify or auto", requested);
+  // auto: fanotify (per-image daemons, no cachefiles device needed), else
+  // fscache (one shared daemon, kernel EROFS), else FUSE.
   std::ostringstream why;
   why << "auto: fanotify pre-content " << (fanotify_ok ? "offered" : "not offered") << " (" << fan_why.str()
-      << "); fscache on-demand "
-      << (kernel.fscache_ondemand ? "offered (/dev/cachefiles) but not driven by the snapshotter yet"
-                                  : "not offered (no /dev/cachefiles or no EROFS)");
-  if (fanotify_ok && shared) {
-    why << "; --daemon-mode shared (fanotify serves one image per daemon, there is no shared one); using fusedev";
-    return FsDriverChoice{"fusedev", why.str()};
+      << "); fscache on-demand " << (kernel.fscache_ondemand ? "offered" : "not offered") << " ("
+      << fscache_why(kernel) << ")";
+  if (fanotify_ok && !shared) {
+    why << "; using fanotify";
+    return FsDriverChoice{"fanotify", why.str()};
   }
-  why << "; using " << (fanotify_ok ? "fanotify" : "fusedev");
-  return FsDriverChoice{fanotify_ok ? "fanotify" : "fusedev", why.str()};
+  if (fanotify_ok) why << "; --daemon-mode shared (fanotify serves one image per daemon, there is no shared one)";
+  if (kernel.fscache_ondemand) {
+    why << "; using fscache";
+    return FsDriverChoice{"fscache", why.str()};
+  }
+  why << "; using fusedev";
+  return FsDriverChoice{"fusedev", why.str()};
 }
 
 }  // namespace nydus::snapshotter

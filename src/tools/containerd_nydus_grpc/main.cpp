@@ -52,8 +52,10 @@ int main(int argc, char** argv) {
   app.add_option("--nydusd-config", nydusd_config, "nydusd config template (JSON)");
   app.add_option("--fs-driver", fs_driver,
                  "fusedev | fanotify (a `nydusd fanotify` per image: kernel EROFS, data filled on fanotify "
-                 "pre-content events; Linux >= 6.14, dedicated daemons only) | auto (fanotify when the kernel "
-                 "offers it, else fusedev) | fscache: refused, not yet");
+                 "pre-content events; Linux >= 6.14, dedicated daemons only) | fscache (one shared `nydusd "
+                 "singleton --fscache`, images registered through its blob API and mounted as kernel EROFS "
+                 "by the snapshotter; needs /dev/cachefiles and erofs) | auto (fanotify when the kernel "
+                 "offers it, else fscache, else fusedev)");
   app.add_option("--daemon-mode", daemon_mode, "dedicated (a nydusd per image) | shared (one nydusd, images mounted through its API)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   app.add_flag("--log-to-stdout", log_to_stdout, "nydusd logs to stdout instead of files");
@@ -177,7 +179,10 @@ int main(int argc, char** argv) {
 
   for (const auto& id : (*sn)->adopted())
     spdlog::info("re-attached to the running nydusd of snapshot {}{}", id, daemon_mode == "shared" ? " (shared daemon)" : "");
-  if (daemon_mode == "shared")
+  if (driver->driver == "fscache")
+    spdlog::info("shared fscache nydusd pid {} (cache {}/fscache; images mounted as erofs under {}/mnt)",
+                 (*sn)->daemons().shared_daemon().pid, root, root);
+  else if (daemon_mode == "shared")
     spdlog::info("shared nydusd pid {} on {}", (*sn)->daemons().shared_daemon().pid, root + "/mnt");
   Snapshotter& snap = **sn;
   CredentialRenewal renewal(snap.daemons(), keychain, *renewal_every);
