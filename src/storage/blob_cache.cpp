@@ -291,9 +291,17 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   uint32_t take_marks(const std::vector<uint32_t>& cis);
   bool marked(uint32_t ci) const { return (ahead_mark_[ci / 64].load(std::memory_order_relaxed) >> (ci % 64)) & 1; }
   // Index past the run of cis (sorted by compressed offset) that starts at i
-  // and one backend request can carry: stored back to back, up to
-  // amplify_io bytes (a single larger chunk still goes alone).
+  // and one backend request can carry: stored back to back or with small
+  // gaps (joins_run), up to amplify_io bytes with the gaps (a single larger
+  // chunk still goes alone).
   size_t run_end(const std::vector<uint32_t>& cis, size_t i) const;
+  // Whether a chunk stored at `next` may share a request with a run ending at
+  // `prev_end`: an eStargz layer keeps each file's tar header (a gzip member
+  // of its own, ~50-100 bytes) between one file's chunks and the next, so a
+  // request that stopped at every gap would fetch a directory file by file.
+  // Bytes of a gap are fetched and thrown away; a larger gap ends the run.
+  static constexpr uint64_t kMaxJoinGap = 4096;
+  static bool joins_run(uint64_t prev_end, uint64_t next) { return next >= prev_end && next - prev_end <= kMaxJoinGap; }
   // Batch blobs only (--batch-size): where each batch chunk sits in its batch.
   struct BatchSlot {
     uint32_t batch_size = 0;
@@ -592,11 +600,12 @@ std::vector<uint32_t> BlobCacheImpl::run_after(uint32_t last, bool skip_ready) c
   }
   for (; it != by_uoff_.end(); ++it) {
     const ChunkSlot& c = chunks_[*it];
-    // Stop at cached data and at a gap: only what one request can carry.
-    if (ready(*it) || (prev && c.compressed_offset != prev->compressed_offset + prev->compressed_size) ||
-        (!extra.empty() && total + c.compressed_size > cfg_.amplify_io))
+    // Stop at cached data and at a gap one request should not carry.
+    const uint64_t gap = prev ? c.compressed_offset - (prev->compressed_offset + prev->compressed_size) : 0;
+    if (ready(*it) || (prev && !joins_run(prev->compressed_offset + prev->compressed_size, c.compressed_offset)) ||
+        (!extra.empty() && total + gap + c.compressed_size > cfg_.amplify_io))
       break;
-    total += c.compressed_size;
+    total += gap + c.compressed_size;
     extra.push_back(*it);
     prev = &c;
   }
@@ -728,10 +737,11 @@ size_t BlobCacheImpl::run_end(const std::vector<uint32_t>& cis, size_t i) const 
       j++;
       continue;
     }
-    if (next.compressed_offset != prev.compressed_offset + prev.compressed_size ||
-        total + next.compressed_size > cfg_.amplify_io)
+    const uint64_t prev_end = prev.compressed_offset + prev.compressed_size;
+    if (!joins_run(prev_end, next.compressed_offset) ||
+        total + (next.compressed_offset - prev_end) + next.compressed_size > cfg_.amplify_io)
       break;
-    total += next.compressed_size;
+    total += (next.compressed_offset - prev_end) + next.compressed_size;
     j++;
   }
   return j;
