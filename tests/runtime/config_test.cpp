@@ -134,27 +134,32 @@ TEST(PlanPrefetch, DirectoryExpandsAndMerges) {
 
 // The table's order is not the blob's: files stored side by side still merge
 // into one request (one round trip instead of one per file).
-TEST(PlanPrefetch, TableOrderAgainstBlobOrderStillMerges) {
-  test::TempDir tmp;
-  auto src = tmp / "src";
-  std::filesystem::create_directories(src);
-  for (char c : std::string("abcdef")) test::write_file(src / std::string(1, c), std::string(5000, c));
+// An image of one 5000-byte file per letter of `names` (files "a", "b", ...).
+std::shared_ptr<const format::Bootstrap> letters_image(const test::TempDir& tmp, const std::string& names) {
+  std::filesystem::create_directories(tmp / "src");
+  for (char c : names) test::write_file(tmp / "src" / std::string(1, c), std::string(5000, c));
   builder::CreateOptions o;
-  o.source = src;
+  o.source = tmp / "src";
   o.bootstrap = tmp / "boot";
   o.blob_dir = tmp / "blobs";
-  ASSERT_TRUE(builder::create_image(o));
+  if (!builder::create_image(o)) return nullptr;
   auto boot = format::Bootstrap::open(tmp / "boot");
+  return boot ? std::shared_ptr<const format::Bootstrap>(std::move(*boot)) : nullptr;
+}
+
+TEST(PlanPrefetch, TableOrderAgainstBlobOrderStillMerges) {
+  test::TempDir tmp;
+  auto boot = letters_image(tmp, "abcdef");
   ASSERT_TRUE(boot);
   std::vector<uint64_t> nids;
-  for (const char* p : {"/f", "/b", "/d", "/a", "/e", "/c"}) nids.push_back(*(*boot)->resolve(p));
-  auto plan = plan_prefetch(**boot, nids, 1 << 20);
+  for (const char* p : {"/f", "/b", "/d", "/a", "/e", "/c"}) nids.push_back(*boot->resolve(p));
+  auto plan = plan_prefetch(*boot, nids, 1 << 20);
   ASSERT_TRUE(plan) << plan.error().message;
   ASSERT_EQ(plan->size(), 1u);
   EXPECT_EQ((*plan)[0].offset, 0u);
   EXPECT_EQ((*plan)[0].len, 5 * 8192u + 5000);  // six 5000-byte chunks, each starting 4 KiB aligned
   // Ranges come in the table's order: two chunks per range, the one with /f first.
-  auto one = plan_prefetch(**boot, nids, 16384);
+  auto one = plan_prefetch(*boot, nids, 16384);
   ASSERT_TRUE(one);
   ASSERT_EQ(one->size(), 3u);  // a+b, c+d, e+f
   EXPECT_EQ((*one)[0].offset, 4 * 8192u);
@@ -190,16 +195,8 @@ class DemandTarget : public PrefetchTarget {
 
 TEST(Prefetcher, LeavesTheLinkToAWaitingReaderButNotForever) {
   test::TempDir tmp;
-  std::filesystem::create_directories(tmp / "src");
-  for (char c : std::string("abcdefghijklmnopqrstuvwx")) test::write_file(tmp / "src" / std::string(1, c), std::string(5000, c));
-  builder::CreateOptions o;
-  o.source = tmp / "src";
-  o.bootstrap = tmp / "boot";
-  o.blob_dir = tmp / "blobs";
-  ASSERT_TRUE(builder::create_image(o));
-  auto boot = format::Bootstrap::open(tmp / "boot");
-  ASSERT_TRUE(boot);
-  std::shared_ptr<const format::Bootstrap> shared = std::move(*boot);
+  auto shared = letters_image(tmp, "abcdefghijklmnopqrstuvwx");
+  ASSERT_TRUE(shared);
   PrefetchConfig cfg;
   cfg.prefetch_all = true;
   cfg.threads_count = 8;
