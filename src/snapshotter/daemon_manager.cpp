@@ -752,7 +752,10 @@ void DaemonManager::save_state(const DaemonInstance& d) {
   // The supervisor's thread takes the message a moment after the daemon sent it.
   for (int i = 0; i < 100 && !supervisor_holds_state(d.id); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  spdlog::debug("nydusd {}: its supervisor holds the {}", d.id, is_fanotify(d) ? "fanotify group fd" : "FUSE fd");
+  spdlog::debug("nydusd {}: its supervisor holds the {}", d.id,
+                is_fanotify(d)                                  ? "fanotify group fd"
+                : !d.args.empty() && d.args[0] == "singleton" ? "/dev/cachefiles fd"
+                                                                : "FUSE fd");
 }
 
 SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead, bool* took_over) {
@@ -788,7 +791,9 @@ SResult<DaemonInstance> DaemonManager::recover(const DaemonInstance& dead, bool*
     if (r) r = wait_state(d, 0, "RUNNING");
     if (r) {
       spdlog::info("nydusd {}: failover done, pid {} serves {} ({} taken over)", d.id, d.pid, d.mountpoint,
-                   fanotify ? "the fanotify group of its EROFS mount" : "the FUSE connection");
+                   fanotify                     ? "the fanotify group of its EROFS mount"
+                   : d.args[0] == "singleton" ? "the /dev/cachefiles fd under the images' EROFS mounts"
+                                              : "the FUSE connection");
       save_state(d);
       if (took_over) *took_over = true;
       return d;

@@ -12,8 +12,9 @@
 # (tree-manifest); nydusctl info names the driver; a non-RAFS bootstrap is a
 # FailedPrecondition; a snapshotter restart (config.toml fs_driver = "fscache")
 # re-attaches to the same daemon and mount; a "reboot" (daemon killed, mount
-# gone) re-registers and re-mounts at the next Mounts; Remove unmounts and
-# unregisters. One RESULT line per scenario; any FAIL, missing line or timeout fails.
+# gone) re-registers and re-mounts at the next Mounts; with --recover-policy
+# failover a SIGKILLed daemon is taken over (supervisor, --upgrade) under the
+# same EROFS mount; Remove unmounts and unregisters. One RESULT line per scenario; any FAIL, missing line or timeout fails.
 #   KEEP_WORK=1  keep the work dir (console log, initramfs)
 set -uo pipefail
 . "$(dirname "$0")/lib/common.sh"
@@ -77,7 +78,7 @@ grep -E '^RESULT ' "$WORK/console.log"
 
 EXPECTED=(auto_picks_fscache bootstrap_layer container_prepare lower_matches_source nydusctl_info_driver
           bad_bootstrap_refused restart_adopts after_restart reboot_remounts after_reboot
-          remove_unmounts_and_unregisters done)
+          failover_keeps_mount after_failover remove_unmounts_and_unregisters done)
 [ "$rc" -eq 0 ] || fail_step "guest" "run_guest.sh exited with $rc (124: timeout, 3: kernel panic)"
 while read -r line; do
   fail_step "${line#RESULT }" "in the guest"

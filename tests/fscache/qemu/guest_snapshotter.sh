@@ -42,9 +42,10 @@ stop_snapshotter() {
   wait $SNAP_PID 2>/dev/null
 }
 
-daemon_pids() {  # the pids of `nydusd singleton --fscache` processes
+daemon_pids() {  # the pids of `nydusd singleton [--upgrade] --fscache` processes
   for p in /proc/[0-9]*; do
-    { tr '\0' ' ' < $p/cmdline; } 2>/dev/null | grep -q '^/bin/nydusd singleton --fscache ' && echo ${p#/proc/}
+    { tr '\0' ' ' < $p/cmdline; } 2>/dev/null | grep -q '^/bin/nydusd singleton \(--upgrade \)\{0,1\}--fscache ' &&
+      echo ${p#/proc/}
   done
 }
 
@@ -169,7 +170,8 @@ check_tree after_restart $MNT
 stop_snapshotter
 kill -9 $DAEMON
 umount $MNT
-start_snapshotter --config /etc/snapshotter.toml || fail_out reboot_remounts "snapshotter did not start after the reboot"
+start_snapshotter --config /etc/snapshotter.toml --recover-policy failover ||
+  fail_out reboot_remounts "snapshotter did not start after the reboot"
 $SC mounts c1 > /tmp/c1c.out 2> /tmp/c1c.err
 NEW=$(daemon_pids)
 if [ -n "$NEW" ] && [ "$NEW" != "$DAEMON" ] && [ -n "$(erofs_mount_id $MNT)" ] && cmp -s /tmp/c1.out /tmp/c1c.out; then
@@ -179,7 +181,30 @@ else
 fi
 check_tree after_reboot $MNT
 
-# 8. Remove (the container's, then the image's snapshot): the EROFS is unmounted
+# 8. --recover-policy failover: the daemon is SIGKILLed under a held file; the
+#    snapshotter's monitor starts `nydusd singleton --upgrade`, which takes
+#    /dev/cachefiles over from the supervisor: same EROFS mount, still readable.
+HELD=$(find $MNT -type f | head -n 1)
+exec 7< "$HELD"
+kill -9 $NEW
+i=0
+while { [ -z "$(daemon_pids)" ] || [ "$(daemon_pids)" = "$NEW" ]; } && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
+i=0
+while ! grep -q 'shared_daemon: failover done' /tmp/snap.log && [ $i -lt 300 ]; do usleep 100000; i=$((i + 1)); done
+FAILED_OVER=$(daemon_pids)
+echo 3 > /proc/sys/vm/drop_caches
+if grep -q 'shared_daemon: failover done' /tmp/snap.log && [ -n "$FAILED_OVER" ] && [ "$FAILED_OVER" != "$NEW" ] &&
+   [ "$(readlink /proc/$$/fd/7)" = "$HELD" ] && cat "$HELD" > /dev/null &&
+   $SC mounts c1 > /tmp/c1d.out 2> /tmp/c1d.err && cmp -s /tmp/c1.out /tmp/c1d.out; then
+  result failover_keeps_mount OK
+else
+  result failover_keeps_mount FAIL "daemon '$FAILED_OVER' was '$NEW'; held $(readlink /proc/$$/fd/7); $(grep -i 'failover\|shared nydusd' /tmp/snap.log | tail -3 | tr '\n' ' ')"
+fi
+exec 7<&-
+check_tree after_failover $MNT
+NEW=$FAILED_OVER
+
+# 9. Remove (the container's, then the image's snapshot): the EROFS is unmounted
 #    and the registration gone; the daemon keeps running, as upstream's.
 $SC remove c1 2> /tmp/rm.err
 $SC remove sha256:m1 2>> /tmp/rm.err
