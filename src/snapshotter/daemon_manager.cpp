@@ -207,6 +207,15 @@ std::string DaemonManager::mountpoint_for(const std::string& meta_id) const {
   return s_.root + "/mnt/" + meta_id;
 }
 
+DaemonInstance DaemonManager::shared_image(const DaemonInstance& sd, const fs::path& config_dir) const {
+  DaemonInstance d = sd;
+  d.meta_id = config_dir.filename().string();
+  d.shared = true;
+  d.mountpoint = mountpoint_for(d.meta_id);
+  d.config_path = (config_dir / "config.json").string();
+  return d;
+}
+
 std::optional<DaemonInstance> DaemonManager::find(const std::string& meta_id) const {
   std::lock_guard lk(mu_);
   auto it = daemons_.find(meta_id);
@@ -655,11 +664,7 @@ std::vector<std::string> DaemonManager::adopt_shared_images() {
   std::error_code ec;
   for (fs::directory_iterator it(s_.root + "/config/" + sd.id, ec), end; !ec && it != end; it.increment(ec)) {
     if (!it->is_directory()) continue;
-    DaemonInstance d = sd;
-    d.meta_id = it->path().filename().string();
-    d.shared = true;
-    d.mountpoint = mountpoint_for(d.meta_id);
-    d.config_path = (it->path() / "config.json").string();
+    DaemonInstance d = shared_image(sd, it->path());
     std::error_code e2;
     if (!fs::is_directory(d.mountpoint, e2)) {
       fs::remove_all(it->path(), e2);

@@ -41,6 +41,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -136,6 +137,8 @@ class DaemonManager {
   // The published daemons (an image in the shared daemon: one each), for credential renewal.
   std::vector<DaemonInstance> instances() const;
   std::string mountpoint_for(const std::string& meta_id) const;
+  // One image of the shared daemon `sd`, from its config dir <root>/config/<daemon>/<meta id>.
+  DaemonInstance shared_image(const DaemonInstance& sd, const std::filesystem::path& config_dir) const;
   // The daemon config an image's nydusd would get (template, host/repo, credentials).
   SResult<std::string> config_for_image(const std::string& image_ref,
                                         const std::map<std::string, std::string>& labels) const {

@@ -169,11 +169,7 @@ std::vector<std::string> DaemonManager::adopt_fscache_images(const DaemonInstanc
   std::error_code ec;
   for (fs::directory_iterator it(s_.root + "/config/" + sd.id, ec), end; !ec && it != end; it.increment(ec)) {
     if (!it->is_directory()) continue;
-    DaemonInstance d = sd;
-    d.meta_id = it->path().filename().string();
-    d.shared = true;
-    d.mountpoint = mountpoint_for(d.meta_id);
-    d.config_path = (it->path() / "config.json").string();
+    DaemonInstance d = shared_image(sd, it->path());
     d.fscache_id = fscache_id_for(d.meta_id);
     auto listed = c.list_blobs(d.fscache_id);
     const bool registered = listed && listed->is_array() && !listed->empty();
