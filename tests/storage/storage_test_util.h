@@ -104,7 +104,7 @@ class FakeBackend : public Backend {
     return inner_->read(blob_id, offset, out);
   }
   Result<uint64_t> blob_size(const std::string& blob_id) override { return inner_->blob_size(blob_id); }
-  const char* type() const override { return "fake"; }
+  const char* type() const override { return inner_->type(); }  // a local blob, counted
   BackendMetrics metrics() const override { return inner_->metrics(); }
 
   std::atomic<int> reads{0};
