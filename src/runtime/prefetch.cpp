@@ -222,10 +222,16 @@ void Prefetcher::worker(const std::vector<PrefetchRange>& ranges) {
     // (eight would leave its request a thin share of the link; none
     // would stall what the reader needs next), and a worker holds back at
     // most kYieldLimit per range, so a steady stream of misses cannot starve us.
-    for (auto waited = std::chrono::milliseconds(0);
-         waited < kYieldLimit && active_.load() >= kWhileDemand && target_->demand_waiting(); waited += kYieldStep)
-      if (!sleep_ns(uint64_t(std::chrono::nanoseconds(kYieldStep).count()))) return;
-    active_++;
+    // A slot is taken atomically, so the limit holds among the workers.
+    for (auto waited = std::chrono::milliseconds(0);;) {
+      unsigned a = active_.load();
+      if (waited < kYieldLimit && a >= kWhileDemand && target_->demand_waiting()) {
+        if (!sleep_ns(uint64_t(std::chrono::nanoseconds(kYieldStep).count()))) return;
+        waited += kYieldStep;
+        continue;
+      }
+      if (active_.compare_exchange_weak(a, a + 1)) break;
+    }
     auto st = target_->fetch(r);
     active_--;
     if (!st) {

@@ -218,9 +218,11 @@ TEST(Prefetcher, LeavesTheLinkToAWaitingReaderButNotForever) {
     for (int i = 0; i < 1000 && !p.stats().finished; i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ASSERT_TRUE(p.stats().finished) << "the prefetch waited without bound";
     EXPECT_EQ(target->fetched, 48);
-    EXPECT_LE(target->max_during_demand, 4) << "more fetches ran while a reader waited";
     EXPECT_GE(target->max_during_demand, 1);
     if (demand < std::chrono::seconds(1)) {
+      // (With a reader that always waits, a worker past its 500 ms goes anyway:
+      // there only the bounded finish above counts.)
+      EXPECT_LE(target->max_during_demand, 4) << "more fetches ran while a reader waited";
       EXPECT_GT(target->max_after, 4) << "the prefetch did not get its threads back";
     }
   }

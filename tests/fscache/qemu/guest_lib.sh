@@ -30,10 +30,12 @@ result() {
   _name=$1 _status=${2:-}
   # A failing 'shift 2' is a special-builtin error, which would kill PID 1.
   if [ $# -ge 2 ]; then shift 2; else shift $#; fi
+  # Each on a line of its own: the console may still hold a partial line
+  # (SeaBIOS's "Booting from ROM.." has no newline), and the host reads ^RESULT.
   case $_status in
-    OK) printf 'RESULT %s: OK\n' "$_name" ;;
-    FAIL) printf 'RESULT %s: FAIL%s\n' "$_name" "${*:+ $*}" ;;
-    *) printf 'RESULT %s: FAIL bad result status "%s" %s\n' "$_name" "$_status" "$*" ;;
+    OK) printf '\nRESULT %s: OK\n' "$_name" ;;
+    FAIL) printf '\nRESULT %s: FAIL%s\n' "$_name" "${*:+ $*}" ;;
+    *) printf '\nRESULT %s: FAIL bad result status "%s" %s\n' "$_name" "$_status" "$*" ;;
   esac
 }
 
