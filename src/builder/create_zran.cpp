@@ -189,6 +189,9 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
     return errorf(Errc::kInvalidArgument, "--type targz-ref: {} is not gzip", o.source.string());
   format::Sha256Stream layer_hash;
   StreamVerifier verify(pieces);
+  std::vector<uint64_t> chunk_starts;
+  chunk_starts.reserve(pieces.size());
+  for (const Piece& p : pieces) chunk_starts.push_back(p.stream_off);
   auto idx = format::index_gzip(
       [&](std::span<uint8_t> buf) -> Result<size_t> {
         for (;;) {
@@ -199,7 +202,7 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
           return size_t(n);
         }
       },
-      [&](std::span<const uint8_t> piece) { return verify.feed(piece); }, kZranCheckpointSpan);
+      [&](std::span<const uint8_t> piece) { return verify.feed(piece); }, kZranCheckpointSpan, chunk_starts);
   if (!idx) return std::unexpected(std::move(idx).error().context(o.source.string()));
   if (!verify.done()) return corrupt("tar stream ends before the data of its last file");
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 namespace nydus::format {
 
@@ -99,7 +100,8 @@ Status inflate_from_checkpoint(const InflatePoint& at, std::span<const uint8_t> 
   return ok();
 }
 
-Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span) {
+Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span,
+                             std::span<const uint64_t> wanted) {
   Inflater z;
   NYDUS_TRY(z.init(kGzipBits));
   z_stream& s = z.s;
@@ -110,6 +112,30 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
   bool member_start = true;  // next block boundary is right after a header
   bool between_members = true;  // the input may end here
   bool any = false;
+  // With `wanted`: the last block boundary seen, window included, taken as a
+  // checkpoint once the block after it turns out to hold a wanted offset.
+  std::optional<GzipCheckpoint> tentative;
+  size_t next_wanted = 0;
+  const uint64_t aligned_span = span - span / 8;  // chunk starts 1 span apart still each get one
+
+  auto take = [&](bool at_member_start) -> Result<GzipCheckpoint> {
+    GzipCheckpoint cp;
+    cp.in_offset = total_in;
+    cp.out_offset = total_out;
+    cp.bits = uint8_t(s.data_type & 7);
+    if (cp.bits) cp.prev_byte = s.next_in > in.data() ? s.next_in[-1] : last_byte;
+    cp.window.resize(kWindow);
+    uInt len = 0;
+    if (inflateGetDictionary(&s, cp.window.data(), &len) != Z_OK)
+      return make_error(Errc::kInternal, "inflateGetDictionary failed");
+    cp.window.resize(at_member_start ? 0 : len);
+    return cp;
+  };
+  auto commit = [&](GzipCheckpoint cp) {
+    last_cp_out = cp.out_offset;
+    idx.checkpoints.push_back(std::move(cp));
+    tentative.reset();
+  };
 
   for (;;) {
     if (s.avail_in == 0) {
@@ -139,29 +165,47 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
       if (inflateReset(&s) != Z_OK) return make_error(Errc::kInternal, "inflateReset failed");
       member_start = true;
       between_members = true;
+      tentative.reset();  // a boundary of the ended member: the next one starts afresh
       continue;
     }
     if (ret == Z_BUF_ERROR && s.avail_in == 0) continue;  // needs input
     if (ret != Z_OK) return corrupt("gzip stream at byte {}: {}", total_in, zmsg(s, ret));
     // At a block boundary (or right after a member header), unless the block
     // just ended was the member's last.
-    if ((s.data_type & 0x80) && !(s.data_type & 0x40)) {
-      idx.boundaries.push_back({total_in, total_out});
-      if (member_start || total_out - last_cp_out >= span) {
-        GzipCheckpoint cp;
-        cp.in_offset = total_in;
-        cp.out_offset = total_out;
-        cp.bits = uint8_t(s.data_type & 7);
-        if (cp.bits) cp.prev_byte = s.next_in > in.data() ? s.next_in[-1] : last_byte;
-        cp.window.resize(kWindow);
-        uInt len = 0;
-        if (inflateGetDictionary(&s, cp.window.data(), &len) != Z_OK)
-          return make_error(Errc::kInternal, "inflateGetDictionary failed");
-        cp.window.resize(member_start ? 0 : len);
-        idx.checkpoints.push_back(std::move(cp));
-        last_cp_out = total_out;
-        member_start = false;
+    if (!(s.data_type & 0x80) || (s.data_type & 0x40)) continue;
+    idx.boundaries.push_back({total_in, total_out});
+    if (member_start) {
+      NYDUS_ASSIGN_OR_RETURN(auto cp, take(true));
+      commit(std::move(cp));
+      member_start = false;
+      while (next_wanted < wanted.size() && wanted[next_wanted] < total_out) next_wanted++;
+      continue;
+    }
+    if (wanted.empty()) {
+      if (total_out - last_cp_out >= span) {
+        NYDUS_ASSIGN_OR_RETURN(auto cp, take(false));
+        commit(std::move(cp));
       }
+      continue;
+    }
+    // The block that just ended holds a wanted offset: the boundary before it
+    // is the closest a checkpoint can be, so the wanted bytes' fetch starts
+    // at most one block early.
+    bool block_holds_wanted = false;
+    while (next_wanted < wanted.size() && wanted[next_wanted] < total_out) {
+      block_holds_wanted = true;
+      next_wanted++;
+    }
+    if (block_holds_wanted && tentative && tentative->out_offset - last_cp_out >= aligned_span)
+      commit(std::move(*tentative));
+    if (total_out - last_cp_out >= 2 * span) {  // no wanted offset for long: fall back to every span
+      NYDUS_ASSIGN_OR_RETURN(auto cp, take(false));
+      commit(std::move(cp));
+      continue;
+    }
+    if (total_out - last_cp_out >= aligned_span) {
+      NYDUS_ASSIGN_OR_RETURN(auto cp, take(false));
+      tentative = std::move(cp);
     }
   }
   idx.in_size = total_in;

@@ -59,8 +59,15 @@ using GzipReadFn = std::function<Result<size_t>(std::span<uint8_t> buf)>;
 using GzipSinkFn = std::function<Status(std::span<const uint8_t> piece)>;
 
 // Scan a whole gzip stream once: output goes to `sink`; a checkpoint is taken
-// at the first block boundary after each `span` bytes of output (and at the
-// start of every member). Trailing garbage after a member is kCorrupt.
-Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span);
+// at the start of every member and then, without `wanted`, at the first
+// block boundary after each `span` bytes of output. With `wanted` (sorted
+// uncompressed offsets a reader will start at: chunk starts), it is taken at
+// the last boundary before a wanted offset once ~`span` bytes have passed (at
+// most 2 × `span` apart), so a chunk's fetch from its checkpoint starts at
+// most one deflate block early instead of up to `span` early, and never
+// re-fetches the tail of the chunk before it. Trailing garbage after a member
+// is kCorrupt.
+Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span,
+                             std::span<const uint64_t> wanted = {});
 
 }  // namespace nydus::format

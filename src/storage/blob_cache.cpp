@@ -733,6 +733,20 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
 
 size_t BlobCacheImpl::run_end(const std::vector<uint32_t>& cis, size_t i) const {
   size_t j = i + 1;
+  if (zran_) {
+    // A ZRAN chunk's span starts at the deflate block holding its first byte,
+    // so neighbours overlap by up to a block: they still share a request
+    // (zran_run_end then joins them into one fetch and one inflate).
+    const uint64_t base = chunks_[cis[i]].compressed_offset;
+    uint64_t end = base + chunks_[cis[i]].compressed_size;
+    for (; j < cis.size(); j++) {
+      const ChunkSlot& next = chunks_[cis[j]];
+      const uint64_t next_end = std::max(end, next.compressed_offset + next.compressed_size);
+      if (next.compressed_offset > end + kMaxJoinGap || next_end - base > cfg_.amplify_io) break;
+      end = next_end;
+    }
+    return j;
+  }
   uint64_t total = chunks_[cis[i]].compressed_size;
   while (j < cis.size()) {
     const ChunkSlot& prev = chunks_[cis[j - 1]];

@@ -90,18 +90,38 @@ Result<std::shared_ptr<const format::ZranMeta>> load_zran_meta(const BlobInfo& b
   return std::make_shared<const format::ZranMeta>(std::move(decoded.meta));
 }
 
+namespace {
+
+// Where a chunk's bytes sit in the uncompressed layer stream.
+uint64_t stream_pos(const format::ZranMeta& m, const format::ZranChunk& z) {
+  return m.contexts[z.zran_index].out_offset + z.zran_offset;
+}
+
+}  // namespace
+
 size_t zran_run_end(const format::ZranMeta& m, std::span<const uint32_t> cis, size_t i, uint64_t max_bytes) {
   const format::ZranChunk& first = m.chunks[cis[i]];
-  uint64_t lo = first.zran_offset, hi = uint64_t(first.zran_offset) + first.ci.uncompressed_size;
+  const uint64_t base = m.contexts[first.zran_index].out_offset;
+  uint64_t lo = stream_pos(m, first), hi = lo + first.ci.uncompressed_size;
+  uint64_t in_end = first.ci.compressed_offset + first.ci.compressed_size;
+  bool joined = false;  // the run reaches into a later context
   size_t j = i + 1;
   for (; j < cis.size(); j++) {
     const format::ZranChunk& z = m.chunks[cis[j]];
-    if (z.zran_index != first.zran_index) break;
-    const uint64_t nlo = std::min<uint64_t>(lo, z.zran_offset);
-    const uint64_t nhi = std::max<uint64_t>(hi, uint64_t(z.zran_offset) + z.ci.uncompressed_size);
-    if (nhi - nlo > max_bytes) break;
+    const uint64_t p = stream_pos(m, z);
+    if (z.zran_index != first.zran_index) {
+      // Inflating on from the first checkpoint reaches a later context's
+      // chunk without its own checkpoint, dictionary or re-fetch of the
+      // bytes before it, if those bytes are (nearly) fetched already.
+      if (p < base || z.ci.compressed_offset > in_end + kZranJoinGap) break;
+      joined = true;
+    }
+    const uint64_t nlo = std::min(lo, p);
+    const uint64_t nhi = std::max(hi, p + z.ci.uncompressed_size);
+    if (nhi - nlo > (joined ? std::min(max_bytes, kZranMaxJoinedOutput) : max_bytes)) break;
     lo = nlo;
     hi = nhi;
+    in_end = std::max(in_end, z.ci.compressed_offset + z.ci.compressed_size);
   }
   return j;
 }
@@ -112,15 +132,19 @@ Status read_zran_run(const format::ZranMeta& m, const BlobInfo& blob, Backend& b
   const format::ZranChunk& first = m.chunks.at(cis[0]);
   const format::ZranContext& ctx = m.contexts.at(first.zran_index);
   // parse_zran_ci bounded every chunk inside its context and every context
-  // inside the layer; the run only widens to the union of its chunks.
+  // inside the layer; the run only widens to the union of its chunks, all
+  // at or after the first one's checkpoint in the stream (zran_run_end).
   uint64_t lo = UINT64_MAX, hi = 0, in_end = 0;
   for (uint32_t ci : cis) {
     const format::ZranChunk& z = m.chunks.at(ci);
-    if (z.zran_index != first.zran_index) return make_error(Errc::kInternal, "ZRAN run spans two contexts");
-    lo = std::min<uint64_t>(lo, z.zran_offset);
-    hi = std::max<uint64_t>(hi, uint64_t(z.zran_offset) + z.ci.uncompressed_size);
+    const uint64_t p = stream_pos(m, z);
+    if (p < ctx.out_offset) return make_error(Errc::kInternal, "ZRAN run reaches back before its checkpoint");
+    lo = std::min(lo, p);
+    hi = std::max(hi, p + z.ci.uncompressed_size);
     in_end = std::max(in_end, z.ci.compressed_offset + z.ci.compressed_size);
   }
+  if (in_end < ctx.in_offset || hi - lo > format::kZranMaxContextOutput)
+    return corrupt("ZRAN blob {}: a run from context {} spans {} bytes", blob.blob_id, first.zran_index, hi - lo);
   const uint64_t in_len = in_end - ctx.in_offset;
   if (in_len > kMaxZranFetch)
     return corrupt("ZRAN blob {}: context at {:#x} needs {} compressed bytes", blob.blob_id, ctx.in_offset, in_len);
@@ -130,12 +154,12 @@ Status read_zran_run(const format::ZranMeta& m, const BlobInfo& blob, Backend& b
         fmt::format("fetching gzip layer {} {:#x}+{}", blob.blob_id, ctx.in_offset, in_len)));
   std::vector<uint8_t> out(hi - lo);
   const format::InflatePoint at{ctx.ctx_bits, ctx.ctx_byte, m.dict(ctx)};
-  if (Status is = format::inflate_from_checkpoint(at, in, lo, out); !is)
+  if (Status is = format::inflate_from_checkpoint(at, in, lo - ctx.out_offset, out); !is)
     return std::unexpected(std::move(is).error().context(
         fmt::format("ZRAN blob {} context {}", blob.blob_id, first.zran_index)));
   for (uint32_t ci : cis) {
     const format::ZranChunk& z = m.chunks[ci];
-    NYDUS_TRY(fn(ci, std::span<const uint8_t>(out).subspan(z.zran_offset - lo, z.ci.uncompressed_size)));
+    NYDUS_TRY(fn(ci, std::span<const uint8_t>(out).subspan(stream_pos(m, z) - lo, z.ci.uncompressed_size)));
   }
   return ok();
 }

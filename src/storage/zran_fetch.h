@@ -25,9 +25,19 @@ Result<std::shared_ptr<const format::ZranMeta>> load_zran_meta(const format::Blo
                                                                  const std::filesystem::path& work_dir,
                                                                  uint64_t* bytes_fetched);
 
-// End of the run of `cis` starting at i that one fetch and one inflate can
-// serve: consecutive chunks of the same context, their output spans within
-// `max_bytes` of the first.
+// A run may go on into later contexts while their chunks' compressed bytes
+// start within this many bytes of what the run fetches already...
+inline constexpr uint64_t kZranJoinGap = 4096;
+// ...and while its output stays within this (one buffer of the fetching thread).
+inline constexpr uint64_t kZranMaxJoinedOutput = 8u << 20;
+
+// End of the run of `cis` (sorted by compressed offset) starting at i that
+// one fetch and one inflate from the first chunk's checkpoint can serve:
+// chunks of its context, then of later contexts whose bytes follow on
+// (kZranJoinGap), the output within `max_bytes` (kZranMaxJoinedOutput once it
+// spans contexts). Sequential reads then fetch each byte of the layer once: a
+// context's last chunk reaches into the next context's span, and a fetch per
+// context fetched that part twice.
 size_t zran_run_end(const format::ZranMeta& m, std::span<const uint32_t> cis, size_t i, uint64_t max_bytes);
 
 // Fetch and inflate the chunks `cis` (one run, see zran_run_end) and hand

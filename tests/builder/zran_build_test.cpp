@@ -100,7 +100,8 @@ void check_layer(int members) {
   auto zm = format::parse_zran_ci(ci, h, {gz.size(), b.uncompressed_size});
   ASSERT_TRUE(zm) << zm.error().to_string();
   EXPECT_EQ(zm->chunks.size(), b.chunk_count);
-  EXPECT_GE(zm->contexts.size(), members == 1 ? 5u : 6u);  // ~1 MiB apart over ~8 MiB
+  // ~1-2 MiB apart over ~8 MiB (right before chunk starts, see index_gzip).
+  EXPECT_GE(zm->contexts.size(), 4u);
 
   // Every file, chunk by chunk, against what GNU tar extracts.
   const fs::path x = d.path() / "x";

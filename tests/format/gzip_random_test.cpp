@@ -29,7 +29,7 @@ Bytes run(const std::string& cmd) {
   return out;
 }
 
-Result<GzipIndex> index_bytes(const Bytes& gz, Bytes* sunk, uint64_t span) {
+Result<GzipIndex> index_bytes(const Bytes& gz, Bytes* sunk, uint64_t span, std::span<const uint64_t> wanted = {}) {
   size_t pos = 0;
   return index_gzip(
       [&](std::span<uint8_t> buf) -> Result<size_t> {
@@ -42,7 +42,7 @@ Result<GzipIndex> index_bytes(const Bytes& gz, Bytes* sunk, uint64_t span) {
         sunk->insert(sunk->end(), piece.begin(), piece.end());
         return ok();
       },
-      span);
+      span, wanted);
 }
 
 // The smallest input end that lets output reach `end` (a boundary at or past it).
@@ -148,6 +148,51 @@ TempDir* GzipRandomLarge::dir_ = nullptr;
 TEST_F(GzipRandomLarge, RandomReadsMatchGzip) { check_random_reads(path(), 1 << 20, 300, 12); }
 
 TEST_F(GzipRandomLarge, SmallSpans) { check_random_reads(path(), 64 << 10, 100, 150); }
+
+// Chunk starts 1 MiB apart (a big file's chunks): each gets a checkpoint at
+// the block boundary right before it, so its fetch does not start inside the
+// chunk before (which a checkpoint "every 1 MiB" puts it anywhere in).
+TEST_F(GzipRandomLarge, CheckpointsSitRightBeforeWantedOffsets) {
+  const Bytes gz = read_file(path());
+  Bytes plain;
+  auto plain_idx = index_bytes(gz, &plain, 1 << 20);
+  ASSERT_TRUE(plain_idx);
+  std::vector<uint64_t> wanted;
+  for (uint64_t w = 12345; w < plain.size(); w += 1 << 20) wanted.push_back(w);
+  Bytes sunk;
+  auto idx = index_bytes(gz, &sunk, 1 << 20, wanted);
+  ASSERT_TRUE(idx);
+  ASSERT_EQ(sunk, plain);
+  // Bytes inflated and thrown away before each wanted offset.
+  auto lead = [](const GzipIndex& x, uint64_t w) {
+    auto it = std::upper_bound(x.checkpoints.begin(), x.checkpoints.end(), w,
+                               [](uint64_t v, const GzipCheckpoint& c) { return v < c.out_offset; });
+    return w - (it - 1)->out_offset;
+  };
+  uint64_t close = 0, close_plain = 0;
+  for (uint64_t w : wanted) {
+    close += lead(*idx, w) < (128u << 10);
+    close_plain += lead(*plain_idx, w) < (128u << 10);
+  }
+  EXPECT_GE(close * 10, wanted.size() * 9) << close << " of " << wanted.size();
+  EXPECT_LT(close_plain * 2, wanted.size()) << "the test does not tell the layouts apart";
+  // No denser than every 7/8 span (the dictionary table's size), no sparser than 2 spans.
+  EXPECT_LE(idx->checkpoints.size(), plain_idx->checkpoints.size() + 3);
+  for (size_t i = 1; i < idx->checkpoints.size(); i++) {
+    const auto& a = idx->checkpoints[i - 1];
+    const auto& b = idx->checkpoints[i];
+    if (b.window.empty()) continue;  // a member start
+    EXPECT_GE(b.out_offset - a.out_offset, (1u << 20) - (1u << 17)) << i;
+    EXPECT_LE(b.out_offset - a.out_offset, (2u << 20) + (256u << 10)) << i;
+  }
+  // Every checkpoint still resumes right (windows taken one block early).
+  for (const auto& cp : idx->checkpoints) {
+    const uint64_t b = std::min<uint64_t>(plain.size(), cp.out_offset + 100000);
+    auto got = read_range(*idx, gz, cp.out_offset, b);
+    ASSERT_TRUE(got) << got.error().to_string();
+    ASSERT_TRUE(std::equal(got->begin(), got->end(), plain.begin() + cp.out_offset));
+  }
+}
 
 TEST_F(GzipRandomLarge, ShortInputIsAnErrorNotShortOutput) {
   const Bytes gz = read_file(path());
