@@ -358,10 +358,18 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
     info.uncompressed_size = uoff;
 
     const std::vector<uint8_t> ci = format::encode_zran_ci(zchunks, contexts, dicts);
-    std::vector<uint8_t> meta_blob;
-    NYDUS_ASSIGN_OR_RETURN(bool packed, format::compress(format::Compressor::kZstd, ci, meta_blob));
-    info.ci_compressor = packed ? format::Compressor::kZstd : format::Compressor::kNone;
-    if (!packed) meta_blob = ci;
+    // As zstd frames, the tables apart from each window (encode_zran_ci_frames):
+    // one buffer to any zstd decoder, and a reader fetches the tables at
+    // mount and each window on first use. The windows are most of it (32 KiB
+    // per checkpoint; 38 MB raw, 12 MB compressed for a 396 MB layer).
+    const uint64_t tables_size =
+        uint64_t(zchunks.size()) * sizeof(format::ChunkInfoV2) + contexts.size() * sizeof(format::ZranInflateContextOnDisk);
+    NYDUS_ASSIGN_OR_RETURN(std::vector<uint8_t> meta_blob, format::encode_zran_ci_frames(ci, tables_size, dicts));
+    info.ci_compressor = format::Compressor::kZstd;
+    if (meta_blob.size() >= ci.size()) {  // a tiny layer: raw, as upstream stores what does not compress
+      meta_blob = ci;
+      info.ci_compressor = format::Compressor::kNone;
+    }
     info.ci_offset = 0;
     info.ci_compressed_size = meta_blob.size();
     info.ci_uncompressed_size = ci.size();

@@ -56,27 +56,54 @@ Status skip_to_next_member(z_stream& s) {
 
 }  // namespace
 
-Status inflate_from_checkpoint(const InflatePoint& at, std::span<const uint8_t> input, uint64_t skip,
-                               std::span<uint8_t> out) {
+struct InflateCursor::State {
+  Inflater z;
+  std::vector<uint8_t> in;  // unconsumed input; z.s.next_in points into it
+};
+
+InflateCursor::InflateCursor() : st_(std::make_unique<State>()) {}
+InflateCursor::~InflateCursor() = default;
+
+Result<std::unique_ptr<InflateCursor>> InflateCursor::start(const InflatePoint& at) {
   if (at.bits > 7) return corrupt("checkpoint with {} pending bits", at.bits);
   if (at.window.size() > kWindow) return corrupt("checkpoint window of {} bytes", at.window.size());
-  if (input.size() > std::numeric_limits<uInt>::max() || out.size() > std::numeric_limits<uInt>::max())
-    return errorf(Errc::kInvalidArgument, "inflate span too large");
-  Inflater z;
-  NYDUS_TRY(z.init(kRawBits));
-  z_stream& s = z.s;
+  std::unique_ptr<InflateCursor> c(new InflateCursor());
+  NYDUS_TRY(c->st_->z.init(kRawBits));
+  z_stream& s = c->st_->z.s;
   if (at.bits && inflatePrime(&s, at.bits, at.prev_byte >> (8 - at.bits)) != Z_OK)
     return corrupt("inflatePrime refused the checkpoint");
   if (!at.window.empty() && inflateSetDictionary(&s, at.window.data(), uInt(at.window.size())) != Z_OK)
     return corrupt("inflateSetDictionary refused the checkpoint window");
-  s.next_in = const_cast<Bytef*>(input.data());
-  s.avail_in = uInt(input.size());
+  return c;
+}
 
+void InflateCursor::feed(std::span<const uint8_t> more) {
+  z_stream& s = st_->z.s;
+  std::vector<uint8_t>& in = st_->in;
+  const size_t used = s.next_in ? size_t(s.next_in - in.data()) : 0;
+  in.erase(in.begin(), in.begin() + int64_t(std::min(used, in.size())));
+  in.insert(in.end(), more.begin(), more.end());
+  s.next_in = in.data();
+  s.avail_in = uInt(in.size());
+}
+
+Status InflateCursor::take(uint64_t pos, std::span<uint8_t> out) {
+  if (failed_) return corrupt("inflate cursor used after an error");
+  if (pos < pos_) return make_error(Errc::kInternal, "inflate cursor cannot go back");
+  if (st_->in.size() > std::numeric_limits<uInt>::max() || out.size() > std::numeric_limits<uInt>::max())
+    return errorf(Errc::kInvalidArgument, "inflate span too large");
+  z_stream& s = st_->z.s;
+  failed_ = true;  // until this take completes
+  if (member_ended_ && (pos > pos_ || !out.empty())) {
+    NYDUS_TRY(skip_to_next_member(s));
+    member_ended_ = false;
+  }
   thread_local std::vector<uint8_t> discard(64 * 1024);
+  uint64_t skip = pos - pos_;
   size_t done = 0;
-  while (done < out.size()) {
-    const uint64_t before = skip;
-    if (skip > 0) {
+  while (done < out.size() || skip > 0) {
+    const bool skipping = skip > 0;
+    if (skipping) {
       s.next_out = discard.data();
       s.avail_out = uInt(std::min<uint64_t>(skip, discard.size()));
     } else {
@@ -86,18 +113,32 @@ Status inflate_from_checkpoint(const InflatePoint& at, std::span<const uint8_t> 
     const uInt room = s.avail_out;
     const int ret = inflate(&s, Z_NO_FLUSH);
     const size_t got = room - s.avail_out;
-    if (before > 0) skip -= got;
+    pos_ += got;
+    if (skipping) skip -= got;
     else done += got;
     if (ret == Z_STREAM_END) {
-      if (done == out.size()) break;
+      if (done == out.size() && skip == 0) {
+        member_ended_ = true;
+        break;
+      }
       NYDUS_TRY(skip_to_next_member(s));
       continue;
     }
     if (ret == Z_BUF_ERROR || (ret == Z_OK && got == 0 && s.avail_in == 0))
-      return corrupt("compressed input ends {} bytes short of the requested range", out.size() - done);
+      return corrupt("compressed input ends {} bytes short of the requested range", out.size() - done + skip);
     if (ret != Z_OK) return corrupt("inflate from checkpoint: {}", zmsg(s, ret));
   }
+  failed_ = false;
   return ok();
+}
+
+Status inflate_from_checkpoint(const InflatePoint& at, std::span<const uint8_t> input, uint64_t skip,
+                               std::span<uint8_t> out) {
+  if (input.size() > std::numeric_limits<uInt>::max() || out.size() > std::numeric_limits<uInt>::max())
+    return errorf(Errc::kInvalidArgument, "inflate span too large");
+  NYDUS_ASSIGN_OR_RETURN(auto c, InflateCursor::start(at));
+  c->feed(input);
+  return c->take(skip, out);
 }
 
 Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span,

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -38,6 +39,33 @@ struct InflatePoint {
 // boundaries (trailer, next header). Input that ends too early, or is not a
 // valid continuation, is kCorrupt: never partial or wrong output.
 Status inflate_from_checkpoint(const InflatePoint& at, std::span<const uint8_t> input, uint64_t skip, std::span<uint8_t> out);
+
+// Inflate from a checkpoint in steps: compressed input arrives in pieces
+// (ranges of the layer fetched one after another), output is taken in order.
+// inflate_from_checkpoint is one cursor used once.
+class InflateCursor {
+ public:
+  static Result<std::unique_ptr<InflateCursor>> start(const InflatePoint& at);
+  ~InflateCursor();
+  InflateCursor(const InflateCursor&) = delete;
+  InflateCursor& operator=(const InflateCursor&) = delete;
+  // Append the next compressed bytes (what inflate has not consumed yet is kept).
+  void feed(std::span<const uint8_t> more);
+  // Output bytes produced so far, counted from the checkpoint.
+  uint64_t position() const { return pos_; }
+  // Skip to output offset `pos` (≥ position()) and fill `out` exactly.
+  // Input that ends first, or is not a valid continuation, is kCorrupt and
+  // leaves the cursor unusable.
+  Status take(uint64_t pos, std::span<uint8_t> out);
+
+ private:
+  InflateCursor();
+  struct State;
+  std::unique_ptr<State> st_;
+  uint64_t pos_ = 0;
+  bool failed_ = false;
+  bool member_ended_ = false;  // the last take ended exactly at a member's end
+};
 
 // A deflate block boundary seen while scanning: output up to `out` needs
 // input only up to `in` (exclusive).

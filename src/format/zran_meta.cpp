@@ -1,5 +1,7 @@
 #include "format/zran_meta.h"
 
+#include <zstd.h>
+
 #include <cstring>
 
 #include "format/compress.h"
@@ -23,7 +25,12 @@ ChunkInfoV2 encode_zran_ci_v2(const ZranChunk& z) {
 
 }  // namespace
 
-Result<ZranMeta> parse_zran_ci(std::span<const uint8_t> ci, const BlobMetaHeader& h, const ZranLimits& lim) {
+namespace {
+
+// `ci` = the first bytes of a ci buffer of `ci_total` bytes: all of it, or
+// (without dictionaries) at least the ci array and the context table.
+Result<ZranMeta> parse_zran(std::span<const uint8_t> ci, uint64_t ci_total, const BlobMetaHeader& h,
+                            const ZranLimits& lim, bool with_dicts) {
   constexpr uint32_t kNeeded = blob_features::kZran | blob_features::kChunkInfoV2;
   if ((h.features & kNeeded) != kNeeded)
     return corrupt("blob meta features {:#x} lack ZRAN|CHUNK_INFO_V2", h.features);
@@ -31,8 +38,8 @@ Result<ZranMeta> parse_zran_ci(std::span<const uint8_t> ci, const BlobMetaHeader
     return errorf(Errc::kUnsupported, "ZRAN blob meta with batch/encrypted features {:#x}", h.features);
   if (h.ci_entries == 0 || h.ci_entries > kMaxChunksPerBlob)
     return corrupt("ZRAN blob meta has {} entries", h.ci_entries);
-  if (h.ci_uncompressed_size != ci.size())
-    return corrupt("ci buffer is {} bytes, header says {}", ci.size(), h.ci_uncompressed_size);
+  if (h.ci_uncompressed_size != ci_total)
+    return corrupt("ci buffer is {} bytes, header says {}", ci_total, h.ci_uncompressed_size);
   // Upstream (meta/mod.rs validate_header): the context table starts right
   // after the V2 array, holds at most one context per chunk, and the table
   // plus dictionaries end inside the ci buffer.
@@ -40,20 +47,25 @@ Result<ZranMeta> parse_zran_ci(std::span<const uint8_t> ci, const BlobMetaHeader
   if (h.ci_zran_offset != array_size)
     return corrupt("ZRAN table at {:#x}, expected right after the ci array at {:#x}", h.ci_zran_offset,
                    array_size);
-  if (!fits(h.ci_zran_offset, h.ci_zran_size, ci.size()))
+  if (!fits(h.ci_zran_offset, h.ci_zran_size, ci_total))
     return corrupt("ZRAN table {:#x}+{} beyond the {}-byte ci buffer", h.ci_zran_offset, h.ci_zran_size,
-                   ci.size());
+                   ci_total);
   if (h.ci_zran_count == 0 || h.ci_zran_count > h.ci_entries)
     return corrupt("ZRAN context count {} outside 1..{}", h.ci_zran_count, h.ci_entries);
   const uint64_t table_size = uint64_t(h.ci_zran_count) * sizeof(ZranInflateContextOnDisk);
   if (table_size > h.ci_zran_size)
     return corrupt("{} ZRAN contexts do not fit in {} bytes", h.ci_zran_count, h.ci_zran_size);
   if (lim.layer_size == 0) return errorf(Errc::kInvalidArgument, "ZRAN meta needs the layer size");
+  if (ci.size() < h.ci_zran_offset + (with_dicts ? h.ci_zran_size : table_size))
+    return corrupt("ZRAN ci buffer: {} bytes at hand, the tables need more", ci.size());
 
   ZranMeta m;
   const uint8_t* table = ci.data() + h.ci_zran_offset;
   const uint64_t dict_table_size = h.ci_zran_size - table_size;
-  m.dicts.assign(table + table_size, table + table_size + dict_table_size);
+  m.dict_table_offset = h.ci_zran_offset + table_size;
+  m.dict_table_size = dict_table_size;
+  m.lazy_dicts = !with_dicts;
+  if (with_dicts) m.dicts.assign(table + table_size, table + table_size + dict_table_size);
   m.contexts.reserve(h.ci_zran_count);
   for (uint32_t i = 0; i < h.ci_zran_count; i++) {
     const auto d = load<ZranInflateContextOnDisk>(table + uint64_t(i) * sizeof(ZranInflateContextOnDisk));
@@ -105,6 +117,119 @@ Result<ZranMeta> parse_zran_ci(std::span<const uint8_t> ci, const BlobMetaHeader
     m.chunks.push_back(z);
   }
   return m;
+}
+
+}  // namespace
+
+Result<ZranMeta> parse_zran_ci(std::span<const uint8_t> ci, const BlobMetaHeader& h, const ZranLimits& lim) {
+  return parse_zran(ci, ci.size(), h, lim, true);
+}
+
+uint64_t zran_tables_size(const BlobMetaHeader& h) {
+  return h.ci_zran_offset + uint64_t(h.ci_zran_count) * sizeof(ZranInflateContextOnDisk);
+}
+
+Result<ZranMeta> parse_zran_tables(std::span<const uint8_t> head, const BlobMetaHeader& h, const ZranLimits& lim) {
+  return parse_zran(head, h.ci_uncompressed_size, h, lim, false);
+}
+
+namespace {
+
+constexpr uint32_t kIndexFrameMagic = 0x184D2A5E;  // a zstd skippable frame
+constexpr char kIndexTag[8] = {'N', 'Y', 'D', 'U', 'S', '-', 'Z', 'W'};
+
+Status zstd_frame(std::span<const uint8_t> in, std::vector<uint8_t>& out) {
+  const size_t at = out.size();
+  out.resize(at + ZSTD_compressBound(in.size()));
+  const size_t n = ZSTD_compress(out.data() + at, out.size() - at, in.data(), in.size(), 3);
+  if (ZSTD_isError(n)) return errorf(Errc::kInternal, "zstd: {}", ZSTD_getErrorName(n));
+  out.resize(at + n);
+  return ok();
+}
+
+template <typename T>
+void put(std::vector<uint8_t>& out, T v) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&v);
+  out.insert(out.end(), p, p + sizeof(v));
+}
+
+}  // namespace
+
+// Index payload: tag, count, tables frame size, count + 1 window offsets.
+uint64_t index_payload_size(uint64_t count) { return sizeof(kIndexTag) + 16 + 8 * (count + 1); }
+
+Result<std::vector<uint8_t>> encode_zran_ci_frames(std::span<const uint8_t> ci, uint64_t tables_size,
+                                                   const std::vector<std::vector<uint8_t>>& dict_of) {
+  std::vector<uint8_t> tables, windows;
+  NYDUS_TRY(zstd_frame(ci.first(tables_size), tables));
+  const uint64_t count = dict_of.size();
+  const uint64_t head = 8 + index_payload_size(count) + tables.size();
+  std::vector<uint64_t> offsets;
+  for (const auto& w : dict_of) {
+    offsets.push_back(head + windows.size());
+    if (!w.empty()) NYDUS_TRY(zstd_frame(w, windows));
+  }
+  offsets.push_back(head + windows.size());
+  std::vector<uint8_t> out;
+  out.reserve(head + windows.size());
+  put<uint32_t>(out, kIndexFrameMagic);
+  put<uint32_t>(out, uint32_t(index_payload_size(count)));
+  out.insert(out.end(), kIndexTag, kIndexTag + sizeof(kIndexTag));
+  put<uint64_t>(out, count);
+  put<uint64_t>(out, tables.size());
+  for (uint64_t o : offsets) put<uint64_t>(out, o);
+  out.insert(out.end(), tables.begin(), tables.end());
+  out.insert(out.end(), windows.begin(), windows.end());
+  return out;
+}
+
+uint64_t zran_frames_head_bound(uint32_t chunks) {
+  const uint64_t tables = uint64_t(chunks) * (sizeof(ChunkInfoV2) + sizeof(ZranInflateContextOnDisk));
+  return 8 + index_payload_size(chunks) + ZSTD_compressBound(tables);
+}
+
+std::optional<uint64_t> zran_frames_head_size(std::span<const uint8_t> first) {
+  if (first.size() < kZranFramesProbe || load<uint32_t>(first.data()) != kIndexFrameMagic ||
+      std::memcmp(first.data() + 8, kIndexTag, sizeof(kIndexTag)) != 0)
+    return std::nullopt;
+  const uint64_t index = load<uint32_t>(first.data() + 4);
+  const uint64_t tables = load<uint64_t>(first.data() + 24);
+  if (tables > (uint64_t(1) << 40)) return std::nullopt;  // nonsense: left to the full parse to refuse
+  return 8 + index + tables;
+}
+
+bool zran_window_frames_valid(std::span<const uint64_t> off, const BlobMetaHeader& h, uint64_t head_end) {
+  if (off.size() != uint64_t(h.ci_zran_count) + 1 || off.front() != head_end || off.back() > h.ci_compressed_size)
+    return false;
+  for (size_t i = 1; i < off.size(); i++)
+    if (off[i] < off[i - 1] || off[i] - off[i - 1] > ZSTD_compressBound(kZranWindowSize)) return false;
+  return true;
+}
+
+Result<std::optional<ZranFramedHead>> parse_zran_frames_head(std::span<const uint8_t> prefix, const BlobMetaHeader& h) {
+  if (h.ci_compressor != uint32_t(Compressor::kZstd)) return std::nullopt;
+  const auto head = zran_frames_head_size(prefix);
+  if (!head) return std::nullopt;
+  // From here on it says it is ours: anything inconsistent is corrupt.
+  const uint64_t count = load<uint64_t>(prefix.data() + 16);
+  const uint64_t index = load<uint32_t>(prefix.data() + 4);
+  if (count != h.ci_zran_count || index != index_payload_size(count))
+    return corrupt("ZRAN window index of {} entries for {} contexts", count, h.ci_zran_count);
+  if (*head > prefix.size() || *head > h.ci_compressed_size)
+    return corrupt("ZRAN framed head of {} bytes, {} at hand", *head, prefix.size());
+  ZranFramedHead out;
+  out.window_frames.resize(count + 1);
+  std::memcpy(out.window_frames.data(), prefix.data() + kZranFramesProbe, 8 * (count + 1));
+  if (!zran_window_frames_valid(out.window_frames, h, *head))
+    return corrupt("ZRAN window index out of order or outside the {}-byte ci buffer", h.ci_compressed_size);
+  const uint64_t tables = zran_tables_size(h);
+  if (h.ci_zran_offset > h.ci_uncompressed_size || tables > h.ci_uncompressed_size ||
+      tables > uint64_t(h.ci_entries) * (sizeof(ChunkInfoV2) + sizeof(ZranInflateContextOnDisk)))
+    return corrupt("ZRAN tables of {} bytes in a {}-byte ci buffer", tables, h.ci_uncompressed_size);
+  out.tables.resize(tables);
+  const uint64_t frame_at = 8 + index;
+  NYDUS_TRY(decompress(Compressor::kZstd, prefix.subspan(frame_at, *head - frame_at), out.tables));
+  return out;
 }
 
 Result<ZranMeta> parse_zran_blob_meta_cache(std::span<const uint8_t> file, const ZranLimits& lim) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -62,7 +63,11 @@ struct ZranChunk {
 struct ZranMeta {
   std::vector<ZranChunk> chunks;      // by ci index
   std::vector<ZranContext> contexts;  // by zran index
-  std::vector<uint8_t> dicts;         // the dictionary table
+  std::vector<uint8_t> dicts;         // the dictionary table (empty when lazy_dicts)
+  uint64_t dict_table_offset = 0;     // where that table starts in the ci buffer
+  uint64_t dict_table_size = 0;       // its size (every context's window is bounded inside it)
+  bool lazy_dicts = false;            // parsed from the tables alone: windows are fetched per context
+  std::vector<uint64_t> window_frames;  // lazy, framed ci buffer: where each window's zstd frame is stored
 
   std::span<const uint8_t> dict(const ZranContext& c) const {
     return std::span<const uint8_t>(dicts).subspan(c.dict_offset, c.dict_size);
@@ -78,6 +83,42 @@ struct ZranLimits {
 // `ci` = the whole uncompressed ci buffer (ci_uncompressed_size bytes: V2 ci
 // array, context table, dictionaries); `h` = its header.
 Result<ZranMeta> parse_zran_ci(std::span<const uint8_t> ci, const BlobMetaHeader& h, const ZranLimits& lim);
+
+// Without the dictionaries: `head` = at least the first zran_tables_size(h)
+// bytes of the ci buffer (ci array and context table). Every window is still
+// bounded inside the dictionary table; ZranMeta::dicts stays empty.
+uint64_t zran_tables_size(const BlobMetaHeader& h);
+Result<ZranMeta> parse_zran_tables(std::span<const uint8_t> head, const BlobMetaHeader& h, const ZranLimits& lim);
+
+// The ci buffer stored as zstd frames, as our builder writes it: first a
+// skippable frame (magic 0x184D2A5E) holding the index ("NYDUS-ZW", u64
+// count, u64 size of the next frame, u64 offsets[count + 1] of each context's
+// window frame in the stored buffer), then one frame for the ci array and
+// context table, then one frame per window (none for an empty one: equal
+// offsets). Any zstd decoder reads the whole as the plain ci buffer
+// (upstream's ZSTD_decompressDCtx too); a reader that knows the index
+// fetches the head (index + tables) at mount and a window on first use.
+Result<std::vector<uint8_t>> encode_zran_ci_frames(std::span<const uint8_t> ci, uint64_t tables_size,
+                                                   const std::vector<std::vector<uint8_t>>& dict_of);
+struct ZranFramedHead {
+  std::vector<uint8_t> tables;          // zran_tables_size(h) bytes of the ci buffer
+  std::vector<uint64_t> window_frames;  // ci_zran_count + 1 offsets into the stored buffer
+};
+// From the first kZranFramesProbe bytes of a stored ci buffer: how long its
+// head is (index and tables frame), or nullopt when it is not laid out this
+// way (upstream's single frame).
+inline constexpr size_t kZranFramesProbe = 32;
+std::optional<uint64_t> zran_frames_head_size(std::span<const uint8_t> first);
+// From the stored buffer's head (`prefix`, at least zran_frames_head_size
+// bytes): nullopt when it is not laid out this way, an error when it claims
+// to be and lies.
+Result<std::optional<ZranFramedHead>> parse_zran_frames_head(std::span<const uint8_t> prefix, const BlobMetaHeader& h);
+// The largest head a blob of `chunks` chunks can have.
+uint64_t zran_frames_head_bound(uint32_t chunks);
+// Whether `offsets` is a valid window index for `h` (monotonic, starting at
+// `head_end`, inside the stored buffer, each frame no larger than a window
+// can compress to).
+bool zran_window_frames_valid(std::span<const uint64_t> offsets, const BlobMetaHeader& h, uint64_t head_end);
 
 // The blob.meta cache file as upstream writes it (`<blob id>.blob.meta`):
 // the uncompressed ci buffer padded to 4 KiB, then the 4096-byte header.

@@ -127,12 +127,17 @@ class ReadAhead {
     return r;
   }
   void submit(std::weak_ptr<BlobCacheImpl> c, std::vector<uint32_t> cis);
+  // A ZRAN run's tail (never dropped once taken: its chunks stay claimed
+  // until it runs); false when the queue is full.
+  bool submit_tail(std::weak_ptr<BlobCacheImpl> c, std::shared_ptr<ZranTail> tail);
 
  private:
   struct Job {
     std::weak_ptr<BlobCacheImpl> cache;
     std::vector<uint32_t> cis;
+    std::shared_ptr<ZranTail> tail;
   };
+  void start();
   static constexpr int kThreads = 4, kMaxQueued = 64;
   ReadAhead() = default;
   ~ReadAhead() {
@@ -320,7 +325,19 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   }
   // Fetch the claimed chunks (sorted by compressed offset), write them, sync,
   // set their bits. Does not touch the in-flight table.
-  Status fetch_claimed(std::vector<uint32_t> cis, bool prefetch);
+  // ZRAN, when a reader waits (`urgent`: its chunks, sorted): a run's chunks
+  // after the last urgent one may be handed to a read-ahead thread that goes
+  // on with the same fetch and inflate (finish_tail); they are listed in
+  // `deferred` and stay claimed until it ends.
+  Status fetch_claimed(std::vector<uint32_t> cis, bool prefetch, const std::vector<uint32_t>* urgent = nullptr,
+                       std::vector<uint32_t>* deferred = nullptr);
+  // Digest check (an all-zero digest means "unknown", see index_meta), then
+  // into the data file, then onto `written`; a chunk failing either is never
+  // marked ready.
+  Status store_fetched(uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data,
+                       std::vector<uint32_t>& written);
+  // Mark stored chunks ready; their persistent bits follow the next sync.
+  Status publish(const std::vector<uint32_t>& written);
   // Load the ci array (cache file or backend) and index it.
   Status load_meta(const std::vector<format::Digest>& digests);
   Status timed_backend_read(uint64_t offset, std::span<uint8_t> out);
@@ -343,6 +360,12 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   Status persist(bool force);
   friend class DeferredPersist;
   friend class ReadAhead;
+
+ public:
+  // Fetch and hand over a ZRAN run's tail, then release its claims.
+  void finish_tail(ZranTail& t);
+
+ private:
   std::atomic<bool> persist_scheduled_{false};  // a DeferredPersist run is due
   // Validate the decoded chunks and build chunks_ / by_uoff_.
   Status index_meta(const format::BlobMeta& meta, const std::vector<format::Digest>& digests);
@@ -351,6 +374,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   std::shared_ptr<Backend> backend_;
   std::shared_ptr<const format::ZranMeta> zran_;  // ZRAN blobs: chunks live in the gzip layer
   std::vector<std::vector<uint32_t>> zran_peers_;  // ZRAN: ci indices by context
+  std::unique_ptr<ZranDicts> zran_dicts_;          // ZRAN: windows fetched on first use (after zran_)
   CacheConfig cfg_;
   std::vector<ChunkSlot> chunks_;
   std::vector<format::Digest> digests_;  // by ci; empty unless validating (all-zero: unknown)
@@ -416,6 +440,7 @@ Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
     }
     if (!zm) return std::unexpected(std::move(zm).error());
     zran_ = std::move(*zm);
+    if (zran_->lazy_dicts) zran_dicts_ = std::make_unique<ZranDicts>(*zran_, blob_);
     zran_peers_.assign(zran_->contexts.size(), {});
     format::BlobMeta meta;
     for (uint32_t ci = 0; ci < zran_->chunks.size(); ci++) {
@@ -706,14 +731,22 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
       }
       first_look = false;
     }
+    std::vector<uint32_t> urgent, deferred;
+    const bool split = zran_ && !prefetch && !peers.empty();
+    if (split) {
+      urgent = mine;
+      std::sort(urgent.begin(), urgent.end());
+    }
     mine.insert(mine.end(), peers.begin(), peers.end());
     if (mine.empty() && theirs.empty()) return ok();
     Status st = ok();
     if (!mine.empty()) {
-      st = fetch_claimed(mine, prefetch);
+      st = fetch_claimed(mine, prefetch, split ? &urgent : nullptr, split ? &deferred : nullptr);
       {
         std::lock_guard lk(mu_);
-        for (uint32_t ci : mine) inflight_[ci] = 0;
+        std::sort(deferred.begin(), deferred.end());
+        for (uint32_t ci : mine)
+          if (!std::binary_search(deferred.begin(), deferred.end(), ci)) inflight_[ci] = 0;
       }
       cv_.notify_all();
       if (!st) return st;
@@ -809,7 +842,58 @@ class Scratch {
   size_t cap_ = 0;
 };
 
-Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
+Status BlobCacheImpl::store_fetched(uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data,
+                                    std::vector<uint32_t>& written) {
+  if (ci < digests_.size() && digests_[ci] != format::Digest{}) {
+    if (Status ds = format::verify_chunk(blob_.digester, c, data, digests_[ci]); !ds) {
+      digest_failures_.fetch_add(1, std::memory_order_relaxed);
+      return std::unexpected(std::move(ds).error().context(fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
+    }
+  }
+  NYDUS_TRY(write_full_at(data_fd_, c.uncompressed_offset, data, "writing blob cache data"));
+  written.push_back(ci);
+  return ok();
+}
+
+Status BlobCacheImpl::publish(const std::vector<uint32_t>& written) {
+  if (written.empty()) return ok();
+  for (uint32_t ci : written) mark_ready(ci);
+  {
+    std::lock_guard lk(persist_mu_);
+    pending_.insert(pending_.end(), written.begin(), written.end());
+  }
+  Status ps = persist(false);
+  bool left;
+  {
+    std::lock_guard lk(persist_mu_);
+    left = !pending_.empty();
+  }
+  if (left && !persist_scheduled_.exchange(true)) DeferredPersist::instance().schedule(weak_from_this());
+  return ps;
+}
+
+void BlobCacheImpl::finish_tail(ZranTail& t) {
+  std::vector<uint32_t> written;
+  uint64_t fetched = 0;
+  backend_requests_.fetch_add(1, std::memory_order_relaxed);
+  Status rs = finish_zran_tail(t, *zran_, blob_, *backend_,
+                               [&](uint32_t ci, std::span<const uint8_t> data) {
+                                 (void)store_fetched(ci, chunk(ci), data, written);
+                                 return ok();
+                               },
+                               &fetched);
+  backend_bytes_.fetch_add(fetched, std::memory_order_relaxed);
+  (void)publish(written);
+  // Readers waiting on these claim what is still missing themselves.
+  {
+    std::lock_guard lk(mu_);
+    for (uint32_t ci : t.cis) inflight_[ci] = 0;
+  }
+  cv_.notify_all();
+}
+
+Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch, const std::vector<uint32_t>* urgent,
+                                    std::vector<uint32_t>* deferred) {
   sort_by_stored(cis);
   Status first_error = ok();
   std::vector<uint32_t> written;
@@ -821,24 +905,8 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
     }
   } trim_after;
   std::span<uint8_t> buf, plain;
-  // Digest check (an all-zero digest means "unknown", see index_meta), then
-  // into the data file; a chunk failing either is never marked ready.
   auto deliver = [&](uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data) {
-    Status ds = ok();
-    if (ci < digests_.size() && digests_[ci] != format::Digest{}) {
-      ds = format::verify_chunk(blob_.digester, c, data, digests_[ci]);
-      if (!ds) digest_failures_.fetch_add(1, std::memory_order_relaxed);
-    }
-    if (!ds) {
-      if (first_error)
-        first_error = std::unexpected(std::move(ds).error().context(fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
-      return;
-    }
-    if (Status ws = write_full_at(data_fd_, c.uncompressed_offset, data, "writing blob cache data"); !ws) {
-      if (first_error) first_error = std::move(ws);
-      return;
-    }
-    written.push_back(ci);
+    if (Status ds = store_fetched(ci, c, data, written); !ds && first_error) first_error = std::move(ds);
   };
   size_t i = 0;
   while (i < cis.size()) {
@@ -851,16 +919,32 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
         prefetch_requests_.fetch_add(1, std::memory_order_relaxed);
         prefetch_chunks_.fetch_add(j - i, std::memory_order_relaxed);
       }
+      // A reader waits only for the run up to its last chunk; the rest of
+      // the context follows on a read-ahead thread from where that fetch ended.
+      size_t head = j - i;
+      if (urgent && deferred) {
+        head = 0;
+        for (size_t k = i; k < j; k++)
+          if (std::binary_search(urgent->begin(), urgent->end(), cis[k])) head = k - i + 1;
+        if (head == 0) head = j - i;
+      }
       uint64_t fetched = 0;
-      Status rs = read_zran_run(*zran_, blob_, *backend_, std::span<const uint32_t>(cis).subspan(i, j - i),
-                                [&](uint32_t ci, std::span<const uint8_t> data) {
-                                  deliver(ci, chunk(ci), data);
-                                  return ok();
-                                },
-                                &fetched);
+      auto rs = read_zran_run(*zran_, blob_, *backend_, zran_dicts_.get(), std::span<const uint32_t>(cis).subspan(i, j - i),
+                              head,
+                              [&](uint32_t ci, std::span<const uint8_t> data) {
+                                deliver(ci, chunk(ci), data);
+                                return ok();
+                              },
+                              &fetched);
       backend_bytes_.fetch_add(fetched, std::memory_order_relaxed);
       if (prefetch) prefetch_bytes_.fetch_add(fetched, std::memory_order_relaxed);
-      if (!rs && first_error) first_error = std::move(rs);
+      if (!rs) {
+        if (first_error) first_error = std::unexpected(std::move(rs).error());
+      } else if (*rs) {
+        auto tail = std::make_shared<ZranTail>(std::move(**rs));
+        if (ReadAhead::instance().submit_tail(weak_from_this(), tail)) deferred->insert(deferred->end(), tail->cis.begin(), tail->cis.end());
+        else finish_tail(*tail);  // the queue is full: finish it here
+      }
       i = j;
       continue;
     }
@@ -916,39 +1000,43 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch) {
   }
   // Readers may use the bytes at once (they are in the page cache); the
   // persistent bits follow after the next sync.
-  if (!written.empty()) {
-    for (uint32_t ci : written) mark_ready(ci);
-    {
-      std::lock_guard lk(persist_mu_);
-      pending_.insert(pending_.end(), written.begin(), written.end());
-    }
-    if (Status ps = persist(false); !ps && first_error) first_error = std::move(ps);
-    bool left;
-    {
-      std::lock_guard lk(persist_mu_);
-      left = !pending_.empty();
-    }
-    if (left && !persist_scheduled_.exchange(true)) DeferredPersist::instance().schedule(weak_from_this());
-  }
+  if (Status ps = publish(written); !ps && first_error) first_error = std::move(ps);
   return first_error;
 }
 
-void ReadAhead::submit(std::weak_ptr<BlobCacheImpl> c, std::vector<uint32_t> cis) {
+void ReadAhead::start() {
   std::call_once(started_, [this] {
     for (int i = 0; i < kThreads; ++i)
       threads_.emplace_back([this] {
         while (auto job = queue_.pop()) {
           queued_--;
           // Best effort; chunks a reader is already fetching are left to it.
-          if (auto cache = job->cache.lock()) (void)cache->ensure(job->cis, /*prefetch=*/true, /*wait_for_others=*/false);
+          auto cache = job->cache.lock();
+          if (!cache) continue;
+          if (job->tail) cache->finish_tail(*job->tail);
+          else (void)cache->ensure(job->cis, /*prefetch=*/true, /*wait_for_others=*/false);
         }
       });
   });
+}
+
+void ReadAhead::submit(std::weak_ptr<BlobCacheImpl> c, std::vector<uint32_t> cis) {
+  start();
   if (queued_.fetch_add(1) >= kMaxQueued) {
     queued_--;
     return;
   }
-  queue_.push(Job{std::move(c), std::move(cis)});
+  queue_.push(Job{std::move(c), std::move(cis), nullptr});
+}
+
+bool ReadAhead::submit_tail(std::weak_ptr<BlobCacheImpl> c, std::shared_ptr<ZranTail> tail) {
+  start();
+  if (queued_.fetch_add(1) >= kMaxQueued) {
+    queued_--;
+    return false;
+  }
+  queue_.push(Job{std::move(c), {}, std::move(tail)});
+  return true;
 }
 
 void DeferredPersist::schedule(std::weak_ptr<BlobCacheImpl> c) {

@@ -92,11 +92,19 @@ void check_layer(int members) {
   EXPECT_EQ(b.ci_offset, 0u);
   EXPECT_EQ(b.ci_compressed_size + format::kBlobMetaHeaderSize, meta_blob.size());
 
-  // The meta blob: zstd ci buffer + header with the ZRAN fields.
+  // The meta blob: zstd ci buffer (frames: tables, index, windows) + header
+  // with the ZRAN fields; zstd's own tool reads the frames as one buffer.
   const auto h = format::load<format::BlobMetaHeader>(meta_blob.data() + b.ci_compressed_size);
   EXPECT_EQ(h.ci_compressor, uint32_t(format::Compressor::kZstd));
+  {
+    const fs::path z = d.path() / "ci.zst";
+    nydus::test::write_file(z, Bytes(meta_blob.begin(), meta_blob.begin() + int64_t(b.ci_compressed_size)));
+    ASSERT_EQ(std::system(("zstd -q -d -f " + z.string() + " -o " + (d.path() / "ci.raw").string()).c_str()), 0);
+    EXPECT_EQ(fs::file_size(d.path() / "ci.raw"), b.ci_uncompressed_size);
+  }
   Bytes ci(b.ci_uncompressed_size);
   ASSERT_TRUE(format::decompress(b.ci_compressor, std::span(meta_blob).first(b.ci_compressed_size), ci));
+  EXPECT_TRUE(ci == read_file(d.path() / "ci.raw")) << "zstd(1) reads the frames differently";
   auto zm = format::parse_zran_ci(ci, h, {gz.size(), b.uncompressed_size});
   ASSERT_TRUE(zm) << zm.error().to_string();
   EXPECT_EQ(zm->chunks.size(), b.chunk_count);

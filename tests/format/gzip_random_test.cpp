@@ -194,6 +194,38 @@ TEST_F(GzipRandomLarge, CheckpointsSitRightBeforeWantedOffsets) {
   }
 }
 
+// The input fed in pieces, the output taken in consecutive ranges that cross
+// the members' boundaries: the same bytes as gzip -dc.
+TEST_F(GzipRandomLarge, CursorTakesRangesFromPiecesOfInput) {
+  const Bytes gz = read_file(path());
+  Bytes plain;
+  auto idx = index_bytes(gz, &plain, 1 << 20);
+  ASSERT_TRUE(idx);
+  const GzipCheckpoint& cp = idx->checkpoints[2];
+  auto c = InflateCursor::start({cp.bits, cp.prev_byte, cp.window});
+  ASSERT_TRUE(c);
+  std::mt19937_64 rng(5);
+  uint64_t fed = cp.in_offset, pos = 0;
+  while (cp.out_offset + pos < plain.size()) {
+    const uint64_t left = plain.size() - cp.out_offset - pos;
+    const uint64_t skip = std::min<uint64_t>(left, rng() % 3 == 0 ? rng() % 70000 : 0);
+    const uint64_t want = std::min<uint64_t>(1 + rng() % 900000, left - skip);
+    if (want == 0) break;
+    const uint64_t end = cp.out_offset + pos + skip + want;
+    const uint64_t need_in = input_end_for(*idx, end);
+    if (need_in > fed) {  // only what this range needs: the next take must make do with the rest later
+      (*c)->feed(std::span<const uint8_t>(gz).subspan(fed, need_in - fed));
+      fed = need_in;
+    }
+    Bytes out(want);
+    ASSERT_TRUE((*c)->take(pos + skip, out)) << pos;
+    ASSERT_TRUE(std::equal(out.begin(), out.end(), plain.begin() + int64_t(cp.out_offset + pos + skip))) << pos;
+    pos += skip + want;
+    EXPECT_EQ((*c)->position(), pos);
+  }
+  EXPECT_EQ(cp.out_offset + pos, plain.size());
+}
+
 TEST_F(GzipRandomLarge, ShortInputIsAnErrorNotShortOutput) {
   const Bytes gz = read_file(path());
   Bytes sunk;

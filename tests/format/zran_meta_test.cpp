@@ -2,9 +2,12 @@
 // parses with the counts upstream wrote, and mutated copies are refused.
 #include <gtest/gtest.h>
 
+#include <zstd.h>
+
 #include <cstring>
 
 #include "common/test_util.h"
+#include "format/compress.h"
 #include "format/zran_meta.h"
 
 namespace nydus::format {
@@ -184,6 +187,67 @@ TEST(ZranMeta, MetaBlobDecodesWhenItsHeaderMatchesTheBlobTable) {
     ASSERT_FALSE(r) << "field " << field;
     EXPECT_NE(r.error().message.find("header does not match the blob table"), std::string::npos) << r.error().message;
   }
+}
+
+
+// Our framed ci buffer (tables, skippable index, one frame per window): read
+// back whole by zstd, and its head gives the tables and the index; upstream's
+// single frame is "not framed"; an index that lies is corrupt.
+TEST(ZranMeta, FramedCiHeadGivesTablesAndWindowIndex) {
+  const Bytes f = fixture();
+  BlobMetaHeader h = header_of(f);
+  auto m = parse_zran_blob_meta_cache(f, {kLayerEnd, 0});
+  ASSERT_TRUE(m);
+  const std::span<const uint8_t> ci(f.data(), h.ci_uncompressed_size);
+  std::vector<Bytes> dicts;
+  for (const auto& c : m->contexts) dicts.emplace_back(m->dict(c).begin(), m->dict(c).end());
+  auto framed = encode_zran_ci_frames(ci, zran_tables_size(h), dicts);
+  ASSERT_TRUE(framed);
+  Bytes whole(ci.size());
+  ASSERT_TRUE(decompress(Compressor::kZstd, *framed, whole));
+  EXPECT_TRUE(std::equal(whole.begin(), whole.end(), ci.begin()));
+  h.ci_compressor = uint32_t(Compressor::kZstd);
+  h.ci_compressed_size = framed->size();
+  const auto head_len = zran_frames_head_size(*framed);
+  ASSERT_TRUE(head_len);
+  EXPECT_LT(*head_len, zran_frames_head_bound(h.ci_entries));
+  auto head = parse_zran_frames_head(std::span(*framed).first(*head_len), h);
+  ASSERT_TRUE(head) << head.error().to_string();
+  ASSERT_TRUE(*head);
+  EXPECT_TRUE(std::equal((*head)->tables.begin(), (*head)->tables.end(), ci.begin()));
+  const auto& wf = (*head)->window_frames;
+  ASSERT_EQ(wf.size(), m->contexts.size() + 1);
+  EXPECT_EQ(wf[1], wf[0]);  // context 0 starts the stream: no window, no frame
+  for (size_t i = 1; i < m->contexts.size(); i++) {
+    Bytes w(kZranWindowSize);
+    ASSERT_TRUE(decompress(Compressor::kZstd, std::span(*framed).subspan(wf[i], wf[i + 1] - wf[i]), w)) << i;
+    EXPECT_TRUE(w == dicts[i]) << i;
+  }
+  auto tables = parse_zran_tables((*head)->tables, h, {kLayerEnd, 0});
+  ASSERT_TRUE(tables) << tables.error().to_string();
+  EXPECT_TRUE(tables->lazy_dicts);
+  EXPECT_EQ(tables->contexts.size(), m->contexts.size());
+
+  // Upstream's one frame: not ours, no error.
+  Bytes single;
+  ASSERT_TRUE(*compress(Compressor::kZstd, ci, single));
+  auto none = parse_zran_frames_head(single, h);
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+
+  // Lies in the index: refused.
+  const size_t offs = kZranFramesProbe;
+  auto lie = [&](size_t at, uint64_t v) {
+    Bytes x = *framed;
+    std::memcpy(x.data() + at, &v, 8);
+    return parse_zran_frames_head(std::span(x).first(*head_len), h);
+  };
+  EXPECT_FALSE(lie(16, h.ci_zran_count + 1));                   // count
+  EXPECT_FALSE(lie(24, *head_len));                              // tables frame longer than the head at hand
+  EXPECT_FALSE(parse_zran_frames_head(std::span(*framed).first(*head_len - 1), h));  // head cut short
+  EXPECT_FALSE(lie(offs + 8 * 5, wf[3]));                        // backwards
+  EXPECT_FALSE(lie(offs + 8 * h.ci_zran_count, framed->size() + 1));  // past the buffer
+  EXPECT_FALSE(lie(offs + 8 * 5, wf[4] + (64u << 10)));          // a window frame too big for a window
 }
 
 }  // namespace

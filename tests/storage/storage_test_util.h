@@ -100,6 +100,7 @@ class FakeBackend : public Backend {
       requests.emplace_back(offset, out.size());
     }
     if (hook) hook(offset, out.size());
+    if (before_read) before_read(blob_id, offset, out.size());
     if (fail.load()) return errorf(Errc::kIo, "fake backend: failing on purpose");
     return inner_->read(blob_id, offset, out);
   }
@@ -110,6 +111,7 @@ class FakeBackend : public Backend {
   std::atomic<int> reads{0};
   std::atomic<bool> fail{false};
   std::function<void(uint64_t, uint64_t)> hook;
+  std::function<void(const std::string&, uint64_t, uint64_t)> before_read;  // with the blob's id
   std::mutex mu;
   std::vector<std::pair<uint64_t, uint64_t>> requests;
 

@@ -90,7 +90,10 @@ struct ZranEnv {
 
   // A copy of the meta blob edited through its decoded form, stored under its
   // new digest; returns the blob info pointing at it.
-  format::BlobInfo edited_meta(const std::function<void(format::ZranMeta&)>& edit) const {
+  // `zstd`: store the ci buffer as one zstd frame, as upstream's builder does
+  // (the reader then fetches the whole meta blob and checks its digest);
+  // else framed as ours (encode_zran_ci_frames).
+  format::BlobInfo edited_meta(const std::function<void(format::ZranMeta&)>& edit, bool zstd = false) const {
     const Bytes mb = read_file(blobs / format::to_hex(info.blob_meta_digest));
     auto h = format::load<format::BlobMetaHeader>(mb.data() + info.ci_compressed_size);
     Bytes ci(info.ci_uncompressed_size);
@@ -102,8 +105,14 @@ struct ZranEnv {
     const Bytes ci2 = format::encode_zran_ci(m.chunks, m.contexts, dicts);
     EXPECT_EQ(ci2.size(), ci.size());
     Bytes out;
-    EXPECT_TRUE(*format::compress(format::Compressor::kZstd, ci2, out));
     format::BlobInfo b = info;
+    if (zstd) {
+      EXPECT_TRUE(*format::compress(format::Compressor::kZstd, ci2, out));
+    } else {
+      out = *format::encode_zran_ci_frames(ci2, format::zran_tables_size(h), dicts);
+    }
+    b.ci_compressor = format::Compressor::kZstd;
+    h.ci_compressor = uint32_t(format::Compressor::kZstd);
     b.ci_compressed_size = h.ci_compressed_size = out.size();
     const auto* hp = reinterpret_cast<const uint8_t*>(&h);
     out.insert(out.end(), hp, hp + sizeof(h));
@@ -122,20 +131,66 @@ TEST(ZranCache, ReadsEqualTarAndSurviveReopen) {
     e.expect_files_equal(**c);
     EXPECT_EQ((*c)->metrics().digest_failures, 0u);
   }
-  // Reopened: the meta comes from <id>.blob.meta in the work dir, the data from the cache file.
-  EXPECT_TRUE(fs::exists(e.cfg().work_dir / (e.info.blob_id + ".blob.meta")));
+  // Reopened: the tables come from <id>.zran.tables in the work dir, the data from the cache file.
+  EXPECT_TRUE(fs::exists(e.cfg().work_dir / (e.info.blob_id + ".zran.tables")));
   auto c = BlobCache::open(e.info, e.backend(), e.cfg(), e.digests);
   ASSERT_TRUE(c);
   e.expect_files_equal(**c);
   EXPECT_EQ((*c)->metrics().backend_bytes, 0u);
 }
 
+// Upstream's builder compresses the ci buffer: fetched whole at open.
+TEST(ZranCache, CompressedMetaBlobReadsRight) {
+  ZranEnv e;
+  const auto z = e.edited_meta([](format::ZranMeta&) {}, true);
+  ASSERT_LT(z.ci_compressed_size, z.ci_uncompressed_size);
+  auto c = BlobCache::open(z, e.backend(), e.cfg(), e.digests);
+  ASSERT_TRUE(c) << c.error().to_string();
+  EXPECT_EQ((*c)->metrics().backend_bytes, z.blob_meta_size);
+  e.expect_files_equal(**c);
+  EXPECT_TRUE(fs::exists(e.cfg().work_dir / (z.blob_id + ".blob.meta")));
+}
+
+// The windows' part of the meta blob is gone: the tables load, every read
+// that needs a window fails with EIO, and works once the blob is back.
+TEST(ZranCache, MissingWindowFailsTheReadNotTheMount) {
+  ZranEnv e;
+  const fs::path mp = e.blobs / format::to_hex(e.info.blob_meta_digest);
+  const Bytes whole = read_file(mp);
+  Bytes cut = whole;
+  std::memset(cut.data() + e.info.ci_compressed_size - 70000, 0, 70000);  // not the header
+  cut.resize(e.info.ci_compressed_size - 70000);  // a short blob: ranges past it fail
+  nydus::test::write_file(mp, cut);
+  auto c = BlobCache::open(e.info, e.backend(), e.cfg(), e.digests);
+  ASSERT_FALSE(c) << "the header is gone too";
+  Bytes holed = whole;
+  std::memset(holed.data() + e.info.ci_compressed_size - 70000, 0xa5, 70000);  // the last windows, wrong
+  nydus::test::write_file(mp, holed);
+  c = BlobCache::open(e.info, e.backend(), e.cfg(), e.digests);
+  ASSERT_TRUE(c) << c.error().to_string();
+  size_t failed = 0;
+  const uint32_t last = e.info.chunk_count - 1;
+  const auto ch = (*c)->chunk(last);
+  Bytes got(ch.uncompressed_size);
+  if (auto r = (*c)->read(ch.uncompressed_offset, got); !r) {
+    failed++;
+    EXPECT_EQ(r.error().to_errno(), EIO);
+  }
+  EXPECT_EQ(failed, 1u) << "a wrong window gave bytes";
+  nydus::test::write_file(mp, whole);
+  auto c2 = BlobCache::open(e.info, e.backend(), e.cfg("cache2"), e.digests);
+  ASSERT_TRUE(c2);
+  e.expect_files_equal(**c2);
+}
+
 TEST(ZranCache, OneSmallFileFetchesOneContext) {
   ZranEnv e;
   auto c = BlobCache::open(e.info, e.backend(), e.cfg(), e.digests);
   ASSERT_TRUE(c);
+  // The header and the two tables, not the windows (most of the meta blob).
   const uint64_t meta_bytes = (*c)->metrics().backend_bytes;
-  EXPECT_EQ(meta_bytes, e.info.blob_meta_size);
+  EXPECT_LT(meta_bytes, e.info.blob_meta_size / 4);
+  EXPECT_GE(meta_bytes, format::kBlobMetaHeaderSize + uint64_t(e.info.chunk_count) * sizeof(format::ChunkInfoV2));
   auto nid = e.boot->resolve("/d/t0");
   ASSERT_TRUE(nid);
   auto refs = *e.boot->chunks(*e.boot->inode(*nid));
@@ -145,9 +200,79 @@ TEST(ZranCache, OneSmallFileFetchesOneContext) {
   ASSERT_TRUE((*c)->read(ch.uncompressed_offset, got));
   EXPECT_EQ(got, read_file(e.x / "d/t0"));
   const auto m = (*c)->metrics();
-  EXPECT_EQ(m.backend_requests, 2u);  // the meta blob, then one span of the layer
   EXPECT_LT(m.backend_bytes - meta_bytes, 1u << 20);
   EXPECT_LT(m.backend_bytes - meta_bytes, e.info.compressed_size / 2);
+
+  // The read waited for the layer up to its file's end; the rest of its
+  // context follows on a read-ahead thread from there. Every other chunk of
+  // that context is then a hit, and no layer byte was fetched twice.
+  const auto zb = format::decode_zran_meta_blob(read_file(e.blobs / format::to_hex(e.info.blob_meta_digest)), e.info, "t");
+  ASSERT_TRUE(zb);
+  const uint32_t ctx = zb->meta.chunks[refs[0].ci_index].zran_index;
+  uint64_t layer_in = 0, peers = 0;
+  for (uint32_t ci = 0; ci < zb->meta.chunks.size(); ci++) {
+    if (zb->meta.chunks[ci].zran_index != ctx) continue;
+    const auto pc = (*c)->chunk(ci);
+    Bytes part(pc.uncompressed_size);
+    ASSERT_TRUE((*c)->read(pc.uncompressed_offset, part));
+    layer_in = std::max(layer_in, zb->meta.chunks[ci].ci.compressed_offset + zb->meta.chunks[ci].ci.compressed_size);
+    peers++;
+  }
+  ASSERT_GE(peers, 2u);
+  const auto m2 = (*c)->metrics();
+  EXPECT_LE(m2.backend_requests, 3u);  // the tables, the span up to the file, the rest of its context
+  const uint64_t span = layer_in - zb->meta.contexts[ctx].in_offset;
+  EXPECT_LE(m2.backend_bytes - meta_bytes, span + format::kZranWindowSize) << "a byte of the context fetched twice";
+}
+
+// A reader of the first file of a context waits only for the layer up to
+// its end: fewer bytes than the whole context before its read returns.
+TEST(ZranCache, ReaderWaitsOnlyUpToItsChunk) {
+  ZranEnv e;
+  const auto zb = format::decode_zran_meta_blob(read_file(e.blobs / format::to_hex(e.info.blob_meta_digest)), e.info, "t");
+  ASSERT_TRUE(zb);
+  const format::ZranMeta& zm = zb->meta;
+  // The context with most chunks, and its chunk that comes first in the layer.
+  std::vector<uint32_t> count(zm.contexts.size());
+  for (const auto& z : zm.chunks) count[z.zran_index]++;
+  const uint32_t ctx = uint32_t(std::max_element(count.begin(), count.end()) - count.begin());
+  ASSERT_GE(count[ctx], 2u);
+  uint32_t first = UINT32_MAX;
+  uint64_t ctx_in_end = 0;
+  for (uint32_t ci = 0; ci < zm.chunks.size(); ci++) {
+    if (zm.chunks[ci].zran_index != ctx) continue;
+    if (first == UINT32_MAX || zm.chunks[ci].zran_offset < zm.chunks[first].zran_offset) first = ci;
+    ctx_in_end = std::max(ctx_in_end, zm.chunks[ci].ci.compressed_offset + zm.chunks[ci].ci.compressed_size);
+  }
+  // A backend that holds reads of the layer reaching past the first chunk's
+  // end until the reader is back: the reader must not be waiting for them.
+  struct Gate {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool open = false;
+  } gate;
+  const uint64_t first_end = zm.chunks[first].ci.compressed_offset + zm.chunks[first].ci.compressed_size;
+  auto inner = e.backend();
+  auto gated = std::make_shared<test::FakeBackend>(inner);
+  gated->before_read = [&](const std::string& id, uint64_t off, uint64_t len) {
+    if (id != e.info.blob_id || off + len <= first_end) return;
+    std::unique_lock lk(gate.mu);
+    gate.cv.wait_for(lk, std::chrono::seconds(10), [&] { return gate.open; });
+  };
+  auto c = BlobCache::open(e.info, gated, e.cfg(), e.digests);
+  ASSERT_TRUE(c) << c.error().to_string();
+  const auto ch = (*c)->chunk(first);
+  Bytes got(ch.uncompressed_size);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE((*c)->read(ch.uncompressed_offset, got));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "the reader waited for its context's tail";
+  {
+    std::lock_guard lk(gate.mu);
+    gate.open = true;
+  }
+  gate.cv.notify_all();
+  e.expect_files_equal(**c);
+  EXPECT_GT(ctx_in_end, first_end) << "the context ends with the first chunk: nothing to test";
 }
 
 // A big file read chunk by chunk, as `cat` reads it: each byte of the layer
@@ -193,7 +318,7 @@ TEST(ZranCache, SequentialReadFetchesTheLayerOnce) {
   }
   EXPECT_TRUE(got == big);
   const uint64_t fetched = (*c)->metrics().backend_bytes - meta_bytes;
-  EXPECT_LT(fetched, fs::file_size(layer) * 21 / 20) << fetched << " bytes fetched for a layer of " << fs::file_size(layer);
+  EXPECT_LT(fetched, fs::file_size(layer) * 21 / 20 + 8 * format::kZranWindowSize) << fetched << " bytes fetched for a layer of " << fs::file_size(layer);
 }
 
 TEST(ZranCache, ContextOutsideTheLayerIsALoadError) {
@@ -207,12 +332,14 @@ TEST(ZranCache, ContextOutsideTheLayerIsALoadError) {
 
 TEST(ZranCache, MetaBlobNotMatchingItsDigestIsRefused) {
   ZranEnv e;
-  // A well-formed meta blob (one window edited) under the original's name.
-  auto b = e.edited_meta([](format::ZranMeta& m) { m.dicts[m.contexts[1].dict_offset] ^= 1; });
+  // A compressed meta blob is fetched whole: a well-formed one (one window
+  // edited) under the original's name is refused at open.
+  const auto z = e.edited_meta([](format::ZranMeta&) {}, true);
+  auto b = e.edited_meta([](format::ZranMeta& m) { m.dicts[m.contexts[1].dict_offset] ^= 1; }, true);
   const Bytes edited = read_file(e.blobs / format::to_hex(b.blob_meta_digest));
-  ASSERT_EQ(edited.size(), e.info.blob_meta_size);
-  nydus::test::write_file(e.blobs / format::to_hex(e.info.blob_meta_digest), edited);
-  auto c = BlobCache::open(e.info, e.backend(), e.cfg(), e.digests);
+  ASSERT_EQ(edited.size(), z.blob_meta_size);
+  nydus::test::write_file(e.blobs / format::to_hex(z.blob_meta_digest), edited);
+  auto c = BlobCache::open(z, e.backend(), e.cfg(), e.digests);
   ASSERT_FALSE(c);
   EXPECT_NE(c.error().message.find("digest"), std::string::npos) << c.error().message;
 }
@@ -223,11 +350,11 @@ void expect_reads_fail(ZranEnv& e, const format::BlobInfo& b, uint32_t ctx_of_in
   auto c = BlobCache::open(b, e.backend(), e.cfg("cache-bad"), e.digests);
   ASSERT_TRUE(c) << c.error().to_string();
   size_t failed = 0, tried = 0;
-  const auto zm = format::parse_zran_blob_meta_cache(read_file(e.cfg("cache-bad").work_dir / (b.blob_id + ".blob.meta")),
-                                                    {b.compressed_size, b.uncompressed_size});
-  ASSERT_TRUE(zm);
-  for (uint32_t ci = 0; ci < zm->chunks.size(); ci++) {
-    if (zm->chunks[ci].zran_index != ctx_of_interest) continue;
+  const auto zb = format::decode_zran_meta_blob(read_file(e.blobs / format::to_hex(b.blob_meta_digest)), b, "test");
+  ASSERT_TRUE(zb);
+  const format::ZranMeta& zm = zb->meta;
+  for (uint32_t ci = 0; ci < zm.chunks.size(); ci++) {
+    if (zm.chunks[ci].zran_index != ctx_of_interest) continue;
     const auto ch = (*c)->chunk(ci);
     Bytes got(ch.uncompressed_size);
     tried++;
