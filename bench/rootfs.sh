@@ -15,14 +15,14 @@
 #
 # Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), ROOTFS_CACHE
 #      (/var/cache/nydus-cpp, the rootfs tarball), RUNS (3), KEEP=1, SETUPS (space-separated
-#      subset of: erofs fuse fuse-cold fuse-uring fanotify squashfuse).
+#      subset of: erofs fuse fuse-nospin fuse-cold fuse-uring fanotify squashfuse).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 BIN=$BUILD_DIR/bin
 LIB=$ROOT/tests/integration/lib
 RUNS=${RUNS:-3}
-SETUPS=${SETUPS:-erofs fuse fuse-cold fuse-uring fanotify squashfuse}
+SETUPS=${SETUPS:-erofs fuse fuse-nospin fuse-cold fuse-uring fanotify squashfuse}
 PACKAGES=python3,python3-numpy,python3-pandas,python3-scipy,python3-yaml,perl,curl,git
 IMPORTS="import numpy, json, http.client, email.parser, argparse, logging, asyncio"
 [ "$(id -u)" -eq 0 ] || { echo "bench/rootfs.sh needs root" >&2; exit 1; }
@@ -108,6 +108,8 @@ for s in $SETUPS; do
       mkdir -p "$W/mnt-erofs"
       python3 "$LIB/erofs_mount.py" mount "$W/boot" "$W/mnt-erofs" --device "$W/kcache/$BLOB.blob.data" >/dev/null ;;
     fuse) start_nydusd fuse "$W/cache-fuse" --fuse-uring off && warm "$W/mnt-fuse" ;;
+    fuse-nospin)  # workers sleep as soon as no request waits (before the poll in fuse_channel.cpp)
+      NYDUS_FUSE_SPIN_US=0 start_nydusd fuse-nospin "$W/cache-fuse-nospin" --fuse-uring off && warm "$W/mnt-fuse-nospin" ;;
     fuse-uring)
       if [ -w /sys/module/fuse/parameters/enable_uring ]; then
         URING_WAS=$(cat /sys/module/fuse/parameters/enable_uring)
@@ -140,7 +142,7 @@ for r in $(seq "$RUNS"); do
     done
   done
 done
-for s in fuse fuse-uring fanotify; do stop_nydusd "$s"; done
+for s in fuse fuse-nospin fuse-uring fanotify; do stop_nydusd "$s"; done
 [ -n "${DPIDS[squashfuse]:-}" ] && awk '/VmHWM/ {print $2}' /proc/"${DPIDS[squashfuse]}"/status >"$W/rss-squashfuse"
 
 python3 - "$W" "$SETUPS" <<'PY'
@@ -151,6 +153,7 @@ for line in open(os.path.join(w, "times")):
     s, wl, t = line.split()
     times.setdefault((s, wl), []).append(float(t))
 names = {"erofs": "kernel EROFS", "fuse": "nydusd FUSE, warm blob cache",
+         "fuse-nospin": "nydusd FUSE, warm blob cache, no polling (NYDUS_FUSE_SPIN_US=0)",
          "fuse-cold": "nydusd FUSE, empty blob cache (local blob)",
          "fuse-uring": "nydusd FUSE io_uring, warm blob cache",
          "fanotify": "nydusd fanotify, warm cache", "squashfuse": "squashfuse"}

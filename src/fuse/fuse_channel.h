@@ -100,6 +100,7 @@ class FuseChannel {
   std::vector<uint8_t> init_;     // recorded (or replayed) INIT request
   std::atomic<bool> replay_pending_{false};
   std::atomic<bool> stopping_{false};  // wake() was called
+  std::atomic<bool> spinning_{false};  // a worker polls for the next request before it sleeps
   std::atomic<uint64_t> resent_{0};
   uint64_t replay_unique_ = 0;    // libfuse's reply to the replayed INIT is dropped
   std::atomic<uint64_t> init_unique_{0};  // the unique of the INIT being answered (0: none yet)
