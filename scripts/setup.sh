@@ -23,6 +23,7 @@ PACKAGES=(
   # sources; gogo.proto from golang-github-gogo-protobuf-dev), SQLite metadata; its test runs
   # containerd 1.6 + runc, and ctr-remote (stargz-snapshotter) for `image rpull`
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libsqlite3-dev sqlite3
+  libyaml-cpp-dev  # kubelet credential provider configs (YAML) read by the snapshotter
   golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev containerd runc stargz-snapshotter
   golang-go  # containers_recovery.sh builds `ctr run --user` from containerd's client sources (GOPATH mode)
   clang-16 libclang-rt-16-dev  # only for fuzz/ (libFuzzer); clang 14/15 cannot compile <expected>

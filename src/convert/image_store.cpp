@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "common/file_util.h"
-#include "convert/docker_config.h"
+#include "storage/docker_config.h"
 #include "convert/mapped_file.h"
 #include "format/digest.h"
 #include "storage/http_client.h"
@@ -22,6 +22,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using storage::HttpClient;
 using storage::HttpRequest;
+using storage::RegistryCredential;
 using storage::HttpResponse;
 
 namespace {
@@ -173,7 +174,7 @@ class RegistryStore : public ImageStore {
     if (!opts_.auth.empty()) {
       c.username = "(--auth)";  // only marks it non-empty: the header is opts_.auth itself
     } else if (opts_.use_docker_config) {
-      auto found = docker_credentials(ref_.host, opts_.docker_config_dir.empty() ? docker_config_dir()
+      auto found = storage::docker_credentials(ref_.host, opts_.docker_config_dir.empty() ? storage::docker_config_dir()
                                                                                  : opts_.docker_config_dir);
       if (!found) return std::unexpected(std::move(found).error());
       if (*found) c = **found;

@@ -115,7 +115,8 @@ int CredentialRenewal::renew_once() {
     if (!text) continue;
     auto reg = config_registry(*text);
     if (!reg || reg->host.empty() || reg->repo.empty()) continue;
-    const std::string ref = reg->host + "/" + reg->repo;
+    std::string ref = image_ref_of_ ? image_ref_of_(d.meta_id) : std::string();
+    if (ref.empty()) ref = reg->host + "/" + reg->repo;
     auto kc = keychain_->renewable(ref);
     if (!kc || (reg->auth && *reg->auth == *kc)) continue;
     if (auto st = update_daemon_auth(d, *kc); !st) {

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -25,9 +26,13 @@ SResult<void> update_daemon_auth(const DaemonInstance& d, const PassKeyChain& kc
 
 class CredentialRenewal {
  public:
+  // `image_ref_of`: an image's full reference from its bootstrap snapshot's
+  // ID (kubelet plugins are asked for the image, tag included); without it,
+  // or when it knows none, the daemon config's registry host/repo is used.
+  using ImageRefOf = std::function<std::string(const std::string& meta_id)>;
   CredentialRenewal(DaemonManager& daemons, std::shared_ptr<const Keychain> keychain,
-                    std::chrono::milliseconds interval)
-      : daemons_(daemons), keychain_(std::move(keychain)), interval_(interval) {}
+                    std::chrono::milliseconds interval, ImageRefOf image_ref_of = nullptr)
+      : daemons_(daemons), keychain_(std::move(keychain)), interval_(interval), image_ref_of_(std::move(image_ref_of)) {}
   ~CredentialRenewal();
   // Starts the thread (nothing when the interval is 0).
   void start();
@@ -39,6 +44,7 @@ class CredentialRenewal {
   DaemonManager& daemons_;
   std::shared_ptr<const Keychain> keychain_;
   std::chrono::milliseconds interval_;
+  ImageRefOf image_ref_of_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

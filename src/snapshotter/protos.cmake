@@ -3,6 +3,7 @@
 pkg_check_modules(GRPCPP REQUIRED IMPORTED_TARGET grpc++)
 pkg_check_modules(PROTOBUF REQUIRED IMPORTED_TARGET protobuf)
 pkg_check_modules(SQLITE3 REQUIRED IMPORTED_TARGET sqlite3)
+pkg_check_modules(YAMLCPP REQUIRED IMPORTED_TARGET yaml-cpp)  # kubelet credential provider config
 find_program(PROTOC protoc REQUIRED)
 find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 set(CONTAINERD_GOCODE /usr/share/gocode/src CACHE PATH "Go sources holding github.com/containerd/containerd/api")

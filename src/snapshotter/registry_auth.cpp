@@ -10,20 +10,14 @@
 
 #include "common/base64.h"
 #include "snapshotter/image_reference.h"
+#include "snapshotter/kubelet_credentials.h"
+#include "storage/docker_config.h"
 
 namespace nydus::snapshotter {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-constexpr std::string_view kDockerHubKey = "https://index.docker.io/v1/";
-// docker/cli's ConvertToHostname: "https://host/v1/" -> "host".
-std::string to_hostname(std::string_view s) {
-  if (s.starts_with("http://")) s.remove_prefix(7);
-  else if (s.starts_with("https://")) s.remove_prefix(8);
-  return std::string(s.substr(0, s.find('/')));
-}
 
 std::string string_field(const json& j, const char* key) {
   auto it = j.find(key);
@@ -48,70 +42,22 @@ fs::path default_docker_config_file() {
   return fs::path("/root/.docker/config.json");
 }
 
-std::string docker_config_key(std::string_view host) {
-  if (host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io")
-    return std::string(kDockerHubKey);
-  return std::string(host);
+namespace {
+// As upstream's DockerProvider: only a complete user and password is a
+// credential (an identity token alone is none: nydusd cannot use it).
+Result<std::optional<PassKeyChain>> to_keychain(Result<std::optional<storage::RegistryCredential>> c) {
+  if (!c) return std::unexpected(std::move(c).error());
+  if (!*c || (*c)->username.empty() || (*c)->password.empty()) return std::nullopt;
+  return PassKeyChain{(*c)->username, (*c)->password};
 }
+}  // namespace
 
 Result<std::optional<PassKeyChain>> docker_config_credential(std::string_view config_text, std::string_view host) {
-  if (config_text.size() > kMaxDockerConfigSize)
-    return errorf(Errc::kInvalidArgument, "docker config: larger than {} bytes", kMaxDockerConfigSize);
-  const json config = json::parse(config_text, nullptr, false);
-  if (!config.is_object()) return make_error(Errc::kCorrupt, "docker config: not a JSON object");
-  const std::string key = docker_config_key(host);
-  // Helpers would run a program per lookup: not supported, and said so
-  // rather than silently ignoring the credentials they hold.
-  if (auto h = config.find("credHelpers"); h != config.end() && h->is_object() && h->contains(key))
-    return errorf(Errc::kUnsupported, "docker config: credHelpers for {:?}: credential helpers are not supported", key);
-  if (!string_field(config, "credsStore").empty())
-    return make_error(Errc::kUnsupported, "docker config: credsStore: credential helpers are not supported");
-  auto auths = config.find("auths");
-  if (auths == config.end()) return std::nullopt;
-  if (!auths->is_object()) return make_error(Errc::kCorrupt, "docker config: \"auths\" is not an object");
-  const json* entry = nullptr;
-  if (auto it = auths->find(key); it != auths->end()) {
-    entry = &*it;
-  } else {
-    for (const auto& [k, v] : auths->items())
-      if (to_hostname(k) == key) {
-        entry = &v;
-        break;
-      }
-  }
-  if (!entry) return std::nullopt;
-  if (!entry->is_object()) return errorf(Errc::kCorrupt, "docker config: auths[{:?}] is not an object", key);
-  PassKeyChain kc{string_field(*entry, "username"), string_field(*entry, "password")};
-  if (const std::string a = string_field(*entry, "auth"); !a.empty()) {
-    // docker's decodeAuth: base64 of "user:password", split at the first ':'.
-    auto decoded = base64_decode(a);
-    if (!decoded) return errorf(Errc::kCorrupt, "docker config: auths[{:?}].auth is not base64", key);
-    const auto colon = decoded->find(':');
-    if (colon == std::string::npos)
-      return errorf(Errc::kCorrupt, "docker config: auths[{:?}].auth is not base64 of user:password", key);
-    kc = {decoded->substr(0, colon), decoded->substr(colon + 1)};
-  }
-  // As upstream's DockerProvider: a partial entry is none.
-  if (kc.username.empty() || kc.password.empty()) return std::nullopt;
-  return kc;
+  return to_keychain(storage::credentials_from_text(config_text, host));
 }
 
 Result<std::optional<PassKeyChain>> docker_config_file_credential(const fs::path& file, std::string_view host) {
-  std::error_code ec;
-  if (!fs::exists(file, ec)) return std::nullopt;
-  const auto size = fs::file_size(file, ec);
-  if (ec) return errorf(Errc::kIo, "{}: {}", file.string(), ec.message());
-  if (size > kMaxDockerConfigSize)
-    return errorf(Errc::kInvalidArgument, "{}: {} bytes, over the {} allowed", file.string(), size, kMaxDockerConfigSize);
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return errorf(Errc::kIo, "{}: cannot open", file.string());
-  std::string text(size_t(size) + 1, '\0');  // one more: a file grown since the stat is caught
-  in.read(text.data(), std::streamsize(text.size()));
-  text.resize(size_t(in.gcount()));
-  if (text.size() > kMaxDockerConfigSize) return errorf(Errc::kInvalidArgument, "{}: grew over the limit", file.string());
-  auto kc = docker_config_credential(text, host);
-  if (!kc) return std::unexpected(std::move(kc).error().context(file.string()));
-  return kc;
+  return to_keychain(storage::credentials_from_file(file, host));
 }
 
 std::optional<PassKeyChain> labels_credential(const std::map<std::string, std::string>& labels) {
@@ -128,7 +74,7 @@ std::optional<PassKeyChain> Keychain::lookup(std::string_view image_ref,
     return kc;
   }
   auto kc = renewable(image_ref);
-  if (kc) spdlog::info("registry credentials for {}: from the docker config {}", image_ref, docker_config_.string());
+  if (kc) spdlog::info("registry credentials for {}: from the docker config or a kubelet plugin", image_ref);
   return kc;
 }
 
@@ -136,11 +82,18 @@ std::optional<PassKeyChain> Keychain::renewable(std::string_view image_ref) cons
   const std::string host = host_of(image_ref);
   if (host.empty()) return std::nullopt;
   auto kc = docker_config_file_credential(docker_config_, host);
-  if (!kc) {
-    spdlog::warn("registry credentials for {}: {}", image_ref, kc.error().to_string());
-    return std::nullopt;
+  if (!kc) spdlog::warn("registry credentials for {}: {}", image_ref, kc.error().to_string());
+  if (kc && *kc) {
+    spdlog::debug("registry credentials for {}: from the docker config {}", image_ref, docker_config_.string());
+    return *kc;
   }
-  return *kc;
+  if (kubelet_) {
+    if (auto k = kubelet_->lookup(image_ref, renew_every_)) {
+      spdlog::debug("registry credentials for {}: from a kubelet credential provider plugin", image_ref);
+      return k;
+    }
+  }
+  return std::nullopt;
 }
 
 Result<std::string> config_with_auth(std::string_view config_text, const PassKeyChain& kc) {

@@ -2,14 +2,13 @@
 // v0.15 finds them (pkg/auth), in this order:
 //   1. snapshot labels containerd.io/snapshot/pullusername + .../pullsecret
 //      (both non-empty; available at pull time only, so never renewed);
-//   2. the docker config, $DOCKER_CONFIG/config.json, else ~/.docker/config.json:
-//      "auths": {key: {"auth": base64("user:pass")} or {"username","password"}},
-//      the key matched exactly, else by its host ("https://host/v1/" -> host),
-//      Docker Hub (docker.io, index.docker.io, registry-1.docker.io) under
-//      "https://index.docker.io/v1/". Re-read at every lookup: renewable.
-// Not here (upstream has them): CRI-proxied credentials, kubelet credential
-// provider plugins, Kubernetes pull secrets, docker credential helpers
-// (credsStore/credHelpers: refused with a clear error, never run).
+//   2. the docker config, $DOCKER_CONFIG/config.json, else ~/.docker/config.json,
+//      read as docker/cli reads it (storage/docker_config.h): "credHelpers" and
+//      "credsStore" run docker-credential-<helper> get, else "auths". Re-read
+//      (and the helper run again) at every lookup: renewable.
+//   3. kubelet credential provider plugins ([remote.auth]
+//      enable_kubelet_credential_providers; snapshotter/kubelet_credentials.h).
+// Not here (upstream has them): CRI-proxied credentials, Kubernetes pull secrets.
 // The daemon config carries them as backend.config.auth (base64 "user:pass"),
 // or backend.config.registry_token when only a token is known (empty user),
 // as upstream's FillAuth.
@@ -18,6 +17,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -28,9 +28,6 @@ namespace nydus::snapshotter {
 // nydus-snapshotter's pkg/label NydusImagePullUsername / NydusImagePullSecret.
 inline constexpr std::string_view kPullUsernameLabel = "containerd.io/snapshot/pullusername";
 inline constexpr std::string_view kPullSecretLabel = "containerd.io/snapshot/pullsecret";
-
-// A docker config larger than this is refused (docker's own are a few KiB).
-inline constexpr std::uintmax_t kMaxDockerConfigSize = 1 << 20;
 
 struct PassKeyChain {
   std::string username;
@@ -45,12 +42,10 @@ struct PassKeyChain {
 // Where the docker config is read: $DOCKER_CONFIG/config.json, else $HOME/.docker/config.json.
 std::filesystem::path default_docker_config_file();
 
-// The key Docker stores `host`'s credentials under ("https://index.docker.io/v1/" for Docker Hub).
-std::string docker_config_key(std::string_view host);
-
-// Credentials for `host` from a docker config's text; none when it has no
-// complete entry for the host. Errors: not JSON, a bad "auth" (not base64,
-// no ':'), a credential helper configured for the host.
+// Credentials for `host` from a docker config's text (storage/docker_config.h:
+// auths, credsStore, credHelpers); none when it has no complete user and
+// password for the host. Errors: not JSON, a bad "auth" (not base64, no ':'),
+// a credential helper that is missing, fails or does not answer in 30 s.
 Result<std::optional<PassKeyChain>> docker_config_credential(std::string_view config_text, std::string_view host);
 // The same from a file: an absent file is no credential; over kMaxDockerConfigSize is refused.
 Result<std::optional<PassKeyChain>> docker_config_file_credential(const std::filesystem::path& file,
@@ -59,20 +54,29 @@ Result<std::optional<PassKeyChain>> docker_config_file_credential(const std::fil
 // From the pull labels (both non-empty), else none.
 std::optional<PassKeyChain> labels_credential(const std::map<std::string, std::string>& labels);
 
+class KubeletCredentials;  // snapshotter/kubelet_credentials.h
+
 // Where credentials come from, in upstream's priority order.
 class Keychain {
  public:
-  explicit Keychain(std::filesystem::path docker_config) : docker_config_(std::move(docker_config)) {}
-  // Labels, then the docker config. A docker config error is logged (never
-  // its content) and means no credential, as upstream's provider chain.
+  // `kubelet`: the credential provider plugins, when enabled; `renew_every`:
+  // the renewal interval, which a cached plugin answer must outlive.
+  explicit Keychain(std::filesystem::path docker_config, std::shared_ptr<const KubeletCredentials> kubelet = nullptr,
+                    std::chrono::milliseconds renew_every = std::chrono::milliseconds(0))
+      : docker_config_(std::move(docker_config)), kubelet_(std::move(kubelet)), renew_every_(renew_every) {}
+  // Labels, then the docker config, then the kubelet plugins. A docker config
+  // error is logged (never its content) and means no credential, as
+  // upstream's provider chain.
   std::optional<PassKeyChain> lookup(std::string_view image_ref,
                                      const std::map<std::string, std::string>& labels) const;
-  // The renewable providers only (the docker config): what a renewal re-reads.
+  // The renewable providers only (the docker config, the kubelet plugins): what a renewal re-reads.
   std::optional<PassKeyChain> renewable(std::string_view image_ref) const;
   const std::filesystem::path& docker_config() const { return docker_config_; }
 
  private:
   std::filesystem::path docker_config_;
+  std::shared_ptr<const KubeletCredentials> kubelet_;
+  std::chrono::milliseconds renew_every_;
 };
 
 // A nydusd config text with `kc` in its registry backend (auth, or

@@ -525,6 +525,18 @@ void Snapshotter::gc_blob_cache() {
   metrics_.blobs_in_use = r.kept_ids.size();
 }
 
+std::string Snapshotter::image_ref_of(const std::string& meta_id) {
+  std::string ref;
+  std::lock_guard lk(mu_);
+  (void)ms_->walk([&](const MetadataStore::Record& r) -> SResult<void> {
+    if (r.id != meta_id) return {};
+    ref = get(r.info.labels, label::kCriImageRef);
+    if (ref.empty()) ref = get(r.info.labels, label::kStargzReference);
+    return {};
+  });
+  return ref;
+}
+
 Metrics::Gauges Snapshotter::metric_gauges() {
   Metrics::Gauges g;
   {

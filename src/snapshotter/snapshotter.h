@@ -62,6 +62,9 @@ class Snapshotter {
   Metrics& metrics() { return metrics_; }
   // The gauges of a metrics scrape: snapshots by kind, daemons by version, cache usage.
   Metrics::Gauges metric_gauges();
+  // The image reference of the bootstrap snapshot `meta_id` (its CRI or
+  // stargz reference label); "" when there is none (credential renewal).
+  std::string image_ref_of(const std::string& meta_id);
   // Meta snapshot IDs whose daemons were taken over from a previous process at open().
   const std::vector<std::string>& adopted() const { return adopted_; }
   const std::string& root() const { return root_; }

@@ -17,7 +17,16 @@
 #   - without renewal (interval 0, the snapshotter restarted; it re-attaches the
 #     running daemon): after the next password change a not-yet-fetched file
 #     cannot be read; the snapshotter restarted with renewal on sends the new
-#     credentials to that adopted daemon and the same file reads right.
+#     credentials to that adopted daemon and the same file reads right;
+#   - a credential helper (docker config {"credsStore": "citest"} only, a
+#     docker-credential-citest on the snapshotter's PATH): after the next
+#     password change the renewal runs it (server on stdin, as docker/cli)
+#     and an unfetched file reads right, fetched as the helper's user;
+#   - a kubelet credential provider plugin (config.toml [remote.auth]
+#     enable_kubelet_credential_providers, a CredentialProviderConfig YAML, the
+#     plugin in credential_provider_bin_dir), the docker config empty: the
+#     restarted snapshotter's renewal runs it (CredentialProviderRequest on
+#     stdin) and an unfetched file reads right, fetched as the plugin's user.
 # AUTH_DAEMON_MODE=shared (containers_auth_shared.sh): the same with one shared
 # nydusd, each image mounted through its API (PUT /api/v1/config?id=/<snapshot id>).
 set -uo pipefail
@@ -38,14 +47,38 @@ RLOG=$REG/registry.log
 export DOCKER_CONFIG=$WORK/docker  # read by nydusify and by the snapshotter started below
 export NYDUS_REGISTRY_HTPASSWD=$WORK/htpasswd NYDUS_REGISTRY_LOG_LEVEL=info
 
+# A docker credential helper on the PATH the snapshotter inherits: it logs the server docker/cli
+# hands it on stdin and answers with $WORK/helper/answer.json (docker-credential-helpers' format).
+mkdir -p "$WORK/helper"
+cat >"$WORK/helper/docker-credential-citest" <<HELPER
+#!/bin/sh
+[ "\$1" = get ] || exit 1
+read -r server
+echo "\$server" >>"$WORK/helper/calls"
+cat "$WORK/helper/answer.json"
+HELPER
+chmod +x "$WORK/helper/docker-credential-citest"
+export PATH="$WORK/helper:$PATH"
+CRED_VIA=auths  # set_user writes the docker config's auths entry, or (helper) the helper's answer
 # set_user USER PASSWORD: the registry's only account (bcrypt), and the docker config's entry.
 set_user() {
   "$PY" -W ignore -c 'import crypt, sys; print(sys.argv[1] + ":" + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH)))' \
     "$1" "$2" >"$NYDUS_REGISTRY_HTPASSWD" || return 1
   grep -q '^[^:]*:\$2b\$' "$NYDUS_REGISTRY_HTPASSWD" || { echo "no bcrypt hash"; return 1; }
-  # Written whole, then renamed: the snapshotter may read it at any moment.
-  printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$REGISTRY_HOST" "$(printf '%s:%s' "$1" "$2" | base64 -w0)" \
-    >"$DOCKER_CONFIG/config.json.tmp" && mv "$DOCKER_CONFIG/config.json.tmp" "$DOCKER_CONFIG/config.json"
+  # Written whole, then renamed: the snapshotter may read them at any moment.
+  if [ "$CRED_VIA" = kubelet ]; then
+    printf '{"kind": "CredentialProviderResponse", "apiVersion": "credentialprovider.kubelet.k8s.io/v1", "cacheKeyType": "Registry", "auth": {"%s": {"username": "%s", "password": "%s"}}}\n' \
+      "$REGISTRY_HOST" "$1" "$2" >"$WORK/kubelet/answer.json.tmp" && mv "$WORK/kubelet/answer.json.tmp" "$WORK/kubelet/answer.json" || return 1
+    echo '{}' >"$DOCKER_CONFIG/config.json.tmp"
+  elif [ "$CRED_VIA" = helper ]; then
+    printf '{"ServerURL": "%s", "Username": "%s", "Secret": "%s"}\n' "$REGISTRY_HOST" "$1" "$2" \
+      >"$WORK/helper/answer.json.tmp" && mv "$WORK/helper/answer.json.tmp" "$WORK/helper/answer.json" || return 1
+    echo '{"credsStore": "citest"}' >"$DOCKER_CONFIG/config.json.tmp"
+  else
+    printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$REGISTRY_HOST" "$(printf '%s:%s' "$1" "$2" | base64 -w0)" \
+      >"$DOCKER_CONFIG/config.json.tmp"
+  fi
+  mv "$DOCKER_CONFIG/config.json.tmp" "$DOCKER_CONFIG/config.json"
 }
 # restart_registry USER PASSWORD: the same address and storage, only USER:PASSWORD accepted.
 restart_registry() {
@@ -166,9 +199,65 @@ step "no renewal: unfetched /data/f3.bin is not readable with bob's stale passwo
 step "snapshotter restarted with --credential-renewal-interval 2s" restart_snapshotter --credential-renewal-interval 2s
 step "renewal of the adopted daemon: /data/f3.bin now reads right, fetched as carol" renewed_to carol pw-three /data/f3.bin
 
+# ---- a credential helper (credsStore) ----------------------------------------------------------
+CRED_VIA=helper
+step "registry restarted: only dave:pw-four accepted; docker config {credsStore: citest}, the helper knows dave" \
+  restart_registry dave pw-four
+helper_asked() {  # the helper ran and was handed the registry's host on stdin
+  tail -1 "$WORK/helper/calls" | grep -Fx "$REGISTRY_HOST" || { echo "helper calls: $(cat "$WORK/helper/calls" 2>&1)"; return 1; }
+}
+step "renewal through docker-credential-citest: unfetched /data/f4.bin reads right, fetched as dave" \
+  renewed_to dave pw-four /data/f4.bin
+step "the helper was run with the registry host on stdin" helper_asked
+
+# ---- a kubelet credential provider plugin ------------------------------------------------------
+mkdir -p "$WORK/kubelet/bin"
+cat >"$WORK/kubelet/bin/nydus-test-provider" <<PLUGIN
+#!/bin/sh
+echo "args: \$* env: \$TEST_ENV" >>"$WORK/kubelet/requests"
+cat >>"$WORK/kubelet/requests"; echo >>"$WORK/kubelet/requests"
+cat "$WORK/kubelet/answer.json"
+PLUGIN
+chmod +x "$WORK/kubelet/bin/nydus-test-provider"
+cat >"$WORK/kubelet/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1
+kind: CredentialProviderConfig
+providers:
+  - name: nydus-test-provider
+    matchImages:
+      - "$REGISTRY_HOST"
+    defaultCacheDuration: "0s"
+    apiVersion: credentialprovider.kubelet.k8s.io/v1
+    args: [get-credentials]
+    env:
+      - name: TEST_ENV
+        value: from-config
+YAML
+cat >"$WORK/snapshotter.toml" <<TOML
+[remote.auth]
+enable_kubelet_credential_providers = true
+credential_provider_config = "$WORK/kubelet/config.yaml"
+credential_provider_bin_dir = "$WORK/kubelet/bin"
+TOML
+CRED_VIA=kubelet
+step "snapshotter restarted with config.toml [remote.auth] kubelet credential providers" restart_snapshotter \
+  --config "$WORK/snapshotter.toml" --credential-renewal-interval 2s
+step "registry restarted: only erin:pw-five accepted; docker config {}, the plugin knows erin" restart_registry erin pw-five
+step "renewal through the kubelet plugin: unfetched /data/f5.bin reads right, fetched as erin" \
+  renewed_to erin pw-five /data/f5.bin
+plugin_asked() {  # the plugin got the config's args and env, and the image on stdin as the API says
+  local req
+  grep -Fx 'args: get-credentials env: from-config' "$WORK/kubelet/requests" | head -1 | grep . || return 1
+  req=$(grep '^{' "$WORK/kubelet/requests" | tail -1)
+  echo "$req"
+  "$PY" -c 'import json, sys; r = json.loads(sys.argv[1]); sys.exit(not (r["kind"] == "CredentialProviderRequest" and
+    r["apiVersion"] == "credentialprovider.kubelet.k8s.io/v1" and r["image"] == sys.argv[2]))' "$req" "$REF"
+}
+step "the plugin was run with its args, env and a CredentialProviderRequest for $REF" plugin_asked
+
 no_secret_logged() {
-  local f hits=0 c pats=(pw-one pw-two pw-three)
-  for c in 'alice:pw-one:1' 'bob:pw-two' 'carol:pw-three'; do pats+=("$(printf '%s' "$c" | base64 -w0)"); done
+  local f hits=0 c pats=(pw-one pw-two pw-three pw-four pw-five)
+  for c in 'alice:pw-one:1' 'bob:pw-two' 'carol:pw-three' 'dave:pw-four' 'erin:pw-five'; do pats+=("$(printf '%s' "$c" | base64 -w0)"); done
   for f in "$CT_LOGS"/*.log "$CT_ROOT"/logs/*/*.log; do
     [ -f "$f" ] || continue
     for c in "${pats[@]}"; do grep -lF -- "$c" "$f" && hits=1; done

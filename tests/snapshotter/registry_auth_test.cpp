@@ -12,6 +12,7 @@
 
 #include "snapshotter/daemon_manager.h"
 #include "snapshotter/registry_auth.h"
+#include "storage/docker_config.h"
 
 using namespace nydus::snapshotter;
 namespace fs = std::filesystem;
@@ -107,10 +108,13 @@ TEST(DockerConfig, MalformedIsACleanError) {
     EXPECT_NE(r.error().message.find("auths[\"h.io\"].auth"), std::string::npos) << r.error().message;
     EXPECT_EQ(r.error().message.find("dXNlcjpwYXN"), std::string::npos) << "the secret is not in the error";
   }
-  // Credential helpers are refused, not silently skipped.
-  EXPECT_FALSE(docker_config_credential(R"({"credsStore": "desktop"})", "h.io"));
-  EXPECT_FALSE(docker_config_credential(R"({"credHelpers": {"h.io": "ecr-login"}})", "h.io"));
-  EXPECT_TRUE(docker_config_credential(R"({"credHelpers": {"other.io": "ecr-login"}})", "h.io"));
+  // A credential helper that is not installed is an error naming it, not no credential.
+  auto missing = docker_config_credential(R"({"credsStore": "nydus-test-absent"})", "h.io");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message.find("docker-credential-nydus-test-absent"), std::string::npos);
+  EXPECT_FALSE(docker_config_credential(R"({"credHelpers": {"h.io": "nydus-test-absent"}})", "h.io"));
+  // Another host's helper is not run.
+  EXPECT_TRUE(docker_config_credential(R"({"credHelpers": {"other.io": "nydus-test-absent"}})", "h.io"));
 }
 
 TEST(DockerConfig, FileAbsentHugeOrGood) {
@@ -119,7 +123,7 @@ TEST(DockerConfig, FileAbsentHugeOrGood) {
   ASSERT_TRUE(none);
   EXPECT_FALSE(*none);
   std::string huge = R"({"auths": {"h.io": {"auth": "dXNlcjpwYXNz"}}, "pad": ")";
-  huge += std::string(kMaxDockerConfigSize, 'x') + "\"}";
+  huge += std::string(nydus::storage::kMaxDockerConfigSize, 'x') + "\"}";
   auto r = docker_config_file_credential(t.write("huge.json", huge), "h.io");
   ASSERT_FALSE(r);
   EXPECT_NE(r.error().message.find("over"), std::string::npos) << r.error().message;

@@ -19,6 +19,7 @@
 
 #include "snapshotter/config_file.h"
 #include "snapshotter/credential_renewal.h"
+#include "snapshotter/kubelet_credentials.h"
 #include "snapshotter/fs_driver.h"
 #include "snapshotter/grpc_service.h"
 #include "snapshotter/metrics_server.h"
@@ -41,6 +42,9 @@ int main(int argc, char** argv) {
   std::string recover_policy = "restart";
   std::string metrics_address;
   std::string renewal_interval = "0s";
+  // [remote.auth] kubelet credential provider plugins (config.toml only, as upstream).
+  bool kubelet_providers = false;
+  std::string provider_config, provider_bin_dir;
   bool log_to_stdout = false, version = false, enable_stargz = false;
   int threads = 4;
   int ready_timeout_s = 30;
@@ -110,6 +114,10 @@ int main(int argc, char** argv) {
     take("log.level", "--log-level", log_level);
     take("metrics.address", "--metrics-address", metrics_address);
     take("remote.auth.credential_renewal_interval", "--credential-renewal-interval", renewal_interval);
+    if (auto it = cfg->find("remote.auth.enable_kubelet_credential_providers"); it != cfg->end())
+      kubelet_providers = it->second == "true";
+    if (auto it = cfg->find("remote.auth.credential_provider_config"); it != cfg->end()) provider_config = it->second;
+    if (auto it = cfg->find("remote.auth.credential_provider_bin_dir"); it != cfg->end()) provider_bin_dir = it->second;
     if (auto it = cfg->find("daemon.threads_number"); it != cfg->end() && app.count("--nydusd-thread-num") == 0)
       threads = std::atoi(it->second.c_str());
     if (auto it = cfg->find("experimental.enable_stargz"); it != cfg->end() && app.count("--enable-stargz") == 0)
@@ -157,8 +165,18 @@ int main(int argc, char** argv) {
   opts.daemon.shared = daemon_mode == "shared";
   opts.daemon.recover_policy = recover_policy;
   opts.daemon.fs_driver = driver->driver;
-  // Credentials: snapshot labels, then the docker config (read at each daemon start).
-  auto keychain = std::make_shared<const Keychain>(default_docker_config_file());
+  // Credentials: snapshot labels, then the docker config (read at each daemon
+  // start), then the kubelet's credential provider plugins when enabled.
+  std::shared_ptr<const KubeletCredentials> kubelet;
+  if (kubelet_providers) {
+    auto k = KubeletCredentials::load(provider_config, provider_bin_dir);
+    if (!k) {
+      spdlog::error("kubelet credential providers: {}", k.error().message);
+      return 2;
+    }
+    kubelet = std::move(*k);
+  }
+  auto keychain = std::make_shared<const Keychain>(default_docker_config_file(), kubelet, *renewal_every);
   opts.daemon.keychain = keychain;
   spdlog::info("fs driver {} ({})", driver->driver, driver->reason);
   if (enable_stargz) spdlog::info("eStargz layers run lazily (enable_stargz; TOCs converted by {})", nydus_image);
@@ -185,7 +203,8 @@ int main(int argc, char** argv) {
   else if (daemon_mode == "shared")
     spdlog::info("shared nydusd pid {} on {}", (*sn)->daemons().shared_daemon().pid, root + "/mnt");
   Snapshotter& snap = **sn;
-  CredentialRenewal renewal(snap.daemons(), keychain, *renewal_every);
+  CredentialRenewal renewal(snap.daemons(), keychain, *renewal_every,
+                            [&snap](const std::string& meta_id) { return snap.image_ref_of(meta_id); });
   renewal.start();
   snap.metrics().config = {driver->driver, fs_driver, daemon_mode};
   MetricsServer metrics([&snap] { return snap.metrics().render(snap.metric_gauges()); });

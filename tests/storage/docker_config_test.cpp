@@ -9,9 +9,9 @@
 #include <fstream>
 
 #include "common/test_util.h"
-#include "convert/docker_config.h"
+#include "storage/docker_config.h"
 
-namespace nydus::convert {
+namespace nydus::storage {
 namespace {
 
 using nlohmann::json;
@@ -141,4 +141,4 @@ TEST(DockerConfig, HelperNameCannotBeAPath) {
 }
 
 }  // namespace
-}  // namespace nydus::convert
+}  // namespace nydus::storage

@@ -8,6 +8,7 @@
 //  - otherwise "auths": {server: {"auth": base64(user:pass), "identitytoken"}},
 //    matched exactly or by host (keys may be "https://host/v1/").
 // Docker Hub's entry is under "https://index.docker.io/v1/".
+// Used by nydusify (convert) and the snapshotter's keychain.
 #pragma once
 
 #include <filesystem>
@@ -18,7 +19,10 @@
 
 #include "common/result.h"
 
-namespace nydus::convert {
+namespace nydus::storage {
+
+// A docker config larger than this is refused (docker's own are a few KiB).
+inline constexpr size_t kMaxDockerConfigSize = 1 << 20;
 
 struct RegistryCredential {
   std::string username;
@@ -37,6 +41,13 @@ std::filesystem::path docker_config_dir();
 // Credentials for `host` from a parsed config.json (helpers are run).
 Result<std::optional<RegistryCredential>> credentials_from_config(const nlohmann::json& config, std::string_view host);
 
+// The same from a config.json's text (over kMaxDockerConfigSize is refused).
+Result<std::optional<RegistryCredential>> credentials_from_text(std::string_view text, std::string_view host);
+
+// The same from a config.json file; none when the file is absent.
+Result<std::optional<RegistryCredential>> credentials_from_file(const std::filesystem::path& file,
+                                                                std::string_view host);
+
 // Credentials for `host` from `config_dir`/config.json; none when the file is absent.
 Result<std::optional<RegistryCredential>> docker_credentials(std::string_view host,
                                                              const std::filesystem::path& config_dir);
@@ -44,4 +55,4 @@ Result<std::optional<RegistryCredential>> docker_credentials(std::string_view ho
 // Run `docker-credential-<helper> get` (found on PATH) for `server`.
 Result<std::optional<RegistryCredential>> run_credential_helper(const std::string& helper, const std::string& server);
 
-}  // namespace nydus::convert
+}  // namespace nydus::storage
