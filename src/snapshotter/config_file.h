@@ -3,7 +3,8 @@
 //   nydusd_config, fs_driver, recover_policy, threads_number,
 //   [log] level, log_to_stdout, [experimental] enable_stargz, [remote.auth]
 //   credential_renewal_interval, enable_kubelet_credential_providers,
-//   credential_provider_config, credential_provider_bin_dir. Other keys are
+//   credential_provider_config, credential_provider_bin_dir, enable_cri_keychain,
+//   image_service_address. Other keys are
 //   accepted and ignored.
 // A TOML subset: [section] / [a.b] headers, key = "string" | 'string' | int | bool, # comments.
 #pragma once

@@ -34,6 +34,17 @@ add_custom_command(OUTPUT ${generated}
   WORKING_DIRECTORY ${proto_root}
   DEPENDS ${stripped}
   COMMENT "protoc: containerd snapshots v1")
+# The CRI image service the CRI keychain proxies (our reduced copy of its .proto).
+set(cri_proto ${CMAKE_CURRENT_LIST_DIR}/cri_image_service.proto)
+set(cri_generated ${proto_out}/cri/cri_image_service.pb.cc ${proto_out}/cri/cri_image_service.pb.h
+                  ${proto_out}/cri/cri_image_service.grpc.pb.cc ${proto_out}/cri/cri_image_service.grpc.pb.h)
+add_custom_command(OUTPUT ${cri_generated}
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${proto_out}/cri
+  COMMAND ${PROTOC} -I ${CMAKE_CURRENT_LIST_DIR} --cpp_out=${proto_out}/cri --grpc_out=${proto_out}/cri
+          --plugin=protoc-gen-grpc=${GRPC_CPP_PLUGIN} ${cri_proto}
+  DEPENDS ${cri_proto}
+  COMMENT "protoc: CRI v1 image service")
+list(APPEND generated ${cri_generated})
 list(FILTER generated INCLUDE REGEX "\\.cc$")
 add_library(containerd_snapshots_proto STATIC ${generated})
 target_include_directories(containerd_snapshots_proto PUBLIC ${proto_out})

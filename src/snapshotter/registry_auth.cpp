@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/base64.h"
+#include "snapshotter/cri_credentials.h"
 #include "snapshotter/image_reference.h"
 #include "snapshotter/kubelet_credentials.h"
 #include "storage/docker_config.h"
@@ -72,6 +73,12 @@ std::optional<PassKeyChain> Keychain::lookup(std::string_view image_ref,
   if (auto kc = labels_credential(labels)) {
     spdlog::info("registry credentials for {}: from the snapshot labels", image_ref);
     return kc;
+  }
+  if (cri_) {
+    if (auto kc = cri_->lookup(image_ref)) {
+      spdlog::info("registry credentials for {}: from the CRI PullImage request", image_ref);
+      return kc;
+    }
   }
   auto kc = renewable(image_ref);
   if (kc) spdlog::info("registry credentials for {}: from the docker config or a kubelet plugin", image_ref);

@@ -2,13 +2,16 @@
 // v0.15 finds them (pkg/auth), in this order:
 //   1. snapshot labels containerd.io/snapshot/pullusername + .../pullsecret
 //      (both non-empty; available at pull time only, so never renewed);
-//   2. the docker config, $DOCKER_CONFIG/config.json, else ~/.docker/config.json,
+//   2. the credentials of the kubelet's CRI PullImage, kept by the image
+//      service proxy ([remote.auth] enable_cri_keychain; cri_credentials.h);
+//      kept in memory until its RemoveImage, never renewed;
+//   3. the docker config, $DOCKER_CONFIG/config.json, else ~/.docker/config.json,
 //      read as docker/cli reads it (storage/docker_config.h): "credHelpers" and
 //      "credsStore" run docker-credential-<helper> get, else "auths". Re-read
 //      (and the helper run again) at every lookup: renewable.
-//   3. kubelet credential provider plugins ([remote.auth]
+//   4. kubelet credential provider plugins ([remote.auth]
 //      enable_kubelet_credential_providers; snapshotter/kubelet_credentials.h).
-// Not here (upstream has them): CRI-proxied credentials, Kubernetes pull secrets.
+// Not here (upstream has it): Kubernetes pull secrets read from the API server.
 // The daemon config carries them as backend.config.auth (base64 "user:pass"),
 // or backend.config.registry_token when only a token is known (empty user),
 // as upstream's FillAuth.
@@ -55,16 +58,20 @@ Result<std::optional<PassKeyChain>> docker_config_file_credential(const std::fil
 std::optional<PassKeyChain> labels_credential(const std::map<std::string, std::string>& labels);
 
 class KubeletCredentials;  // snapshotter/kubelet_credentials.h
+class CriCredentials;      // snapshotter/cri_credentials.h
 
 // Where credentials come from, in upstream's priority order.
 class Keychain {
  public:
   // `kubelet`: the credential provider plugins, when enabled; `renew_every`:
   // the renewal interval, which a cached plugin answer must outlive.
+  // `cri`: what the CRI image service proxy kept from PullImage calls.
   explicit Keychain(std::filesystem::path docker_config, std::shared_ptr<const KubeletCredentials> kubelet = nullptr,
-                    std::chrono::milliseconds renew_every = std::chrono::milliseconds(0))
-      : docker_config_(std::move(docker_config)), kubelet_(std::move(kubelet)), renew_every_(renew_every) {}
-  // Labels, then the docker config, then the kubelet plugins. A docker config
+                    std::chrono::milliseconds renew_every = std::chrono::milliseconds(0),
+                    std::shared_ptr<const CriCredentials> cri = nullptr)
+      : docker_config_(std::move(docker_config)), kubelet_(std::move(kubelet)), renew_every_(renew_every),
+        cri_(std::move(cri)) {}
+  // Labels, then CRI PullImage credentials, then the docker config, then the kubelet plugins. A docker config
   // error is logged (never its content) and means no credential, as
   // upstream's provider chain.
   std::optional<PassKeyChain> lookup(std::string_view image_ref,
@@ -77,6 +84,7 @@ class Keychain {
   std::filesystem::path docker_config_;
   std::shared_ptr<const KubeletCredentials> kubelet_;
   std::chrono::milliseconds renew_every_;
+  std::shared_ptr<const CriCredentials> cri_;
 };
 
 // A nydusd config text with `kc` in its registry backend (auth, or

@@ -19,6 +19,8 @@
 
 #include "snapshotter/config_file.h"
 #include "snapshotter/credential_renewal.h"
+#include "snapshotter/cri_credentials.h"
+#include "snapshotter/cri_image_proxy.h"
 #include "snapshotter/kubelet_credentials.h"
 #include "snapshotter/fs_driver.h"
 #include "snapshotter/grpc_service.h"
@@ -44,6 +46,9 @@ int main(int argc, char** argv) {
   std::string renewal_interval = "0s";
   // [remote.auth] kubelet credential provider plugins (config.toml only, as upstream).
   bool kubelet_providers = false;
+  // [remote.auth] enable_cri_keychain, image_service_address (config.toml only, as upstream).
+  bool cri_keychain = false;
+  std::string image_service_address = "/run/containerd/containerd.sock";
   std::string provider_config, provider_bin_dir;
   bool log_to_stdout = false, version = false, enable_stargz = false;
   int threads = 4;
@@ -114,6 +119,9 @@ int main(int argc, char** argv) {
     take("log.level", "--log-level", log_level);
     take("metrics.address", "--metrics-address", metrics_address);
     take("remote.auth.credential_renewal_interval", "--credential-renewal-interval", renewal_interval);
+    if (auto it = cfg->find("remote.auth.enable_cri_keychain"); it != cfg->end()) cri_keychain = it->second == "true";
+    if (auto it = cfg->find("remote.auth.image_service_address"); it != cfg->end() && !it->second.empty())
+      image_service_address = it->second;
     if (auto it = cfg->find("remote.auth.enable_kubelet_credential_providers"); it != cfg->end())
       kubelet_providers = it->second == "true";
     if (auto it = cfg->find("remote.auth.credential_provider_config"); it != cfg->end()) provider_config = it->second;
@@ -176,7 +184,8 @@ int main(int argc, char** argv) {
     }
     kubelet = std::move(*k);
   }
-  auto keychain = std::make_shared<const Keychain>(default_docker_config_file(), kubelet, *renewal_every);
+  auto cri_credentials = cri_keychain ? std::make_shared<CriCredentials>() : nullptr;
+  auto keychain = std::make_shared<const Keychain>(default_docker_config_file(), kubelet, *renewal_every, cri_credentials);
   opts.daemon.keychain = keychain;
   spdlog::info("fs driver {} ({})", driver->driver, driver->reason);
   if (enable_stargz) spdlog::info("eStargz layers run lazily (enable_stargz; TOCs converted by {})", nydus_image);
@@ -222,6 +231,14 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix://" + address, grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
+  // The CRI keychain: the same socket serves the CRI image service (kubelet's
+  // --image-service-endpoint), forwarded to image_service_address.
+  std::unique_ptr<CriImageProxy> cri_proxy;
+  if (cri_credentials) {
+    cri_proxy = std::make_unique<CriImageProxy>(cri_credentials, image_service_address);
+    builder.RegisterService(cri_proxy.get());
+    spdlog::info("CRI keychain: runtime.v1.ImageService on {} forwarded to {}", address, image_service_address);
+  }
   builder.SetMaxReceiveMessageSize(16 << 20);
   g_server = builder.BuildAndStart();
   if (!g_server) {

@@ -56,6 +56,8 @@ ct_start_snapshotter() {
 }
 
 # ct_start [snapshotter flags...]: the snapshotter, then containerd using it.
+# CT_CRI=HOST:PORT: containerd's CRI plugin on too (namespace k8s.io), pulling with
+# the nydus snapshotter and its labels, HOST:PORT a plain-HTTP registry.
 ct_start() {
   local _
   mkdir -p "$CT_LOGS" "$CT_CD/root" "$CT_CD/state"
@@ -65,7 +67,7 @@ ct_start() {
 version = 2
 root = "$CT_CD/root"
 state = "$CT_CD/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+$([ -n "${CT_CRI:-}" ] || echo 'disabled_plugins = ["io.containerd.grpc.v1.cri"]')
 [grpc]
   address = "$CT_CD_SOCK"
 [ttrpc]
@@ -73,6 +75,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [proxy_plugins.nydus]
   type = "snapshot"
   address = "$CT_SNAP_SOCK"
+TOML
+  [ -n "${CT_CRI:-}" ] && cat >>"$CT_CD/config.toml" <<TOML
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "nydus"
+    disable_snapshot_annotations = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$CT_CD/cni/bin"
+    conf_dir = "$CT_CD/cni/conf"
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$CT_CRI"]
+    endpoint = ["http://$CT_CRI"]
 TOML
   containerd --config "$CT_CD/config.toml" >"$CT_LOGS/containerd.log" 2>&1 &
   CT_CD_PID=$!
