@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # containerd-nydus-grpc with --fs-driver fscache on a real kernel: boots the
 # Linux 6.12 guest of fscache_qemu.sh (QEMU TCG, EROFS over cachefiles
-# on-demand; no overlayfs, no containerd) and inside it runs
+# on-demand, overlayfs; no containerd) and inside it runs
 # tests/fscache/qemu/guest_snapshotter.sh: snapshots-client sends what
 # containerd sends for a Nydus image (Prepare of the blob layer -> skipped,
 # Prepare/extract/Commit of the bootstrap layer, Prepare of a container), and
@@ -9,7 +9,10 @@
 # daemon's blob list) that `auto` picked fscache, one `nydusd singleton
 # --fscache` runs, the image is registered under upstream's FscacheID and
 # mounted as EROFS at the overlay's lowerdir, whose tree equals the source
-# (tree-manifest); nydusctl info names the driver; a non-RAFS bootstrap is a
+# (tree-manifest); the container's rootfs mounted as containerd mounts it (the
+# overlay Mounts returned): its tree equals the source, a static busybox of the
+# image runs from it (chroot) and hashes itself right, a write lands in the
+# upper dir and not in the image; nydusctl info names the driver; a non-RAFS bootstrap is a
 # FailedPrecondition; a snapshotter restart (config.toml fs_driver = "fscache")
 # re-attaches to the same daemon and mount; a "reboot" (daemon killed, mount
 # gone) re-registers and re-mounts at the next Mounts; with --recover-policy
@@ -43,6 +46,10 @@ mkdir -p "$WORK/srcfs" "$WORK/root/images/blobs" "$WORK/root/expected" "$WORK/ro
 mount -t tmpfs -o size=256m,mode=0755 tmpfs "$WORK/srcfs" || die "cannot mount tmpfs"
 SRC=$WORK/srcfs/tree
 step "make awkward tree" "$PY" "$LIB_DIR/make_tree.py" --small "$SRC" || die "make_tree.py failed"
+# A program of the image the guest runs from the container's rootfs (chroot), and its digest.
+mkdir -p "$SRC/cbin" && cp "$(readlink -f /bin/busybox)" "$SRC/cbin/busybox" || die "no busybox"
+file -b "$SRC/cbin/busybox" | grep -q 'statically linked' || die "/bin/busybox is not static (busybox-static)"
+sha256sum "$SRC/cbin/busybox" | cut -d' ' -f1 > "$WORK/root/expected/busybox.sha256"
 IMG=$WORK/root/images
 step "nydus-image create" "$NYDUS_IMAGE" create --fs-version 6 --compressor zstd -B "$WORK/layer/image/image.boot" \
   -D "$IMG/blobs" "$SRC" || die "create failed"
@@ -50,6 +57,10 @@ step "nydus-image create" "$NYDUS_IMAGE" create --fs-version 6 --compressor zstd
 tar -C "$WORK/layer" -cf "$IMG/boot.tar" image || die "tar of the bootstrap layer failed"
 step "source manifest" sh -c "'$NYDUS_BIN_DIR/tree-manifest' '$SRC' > '$WORK/root/expected/manifest'" ||
   die "tree-manifest of the source failed"
+# The container's rootfs (an overlay over the image) as the kernel shows it: a 0:0 character
+# device is an overlay whiteout, listed in a lower-only directory but not there to lstat.
+sed -E 's/^([^ ]+) c .* rdev=0:0( .*)?$/\1 LSTAT-ERROR/' "$WORK/root/expected/manifest" >"$WORK/root/expected/rootfs.manifest"
+grep -q 'LSTAT-ERROR' "$WORK/root/expected/rootfs.manifest" || die "the tree has no 0:0 device (make_tree.py changed?)"
 cat > "$WORK/root/etc/nydusd.json" <<'JSON'
 {"device": {"backend": {"type": "localfs", "config": {"dir": "/images/blobs"}},
             "cache": {"type": "fscache"}},
@@ -76,7 +87,8 @@ rc=0
 echo "guest ran $((SECONDS - t0)) s (exit $rc)"
 grep -E '^RESULT ' "$WORK/console.log"
 
-EXPECTED=(auto_picks_fscache bootstrap_layer container_prepare lower_matches_source nydusctl_info_driver
+EXPECTED=(auto_picks_fscache bootstrap_layer container_prepare lower_matches_source rootfs_mounted
+          rootfs_matches_source program_runs_from_rootfs write_goes_to_upper nydusctl_info_driver
           bad_bootstrap_refused restart_adopts after_restart reboot_remounts after_reboot
           failover_keeps_mount after_failover remove_unmounts_and_unregisters done)
 [ "$rc" -eq 0 ] || fail_step "guest" "run_guest.sh exited with $rc (124: timeout, 3: kernel panic)"

@@ -119,6 +119,45 @@ check_tree() {
 }
 check_tree lower_matches_source $MNT
 
+# 3b. The container's rootfs as containerd mounts it: the overlay Mounts returned
+#     ("overlay overlay <options>"), over the EROFS above. Its tree is the source's
+#     (a 0:0 character device hidden: overlayfs takes it for a whiteout),
+#     a static busybox of the image runs from it (chroot) and hashes itself as the
+#     host hashed it, and a write lands in the upper dir, not in the image.
+ROOTFS=/tmp/rootfs
+mkdir -p $ROOTFS
+OPTS=$(awk '$1 == "overlay" { print $3 }' /tmp/c1.out)
+UPPER=$(upper_dir /tmp/c1.out)
+if [ -n "$OPTS" ] && [ -d "$UPPER" ] && mount -t overlay overlay -o "$OPTS" $ROOTFS; then
+  result rootfs_mounted OK
+else
+  result rootfs_mounted FAIL "options '$OPTS' upper '$UPPER'"
+fi
+# The expected tree is the source's with its 0:0 character device (an overlay whiteout)
+# listed but not there, as overlayfs shows a whiteout of the lowest layer.
+tree-manifest $ROOTFS > /tmp/rootfs.manifest 2> /tmp/rootfs.err
+if cmp -s /expected/rootfs.manifest /tmp/rootfs.manifest; then
+  result rootfs_matches_source OK
+else
+  result rootfs_matches_source FAIL "$(head -c 300 /tmp/rootfs.err) $(diff /expected/rootfs.manifest /tmp/rootfs.manifest 2>&1 | head -8 | tr '\n' ' ')"
+fi
+echo 3 > /proc/sys/vm/drop_caches
+GOT=$(chroot $ROOTFS /cbin/busybox sha256sum /cbin/busybox 2>&1)
+if [ "${GOT%% *}" = "$(cat /expected/busybox.sha256)" ]; then
+  result program_runs_from_rootfs OK
+else
+  result program_runs_from_rootfs FAIL "chroot: $GOT"
+fi
+chroot $ROOTFS /cbin/busybox sh -c 'echo written-in-container > /written.txt' 2> /tmp/w.err
+if [ "$(cat "$UPPER/written.txt" 2>/dev/null)" = written-in-container ] && [ ! -e "$MNT/written.txt" ] &&
+   [ "$(cat $ROOTFS/written.txt)" = written-in-container ]; then
+  result write_goes_to_upper OK
+else
+  result write_goes_to_upper FAIL "$(cat /tmp/w.err) upper: $(ls "$UPPER" | head -5 | tr '\n' ' ')"
+fi
+umount $ROOTFS
+rm -f "$UPPER/written.txt"
+
 # 4. nydusctl info names the driver of the shared daemon.
 if nydusctl --sock $API info | grep -q '^Driver: *fscache (kernel EROFS)'; then
   result nydusctl_info_driver OK
