@@ -110,7 +110,10 @@ std::vector<uint8_t> FuseChannel::init_message() const {
   return m;
 }
 
-long fuse_spin_micros() {
+namespace {
+
+// How long a worker polls for the next request (NYDUS_FUSE_SPIN_US, 0 = never).
+long spin_micros() {
   static const long us = [] {
     const char* e = std::getenv("NYDUS_FUSE_SPIN_US");
     if (!e || !*e) return 200L;
@@ -120,6 +123,8 @@ long fuse_spin_micros() {
   }();
   return us;
 }
+
+}  // namespace
 
 ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
   FuseChannel* c = fd >= 0 && fd < kMaxFd ? g_channels[fd].load() : nullptr;
@@ -151,7 +156,7 @@ ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
       // cut a warm stat walk of a 40,872-entry rootfs from 0.53 to 0.36-0.41 s
       // and its tar from 4.21 to 2.7-3.2 s (bench/rootfs.sh). Yielding in
       // between leaves the CPU to whoever else can run (2 vCPUs here).
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(fuse_spin_micros());
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_micros());
       while (n < 0 && errno == EAGAIN && std::chrono::steady_clock::now() < until) {
         sched_yield();
         n = ::read(fd, buf, len);

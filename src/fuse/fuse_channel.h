@@ -35,11 +35,6 @@ struct fuse_session;
 
 namespace nydus::fuse {
 
-// How long a worker that finds no request waiting polls for the next one
-// before it sleeps (NYDUS_FUSE_SPIN_US, default 200, 0 = never): one worker at
-// a time, on /dev/fuse (FuseChannel::io_read) and on the io_uring queues.
-long fuse_spin_micros();
-
 class FuseChannel {
  public:
   // `fd` is the session's /dev/fuse fd (not owned: libfuse closes it).

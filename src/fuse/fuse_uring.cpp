@@ -1,8 +1,6 @@
 #define FUSE_USE_VERSION 312
 #include "fuse/fuse_uring.h"
 
-#include "fuse/fuse_channel.h"
-
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
 #include <linux/io_uring.h>
@@ -135,8 +133,6 @@ class Ring {
     unsubmitted_ -= std::min<unsigned>(unsubmitted_, unsigned(rc));
     return 0;
   }
-  // A completion is waiting (reap would take it).
-  bool cq_ready() const { return *cq_head_ != __atomic_load_n(cq_tail_, __ATOMIC_ACQUIRE); }
   bool reap(io_uring_cqe& out) {
     const unsigned head = *cq_head_;
     if (head == __atomic_load_n(cq_tail_, __ATOMIC_ACQUIRE)) return false;
@@ -397,25 +393,10 @@ void FuseUring::run(unsigned qid) {
     return ent.commit_id;
   };
 
-  const long spin_us = fuse_spin_micros();
   for (;;) {
     // Stopping: run the kernel's pending task work without waiting, answer
     // what it delivered, and go once a round brings nothing.
-    int rc;
-    if (!stopping && spin_us > 0 && !spinning_.exchange(true, std::memory_order_acquire)) {
-      // As the classic path (FuseChannel::io_read): one queue at a time
-      // submits its reply, then watches its completion ring for the next
-      // request a little before it sleeps in io_uring_enter. The kernel posts
-      // the completion by task work, which runs when this thread next enters
-      // the kernel: sched_yield does that and leaves the CPU to others.
-      rc = ring.enter(0);
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
-      while (rc == 0 && !ring.cq_ready() && std::chrono::steady_clock::now() < until) sched_yield();
-      spinning_.store(false, std::memory_order_release);
-      if (rc == 0 && !ring.cq_ready()) rc = ring.enter(1);
-    } else {
-      rc = ring.enter(stopping ? 0 : 1);
-    }
+    const int rc = ring.enter(stopping ? 0 : 1);
     if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
       spdlog::warn("FUSE over io_uring: io_uring_enter: {}", std::strerror(-rc));
       break;

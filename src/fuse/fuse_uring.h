@@ -128,7 +128,6 @@ class FuseUring {
   std::atomic<unsigned> running_{0};
   std::atomic<int> reg_error_{0};
   std::atomic<bool> logged_error_{false};
-  std::atomic<bool> spinning_{false};  // a queue polls its ring for the next request before it sleeps
 };
 
 }  // namespace nydus::fuse
