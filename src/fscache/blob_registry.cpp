@@ -1,5 +1,7 @@
 #include "fscache/blob_registry.h"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "fscache/message.h"
@@ -179,6 +181,41 @@ json BlobRegistry::list(const std::string& domain_id, const std::string& blob_id
                          {"uncompressed_size", d.source->size()},
                          {"refs", d.refs}});
   return out;
+}
+
+Result<int> BlobRegistry::update_auth(std::string_view fsid, const std::string& auth_base64) {
+  std::vector<std::shared_ptr<storage::Backend>> backends;
+  int matched = 0;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [key, meta] : metas_) {
+      if (meta.entry.id != fsid) continue;
+      ++matched;
+      // The entry as a restarted daemon re-registers it: upstream's legacy
+      // shape (config.backend_config) or config_v2's backend.registry.
+      json& raw = meta.entry.raw;
+      auto obj = [](json& j, const char* k) -> json* {
+        auto it = j.is_object() ? j.find(k) : j.end();
+        return it != j.end() && it->is_object() ? &*it : nullptr;
+      };
+      if (json* c = obj(raw, "config"); c && obj(*c, "backend_config")) {
+        (*c)["backend_config"]["auth"] = auth_base64;
+      } else if (json* v2 = obj(raw, "config_v2")) {
+        if (json* b = obj(*v2, "backend"); b && obj(*b, "registry")) (*b)["registry"]["auth"] = auth_base64;
+      }
+      for (const auto& bk : meta.blob_keys)
+        if (auto it = datas_.find(bk); it != datas_.end() && it->second.source) {
+          const auto& b = it->second.source->backend();
+          if (b && std::ranges::find(backends, b) == backends.end()) backends.push_back(b);
+        }
+    }
+  }
+  // Outside the lock: each backend takes them under its own.
+  for (const auto& b : backends) {
+    auto st = b->update_auth(auth_base64);
+    if (!st && st.error().code != Errc::kUnsupported) return std::unexpected(st.error());
+  }
+  return matched;
 }
 
 std::vector<json> BlobRegistry::entries() const {

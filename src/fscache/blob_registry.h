@@ -62,6 +62,12 @@ class BlobRegistry {
 
   std::optional<ObjectLookup> find(std::string_view volume_key, std::string_view cookie_key) const;
 
+  // Registry credentials renewed (PUT /api/v1/config "registry_auth"): the
+  // backends of every bootstrap registered with fsid `fsid` (in any domain)
+  // take `auth_base64`, and its entry (the failover state) keeps it. Returns
+  // how many bootstraps matched.
+  Result<int> update_auth(std::string_view fsid, const std::string& auth_base64);
+
   // GET /api/v2/blobs?domain_id=[&blob_id=]: the registered objects.
   nlohmann::json list(const std::string& domain_id, const std::string& blob_id) const;
   // Every registered bootstrap entry as received (the failover state).

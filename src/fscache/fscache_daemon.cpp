@@ -1,4 +1,5 @@
 #include "fscache/fscache_daemon.h"
+
 #include "runtime/metrics_json.h"
 
 #include <fcntl.h>
@@ -7,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/fd_passing.h"
+#include "format/digest.h"
 #include "runtime/image_storage.h"
 
 namespace nydus::fscache {
@@ -168,6 +170,19 @@ std::string FscacheDaemon::prometheus_metrics() {
       "nydusd_fscache_opens_total {}\nnydusd_fscache_reads_total {}\nnydusd_fscache_read_bytes_total {}\n"
       "nydusd_fscache_read_failures_total {}\nnydusd_fscache_objects {}\n",
       s.opens, s.reads, s.read_bytes, s.read_failures, s.objects);
+}
+
+Status FscacheDaemon::set_registry_auth(const std::string& id, const std::string& auth_base64) {
+  const std::string name = id.starts_with('/') ? id.substr(1) : id;
+  NYDUS_ASSIGN_OR_RETURN(int matched, registry_.update_auth(name, auth_base64));
+  if (matched == 0) {
+    const std::string s = "nydus-snapshot-" + name;
+    const std::string fsid = format::to_hex(format::sha256(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size())));
+    NYDUS_ASSIGN_OR_RETURN(matched, registry_.update_auth(fsid, auth_base64));
+  }
+  if (matched == 0) return errorf(Errc::kNotFound, "no image registered as {:?}", id);
+  spdlog::info("fscache: registry credentials of {} renewed", id);
+  return ok();
 }
 
 Status FscacheDaemon::create_blob(std::string_view body) {

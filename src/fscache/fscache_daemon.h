@@ -52,6 +52,10 @@ class FscacheDaemon : public api::DaemonApi {
   Status umount(const std::string& mountpoint) override;
   Result<nlohmann::json> metrics(const std::string& kind, const std::map<std::string, std::string>& query) override;
   std::string prometheus_metrics() override;
+  // `id`: a registered bootstrap's fsid ("/<fsid>" too), or upstream
+  // nydus-snapshotter's "/<snapshot id>" (its fsid is sha256 of
+  // "nydus-snapshot-<snapshot id>", upstream's FscacheID).
+  Status set_registry_auth(const std::string& id, const std::string& auth_base64) override;
   Status create_blob(std::string_view body) override;
   Result<nlohmann::json> list_blobs(const std::string& domain_id, const std::string& blob_id) override;
   Status delete_blobs(const std::string& domain_id, const std::string& blob_id) override;

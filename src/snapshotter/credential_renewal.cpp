@@ -71,7 +71,9 @@ SResult<void> update_daemon_auth(const DaemonInstance& d, const PassKeyChain& kc
                  "its API)", d.id);
     return {};
   }
-  const std::string id = d.shared ? "/" + d.meta_id : "/";
+  // fscache: the image's fsid in the singleton daemon; a shared FUSE daemon: the
+  // image's mount ("/<snapshot id>"); a dedicated one: "/".
+  const std::string id = !d.fscache_id.empty() ? d.fscache_id : d.shared ? "/" + d.meta_id : "/";
   const std::string body = nlohmann::json{{"registry_auth", kc.to_base64()}}.dump();
   api::ApiClient c(d.apisock, std::chrono::seconds(10));
   auto reply = c.request("PUT", "/api/v1/config?id=" + encode_id(id), body);

@@ -107,6 +107,53 @@ TEST_F(BlobRegistryTest, DuplicatesAndBadBootstraps) {
   EXPECT_FALSE(reg_.find("erofs,junk", "junk"));
 }
 
+// A backend that only records the credentials it is given.
+class AuthRecordingBackend : public storage::Backend {
+ public:
+  Status read(const std::string&, uint64_t, std::span<uint8_t>) override { return make_error(Errc::kIo, "no reads here"); }
+  Result<uint64_t> blob_size(const std::string&) override { return make_error(Errc::kIo, "no reads here"); }
+  const char* type() const override { return "registry"; }
+  storage::BackendMetrics metrics() const override { return {}; }
+  Status update_auth(const std::string& auth) override {
+    auths.push_back(auth);
+    return {};
+  }
+  std::vector<std::string> auths;
+};
+
+TEST_F(BlobRegistryTest, RenewedCredentialsReachTheBackendAndTheFailoverState) {
+  // The legacy entry nydus-snapshotter (and ours) sends for a registry image.
+  const json legacy{{"type", "bootstrap"}, {"id", "fs1"}, {"domain_id", "fs1"},
+                    {"config", {{"id", "fs1"}, {"backend_type", "registry"},
+                                {"backend_config", {{"host", "h"}, {"repo", "r"}, {"auth", "b2xkOm9sZA=="}}},
+                                {"cache_type", "fscache"}, {"cache_config", {{"work_dir", (tmp_ / "work").string()}}},
+                                {"metadata_path", img_.bootstrap.string()}}}};
+  auto e = parse_blob_entry(legacy.dump());
+  ASSERT_TRUE(e) << e.error().message;
+  auto backend = std::make_shared<AuthRecordingBackend>();
+  ASSERT_TRUE(reg_.add(*e, backend));
+  ASSERT_TRUE(add("other", ""));  // another image: untouched
+
+  auto n = reg_.update_auth("fs1", "bmV3Om5ldw==");
+  ASSERT_TRUE(n) << n.error().message;
+  EXPECT_EQ(*n, 1);
+  EXPECT_EQ(backend->auths, std::vector<std::string>{"bmV3Om5ldw=="});
+  bool seen = false;
+  for (const auto& entry : reg_.entries())
+    if (entry["id"] == "fs1") {
+      seen = true;
+      EXPECT_EQ(entry["config"]["backend_config"]["auth"], "bmV3Om5ldw==");  // a failover re-registers with it
+      EXPECT_EQ(entry["config"]["backend_config"]["host"], "h");
+    } else {
+      EXPECT_FALSE(entry.dump().find("bmV3Om5ldw==") != std::string::npos) << entry.dump();
+    }
+  EXPECT_TRUE(seen);
+  auto none = reg_.update_auth("nope", "eDp5");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(*none, 0);
+  EXPECT_EQ(backend->auths.size(), 1u);
+}
+
 TEST_F(BlobRegistryTest, RemovalReferenceCountsSharedBlobs) {
   ASSERT_TRUE(add("a", "dom"));
   ASSERT_TRUE(add("b", "dom"));

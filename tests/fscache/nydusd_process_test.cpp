@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "api/api_client.h"
+#include "format/digest.h"
 #include "fscache/fscache_test_util.h"
 #include "fscache/kernel_emulator.h"
 #include "storage/fake_http_server.h"
@@ -62,6 +63,11 @@ class NydusdFscacheTest : public ::testing::Test {
   FakeResponse serve(const FakeRequest& r) {
     while (stall_) std::this_thread::sleep_for(5ms);
     FakeResponse resp;
+    if (!required_auth_.empty() && r.header("authorization") != "Basic " + required_auth_) {
+      resp.status = 401;
+      resp.headers.emplace_back("WWW-Authenticate", "Basic realm=\"test\"");
+      return resp;
+    }
     if (r.target.find("/blobs/sha256:" + img_.blob_id) == std::string::npos) {
       resp.status = 404;
       return resp;
@@ -78,7 +84,7 @@ class NydusdFscacheTest : public ::testing::Test {
     return resp;
   }
 
-  std::string entry(const std::string& fsid) {
+  std::string entry(const std::string& fsid, const std::string& auth = "") {
     nlohmann::json cfg{{"version", 2},
                        {"backend",
                         {{"type", "registry"},
@@ -86,6 +92,7 @@ class NydusdFscacheTest : public ::testing::Test {
                                        {"timeout", 60}, {"retry_limit", 0}}}}},
                        {"cache", {{"type", "fscache"}, {"fscache", {{"work_dir", (tmp_ / "work").string()}}}}},
                        {"metadata_path", img_.bootstrap.string()}};
+    if (!auth.empty()) cfg["backend"]["registry"]["auth"] = auth;
     return nlohmann::json{{"type", "bootstrap"}, {"id", fsid}, {"domain_id", "dom"}, {"config_v2", cfg}}.dump();
   }
 
@@ -119,6 +126,7 @@ class NydusdFscacheTest : public ::testing::Test {
   test::TestImage img_;
   std::vector<uint8_t> blob_;
   std::atomic<bool> stall_{false};
+  std::string required_auth_;  // set: the registry answers 401 unless Basic <this>
   std::unique_ptr<FakeHttpServer> registry_;
   std::unique_ptr<emu::Emulator> emu_;
   std::unique_ptr<PeerProcess> supervisor_;
@@ -155,6 +163,30 @@ TEST_F(NydusdFscacheTest, RegisterMountReadList) {
   EXPECT_TRUE(emu_->check_no_leaks(5s));
   ASSERT_TRUE(api->delete_blobs("dom", "img"));
   EXPECT_EQ(api->list_blobs("dom")->size(), 0u);
+  for (const auto& v : emu_->violations()) ADD_FAILURE() << v;
+}
+
+TEST_F(NydusdFscacheTest, RenewedRegistryCredentialsServeTheNextReads) {
+  // As nydus-snapshotter renews them: PUT /api/v1/config?id=/<snapshot id> {"registry_auth"},
+  // the image registered under upstream's FscacheID, sha256("nydus-snapshot-<snapshot id>").
+  const std::string s = "nydus-snapshot-42";
+  const std::string upstream_fsid =
+      format::to_hex(format::sha256(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size())));
+  required_auth_ = "bmV3OnB3";  // new:pw; the entries carry old:pw
+  auto api = start_daemon("d1", false);
+  ASSERT_TRUE(emu_->wait_bound(5s));
+  ASSERT_TRUE(api->create_blob(entry(upstream_fsid, "b2xkOnB3")));
+  auto nope = api->request("PUT", "/api/v1/config?id=%2Fnot-registered", R"({"registry_auth":"bmV3OnB3"})");
+  ASSERT_TRUE(nope);
+  EXPECT_EQ(nope->status, 404) << nope->body;
+  auto put = api->request("PUT", "/api/v1/config?id=%2F42", R"({"registry_auth":"bmV3OnB3"})");
+  ASSERT_TRUE(put) << put.error().message;
+  EXPECT_EQ(put->status / 100, 2) << put->body;
+  auto m = emu_->mount(upstream_fsid, "dom");
+  ASSERT_TRUE(m) << m.error().message;
+  ASSERT_TRUE(emu_->read_all(emu_->blob_objects(*m)[0], 4, 128 << 10));
+  expect_blob_matches(*m);
+  ASSERT_TRUE(emu_->umount(*m));
   for (const auto& v : emu_->violations()) ADD_FAILURE() << v;
 }
 

@@ -7,9 +7,9 @@
 #   /etc/nydusd.json       the nydusd config template (localfs backend)
 #   /etc/snapshotter.toml  config.toml with fs_driver = "fscache"
 # containerd is too heavy for the TCG guest: snapshots-client sends the calls
-# containerd sends for a Nydus image. The guest kernel has no overlayfs, so the
-# container's overlay is not mounted: its lowerdir (the EROFS the snapshotter
-# mounted) is what is compared with the source.
+# containerd sends for a Nydus image. The container's lowerdir (the EROFS the
+# snapshotter mounted) is compared with the source, then the overlay Mounts
+# returned is mounted as containerd would and a program of the image runs from it.
 # Prints one "RESULT <scenario>: OK|FAIL ..." line per scenario, then powers off.
 . /lib/guest_lib.sh
 guest_setup
