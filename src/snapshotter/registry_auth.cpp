@@ -103,31 +103,56 @@ std::optional<PassKeyChain> Keychain::renewable(std::string_view image_ref) cons
   return std::nullopt;
 }
 
+namespace {
+
+// The registry backend's config object in a daemon config
+// (device.backend {"type": "registry", "config"}) or in the fscache blob
+// entry made from one (config {"backend_type": "registry", "backend_config"});
+// null when the backend is another kind. `create`: add an empty config object
+// when the registry backend has none.
+json* registry_config(json& j, bool create) {
+  if (!j.is_object()) return nullptr;
+  auto field = [create](json& parent, const char* key) -> json* {
+    auto it = parent.find(key);
+    if (it != parent.end() && it->is_object()) return &*it;
+    if (!create || (it != parent.end() && !it->is_null())) return nullptr;
+    parent[key] = json::object();
+    return &parent[key];
+  };
+  if (auto dev = j.find("device"); dev != j.end() && dev->is_object()) {
+    auto b = dev->find("backend");
+    if (b == dev->end() || !b->is_object() || b->value("type", "") != "registry") return nullptr;
+    return field(*b, "config");
+  }
+  if (auto c = j.find("config"); c != j.end() && c->is_object() && c->value("backend_type", "") == "registry")
+    return field(*c, "backend_config");
+  return nullptr;
+}
+
+}  // namespace
+
 Result<std::string> config_with_auth(std::string_view config_text, const PassKeyChain& kc) {
   json j = json::parse(config_text, nullptr, false);
   if (!j.is_object()) return make_error(Errc::kInvalidArgument, "nydusd config: not a JSON object");
-  auto dev = j.find("device");
-  if (dev == j.end() || !dev->is_object()) return make_error(Errc::kInvalidArgument, "nydusd config: no device");
-  auto backend = dev->find("backend");
-  if (backend == dev->end() || !backend->is_object() || backend->value("type", "") != "registry") return j.dump(2);
-  json& cfg = (*backend)["config"];
-  if (!cfg.is_object()) cfg = json::object();
+  const bool daemon_config = j.contains("device") && j["device"].is_object();
+  const bool fscache_entry = j.contains("config") && j["config"].is_object() && j["config"].contains("backend_type");
+  if (!daemon_config && !fscache_entry)
+    return make_error(Errc::kInvalidArgument, "nydusd config: no device (nor an fscache entry's config)");
+  json* cfg = registry_config(j, true);
+  if (!cfg) return j.dump(2);  // another backend: no credentials to carry
   if (kc.token_based()) {
-    cfg["registry_token"] = kc.password;
-    cfg.erase("auth");
+    (*cfg)["registry_token"] = kc.password;
+    cfg->erase("auth");
   } else {
-    cfg["auth"] = kc.to_base64();
+    (*cfg)["auth"] = kc.to_base64();
   }
   return j.dump(2);
 }
 
 Result<ConfigRegistry> config_registry(std::string_view config_text) {
-  const json j = json::parse(config_text, nullptr, false);
-  const json* cfg = nullptr;
-  if (j.is_object() && j.contains("device") && j["device"].is_object() && j["device"].contains("backend") &&
-      j["device"]["backend"].is_object() && j["device"]["backend"].value("type", "") == "registry")
-    cfg = &j["device"]["backend"]["config"];
-  if (!cfg || !cfg->is_object()) return make_error(Errc::kNotFound, "nydusd config: no registry backend");
+  json j = json::parse(config_text, nullptr, false);
+  const json* cfg = registry_config(j, false);
+  if (!cfg) return make_error(Errc::kNotFound, "nydusd config: no registry backend");
   ConfigRegistry r{string_field(*cfg, "host"), string_field(*cfg, "repo"), std::nullopt};
   if (const std::string a = string_field(*cfg, "auth"); !a.empty()) {
     auto d = base64_decode(a);

@@ -88,7 +88,9 @@ class Keychain {
 };
 
 // A nydusd config text with `kc` in its registry backend (auth, or
-// registry_token when token-based). Other backends are left unchanged.
+// registry_token when token-based); also an fscache blob entry (upstream's
+// legacy "config": backend_type/backend_config), which is what an image of
+// the fscache driver keeps as its config file. Other backends are left unchanged.
 Result<std::string> config_with_auth(std::string_view config_text, const PassKeyChain& kc);
 // The credential a nydusd config carries (auth or registry_token), and its registry host/repo.
 struct ConfigRegistry {

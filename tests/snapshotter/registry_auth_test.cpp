@@ -192,6 +192,30 @@ TEST(DaemonConfigAuth, BackendAuthAndTokenAsUpstreamFillAuth) {
   EXPECT_EQ((PassKeyChain{"ab", ""}).to_base64(), "YWI6");
 }
 
+TEST(DaemonConfigAuth, FscacheEntryCarriesThemToo) {
+  // What the fscache driver keeps as an image's config file: the blob entry made from the daemon config.
+  auto cfg = make_daemon_config(default_fusedev_template(), "127.0.0.1:5000/ns/img:v1", "/r/cache");
+  ASSERT_TRUE(cfg);
+  auto entry = make_fscache_entry(*cfg, "fsid1", "/boot", "/r/cache");
+  ASSERT_TRUE(entry) << entry.error().message;
+  auto reg = config_registry(*entry);
+  ASSERT_TRUE(reg) << *entry;
+  EXPECT_EQ(reg->host, "127.0.0.1:5000");
+  EXPECT_EQ(reg->repo, "ns/img");
+  EXPECT_FALSE(reg->auth);
+  auto with = config_with_auth(*entry, PassKeyChain{"user", "pass"});
+  ASSERT_TRUE(with);
+  auto j = nlohmann::json::parse(*with);
+  EXPECT_EQ(j["config"]["backend_config"]["auth"], "dXNlcjpwYXNz");
+  EXPECT_EQ(j["id"], "fsid1");
+  EXPECT_EQ(*config_registry(*with)->auth, (PassKeyChain{"user", "pass"}));
+  // A localfs entry: unchanged, no registry.
+  const std::string local = R"({"type": "bootstrap", "id": "x", "config": {"backend_type": "localfs", "backend_config": {}}})";
+  EXPECT_FALSE(config_registry(local));
+  EXPECT_FALSE(nlohmann::json::parse(*config_with_auth(local, PassKeyChain{"u", "p"}))["config"]["backend_config"].contains("auth"));
+  EXPECT_FALSE(config_with_auth(R"({"type": "bootstrap"})", PassKeyChain{"u", "p"}));
+}
+
 TEST(GoDuration, ConfigForms) {
   using std::chrono::milliseconds;
   EXPECT_EQ(*parse_go_duration("0"), milliseconds(0));
