@@ -87,6 +87,14 @@ void InflateCursor::feed(std::span<const uint8_t> more) {
   s.avail_in = uInt(in.size());
 }
 
+void InflateCursor::feed(std::vector<uint8_t>&& more) {
+  z_stream& s = st_->z.s;
+  if (s.avail_in != 0) return feed(std::span<const uint8_t>(more));
+  st_->in = std::move(more);
+  s.next_in = st_->in.data();
+  s.avail_in = uInt(st_->in.size());
+}
+
 Status InflateCursor::take(uint64_t pos, std::span<uint8_t> out) {
   if (failed_) return corrupt("inflate cursor used after an error");
   if (pos < pos_) return make_error(Errc::kInternal, "inflate cursor cannot go back");

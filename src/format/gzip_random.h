@@ -51,6 +51,9 @@ class InflateCursor {
   InflateCursor& operator=(const InflateCursor&) = delete;
   // Append the next compressed bytes (what inflate has not consumed yet is kept).
   void feed(std::span<const uint8_t> more);
+  // The same, taking the buffer over without a copy when nothing is left over
+  // from earlier input (a fetch buffer handed straight to inflate).
+  void feed(std::vector<uint8_t>&& more);
   // Output bytes produced so far, counted from the checkpoint.
   uint64_t position() const { return pos_; }
   // Skip to output offset `pos` (≥ position()) and fill `out` exactly.

@@ -364,7 +364,7 @@ Result<std::optional<ZranTail>> read_zran_run(const format::ZranMeta& m, const B
   };
   auto cur = format::InflateCursor::start({ctx.ctx_bits, ctx.ctx_byte, dict});
   if (!cur) return context_error(std::move(cur).error());
-  (*cur)->feed(in);
+  (*cur)->feed(std::move(in));
   if (Status ps = produce(**cur, m, ctx.out_offset, split ? first : all, split ? cis.first(head) : cis, fn); !ps)
     return context_error(std::move(ps).error());
   if (!split) return std::nullopt;
@@ -384,7 +384,7 @@ Status finish_zran_tail(ZranTail& t, const format::ZranMeta& m, const BlobInfo& 
   if (Status rs = backend_read(backend, blob.blob_id, t.next_in, in, bytes_fetched); !rs)
     return std::unexpected(std::move(rs).error().context(
         fmt::format("fetching gzip layer {} {:#x}+{}", blob.blob_id, t.next_in, in.size())));
-  t.cursor->feed(in);
+  t.cursor->feed(std::move(in));
   Span rest;
   for (uint32_t ci : t.cis) rest.add(m, m.chunks.at(ci));
   if (Status ps = produce(*t.cursor, m, t.base, rest, t.cis, fn); !ps)

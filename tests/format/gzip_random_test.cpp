@@ -214,7 +214,9 @@ TEST_F(GzipRandomLarge, CursorTakesRangesFromPiecesOfInput) {
     const uint64_t end = cp.out_offset + pos + skip + want;
     const uint64_t need_in = input_end_for(*idx, end);
     if (need_in > fed) {  // only what this range needs: the next take must make do with the rest later
-      (*c)->feed(std::span<const uint8_t>(gz).subspan(fed, need_in - fed));
+      const auto piece = std::span<const uint8_t>(gz).subspan(fed, need_in - fed);
+      if (rng() % 2) (*c)->feed(piece);
+      else (*c)->feed(Bytes(piece.begin(), piece.end()));  // taken over, or appended to what is left
       fed = need_in;
     }
     Bytes out(want);
