@@ -1,5 +1,4 @@
 #include "fscache/fscache_daemon.h"
-
 #include "runtime/metrics_json.h"
 
 #include <fcntl.h>

@@ -4,7 +4,6 @@
 
 #include "common/base64.h"
 #include "snapshotter/image_reference.h"
-#include "snapshotter/kubelet_credentials.h"
 
 namespace nydus::snapshotter {
 
@@ -58,8 +57,7 @@ void CriCredentials::forget(std::string_view image_ref) {
 
 std::optional<PassKeyChain> CriCredentials::lookup(std::string_view image_ref) const {
   auto ref = normalized_image(image_ref);
-  auto parsed = parse_image_reference(image_ref);
-  if (!ref || !parsed) return std::nullopt;
+  if (!ref) return std::nullopt;
   CriAuthConfig auth;
   {
     std::lock_guard lk(mu_);
@@ -67,7 +65,7 @@ std::optional<PassKeyChain> CriCredentials::lookup(std::string_view image_ref) c
     if (it == by_ref_.end()) return std::nullopt;
     auth = it->second;
   }
-  auto kc = cri_auth_credential(auth, parsed->host);
+  auto kc = cri_auth_credential(auth, std::string_view(*ref).substr(0, ref->find('/')));  // its host
   if (!kc) {
     spdlog::warn("CRI credentials for {}: {}", image_ref, kc.error().message);
     return std::nullopt;

@@ -37,4 +37,14 @@ Result<ImageReference> parse_image_reference(std::string_view ref) {
   return r;
 }
 
+Result<std::string> normalized_image(std::string_view image_ref) {
+  NYDUS_ASSIGN_OR_RETURN(ImageReference r, parse_image_reference(image_ref));
+  std::string out = r.host + "/" + r.repo;
+  if (auto at = image_ref.find('@'); at != std::string_view::npos) return out + std::string(image_ref.substr(at));
+  const auto slash = image_ref.rfind('/'), colon = image_ref.rfind(':');
+  if (colon != std::string_view::npos && (slash == std::string_view::npos || colon > slash))
+    return out + std::string(image_ref.substr(colon));
+  return out + ":latest";
+}
+
 }  // namespace nydus::snapshotter

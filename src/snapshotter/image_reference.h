@@ -16,4 +16,9 @@ struct ImageReference {
 
 Result<ImageReference> parse_image_reference(std::string_view ref);
 
+// The whole reference normalised the same way, as the kubelet hands it to
+// credential plugins and as CRI keys an image: host/repo with the tag
+// (":latest" when none) or digest ("nginx" -> "docker.io/library/nginx:latest").
+Result<std::string> normalized_image(std::string_view image_ref);
+
 }  // namespace nydus::snapshotter

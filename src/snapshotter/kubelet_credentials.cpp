@@ -188,16 +188,6 @@ Result<KubeletResponse> parse_credential_provider_response(std::string_view text
   return r;
 }
 
-Result<std::string> normalized_image(std::string_view image_ref) {
-  NYDUS_ASSIGN_OR_RETURN(ImageReference r, parse_image_reference(image_ref));
-  std::string out = r.host + "/" + r.repo;
-  if (auto at = image_ref.find('@'); at != std::string_view::npos) return out + std::string(image_ref.substr(at));
-  const auto slash = image_ref.rfind('/'), colon = image_ref.rfind(':');
-  if (colon != std::string_view::npos && (slash == std::string_view::npos || colon > slash))
-    return out + std::string(image_ref.substr(colon));
-  return out + ":latest";
-}
-
 Result<std::shared_ptr<KubeletCredentials>> KubeletCredentials::load(const fs::path& config, const fs::path& bin_dir) {
   if (config.empty()) return make_error(Errc::kInvalidArgument, "credential_provider_config is empty");
   if (bin_dir.empty()) return make_error(Errc::kInvalidArgument, "credential_provider_bin_dir is empty");

@@ -93,9 +93,4 @@ class KubeletCredentials {
   mutable int runs_ = 0;
 };
 
-// The image reference as the kubelet hands it to plugins: host/repo with the
-// tag (":latest" when none) or digest, Docker's normalisation applied
-// ("nginx" -> "docker.io/library/nginx:latest").
-Result<std::string> normalized_image(std::string_view image_ref);
-
 }  // namespace nydus::snapshotter

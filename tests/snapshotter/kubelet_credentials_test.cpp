@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/test_util.h"
+#include "snapshotter/image_reference.h"
 #include "snapshotter/kubelet_credentials.h"
 #include "snapshotter/registry_auth.h"
 
