@@ -30,4 +30,31 @@ Status write_file_atomic(const std::filesystem::path& path, std::span<const uint
   return s;
 }
 
+Result<std::string> read_file_bounded(const std::filesystem::path& path, size_t max_size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return errorf(Errc::kNotFound, "{}: no such file", path.string());
+    return sys_error("open " + path.string());
+  }
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      auto e = sys_error("read " + path.string());
+      ::close(fd);
+      return e;
+    }
+    if (n == 0) break;
+    if (out.size() + size_t(n) > max_size) {
+      ::close(fd);
+      return errorf(Errc::kInvalidArgument, "{}: over the {} bytes allowed", path.string(), max_size);
+    }
+    out.append(buf, size_t(n));
+  }
+  ::close(fd);
+  return out;
+}
+
 }  // namespace nydus

@@ -1,9 +1,10 @@
-// Replacing a file whole.
+// Reading and replacing a file whole.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <span>
+#include <string>
 
 #include "common/result.h"
 
@@ -14,5 +15,9 @@ namespace nydus {
 // renamed over `path`, then the directory fsynced so the rename survives a
 // power cut. A reader sees the old file or the new one, never a torn one.
 Status write_file_atomic(const std::filesystem::path& path, std::span<const uint8_t> data);
+
+// A small file's bytes (a config, a token); a file over `max_size` bytes is
+// refused (kInvalidArgument) rather than read, an absent one is kNotFound.
+Result<std::string> read_file_bounded(const std::filesystem::path& path, size_t max_size);
 
 }  // namespace nydus

@@ -3,13 +3,13 @@
 #include <fnmatch.h>
 
 #include <algorithm>
-#include <fstream>
 #include <set>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
+#include "common/file_util.h"
 #include "common/subprocess.h"
 #include "snapshotter/image_reference.h"
 
@@ -191,13 +191,9 @@ Result<KubeletResponse> parse_credential_provider_response(std::string_view text
 Result<std::shared_ptr<KubeletCredentials>> KubeletCredentials::load(const fs::path& config, const fs::path& bin_dir) {
   if (config.empty()) return make_error(Errc::kInvalidArgument, "credential_provider_config is empty");
   if (bin_dir.empty()) return make_error(Errc::kInvalidArgument, "credential_provider_bin_dir is empty");
-  std::error_code ec;
-  const auto size = fs::file_size(config, ec);
-  if (ec) return errorf(Errc::kInvalidArgument, "{}: {}", config.string(), ec.message());
-  if (size > kMaxConfigSize) return errorf(Errc::kInvalidArgument, "{}: over 1 MiB", config.string());
-  std::ifstream in(config, std::ios::binary);
-  std::string text(std::istreambuf_iterator<char>(in), {});
-  auto plugins = parse_credential_provider_config(text);
+  auto text = read_file_bounded(config, kMaxConfigSize);
+  if (!text) return std::unexpected(std::move(text).error());
+  auto plugins = parse_credential_provider_config(*text);
   if (!plugins) return std::unexpected(std::move(plugins).error().context(config.string()));
   for (const auto& p : *plugins) spdlog::info("kubelet credential provider plugin {} ({})", p.name, (bin_dir / p.name).string());
   return std::make_shared<KubeletCredentials>(std::move(*plugins), bin_dir);

@@ -11,6 +11,7 @@
 #include "common/base64.h"
 #include "snapshotter/cri_credentials.h"
 #include "snapshotter/image_reference.h"
+#include "snapshotter/kube_secrets.h"
 #include "snapshotter/kubelet_credentials.h"
 #include "storage/docker_config.h"
 
@@ -81,7 +82,7 @@ std::optional<PassKeyChain> Keychain::lookup(std::string_view image_ref,
     }
   }
   auto kc = renewable(image_ref);
-  if (kc) spdlog::info("registry credentials for {}: from the docker config or a kubelet plugin", image_ref);
+  if (kc) spdlog::info("registry credentials for {}: from the docker config, a kubelet plugin or a kube secret", image_ref);
   return kc;
 }
 
@@ -100,6 +101,7 @@ std::optional<PassKeyChain> Keychain::renewable(std::string_view image_ref) cons
       return k;
     }
   }
+  if (kube_secrets_) return kube_secrets_->lookup(host);
   return std::nullopt;
 }
 

@@ -11,7 +11,8 @@
 //      (and the helper run again) at every lookup: renewable.
 //   4. kubelet credential provider plugins ([remote.auth]
 //      enable_kubelet_credential_providers; snapshotter/kubelet_credentials.h).
-// Not here (upstream has it): Kubernetes pull secrets read from the API server.
+//   5. Kubernetes image pull secrets, watched on the API server ([remote.auth]
+//      enable_kubeconfig_keychain; snapshotter/kube_secrets.h).
 // The daemon config carries them as backend.config.auth (base64 "user:pass"),
 // or backend.config.registry_token when only a token is known (empty user),
 // as upstream's FillAuth.
@@ -59,6 +60,7 @@ std::optional<PassKeyChain> labels_credential(const std::map<std::string, std::s
 
 class KubeletCredentials;  // snapshotter/kubelet_credentials.h
 class CriCredentials;      // snapshotter/cri_credentials.h
+class KubeSecrets;         // snapshotter/kube_secrets.h
 
 // Where credentials come from, in upstream's priority order.
 class Keychain {
@@ -66,17 +68,21 @@ class Keychain {
   // `kubelet`: the credential provider plugins, when enabled; `renew_every`:
   // the renewal interval, which a cached plugin answer must outlive.
   // `cri`: what the CRI image service proxy kept from PullImage calls.
+  // `kube_secrets`: the image pull secrets watched on the API server.
   explicit Keychain(std::filesystem::path docker_config, std::shared_ptr<const KubeletCredentials> kubelet = nullptr,
                     std::chrono::milliseconds renew_every = std::chrono::milliseconds(0),
-                    std::shared_ptr<const CriCredentials> cri = nullptr)
+                    std::shared_ptr<const CriCredentials> cri = nullptr,
+                    std::shared_ptr<const KubeSecrets> kube_secrets = nullptr)
       : docker_config_(std::move(docker_config)), kubelet_(std::move(kubelet)), renew_every_(renew_every),
-        cri_(std::move(cri)) {}
-  // Labels, then CRI PullImage credentials, then the docker config, then the kubelet plugins. A docker config
+        cri_(std::move(cri)), kube_secrets_(std::move(kube_secrets)) {}
+  // Labels, then CRI PullImage credentials, then the docker config, then the
+  // kubelet plugins, then the Kubernetes secrets. A docker config
   // error is logged (never its content) and means no credential, as
   // upstream's provider chain.
   std::optional<PassKeyChain> lookup(std::string_view image_ref,
                                      const std::map<std::string, std::string>& labels) const;
-  // The renewable providers only (the docker config, the kubelet plugins): what a renewal re-reads.
+  // The renewable providers only (the docker config, the kubelet plugins, the
+  // Kubernetes secrets): what a renewal re-reads.
   std::optional<PassKeyChain> renewable(std::string_view image_ref) const;
   const std::filesystem::path& docker_config() const { return docker_config_; }
 
@@ -85,6 +91,7 @@ class Keychain {
   std::shared_ptr<const KubeletCredentials> kubelet_;
   std::chrono::milliseconds renew_every_;
   std::shared_ptr<const CriCredentials> cri_;
+  std::shared_ptr<const KubeSecrets> kube_secrets_;
 };
 
 // A nydusd config text with `kc` in its registry backend (auth, or

@@ -2,10 +2,9 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include "common/base64.h"
+#include "common/file_util.h"
 #include "common/subprocess.h"
 
 namespace nydus::storage {
@@ -121,6 +120,11 @@ Result<std::optional<RegistryCredential>> credentials_from_config(const json& co
   return from_auths(config, key);
 }
 
+Result<std::optional<RegistryCredential>> credentials_from_auths(const json& config, std::string_view host) {
+  if (!config.is_object()) return errorf(Errc::kCorrupt, "docker config is not a JSON object");
+  return from_auths(config, docker_config_key(host));
+}
+
 Result<std::optional<RegistryCredential>> credentials_from_text(std::string_view text, std::string_view host) {
   if (text.size() > kMaxDockerConfigSize)
     return errorf(Errc::kInvalidArgument, "docker config: larger than {} bytes", kMaxDockerConfigSize);
@@ -130,18 +134,10 @@ Result<std::optional<RegistryCredential>> credentials_from_text(std::string_view
 }
 
 Result<std::optional<RegistryCredential>> credentials_from_file(const fs::path& file, std::string_view host) {
-  std::error_code ec;
-  if (!fs::exists(file, ec)) return std::nullopt;
-  const auto size = fs::file_size(file, ec);
-  if (ec) return errorf(Errc::kIo, "{}: {}", file.string(), ec.message());
-  if (size > kMaxDockerConfigSize)
-    return errorf(Errc::kInvalidArgument, "{}: {} bytes, over the {} allowed", file.string(), size, kMaxDockerConfigSize);
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return errorf(Errc::kIo, "{}: cannot open", file.string());
-  std::string text(size_t(size) + 1, '\0');  // one more: a file grown since the stat is caught
-  in.read(text.data(), std::streamsize(text.size()));
-  text.resize(size_t(in.gcount()));
-  auto c = credentials_from_text(text, host);
+  auto text = read_file_bounded(file, kMaxDockerConfigSize);
+  if (!text && text.error().code == Errc::kNotFound) return std::nullopt;
+  if (!text) return std::unexpected(std::move(text).error());
+  auto c = credentials_from_text(*text, host);
   if (!c) return std::unexpected(std::move(c).error().context(file.string()));
   return c;
 }

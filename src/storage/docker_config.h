@@ -52,6 +52,10 @@ Result<std::optional<RegistryCredential>> credentials_from_file(const std::files
 Result<std::optional<RegistryCredential>> docker_credentials(std::string_view host,
                                                              const std::filesystem::path& config_dir);
 
+// Only the "auths" entry for `host`, never a helper: for configs from others
+// (a Kubernetes secret), which must not make this node run programs.
+Result<std::optional<RegistryCredential>> credentials_from_auths(const nlohmann::json& config, std::string_view host);
+
 // Run `docker-credential-<helper> get` (found on PATH) for `server`.
 Result<std::optional<RegistryCredential>> run_credential_helper(const std::string& helper, const std::string& server);
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
@@ -40,6 +41,7 @@ struct Transfer {
   HttpResponse resp;
   bool decided = false;          // whether the first body byte was seen
   bool to_out = false;           // body goes to req->body_out
+  bool to_stream = false;        // body goes to req->on_body
   std::optional<Error> abort;    // why a callback stopped the transfer
 };
 
@@ -74,6 +76,7 @@ size_t write_cb(char* data, size_t size, size_t n, void* user) {
     t->decided = true;
     const bool ok = t->resp.status >= 200 && t->resp.status < 300;
     t->to_out = ok && t->req->body_out.has_value();
+    t->to_stream = ok && !t->to_out && t->req->on_body != nullptr;
     if (t->to_out && t->req->accept) {
       if (auto st = t->req->accept(t->resp); !st) {
         t->abort = std::move(st).error();
@@ -93,9 +96,17 @@ size_t write_cb(char* data, size_t size, size_t n, void* user) {
     t->resp.body_bytes += len;
     return len;
   }
-  const size_t cap = t->req->body_out ? kMaxErrorBody : t->req->max_body;
+  if (t->to_stream) {
+    if (auto st = t->req->on_body(std::string_view(data, len)); !st) {
+      t->abort = std::move(st).error();
+      return 0;
+    }
+    t->resp.body_bytes += len;
+    return len;
+  }
+  const size_t cap = t->req->body_out || t->req->on_body ? kMaxErrorBody : t->req->max_body;
   if (t->resp.body.size() + len > cap) {
-    if (t->req->body_out) {  // an error body: keep the head, drop the rest
+    if (t->req->body_out || t->req->on_body) {  // an error body: keep the head, drop the rest
       t->resp.body.append(data, cap - t->resp.body.size());
       t->resp.body_bytes += len;
       return len;
@@ -106,6 +117,13 @@ size_t write_cb(char* data, size_t size, size_t n, void* user) {
   t->resp.body.append(data, len);
   t->resp.body_bytes += len;
   return len;
+}
+
+int progress_cb(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(user);
+  if (!t->req->cancelled()) return 0;
+  t->abort = Error{Errc::kIo, ECANCELED, fmt::format("{} {}: cancelled", t->req->method, t->req->url)};
+  return 1;
 }
 
 }  // namespace
@@ -214,6 +232,19 @@ Result<HttpResponse> HttpClient::perform(const HttpRequest& req) {
   if (!opts_.ca_bundle_pem.empty()) {
     curl_blob blob{const_cast<char*>(opts_.ca_bundle_pem.data()), opts_.ca_bundle_pem.size(), CURL_BLOB_NOCOPY};
     curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &blob);
+  }
+  if (!opts_.client_cert_pem.empty()) {
+    curl_blob cert{const_cast<char*>(opts_.client_cert_pem.data()), opts_.client_cert_pem.size(), CURL_BLOB_NOCOPY};
+    curl_blob key{const_cast<char*>(opts_.client_key_pem.data()), opts_.client_key_pem.size(), CURL_BLOB_NOCOPY};
+    curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM");
+    curl_easy_setopt(c, CURLOPT_SSLCERT_BLOB, &cert);
+    curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM");
+    curl_easy_setopt(c, CURLOPT_SSLKEY_BLOB, &key);
+  }
+  if (req.cancelled) {
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
   }
   // An explicit "" disables proxies from the environment.
   curl_easy_setopt(c, CURLOPT_PROXY, req.proxy.c_str());

@@ -37,6 +37,10 @@ struct HttpOptions {
   // PEM certificates to trust instead of curl's default store ("" = the
   // default); see load_ca_bundle() for "the system store plus these files".
   std::string ca_bundle_pem{};
+  // A client certificate and its key (PEM), for servers that want TLS client
+  // authentication (a kubeconfig's client-certificate-data); "" = none.
+  std::string client_cert_pem{};
+  std::string client_key_pem{};
   bool http2 = true;           // offer HTTP/2 over TLS
   size_t max_idle_handles = 16;  // easy handles kept for reuse
 };
@@ -64,6 +68,12 @@ struct HttpRequest {
   // headers; an error from it aborts the transfer and is returned.
   std::optional<std::span<uint8_t>> body_out;
   std::function<Status(const HttpResponse&)> accept;
+  // A 2xx body streamed here as it arrives (a watch that never ends); an
+  // error from it aborts the transfer and is returned. Not with body_out.
+  std::function<Status(std::string_view)> on_body;
+  // Polled about once a second and at every progress: true aborts the
+  // transfer (kIo "cancelled"), so a long-lived request can be stopped.
+  std::function<bool()> cancelled;
   size_t max_body = 1 << 20;  // bound for bodies collected into `body`
   std::string proxy;          // e.g. "http://127.0.0.1:3128"; "" = none (env ignored)
   std::string unix_socket;    // connect to this unix socket instead of the URL's host

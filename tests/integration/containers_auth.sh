@@ -26,7 +26,13 @@
 #     enable_kubelet_credential_providers, a CredentialProviderConfig YAML, the
 #     plugin in credential_provider_bin_dir), the docker config empty: the
 #     restarted snapshotter's renewal runs it (CredentialProviderRequest on
-#     stdin) and an unfetched file reads right, fetched as the plugin's user.
+#     stdin) and an unfetched file reads right, fetched as the plugin's user;
+#   - Kubernetes image pull secrets (config.toml [remote.auth]
+#     enable_kubeconfig_keychain, kubeconfig_path), watched on an API server
+#     over HTTPS with a bearer token (lib/kube_api_stub.py: no real API server
+#     is packaged for Debian 12; it speaks the list + chunked watch protocol):
+#     the secret changed on the server reaches the running nydusd and an
+#     unfetched file reads right, fetched as the secret's user.
 # AUTH_DAEMON_MODE=shared (containers_auth_shared.sh): the same with one shared
 # nydusd, each image mounted through its API (PUT /api/v1/config?id=/<snapshot id>).
 set -uo pipefail
@@ -66,7 +72,10 @@ set_user() {
     "$1" "$2" >"$NYDUS_REGISTRY_HTPASSWD" || return 1
   grep -q '^[^:]*:\$2b\$' "$NYDUS_REGISTRY_HTPASSWD" || { echo "no bcrypt hash"; return 1; }
   # Written whole, then renamed: the snapshotter may read them at any moment.
-  if [ "$CRED_VIA" = kubelet ]; then
+  if [ "$CRED_VIA" = kubesecret ]; then
+    kube_secret team-a regcred kubernetes.io/dockerconfigjson "$REGISTRY_HOST" "$1" "$2" || return 1
+    echo '{}' >"$DOCKER_CONFIG/config.json.tmp"
+  elif [ "$CRED_VIA" = kubelet ]; then
     printf '{"kind": "CredentialProviderResponse", "apiVersion": "credentialprovider.kubelet.k8s.io/v1", "cacheKeyType": "Registry", "auth": {"%s": {"username": "%s", "password": "%s"}}}\n' \
       "$REGISTRY_HOST" "$1" "$2" >"$WORK/kubelet/answer.json.tmp" && mv "$WORK/kubelet/answer.json.tmp" "$WORK/kubelet/answer.json" || return 1
     echo '{}' >"$DOCKER_CONFIG/config.json.tmp"
@@ -89,17 +98,17 @@ restart_registry() {
   [ "$(curl -s -o /dev/null -w '%{http_code}' -u "$1:$2" "http://$REGISTRY_HOST/v2/")" = 200 ]
 }
 
-# ---- the image: busybox-static and 6 random files of 4 MiB (each read by one step) ------------
+# ---- the image: busybox-static and 7 random files of 4 MiB (each read by one step) ------------
 make_image() {
   local r=b0/rootfs i
   umoci init --layout img && umoci new --image img:base && umoci unpack --image img:base b0 >/dev/null || return 1
   mkdir -p "$r/bin" "$r/data" || return 1
   cp "$BUSYBOX" "$r/bin/busybox" && ln -s busybox "$r/bin/sh" || return 1
-  for i in 1 2 3 4 5 6; do head -c 4194304 /dev/urandom >"$r/data/f$i.bin"; done
+  for i in 1 2 3 4 5 6 7; do head -c 4194304 /dev/urandom >"$r/data/f$i.bin"; done
   echo "hello from a private registry" >"$r/data/hello.txt"
   umoci repack --image img:v1 b0
 }
-step "umoci: busybox-static image with 6 files of 4 MiB" make_image || die "cannot build the image"
+step "umoci: busybox-static image with 7 files of 4 MiB" make_image || die "cannot build the image"
 want() { (cd b0/rootfs && sha256sum "$@" | sed 's#  #  /#'); }  # the oracle: the source tree
 
 # ---- the registry wants credentials -----------------------------------------------------------
@@ -255,9 +264,78 @@ plugin_asked() {  # the plugin got the config's args and env, and the image on s
 }
 step "the plugin was run with its args, env and a CredentialProviderRequest for $REF" plugin_asked
 
+# ---- Kubernetes image pull secrets, watched on the API server -----------------------------------
+mkdir -p "$WORK/kube/secrets"
+# kube_secret NAMESPACE NAME TYPE HOST USER PASSWORD: the Secret object the API server holds, replaced whole.
+kube_secret() {
+  "$PY" -c 'import base64, json, sys
+ns, name, typ, host, user, pw, out = sys.argv[1:]
+cfg = {"auths": {host: {"auth": base64.b64encode((user + ":" + pw).encode()).decode()}}}
+s = {"apiVersion": "v1", "kind": "Secret", "type": typ, "metadata": {"namespace": ns, "name": name},
+     "data": {".dockerconfigjson": base64.b64encode(json.dumps(cfg).encode()).decode()}}
+json.dump(s, open(out + ".tmp", "w"))' "$@" "$WORK/kube/secrets/$1_$2.json" &&
+    mv "$WORK/kube/secrets/$1_$2.json.tmp" "$WORK/kube/secrets/$1_$2.json"
+}
+KUBE_PID=''
+start_kube_api() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$WORK/kube/key.pem" -out "$WORK/kube/ca.pem" 2>/dev/null || return 1
+  # Decoys: an Opaque secret and another registry's secret, both with wrong credentials for this one.
+  kube_secret team-b opaque Opaque "$REGISTRY_HOST" mallory wrong || return 1
+  kube_secret team-c other kubernetes.io/dockerconfigjson other.example:5000 mallory wrong || return 1
+  "$PY" "$LIB_DIR/kube_api_stub.py" --secrets-dir "$WORK/kube/secrets" --cert "$WORK/kube/ca.pem" \
+    --key "$WORK/kube/key.pem" --token kube-token-1 --port-file "$WORK/kube/port" --log "$WORK/kube/requests" \
+    >"$WORK/kube/stub.log" 2>&1 &
+  KUBE_PID=$!
+  trap 'ct_stop_pid "$KUBE_PID"; ct_test_cleanup' EXIT
+  local _
+  for _ in $(seq 100); do [ -s "$WORK/kube/port" ] && break; sleep 0.1; done
+  [ -s "$WORK/kube/port" ] || { cat "$WORK/kube/stub.log"; return 1; }
+  cat >"$WORK/kube/kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+current-context: test
+contexts:
+  - name: test
+    context: {cluster: stub, user: snapshotter}
+clusters:
+  - name: stub
+    cluster:
+      server: https://127.0.0.1:$(cat "$WORK/kube/port")
+      certificate-authority-data: $(base64 -w0 "$WORK/kube/ca.pem")
+users:
+  - name: snapshotter
+    user: {token: kube-token-1}
+KUBECONFIG
+}
+step "an HTTPS API server holding image pull secrets (bearer token; an Opaque and another host's decoys)" start_kube_api
+CRED_VIA=kubesecret
+cat >"$WORK/snapshotter.toml" <<TOML
+[remote.auth]
+enable_kubeconfig_keychain = true
+kubeconfig_path = "$WORK/kube/kubeconfig"
+TOML
+step "registry restarted: only frank:pw-six accepted; docker config {}, the secret team-a/regcred knows frank" \
+  restart_registry frank pw-six
+step "snapshotter restarted with config.toml [remote.auth] enable_kubeconfig_keychain" restart_snapshotter \
+  --config "$WORK/snapshotter.toml" --credential-renewal-interval 2s
+step "renewal through the kube secret: unfetched /data/f6.bin reads right, fetched as frank" \
+  renewed_to frank pw-six /data/f6.bin
+step "registry restarted: only grace:pw-seven accepted; the secret changed on the API server (a watch event)" \
+  restart_registry grace pw-seven
+watched_change() {  # the change came by the watch: one list, then watches; every request with the token
+  renewed_to grace pw-seven /data/f7.bin || return 1
+  cat "$WORK/kube/requests"
+  [ "$(grep -c 'watch=true' "$WORK/kube/requests")" -ge 1 ] || return 1
+  [ "$(grep -vc 'watch=true' "$WORK/kube/requests")" = 1 ] || { echo "listed more than once"; return 1; }
+  ! grep -q 'auth=bad' "$WORK/kube/requests" || return 1
+  grep -q 'fieldSelector=type%3Dkubernetes.io%2Fdockerconfigjson' "$WORK/kube/requests"
+}
+step "the watch delivered it (one list, then watches; bearer token; the dockerconfigjson field selector)" watched_change
+
 no_secret_logged() {
-  local f hits=0 c pats=(pw-one pw-two pw-three pw-four pw-five)
-  for c in 'alice:pw-one:1' 'bob:pw-two' 'carol:pw-three' 'dave:pw-four' 'erin:pw-five'; do pats+=("$(printf '%s' "$c" | base64 -w0)"); done
+  local f hits=0 c pats=(pw-one pw-two pw-three pw-four pw-five pw-six pw-seven)
+  for c in 'alice:pw-one:1' 'bob:pw-two' 'carol:pw-three' 'dave:pw-four' 'erin:pw-five' 'frank:pw-six' 'grace:pw-seven'; do pats+=("$(printf '%s' "$c" | base64 -w0)"); done
   for f in "$CT_LOGS"/*.log "$CT_ROOT"/logs/*/*.log; do
     [ -f "$f" ] || continue
     for c in "${pats[@]}"; do grep -lF -- "$c" "$f" && hits=1; done

@@ -21,6 +21,7 @@
 #include "snapshotter/credential_renewal.h"
 #include "snapshotter/cri_credentials.h"
 #include "snapshotter/cri_image_proxy.h"
+#include "snapshotter/kube_secrets.h"
 #include "snapshotter/kubelet_credentials.h"
 #include "snapshotter/fs_driver.h"
 #include "snapshotter/grpc_service.h"
@@ -50,6 +51,9 @@ int main(int argc, char** argv) {
   bool cri_keychain = false;
   std::string image_service_address = "/run/containerd/containerd.sock";
   std::string provider_config, provider_bin_dir;
+  // [remote.auth] enable_kubeconfig_keychain, kubeconfig_path (config.toml only, as upstream).
+  bool kubeconfig_keychain = false;
+  std::string kubeconfig_path;
   bool log_to_stdout = false, version = false, enable_stargz = false;
   int threads = 4;
   int ready_timeout_s = 30;
@@ -126,12 +130,19 @@ int main(int argc, char** argv) {
       kubelet_providers = it->second == "true";
     if (auto it = cfg->find("remote.auth.credential_provider_config"); it != cfg->end()) provider_config = it->second;
     if (auto it = cfg->find("remote.auth.credential_provider_bin_dir"); it != cfg->end()) provider_bin_dir = it->second;
+    if (auto it = cfg->find("remote.auth.enable_kubeconfig_keychain"); it != cfg->end())
+      kubeconfig_keychain = it->second == "true";
+    if (auto it = cfg->find("remote.auth.kubeconfig_path"); it != cfg->end()) kubeconfig_path = it->second;
     if (auto it = cfg->find("daemon.threads_number"); it != cfg->end() && app.count("--nydusd-thread-num") == 0)
       threads = std::atoi(it->second.c_str());
     if (auto it = cfg->find("experimental.enable_stargz"); it != cfg->end() && app.count("--enable-stargz") == 0)
       enable_stargz = it->second == "true";
     if (auto it = cfg->find("log.log_to_stdout"); it != cfg->end() && app.count("--log-to-stdout") == 0)
       log_to_stdout = it->second == "true";
+  }
+  if (cri_keychain && kubeconfig_keychain) {  // upstream's config validation
+    std::cerr << "\"enable_cri_keychain\" and \"enable_kubeconfig_keychain\" can't be set at the same time\n";
+    return 2;
   }
   if (daemon_mode != "dedicated" && daemon_mode != "shared") {
     std::cerr << "--daemon-mode " << daemon_mode << ": want dedicated or shared\n";
@@ -185,7 +196,23 @@ int main(int argc, char** argv) {
     kubelet = std::move(*k);
   }
   auto cri_credentials = cri_keychain ? std::make_shared<CriCredentials>() : nullptr;
-  auto keychain = std::make_shared<const Keychain>(default_docker_config_file(), kubelet, *renewal_every, cri_credentials);
+  // Kubernetes image pull secrets: a kubeconfig that does not load stops the
+  // start (as upstream); an API server that does not answer in time does not:
+  // the watcher keeps trying while the snapshotter serves.
+  std::shared_ptr<KubeSecrets> kube_secrets;
+  if (kubeconfig_keychain) {
+    auto api = load_kube_api_config(kubeconfig_path);
+    if (!api) {
+      spdlog::error("kubeconfig keychain: {}", api.error().message);
+      return 2;
+    }
+    kube_secrets = std::make_shared<KubeSecrets>(std::move(*api));
+    kube_secrets->start();
+    if (!kube_secrets->wait_synced(std::chrono::seconds(10)))
+      spdlog::warn("kube secrets: not listed within 10 s; serving meanwhile, the watcher keeps trying");
+  }
+  auto keychain = std::make_shared<const Keychain>(default_docker_config_file(), kubelet, *renewal_every, cri_credentials,
+                                                   kube_secrets);
   opts.daemon.keychain = keychain;
   spdlog::info("fs driver {} ({})", driver->driver, driver->reason);
   if (enable_stargz) spdlog::info("eStargz layers run lazily (enable_stargz; TOCs converted by {})", nydus_image);
