@@ -207,7 +207,10 @@ KubeSecrets::KubeSecrets(KubeApiConfig api) : api_(std::move(api)) {
 }
 
 KubeSecrets::~KubeSecrets() {
-  stopping_ = true;
+  {
+    std::lock_guard lk(mu_);  // so a sleep_for between its check and its wait cannot miss it
+    stopping_ = true;
+  }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
