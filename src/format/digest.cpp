@@ -100,6 +100,11 @@ uint32_t crc32c(std::span<const uint8_t> data, uint32_t crc) {
   return ~crc32c_table(data.data(), data.size(), ~crc);
 }
 
+std::string fscache_id(std::string_view snapshot_id) {
+  const std::string s = "nydus-snapshot-" + std::string(snapshot_id);
+  return to_hex(sha256(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size())));
+}
+
 std::string to_hex(std::span<const uint8_t> bytes) {
   static const char* k = "0123456789abcdef";
   std::string s(bytes.size() * 2, '0');

@@ -175,9 +175,7 @@ Status FscacheDaemon::set_registry_auth(const std::string& id, const std::string
   const std::string name = id.starts_with('/') ? id.substr(1) : id;
   NYDUS_ASSIGN_OR_RETURN(int matched, registry_.update_auth(name, auth_base64));
   if (matched == 0) {
-    const std::string s = "nydus-snapshot-" + name;
-    const std::string fsid = format::to_hex(format::sha256(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size())));
-    NYDUS_ASSIGN_OR_RETURN(matched, registry_.update_auth(fsid, auth_base64));
+    NYDUS_ASSIGN_OR_RETURN(matched, registry_.update_auth(format::fscache_id(name), auth_base64));
   }
   if (matched == 0) return errorf(Errc::kNotFound, "no image registered as {:?}", id);
   spdlog::info("fscache: registry credentials of {} renewed", id);

@@ -86,8 +86,6 @@ struct DaemonInstance {
 };
 
 // fscache: the fsid (and domain id) of a snapshot's image, as upstream's
-// erofs.FscacheID: hex sha256 of "nydus-snapshot-<snapshot id>".
-std::string fscache_id_for(const std::string& meta_id);
 // fscache: the PUT /api/v2/blobs entry of an image (upstream's legacy
 // "config" shape) from its daemon config (the fusedev-style template output).
 Result<std::string> make_fscache_entry(const std::string& daemon_config, const std::string& fscache_id,

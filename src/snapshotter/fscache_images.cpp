@@ -53,12 +53,6 @@ void unmount(const std::string& path) {
 
 }  // namespace
 
-std::string fscache_id_for(const std::string& meta_id) {
-  const std::string s = "nydus-snapshot-" + meta_id;
-  auto d = format::sha256(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
-  return format::to_hex(d);
-}
-
 Result<std::string> make_fscache_entry(const std::string& daemon_config, const std::string& fscache_id,
                                        const std::string& bootstrap, const std::string& work_dir) {
   using nlohmann::json;
@@ -99,7 +93,7 @@ SResult<DaemonInstance> DaemonManager::mount_in_fscache(const DaemonInstance& sd
   d.apisock = sd.apisock;
   d.config_path = s_.root + "/config/" + sd.id + "/" + meta_id + "/config.json";
   d.bootstrap = bootstrap;
-  d.fscache_id = fscache_id_for(meta_id);
+  d.fscache_id = format::fscache_id(meta_id);
   const std::string work_dir = s_.root + "/cache";
   auto entry = make_fscache_entry(cfg, d.fscache_id, bootstrap, work_dir);
   if (!entry) return from_error(entry.error(), "fscache blob entry of snapshot " + meta_id);
@@ -146,7 +140,7 @@ SResult<DaemonInstance> DaemonManager::mount_in_fscache(const DaemonInstance& sd
 }
 
 void DaemonManager::unmount_from_fscache(const DaemonInstance& d) {
-  const std::string id = d.fscache_id.empty() ? fscache_id_for(d.meta_id) : d.fscache_id;
+  const std::string id = d.fscache_id.empty() ? format::fscache_id(d.meta_id) : d.fscache_id;
   // Unmounted first: the kernel drops its objects of the image, then the daemon forgets it.
   unmount(d.mountpoint);
   std::error_code ec;
@@ -170,7 +164,7 @@ std::vector<std::string> DaemonManager::adopt_fscache_images(const DaemonInstanc
   for (fs::directory_iterator it(s_.root + "/config/" + sd.id, ec), end; !ec && it != end; it.increment(ec)) {
     if (!it->is_directory()) continue;
     DaemonInstance d = shared_image(sd, it->path());
-    d.fscache_id = fscache_id_for(d.meta_id);
+    d.fscache_id = format::fscache_id(d.meta_id);
     auto listed = c.list_blobs(d.fscache_id);
     const bool registered = listed && listed->is_array() && !listed->empty();
     if (is_erofs_mount(d.mountpoint) && registered) {

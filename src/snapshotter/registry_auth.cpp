@@ -38,11 +38,7 @@ std::string PassKeyChain::to_base64() const {
   return base64_encode(username + ":" + password);
 }
 
-fs::path default_docker_config_file() {
-  if (const char* d = std::getenv("DOCKER_CONFIG"); d && *d) return fs::path(d) / "config.json";
-  if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".docker" / "config.json";
-  return fs::path("/root/.docker/config.json");
-}
+fs::path default_docker_config_file() { return storage::docker_config_dir() / "config.json"; }
 
 namespace {
 // As upstream's DockerProvider: only a complete user and password is a

@@ -43,7 +43,7 @@ struct PassKeyChain {
   bool operator==(const PassKeyChain&) const = default;
 };
 
-// Where the docker config is read: $DOCKER_CONFIG/config.json, else $HOME/.docker/config.json.
+// Where the docker config is read: storage::docker_config_dir()/config.json.
 std::filesystem::path default_docker_config_file();
 
 // Credentials for `host` from a docker config's text (storage/docker_config.h:

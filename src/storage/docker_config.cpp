@@ -1,5 +1,8 @@
 #include "storage/docker_config.h"
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 
@@ -79,7 +82,9 @@ std::string docker_config_key(std::string_view host) {
 fs::path docker_config_dir() {
   if (const char* d = std::getenv("DOCKER_CONFIG"); d && *d) return d;
   if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".docker";
-  return ".docker";
+  // No $HOME (a daemon started by init): the user's home, as docker's homedir.Get.
+  if (const passwd* pw = ::getpwuid(::getuid()); pw && pw->pw_dir && *pw->pw_dir) return fs::path(pw->pw_dir) / ".docker";
+  return "/root/.docker";
 }
 
 Result<std::optional<RegistryCredential>> run_credential_helper(const std::string& helper, const std::string& server) {

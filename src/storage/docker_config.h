@@ -35,7 +35,7 @@ struct RegistryCredential {
 // "https://index.docker.io/v1/" for Docker Hub (docker.io, registry-1.docker.io).
 std::string docker_config_key(std::string_view host);
 
-// $DOCKER_CONFIG, else $HOME/.docker.
+// $DOCKER_CONFIG, else $HOME/.docker, else the user's home (passwd)/.docker.
 std::filesystem::path docker_config_dir();
 
 // Credentials for `host` from a parsed config.json (helpers are run).

@@ -12,6 +12,7 @@
 #include "api/api_routes.h"
 #include "api/http_server.h"
 #include "common/test_util.h"
+#include "format/digest.h"
 #include "snapshotter/credential_renewal.h"
 #include "snapshotter/daemon_manager.h"
 
@@ -84,11 +85,11 @@ TEST_F(UpdateDaemonAuth, EachKindOfDaemonIsSentItsId) {
   ASSERT_TRUE(update_daemon_auth(shared, kc));
 
   // fscache: the image's config file is its blob entry; the singleton is sent the fsid.
-  auto entry = make_fscache_entry(*cfg, fscache_id_for("9"), "/boot", "/r/cache");
+  auto entry = make_fscache_entry(*cfg, format::fscache_id("9"), "/boot", "/r/cache");
   ASSERT_TRUE(entry);
   DaemonInstance fscache = shared;
   fscache.meta_id = "9";
-  fscache.fscache_id = fscache_id_for("9");
+  fscache.fscache_id = format::fscache_id("9");
   fscache.config_path = write("fscache.json", *entry);
   ASSERT_TRUE(update_daemon_auth(fscache, kc));
 
@@ -96,7 +97,7 @@ TEST_F(UpdateDaemonAuth, EachKindOfDaemonIsSentItsId) {
   ASSERT_EQ(daemon_.calls.size(), 3u);
   EXPECT_EQ(daemon_.calls[0], std::make_pair(std::string("/"), b64));
   EXPECT_EQ(daemon_.calls[1], std::make_pair(std::string("/7"), b64));
-  EXPECT_EQ(daemon_.calls[2], std::make_pair(fscache_id_for("9"), b64));
+  EXPECT_EQ(daemon_.calls[2], std::make_pair(format::fscache_id("9"), b64));
   EXPECT_EQ(read(dedicated.config_path)["device"]["backend"]["config"]["auth"], b64);
   EXPECT_EQ(read(shared.config_path)["device"]["backend"]["config"]["auth"], b64);
   EXPECT_EQ(read(fscache.config_path)["config"]["backend_config"]["auth"], b64);

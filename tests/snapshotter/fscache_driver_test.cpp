@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/test_util.h"
+#include "format/digest.h"
 #include "snapshotter/labels.h"
 #include "snapshotter/snapshotter.h"
 
@@ -146,7 +147,7 @@ std::set<std::string> keys(const nlohmann::json& j) {
 
 // upstream's erofs.FscacheID: hex sha256 of "nydus-snapshot-<id>" (value from sha256sum).
 TEST(FscacheId, IsUpstreamsDigestOfTheSnapshotId) {
-  EXPECT_EQ(fscache_id_for("42"), "98a7b6d18b8c7d20e5aee73a90f391719fe95784b42a2eaeb6d7698484a1e76a");
+  EXPECT_EQ(nydus::format::fscache_id("42"), "98a7b6d18b8c7d20e5aee73a90f391719fe95784b42a2eaeb6d7698484a1e76a");
 }
 
 TEST(FscacheEntry, BadDaemonConfigIsAnErrorNotACrash) {
@@ -169,7 +170,7 @@ TEST_F(FscacheDriverTest, OneSingletonDaemonEachImageRegisteredThenMountedAsErof
   EXPECT_EQ(log[0]["argv"].get<std::vector<std::string>>(), want);
 
   std::string id = make_image("1", "localhost:5000/ns/one:nydus");
-  const std::string fsid = fscache_id_for(id);
+  const std::string fsid = nydus::format::fscache_id(id);
   auto c1 = sn_->prepare("c1", "sha256:m1", {});
   // The fake daemon binds no cachefiles device: the kernel refuses the EROFS mount,
   // and the gRPC error says which mount.
