@@ -26,12 +26,13 @@ uint32_t crc32c(std::span<const uint8_t> data, uint32_t crc = 0);
 
 std::string to_hex(std::span<const uint8_t> bytes);
 
+// Parse 64 lowercase/uppercase hex chars.
+Result<Digest> digest_from_hex(std::string_view hex);
+
 // The EROFS fsid the image of snapshot `snapshot_id` is mounted with in
 // fscache mode: hex sha256 of "nydus-snapshot-<id>" (nydus-snapshotter's
 // erofs.FscacheID), which the snapshotter and the fscache daemon both know it by.
 std::string fscache_id(std::string_view snapshot_id);
-// Parse 64 lowercase/uppercase hex chars.
-Result<Digest> digest_from_hex(std::string_view hex);
 
 // Streaming SHA-256 (blob ids are hashes of whole blob files).
 class Sha256Stream {

@@ -82,10 +82,9 @@ struct DaemonInstance {
   std::string bootstrap;
   std::vector<std::string> args;  // argv[1..]
   bool shared = false;            // an image mounted in the shared daemon (pid is the shared one's)
-  std::string fscache_id;         // fscache: the image's fsid (and domain) in the shared daemon
+  std::string fscache_id;         // fscache: the image's fsid (and domain) in the shared daemon (format::fscache_id)
 };
 
-// fscache: the fsid (and domain id) of a snapshot's image, as upstream's
 // fscache: the PUT /api/v2/blobs entry of an image (upstream's legacy
 // "config" shape) from its daemon config (the fusedev-style template output).
 Result<std::string> make_fscache_entry(const std::string& daemon_config, const std::string& fscache_id,

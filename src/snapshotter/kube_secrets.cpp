@@ -30,7 +30,7 @@ std::string scalar(const YAML::Node& n) { return n && n.IsScalar() ? n.as<std::s
 
 Result<std::string> read_small(const fs::path& p, std::string_view what) {
   auto text = read_file_bounded(p, kMaxKubeconfigSize);
-  if (!text) return errorf(text.error().code, "{} {}: {}", what, p.string(), text.error().message);
+  if (!text) return errorf(text.error().code, "{}: {}", what, text.error().message);  // the message names the file
   return std::move(*text);
 }
 
@@ -244,20 +244,23 @@ Result<std::vector<std::pair<std::string, std::string>>> KubeSecrets::headers() 
   return h;
 }
 
+Result<storage::HttpRequest> KubeSecrets::request(std::string_view query) const {
+  storage::HttpRequest req;
+  req.url = api_.server + "/api/v1/secrets?fieldSelector=" +
+            storage::url_encode("type=" + std::string(kDockerConfigJsonSecretType)) + std::string(query);
+  NYDUS_ASSIGN_OR_RETURN(req.headers, headers());
+  req.cancelled = [this] { return stopping_.load(); };
+  return req;
+}
+
 Status KubeSecrets::list() {
-  const std::string base = api_.server + "/api/v1/secrets?fieldSelector=" +
-                           storage::url_encode("type=" + std::string(kDockerConfigJsonSecretType)) +
-                           "&limit=" + std::to_string(kListLimit);
+  const std::string query = "&limit=" + std::to_string(kListLimit);
   std::map<std::string, json> fresh;
   std::string cont, rv;
   int pages = 0;
   do {
-    NYDUS_ASSIGN_OR_RETURN(auto hdrs, headers());
-    storage::HttpRequest req;
-    req.url = cont.empty() ? base : base + "&continue=" + storage::url_encode(cont);
-    req.headers = std::move(hdrs);
+    NYDUS_ASSIGN_OR_RETURN(auto req, request(cont.empty() ? query : query + "&continue=" + storage::url_encode(cont)));
     req.max_body = kMaxListPage;
-    req.cancelled = [this] { return stopping_.load(); };
     NYDUS_ASSIGN_OR_RETURN(auto resp, client_->http.perform(req));
     if (resp.status != 200)
       return errorf(Errc::kIo, "list secrets: HTTP {}: {}", resp.status, resp.body.substr(0, 256));
@@ -272,6 +275,7 @@ Status KubeSecrets::list() {
     if (++pages > 10000) return make_error(Errc::kCorrupt, "list secrets: the pages do not end");
   } while (!cont.empty());
   if (rv.empty()) return make_error(Errc::kCorrupt, "list secrets: no resourceVersion");
+  const size_t listed = fresh.size();
   {
     std::lock_guard lk(mu_);
     configs_.swap(fresh);
@@ -280,8 +284,7 @@ Status KubeSecrets::list() {
   cv_.notify_all();
   resource_version_ = rv;
   lists_++;
-  spdlog::info("kube secrets: {} {} secrets listed (resourceVersion {})", secret_names().size(),
-               kDockerConfigJsonSecretType, rv);
+  spdlog::info("kube secrets: {} {} secrets listed (resourceVersion {})", listed, kDockerConfigJsonSecretType, rv);
   return ok();
 }
 
@@ -320,15 +323,10 @@ Result<KubeSecrets::WatchEnd> KubeSecrets::apply_event(std::string_view line) {
 }
 
 Result<KubeSecrets::WatchEnd> KubeSecrets::watch() {
-  NYDUS_ASSIGN_OR_RETURN(auto hdrs, headers());
-  storage::HttpRequest req;
-  req.url = api_.server + "/api/v1/secrets?fieldSelector=" +
-            storage::url_encode("type=" + std::string(kDockerConfigJsonSecretType)) +
-            "&watch=true&allowWatchBookmarks=true&timeoutSeconds=" + std::to_string(kWatchSeconds) +
-            "&resourceVersion=" + storage::url_encode(resource_version_);
-  req.headers = std::move(hdrs);
+  NYDUS_ASSIGN_OR_RETURN(auto req, request("&watch=true&allowWatchBookmarks=true&timeoutSeconds=" +
+                                            std::to_string(kWatchSeconds) +
+                                            "&resourceVersion=" + storage::url_encode(resource_version_)));
   req.timeout = std::chrono::seconds(kWatchSeconds + 30);
-  req.cancelled = [this] { return stopping_.load(); };
   std::string pending;  // a partial event line
   WatchEnd end = WatchEnd::kResume;
   req.on_body = [&](std::string_view chunk) -> Status {
@@ -364,14 +362,18 @@ Result<KubeSecrets::WatchEnd> KubeSecrets::watch() {
 
 void KubeSecrets::run() {
   std::chrono::milliseconds backoff = kMinBackoff;
+  // After a failure: log it, wait (1 s doubling to 30 s); false when stopping.
+  auto back_off = [&](const Error& e, const char* next) {
+    spdlog::warn("kube secrets: {} ({} in {} s)", e.message, next, backoff.count() / 1000);
+    if (!sleep_for(backoff)) return false;
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
+    return true;
+  };
   bool need_list = true;
   while (!stopping_) {
     if (need_list) {
       if (auto st = list(); !st) {
-        if (stopping_) break;
-        spdlog::warn("kube secrets: {} (again in {} s)", st.error().message, backoff.count() / 1000);
-        if (!sleep_for(backoff)) break;
-        backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
+        if (stopping_ || !back_off(st.error(), "listing again")) break;
         continue;
       }
       need_list = false;
@@ -379,15 +381,13 @@ void KubeSecrets::run() {
     }
     auto w = watch();
     if (stopping_) break;
-    if (w) {
-      need_list = *w == WatchEnd::kRelist;
-      if (need_list) spdlog::info("kube secrets: resourceVersion {} expired; listing again", resource_version_);
-      backoff = kMinBackoff;
+    if (!w) {
+      if (!back_off(w.error(), "watching again")) break;
       continue;
     }
-    spdlog::warn("kube secrets: {} (watching again in {} s)", w.error().message, backoff.count() / 1000);
-    if (!sleep_for(backoff)) break;
-    backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
+    need_list = *w == WatchEnd::kRelist;
+    if (need_list) spdlog::info("kube secrets: resourceVersion {} expired; listing again", resource_version_);
+    backoff = kMinBackoff;
   }
 }
 

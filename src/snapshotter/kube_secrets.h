@@ -36,6 +36,10 @@
 #include "common/result.h"
 #include "snapshotter/registry_auth.h"
 
+namespace nydus::storage {
+struct HttpRequest;  // storage/http_client.h
+}
+
 namespace nydus::snapshotter {
 
 inline constexpr std::string_view kDockerConfigJsonSecretType = "kubernetes.io/dockerconfigjson";
@@ -89,6 +93,9 @@ class KubeSecrets {
   // resourceVersion is gone.
   Result<WatchEnd> apply_event(std::string_view line);
   Result<std::vector<std::pair<std::string, std::string>>> headers() const;
+  // A GET of the dockerconfigjson secrets with `query` ("&limit=..."), its
+  // headers (the token re-read) and the stop flag as its cancellation.
+  Result<storage::HttpRequest> request(std::string_view query) const;
   bool sleep_for(std::chrono::milliseconds d);  // false when stopping
 
   KubeApiConfig api_;

@@ -104,9 +104,11 @@ size_t write_cb(char* data, size_t size, size_t n, void* user) {
     t->resp.body_bytes += len;
     return len;
   }
-  const size_t cap = t->req->body_out || t->req->on_body ? kMaxErrorBody : t->req->max_body;
+  // A request whose 2xx body goes elsewhere keeps only the head of an error body here.
+  const bool error_body = t->req->body_out || t->req->on_body;
+  const size_t cap = error_body ? kMaxErrorBody : t->req->max_body;
   if (t->resp.body.size() + len > cap) {
-    if (t->req->body_out || t->req->on_body) {  // an error body: keep the head, drop the rest
+    if (error_body) {  // keep the head, drop the rest
       t->resp.body.append(data, cap - t->resp.body.size());
       t->resp.body_bytes += len;
       return len;
