@@ -30,10 +30,13 @@ CT_WORK=$DEMO/containers CT_BIN=$BIN
 source "$ROOT/tests/integration/lib/containerd.sh"
 REGISTRY_PID='' FUSE_MNT=$DEMO/mnt NYDUSD_PID=''
 cleanup() {
+  # Under set -e a failing last command here would become the script's exit
+  # status: a nydusd that is sent SIGTERM unmounts itself, and may do so between
+  # the check and our umount (CI saw exit 32, "not mounted").
   ct_stop
-  [ -n "$NYDUSD_PID" ] && kill "$NYDUSD_PID" 2>/dev/null
-  grep -qs " $FUSE_MNT " /proc/self/mounts && umount -l "$FUSE_MNT"
-  [ -n "$REGISTRY_PID" ] && kill "$REGISTRY_PID" 2>/dev/null
+  [ -z "$NYDUSD_PID" ] || kill "$NYDUSD_PID" 2>/dev/null || true
+  ! grep -qs " $FUSE_MNT " /proc/self/mounts || umount -l "$FUSE_MNT" 2>/dev/null || true
+  [ -z "$REGISTRY_PID" ] || kill "$REGISTRY_PID" 2>/dev/null || true
   return 0
 }
 trap cleanup EXIT

@@ -5,34 +5,10 @@
 #include <optional>
 #include <thread>
 
-#include <spdlog/spdlog.h>
-
 namespace nydus::runtime {
 
 namespace {
-
 constexpr size_t kBlobOpenThreads = 4;
-
-// When opening fetched nothing (eStargz: the TOC is in the bootstrap; blob
-// metas cached on disk), the first read would also open the backend's first
-// connection (TCP, TLS, a registry's token exchange): a round trip or more on
-// the first byte. A HEAD of the first blob now opens it, for the reads to
-// reuse. Sent from here, before the mount is served: one sent beside the
-// mount lost the race to the first read, which opened a connection of its
-// own (bench/README.md, eStargz rows). A failure is only logged.
-void warm_backend(const ImageStorage& s, const std::vector<format::BlobInfo>& blobs) {
-  if (blobs.empty() || !s.backend) return;
-  const std::string_view type = s.backend->type();
-  if (type == "localfs" || type == "localdisk") return;
-  for (const auto& c : s.caches) {
-    const auto m = c->metrics();
-    if (m.backend_requests > 0) return;  // a connection is open already
-  }
-  if (s.caches.front()->metrics().chunks_ready >= blobs.front().chunk_count) return;  // reads will not fetch
-  if (auto size = s.backend->blob_size(blobs.front().blob_id); !size)
-    spdlog::warn("blob {}: {} (reads will try again)", blobs.front().blob_id, size.error().to_string());
-}
-
 }  // namespace
 
 storage::CacheConfig cache_config(const DaemonConfig& cfg, const std::filesystem::path& fallback_work_dir) {
@@ -99,7 +75,6 @@ Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const Dae
     if (!c) return std::unexpected(std::move(c).error().context(fmt::format("blob {}", blobs[b].blob_id)));
     out.caches.push_back(std::move(*c));
   }
-  warm_backend(out, blobs);
   return out;
 }
 
