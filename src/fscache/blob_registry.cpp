@@ -34,6 +34,7 @@ Status BlobRegistry::add(const BlobEntry& entry, std::shared_ptr<storage::Backen
   const auto& blobs = (*boot)->blobs();
   if (!blobs.empty() && !backend) {
     NYDUS_ASSIGN_OR_RETURN(backend, storage::make_backend(entry.config.backend));
+    backend->preconnect();  // the first on-demand read need not wait for a handshake
   }
   storage::CacheConfig cc = runtime::cache_config(entry.config, default_work_dir_);
   cc.work_dir = std::filesystem::absolute(cc.work_dir).lexically_normal();

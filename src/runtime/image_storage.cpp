@@ -37,6 +37,10 @@ Result<ImageStorage> open_image_storage(const format::Bootstrap& boot, const Dae
   const auto& blobs = boot.blobs();
   if (!blobs.empty()) {
     NYDUS_ASSIGN_OR_RETURN(out.backend, storage::make_backend(cfg.backend));
+    // The handshake runs beside the start: the blob metas' fetches or, when
+    // the start fetches nothing (an eStargz TOC is in the bootstrap), the
+    // first read take the socket. Nothing waits for it here.
+    out.backend->preconnect();
   }
   const storage::CacheConfig cc = cache_config(cfg, fallback_work_dir);
   std::error_code ec;

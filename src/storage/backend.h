@@ -36,6 +36,9 @@ class Backend {
   virtual Result<uint64_t> blob_size(const std::string& blob_id) = 0;
   virtual const char* type() const = 0;
   virtual BackendMetrics metrics() const = 0;
+  // Start opening the first connection in the background, for the first
+  // read not to wait for a handshake; returns at once and cannot fail.
+  virtual void preconnect() {}
   // Upstream's BackendMetrics of the blob reads made through this backend
   // (recorded by the blob cache).
   BackendIoStats& io_stats() const { return io_stats_; }

@@ -7,11 +7,33 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <condition_variable>
 #include <cstring>
+#include <thread>
 
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace nydus::storage {
+
+// The one socket HttpClient::preconnect opened, until a transfer takes it,
+// its time runs out or the client goes (the connecting thread shares it).
+struct PreconnectSlot {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool running = false;  // a connecting thread holds this slot
+  bool closed = false;   // the client is gone
+  int fd = -1;           // connected or connecting; -1 = none
+  sockaddr_storage addr{};
+  std::chrono::steady_clock::time_point started{};
+
+  // The socket, if it goes to `a` and is still fresh, once its connect has
+  // finished (waiting at most `connect_timeout` from its start); -1 otherwise.
+  int take(const sockaddr* a, std::chrono::milliseconds connect_timeout);
+};
 
 namespace {
 
@@ -43,6 +65,9 @@ struct Transfer {
   bool to_out = false;           // body goes to req->body_out
   bool to_stream = false;        // body goes to req->on_body
   std::optional<Error> abort;    // why a callback stopped the transfer
+  PreconnectSlot* pre = nullptr;        // a socket this transfer may take
+  std::chrono::milliseconds connect_timeout{0};
+  int preconnected = -1;         // the socket it took, already connected
 };
 
 size_t header_cb(char* data, size_t size, size_t n, void* user) {
@@ -128,7 +153,96 @@ int progress_cb(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   return 1;
 }
 
+// Whether two socket addresses name the same host and port.
+bool same_address(const sockaddr* a, const sockaddr_storage& b) {
+  if (a->sa_family != b.ss_family) return false;
+  if (a->sa_family == AF_INET) {
+    const auto* x = reinterpret_cast<const sockaddr_in*>(a);
+    const auto* y = reinterpret_cast<const sockaddr_in*>(&b);
+    return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  if (a->sa_family == AF_INET6) {
+    const auto* x = reinterpret_cast<const sockaddr_in6*>(a);
+    const auto* y = reinterpret_cast<const sockaddr_in6*>(&b);
+    return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+           std::memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+  }
+  return false;
+}
+
+// curl's socket for a new connection: the preconnected one when it fits.
+curl_socket_t open_socket_cb(void* user, curlsocktype purpose, curl_sockaddr* a) {
+  auto* t = static_cast<Transfer*>(user);
+  if (purpose == CURLSOCKTYPE_IPCXN && t->pre) {
+    if (int fd = t->pre->take(&a->addr, t->connect_timeout); fd >= 0) {
+      t->preconnected = fd;
+      return fd;
+    }
+  }
+  return ::socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+int sockopt_cb(void* user, curl_socket_t fd, curlsocktype) {
+  return fd == static_cast<Transfer*>(user)->preconnected ? CURL_SOCKOPT_ALREADY_CONNECTED : CURL_SOCKOPT_OK;
+}
+
+// host and port of an http(s) URL, for getaddrinfo; nullopt when unparsable.
+std::optional<std::pair<std::string, std::string>> host_port(const std::string& url) {
+  CURLU* u = curl_url();
+  if (!u) return std::nullopt;
+  std::optional<std::pair<std::string, std::string>> out;
+  char* host = nullptr;
+  char* port = nullptr;
+  if (curl_url_set(u, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+    std::string h(host);
+    if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);  // IPv6 literal
+    out.emplace(std::move(h), port);
+  }
+  curl_free(host);
+  curl_free(port);
+  curl_url_cleanup(u);
+  return out;
+}
+
 }  // namespace
+
+int PreconnectSlot::take(const sockaddr* a, std::chrono::milliseconds connect_timeout) {
+  int s = -1;
+  std::chrono::steady_clock::time_point t0;
+  {
+    std::lock_guard lk(mu);
+    if (fd < 0 || closed || !same_address(a, addr)) return -1;
+    s = std::exchange(fd, -1);
+    t0 = started;
+  }
+  cv.notify_all();  // the connecting thread's watch is over
+  const auto now = std::chrono::steady_clock::now();
+  const auto deadline = t0 + (connect_timeout.count() > 0 ? std::chrono::milliseconds(connect_timeout)
+                                                          : std::chrono::milliseconds(HttpClient::kPreconnectTtl));
+  auto unusable = [s] {
+    ::close(s);
+    return -1;
+  };
+  if (now - t0 > HttpClient::kPreconnectTtl || now >= deadline) return unusable();
+  pollfd p{s, POLLOUT, 0};
+  int r;
+  do {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    r = ::poll(&p, 1, int(std::max<int64_t>(0, left.count())));
+  } while (r < 0 && errno == EINTR);
+  if (r <= 0) return unusable();
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) return unusable();
+  // Connected, but the server may have closed it since (FIN or RST), or spoken
+  // first, which HTTP servers do only to give up on a silent client.
+  char b;
+  const ssize_t n = ::recv(s, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return unusable();
+  return s;
+}
 
 const std::string& HttpResponse::header(const std::string& name) const {
   static const std::string kEmpty;
@@ -167,7 +281,7 @@ struct HttpClient::Share {
   ~Share() { curl_share_cleanup(sh); }
 };
 
-HttpClient::HttpClient(HttpOptions opts) : opts_(opts) {
+HttpClient::HttpClient(HttpOptions opts) : opts_(opts), pre_(std::make_shared<PreconnectSlot>()) {
   global_init();
   share_ = std::make_unique<Share>();
 }
@@ -175,6 +289,55 @@ HttpClient::HttpClient(HttpOptions opts) : opts_(opts) {
 HttpClient::~HttpClient() {
   for (void* h : idle_) curl_easy_cleanup(static_cast<CURL*>(h));
   idle_.clear();
+  {
+    std::lock_guard lk(pre_->mu);
+    pre_->closed = true;
+    if (pre_->fd >= 0) ::close(std::exchange(pre_->fd, -1));
+  }
+  pre_->cv.notify_all();
+}
+
+void HttpClient::preconnect(const std::string& url) {
+  auto hp = host_port(url);
+  if (!hp) return;
+  {
+    std::lock_guard lk(pre_->mu);
+    if (pre_->running || pre_->closed) return;
+    pre_->running = true;
+    pre_->started = std::chrono::steady_clock::now();
+  }
+  // A thread of its own: resolving a name may block, and nothing here may
+  // delay the caller. It shares the slot, so it may outlive the client.
+  std::thread([slot = pre_, host = std::move(hp->first), port = std::move(hp->second)] {
+    // As curl resolves (any family, stream sockets), so its first address is ours.
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    const bool resolved = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) == 0 && res;
+    std::unique_lock lk(slot->mu);
+    // Connect under the lock: a transfer that finds the slot empty is then
+    // sure no connect of ours is on its way to that server.
+    int s = -1;
+    if (resolved && !slot->closed && res->ai_addrlen <= sizeof slot->addr) {
+      s = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, res->ai_protocol);
+      if (s >= 0 && ::connect(s, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) {
+        ::close(s);
+        s = -1;
+      }
+    }
+    if (s >= 0) {
+      std::memcpy(&slot->addr, res->ai_addr, res->ai_addrlen);
+      slot->fd = s;
+      // Until a transfer takes it, the client goes or its time is up.
+      slot->cv.wait_until(lk, slot->started + HttpClient::kPreconnectTtl,
+                          [&] { return slot->fd != s || slot->closed; });
+      if (slot->fd == s) ::close(std::exchange(slot->fd, -1));
+    }
+    slot->running = false;
+    lk.unlock();
+    if (res) ::freeaddrinfo(res);
+  }).detach();
 }
 
 void* HttpClient::acquire() {
@@ -214,6 +377,7 @@ Result<HttpResponse> HttpClient::perform(const HttpRequest& req) {
 
   Transfer t;
   t.req = &req;
+  t.pre = pre_.get();
   char errbuf[CURL_ERROR_SIZE] = {0};
 
   curl_easy_setopt(c, CURLOPT_SHARE, share_->sh);
@@ -229,6 +393,11 @@ Result<HttpResponse> HttpClient::perform(const HttpRequest& req) {
   auto connect = opts_.connect_timeout;
   if (timeout.count() > 0 && (connect.count() == 0 || connect > timeout)) connect = timeout;
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, long(connect.count()));
+  t.connect_timeout = connect;
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &t);
+  curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
+  curl_easy_setopt(c, CURLOPT_SOCKOPTDATA, &t);
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, opts_.skip_verify ? 0L : 1L);
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, opts_.skip_verify ? 0L : 2L);
   if (!opts_.ca_bundle_pem.empty()) {

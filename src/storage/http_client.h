@@ -80,6 +80,8 @@ struct HttpRequest {
   std::optional<std::chrono::milliseconds> timeout;  // overrides HttpOptions
 };
 
+struct PreconnectSlot;  // HttpClient::preconnect's socket (http_client.cpp)
+
 // Which failures a caller may retry: transport errors (connect, timeout,
 // reset) and a bad body length are kIo/kCorrupt from perform(); HTTP status
 // codes are returned in the response for the caller to judge.
@@ -94,6 +96,17 @@ class HttpClient {
   // body_out is kCorrupt; an `accept` error is returned as is.
   Result<HttpResponse> perform(const HttpRequest& req);
 
+  // Start a TCP connect to `url`'s host:port in the background and return at
+  // once. The next request that opens a new connection to that address takes
+  // this socket instead (waiting, within the connect timeout, for the connect
+  // to finish), so a backend whose start fetched nothing (an eStargz TOC is in
+  // the bootstrap) does not add the handshake to its first read. No HTTP is
+  // sent: nothing at start waits on the server. One socket at a time; an
+  // untaken one is closed after kPreconnectTtl, and a failed or closed one is
+  // never used (the request opens its own).
+  void preconnect(const std::string& url);
+  static constexpr std::chrono::seconds kPreconnectTtl{30};
+
   const HttpOptions& options() const { return opts_; }
 
  private:
@@ -103,6 +116,7 @@ class HttpClient {
 
   HttpOptions opts_;
   std::unique_ptr<Share> share_;
+  std::shared_ptr<PreconnectSlot> pre_;  // shared with the connecting thread
   std::mutex mu_;
   std::vector<void*> idle_;
 };

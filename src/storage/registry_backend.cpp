@@ -296,6 +296,11 @@ Attempt<> RegistryBackend::reauth(AuthState& st, const std::string& www_authenti
   return fatal(Error{Errc::kIo, 0, fmt::format("unsupported registry auth challenge '{}'", www_authenticate)});
 }
 
+void RegistryBackend::preconnect() {
+  if (proxy_) return;
+  http_.preconnect(route().front().base);
+}
+
 std::string RegistryBackend::origin() const { return (https_.load() ? "https://" : "http://") + cfg_.host; }
 
 Result<HttpResponse> RegistryBackend::send(const HttpRequest& req) {

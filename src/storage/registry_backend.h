@@ -82,6 +82,9 @@ class RegistryBackend final : public RemoteBackend {
   ~RegistryBackend() override;
 
   const char* type() const override { return "registry"; }
+  // To the first endpoint a read tries (a mirror or the registry); not when
+  // a proxy carries the reads.
+  void preconnect() override;
   // New Basic credentials (base64 "user:pass") for every later request;
   // what the old ones earned is dropped.
   Status update_auth(const std::string& auth_base64) override;

@@ -157,6 +157,11 @@ S3Backend::S3Backend(S3Config cfg, std::string ca_bundle_pem)
   if (!cfg_.proxy.url.empty()) proxy_ = std::make_unique<BackendProxy>(cfg_.proxy, http_);
 }
 
+void S3Backend::preconnect() {
+  if (proxy_) return;
+  http_.preconnect(cfg_.scheme + "://" + (cfg_.oss ? cfg_.bucket_name + "." : "") + cfg_.endpoint);
+}
+
 Result<HttpResponse> S3Backend::object_request(const std::string& method, const std::string& key,
                                                std::span<const uint8_t> body,
                                                std::vector<std::pair<std::string, std::string>> extra_headers,

@@ -69,6 +69,8 @@ class S3Backend final : public RemoteBackend {
  public:
   static Result<std::shared_ptr<S3Backend>> create(S3Config cfg);
   const char* type() const override { return cfg_.oss ? "oss" : "s3"; }
+  // To the endpoint the reads go to; not when a proxy carries them.
+  void preconnect() override;
 
   // A signed request for object `key` (relative to the bucket, prefix not
   // applied; "" = the bucket itself). Used for HEAD/GET here and by tests to

@@ -115,6 +115,7 @@ class FakeHttpServer {
   std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
   int hits() const { return hits_.load(); }
+  int accepts() const { return accepts_.load(); }  // connections accepted
   int tls_hellos() const { return tls_hellos_.load(); }  // TLS handshakes refused
   std::vector<FakeRequest> requests() const {
     std::lock_guard lk(mu_);
@@ -135,6 +136,7 @@ class FakeHttpServer {
       if (::poll(&p, 1, 20) <= 0) continue;
       int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (c < 0) continue;
+      accepts_.fetch_add(1);
       std::lock_guard lk(mu_);
       conns_.emplace_back([this, c] { serve(c); });
     }
@@ -238,6 +240,7 @@ class FakeHttpServer {
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<int> hits_{0};
+  std::atomic<int> accepts_{0};
   std::atomic<int> tls_hellos_{0};
   mutable std::mutex mu_;
   std::vector<std::thread> conns_;

@@ -627,6 +627,135 @@ TEST(Registry, ConcurrentIdenticalReadsShareOneRequest) {
   EXPECT_EQ(b->metrics().read_count, uint64_t(kThreads));
 }
 
+// ---- preconnect: the handshake beside the start ----------------------------
+
+// A socket listening on 127.0.0.1 whose connections the test accepts by hand:
+// a server before any request arrives.
+struct RawListener {
+  int fd = -1;
+  uint16_t port = 0;
+  RawListener() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd, 8) != 0)
+      ADD_FAILURE() << "bind/listen: " << std::strerror(errno);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ~RawListener() { close(); }
+  void close() {
+    if (fd >= 0) ::close(std::exchange(fd, -1));
+  }
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(port); }
+  int accept_one() {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5000) <= 0) return -1;
+    return ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+  }
+};
+
+bool wait_for(const std::function<bool()>& cond) {
+  for (int i = 0; i < 500; i++) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return cond();
+}
+
+FakeResponse hello(const FakeRequest&) {
+  FakeResponse r;
+  r.body = "hello";
+  return r;
+}
+
+Result<HttpResponse> get(HttpClient& http, const std::string& url) {
+  HttpRequest req;
+  req.url = url;
+  return http.perform(req);
+}
+
+TEST(Preconnect, TheFirstRequestTakesTheOpenSocket) {
+  FakeHttpServer srv(hello);
+  HttpClient http;
+  http.preconnect(srv.base() + "/v2/");
+  ASSERT_TRUE(wait_for([&] { return srv.accepts() == 1; }));
+  auto r = get(http, srv.base() + "/x");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "hello");
+  EXPECT_EQ(srv.accepts(), 1);  // no connection of its own
+  EXPECT_EQ(srv.hits(), 1);
+
+  // Through the registry backend, which preconnects to its registry.
+  Blob blob;
+  auto reg = registry_for(blob);
+  auto b = make(reg_config(reg));
+  b->preconnect();
+  ASSERT_TRUE(wait_for([&] { return reg.accepts() == 1; }));
+  EXPECT_EQ(read_str(*b, blob.id, 100, 4096), blob.slice(100, 4096));
+  EXPECT_EQ(reg.accepts(), 1);
+}
+
+TEST(Preconnect, ASocketTheServerClosedOrRefusedIsNotUsed) {
+  {
+    RawListener l;
+    HttpClient http;
+    http.preconnect(l.base());
+    int c = l.accept_one();
+    ASSERT_GE(c, 0);
+    ::shutdown(c, SHUT_WR);  // the server gives up on a client that said nothing
+    const uint16_t port = l.port;
+    l.close();
+    FakeHttpServer srv(hello, port);
+    auto r = get(http, srv.base() + "/x");
+    ::close(c);
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->body, "hello");
+    EXPECT_EQ(srv.accepts(), 1);
+  }
+  {
+    uint16_t port;
+    {
+      RawListener dead;  // a port nothing listens on once this is closed
+      port = dead.port;
+    }
+    HttpClient http;
+    http.preconnect("http://127.0.0.1:" + std::to_string(port));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // refused by now
+    FakeHttpServer srv(hello, port);
+    auto r = get(http, srv.base() + "/x");
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->body, "hello");
+  }
+}
+
+TEST(Preconnect, ARequestElsewhereLeavesItAndTheClientClosesIt) {
+  RawListener l;
+  FakeHttpServer other(hello);
+  int c;
+  {
+    HttpClient http;
+    http.preconnect(l.base());
+    c = l.accept_one();
+    ASSERT_GE(c, 0);
+    auto r = get(http, other.base() + "/x");
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(other.accepts(), 1);
+    pollfd p{c, POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 100), 0);  // still open, unused
+  }
+  pollfd p{c, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  char b;
+  EXPECT_EQ(::recv(c, &b, 1, 0), 0);  // closed when the client went, nothing sent
+  ::close(c);
+}
+
 // ---- s3 over a fake server ------------------------------------------------
 
 TEST(S3, SignsRangedGetsAndValidatesRanges) {
