@@ -25,6 +25,7 @@
 #include "format/layout.h"
 #include "storage/chunk_map.h"
 #include "storage/demand_gauge.h"
+#include "storage/http_client.h"
 #include "storage/localfs_backend.h"
 #include "storage/zran_fetch.h"
 
@@ -1008,6 +1009,7 @@ void ReadAhead::start() {
   std::call_once(started_, [this] {
     for (int i = 0; i < kThreads; ++i)
       threads_.emplace_back([this] {
+        const BackgroundRequestScope background;  // a reader may be waiting on the warm connection
         while (auto job = queue_.pop()) {
           queued_--;
           // Best effort; chunks a reader is already fetching are left to it.

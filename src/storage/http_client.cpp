@@ -39,6 +39,8 @@ namespace {
 
 constexpr size_t kMaxErrorBody = 64 << 10;  // error bodies kept for messages
 
+thread_local bool t_background = false;  // see BackgroundRequestScope
+
 void global_init() {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
@@ -173,7 +175,7 @@ bool same_address(const sockaddr* a, const sockaddr_storage& b) {
 // curl's socket for a new connection: the preconnected one when it fits.
 curl_socket_t open_socket_cb(void* user, curlsocktype purpose, curl_sockaddr* a) {
   auto* t = static_cast<Transfer*>(user);
-  if (purpose == CURLSOCKTYPE_IPCXN && t->pre) {
+  if (purpose == CURLSOCKTYPE_IPCXN && t->pre && !t_background) {
     if (int fd = t->pre->take(&a->addr, t->connect_timeout); fd >= 0) {
       t->preconnected = fd;
       return fd;
@@ -207,6 +209,9 @@ std::optional<std::pair<std::string, std::string>> host_port(const std::string& 
 }
 
 }  // namespace
+
+BackgroundRequestScope::BackgroundRequestScope() : was_(std::exchange(t_background, true)) {}
+BackgroundRequestScope::~BackgroundRequestScope() { t_background = was_; }
 
 int PreconnectSlot::take(const sockaddr* a, std::chrono::milliseconds connect_timeout) {
   int s = -1;

@@ -82,6 +82,20 @@ struct HttpRequest {
 
 struct PreconnectSlot;  // HttpClient::preconnect's socket (http_client.cpp)
 
+// While one lives on a thread, that thread's requests leave a preconnected
+// socket to others: a read-ahead started beside a read must not take the
+// warm connection the read waits on.
+class BackgroundRequestScope {
+ public:
+  BackgroundRequestScope();
+  ~BackgroundRequestScope();
+  BackgroundRequestScope(const BackgroundRequestScope&) = delete;
+  BackgroundRequestScope& operator=(const BackgroundRequestScope&) = delete;
+
+ private:
+  bool was_;
+};
+
 // Which failures a caller may retry: transport errors (connect, timeout,
 // reset) and a bad body length are kIo/kCorrupt from perform(); HTTP status
 // codes are returned in the response for the caller to judge.

@@ -691,6 +691,21 @@ TEST(Preconnect, TheFirstRequestTakesTheOpenSocket) {
   EXPECT_EQ(srv.accepts(), 1);  // no connection of its own
   EXPECT_EQ(srv.hits(), 1);
 
+  // A background thread's request (read-ahead) leaves it to the next one.
+  FakeHttpServer srv2(hello);
+  HttpClient http2;
+  http2.preconnect(srv2.base());
+  ASSERT_TRUE(wait_for([&] { return srv2.accepts() == 1; }));
+  std::thread([&] {
+    const BackgroundRequestScope background;
+    auto r = get(http2, srv2.base() + "/x");
+    ASSERT_TRUE(r) << r.error().message;
+  }).join();
+  EXPECT_EQ(srv2.accepts(), 2);
+  auto r2 = get(http2, srv2.base() + "/x");
+  ASSERT_TRUE(r2) << r2.error().message;
+  EXPECT_EQ(srv2.accepts(), 2);
+
   // Through the registry backend, which preconnects to its registry.
   Blob blob;
   auto reg = registry_for(blob);
