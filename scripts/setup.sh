@@ -9,7 +9,7 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo}
 
 PACKAGES=(
-  cmake ninja-build g++ pkg-config
+  cmake ninja-build g++ pkg-config ccache  # ccache: CMakeLists.txt (NYDUS_CCACHE)
   libfuse3-dev fuse3 libzstd-dev liblz4-dev zlib1g-dev libssl-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   librust-blake3-dev libarchive-dev libcurl4-openssl-dev

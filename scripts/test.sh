@@ -11,4 +11,6 @@ export BUILD_DIR
 
 [ "${SKIP_SETUP:-0}" = 1 ] || bash "$ROOT/scripts/setup.sh"
 # shellcheck disable=SC2086  # CTEST_ARGS is a list of options
-ctest --test-dir "$BUILD_DIR" --output-on-failure ${CTEST_ARGS:-}
+# Unit tests two at a time (or $(nproc)); the integration and compat scripts are RUN_SERIAL
+# (tests/CMakeLists.txt): mounts, kernel parameters and timings that must not share the machine.
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "${CTEST_JOBS:-$(nproc)}" ${CTEST_ARGS:-}

@@ -283,7 +283,7 @@ std::pair<int, std::string> run(const std::string& cmd) {
 }
 
 TEST_F(RoutesTest, Nydusctl) {
-  std::filesystem::path bin = std::filesystem::path(NYDUS_BIN_DIR) / "nydusctl";
+  std::filesystem::path bin = test::bin_dir() / "nydusctl";
   if (!std::filesystem::exists(bin)) NYDUS_SKIP_UNLESS_CI("nydusctl not built");
   std::string base = bin.string() + " --sock " + sock_ + " ";
   auto [st, out] = run(base + "info");

@@ -59,6 +59,8 @@ std::filesystem::path fixtures_dir() {
   return p;
 }
 
+std::filesystem::path bin_dir() { return NYDUS_BIN_DIR; }
+
 std::string compat_fixture(const std::string& rel) {
   std::ifstream in(std::filesystem::path(NYDUS_SOURCE_DIR) / "tests/compat/fixtures" / rel);
   EXPECT_TRUE(in) << "missing fixture tests/compat/fixtures/" << rel;

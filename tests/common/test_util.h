@@ -30,6 +30,9 @@ void write_file(const std::filesystem::path& p, const std::string& data);
 // $NYDUS_FIXTURES_DIR. Tests that use it start with NYDUS_REQUIRE_FIXTURES().
 std::filesystem::path fixtures_dir();
 
+// The build's bin/ directory (nydusd, nydusctl, ...).
+std::filesystem::path bin_dir();
+
 // The text of tests/compat/fixtures/<rel> (upstream's configs and request
 // bodies, vendored); a missing file fails the test and yields "".
 std::string compat_fixture(const std::string& rel);

@@ -16,6 +16,7 @@
 
 #include "api/api_client.h"
 #include "format/digest.h"
+#include "common/test_util.h"
 #include "fscache/fscache_test_util.h"
 #include "fscache/kernel_emulator.h"
 #include "storage/fake_http_server.h"
@@ -30,7 +31,7 @@ using storage::test::FakeResponse;
 using storage::test::PeerProcess;
 namespace fs = std::filesystem;
 
-const std::string kBin = NYDUS_BIN_DIR;
+const std::string kBin = nydus::test::bin_dir().string();
 
 bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
   const auto end = std::chrono::steady_clock::now() + limit;
