@@ -59,6 +59,27 @@ struct FakeResponse {
 
 using FakeHandler = std::function<FakeResponse(const FakeRequest&)>;
 
+// A TCP socket listening on 127.0.0.1:`port` (0 = any; the port taken is
+// stored in *bound); -1 (and a test failure) when it cannot listen.
+inline int listen_loopback(uint16_t port, uint16_t* bound) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd, 64) != 0) {
+    ADD_FAILURE() << "bind/listen 127.0.0.1:" << port << ": " << std::strerror(errno);
+    ::close(fd);
+    return -1;
+  }
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  *bound = ntohs(a.sin_port);
+  return fd;
+}
+
 class FakeHttpServer {
  public:
   // On a unix socket at `path` instead of TCP (the http-proxy backend's local form).
@@ -78,20 +99,8 @@ class FakeHttpServer {
   }
 
   explicit FakeHttpServer(FakeHandler h, uint16_t port = 0) : handler_(std::move(h)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 64) != 0) {
-      ADD_FAILURE() << "fake server bind/listen: " << std::strerror(errno);
-      return;
-    }
-    socklen_t len = sizeof a;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
+    fd_ = listen_loopback(port, &port_);
+    if (fd_ < 0) return;
     accept_thread_ = std::thread([this] { accept_loop(); });
   }
   ~FakeHttpServer() { stop(); }

@@ -634,19 +634,7 @@ TEST(Registry, ConcurrentIdenticalReadsShareOneRequest) {
 struct RawListener {
   int fd = -1;
   uint16_t port = 0;
-  RawListener() {
-    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd, 8) != 0)
-      ADD_FAILURE() << "bind/listen: " << std::strerror(errno);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-  }
+  RawListener() { fd = test::listen_loopback(0, &port); }
   ~RawListener() { close(); }
   void close() {
     if (fd >= 0) ::close(std::exchange(fd, -1));
