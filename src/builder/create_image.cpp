@@ -7,9 +7,11 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
+#include "builder/chunk_dict.h"
 #include "builder/chunk_pipeline.h"
 #include "builder/create_stargz.h"
 #include "builder/create_tarfs.h"
@@ -176,21 +178,9 @@ class ImageBuild {
     return ok();
   }
 
-  // The chunk dictionary's chunks by (digest, size), with blob indexes tagged
-  // kDictBlob + its blob index until the blob table is final.
   Status load_dict() {
-    auto dict = format::Bootstrap::open(o_.chunk_dict);
-    if (!dict) return std::unexpected(std::move(dict).error().context("chunk dict " + o_.chunk_dict.string()));
-    if ((*dict)->digester() != o_.digester)
-      return errorf(Errc::kInvalidArgument, "chunk dict {}: its chunk digester differs from this build's",
-                    o_.chunk_dict.string());
-    dict_blobs_ = (*dict)->blobs();
-    NYDUS_ASSIGN_OR_RETURN(auto table, (*dict)->chunk_table());
-    for (auto c : table) {
-      if (c.blob_index >= dict_blobs_.size()) continue;
-      c.blob_index += kDictBlob;
-      dict_.try_emplace({c.digest, c.uncompressed_size}, c);
-    }
+    NYDUS_ASSIGN_OR_RETURN(ChunkDict d, ChunkDict::open(o_.chunk_dict, o_.digester));
+    dict_ = std::move(d);
     return ok();
   }
 
@@ -199,8 +189,8 @@ class ImageBuild {
   Status store(const ChunkResult& r) {
     const uint32_t usize = r.job->length;  // raw may be left out of a replayed chunk (DeferredChunks)
     if (file_chunks_.size() <= r.job->file) file_chunks_.resize(size_t(r.job->file) + 1);
-    if (auto d = dict_.find({r.digest, usize}); d != dict_.end()) {
-      file_chunks_[r.job->file].push_back(d->second);
+    if (const ChunkRecord* d = dict_ ? dict_->find(r.digest, usize) : nullptr) {
+      file_chunks_[r.job->file].push_back(*d);
       rep.chunks_total++;
       rep.chunks_from_dict++;
       rep.bytes_read += usize;
@@ -229,6 +219,11 @@ class ImageBuild {
                               std::vector<uint32_t> prefetch) {
     rep.chunks_stored = stored_.size();
     rep.inodes = tree.nodes.size();
+    const bool has_blob = !stored_.empty();
+    // The blob table: this build's blob (if it stored anything), then the
+    // dictionary blobs some chunk points into, in order of first use.
+    const std::vector<format::BlobInfo> dict_used =
+        dict_ ? dict_->assign_blobs(file_chunks_, uint32_t(has_blob)) : std::vector<format::BlobInfo>{};
     rep.warnings.insert(rep.warnings.end(), tree.warnings.begin(), tree.warnings.end());
     format::BootstrapSpec spec;
     spec.prefetch_nodes = std::move(prefetch);
@@ -245,22 +240,10 @@ class ImageBuild {
     spec.digester = o_.digester;
     spec.explicit_uid_gid = !o_.repeatable;
 
-    const bool has_blob = !stored_.empty();
     // Without chunks there is no blob of its own, as upstream does; but an
     // inline-meta build still writes one (it carries the bootstrap), and a
     // FIFO's reader needs its bytes either way.
     const bool keep_blob = !cache_only_ && (has_blob || o_.blob_inline_meta || stream_blob_);
-    // The blob table: this build's blob (if it stored anything), then the
-    // dictionary blobs some chunk points into, in order of first use.
-    std::map<uint32_t, uint32_t> dict_index;  // dict blob -> table index
-    std::vector<format::BlobInfo> dict_used;
-    for (auto& n : spec.nodes)
-      for (auto& c : n.chunks)
-        if (c.blob_index >= kDictBlob) {
-          auto [it, fresh] = dict_index.try_emplace(c.blob_index - kDictBlob, uint32_t(has_blob) + dict_used.size());
-          if (fresh) dict_used.push_back(dict_blobs_[c.blob_index - kDictBlob]);
-          c.blob_index = it->second;
-        }
     NYDUS_ASSIGN_OR_RETURN(format::BlobInfo info, blob_->finish_meta());
     if (keep_blob && o_.blob_inline_meta) {
       // The bootstrap inside the blob cannot know the blob's final hash.
@@ -342,9 +325,7 @@ class ImageBuild {
   std::unique_ptr<format::BlobWriter> blob_;
   CacheDataFile cache_;
   std::map<std::pair<format::Digest, uint32_t>, ChunkRecord> dedup_;
-  static constexpr uint32_t kDictBlob = 1u << 20;  // tags dictionary blob indexes until the table is final
-  std::map<std::pair<format::Digest, uint32_t>, ChunkRecord> dict_;
-  std::vector<format::BlobInfo> dict_blobs_;
+  std::optional<ChunkDict> dict_;
   std::vector<ChunkRecord> stored_;
   std::vector<std::vector<ChunkRecord>> file_chunks_;  // by file number
 };

@@ -7,8 +7,10 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <tuple>
 
+#include "builder/chunk_dict.h"
 #include "builder/prefetch_list.h"
 #include "builder/tar_source.h"
 #include "common/file_util.h"
@@ -156,11 +158,18 @@ class MetaSections {
 }  // namespace
 
 Result<CreateReport> create_zran_image(const CreateOptions& o) {
-  if (!o.chunk_dict.empty()) return make_error(Errc::kUnsupported, "--type targz-ref with --chunk-dict");
   if (o.source.empty() || o.source == "-")
     return make_error(Errc::kInvalidArgument, "--type targz-ref needs the gzip layer as a file");
   if (o.chunk_size > kZranCheckpointSpan * 4)
     return errorf(Errc::kInvalidArgument, "--type targz-ref: chunk size {:#x} above 4 MiB", o.chunk_size);
+
+  // --chunk-dict: chunks the dictionary holds are read from its blobs, not
+  // from this layer (upstream's deduplicate_chunk against the global dict).
+  // Its chunks must be sha256 ones, as a ref layer's are.
+  std::optional<ChunkDict> dict;
+  if (!o.chunk_dict.empty()) {
+    NYDUS_ASSIGN_OR_RETURN(dict, ChunkDict::open(o.chunk_dict, format::Digester::kSha256));
+  }
 
   // Pass 1: the tree and each chunk's bytes, as libarchive reads the layer.
   std::vector<Piece> pieces;
@@ -230,6 +239,11 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
   for (uint32_t i = 0; i < pieces.size(); i++) {
     const Piece& p = pieces[i];
     if (file_chunks.size() <= p.node) file_chunks.resize(size_t(p.node) + 1);
+    if (const ChunkRecord* d = dict ? dict->find(p.digest, p.size) : nullptr) {
+      file_chunks[p.node].push_back(*d);
+      rep.chunks_from_dict++;
+      continue;
+    }
     if (auto d = seen.find({p.digest, p.size}); d != seen.end()) {
       file_chunks[p.node].push_back(d->second);
       continue;
@@ -285,6 +299,13 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
     uoff = format::align_up(uoff + p.size, format::kBlockSize);
   }
 
+  // The blob table: the layer (when a chunk is read from it), then the
+  // dictionary's blobs some chunk uses, in order of first use.
+  const bool has_blob = !zchunks.empty();
+  std::vector<format::BlobInfo> dict_used;
+  if (dict) dict_used = dict->assign_blobs(file_chunks, uint32_t(has_blob));
+  spec.blobs = dict_used;  // the layer's goes first below, when it has one
+
   // The tree first: an inlined bootstrap is written with the meta blob.
   rep.files = 0;
   for (const auto& fc : file_chunks) rep.files += !fc.empty();
@@ -338,7 +359,7 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
     return ok();
   };
 
-  if (!pieces.empty()) {
+  if (has_blob) {
     format::BlobInfo info;
     info.blob_id = format::to_hex(layer_hash.finish());
     info.chunk_size = o.chunk_size;
@@ -414,8 +435,9 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
       // its file name), and the ToC is written after it.
       info.blob_meta_digest = Digest{};
       info.blob_meta_size = 0;
-      spec.blobs = {info};
+      spec.blobs.insert(spec.blobs.begin(), info);
       NYDUS_TRY(append_bootstrap(sec, meta_blob));
+      spec.blobs.erase(spec.blobs.begin());
     }
     // The bootstrap (-B) is the one inside: written before the ToC existed.
     const format::BlobInfo boot_info = info;
@@ -437,7 +459,7 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
       cache.insert(cache.end(), hp, hp + sizeof(h));
       NYDUS_TRY(write_file_atomic(o.blob_cache_dir / (info.blob_id + ".blob.meta"), cache));
     }
-    spec.blobs = {o.blob_inline_meta ? boot_info : info};
+    spec.blobs.insert(spec.blobs.begin(), o.blob_inline_meta ? boot_info : info);
     rep.blobs = {info};
   } else if (o.blob_inline_meta) {
     // No file data, so no blob meta and an empty blob table; the bootstrap

@@ -17,6 +17,7 @@
 #include "convert/bootstrap_layer.h"
 #include "convert/chunk_dict.h"
 #include "convert/mapped_file.h"
+#include "format/bootstrap.h"
 #include "format/digest.h"
 
 namespace nydus::convert {
@@ -229,8 +230,6 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
   if (auto p = parse_platforms(o.platform); !p) return std::unexpected(std::move(p).error());
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageStore> src, open_store(sref, o.source_store));
   NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<ImageStore> dst, open_store(tref, o.target_store));
-  if (o.oci_ref && !o.chunk_dict.empty())
-    return make_error(Errc::kUnsupported, "--oci-ref with --chunk-dict is not supported");
   if (o.oci_ref && !o.backend_type.empty())
     return make_error(Errc::kUnsupported,
                       "--oci-ref with --backend-type is not supported (the data stays in the source layers)");
@@ -273,6 +272,26 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
     note(-1, n, "pull", "chunk dict " + o.chunk_dict);
     NYDUS_ASSIGN_OR_RETURN(dict, load_chunk_dict(o.chunk_dict, o.chunk_dict_store, sources[0].platform,
                                                  o.work_dir / "chunk-dict"));
+  }
+  // Upstream builds ref layers without the dictionary at all. Here one of
+  // plain Nydus blobs with sha256 chunk digests is used: chunks it holds are
+  // read from its blobs (copied to the target), not from the gzip layers.
+  // Others are left out with a note, as upstream would: blake3 digests
+  // (nydusify's own images) can match no ref chunk, and a ref image's data
+  // is in its own source layers, which the target does not get.
+  if (dict && o.oci_ref) {
+    NYDUS_ASSIGN_OR_RETURN(auto dboot, format::Bootstrap::open(dict->bootstrap));
+    std::string why;
+    if (dboot->digester() != format::Digester::kSha256)
+      why = fmt::format("its chunks have {} digests, a ref layer's sha256", format::digester_name(dboot->digester()));
+    else if (std::ranges::any_of(dboot->blobs(), [](const format::BlobInfo& b) {
+               return (b.features & format::blob_features::kSeparate) != 0;
+             }))
+      why = "it is a ref image (its data is in its own source layers)";
+    if (!why.empty()) {
+      note(-1, n, "chunk dict", fmt::format("{}: {}; the layers are built without it", o.chunk_dict, why));
+      dict.reset();
+    }
   }
   const fs::path dict_boot = dict ? dict->bootstrap : fs::path();
   rep.pull_seconds = since(t0);
@@ -347,13 +366,33 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
     // dictionary's blobs the image uses (the snapshotter converter's
     // mergeManifestBlobDigests order).
     std::vector<Descriptor> dict_layers;
+    // A blob of the merged table that no layer produced: the dictionary's.
+    auto dict_layer = [&](const std::string& digest) -> Result<Descriptor> {
+      const Descriptor* in_dict = nullptr;
+      if (dict)
+        if (auto it = dict->blobs.find(digest); it != dict->blobs.end()) in_dict = &it->second;
+      if (!in_dict)
+        return errorf(Errc::kInternal, "merged bootstrap names blob {} no layer produced{}", digest,
+                      dict ? " and the chunk dict image does not list" : "");
+      Descriptor d;
+      d.media_type = std::string(media::kNydusBlob);
+      d.digest = digest;
+      d.size = in_dict->size;
+      d.annotations[std::string(annotation::kNydusBlob)] = "true";
+      return d;
+    };
     if (o.oci_ref) {
       // The snapshotter's MergeLayers lists the ref blobs in layer order
       // (not the merged table's), each annotated with its source layer.
-      for (const auto& bi : merged.blobs)
-        if (std::none_of(pr.layers.begin(), pr.layers.end(),
-                         [&](const LayerResult& r) { return r.source_digest == "sha256:" + bi.blob_id; }))
-          return errorf(Errc::kInternal, "merged bootstrap names blob {} that is no source layer", bi.blob_id);
+      // The chunk dictionary's blobs the image uses go after them.
+      for (const auto& bi : merged.blobs) {
+        const std::string digest = "sha256:" + bi.blob_id;
+        if (std::any_of(pr.layers.begin(), pr.layers.end(),
+                        [&](const LayerResult& r) { return r.source_digest == digest; }))
+          continue;
+        NYDUS_ASSIGN_OR_RETURN(Descriptor d, dict_layer(digest));
+        dict_layers.push_back(std::move(d));
+      }
       std::set<std::string> listed;
       for (const auto& r : pr.layers) {
         if (r.blob_digest.empty() || !listed.insert(r.blob_digest).second) continue;
@@ -381,14 +420,8 @@ Result<ConvertReport> convert_image(const ConvertOptions& o) {
         b.blobs.push_back(d);
         continue;
       }
-      const Descriptor* in_dict = nullptr;
-      if (dict)
-        if (auto it = dict->blobs.find(digest); it != dict->blobs.end()) in_dict = &it->second;
-      if (!in_dict)
-        return errorf(Errc::kInternal, "merged bootstrap names blob {} no layer produced{}", digest,
-                      dict ? " and the chunk dict image does not list" : "");
-      d.size = in_dict->size;
-      dict_layers.push_back(d);
+      NYDUS_ASSIGN_OR_RETURN(d, dict_layer(digest));
+      dict_layers.push_back(std::move(d));
     }
     b.blobs.insert(b.blobs.end(), dict_layers.begin(), dict_layers.end());
     // With a blob backend the manifest lists the bootstrap layer only (the

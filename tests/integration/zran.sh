@@ -271,6 +271,60 @@ step "nydus-image check: one flipped byte in the layer makes it INVALID" flipped
 [ -s "$I/x/meta_id" ] &&
   step "nydus-image check of the inline-meta image (bootstrap named by its meta blob)" check_all "$I/$(cat "$I/x/meta_id")" "$I/blobs"
 
+# ---- --chunk-dict: chunks a dictionary image holds are read from its blob -------------
+# The dictionary is a plain RAFS image (sha256 chunk digests, as a ref layer's) of two
+# of the layer's directories. Their chunks then point into the dictionary's blob, the
+# rest into the gzip layer; nydusd reads both (localfs). A dictionary byte flipped makes
+# those files, and only those, fail to read.
+CD=$WORK/dict
+dict_build() {
+  mkdir -p "$CD/src" "$CD/blobs" "$CD/cache" || return 1
+  cp -a "$REF/usr/lib/python3.11/json" "$REF/usr/lib/python3.11/email" "$CD/src/" || return 1
+  "$NYDUS_IMAGE" create --digester sha256 -B "$CD/dict.boot" -D "$CD/blobs" -J "$CD/dict.json" "$CD/src" >/dev/null || return 1
+  "$NYDUS_IMAGE" create --type targz-ref --chunk-dict "bootstrap=$CD/dict.boot" -B "$CD/boot" -D "$CD/blobs" \
+    -J "$CD/out.json" "$WORK/layer.tar.gz" || return 1
+  cp "$WORK/layer.tar.gz" "$CD/blobs/$LAYER_ID"
+  "$NYDUS_IMAGE" inspect -B "$CD/boot" -R blobs -J "$CD/blobs.json" >/dev/null || return 1
+  "$PY" - "$CD/out.json" "$CD/dict.json" "$CD/blobs.json" "$LAYER_ID" "$CD/src" <<'PY'
+import json, os, sys
+out, dictj, blobs = (json.load(open(p)) for p in sys.argv[1:4])
+layer, src = sys.argv[4], sys.argv[5]
+files = sum(1 for root, _, fs in os.walk(src) for f in fs if os.path.getsize(os.path.join(root, f)) > 0)
+st = out["stats"]
+print(f"{st['chunks']} chunks, {st['chunks_stored']} from the layer, {st['chunks_from_dict']} from the dictionary "
+      f"({files} non-empty files in it)")
+assert st["chunks_from_dict"] >= files, "every dictionary file's chunks should come from it"
+ids = [b["blob_id"] for b in blobs["blobs"]]
+want = [layer] + [b if isinstance(b, str) else b.get("blob_id") for b in dictj["blobs"]]
+assert ids == want, f"blob table {ids}, want {want}"
+PY
+}
+dict_flipped_fails() {
+  local id; id=$(blob_ids "$CD/dict.json")
+  "$PY" -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(100); b=f.read(1); f.seek(100); f.write(bytes([b[0]^0xff]))' \
+    "$CD/blobs/$id" || return 1
+  rm -rf "$CD/cache" && mkdir -p "$CD/cache"
+  start_daemon "$CD/boot" "$CD/config.json" "$CD/mnt2" "$CD/api2.sock" || return 1
+  local bad=0 f
+  for f in $(cd "$CD/src" && find . -type f -size +0 | sed 's|^\./||'); do
+    cat "$CD/mnt2/usr/lib/python3.11/$f" >/dev/null 2>&1 || bad=$((bad + 1))
+  done
+  cmp "$CD/mnt2/$SMALL_OTHER" "$REF/$SMALL_OTHER" || { stop_daemon "$CD/mnt2"; return 1; }
+  stop_daemon "$CD/mnt2"
+  echo "$bad dictionary files fail to read; $SMALL_OTHER (from the layer) reads right"
+  [ "$bad" -ge 1 ]
+}
+SMALL_OTHER=usr/lib/python3.11/os.py
+if step "--chunk-dict: targz-ref against a sha256 RAFS dictionary of two directories" dict_build; then
+  write_config "$CD/config.json" "$CD/blobs" "$CD/cache" true
+  if step "--chunk-dict: nydusd mounts it (layer + dictionary blob)" start_daemon "$CD/boot" "$CD/config.json" "$CD/mnt" "$CD/api.sock"; then
+    step "--chunk-dict: mount == tar -x" tree_equals_ref "$CD/mnt"
+    step "--chunk-dict: nydusd stops cleanly" stop_daemon "$CD/mnt"
+  fi
+  step "--chunk-dict: nydus-image check verifies both blobs' chunks" check_all "$CD/boot" "$CD/blobs"
+  step "--chunk-dict: a flipped dictionary byte fails its files, not the layer's" dict_flipped_fails
+fi
+
 # ---- bad input: inline-meta images ------------------------------------------------
 # A ToC whose image.boot entry lies (offset or size past the file): merge
 # reports it, no crash. A bootstrap under a 64-hex name that is not its meta
