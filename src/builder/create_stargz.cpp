@@ -6,8 +6,10 @@
 #include <bit>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <string_view>
 
+#include "builder/chunk_dict.h"
 #include "builder/prefetch_list.h"
 #include "common/file_util.h"
 #include "format/bootstrap_writer.h"
@@ -260,7 +262,6 @@ Result<CreateReport> create_estargz_toc_image(const CreateOptions& o) {
   if (o.blob_inline_meta) return make_error(Errc::kInvalidArgument, "estargztoc-ref conflicts with --blob-inline-meta");
   if (!o.blob_cache_dir.empty())
     return make_error(Errc::kInvalidArgument, "conversion type `estargztoc-ref` conflicts with `--blob-cache-dir`");
-  if (!o.chunk_dict.empty()) return make_error(Errc::kUnsupported, "estargztoc-ref with --chunk-dict");
   if (o.blob_id.size() != 64 || !format::digest_from_hex(o.blob_id))
     return errorf(Errc::kInvalidArgument,
                   "'--blob-id' must be the eStargz layer's sha256 (64 hex digits) for '--type estargztoc-ref', got '{}'",
@@ -270,6 +271,12 @@ Result<CreateReport> create_estargz_toc_image(const CreateOptions& o) {
   if (!std::has_single_bit(cs) || cs < format::kMinChunkSize || cs > format::kMaxChunkSize)
     return errorf(Errc::kInvalidArgument, "chunk size {:#x} must be a power of two between 0x1000 and 0x1000000", cs);
 
+  // --chunk-dict: chunks a sha256 dictionary holds (by the TOC's chunkDigest)
+  // are read from its blobs, as upstream's deduplicate_chunk does.
+  std::optional<ChunkDict> dict;
+  if (!o.chunk_dict.empty()) {
+    NYDUS_ASSIGN_OR_RETURN(dict, ChunkDict::open(o.chunk_dict, format::Digester::kSha256));
+  }
   NYDUS_ASSIGN_OR_RETURN(auto json, read_toc_file(o.source));
   auto toc = format::parse_stargz_toc(json);
   if (!toc) return std::unexpected(std::move(toc).error().context(o.source.string()));
@@ -307,10 +314,17 @@ Result<CreateReport> create_estargz_toc_image(const CreateOptions& o) {
   std::map<std::pair<format::Digest, uint64_t>, uint32_t> first;
   std::vector<int64_t> same_as(chunks.size(), -1);
   std::vector<uint32_t> stored;  // chunk ids with their own ci entry, in TOC order
+  std::vector<ChunkRecord> rec(chunks.size());
   for (uint32_t k = 0; k < chunks.size(); k++) {
     if (chunks[k].offset >= o.blob_data_size)
       return corrupt("TOC entry {} ('{}'): gzip offset {:#x} is outside the {:#x}-byte layer", chunks[k].entry,
                      tree.path_of(chunks[k].node), chunks[k].offset, o.blob_data_size);
+    if (chunks[k].size <= UINT32_MAX)
+      if (const ChunkRecord* d = dict ? dict->find(chunks[k].digest, uint32_t(chunks[k].size)) : nullptr) {
+        rec[k] = *d;
+        rep.chunks_from_dict++;
+        continue;
+      }
     auto [it, fresh] = first.emplace(std::pair{chunks[k].digest, chunks[k].size}, k);
     if (fresh) stored.push_back(k);
     else same_as[k] = it->second;
@@ -338,7 +352,6 @@ Result<CreateReport> create_estargz_toc_image(const CreateOptions& o) {
   }
 
   // ci indices and the uncompressed layout follow the TOC order.
-  std::vector<ChunkRecord> rec(chunks.size());
   uint64_t uoff = 0;
   for (uint32_t ci = 0; ci < stored.size(); ci++) {
     const uint32_t k = stored[ci];
@@ -355,8 +368,14 @@ Result<CreateReport> create_estargz_toc_image(const CreateOptions& o) {
   }
   for (uint32_t k = 0; k < chunks.size(); k++)
     if (same_as[k] >= 0) rec[k] = rec[size_t(same_as[k])];
+  std::vector<std::vector<ChunkRecord>> node_chunks(nodes.size());
   for (uint32_t n = 0; n < nodes.size(); n++)
-    for (uint32_t k : by_node[n]) nodes[n].chunks.push_back(rec[k]);
+    for (uint32_t k : by_node[n]) node_chunks[n].push_back(rec[k]);
+  // The blob table: the layer (when a chunk is read from it), then the
+  // dictionary's blobs some chunk uses.
+  std::vector<format::BlobInfo> dict_used;
+  if (dict) dict_used = dict->assign_blobs(node_chunks, uint32_t(!stored.empty()));
+  for (uint32_t n = 0; n < nodes.size(); n++) nodes[n].chunks = std::move(node_chunks[n]);
   for (auto& n : nodes)
     if (n.hardlink_of >= 0) {
       const auto& l = nodes[size_t(n.hardlink_of)];
@@ -386,6 +405,7 @@ Result<CreateReport> create_estargz_toc_image(const CreateOptions& o) {
     spec.blobs.push_back(info);
     rep.blobs.push_back(info);
   }
+  spec.blobs.insert(spec.blobs.end(), dict_used.begin(), dict_used.end());
   rep.inodes = nodes.size();
   for (auto& n : nodes) rep.files += S_ISREG(n.mode) && n.size > 0;
   rep.chunks_total = chunks.size();

@@ -208,6 +208,53 @@ if step "nydusd mounts it (localfs, digest_validate)" start_daemon "$D/boot" "$D
   step "localfs: nydusd stops cleanly" stop_daemon "$D/mnt"
 fi
 
+# --chunk-dict: a sha256 RAFS dictionary (4 MiB chunks, as the eStargz layer's) of the
+# layer's srv/: chunks whose chunkDigest it holds are read from its blob, the rest from
+# the layer's gzip members. Mount == tar -x; a flipped dictionary byte fails srv/big.bin's
+# first chunk and nothing of the layer.
+CD=$WORK/dict
+toc_dict() {
+  mkdir -p "$CD/src" "$CD/blobs" "$CD/cache" || return 1
+  cp -a "$REF/srv" "$CD/src/" || return 1
+  "$NYDUS_IMAGE" create --digester sha256 --chunk-size 0x400000 -B "$CD/dict.boot" -D "$CD/blobs" \
+    -J "$CD/dict.json" "$CD/src" >/dev/null || return 1
+  "$NYDUS_IMAGE" create --type estargztoc-ref --blob-id "$LAYER_ID" --blob-data-size "$(printf %x "$LAYER_SIZE")" \
+    --chunk-dict "bootstrap=$CD/dict.boot" -B "$CD/boot" -J "$CD/out.json" toc.json || return 1
+  ln layer.tar.gz "$CD/blobs/$LAYER_ID"
+  "$NYDUS_IMAGE" inspect -B "$CD/boot" -R blobs -J "$CD/blobs.json" >/dev/null || return 1
+  "$PY" - "$CD/out.json" "$CD/dict.json" "$CD/blobs.json" "$LAYER_ID" <<'PY'
+import json, sys
+out, dictj, blobs = (json.load(open(p)) for p in sys.argv[1:4])
+st = out["stats"]
+print(f"{st['chunks']} chunks, {st['chunks_stored']} from the layer, {st['chunks_from_dict']} from the dictionary")
+assert st["chunks_from_dict"] >= 4, "big.bin's three chunks and ls-copy should come from the dictionary"
+ids = [b["blob_id"] for b in blobs["blobs"]]
+want = [sys.argv[4]] + [b if isinstance(b, str) else b.get("blob_id") for b in dictj["blobs"]]
+assert ids == want, f"blob table {ids}, want {want}"
+PY
+}
+toc_dict_flipped() {
+  local id; id=$(blob_ids "$CD/dict.json")
+  "$PY" -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(100); b=f.read(1); f.seek(100); f.write(bytes([b[0]^0xff]))' \
+    "$CD/blobs/$id" || return 1
+  rm -rf "$CD/cache" && mkdir -p "$CD/cache"
+  start_daemon "$CD/boot" "$CD/config.json" "$CD/mnt2" "$CD/api2.sock" || return 1
+  local rc=0
+  if head -c 4096 "$CD/mnt2/srv/big.bin" >/dev/null 2>&1; then echo "srv/big.bin read despite the flipped byte"; rc=1; fi
+  cmp "$CD/mnt2/$SMALL" "$REF/$SMALL" || rc=1
+  stop_daemon "$CD/mnt2" || rc=1
+  return $rc
+}
+if step "--chunk-dict: estargztoc-ref against a sha256 dictionary of srv/" toc_dict; then
+  write_config "$CD/config.json" "$CD/blobs" "$CD/cache" true
+  if step "--chunk-dict: nydusd mounts it (layer + dictionary blob)" start_daemon "$CD/boot" "$CD/config.json" "$CD/mnt" "$CD/api.sock"; then
+    step "--chunk-dict: mount == tar -x" tree_equal "$CD"
+    step "--chunk-dict: nydusd stops cleanly" stop_daemon "$CD/mnt"
+  fi
+  step "--chunk-dict: check verifies the layer's and the dictionary's chunks" "$NYDUS_IMAGE" check -B "$CD/boot" -D "$CD/blobs"
+  step "--chunk-dict: a flipped dictionary byte fails srv/big.bin, not the layer's files" toc_dict_flipped
+fi
+
 # fscache mode: nydusd fills cachefiles objects for the emulator (inflating the
 # gzip members), the host's EROFS mounts them: == tar -x.
 F=$WORK/fscache
