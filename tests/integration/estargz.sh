@@ -221,22 +221,12 @@ toc_dict() {
   "$NYDUS_IMAGE" create --type estargztoc-ref --blob-id "$LAYER_ID" --blob-data-size "$(printf %x "$LAYER_SIZE")" \
     --chunk-dict "bootstrap=$CD/dict.boot" -B "$CD/boot" -J "$CD/out.json" toc.json || return 1
   ln layer.tar.gz "$CD/blobs/$LAYER_ID"
-  "$NYDUS_IMAGE" inspect -B "$CD/boot" -R blobs -J "$CD/blobs.json" >/dev/null || return 1
-  "$PY" - "$CD/out.json" "$CD/dict.json" "$CD/blobs.json" "$LAYER_ID" <<'PY'
-import json, sys
-out, dictj, blobs = (json.load(open(p)) for p in sys.argv[1:4])
-st = out["stats"]
-print(f"{st['chunks']} chunks, {st['chunks_stored']} from the layer, {st['chunks_from_dict']} from the dictionary")
-assert st["chunks_from_dict"] >= 4, "big.bin's three chunks and ls-copy should come from the dictionary"
-ids = [b["blob_id"] for b in blobs["blobs"]]
-want = [sys.argv[4]] + [b if isinstance(b, str) else b.get("blob_id") for b in dictj["blobs"]]
-assert ids == want, f"blob table {ids}, want {want}"
-PY
+  # big.bin's three chunks and ls-copy
+  dict_blob_table "$CD/out.json" "$CD/dict.json" "$CD/boot" "$LAYER_ID" 4
 }
 toc_dict_flipped() {
   local id; id=$(blob_ids "$CD/dict.json")
-  "$PY" -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(100); b=f.read(1); f.seek(100); f.write(bytes([b[0]^0xff]))' \
-    "$CD/blobs/$id" || return 1
+  flip_byte "$CD/blobs/$id" 100 || return 1
   rm -rf "$CD/cache" && mkdir -p "$CD/cache"
   start_daemon "$CD/boot" "$CD/config.json" "$CD/mnt2" "$CD/api2.sock" || return 1
   local rc=0

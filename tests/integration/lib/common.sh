@@ -127,6 +127,29 @@ umount_below() {
   done < <(awk -v d="$dir" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/self/mounts | sort -r)
 }
 
+# flip_byte FILE OFFSET: invert one byte in place (corruption tests).
+flip_byte() {
+  "$PY" -c 'import sys; f = open(sys.argv[1], "r+b"); o = int(sys.argv[2]); f.seek(o); b = f.read(1); f.seek(o); f.write(bytes([b[0] ^ 0xff]))' \
+    "$1" "$2"
+}
+
+# dict_blob_table OUT_JSON DICT_JSON BOOT LAYER_ID MIN: a ref build against a chunk
+# dictionary took at least MIN chunks from it (create -J's stats), and BOOT's blob
+# table (inspect) is the layer's blob, then the dictionary's.
+dict_blob_table() {
+  "$NYDUS_IMAGE" inspect -B "$3" -R blobs -J "$3.blobs.json" >/dev/null || return 1
+  "$PY" - "$1" "$2" "$3.blobs.json" "$4" "$5" <<'EOF'
+import json, sys
+out, dictj, blobs = (json.load(open(p)) for p in sys.argv[1:4])
+st = out["stats"]
+print(f"{st['chunks']} chunks, {st['chunks_stored']} from the layer, {st['chunks_from_dict']} from the dictionary")
+assert st["chunks_from_dict"] >= int(sys.argv[5]), f"fewer than {sys.argv[5]} chunks from the dictionary"
+ids = [b["blob_id"] for b in blobs["blobs"]]
+want = [sys.argv[4]] + [b if isinstance(b, str) else b.get("blob_id") for b in dictj["blobs"]]
+assert ids == want, f"blob table {ids}, want {want}"
+EOF
+}
+
 # blob_ids JSON: print the blob ids listed in `nydus-image create -J` output, one a line.
 blob_ids() {
   "$PY" - "$1" <<'EOF'
