@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
@@ -40,6 +41,7 @@ namespace {
 constexpr size_t kMaxErrorBody = 64 << 10;  // error bodies kept for messages
 
 thread_local bool t_background = false;  // see BackgroundRequestScope
+std::atomic<int> g_preconnects{0};         // connecting threads alive (HttpClient::kMaxPreconnects)
 
 void global_init() {
   static std::once_flag once;
@@ -305,9 +307,16 @@ HttpClient::~HttpClient() {
 void HttpClient::preconnect(const std::string& url) {
   auto hp = host_port(url);
   if (!hp) return;
+  if (g_preconnects.fetch_add(1) >= kMaxPreconnects) {
+    g_preconnects.fetch_sub(1);
+    return;
+  }
   {
     std::lock_guard lk(pre_->mu);
-    if (pre_->running || pre_->closed) return;
+    if (pre_->running || pre_->closed) {
+      g_preconnects.fetch_sub(1);
+      return;
+    }
     pre_->running = true;
     pre_->started = std::chrono::steady_clock::now();
   }
@@ -342,6 +351,7 @@ void HttpClient::preconnect(const std::string& url) {
     slot->running = false;
     lk.unlock();
     if (res) ::freeaddrinfo(res);
+    g_preconnects.fetch_sub(1);
   }).detach();
 }
 

@@ -117,9 +117,12 @@ class HttpClient {
   // the bootstrap) does not add the handshake to its first read. No HTTP is
   // sent: nothing at start waits on the server. One socket at a time; an
   // untaken one is closed after kPreconnectTtl, and a failed or closed one is
-  // never used (the request opens its own).
+  // never used (the request opens its own). At most kMaxPreconnects exist in
+  // the process at a time (a daemon binding hundreds of blobs at once opens
+  // no more); past that, preconnect does nothing.
   void preconnect(const std::string& url);
   static constexpr std::chrono::seconds kPreconnectTtl{30};
+  static constexpr int kMaxPreconnects = 8;
 
   const HttpOptions& options() const { return opts_; }
 

@@ -737,6 +737,31 @@ TEST(Preconnect, ASocketTheServerClosedOrRefusedIsNotUsed) {
   }
 }
 
+TEST(Preconnect, AtMostAFewAtATimeInTheProcess) {
+  RawListener l;
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  for (int i = 0; i < 3 * HttpClient::kMaxPreconnects; i++) {
+    clients.push_back(std::make_unique<HttpClient>());
+    clients.back()->preconnect(l.base());
+  }
+  std::vector<int> accepted;
+  for (int c; (c = [&] {
+         pollfd p{l.fd, POLLIN, 0};
+         return ::poll(&p, 1, 300) > 0 ? ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC) : -1;
+       }()) >= 0;)
+    accepted.push_back(c);
+  EXPECT_EQ(int(accepted.size()), HttpClient::kMaxPreconnects);
+  clients.clear();  // their sockets close, their threads end
+  for (int c : accepted) ::close(c);
+  // Slots free again once those threads are gone.
+  HttpClient again;
+  ASSERT_TRUE(wait_for([&] {
+    again.preconnect(l.base());
+    pollfd p{l.fd, POLLIN, 0};
+    return ::poll(&p, 1, 50) > 0;
+  }));
+}
+
 TEST(Preconnect, ARequestElsewhereLeavesItAndTheClientClosesIt) {
   RawListener l;
   FakeHttpServer other(hello);
