@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <condition_variable>
 #include <cstring>
+#include <system_error>
 #include <thread>
 
 #include <netdb.h>
@@ -322,7 +323,7 @@ void HttpClient::preconnect(const std::string& url) {
   }
   // A thread of its own: resolving a name may block, and nothing here may
   // delay the caller. It shares the slot, so it may outlive the client.
-  std::thread([slot = pre_, host = std::move(hp->first), port = std::move(hp->second)] {
+  auto connecting = [slot = pre_, host = std::move(hp->first), port = std::move(hp->second)] {
     // As curl resolves (any family, stream sockets), so its first address is ours.
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -352,7 +353,14 @@ void HttpClient::preconnect(const std::string& url) {
     lk.unlock();
     if (res) ::freeaddrinfo(res);
     g_preconnects.fetch_sub(1);
-  }).detach();
+  };
+  try {
+    std::thread(std::move(connecting)).detach();
+  } catch (const std::system_error&) {  // no thread to spare: the first request connects itself
+    std::lock_guard lk(pre_->mu);
+    pre_->running = false;
+    g_preconnects.fetch_sub(1);
+  }
 }
 
 void* HttpClient::acquire() {
