@@ -462,9 +462,11 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
     spec.blobs.insert(spec.blobs.begin(), o.blob_inline_meta ? boot_info : info);
     rep.blobs = {info};
   } else if (o.blob_inline_meta) {
-    // No file data, so no blob meta and an empty blob table; the bootstrap
-    // still gets its meta blob (upstream's dump_bootstrap creates the blob
-    // for it), which the converter lists as the layer's Nydus blob.
+    // No chunk read from the layer (no file data, or all of it in the chunk
+    // dictionary), so no blob meta, and the blob table holds the dictionary's
+    // blobs at most; the bootstrap still gets its meta blob (upstream's
+    // dump_bootstrap creates the blob for it), which the converter lists as
+    // the layer's Nydus blob.
     std::vector<uint8_t> meta_blob;
     MetaSections sec(meta_blob, true, o.blob_toc);
     NYDUS_TRY(append_bootstrap(sec, meta_blob));
