@@ -157,9 +157,11 @@ S3Backend::S3Backend(S3Config cfg, std::string ca_bundle_pem)
   if (!cfg_.proxy.url.empty()) proxy_ = std::make_unique<BackendProxy>(cfg_.proxy, http_);
 }
 
+std::string S3Backend::request_host() const { return cfg_.oss ? cfg_.bucket_name + "." + cfg_.endpoint : cfg_.endpoint; }
+
 void S3Backend::preconnect() {
   if (proxy_) return;
-  http_.preconnect(cfg_.scheme + "://" + (cfg_.oss ? cfg_.bucket_name + "." : "") + cfg_.endpoint);
+  http_.preconnect(cfg_.scheme + "://" + request_host());
 }
 
 Result<HttpResponse> S3Backend::object_request(const std::string& method, const std::string& key,
@@ -173,8 +175,8 @@ Result<HttpResponse> S3Backend::object_request(const std::string& method, const 
   req.body_out = out;
   req.accept = std::move(accept);
   const bool signing = !cfg_.access_key_id.empty();
+  const std::string host = request_host();
   if (!cfg_.oss) {
-    const std::string host = cfg_.endpoint;
     const std::string uri = "/" + cfg_.bucket_name + (key.empty() ? "" : "/" + url_encode(key, true));
     req.url = cfg_.scheme + "://" + host + uri;
     std::vector<std::pair<std::string, std::string>> hs = {{"host", host}};
@@ -193,7 +195,6 @@ Result<HttpResponse> S3Backend::object_request(const std::string& method, const 
     }
     for (auto& [k, v] : hs) req.headers.emplace_back(k == "host" ? "Host" : k, v);
   } else {
-    const std::string host = cfg_.bucket_name + "." + cfg_.endpoint;
     req.url = cfg_.scheme + "://" + host + "/" + url_encode(key, true);
     req.headers = extra_headers;
     if (signing) {

@@ -93,6 +93,9 @@ class S3Backend final : public RemoteBackend {
 
  private:
   S3Backend(S3Config cfg, std::string ca_bundle_pem);
+  // The host requests go to: the endpoint (s3, path-style) or
+  // bucket.endpoint (oss, virtual-hosted).
+  std::string request_host() const;
 
   S3Config cfg_;
   HttpClient http_;
