@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <chrono>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,10 @@ std::string compat_fixture(const std::string& rel);
 // One gzip member of `in`, as zlib writes it with windowBits 31 (what Go's
 // compress/gzip, and so an eStargz writer, emits for each chunk).
 std::vector<uint8_t> gzip_member(const std::vector<uint8_t>& in);
+
+// Polls `cond` every 10 ms until it holds (true) or `limit` passes (false,
+// after one last look).
+bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit);
 
 // Running under CI (CI=true), where every prerequisite is installed.
 bool in_ci();

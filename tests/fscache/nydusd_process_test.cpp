@@ -33,14 +33,7 @@ namespace fs = std::filesystem;
 
 const std::string kBin = nydus::test::bin_dir().string();
 
-bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return cond();
-}
+using nydus::test::wait_for;
 
 class NydusdFscacheTest : public ::testing::Test {
  protected:

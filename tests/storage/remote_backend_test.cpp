@@ -8,6 +8,7 @@
 #include <barrier>
 #include <nlohmann/json.hpp>
 
+#include "common/test_util.h"
 #include "fake_http_server.h"
 #include "storage/backend.h"
 #include "storage/registry_backend.h"
@@ -647,14 +648,6 @@ struct RawListener {
   }
 };
 
-bool wait_for(const std::function<bool()>& cond) {
-  for (int i = 0; i < 500; i++) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return cond();
-}
-
 FakeResponse hello(const FakeRequest&) {
   FakeResponse r;
   r.body = "hello";
@@ -671,7 +664,7 @@ TEST(Preconnect, TheFirstRequestTakesTheOpenSocket) {
   FakeHttpServer srv(hello);
   HttpClient http;
   http.preconnect(srv.base() + "/v2/");
-  ASSERT_TRUE(wait_for([&] { return srv.accepts() == 1; }));
+  ASSERT_TRUE(nydus::test::wait_for([&] { return srv.accepts() == 1; }, std::chrono::seconds(5)));
   auto r = get(http, srv.base() + "/x");
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->status, 200);
@@ -683,7 +676,7 @@ TEST(Preconnect, TheFirstRequestTakesTheOpenSocket) {
   FakeHttpServer srv2(hello);
   HttpClient http2;
   http2.preconnect(srv2.base());
-  ASSERT_TRUE(wait_for([&] { return srv2.accepts() == 1; }));
+  ASSERT_TRUE(nydus::test::wait_for([&] { return srv2.accepts() == 1; }, std::chrono::seconds(5)));
   std::thread([&] {
     const BackgroundRequestScope background;
     auto r = get(http2, srv2.base() + "/x");
@@ -699,7 +692,7 @@ TEST(Preconnect, TheFirstRequestTakesTheOpenSocket) {
   auto reg = registry_for(blob);
   auto b = make(reg_config(reg));
   b->preconnect();
-  ASSERT_TRUE(wait_for([&] { return reg.accepts() == 1; }));
+  ASSERT_TRUE(nydus::test::wait_for([&] { return reg.accepts() == 1; }, std::chrono::seconds(5)));
   EXPECT_EQ(read_str(*b, blob.id, 100, 4096), blob.slice(100, 4096));
   EXPECT_EQ(reg.accepts(), 1);
 }
@@ -755,11 +748,13 @@ TEST(Preconnect, AtMostAFewAtATimeInTheProcess) {
   for (int c : accepted) ::close(c);
   // Slots free again once those threads are gone.
   HttpClient again;
-  ASSERT_TRUE(wait_for([&] {
-    again.preconnect(l.base());
-    pollfd p{l.fd, POLLIN, 0};
-    return ::poll(&p, 1, 50) > 0;
-  }));
+  ASSERT_TRUE(nydus::test::wait_for(
+      [&] {
+        again.preconnect(l.base());
+        pollfd p{l.fd, POLLIN, 0};
+        return ::poll(&p, 1, 50) > 0;
+      },
+      std::chrono::seconds(5)));
 }
 
 TEST(Preconnect, ARequestElsewhereLeavesItAndTheClientClosesIt) {
