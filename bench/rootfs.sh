@@ -15,7 +15,7 @@
 #
 # Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), ROOTFS_CACHE
 #      (/var/cache/nydus-cpp, the rootfs tarball), RUNS (3), KEEP=1, SETUPS (space-separated
-#      subset of: erofs fuse fuse-nospin fuse-cold fuse-uring fanotify squashfuse).
+#      subset of: erofs fuse fuse-nodra fuse-nospin fuse-cold fuse-uring fanotify squashfuse).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -108,6 +108,8 @@ for s in $SETUPS; do
       mkdir -p "$W/mnt-erofs"
       python3 "$LIB/erofs_mount.py" mount "$W/boot" "$W/mnt-erofs" --device "$W/kcache/$BLOB.blob.data" >/dev/null ;;
     fuse) start_nydusd fuse "$W/cache-fuse" --fuse-uring off && warm "$W/mnt-fuse" ;;
+    fuse-nodra)  # no read-ahead across a directory's files (dir_read_ahead.h)
+      NYDUS_DIR_READ_AHEAD=0 start_nydusd fuse-nodra "$W/cache-fuse-nodra" --fuse-uring off && warm "$W/mnt-fuse-nodra" ;;
     fuse-nospin)  # workers sleep as soon as no request waits (before the poll in fuse_channel.cpp)
       NYDUS_FUSE_SPIN_US=0 start_nydusd fuse-nospin "$W/cache-fuse-nospin" --fuse-uring off && warm "$W/mnt-fuse-nospin" ;;
     fuse-uring)
@@ -142,7 +144,7 @@ for r in $(seq "$RUNS"); do
     done
   done
 done
-for s in fuse fuse-nospin fuse-uring fanotify; do stop_nydusd "$s"; done
+for s in fuse fuse-nodra fuse-nospin fuse-uring fanotify; do stop_nydusd "$s"; done
 [ -n "${DPIDS[squashfuse]:-}" ] && awk '/VmHWM/ {print $2}' /proc/"${DPIDS[squashfuse]}"/status >"$W/rss-squashfuse"
 
 python3 - "$W" "$SETUPS" <<'PY'
@@ -154,6 +156,7 @@ for line in open(os.path.join(w, "times")):
     times.setdefault((s, wl), []).append(float(t))
 names = {"erofs": "kernel EROFS", "fuse": "nydusd FUSE, warm blob cache",
          "fuse-nospin": "nydusd FUSE, warm blob cache, no polling (NYDUS_FUSE_SPIN_US=0)",
+         "fuse-nodra": "nydusd FUSE, warm blob cache, no read-ahead across files (NYDUS_DIR_READ_AHEAD=0)",
          "fuse-cold": "nydusd FUSE, empty blob cache (local blob)",
          "fuse-uring": "nydusd FUSE io_uring, warm blob cache",
          "fanotify": "nydusd fanotify, warm cache", "squashfuse": "squashfuse"}

@@ -21,6 +21,18 @@ class WorkQueue {
     cv_.notify_one();
   }
 
+  // push() unless `limit` jobs wait already (a producer that must not pile
+  // up work no worker keeps pace with); false if dropped.
+  bool try_push(Job job, size_t limit) {
+    {
+      std::lock_guard lk(mu_);
+      if (closed_ || jobs_.size() >= limit) return false;
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+    return true;
+  }
+
   // The next job; nullopt once closed and drained.
   std::optional<Job> pop() {
     std::unique_lock lk(mu_);

@@ -105,6 +105,9 @@ Result<json> Daemon::metrics(const std::string& kind, const std::map<std::string
     j["fuse_resent_requests"] = s ? s->resent_requests() : 0;
     // Ours: requests served through FUSE over io_uring entries.
     j["fuse_uring_requests"] = s ? s->uring_requests() : 0;
+    // Ours: files put into the page cache ahead of a reader (dir_read_ahead.h).
+    j["fuse_pushed_files"] = s ? s->pushed_files() : 0;
+    j["fuse_pushed_bytes"] = s ? s->pushed_bytes() : 0;
     return j;
   }
   if (kind == "files") {

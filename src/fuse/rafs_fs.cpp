@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fuse/fuse_channel.h"
+#include "fuse/page_pusher.h"
 #include "fuse/read_plan.h"
 #include "fuse/vfs.h"
 
@@ -146,26 +147,62 @@ Result<size_t> RafsFs::read_ino(uint64_t ino, uint64_t off, std::span<uint8_t> o
 
 Result<size_t> RafsFs::read(OpenFile& f, uint64_t off, std::span<uint8_t> out) {
   reads_.fetch_add(1, std::memory_order_relaxed);
+  auto r = read_bytes(f, off, out, true);
+  if (!r) {
+    read_errors_.fetch_add(1, std::memory_order_relaxed);
+    return r;
+  }
+  read_bytes_.fetch_add(*r, std::memory_order_relaxed);
+  if (opts_.iostats_files) record_read(f.nid, *r);
+  return r;
+}
+
+Result<size_t> RafsFs::read_bytes(OpenFile& f, uint64_t off, std::span<uint8_t> out, bool demand) {
   auto plan = plan_read(f.chunks, boot_->chunk_size(), f.size, off, out.size(), blob_sizes_,
                         boot_->super_block().blkszbits);
-  if (!plan) {
-    read_errors_.fetch_add(1, std::memory_order_relaxed);
-    return std::unexpected(std::move(plan).error().context(fmt::format("nid {}", f.nid)));
-  }
+  if (!plan) return std::unexpected(std::move(plan).error().context(fmt::format("nid {}", f.nid)));
   // Submitted before our own fetch so both round trips overlap.
-  if (plan->total > 0)
+  if (demand && plan->total > 0)
     if (auto ra = f.read_ahead.on_read(off, plan->total, f.size); ra.len > 0) read_ahead(f, ra);
   for (const ReadSegment& s : plan->segments) {
     auto st = blobs_[s.blob_index]->read(s.blob_offset, out.subspan(s.buf_offset, s.len));
-    if (!st) {
-      read_errors_.fetch_add(1, std::memory_order_relaxed);
+    if (!st)
       return std::unexpected(std::move(st).error().context(
           fmt::format("nid {}: blob {} [{:#x}, +{:#x})", f.nid, s.blob_index, s.blob_offset, s.len)));
-    }
   }
-  read_bytes_.fetch_add(plan->total, std::memory_order_relaxed);
-  if (opts_.iostats_files) record_read(f.nid, plan->total);
   return size_t(plan->total);
+}
+
+void RafsFs::listed(uint64_t dir, uint64_t index, uint64_t ino, bool first) {
+  dir_read_ahead_.listed(dir, index, ino, first);
+}
+
+std::vector<uint64_t> RafsFs::files_to_push(uint64_t ino, uint64_t off) {
+  if (off != 0) return {};
+  return dir_read_ahead_.on_first_read(ino, [&](uint64_t dir, uint64_t from, const auto& fn) {
+    auto d = boot_->inode(to_nid(dir));
+    if (!d || !d->is_dir()) return;
+    uint64_t index = 0;
+    (void)boot_->for_each_dirent(*d, [&](const format::DirEntryView& e) {
+      const uint64_t i = index++;
+      if (i < from) return true;
+      DirReadAhead::Entry en{to_ino(e.nid), e.type == format::FileType::kRegular, 0};
+      if (en.regular) {
+        auto iv = boot_->inode(e.nid);
+        if (!iv) return true;  // a damaged entry is left to its own READ
+        en.size = iv->size;
+      }
+      return fn(i, en);
+    });
+  });
+}
+
+Result<size_t> RafsFs::read_for_push(uint64_t ino, std::vector<uint8_t>& buf) {
+  NYDUS_ASSIGN_OR_RETURN(std::unique_ptr<OpenFile> f, open(ino, O_RDONLY));
+  if (buf.size() < f->size) buf.resize(f->size);
+  NYDUS_ASSIGN_OR_RETURN(size_t n, read_bytes(*f, 0, std::span<uint8_t>(buf.data(), f->size), false));
+  if (n != f->size) return fs_answer(EIO, "short read");
+  return n;
 }
 
 void RafsFs::read_ahead(const OpenFile& f, ReadAheadWindow::Range r) {
@@ -390,7 +427,12 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
   }
   auto r = rt->fs->read_ino(rt->ino, uint64_t(off), out.first(size));
   if (!r) return reply_error(req, r.error(), "read", ino, rt->fs.get());
+  PagePusher* pusher = vfs_of(req).pusher();  // req is gone once answered
   fuse_reply_buf(req, reinterpret_cast<const char*>(out.data()), *r);
+  // After the reply: the next files of a directory read in order.
+  if (PagePusher* p = pusher)
+    for (uint64_t next : rt->fs->files_to_push(rt->ino, uint64_t(off)))
+      if (!p->push(rt->fs, next, Vfs::outer(rt->slot, next))) break;
 }
 
 // Likewise no OPENDIR: the kernel then caches directory entries
@@ -405,6 +447,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
   Vfs& vfs = vfs_of(req);
   std::vector<char> buf(size);
   size_t used = 0;
+  bool first_file = off <= 0;  // no regular file listed before this one
   auto add = [&](const DirEntry& e) {
     size_t n;
     const uint64_t kino = fs ? Vfs::outer(rt->slot, e.ino) : e.ino;
@@ -438,6 +481,10 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
     }
     if (n > size - used) return false;  // did not fit: the kernel asks again from this cookie
     used += n;
+    if (fs && e.mode == S_IFREG) {
+      fs->listed(rt->ino, e.next_off - 1, e.ino, first_file);
+      first_file = false;
+    }
     return true;
   };
   const uint64_t from = off < 0 ? 0 : uint64_t(off);
@@ -629,6 +676,7 @@ Result<std::unique_ptr<FuseSession>> FuseSession::mount(std::shared_ptr<Vfs> vfs
   NYDUS_TRY(s->channel_->install(s->se_));
   s->conn_id_ = fuse_conn_id(s->mountpoint_);
   s->watch_unmounts();
+  s->start_pusher();
   return s;
 }
 
@@ -661,6 +709,7 @@ Result<std::unique_ptr<FuseSession>> FuseSession::adopt(std::shared_ptr<Vfs> vfs
   NYDUS_TRY(s->channel_->install(s->se_));
   s->conn_id_ = fuse_conn_id(s->mountpoint_);
   s->watch_unmounts();
+  s->start_pusher();
   return s;
 }
 
@@ -677,10 +726,35 @@ void FuseSession::watch_unmounts() {
   });
 }
 
+bool dir_read_ahead_from_env() {
+  const char* e = std::getenv("NYDUS_DIR_READ_AHEAD");
+  return !(e && std::string_view(e) == "0");
+}
+
+void FuseSession::start_pusher() {
+  if (!opts_.dir_read_ahead) return;
+  pusher_ = std::make_unique<PagePusher>([se = se_](uint64_t kernel_ino, std::span<const uint8_t> bytes) {
+    fuse_bufvec bv = FUSE_BUFVEC_INIT(bytes.size());
+    bv.buf[0].mem = const_cast<uint8_t*>(bytes.data());
+    return fuse_lowlevel_notify_store(se, kernel_ino, 0, &bv, fuse_buf_copy_flags(0));
+  });
+  vfs_->set_pusher(pusher_.get());
+}
+
+// Before the loop ends: a push may wait in the kernel for a page that a
+// READ being served has locked, and only a running loop answers that READ.
+void FuseSession::stop_pusher() {
+  if (!pusher_) return;
+  vfs_->set_pusher(nullptr);
+  pusher_->stop();
+}
+
 int FuseSession::fd() const { return channel_ ? channel_->fd() : -1; }
 uint64_t FuseSession::resent_requests() const { return channel_ ? channel_->resent_requests() : 0; }
 std::string FuseSession::transport() const { return channel_ ? channel_->transport() : "classic"; }
 uint64_t FuseSession::uring_requests() const { return channel_ ? channel_->uring_requests() : 0; }
+uint64_t FuseSession::pushed_files() const { return pusher_ ? pusher_->pushed_files() : 0; }
+uint64_t FuseSession::pushed_bytes() const { return pusher_ ? pusher_->pushed_bytes() : 0; }
 std::shared_ptr<runtime::FsIoStats> FuseSession::io_stats() const { return channel_ ? channel_->io_stats() : nullptr; }
 std::vector<uint8_t> FuseSession::init_message() const {
   return channel_ ? channel_->init_message() : std::vector<uint8_t>{};
@@ -725,6 +799,7 @@ void FuseSession::stop() {
   if (stopped_) return;
   stopped_ = true;
   if (!se_) return;
+  stop_pusher();
   stopping_ = true;
   fuse_session_exit(se_);
   // Workers wait for requests in poll(): wake them all; each answers the

@@ -29,6 +29,7 @@
 
 #include "common/result.h"
 #include "format/bootstrap.h"
+#include "fuse/dir_read_ahead.h"
 #include "fuse/fuse_uring.h"
 #include "fuse/open_file_cache.h"
 #include "fuse/read_ahead_window.h"
@@ -40,6 +41,7 @@ struct fuse_session;
 namespace nydus::fuse {
 
 class FuseChannel;
+class PagePusher;
 class Vfs;
 
 struct FsOptions {
@@ -125,8 +127,20 @@ class RafsFs {
   // An entry's attributes for READDIRPLUS (not counted as a getattr).
   Result<struct stat> entry_attr(uint64_t ino) const;
 
+  // Read-ahead across a directory's files (dir_read_ahead.h): a listing of
+  // `dir` returned regular file `ino` at `index` (`first`: the first regular
+  // file in it); a READ of `ino` at `off`
+  // asks which files to push into the page cache now; the pusher reads one
+  // whole into `buf` (not counted as a READ).
+  void listed(uint64_t dir, uint64_t index, uint64_t ino, bool first);
+  std::vector<uint64_t> files_to_push(uint64_t ino, uint64_t off);
+  Result<size_t> read_for_push(uint64_t ino, std::vector<uint8_t>& buf);
+
  private:
   Result<struct stat> stat_of(const format::InodeView& ino) const;
+  // The bytes of [off, off + out.size()) from the blobs; `demand`: a
+  // reader waits for them (moves the file's read-ahead window).
+  Result<size_t> read_bytes(OpenFile& f, uint64_t off, std::span<uint8_t> out, bool demand);
   void record_read(uint64_t nid, uint64_t bytes);
   // Ask the caches to fetch a file range in the background.
   void read_ahead(const OpenFile& f, ReadAheadWindow::Range r);
@@ -140,6 +154,7 @@ class RafsFs {
   std::once_flag statfs_once_;
   uint64_t total_blocks_ = 0;
   OpenFileCache<OpenFile> files_;
+  DirReadAhead dir_read_ahead_;
 
   std::atomic<uint64_t> lookups_{0}, getattrs_{0}, reads_{0}, read_bytes_{0}, read_errors_{0},
       readdirs_{0}, errors_{0};
@@ -158,12 +173,18 @@ class RafsFs {
   std::array<Shard, kShards> shards_;
 };
 
+// NYDUS_DIR_READ_AHEAD: "0" turns the read-ahead across files off.
+bool dir_read_ahead_from_env();
+
 struct SessionOptions {
   unsigned max_threads = 4;     // worker threads of the session loop (and io_uring entries)
   UringMode uring = uring_mode_from_env();  // FUSE over io_uring: auto|on|off (fuse_uring.h)
   bool failover = false;        // a supervisor may replace this daemon after a crash (FuseChannel::create)
   std::string fsname = "rafs";  // mount source shown in mountinfo
   bool allow_other = true;
+  // Push the next files of a directory read in listing order into the page
+  // cache (dir_read_ahead.h); NYDUS_DIR_READ_AHEAD=0 turns it off.
+  bool dir_read_ahead = dir_read_ahead_from_env();
 };
 
 // One mounted FUSE connection serving a Vfs: one image, or a shared
@@ -203,6 +224,10 @@ class FuseSession {
   std::string transport() const;
   // Requests served through io_uring entries.
   uint64_t uring_requests() const;
+  // Files (and their bytes) put into the page cache ahead of a reader
+  // going through a directory (dir_read_ahead.h).
+  uint64_t pushed_files() const;
+  uint64_t pushed_bytes() const;
   // Upstream's FsIoStats of this connection and its requests in progress
   // (null before the channel exists).
   std::shared_ptr<runtime::FsIoStats> io_stats() const;
@@ -212,12 +237,15 @@ class FuseSession {
  private:
   FuseSession() = default;
   void watch_unmounts();
+  void start_pusher();
+  void stop_pusher();
 
   std::shared_ptr<Vfs> vfs_;
   std::string mountpoint_;
   SessionOptions opts_;
   struct fuse_session* se_ = nullptr;
   std::unique_ptr<FuseChannel> channel_;
+  std::unique_ptr<PagePusher> pusher_;
   bool leaving_ = false;  // stop() keeps the mount (leave())
   bool adopted_ = false;  // mounted by another daemon (adopt())
   std::optional<unsigned> conn_id_;  // /sys/fs/fuse/connections/<id>

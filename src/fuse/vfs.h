@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -31,6 +32,7 @@
 
 namespace nydus::fuse {
 
+class PagePusher;
 class RafsFs;
 struct DirEntry;
 
@@ -76,6 +78,11 @@ class Vfs {
   // the FUSE session serving this Vfs.
   void set_invalidator(std::function<void(uint64_t parent, const std::string& name)> fn);
 
+  // What pushes files into the kernel's page cache for this connection
+  // (page_pusher.h), set by the session while it runs; null: none.
+  void set_pusher(PagePusher* p) { pusher_.store(p, std::memory_order_release); }
+  PagePusher* pusher() const { return pusher_.load(std::memory_order_acquire); }
+
  private:
   struct PseudoDir {
     uint64_t ino = 0;
@@ -95,6 +102,7 @@ class Vfs {
   unsigned next_slot_ = 1;
   std::vector<PseudoDir> dirs_{PseudoDir{1, 1, {}, {}}};   // dirs_[ino - 1]
   std::function<void(uint64_t, const std::string&)> invalidate_;
+  std::atomic<PagePusher*> pusher_{nullptr};
 };
 
 }  // namespace nydus::fuse

@@ -4,7 +4,9 @@
 # backend + blob cache) -> compare with the source; SIGTERM gives a clean exit and
 # unmount; a restart on the same cache with the backend gone still serves what was
 # read; with digest_validate a corrupted blob gives EIO for the affected file only,
-# and the daemon keeps serving the others. Needs root and /dev/fuse (else exit 77).
+# and the daemon keeps serving the others; tar of a directory read in order gets its
+# files pushed into the page cache ahead of it, byte-exact. Needs root and /dev/fuse
+# (else exit 77).
 #
 # Env: NYDUS_BIN_DIR, NYDUS_TEST_TMP (default /var/tmp), KEEP_WORK=1, SMALL=1 (quick tree).
 set -uo pipefail
@@ -214,6 +216,72 @@ singleton_api() {
   echo "singleton exit status $i"
   [ "$i" -eq 0 ]
 }
-step "singleton: mount, compare, umount and exit via the API" singleton_api
+# A failed singleton step must not leave its daemon serving $MNT for the steps after it.
+singleton_or_kill() {
+  singleton_api && return 0
+  [ -n "$DAEMON_PID" ] && kill -KILL "$DAEMON_PID" 2>/dev/null
+  umount -l "$MNT" 2>/dev/null
+  DAEMON_PID=
+  return 1
+}
+step "singleton: mount, compare, umount and exit via the API" singleton_or_kill
+
+# ---- 7. read-ahead across a directory's files ---------------------------------------------
+# A reader going through a directory in listing order (tar) gets the next files pushed into
+# the page cache (FUSE_NOTIFY_STORE, src/fuse/dir_read_ahead.h): the bytes tar copies must be
+# the source's, and most files must come without a READ. With NYDUS_DIR_READ_AHEAD=0 every
+# file is a READ (the counters mean what this checks).
+D=$WORK/dra
+mkdir -p "$D/src/sub" "$D/blobs" "$D/cache" "$D/out"
+"$PY" - "$D/src" <<'PY' || die "cannot make the read-ahead tree"
+import os, random, sys
+r = random.Random(7)
+root = sys.argv[1]
+for i in range(400):  # distinct bytes in every file: a file pushed as another shows
+    with open(os.path.join(root, f"f{i:04d}"), "wb") as f:
+        f.write(r.randbytes(r.randint(1, 20000)))
+    if i % 50 == 0:
+        os.makedirs(os.path.join(root, f"d{i:04d}"))
+        with open(os.path.join(root, f"d{i:04d}", "inner"), "wb") as f:
+            f.write(r.randbytes(5000))
+with open(os.path.join(root, "sub", "big"), "wb") as f:
+    f.write(r.randbytes(3 << 20))
+os.symlink("f0001", os.path.join(root, "link"))
+PY
+step "read-ahead: create" "$NYDUS_IMAGE" create -B "$D/boot" -D "$D/blobs" "$D/src" || die "cannot build the read-ahead image"
+write_config "$D/config.json" "$D/blobs" "$D/cache" false
+# fop SOCK NAME: a FUSE op counter (upstream's fop_hits order) or one of ours.
+fop() {
+  curl -sf --unix-socket "$1" http://localhost/api/v1/metrics | "$PY" -c '
+import json, sys
+j, name = json.load(sys.stdin), sys.argv[1]
+ops = "getattr readlink open release read statfs getxattr listxattr opendir lookup readdir readdirplus".split()
+print(j["fop_hits"][ops.index(name)] if name in ops else j[name])' "$2"
+}
+# tar_pass MNT SOCK WANT: tar of the mount == the source; prints the READs and pushes.
+tar_pass() {
+  local mnt=$1 sock=$2 want=$3 reads pushed
+  rm -rf "$D/out"; mkdir -p "$D/out"
+  tar -C "$mnt" -cf - . | tar -C "$D/out" -xf - || return 1
+  diff -r "$D/src" "$D/out" || { echo "tar of the mount differs from the source"; return 1; }
+  reads=$(fop "$sock" read) && pushed=$(fop "$sock" fuse_pushed_files) || return 1
+  echo "READs: $reads, files pushed: $pushed (402 files)"
+  case $want in
+    on) [ "$pushed" -ge 300 ] && [ "$reads" -le 120 ] ;;
+    off) [ "$pushed" -eq 0 ] && [ "$reads" -ge 402 ] ;;
+  esac
+}
+DMNT=$WORK/mnt-dra
+if step "read-ahead: mount" start_daemon dra "$D/boot" "$D/config.json" "$DMNT"; then
+  step "read-ahead: tar == source, most files pushed, few READs" tar_pass "$DMNT" "$WORK/dra.sock" on
+  step "read-ahead: SIGTERM" stop_daemon "$DMNT"
+fi
+rm -rf "$D/cache"; mkdir -p "$D/cache"
+export NYDUS_DIR_READ_AHEAD=0
+if step "read-ahead off: mount" start_daemon dra-off "$D/boot" "$D/config.json" "$DMNT"; then
+  step "read-ahead off: tar == source, a READ per file" tar_pass "$DMNT" "$WORK/dra-off.sock" off
+  step "read-ahead off: SIGTERM" stop_daemon "$DMNT"
+fi
+unset NYDUS_DIR_READ_AHEAD
 
 summary

@@ -1,0 +1,80 @@
+#include "fuse/dir_read_ahead.h"
+
+#include <algorithm>
+
+namespace nydus::fuse {
+
+namespace {
+
+// Entries between two files read in order may be subdirectories, links or
+// big files, which a tar-like reader handles without a READ we see here.
+constexpr uint64_t kGap = 8;
+
+template <class Map>
+auto* find2(Map& cur, Map& old, uint64_t key) {
+  if (auto it = cur.find(key); it != cur.end()) return &it->second;
+  if (auto it = old.find(key); it != old.end()) return &cur.emplace(key, it->second).first->second;
+  return static_cast<typename Map::mapped_type*>(nullptr);
+}
+
+}  // namespace
+
+void DirReadAhead::listed(uint64_t dir, uint64_t index, uint64_t ino, bool first) {
+  std::lock_guard lk(mu_);
+  age(where_, where_old_);
+  where_[ino] = Where{dir, index, first};
+}
+
+std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, const Walk& walk) {
+  uint64_t dir = 0, from = 0;
+  unsigned window = 0;
+  {
+    std::lock_guard lk(mu_);
+    const Where* w = find2(where_, where_old_, ino);
+    if (!w) return {};
+    const Where at = *w;
+    DirState* st = find2(dirs_, dirs_old_, at.dir);
+    if (!st) {
+      age(dirs_, dirs_old_);
+      st = &dirs_[at.dir];
+      *st = DirState{at.index, at.index + 1, 0};
+    } else if (at.index <= st->last || at.index > std::max(st->last + kGap, st->pushed_end)) {
+      // A jump (or a reader starting over): the window closes.
+      *st = DirState{at.index, at.index + 1, 0};
+    } else {
+      // In order: just after the last file read, or anywhere up to the end
+      // of what was pushed (the reader read the pushed files from the page
+      // cache). Push again once the reader is into the second half of the
+      // last push.
+      st->last = at.index;
+      if (st->window != 0 && at.index + 1 + st->window / 2 < st->pushed_end) return {};
+      window = st->window == 0 ? limits_.first_window : std::min(st->window * 4, limits_.max_window);
+    }
+    // A reader starting at a directory's first file may be going through all
+    // of them: push a few, which costs little if it is not.
+    if (window == 0 && at.first) window = limits_.start_window;
+    if (window == 0) return {};
+    st->window = window;
+    dir = at.dir;
+    from = std::max(at.index + 1, st->pushed_end);
+    st->pushed_end = from;  // a concurrent reader now starts past us
+  }
+
+  std::vector<uint64_t> out;
+  uint64_t bytes = 0, end = from;
+  walk(dir, from, [&](uint64_t index, const Entry& e) {
+    if (out.size() >= window || bytes >= limits_.max_bytes) return false;
+    end = index + 1;
+    if (e.regular && e.size > 0 && e.size <= limits_.max_file) {
+      out.push_back(e.ino);
+      bytes += e.size;
+    }
+    return true;
+  });
+
+  std::lock_guard lk(mu_);
+  if (DirState* st = find2(dirs_, dirs_old_, dir)) st->pushed_end = std::max(st->pushed_end, end);
+  return out;
+}
+
+}  // namespace nydus::fuse

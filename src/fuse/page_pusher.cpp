@@ -1,0 +1,84 @@
+#include "fuse/page_pusher.h"
+
+#include <signal.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "fuse/rafs_fs.h"
+
+namespace nydus::fuse {
+
+PagePusher::PagePusher(Store store) : st_(std::make_shared<State>()) {
+  st_->store = std::move(store);
+  try {
+    std::thread([st = st_] {
+      sigset_t all;  // signals belong to the daemon's main thread
+      sigfillset(&all);
+      pthread_sigmask(SIG_BLOCK, &all, nullptr);
+      run(st);
+    }).detach();
+    running_ = true;
+  } catch (const std::system_error& e) {
+    // Without the thread, readers READ every file themselves: slower, not wrong.
+    spdlog::warn("no read-ahead across files: cannot start its thread: {}", e.what());
+    st_->stopping = true;
+  }
+}
+
+PagePusher::~PagePusher() { stop(); }
+
+bool PagePusher::push(std::shared_ptr<RafsFs> fs, uint64_t ino, uint64_t kernel_ino) {
+  if (st_->stopping.load(std::memory_order_relaxed)) return false;
+  if (st_->queue.try_push(Job{std::move(fs), ino, kernel_ino}, kMaxQueued)) return true;
+  st_->dropped.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
+void PagePusher::stop(std::chrono::milliseconds wait) {
+  st_->stopping.store(true);
+  st_->queue.close();
+  {
+    std::lock_guard lk(st_->store_mu);  // a store in progress finishes first
+    st_->closed = true;
+  }
+  if (!running_) return;
+  running_ = false;
+  std::unique_lock lk(st_->done_mu);
+  if (!st_->done_cv.wait_for(lk, wait, [&] { return st_->done; }))
+    spdlog::warn("read-ahead across files: a read is still running; it ends on its own");
+}
+
+void PagePusher::run(const std::shared_ptr<State>& st) {
+  std::vector<uint8_t> buf;
+  while (auto job = st->queue.pop()) {
+    if (st->stopping.load(std::memory_order_relaxed)) continue;  // drain without work
+    auto r = job->fs->read_for_push(job->ino, buf);
+    if (!r) {
+      spdlog::debug("page push of ino {}: {}", job->ino, r.error().message);
+      continue;
+    }
+    int rc;
+    {
+      std::lock_guard lk(st->store_mu);
+      if (st->closed) continue;
+      rc = st->store(job->kernel_ino, std::span<const uint8_t>(buf.data(), *r));
+    }
+    if (rc == 0) {
+      st->files.fetch_add(1, std::memory_order_relaxed);
+      st->bytes.fetch_add(*r, std::memory_order_relaxed);
+    } else if (rc != -ENOENT) {  // ENOENT: the kernel forgot the inode meanwhile
+      spdlog::debug("page push of ino {}: {}", job->ino, std::strerror(-rc));
+    }
+  }
+  std::lock_guard lk(st->done_mu);
+  st->done = true;
+  st->done_cv.notify_all();
+}
+
+}  // namespace nydus::fuse

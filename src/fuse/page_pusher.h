@@ -1,0 +1,72 @@
+// Puts whole files into the kernel's page cache ahead of a reader
+// (FUSE_NOTIFY_STORE), for DirReadAhead. One background thread per FUSE
+// connection, a bounded queue: when the reader outruns it, pushes are
+// dropped and the reader's own READs fetch the bytes, as without it. A push
+// for an inode the kernel has forgotten fails harmlessly (ENOENT).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+
+#include "common/work_queue.h"
+
+namespace nydus::fuse {
+
+class RafsFs;
+
+class PagePusher {
+ public:
+  // `store(kernel_ino, bytes)`: hand a file's bytes (from offset 0) to the
+  // kernel; returns 0 or -errno.
+  using Store = std::function<int(uint64_t, std::span<const uint8_t>)>;
+  static constexpr size_t kMaxQueued = 1024;
+
+  explicit PagePusher(Store store);
+  ~PagePusher();
+  PagePusher(const PagePusher&) = delete;
+  PagePusher& operator=(const PagePusher&) = delete;
+
+  // Queue file `ino` of `fs`, known to the kernel as `kernel_ino`; false if
+  // the queue is full or the pusher stopped.
+  bool push(std::shared_ptr<RafsFs> fs, uint64_t ino, uint64_t kernel_ino);
+  // Drop what is queued and stop calling `store` (before the session goes).
+  // Waits for the thread up to `wait`; a thread still reading then (a
+  // backend that does not answer) ends on its own, without storing.
+  void stop(std::chrono::milliseconds wait = std::chrono::seconds(2));
+
+  uint64_t pushed_files() const { return st_->files.load(std::memory_order_relaxed); }
+  uint64_t pushed_bytes() const { return st_->bytes.load(std::memory_order_relaxed); }
+  // Pushes not queued because the queue was full.
+  uint64_t dropped() const { return st_->dropped.load(std::memory_order_relaxed); }
+
+ private:
+  struct Job {
+    std::shared_ptr<RafsFs> fs;
+    uint64_t ino = 0;
+    uint64_t kernel_ino = 0;
+  };
+  // Shared with the thread, which may outlive the pusher (see stop()).
+  struct State {
+    Store store;
+    WorkQueue<Job> queue;
+    std::atomic<bool> stopping{false};
+    std::mutex store_mu;  // held around `store`: stop() waits for one in progress
+    bool closed = false;  // no more `store` calls (under store_mu)
+    std::mutex done_mu;
+    std::condition_variable done_cv;
+    bool done = false;
+    std::atomic<uint64_t> files{0}, bytes{0}, dropped{0};
+  };
+  static void run(const std::shared_ptr<State>& st);
+
+  std::shared_ptr<State> st_;
+  bool running_ = false;
+};
+
+}  // namespace nydus::fuse
