@@ -15,7 +15,9 @@
 #
 # Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), ROOTFS_CACHE
 #      (/var/cache/nydus-cpp, the rootfs tarball), RUNS (3), KEEP=1, SETUPS (space-separated
-#      subset of: erofs fuse fuse-nodra fuse-nospin fuse-cold fuse-uring fanotify squashfuse).
+#      subset of: erofs fuse fuse-nodra fuse-nospin fuse-cold fuse-cold-nodra fuse-uring fanotify
+#      squashfuse). BENCH_TMP on a RAM-backed ext4 (not tmpfs: EROFS cannot mount files
+#      there) takes the disk's noise out of the comparison.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -101,12 +103,13 @@ run() {
 }
 record() { echo "$1 $2 $3" >>"$W/times"; }  # record SETUP WORKLOAD SECONDS
 
-# Long-lived mounts, set up once; "fuse-cold" gets a fresh daemon and cache per workload.
+# Long-lived mounts, set up once; "fuse-cold*" get a fresh daemon and cache per workload.
 for s in $SETUPS; do
   case $s in
     erofs)
       mkdir -p "$W/mnt-erofs"
-      python3 "$LIB/erofs_mount.py" mount "$W/boot" "$W/mnt-erofs" --device "$W/kcache/$BLOB.blob.data" >/dev/null ;;
+      python3 "$LIB/erofs_mount.py" mount "$W/boot" "$W/mnt-erofs" --device "$W/kcache/$BLOB.blob.data" >/dev/null ||
+        { echo "kernel EROFS mount failed (BENCH_TMP on tmpfs? use a RAM-backed ext4)" >&2; exit 1; } ;;
     fuse) start_nydusd fuse "$W/cache-fuse" --fuse-uring off && warm "$W/mnt-fuse" ;;
     fuse-nodra)  # no read-ahead across a directory's files (dir_read_ahead.h)
       NYDUS_DIR_READ_AHEAD=0 start_nydusd fuse-nodra "$W/cache-fuse-nodra" --fuse-uring off && warm "$W/mnt-fuse-nodra" ;;
@@ -133,11 +136,15 @@ for r in $(seq "$RUNS"); do
   echo "# round $r of $RUNS" >&2
   for s in $SETUPS; do
     for w in stat tar python; do
-      if [ "$s" = fuse-cold ]; then
+      if [ "$s" = fuse-cold ] || [ "$s" = fuse-cold-nodra ]; then
         rm -rf "$W/cache-cold"
-        start_nydusd fuse-cold "$W/cache-cold" --fuse-uring off || continue
-        record "$s" "$w" "$(run "$w" "$W/mnt-fuse-cold")"
-        stop_nydusd fuse-cold
+        if [ "$s" = fuse-cold-nodra ]; then
+          NYDUS_DIR_READ_AHEAD=0 start_nydusd "$s" "$W/cache-cold" --fuse-uring off || continue
+        else
+          start_nydusd "$s" "$W/cache-cold" --fuse-uring off || continue
+        fi
+        record "$s" "$w" "$(run "$w" "$W/mnt-$s")"
+        stop_nydusd "$s"
       elif mounted "$W/mnt-$s"; then
         record "$s" "$w" "$(run "$w" "$W/mnt-$s")"
       fi
@@ -158,6 +165,7 @@ names = {"erofs": "kernel EROFS", "fuse": "nydusd FUSE, warm blob cache",
          "fuse-nospin": "nydusd FUSE, warm blob cache, no polling (NYDUS_FUSE_SPIN_US=0)",
          "fuse-nodra": "nydusd FUSE, warm blob cache, no read-ahead across files (NYDUS_DIR_READ_AHEAD=0)",
          "fuse-cold": "nydusd FUSE, empty blob cache (local blob)",
+         "fuse-cold-nodra": "nydusd FUSE, empty blob cache, no read-ahead across files",
          "fuse-uring": "nydusd FUSE io_uring, warm blob cache",
          "fanotify": "nydusd fanotify, warm cache", "squashfuse": "squashfuse"}
 def med(s, wl):

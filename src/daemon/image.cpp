@@ -80,14 +80,15 @@ json ImageInstance::info() const {
   }
   const std::string cache_type = c.cache_type.empty() ? "dummycache" : c.cache_type;
   const std::string section = cache_type == "blobcache" ? "filecache" : cache_type;
-  const std::string work_dir = runtime::cache_config(c, opts_.fallback_work_dir).work_dir.string();
+  const storage::CacheConfig cc = runtime::cache_config(c, opts_.fallback_work_dir);
+  const std::string work_dir = cc.work_dir.string();
   json cfg{{"version", 2},
            {"id", c.id},
            {"backend", backend},
            {"cache", json{{"type", cache_type}, {"compressed", false}, {"validate", c.digest_validate},
                           {section, json{{"work_dir", work_dir}}}}},
            {"rafs", json{{"mode", c.mode},
-                         {"batch_size", c.amplify_io},
+                         {"batch_size", cc.amplify_io},  // the value in effect
                          {"validate", c.digest_validate},
                          {"enable_xattr", c.enable_xattr},
                          {"iostats_files", c.iostats_files},

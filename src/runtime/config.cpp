@@ -25,6 +25,11 @@ Status get_bool(const json& obj, const char* key, std::string_view where, bool& 
   return ok();
 }
 
+bool has_value(const json& obj, const char* key) {
+  auto it = obj.find(key);
+  return it != obj.end() && !it->is_null();
+}
+
 Status get_u64(const json& obj, const char* key, std::string_view where, uint64_t& out) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return ok();
@@ -169,6 +174,7 @@ Result<DaemonConfig> parse_v1(const json& root) {
   NYDUS_TRY(get_bool(root, "latest_read_files", "latest_read_files", c.latest_read_files));
   NYDUS_TRY(get_u64(root, "amplify_io", "amplify_io", c.amplify_io));
   NYDUS_TRY(check_batch(c.amplify_io, "amplify_io"));
+  c.amplify_io_set = has_value(root, "amplify_io");
   NYDUS_ASSIGN_OR_RETURN(const json* pf, get_object(root, "fs_prefetch", "fs_prefetch"));
   if (pf) {
     // v1's FsPrefetchControl: threads 8, merging 1 MiB and prefetch_all true
@@ -235,6 +241,7 @@ Result<DaemonConfig> parse_v2(const json& root) {
     NYDUS_TRY(get_bool(*rafs, "latest_read_files", "rafs.latest_read_files", c.latest_read_files));
     NYDUS_TRY(get_u64(*rafs, "batch_size", "rafs.batch_size", c.amplify_io));
     NYDUS_TRY(check_batch(c.amplify_io, "rafs.batch_size"));
+    c.amplify_io_set = c.amplify_io_set || has_value(*rafs, "batch_size");
     NYDUS_ASSIGN_OR_RETURN(const json* pf, get_object(*rafs, "prefetch", "rafs.prefetch"));
     if (pf) {
       NYDUS_TRY(parse_v2_prefetch(*pf, "rafs.prefetch", rafs_prefetch));

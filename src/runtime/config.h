@@ -58,6 +58,7 @@ struct DaemonConfig {
   bool access_pattern = false;      // accepted; no access-pattern recording here
   bool latest_read_files = false;   // accepted; no read-file trace here
   uint64_t amplify_io = 1 << 20;    // v1 amplify_io / v2 rafs.batch_size; 0 = no amplification
+  bool amplify_io_set = false;      // given in the config (else cache_config picks by backend)
   PrefetchConfig prefetch;
 
   // "" / "dummycache": upstream keeps no local cache and reads the backend

@@ -15,7 +15,15 @@ storage::CacheConfig cache_config(const DaemonConfig& cfg, const std::filesystem
   storage::CacheConfig cc;
   cc.work_dir = cfg.work_dir.empty() ? fallback_work_dir : cfg.work_dir;
   cc.digest_validate = cfg.digest_validate;
-  if (cfg.amplify_io > 0) cc.amplify_io = cfg.amplify_io;
+  // Bytes merged into one backend request after a miss (0: none). Unless
+  // the config says, 1 MiB amortises a remote backend's round trip; a local
+  // blob has none to amortise, and every byte fetched is decompressed, so
+  // 128 KiB there (a cold python start over a local blob: 0.30 -> 0.25 s,
+  // bench/README.md).
+  if (cfg.amplify_io_set)
+    cc.amplify_io = cfg.amplify_io;
+  else if (cfg.backend.is_object() && cfg.backend.value("type", "") == "localfs")
+    cc.amplify_io = 128 << 10;
   return cc;
 }
 

@@ -13,6 +13,7 @@
 
 #include "builder/create_image.h"
 #include "common/test_util.h"
+#include "runtime/image_storage.h"
 #include "runtime/prefetch.h"
 #include "storage/backend.h"
 
@@ -294,6 +295,27 @@ TEST(ConfigUpstream, V1WorkDirDefaultsToDot) {
       "cache": {"type": "blobcache", "compressed": true, "config": {}}}, "mode": "direct"})");
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->work_dir, ".");
+}
+
+// amplify_io in effect (cache_config): as written when given (0: none, as
+// upstream), else 1 MiB for a remote backend and 128 KiB for a local blob.
+TEST(ConfigUpstream, AmplifyIoDefaultsByBackend) {
+  auto amplify = [](const std::string& text) -> uint64_t {
+    auto c = parse_config(text);
+    EXPECT_TRUE(c) << (c ? "" : c.error().message);
+    return c ? cache_config(*c, "/tmp").amplify_io : ~0ull;
+  };
+  const std::string local = R"({"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}}}, "mode": "direct")";
+  const std::string remote =
+      R"({"device": {"backend": {"type": "registry", "config": {"host": "h", "repo": "r"}}}, "mode": "direct")";
+  EXPECT_EQ(amplify(local + "}"), 128u << 10);
+  EXPECT_EQ(amplify(remote + "}"), 1u << 20);
+  EXPECT_EQ(amplify(local + R"(, "amplify_io": 2097152})"), 2u << 20);
+  EXPECT_EQ(amplify(local + R"(, "amplify_io": 0})"), 0u);
+  EXPECT_EQ(amplify(remote + R"(, "amplify_io": 0})"), 0u);
+  EXPECT_EQ(amplify(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}},
+      "rafs": {"batch_size": 65536}})"), 64u << 10);
+  EXPECT_EQ(amplify(R"({"version": 2, "backend": {"type": "localfs", "localfs": {"dir": "/b"}}})"), 128u << 10);
 }
 
 TEST(ConfigUpstream, V1FsPrefetchDefaults) {
