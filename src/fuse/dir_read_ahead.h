@@ -6,11 +6,14 @@
 // daemon pushes the next files' bytes into the kernel's page cache
 // (FUSE_NOTIFY_STORE, done by PagePusher), and the reader finds them there.
 //
-// Like the kernel's page read-ahead, the window opens on sequential reads,
-// doubles each time the reader gets near its end, and closes on a jump; a
-// reader that picks single files out of a directory (an interpreter importing
-// modules, a loader opening libraries) never opens it. Only small files are
-// pushed (big ones stream through the kernel's own read-ahead).
+// Like the kernel's page read-ahead, the window opens on sequential reads (a
+// small one on a read of the directory's first file), grows fourfold each
+// time the reader gets near its end, and closes on a jump; a reader that
+// picks single files out of a directory (an interpreter importing modules, a
+// loader opening libraries) does not open it past that first small push.
+// Only small files are pushed (big ones stream through the kernel's own
+// read-ahead). The reader's reads of pushed files are not seen here: the
+// READ of the first file past a push is what moves the window on.
 //
 // This class decides only; it neither reads nor pushes. State is kept for
 // recently listed directories in two generations (bounded memory).

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <system_error>
 #include <thread>
@@ -14,21 +15,30 @@
 
 namespace nydus::fuse {
 
-PagePusher::PagePusher(Store store) : st_(std::make_shared<State>()) {
+PagePusher::PagePusher(Store store, unsigned threads) : st_(std::make_shared<State>()) {
   st_->store = std::move(store);
-  try {
-    std::thread([st = st_] {
-      sigset_t all;  // signals belong to the daemon's main thread
-      sigfillset(&all);
-      pthread_sigmask(SIG_BLOCK, &all, nullptr);
-      run(st);
-    }).detach();
-    running_ = true;
-  } catch (const std::system_error& e) {
-    // Without the thread, readers READ every file themselves: slower, not wrong.
-    spdlog::warn("no read-ahead across files: cannot start its thread: {}", e.what());
-    st_->stopping = true;
+  for (unsigned i = 0; i < std::max(1u, threads); ++i) {
+    try {
+      {
+        std::lock_guard lk(st_->done_mu);
+        st_->running++;
+      }
+      std::thread([st = st_] {
+        sigset_t all;  // signals belong to the daemon's main thread
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, nullptr);
+        run(st);
+      }).detach();
+      started_ = true;
+    } catch (const std::system_error& e) {
+      std::lock_guard lk(st_->done_mu);
+      st_->running--;
+      // Without threads, readers READ every file themselves: slower, not wrong.
+      spdlog::warn("read-ahead across files: cannot start a thread: {}", e.what());
+      break;
+    }
   }
+  if (!started_) st_->stopping = true;
 }
 
 PagePusher::~PagePusher() { stop(); }
@@ -44,13 +54,13 @@ void PagePusher::stop(std::chrono::milliseconds wait) {
   st_->stopping.store(true);
   st_->queue.close();
   {
-    std::lock_guard lk(st_->store_mu);  // a store in progress finishes first
+    std::unique_lock lk(st_->store_mu);  // stores in progress finish first
     st_->closed = true;
   }
-  if (!running_) return;
-  running_ = false;
+  if (!started_) return;
+  started_ = false;
   std::unique_lock lk(st_->done_mu);
-  if (!st_->done_cv.wait_for(lk, wait, [&] { return st_->done; }))
+  if (!st_->done_cv.wait_for(lk, wait, [&] { return st_->running == 0; }))
     spdlog::warn("read-ahead across files: a read is still running; it ends on its own");
 }
 
@@ -65,7 +75,7 @@ void PagePusher::run(const std::shared_ptr<State>& st) {
     }
     int rc;
     {
-      std::lock_guard lk(st->store_mu);
+      std::shared_lock lk(st->store_mu);
       if (st->closed) continue;
       rc = st->store(job->kernel_ino, std::span<const uint8_t>(buf.data(), *r));
     }
@@ -77,7 +87,7 @@ void PagePusher::run(const std::shared_ptr<State>& st) {
     }
   }
   std::lock_guard lk(st->done_mu);
-  st->done = true;
+  st->running--;
   st->done_cv.notify_all();
 }
 

@@ -1,6 +1,6 @@
 // Puts whole files into the kernel's page cache ahead of a reader
-// (FUSE_NOTIFY_STORE), for DirReadAhead. One background thread per FUSE
-// connection, a bounded queue: when the reader outruns it, pushes are
+// (FUSE_NOTIFY_STORE), for DirReadAhead. A few background threads per FUSE
+// connection (a cold cache decompresses on them), a bounded queue: when the reader outruns it, pushes are
 // dropped and the reader's own READs fetch the bytes, as without it. A push
 // for an inode the kernel has forgotten fails harmlessly (ENOENT).
 #pragma once
@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <span>
 
 #include "common/work_queue.h"
@@ -27,7 +28,7 @@ class PagePusher {
   using Store = std::function<int(uint64_t, std::span<const uint8_t>)>;
   static constexpr size_t kMaxQueued = 1024;
 
-  explicit PagePusher(Store store);
+  explicit PagePusher(Store store, unsigned threads = 1);
   ~PagePusher();
   PagePusher(const PagePusher&) = delete;
   PagePusher& operator=(const PagePusher&) = delete;
@@ -56,17 +57,17 @@ class PagePusher {
     Store store;
     WorkQueue<Job> queue;
     std::atomic<bool> stopping{false};
-    std::mutex store_mu;  // held around `store`: stop() waits for one in progress
+    std::shared_mutex store_mu;  // shared around `store`: stop() waits for those in progress
     bool closed = false;  // no more `store` calls (under store_mu)
     std::mutex done_mu;
     std::condition_variable done_cv;
-    bool done = false;
+    unsigned running = 0;  // threads not yet ended (under done_mu)
     std::atomic<uint64_t> files{0}, bytes{0}, dropped{0};
   };
   static void run(const std::shared_ptr<State>& st);
 
   std::shared_ptr<State> st_;
-  bool running_ = false;
+  bool started_ = false;
 };
 
 }  // namespace nydus::fuse

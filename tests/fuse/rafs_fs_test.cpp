@@ -9,12 +9,18 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
 #include <random>
 #include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "builder/create_image.h"
+#include "fuse/page_pusher.h"
 #include "common/test_util.h"
 #include "storage/backend.h"
 
@@ -305,6 +311,105 @@ TEST_F(RafsFsTest, BackendFailureIsAnError) {
   auto f2 = none.open((**st).st_ino, O_RDONLY);
   ASSERT_TRUE(f2);
   EXPECT_FALSE(none.read(**f2, 0, buf));
+}
+
+
+// Read-ahead across a directory's files, over a real image: the files a
+// read in listing order asks to push are the next ones of the listing (as
+// readdir numbers them), and the pusher hands the kernel each file's exact
+// bytes under the kernel's inode number.
+TEST_F(RafsFsTest, ReadInListingOrderPushesTheNextFilesWithTheirBytes) {
+  fs::create_directories(src_ / "many");
+  std::map<std::string, std::vector<uint8_t>> want;
+  for (int i = 0; i < 40; ++i) {
+    const std::string name = fmt::format("f{:02}", i);
+    want[name] = random_bytes(100 + i * 50, 100 + i);
+    test::write_file(src_ / "many" / name, want[name]);
+  }
+  build(false);
+  const uint64_t dir = ino_of(1, "many");
+  std::vector<std::pair<uint64_t, std::string>> order;  // regular files as readdir lists them
+  ASSERT_TRUE(fs_->readdir(dir, 0, [&](const DirEntry& e) {
+    if (e.mode == S_IFREG) {
+      fs_->listed(dir, e.next_off - 1, e.ino, order.empty());
+      order.emplace_back(e.ino, e.name);
+    }
+    return true;
+  }));
+  ASSERT_EQ(order.size(), 40u);
+  // The first file read: the next few of the listing, in order.
+  const std::vector<uint64_t> p = fs_->files_to_push(order[0].first, 0);
+  ASSERT_FALSE(p.empty());
+  for (size_t i = 0; i < p.size(); ++i) EXPECT_EQ(p[i], order[i + 1].first) << i;
+  EXPECT_TRUE(fs_->files_to_push(order[0].first, 4096).empty()) << "only a read from offset 0 counts";
+
+  std::shared_ptr<RafsFs> sfs(std::move(fs_));
+  std::mutex mu;
+  std::map<uint64_t, std::vector<uint8_t>> stored;
+  {
+    PagePusher pusher([&](uint64_t kino, std::span<const uint8_t> bytes) {
+      std::lock_guard lk(mu);
+      stored[kino].assign(bytes.begin(), bytes.end());
+      return 0;
+    }, 2);
+    for (uint64_t ino : p) ASSERT_TRUE(pusher.push(sfs, ino, ino + 1000));
+    ASSERT_TRUE(test::wait_for([&] { return pusher.pushed_files() == p.size(); }, std::chrono::seconds(5)));
+    pusher.stop();
+  }
+  ASSERT_EQ(stored.size(), p.size());
+  for (size_t i = 0; i < p.size(); ++i) {
+    const auto& [ino, name] = order[i + 1];
+    ASSERT_TRUE(stored.contains(ino + 1000)) << name;
+    EXPECT_EQ(stored[ino + 1000], want[name]) << name << ": the source's bytes";
+  }
+}
+
+// A cache whose reads wait until released: a backend that does not answer.
+class BlockedCache : public FailingCache {
+ public:
+  using FailingCache::FailingCache;
+  Status read(uint64_t, std::span<uint8_t>) override {
+    std::unique_lock lk(mu_);
+    entered_ = true;
+    cv_.notify_all();
+    cv_.wait(lk, [&] { return released_; });
+    return make_error(Errc::kIo, "gave up");
+  }
+  void wait_entered() {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return entered_; });
+  }
+  void release() {
+    std::lock_guard lk(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool entered_ = false, released_ = false;
+};
+
+TEST_F(RafsFsTest, PusherStopDoesNotWaitForAStuckRead) {
+  auto cache = std::make_shared<BlockedCache>(boot_->blobs().at(0));
+  auto sfs = std::make_shared<RafsFs>(boot_, std::vector<std::shared_ptr<storage::BlobCache>>{cache}, FsOptions{});
+  const uint64_t big = ino_of(1, "big");
+  std::atomic<int> stores{0};
+  auto pusher = std::make_unique<PagePusher>([&](uint64_t, std::span<const uint8_t>) {
+    stores++;
+    return 0;
+  });
+  ASSERT_TRUE(pusher->push(sfs, big, big));
+  cache->wait_entered();
+  const auto t0 = std::chrono::steady_clock::now();
+  pusher->stop(std::chrono::milliseconds(200));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2)) << "stop waited for the stuck read";
+  EXPECT_FALSE(pusher->push(sfs, big, big)) << "a stopped pusher takes nothing";
+  pusher.reset();  // the thread still holds what it needs
+  cache->release();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(stores.load(), 0);
 }
 
 }  // namespace
