@@ -1,5 +1,6 @@
 #include "fuse/page_pusher.h"
 
+#include <fcntl.h>
 #include <signal.h>
 
 #include <cerrno>
@@ -65,30 +66,45 @@ void PagePusher::stop(std::chrono::milliseconds wait) {
 }
 
 void PagePusher::run(const std::shared_ptr<State>& st) {
-  std::vector<uint8_t> buf;
+  std::vector<uint8_t> buf(kPiece);  // one piece at a time: a small, steady footprint
   while (auto job = st->queue.pop()) {
     if (st->stopping.load(std::memory_order_relaxed)) continue;  // drain without work
-    auto r = job->fs->read_for_push(job->ino, buf);
-    if (!r) {
-      spdlog::debug("page push of ino {}: {}", job->ino, r.error().message);
-      continue;
-    }
-    int rc;
-    {
-      std::shared_lock lk(st->store_mu);
-      if (st->closed) continue;
-      rc = st->store(job->kernel_ino, std::span<const uint8_t>(buf.data(), *r));
-    }
-    if (rc == 0) {
+    if (push_file(*st, *job, buf)) {
       st->files.fetch_add(1, std::memory_order_relaxed);
-      st->bytes.fetch_add(*r, std::memory_order_relaxed);
-    } else if (rc != -ENOENT) {  // ENOENT: the kernel forgot the inode meanwhile
-      spdlog::debug("page push of ino {}: {}", job->ino, std::strerror(-rc));
     }
   }
   std::lock_guard lk(st->done_mu);
   st->running--;
   st->done_cv.notify_all();
+}
+
+bool PagePusher::push_file(State& st, const Job& job, std::span<uint8_t> buf) {
+  auto f = job.fs->open(job.ino, O_RDONLY);
+  if (!f) {
+    spdlog::debug("page push of ino {}: {}", job.ino, f.error().message);
+    return false;
+  }
+  for (uint64_t off = 0; off < (*f)->size;) {
+    auto n = job.fs->read_for_push(**f, off, buf);
+    if (!n || *n == 0) {
+      if (!n) spdlog::debug("page push of ino {}: {}", job.ino, n.error().message);
+      return false;
+    }
+    int rc;
+    {
+      std::shared_lock lk(st.store_mu);
+      if (st.closed) return false;
+      rc = st.store(job.kernel_ino, off, std::span<const uint8_t>(buf.data(), *n));
+    }
+    if (rc != 0) {
+      // ENOENT: the kernel forgot the inode meanwhile.
+      if (rc != -ENOENT) spdlog::debug("page push of ino {}: {}", job.ino, std::strerror(-rc));
+      return false;
+    }
+    st.bytes.fetch_add(*n, std::memory_order_relaxed);
+    off += *n;
+  }
+  return true;
 }
 
 }  // namespace nydus::fuse

@@ -23,9 +23,11 @@ class RafsFs;
 
 class PagePusher {
  public:
-  // `store(kernel_ino, bytes)`: hand a file's bytes (from offset 0) to the
-  // kernel; returns 0 or -errno.
-  using Store = std::function<int(uint64_t, std::span<const uint8_t>)>;
+  // `store(kernel_ino, offset, bytes)`: hand the kernel a piece of a file;
+  // returns 0 or -errno. Pieces are kPiece bytes (the last one shorter), so
+  // every page but a file's last is whole and the kernel marks it uptodate.
+  using Store = std::function<int(uint64_t, uint64_t, std::span<const uint8_t>)>;
+  static constexpr size_t kPiece = 128 << 10;
   static constexpr size_t kMaxQueued = 1024;
 
   explicit PagePusher(Store store, unsigned threads = 1);
@@ -65,6 +67,8 @@ class PagePusher {
     std::atomic<uint64_t> files{0}, bytes{0}, dropped{0};
   };
   static void run(const std::shared_ptr<State>& st);
+  // Read and store one file, piece by piece; false if any piece failed.
+  static bool push_file(State& st, const Job& job, std::span<uint8_t> buf);
 
   std::shared_ptr<State> st_;
   bool started_ = false;

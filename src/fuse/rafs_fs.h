@@ -129,12 +129,13 @@ class RafsFs {
 
   // Read-ahead across a directory's files (dir_read_ahead.h): a listing of
   // `dir` returned regular file `ino` at `index` (`first`: the first regular
-  // file in it); a READ of `ino` at `off`
-  // asks which files to push into the page cache now; the pusher reads one
-  // whole into `buf` (not counted as a READ).
+  // file in it); a READ of `ino` at `off` asks which files to push into the
+  // page cache now.
   void listed(uint64_t dir, uint64_t index, uint64_t ino, bool first);
   std::vector<uint64_t> files_to_push(uint64_t ino, uint64_t off);
-  Result<size_t> read_for_push(uint64_t ino, std::vector<uint8_t>& buf);
+  // The pusher reads a file's bytes at `off` into `out` (not counted as a
+  // READ); short only at the end of the file.
+  Result<size_t> read_for_push(OpenFile& f, uint64_t off, std::span<uint8_t> out);
 
  private:
   Result<struct stat> stat_of(const format::InodeView& ino) const;

@@ -323,7 +323,7 @@ TEST_F(RafsFsTest, ReadInListingOrderPushesTheNextFilesWithTheirBytes) {
   std::map<std::string, std::vector<uint8_t>> want;
   for (int i = 0; i < 40; ++i) {
     const std::string name = fmt::format("f{:02}", i);
-    want[name] = random_bytes(100 + i * 50, 100 + i);
+    want[name] = random_bytes(i == 3 ? 300000 : 100 + i * 50, 100 + i);  // f03: three pieces
     test::write_file(src_ / "many" / name, want[name]);
   }
   build(false);
@@ -347,9 +347,12 @@ TEST_F(RafsFsTest, ReadInListingOrderPushesTheNextFilesWithTheirBytes) {
   std::mutex mu;
   std::map<uint64_t, std::vector<uint8_t>> stored;
   {
-    PagePusher pusher([&](uint64_t kino, std::span<const uint8_t> bytes) {
+    PagePusher pusher([&](uint64_t kino, uint64_t off, std::span<const uint8_t> bytes) {
       std::lock_guard lk(mu);
-      stored[kino].assign(bytes.begin(), bytes.end());
+      auto& v = stored[kino];
+      EXPECT_EQ(off, v.size()) << "pieces in order, no gap";
+      EXPECT_TRUE(off % 4096 == 0) << "pieces start on a page";
+      v.insert(v.end(), bytes.begin(), bytes.end());
       return 0;
     }, 2);
     for (uint64_t ino : p) ASSERT_TRUE(pusher.push(sfs, ino, ino + 1000));
@@ -396,7 +399,7 @@ TEST_F(RafsFsTest, PusherStopDoesNotWaitForAStuckRead) {
   auto sfs = std::make_shared<RafsFs>(boot_, std::vector<std::shared_ptr<storage::BlobCache>>{cache}, FsOptions{});
   const uint64_t big = ino_of(1, "big");
   std::atomic<int> stores{0};
-  auto pusher = std::make_unique<PagePusher>([&](uint64_t, std::span<const uint8_t>) {
+  auto pusher = std::make_unique<PagePusher>([&](uint64_t, uint64_t, std::span<const uint8_t>) {
     stores++;
     return 0;
   });
