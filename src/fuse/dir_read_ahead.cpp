@@ -10,8 +10,9 @@ namespace {
 // big files, which a tar-like reader handles without a READ we see here.
 constexpr uint64_t kGap = 8;
 
+// `key`'s value in the current generation, or moved up from the old one.
 template <class Map>
-auto* find2(Map& cur, Map& old, uint64_t key) {
+auto* find_either(Map& cur, Map& old, uint64_t key) {
   if (auto it = cur.find(key); it != cur.end()) return &it->second;
   if (auto it = old.find(key); it != old.end()) return &cur.emplace(key, it->second).first->second;
   return static_cast<typename Map::mapped_type*>(nullptr);
@@ -30,10 +31,10 @@ std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, const Walk& walk
   unsigned window = 0;
   {
     std::lock_guard lk(mu_);
-    const Where* w = find2(where_, where_old_, ino);
+    const Where* w = find_either(where_, where_old_, ino);
     if (!w) return {};
     const Where at = *w;
-    DirState* st = find2(dirs_, dirs_old_, at.dir);
+    DirState* st = find_either(dirs_, dirs_old_, at.dir);
     if (!st) {
       age(dirs_, dirs_old_);
       st = &dirs_[at.dir];
@@ -73,7 +74,7 @@ std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, const Walk& walk
   });
 
   std::lock_guard lk(mu_);
-  if (DirState* st = find2(dirs_, dirs_old_, dir)) st->pushed_end = std::max(st->pushed_end, end);
+  if (DirState* st = find_either(dirs_, dirs_old_, dir)) st->pushed_end = std::max(st->pushed_end, end);
   return out;
 }
 

@@ -70,7 +70,8 @@ class DirReadAhead {
     uint64_t pushed_end = 0;  // entries before this one were pushed or passed over
     unsigned window = 0;      // files in the last push (0: closed)
   };
-  // Keep `m` within half the entry budget: the older generation goes.
+  // Keep `cur` within half the entry budget: when full it becomes `old`,
+  // and what `old` held goes.
   template <class Map>
   void age(Map& cur, Map& old) {
     if (cur.size() < limits_.max_entries / 2) return;

@@ -3,8 +3,8 @@
 #include <fcntl.h>
 #include <signal.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <system_error>
 #include <thread>
@@ -46,9 +46,7 @@ PagePusher::~PagePusher() { stop(); }
 
 bool PagePusher::push(std::shared_ptr<RafsFs> fs, uint64_t ino, uint64_t kernel_ino) {
   if (st_->stopping.load(std::memory_order_relaxed)) return false;
-  if (st_->queue.try_push(Job{std::move(fs), ino, kernel_ino}, kMaxQueued)) return true;
-  st_->dropped.fetch_add(1, std::memory_order_relaxed);
-  return false;
+  return st_->queue.try_push(Job{std::move(fs), ino, kernel_ino}, kMaxQueued);
 }
 
 void PagePusher::stop(std::chrono::milliseconds wait) {
@@ -56,7 +54,6 @@ void PagePusher::stop(std::chrono::milliseconds wait) {
   st_->queue.close();
   {
     std::unique_lock lk(st_->store_mu);  // stores in progress finish first
-    st_->closed = true;
   }
   if (!started_) return;
   started_ = false;
@@ -93,7 +90,7 @@ bool PagePusher::push_file(State& st, const Job& job, std::span<uint8_t> buf) {
     int rc;
     {
       std::shared_lock lk(st.store_mu);
-      if (st.closed) return false;
+      if (st.stopping.load()) return false;
       rc = st.store(job.kernel_ino, off, std::span<const uint8_t>(buf.data(), *n));
     }
     if (rc != 0) {

@@ -1,8 +1,9 @@
 // Puts whole files into the kernel's page cache ahead of a reader
-// (FUSE_NOTIFY_STORE), for DirReadAhead. A few background threads per FUSE
-// connection (a cold cache decompresses on them), a bounded queue: when the reader outruns it, pushes are
-// dropped and the reader's own READs fetch the bytes, as without it. A push
-// for an inode the kernel has forgotten fails harmlessly (ENOENT).
+// (FUSE_NOTIFY_STORE), for DirReadAhead. Background threads per FUSE
+// connection (the session uses one) and a bounded queue: when the reader
+// outruns them, pushes are dropped and the reader's own READs fetch the
+// bytes, as without it. A push for an inode the kernel has forgotten fails
+// harmlessly (ENOENT).
 #pragma once
 
 #include <atomic>
@@ -45,8 +46,6 @@ class PagePusher {
 
   uint64_t pushed_files() const { return st_->files.load(std::memory_order_relaxed); }
   uint64_t pushed_bytes() const { return st_->bytes.load(std::memory_order_relaxed); }
-  // Pushes not queued because the queue was full.
-  uint64_t dropped() const { return st_->dropped.load(std::memory_order_relaxed); }
 
  private:
   struct Job {
@@ -58,13 +57,14 @@ class PagePusher {
   struct State {
     Store store;
     WorkQueue<Job> queue;
+    // Set by stop(); read under store_mu before a `store`, so no store
+    // starts once stop() has taken store_mu.
     std::atomic<bool> stopping{false};
     std::shared_mutex store_mu;  // shared around `store`: stop() waits for those in progress
-    bool closed = false;  // no more `store` calls (under store_mu)
     std::mutex done_mu;
     std::condition_variable done_cv;
     unsigned running = 0;  // threads not yet ended (under done_mu)
-    std::atomic<uint64_t> files{0}, bytes{0}, dropped{0};
+    std::atomic<uint64_t> files{0}, bytes{0};
   };
   static void run(const std::shared_ptr<State>& st);
   // Read and store one file, piece by piece; false if any piece failed.

@@ -87,6 +87,10 @@ Result<std::optional<struct stat>> RafsFs::lookup(uint64_t parent, std::string_v
 
 Status RafsFs::readdir(uint64_t ino, uint64_t off, const std::function<bool(const DirEntry&)>& fn) {
   readdirs_.fetch_add(1, std::memory_order_relaxed);
+  return walk_dir(ino, off, fn);
+}
+
+Status RafsFs::walk_dir(uint64_t ino, uint64_t off, const std::function<bool(const DirEntry&)>& fn) const {
   NYDUS_ASSIGN_OR_RETURN(format::InodeView dir, boot_->inode(to_nid(ino)));
   if (!dir.is_dir()) return fs_answer(ENOTDIR, "not a directory");
   // The cookie is the entry's index in on-disk order: stable across calls
@@ -135,7 +139,7 @@ Result<std::shared_ptr<OpenFile>> RafsFs::file(uint64_t ino) {
 
 Result<size_t> RafsFs::read_ino(uint64_t ino, uint64_t off, std::span<uint8_t> out) {
   NYDUS_ASSIGN_OR_RETURN(std::shared_ptr<OpenFile> f, file(ino));
-  const uint64_t want = off >= f->size ? 0 : std::min<uint64_t>(out.size(), f->size - off);
+  const uint64_t want = bytes_left(*f, off, out.size());
   // A file with more to read keeps its decoded chunks and read-ahead window;
   // one read whole at once (most small files) is not worth keeping.
   if (off + want < f->size) {
@@ -180,25 +184,19 @@ void RafsFs::listed(uint64_t dir, uint64_t index, uint64_t ino, bool first) {
 std::vector<uint64_t> RafsFs::files_to_push(uint64_t ino, uint64_t off) {
   if (off != 0) return {};
   return dir_read_ahead_.on_first_read(ino, [&](uint64_t dir, uint64_t from, const auto& fn) {
-    auto d = boot_->inode(to_nid(dir));
-    if (!d || !d->is_dir()) return;
-    uint64_t index = 0;
-    (void)boot_->for_each_dirent(*d, [&](const format::DirEntryView& e) {
-      const uint64_t i = index++;
-      if (i < from) return true;
-      DirReadAhead::Entry en{to_ino(e.nid), e.type == format::FileType::kRegular, 0};
+    (void)walk_dir(dir, from, [&](const DirEntry& e) {
+      DirReadAhead::Entry en{e.ino, e.mode == S_IFREG, 0};
       if (en.regular) {
-        auto iv = boot_->inode(e.nid);
+        auto iv = boot_->inode(to_nid(e.ino));
         if (!iv) return true;  // a damaged entry is left to its own READ
         en.size = iv->size;
       }
-      return fn(i, en);
+      return fn(e.next_off - 1, en);
     });
   });
 }
-
 Result<size_t> RafsFs::read_for_push(OpenFile& f, uint64_t off, std::span<uint8_t> out) {
-  const uint64_t want = off >= f.size ? 0 : std::min<uint64_t>(out.size(), f.size - off);
+  const uint64_t want = bytes_left(f, off, out.size());
   NYDUS_ASSIGN_OR_RETURN(size_t n, read_bytes(f, off, out.first(want), false));
   if (n != want) return fs_answer(EIO, "short read");
   return n;

@@ -12,9 +12,11 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -139,6 +141,12 @@ class RafsFs {
 
  private:
   Result<struct stat> stat_of(const format::InodeView& ino) const;
+  // readdir() without counting it: what the read-ahead across files walks.
+  Status walk_dir(uint64_t ino, uint64_t off, const std::function<bool(const DirEntry&)>& fn) const;
+  // How much of `len` bytes from `off` the file holds.
+  static uint64_t bytes_left(const OpenFile& f, uint64_t off, uint64_t len) {
+    return off >= f.size ? 0 : std::min<uint64_t>(len, f.size - off);
+  }
   // The bytes of [off, off + out.size()) from the blobs; `demand`: a
   // reader waits for them (moves the file's read-ahead window).
   Result<size_t> read_bytes(OpenFile& f, uint64_t off, std::span<uint8_t> out, bool demand);
