@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <optional>
 
@@ -52,6 +53,21 @@ Status skip_to_next_member(z_stream& s) {
   }
   if (inflateReset2(&s, kRawBits) != Z_OK) return make_error(Errc::kInternal, "inflateReset2 failed");
   return ok();
+}
+
+// Whether the deflate block starting at a block boundary is stored (BTYPE
+// 00): its 3 header bits are the unused high bits of the last byte inflate
+// took, then the next input byte. False when that byte is not in `s` yet
+// (unknown counts as not stored).
+bool next_block_stored(const z_stream& s, const uint8_t* in0, uint8_t last_byte) {
+  const unsigned bits = unsigned(s.data_type) & 7;
+  unsigned v = 0;
+  if (bits) v = unsigned(s.next_in > in0 ? s.next_in[-1] : last_byte) >> (8 - bits);
+  if (bits < 3) {
+    if (s.avail_in == 0) return false;
+    v |= unsigned(s.next_in[0]) << bits;
+  }
+  return ((v >> 1) & 3) == 0;
 }
 
 }  // namespace
@@ -166,13 +182,32 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
   std::optional<GzipCheckpoint> tentative;
   size_t next_wanted = 0;
   const uint64_t aligned_span = span - span / 8;  // chunk starts 1 span apart still each get one
+  // Checkpoints without a window. Stored blocks hold no back-references,
+  // and none can reach more than 32 KiB back, so inflate may start with an
+  // empty window at a boundary followed by at least 32 KiB of stored output
+  // (or by the member's end): what incompressible data (media, archives,
+  // anything compressed already) becomes in a gzip layer. Such a checkpoint
+  // costs a context record and no window, so one is taken right before
+  // every wanted offset in that data, up to one per `windowless_gap`. A
+  // stored block's boundary waits in `pending` until the 32 KiB after it
+  // are known to be stored; a block of another type drops the younger ones.
+  struct Candidate {
+    GzipCheckpoint cp;          // window empty
+    bool holds_wanted = false;  // the block after it holds a wanted offset
+  };
+  std::deque<Candidate> pending;
+  const uint64_t windowless_gap = std::max<uint64_t>(span / 16, kWindow);
 
-  auto take = [&](bool at_member_start) -> Result<GzipCheckpoint> {
+  auto here = [&] {  // the current boundary, without its window
     GzipCheckpoint cp;
     cp.in_offset = total_in;
     cp.out_offset = total_out;
     cp.bits = uint8_t(s.data_type & 7);
     if (cp.bits) cp.prev_byte = s.next_in > in.data() ? s.next_in[-1] : last_byte;
+    return cp;
+  };
+  auto take = [&](bool at_member_start) -> Result<GzipCheckpoint> {
+    GzipCheckpoint cp = here();
     cp.window.resize(kWindow);
     uInt len = 0;
     if (inflateGetDictionary(&s, cp.window.data(), &len) != Z_OK)
@@ -184,6 +219,23 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
     last_cp_out = cp.out_offset;
     idx.checkpoints.push_back(std::move(cp));
     tentative.reset();
+    pending.clear();  // all at or before this one
+  };
+  // A pending boundary known to need no window: a checkpoint if a wanted
+  // offset follows in its block and the last checkpoint is far enough back.
+  auto settle = [&](Candidate& c) {
+    if (!c.holds_wanted || c.cp.out_offset < last_cp_out + windowless_gap) return;
+    last_cp_out = c.cp.out_offset;
+    if (tentative && tentative->out_offset <= last_cp_out) tentative.reset();
+    idx.checkpoints.push_back(std::move(c.cp));
+  };
+  auto wanted_before = [&](uint64_t end) {
+    bool any_wanted = false;
+    while (next_wanted < wanted.size() && wanted[next_wanted] < end) {
+      any_wanted = true;
+      next_wanted++;
+    }
+    return any_wanted;
   };
 
   for (;;) {
@@ -210,6 +262,10 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
     }
     if (got) NYDUS_TRY(sink(std::span<const uint8_t>(out.data(), got)));
     if (ret == Z_STREAM_END) {
+      // Nothing after a member's end refers back into it.
+      if (!pending.empty()) pending.back().holds_wanted = wanted_before(total_out);
+      for (Candidate& c : pending) settle(c);
+      pending.clear();
       idx.boundaries.push_back({total_in, total_out});
       if (inflateReset(&s) != Z_OK) return make_error(Errc::kInternal, "inflateReset failed");
       member_start = true;
@@ -240,11 +296,16 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
     // The block that just ended holds a wanted offset: the boundary before it
     // is the closest a checkpoint can be, so the wanted bytes' fetch starts
     // at most one block early.
-    bool block_holds_wanted = false;
-    while (next_wanted < wanted.size() && wanted[next_wanted] < total_out) {
-      block_holds_wanted = true;
-      next_wanted++;
+    const bool block_holds_wanted = wanted_before(total_out);
+    // Every pending boundary is the start of a stored block, the newest one
+    // of the block that just ended.
+    if (!pending.empty()) pending.back().holds_wanted = block_holds_wanted;
+    const bool stored = next_block_stored(s, in.data(), last_byte);
+    while (!pending.empty() && pending.front().cp.out_offset + kWindow <= total_out) {
+      settle(pending.front());
+      pending.pop_front();
     }
+    if (!stored) pending.clear();
     if (block_holds_wanted && tentative && tentative->out_offset - last_cp_out >= aligned_span)
       commit(std::move(*tentative));
     if (total_out - last_cp_out >= 2 * span) {  // no wanted offset for long: fall back to every span
@@ -256,6 +317,7 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
       NYDUS_ASSIGN_OR_RETURN(auto cp, take(false));
       tentative = std::move(cp);
     }
+    if (stored && last_cp_out != total_out) pending.push_back(Candidate{here(), false});
   }
   idx.in_size = total_in;
   idx.out_size = total_out;

@@ -80,9 +80,9 @@ Result<ZranMeta> parse_zran(std::span<const uint8_t> ci, uint64_t ci_total, cons
     if (c.dict_size > kZranWindowSize || !fits(c.dict_offset, c.dict_size, dict_table_size))
       return corrupt("ZRAN context {}: dictionary {:#x}+{} beyond the {}-byte table", i, c.dict_offset,
                      c.dict_size, dict_table_size);
-    // A context without a window can only be the start of a gzip member.
-    if (c.dict_size == 0 && c.ctx_bits != 0)
-      return corrupt("ZRAN context {}: pending bits without a window", i);
+    // A context without a window is a member start or a boundary in stored
+    // blocks (pending bits too, after a Huffman block): a wrong one fails
+    // inflate ("too far back") or the chunk digest, never passes wrong bytes.
     // The generator walks the layer once: checkpoints never go backwards.
     if (i > 0 && (c.in_offset < m.contexts.back().in_offset || c.out_offset < m.contexts.back().out_offset))
       return corrupt("ZRAN context {} ({:#x}/{:#x}) goes backwards", i, c.in_offset, c.out_offset);

@@ -2,6 +2,7 @@
 // `gzip -dc` (the oracle) on upstream's vendored zran inputs and on larger
 // generated layers, single and multi-member.
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <cstdio>
 #include <cstring>
@@ -248,6 +249,135 @@ TEST_F(GzipRandomLarge, ShortInputIsAnErrorNotShortOutput) {
   Bytes junk(4096, 0xff);
   EXPECT_FALSE(inflate_from_checkpoint(at, junk, 0, std::span<uint8_t>(out).first(1000)));
   EXPECT_FALSE(inflate_from_checkpoint(InflatePoint{9, 0, {}}, junk, 0, std::span<uint8_t>(out).first(10)));
+}
+
+// One gzip member made with zlib; a sync flush after each piece ends the
+// deflate block there (an empty stored block follows) and keeps the window,
+// so later blocks still refer back across it.
+Bytes gzip_pieces(const std::vector<Bytes>& pieces, int level) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  Bytes out;
+  uint8_t buf[65536];
+  for (size_t i = 0; i <= pieces.size(); i++) {
+    const bool last = i == pieces.size();
+    z.next_in = last ? nullptr : const_cast<uint8_t*>(pieces[i].data());
+    z.avail_in = last ? 0 : uInt(pieces[i].size());
+    int ret;
+    do {
+      z.next_out = buf;
+      z.avail_out = sizeof(buf);
+      ret = deflate(&z, last ? Z_FINISH : Z_SYNC_FLUSH);
+      out.insert(out.end(), buf, buf + (sizeof(buf) - z.avail_out));
+    } while (last ? ret != Z_STREAM_END : z.avail_out == 0);
+  }
+  deflateEnd(&z);
+  return out;
+}
+
+Bytes random_bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Bytes b(n);
+  for (auto& x : b) x = uint8_t(rng());
+  return b;
+}
+
+Bytes text_bytes(size_t n, uint32_t seed) {
+  static const char* words[] = {"usr/", "lib/", "python3 ", "import ", "def ", "self", "\n", "    ", "return "};
+  std::mt19937 rng(seed);
+  Bytes b;
+  while (b.size() < n) {
+    const char* w = words[rng() % 9];
+    b.insert(b.end(), w, w + std::strlen(w));
+  }
+  b.resize(n);
+  return b;
+}
+
+// Incompressible data is stored blocks, which refer to nothing: checkpoints
+// there need no window, so small files in it each get one close before them
+// (a reader fetches little more than its file), at no window's cost.
+TEST(GzipRandom, StoredDataGetsCheckpointsWithoutWindows) {
+  for (int level : {1, 6, 9}) {
+    SCOPED_TRACE(level);
+    const Bytes plain_in = [&] {
+      Bytes b = text_bytes(300 << 10, 1);  // compressible: windowed checkpoints only
+      Bytes r = random_bytes(3 << 20, 2);
+      b.insert(b.end(), r.begin(), r.end());
+      Bytes t = text_bytes(200 << 10, 3);
+      b.insert(b.end(), t.begin(), t.end());
+      return b;
+    }();
+    const Bytes gz = gzip_pieces({plain_in}, level);
+    std::vector<uint64_t> wanted;  // 10 KB "files"
+    for (uint64_t w = 0; w < plain_in.size(); w += 10000) wanted.push_back(w);
+    Bytes sunk;
+    auto idx = index_bytes(gz, &sunk, 1 << 20, wanted);
+    ASSERT_TRUE(idx) << idx.error().to_string();
+    ASSERT_EQ(sunk, plain_in);
+    size_t windowless = 0;
+    for (size_t i = 1; i < idx->checkpoints.size(); i++) {
+      const auto& cp = idx->checkpoints[i];
+      ASSERT_GT(cp.out_offset, idx->checkpoints[i - 1].out_offset);
+      if (!cp.window.empty()) continue;
+      windowless++;
+      EXPECT_GE(cp.out_offset, 300u << 10) << "a checkpoint without a window in compressed data";
+      EXPECT_LT(cp.out_offset, (300u << 10) + (3u << 20));
+      EXPECT_GE(cp.out_offset - idx->checkpoints[i - 1].out_offset, 64u << 10);
+    }
+    EXPECT_GE(windowless, 30u);  // ~one per 64 KiB of the 3 MiB
+    // Wanted offsets in the stored stretch sit close after a checkpoint.
+    for (uint64_t w : wanted) {
+      if (w < (400u << 10) || w >= (3u << 20)) continue;
+      auto it = std::upper_bound(idx->checkpoints.begin(), idx->checkpoints.end(), w,
+                                 [](uint64_t v, const GzipCheckpoint& c) { return v < c.out_offset; });
+      EXPECT_LT(w - (it - 1)->out_offset, 160u << 10) << w;
+    }
+    // Every checkpoint resumes right, all the way to the end of the stream
+    // (across the change back to compressed blocks).
+    for (const auto& cp : idx->checkpoints) {
+      auto got = read_range(*idx, gz, cp.out_offset, plain_in.size());
+      ASSERT_TRUE(got) << cp.out_offset << ": " << got.error().to_string();
+      ASSERT_TRUE(std::equal(got->begin(), got->end(), plain_in.begin() + int64_t(cp.out_offset))) << cp.out_offset;
+    }
+  }
+}
+
+// A stored block followed within 32 KiB by a compressed block that refers
+// back past it: a checkpoint there without a window would fail to inflate,
+// so the wanted offset in it gets none (the next windowed one comes later).
+TEST(GzipRandom, StoredBlockBeforeBackReferencesKeepsItsWindow) {
+  const Bytes text = text_bytes(100 << 10, 4);
+  const Bytes gz = gzip_pieces({text, random_bytes(5000, 5), text}, 6);
+  Bytes plain = text;
+  const Bytes r = random_bytes(5000, 5);
+  plain.insert(plain.end(), r.begin(), r.end());
+  plain.insert(plain.end(), text.begin(), text.end());
+  const std::vector<uint64_t> wanted{text.size() + 100};
+  Bytes sunk;
+  auto idx = index_bytes(gz, &sunk, 1 << 20, wanted);
+  ASSERT_TRUE(idx) << idx.error().to_string();
+  ASSERT_EQ(sunk, plain);
+  for (const auto& cp : idx->checkpoints) {
+    auto got = read_range(*idx, gz, cp.out_offset, plain.size());
+    ASSERT_TRUE(got) << cp.out_offset << ": " << got.error().to_string();
+    ASSERT_TRUE(std::equal(got->begin(), got->end(), plain.begin() + int64_t(cp.out_offset)));
+  }
+  ASSERT_EQ(idx->checkpoints.size(), 1u) << "a windowless checkpoint at " << idx->checkpoints.back().out_offset;
+  // The random piece is a stored block, or the test shows nothing: resuming
+  // at its start without a window fails on the second copy of the text.
+  // (The last boundary there: after the sync flush's empty stored block,
+  // byte-aligned, so no pending bits.)
+  auto stored_start = std::find_if(idx->boundaries.rbegin(), idx->boundaries.rend(),
+                                   [&](const GzipBoundary& b) { return b.out == text.size(); });
+  ASSERT_NE(stored_start, idx->boundaries.rend());
+  GzipIndex fake = *idx;
+  GzipCheckpoint cp;
+  cp.in_offset = stored_start->in;
+  cp.out_offset = text.size();
+  fake.checkpoints.push_back(cp);
+  auto got = read_range(fake, gz, text.size(), plain.size());
+  EXPECT_FALSE(got) << "inflate resumed without the window it needed";
 }
 
 TEST(GzipRandom, NotGzipOrTruncated) {
