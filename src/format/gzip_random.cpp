@@ -55,19 +55,65 @@ Status skip_to_next_member(z_stream& s) {
   return ok();
 }
 
-// Whether the deflate block starting at a block boundary is stored (BTYPE
-// 00): its 3 header bits are the unused high bits of the last byte inflate
-// took, then the next input byte. False when that byte is not in `s` yet
-// (unknown counts as not stored).
-bool next_block_stored(const z_stream& s, const uint8_t* in0, uint8_t last_byte) {
-  const unsigned bits = unsigned(s.data_type) & 7;
-  unsigned v = 0;
-  if (bits) v = unsigned(s.next_in > in0 ? s.next_in[-1] : last_byte) >> (8 - bits);
-  if (bits < 3) {
-    if (s.avail_in == 0) return false;
-    v |= unsigned(s.next_in[0]) << bits;
+// The window bytes a checkpoint's inflate refers to. Only output within
+// 32 KiB after the checkpoint can reach back into the window, and which
+// window byte each output byte copies does not depend on the window's
+// contents (the bit stream alone says literal or copy, and from where). So
+// inflate that output three times over made-up windows: window byte q holds
+// q's low 8 bits, then their complement, then q's high bits. Output bytes
+// that differ between the first two were copied from the window, from the
+// position the first and third spell out; the others are literals. Returns
+// the window with every byte nothing refers to zeroed and the unused head cut
+// (the window ends at the checkpoint, so the cut keeps every distance);
+// empty when nothing refers to it. `input`: the layer from the checkpoint's
+// in_offset, reaching at least 32 KiB of output past it or the member's end.
+Result<std::vector<uint8_t>> used_window(const GzipCheckpoint& cp, std::span<const uint8_t> input) {
+  const size_t wl = cp.window.size();
+  if (wl == 0) return std::vector<uint8_t>{};
+  thread_local std::vector<uint8_t> fake(kWindow), outs[3] = {std::vector<uint8_t>(kWindow), std::vector<uint8_t>(kWindow),
+                                                               std::vector<uint8_t>(kWindow)};
+  size_t produced[3] = {};
+  for (int pass = 0; pass < 3; pass++) {
+    for (size_t q = 0; q < wl; q++)
+      fake[q] = pass == 0 ? uint8_t(q) : pass == 1 ? uint8_t(~q) : uint8_t(q >> 8);
+    Inflater z;
+    NYDUS_TRY(z.init(kRawBits));
+    z_stream& s = z.s;
+    if (cp.bits && inflatePrime(&s, cp.bits, cp.prev_byte >> (8 - cp.bits)) != Z_OK)
+      return make_error(Errc::kInternal, "inflatePrime failed");
+    if (inflateSetDictionary(&s, fake.data(), uInt(wl)) != Z_OK)
+      return make_error(Errc::kInternal, "inflateSetDictionary failed");
+    s.next_in = const_cast<uint8_t*>(input.data());
+    s.avail_in = uInt(input.size());
+    s.next_out = outs[pass].data();
+    s.avail_out = kWindow;
+    int ret = Z_OK;
+    while (s.avail_out && ret == Z_OK) {
+      const uInt before = s.avail_out + s.avail_in;
+      ret = inflate(&s, Z_NO_FLUSH);
+      if (s.avail_out + s.avail_in == before) break;  // no progress: the input ends here
+    }
+    if (ret != Z_OK && ret != Z_STREAM_END && ret != Z_BUF_ERROR)
+      return corrupt("probing a checkpoint's window: {}", zmsg(s, ret));
+    produced[pass] = kWindow - s.avail_out;
   }
-  return ((v >> 1) & 3) == 0;
+  if (produced[0] != produced[1] || produced[0] != produced[2])
+    return make_error(Errc::kInternal, "probing a checkpoint's window: passes disagree");
+  std::vector<uint8_t> used(wl, 0);
+  size_t first = wl;
+  for (size_t p = 0; p < produced[0]; p++) {
+    if (outs[0][p] == outs[1][p]) continue;  // a literal
+    const size_t q = size_t(outs[2][p]) << 8 | outs[0][p];
+    if (q >= wl) return make_error(Errc::kInternal, "probing a checkpoint's window: copy from outside it");
+    used[q] = 1;
+    first = std::min(first, q);
+  }
+  std::vector<uint8_t> w;
+  if (first == wl) return w;
+  w.assign(cp.window.begin() + int64_t(first), cp.window.end());
+  for (size_t q = first; q < wl; q++)
+    if (!used[q]) w[q - first] = 0;
+  return w;
 }
 
 }  // namespace
@@ -172,31 +218,38 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
   z_stream& s = z.s;
   std::vector<uint8_t> in(64 * 1024), out(256 * 1024);
   GzipIndex idx;
-  uint64_t total_in = 0, total_out = 0, last_cp_out = 0;
+  uint64_t total_in = 0, total_out = 0, last_cp_out = 0, last_cp_in = 0;
   uint8_t last_byte = 0;     // the byte before in[0], for a checkpoint right after a refill
   bool member_start = true;  // next block boundary is right after a header
   bool between_members = true;  // the input may end here
   bool any = false;
-  // With `wanted`: the last block boundary seen, window included, taken as a
-  // checkpoint once the block after it turns out to hold a wanted offset.
-  std::optional<GzipCheckpoint> tentative;
   size_t next_wanted = 0;
-  const uint64_t aligned_span = span - span / 8;  // chunk starts 1 span apart still each get one
-  // Checkpoints without a window. Stored blocks hold no back-references,
-  // and none can reach more than 32 KiB back, so inflate may start with an
-  // empty window at a boundary followed by at least 32 KiB of stored output
-  // (or by the member's end): what incompressible data (media, archives,
-  // anything compressed already) becomes in a gzip layer. Such a checkpoint
-  // costs a context record and no window, so one is taken right before
-  // every wanted offset in that data, up to one per `windowless_gap`. A
-  // stored block's boundary waits in `pending` until the 32 KiB after it
-  // are known to be stored; a block of another type drops the younger ones.
+
+  // With `wanted`, a checkpoint costs its window, and only the window bytes
+  // its inflate refers to need keeping (used_window): in a layer of
+  // incompressible files a few hundred bytes (tar headers referring to
+  // earlier ones), in stored blocks none, in text most. Kept bytes cost
+  // transfer (the others are zeros, which compress away); the window's
+  // length from its first kept byte costs memory where it is inflated
+  // whole (upstream's reader caches the uncompressed ci buffer). So every
+  // block boundary before a wanted offset, `min_gap` past the last
+  // checkpoint, is a candidate; once the 32 KiB after it are known, it
+  // becomes a checkpoint if the compressed bytes since the last one are at
+  // least kKeptRatio times its kept bytes and the output since then at least
+  // kLengthRatio times its window's length, or about a `span` has passed. A
+  // candidate holds its full window and the input from its offset on until
+  // then.
+  constexpr uint64_t kKeptRatio = 16, kLengthRatio = 8;
+  const uint64_t min_gap = std::max<uint64_t>(span / 16, kWindow);
   struct Candidate {
-    GzipCheckpoint cp;          // window empty
-    bool holds_wanted = false;  // the block after it holds a wanted offset
+    GzipCheckpoint cp;
+    std::vector<uint8_t> input;  // the layer from cp.in_offset on, as far as read
+    bool closed = false;         // the block after it has ended...
+    bool holds_wanted = false;   // ...holding a wanted offset
   };
   std::deque<Candidate> pending;
-  const uint64_t windowless_gap = std::max<uint64_t>(span / 16, kWindow);
+  // The last rejected candidate's needs, less a quarter: no probe below them.
+  uint64_t in_hint = 0, out_hint = 0;
 
   auto here = [&] {  // the current boundary, without its window
     GzipCheckpoint cp;
@@ -217,17 +270,26 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
   };
   auto commit = [&](GzipCheckpoint cp) {
     last_cp_out = cp.out_offset;
+    last_cp_in = cp.in_offset;
     idx.checkpoints.push_back(std::move(cp));
-    tentative.reset();
-    pending.clear();  // all at or before this one
   };
-  // A pending boundary known to need no window: a checkpoint if a wanted
-  // offset follows in its block and the last checkpoint is far enough back.
-  auto settle = [&](Candidate& c) {
-    if (!c.holds_wanted || c.cp.out_offset < last_cp_out + windowless_gap) return;
-    last_cp_out = c.cp.out_offset;
-    if (tentative && tentative->out_offset <= last_cp_out) tentative.reset();
-    idx.checkpoints.push_back(std::move(c.cp));
+  auto settle = [&](Candidate& c) -> Status {
+    const uint64_t out_gap = c.cp.out_offset - last_cp_out, in_gap = c.cp.in_offset - last_cp_in;
+    if (!c.holds_wanted || c.cp.out_offset < last_cp_out + min_gap) return ok();
+    const bool overdue = out_gap >= span - span / 8;  // chunk starts 1 span apart each get one
+    if (!overdue && (in_gap < in_hint || out_gap < out_hint)) return ok();
+    NYDUS_ASSIGN_OR_RETURN(std::vector<uint8_t> w, used_window(c.cp, c.input));
+    const uint64_t kept = w.size() - uint64_t(std::count(w.begin(), w.end(), uint8_t(0)));
+    const uint64_t in_need = kKeptRatio * kept, out_need = kLengthRatio * w.size();
+    if (!overdue && (in_gap < in_need || out_gap < out_need)) {
+      in_hint = in_need - in_need / 4;
+      out_hint = out_need - out_need / 4;
+      return ok();
+    }
+    c.cp.window = std::move(w);
+    commit(std::move(c.cp));
+    in_hint = out_hint = 0;
+    return ok();
   };
   auto wanted_before = [&](uint64_t end) {
     bool any_wanted = false;
@@ -252,6 +314,7 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
     s.next_out = out.data();
     s.avail_out = uInt(out.size());
     const uInt in_before = s.avail_in;
+    const uint8_t* const taken = s.next_in;
     const int ret = inflate(&s, Z_BLOCK);
     const uint64_t used = in_before - s.avail_in, got = out.size() - s.avail_out;
     total_in += used;
@@ -261,16 +324,20 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
       any = true;
     }
     if (got) NYDUS_TRY(sink(std::span<const uint8_t>(out.data(), got)));
+    for (Candidate& c : pending) c.input.insert(c.input.end(), taken, taken + used);
     if (ret == Z_STREAM_END) {
-      // Nothing after a member's end refers back into it.
-      if (!pending.empty()) pending.back().holds_wanted = wanted_before(total_out);
-      for (Candidate& c : pending) settle(c);
+      // Nothing after a member's end refers back into it: every candidate
+      // has all the input its probe needs.
+      if (!pending.empty() && !pending.back().closed) pending.back().holds_wanted = wanted_before(total_out);
+      for (Candidate& c : pending) {
+        c.closed = true;
+        NYDUS_TRY(settle(c));
+      }
       pending.clear();
       idx.boundaries.push_back({total_in, total_out});
       if (inflateReset(&s) != Z_OK) return make_error(Errc::kInternal, "inflateReset failed");
       member_start = true;
       between_members = true;
-      tentative.reset();  // a boundary of the ended member: the next one starts afresh
       continue;
     }
     if (ret == Z_BUF_ERROR && s.avail_in == 0) continue;  // needs input
@@ -283,7 +350,7 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
       NYDUS_ASSIGN_OR_RETURN(auto cp, take(true));
       commit(std::move(cp));
       member_start = false;
-      while (next_wanted < wanted.size() && wanted[next_wanted] < total_out) next_wanted++;
+      wanted_before(total_out);
       continue;
     }
     if (wanted.empty()) {
@@ -296,28 +363,25 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
     // The block that just ended holds a wanted offset: the boundary before it
     // is the closest a checkpoint can be, so the wanted bytes' fetch starts
     // at most one block early.
-    const bool block_holds_wanted = wanted_before(total_out);
-    // Every pending boundary is the start of a stored block, the newest one
-    // of the block that just ended.
-    if (!pending.empty()) pending.back().holds_wanted = block_holds_wanted;
-    const bool stored = next_block_stored(s, in.data(), last_byte);
-    while (!pending.empty() && pending.front().cp.out_offset + kWindow <= total_out) {
-      settle(pending.front());
+    const bool holds = wanted_before(total_out);
+    if (!pending.empty() && !pending.back().closed) {
+      pending.back().closed = true;
+      pending.back().holds_wanted = holds;
+    }
+    while (!pending.empty() && pending.front().closed && pending.front().cp.out_offset + kWindow <= total_out) {
+      NYDUS_TRY(settle(pending.front()));
       pending.pop_front();
     }
-    if (!stored) pending.clear();
-    if (block_holds_wanted && tentative && tentative->out_offset - last_cp_out >= aligned_span)
-      commit(std::move(*tentative));
     if (total_out - last_cp_out >= 2 * span) {  // no wanted offset for long: fall back to every span
       NYDUS_ASSIGN_OR_RETURN(auto cp, take(false));
       commit(std::move(cp));
+      pending.clear();  // all before this one
       continue;
     }
-    if (total_out - last_cp_out >= aligned_span) {
+    if (total_out >= last_cp_out + min_gap) {
       NYDUS_ASSIGN_OR_RETURN(auto cp, take(false));
-      tentative = std::move(cp);
+      pending.push_back(Candidate{std::move(cp), {}, false, false});
     }
-    if (stored && last_cp_out != total_out) pending.push_back(Candidate{here(), false});
   }
   idx.in_size = total_in;
   idx.out_size = total_out;

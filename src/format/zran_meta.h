@@ -68,6 +68,7 @@ struct ZranMeta {
   uint64_t dict_table_size = 0;       // its size (every context's window is bounded inside it)
   bool lazy_dicts = false;            // parsed from the tables alone: windows are fetched per context
   std::vector<uint64_t> window_frames;  // lazy, framed ci buffer: where each window's zstd frame is stored
+  std::vector<uint8_t> stored_windows;  // lazy, when fetched with the head: the stored buffer from window_frames[0] on
 
   std::span<const uint8_t> dict(const ZranContext& c) const {
     return std::span<const uint8_t>(dicts).subspan(c.dict_offset, c.dict_size);

@@ -630,16 +630,21 @@ std::vector<uint32_t> BlobCacheImpl::run_after(uint32_t last, bool skip_ready) c
       if (++n > kSkipLimit) return extra;
     if (it != by_uoff_.end()) prev = nullptr;  // a new run starts here
   }
+  // A ZRAN chunk's range starts at the deflate block holding its first
+  // byte, so neighbours overlap (small files share blocks): they join, and
+  // only the bytes past the run's end count.
+  uint64_t end = prev ? prev->compressed_offset + prev->compressed_size : 0;
   for (; it != by_uoff_.end(); ++it) {
     const ChunkSlot& c = chunks_[*it];
+    const uint64_t c_end = c.compressed_offset + c.compressed_size;
     // Stop at cached data and at a gap one request should not carry.
-    const uint64_t gap = prev ? c.compressed_offset - (prev->compressed_offset + prev->compressed_size) : 0;
-    if (ready(*it) || (prev && !joins_run(prev->compressed_offset + prev->compressed_size, c.compressed_offset)) ||
-        (!extra.empty() && total + gap + c.compressed_size > cfg_.amplify_io))
-      break;
-    total += gap + c.compressed_size;
+    const bool joins = !prev || (zran_ ? c.compressed_offset <= end + kMaxJoinGap : joins_run(end, c.compressed_offset));
+    const uint64_t more = !prev ? c.compressed_size : c_end > end ? c_end - end : 0;
+    if (ready(*it) || !joins || (!extra.empty() && total + more > cfg_.amplify_io)) break;
+    total += more;
     extra.push_back(*it);
     prev = &c;
+    end = std::max(end, c_end);
   }
   return extra;
 }

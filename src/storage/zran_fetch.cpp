@@ -135,8 +135,11 @@ Result<ZranDicts::Window> ZranDicts::get(Backend& backend, uint32_t ctx, uint64_
   if (c.dict_size && !m_.window_frames.empty()) {
     const uint64_t at = m_.window_frames[ctx], len = m_.window_frames[ctx + 1] - at;
     std::vector<uint8_t> frame(len);
-    rs = len ? backend_read(backend, meta_id_, ci_offset_ + at, frame, bytes_fetched)
-             : corrupt("ZRAN window {}: no frame for {} bytes", ctx, c.dict_size);
+    const uint64_t base = m_.window_frames.front();
+    if (!len) rs = corrupt("ZRAN window {}: no frame for {} bytes", ctx, c.dict_size);
+    else if (at - base + len <= m_.stored_windows.size())  // fetched with the head
+      std::memcpy(frame.data(), m_.stored_windows.data() + (at - base), len);
+    else rs = backend_read(backend, meta_id_, ci_offset_ + at, frame, bytes_fetched);
     if (rs) rs = format::decompress(format::Compressor::kZstd, frame, *w);
   } else if (c.dict_size) {
     rs = backend_read(backend, meta_id_, ci_offset_ + m_.dict_table_offset + c.dict_offset, *w, bytes_fetched);
@@ -144,7 +147,14 @@ Result<ZranDicts::Window> ZranDicts::get(Backend& backend, uint32_t ctx, uint64_
   {
     std::lock_guard lk(mu_);
     busy_[ctx] = 0;
-    if (rs) have_[ctx] = w;
+    if (rs) {
+      have_[ctx] = w;
+      resident_.push_back(ctx);
+      if (resident_.size() > kResident) {
+        have_[resident_.front()].reset();  // a reader holding it keeps its copy
+        resident_.pop_front();
+      }
+    }
   }
   cv_.notify_all();
   if (!rs)
@@ -195,22 +205,34 @@ Result<std::shared_ptr<const format::ZranMeta>> load_zran_meta(const BlobInfo& b
   // are in the head whatever the header says (at most one context per
   // chunk). Framed: the index says how long the head is; most heads (zstd
   // packs a ci array ~4x) fit this guess, else the rest follows.
+  // A small framed buffer (sparse windows: a few hundred bytes each) comes
+  // whole with its header in one request; its windows are then decoded from
+  // memory on first use, one by one as from the backend.
+  const bool whole = !raw_ci && blob.ci_compressed_size <= kZranWholeMeta;
   const uint64_t head_len =
-      raw_ci ? std::min<uint64_t>(blob.ci_compressed_size,
-                                  uint64_t(blob.chunk_count) * (sizeof(format::ChunkInfoV2) +
-                                                                sizeof(format::ZranInflateContextOnDisk)))
-             : std::min<uint64_t>(blob.ci_compressed_size, 8192 + uint64_t(blob.chunk_count) * 12);
+      whole  ? blob.ci_compressed_size
+      : raw_ci ? std::min<uint64_t>(blob.ci_compressed_size,
+                                    uint64_t(blob.chunk_count) * (sizeof(format::ChunkInfoV2) +
+                                                                  sizeof(format::ZranInflateContextOnDisk)))
+               : std::min<uint64_t>(blob.ci_compressed_size, 8192 + uint64_t(blob.chunk_count) * 12);
   std::vector<uint8_t> head(head_len), hbytes(format::kBlobMetaHeaderSize);
-  uint64_t header_fetched = 0;
-  Status hs = ok();
-  std::thread header_fetch([&] {
-    hs = backend_read(backend, meta_id, blob.ci_offset + blob.ci_compressed_size, hbytes, &header_fetched);
-  });
-  Status ts = backend_read(backend, meta_id, blob.ci_offset, head, bytes_fetched);
-  header_fetch.join();
-  if (bytes_fetched) *bytes_fetched += header_fetched;
-  NYDUS_TRY(std::move(hs));
-  NYDUS_TRY(std::move(ts));
+  if (whole) {
+    std::vector<uint8_t> both(head_len + hbytes.size());
+    NYDUS_TRY(backend_read(backend, meta_id, blob.ci_offset, both, bytes_fetched));
+    std::memcpy(head.data(), both.data(), head_len);
+    std::memcpy(hbytes.data(), both.data() + head_len, hbytes.size());
+  } else {
+    uint64_t header_fetched = 0;
+    Status hs = ok();
+    std::thread header_fetch([&] {
+      hs = backend_read(backend, meta_id, blob.ci_offset + blob.ci_compressed_size, hbytes, &header_fetched);
+    });
+    Status ts = backend_read(backend, meta_id, blob.ci_offset, head, bytes_fetched);
+    header_fetch.join();
+    if (bytes_fetched) *bytes_fetched += header_fetched;
+    NYDUS_TRY(std::move(hs));
+    NYDUS_TRY(std::move(ts));
+  }
   const auto h = format::load<format::BlobMetaHeader>(hbytes.data());
   if (!format::zran_header_matches(h, blob))
     return corrupt("ZRAN meta blob {}: header does not match the blob table", meta_id);
@@ -233,15 +255,17 @@ Result<std::shared_ptr<const format::ZranMeta>> load_zran_meta(const BlobInfo& b
     // One zstd frame (upstream's builder): the rest of it, then decoded whole.
     std::vector<uint8_t> raw(blob.ci_compressed_size + format::kBlobMetaHeaderSize);
     std::memcpy(raw.data(), head.data(), head.size());
-    NYDUS_TRY(backend_read(backend, meta_id, blob.ci_offset + head.size(),
-                           std::span<uint8_t>(raw).subspan(head.size(), blob.ci_compressed_size - head.size()),
-                           bytes_fetched));
+    if (head.size() < blob.ci_compressed_size)
+      NYDUS_TRY(backend_read(backend, meta_id, blob.ci_offset + head.size(),
+                             std::span<uint8_t>(raw).subspan(head.size(), blob.ci_compressed_size - head.size()),
+                             bytes_fetched));
     std::memcpy(raw.data() + blob.ci_compressed_size, hbytes.data(), hbytes.size());
     return from_whole(blob, raw, cache_path, cache_size);
   }
   NYDUS_ASSIGN_OR_RETURN(auto m, format::parse_zran_tables(fh->tables, h, limits_of(blob)));
   m.window_frames = std::move(fh->window_frames);
   NYDUS_TRY(write_tables_cache(tables_path(work_dir, blob), h, fh->tables, m.window_frames));
+  if (whole) m.stored_windows.assign(head.begin() + int64_t(m.window_frames.front()), head.end());
   return std::make_shared<const format::ZranMeta>(std::move(m));
 }
 

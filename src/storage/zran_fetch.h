@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,9 @@
 
 namespace nydus::storage {
 
+// A framed meta blob up to this size is fetched whole at mount (below).
+inline constexpr uint64_t kZranWholeMeta = 256u << 10;
+
 // The ZRAN meta of `blob`: from `<work_dir>/<blob id>.blob.meta` (upstream's
 // cache layout) when it is there and valid, else from the meta blob
 // (backend object hex(blob_meta_digest), ci_offset.. + ci size + 4096-byte
@@ -30,6 +34,9 @@ namespace nydus::storage {
 // windows, most of its size (32 KiB per checkpoint): the header and the head
 // of the ci buffer only (two ranges side by side; cached as `<blob
 // id>.zran.tables`); each window is then fetched on first use (ZranDicts).
+// A framed buffer of at most kZranWholeMeta bytes (sparse windows keep most
+// metas small) comes whole with its header in one request instead, and its
+// windows are decoded from memory on first use.
 // Upstream's single zstd frame is fetched and decoded whole.
 Result<std::shared_ptr<const format::ZranMeta>> load_zran_meta(const format::BlobInfo& blob, Backend& backend,
                                                                  const std::filesystem::path& work_dir,
@@ -37,7 +44,9 @@ Result<std::shared_ptr<const format::ZranMeta>> load_zran_meta(const format::Blo
 
 // The windows of a meta loaded without them (ZranMeta::lazy_dicts): one
 // range of the meta blob per context, fetched the first time a read starts
-// there (concurrent readers of one context share the fetch), then kept.
+// there (concurrent readers of one context share the fetch), then kept,
+// the last kResident of them (a read from a context fills the cache with
+// its chunks, so its window is seldom wanted again).
 class ZranDicts {
  public:
   ZranDicts(const format::ZranMeta& m, const format::BlobInfo& blob);
@@ -51,7 +60,9 @@ class ZranDicts {
   uint64_t ci_offset_;  // the ci buffer's offset in the meta blob
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  static constexpr size_t kResident = 256;
   std::vector<Window> have_;
+  std::deque<uint32_t> resident_;  // contexts whose window have_ holds, oldest first
   std::vector<uint8_t> busy_;
 };
 

@@ -380,6 +380,61 @@ TEST(GzipRandom, StoredBlockBeforeBackReferencesKeepsItsWindow) {
   EXPECT_FALSE(got) << "inflate resumed without the window it needed";
 }
 
+// A tar of small incompressible files, as `tar | gzip` makes it (the layout
+// of bench/remote.sh's layer): every deflate block mixes random file bytes
+// with a tar header, so none is stored, yet the only window bytes inflate
+// refers to are a few in earlier headers and chance matches. Windows keep
+// just those, so checkpoints can sit close before each file at little cost.
+TEST(GzipRandom, SparseWindowsLetCheckpointsSitCloseBeforeSmallFiles) {
+  TempDir dir;
+  const fs::path root = dir.path() / "root";
+  fs::create_directories(root);
+  std::mt19937 rng(11);
+  for (int i = 0; i < 600; i++) nydus::test::write_file(root / ("f" + std::to_string(i)), random_bytes(rng() % 16384, i));
+  const fs::path layer = dir.path() / "layer.tar.gz";
+  ASSERT_EQ(std::system(("tar -C " + root.string() + " -cf - . | gzip -6 -n > " + layer.string()).c_str()), 0);
+  const Bytes gz = read_file(layer);
+  const Bytes plain = run("gzip -dc '" + layer.string() + "'");
+  // Where each file's bytes start in the tar stream (ustar headers).
+  std::vector<uint64_t> wanted;
+  for (uint64_t at = 0; at + 512 <= plain.size() && plain[at] != 0;) {
+    const uint64_t size = std::strtoull(std::string(reinterpret_cast<const char*>(&plain[at + 124]), 11).c_str(), nullptr, 8);
+    if (plain[at + 156] == '0' && size > 0) wanted.push_back(at + 512);
+    at += 512 + (size + 511) / 512 * 512;
+  }
+  ASSERT_GT(wanted.size(), 500u);
+  Bytes sunk;
+  auto idx = index_bytes(gz, &sunk, 1 << 20, wanted);
+  ASSERT_TRUE(idx) << idx.error().to_string();
+  ASSERT_EQ(sunk, plain);
+  // The budgets: kept window bytes within 1/16 of the layer, window lengths
+  // within 1/8 of the output (what a reader inflating the ci buffer whole
+  // holds), each far below a full 32 KiB window per checkpoint.
+  uint64_t kept = 0, length = 0;
+  for (const auto& cp : idx->checkpoints) {
+    kept += cp.window.size() - uint64_t(std::count(cp.window.begin(), cp.window.end(), uint8_t(0)));
+    length += cp.window.size();
+  }
+  EXPECT_GE(idx->checkpoints.size(), plain.size() / (256u << 10)) << "checkpoints no denser than one per MiB";
+  EXPECT_LE(kept * 16, gz.size()) << kept << " window bytes kept";
+  EXPECT_LE(length * 8, plain.size()) << length << " bytes of window length";
+  EXPECT_LT(kept * 8, idx->checkpoints.size() * 32768) << "windows are not sparse";
+  size_t close = 0;
+  for (uint64_t w : wanted) {
+    auto it = std::upper_bound(idx->checkpoints.begin(), idx->checkpoints.end(), w,
+                               [](uint64_t v, const GzipCheckpoint& c) { return v < c.out_offset; });
+    close += w - (it - 1)->out_offset < (256u << 10);
+  }
+  EXPECT_GE(close * 10, wanted.size() * 9) << close << " of " << wanted.size();
+  // Every checkpoint resumes right with its sparse window, 100 KB on.
+  for (const auto& cp : idx->checkpoints) {
+    const uint64_t b = std::min<uint64_t>(plain.size(), cp.out_offset + 100000);
+    auto got = read_range(*idx, gz, cp.out_offset, b);
+    ASSERT_TRUE(got) << cp.out_offset << ": " << got.error().to_string();
+    ASSERT_TRUE(std::equal(got->begin(), got->end(), plain.begin() + int64_t(cp.out_offset))) << cp.out_offset;
+  }
+}
+
 TEST(GzipRandom, NotGzipOrTruncated) {
   Bytes sunk;
   EXPECT_FALSE(index_bytes(Bytes(100, 'x'), &sunk, 1 << 20));
