@@ -15,6 +15,7 @@
 #include "format/zran_meta.h"
 #include "storage/blob_cache.h"
 #include "storage/localfs_backend.h"
+#include "storage/zran_fetch.h"
 #include "storage_test_util.h"
 
 namespace nydus::storage {
@@ -437,6 +438,44 @@ TEST(ZranCache, LayerShorterThanTheTableSays) {
   auto r = (*c)->read(ch.uncompressed_offset, got);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().to_errno(), EIO);
+}
+
+// Windows fetched on first use stay resident up to a bound: a reader going
+// through a big layer does not keep every context's window in memory.
+TEST(ZranDictsTest, KeepsTheLastWindowsOnly) {
+  TempDir dir;
+  constexpr uint32_t kContexts = 300;
+  format::ZranMeta m;
+  Bytes stored(64, 0);  // the frames start past a head
+  m.window_frames.push_back(stored.size());
+  for (uint32_t i = 0; i < kContexts; i++) {
+    format::ZranContext c;
+    c.dict_size = 100;
+    m.contexts.push_back(c);
+    Bytes w(100, uint8_t(i)), frame;
+    ASSERT_TRUE(format::compress(format::Compressor::kZstd, w, frame));
+    stored.insert(stored.end(), frame.begin(), frame.end());
+    m.window_frames.push_back(stored.size());
+  }
+  m.lazy_dicts = true;
+  format::BlobInfo blob;
+  blob.blob_meta_digest = format::sha256(stored);
+  blob.ci_offset = 0;
+  nydus::test::write_file(dir.path() / format::to_hex(blob.blob_meta_digest), stored);
+  test::FakeBackend backend(*LocalFsBackend::create(LocalFsConfig{dir.path(), {}, {}}));
+  ZranDicts dicts(m, blob);
+  auto get = [&](uint32_t i) {
+    auto w = dicts.get(backend, i, nullptr);
+    ASSERT_TRUE(w) << w.error().to_string();
+    EXPECT_EQ(**w, Bytes(100, uint8_t(i)));
+  };
+  for (uint32_t i = 0; i < kContexts; i++) get(i);
+  EXPECT_EQ(backend.reads.load(), int(kContexts));
+  get(kContexts - 1);  // resident
+  EXPECT_EQ(backend.reads.load(), int(kContexts));
+  EXPECT_FALSE(dicts.loaded(0));
+  get(0);  // dropped: fetched again
+  EXPECT_EQ(backend.reads.load(), int(kContexts) + 1);
 }
 
 }  // namespace
