@@ -234,8 +234,12 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
     const uint32_t batch_end = take_marks(cis);
     auto extra = amplify(cis);
     if (extra.empty() && batch_end != kNoChunk && continue_ahead_) extra = run_after(batch_end, /*skip_ready=*/true);
-    if (!extra.empty()) submit_ahead(std::move(extra));
+    // ZRAN: after our own claim, which takes the rest of our context along
+    // (it follows on a read-ahead thread); a read-ahead job claiming first
+    // would take our chunk with its context and keep us waiting for its run.
+    if (!extra.empty() && !zran_) submit_ahead(std::move(extra));
     NYDUS_TRY(ensure(cis, false));
+    if (!extra.empty() && zran_) submit_ahead(std::move(extra));
     // Gaps between chunks are holes of the sparse file: they read as zeros.
     return read_full_at(data_fd_, offset, out, "reading blob cache data");
   }
@@ -711,14 +715,19 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
       // ZRAN: one fetch and one inflate from the context's checkpoint produce
       // every chunk of that context, so take them all (as upstream does):
       // later reads nearby then cost nothing.
+      // Read-ahead leaves the chunks before its own to readers, who would
+      // otherwise wait for its whole run.
       if (zran_ && !mine.empty()) {
         uint32_t last_ctx = UINT32_MAX;
         for (uint32_t ci : mine) {
           const uint32_t ctx = zran_->chunks[ci].zran_index;
           if (ctx == last_ctx) continue;
           last_ctx = ctx;
+          // (mine are in stream order, but for deduplicated chunks: then
+          // read-ahead takes a few peers less, nothing worse)
+          const uint32_t from = zran_->chunks[ci].zran_offset;
           for (uint32_t peer : zran_peers_[ctx])
-            if (!ready(peer) && !inflight_[peer]) {
+            if (!ready(peer) && !inflight_[peer] && (!prefetch || zran_->chunks[peer].zran_offset >= from)) {
               inflight_[peer] = 1;
               peers.push_back(peer);
             }

@@ -281,6 +281,7 @@ TEST(ZranCache, ReaderWaitsOnlyUpToItsChunk) {
   const auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE((*c)->read(ch.uncompressed_offset, got));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "the reader waited for its context's tail";
+  const Bytes first_bytes = got;  // checked against tar by expect_files_equal below
   {
     std::lock_guard lk(gate.mu);
     gate.open = true;
@@ -288,6 +289,40 @@ TEST(ZranCache, ReaderWaitsOnlyUpToItsChunk) {
   gate.cv.notify_all();
   e.expect_files_equal(**c);
   EXPECT_GT(ctx_in_end, first_end) << "the context ends with the first chunk: nothing to test";
+
+  // Read-ahead of a later chunk of the context (a prefetch, or a miss's
+  // amplified neighbours) is under way and held at the gate: it must not
+  // have taken the reader's chunk along, or the reader waits for all of it.
+  {
+    std::lock_guard lk(gate.mu);
+    gate.open = false;
+  }
+  uint32_t later = UINT32_MAX;
+  for (uint32_t ci = 0; ci < zm.chunks.size(); ci++)
+    if (zm.chunks[ci].zran_index == ctx && zm.chunks[ci].zran_offset > zm.chunks[first].zran_offset &&
+        zm.chunks[ci].ci.compressed_offset + zm.chunks[ci].ci.compressed_size > first_end)
+      later = ci;
+  ASSERT_NE(later, UINT32_MAX);
+  std::atomic<bool> held{false};
+  gated->hook = [&](uint64_t off, uint64_t len) {
+    if (off + len > first_end) held = true;
+  };
+  auto c2 = BlobCache::open(e.info, gated, e.cfg("cache-ra"), e.digests);
+  ASSERT_TRUE(c2) << c2.error().to_string();
+  const auto lc = (*c2)->chunk(later);
+  std::thread ahead([&] { (void)(*c2)->fetch_range(lc.uncompressed_offset, lc.uncompressed_size, /*prefetch=*/true); });
+  while (!held) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto t1 = std::chrono::steady_clock::now();
+  ASSERT_TRUE((*c2)->read(ch.uncompressed_offset, got));
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(5)) << "the reader waited for the read-ahead";
+  EXPECT_EQ(got, first_bytes);
+  {
+    std::lock_guard lk(gate.mu);
+    gate.open = true;
+  }
+  gate.cv.notify_all();
+  ahead.join();
+  e.expect_files_equal(**c2);
 }
 
 // A big file read chunk by chunk, as `cat` reads it: each byte of the layer
