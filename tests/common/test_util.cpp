@@ -2,7 +2,9 @@
 
 #include <stdlib.h>
 
+#include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -82,6 +84,25 @@ bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit
 bool in_ci() {
   const char* ci = std::getenv("CI");
   return ci && std::string(ci) == "true";
+}
+
+std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = uint8_t(rng());
+  return v;
+}
+
+std::vector<uint8_t> text_bytes(size_t n, uint32_t seed) {
+  static const char* words[] = {"fn ", "let ", "mut ", "self", ".read(", ");\n", "    ", "blob", "chunk "};
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v;
+  while (v.size() < n) {
+    const char* w = words[rng() % 9];
+    v.insert(v.end(), w, w + std::strlen(w));
+  }
+  v.resize(n);
+  return v;
 }
 
 }  // namespace nydus::test

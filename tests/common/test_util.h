@@ -43,6 +43,11 @@ std::string compat_fixture(const std::string& rel);
 // compress/gzip, and so an eStargz writer, emits for each chunk).
 std::vector<uint8_t> gzip_member(const std::vector<uint8_t>& in);
 
+// `n` bytes from a seeded generator: incompressible.
+std::vector<uint8_t> random_bytes(size_t n, uint32_t seed);
+// `n` bytes of words from a small vocabulary: compressible, not trivially.
+std::vector<uint8_t> text_bytes(size_t n, uint32_t seed);
+
 // Polls `cond` every 10 ms until it holds (true) or `limit` passes (false,
 // after one last look).
 bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit);

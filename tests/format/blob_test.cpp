@@ -23,24 +23,8 @@ using nydus::test::TempDir;
 using nydus::test::write_file;
 using Bytes = std::vector<uint8_t>;
 
-Bytes random_bytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  Bytes v(n);
-  for (auto& b : v) b = uint8_t(rng());
-  return v;
-}
-
-Bytes text_bytes(size_t n, uint32_t seed) {
-  static const char* words[] = {"fn ", "let ", "mut ", "self", ".read(", ");\n", "    ", "blob", "chunk "};
-  std::mt19937 rng(seed);
-  Bytes v;
-  while (v.size() < n) {
-    const char* w = words[rng() % 9];
-    v.insert(v.end(), w, w + std::strlen(w));
-  }
-  v.resize(n);
-  return v;
-}
+using nydus::test::random_bytes;
+using nydus::test::text_bytes;
 
 Bytes slice(const Bytes& b, uint64_t off, uint64_t len) {
   return Bytes(b.begin() + ptrdiff_t(off), b.begin() + ptrdiff_t(off + len));

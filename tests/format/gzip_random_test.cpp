@@ -275,24 +275,8 @@ Bytes gzip_pieces(const std::vector<Bytes>& pieces, int level) {
   return out;
 }
 
-Bytes random_bytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  Bytes b(n);
-  for (auto& x : b) x = uint8_t(rng());
-  return b;
-}
-
-Bytes text_bytes(size_t n, uint32_t seed) {
-  static const char* words[] = {"usr/", "lib/", "python3 ", "import ", "def ", "self", "\n", "    ", "return "};
-  std::mt19937 rng(seed);
-  Bytes b;
-  while (b.size() < n) {
-    const char* w = words[rng() % 9];
-    b.insert(b.end(), w, w + std::strlen(w));
-  }
-  b.resize(n);
-  return b;
-}
+using nydus::test::random_bytes;
+using nydus::test::text_bytes;
 
 // Incompressible data is stored blocks, which refer to nothing: checkpoints
 // there need no window, so small files in it each get one close before them
