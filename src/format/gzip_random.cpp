@@ -73,6 +73,7 @@ Result<std::vector<uint8_t>> used_window(const GzipCheckpoint& cp, std::span<con
   thread_local std::vector<uint8_t> fake(kWindow), outs[3] = {std::vector<uint8_t>(kWindow), std::vector<uint8_t>(kWindow),
                                                                std::vector<uint8_t>(kWindow)};
   size_t produced[3] = {};
+  bool ended = false;  // the member ended within the 32 KiB
   for (int pass = 0; pass < 3; pass++) {
     for (size_t q = 0; q < wl; q++)
       fake[q] = pass == 0 ? uint8_t(q) : pass == 1 ? uint8_t(~q) : uint8_t(q >> 8);
@@ -96,9 +97,13 @@ Result<std::vector<uint8_t>> used_window(const GzipCheckpoint& cp, std::span<con
     if (ret != Z_OK && ret != Z_STREAM_END && ret != Z_BUF_ERROR)
       return corrupt("probing a checkpoint's window: {}", zmsg(s, ret));
     produced[pass] = kWindow - s.avail_out;
+    ended = ret == Z_STREAM_END;
   }
   if (produced[0] != produced[1] || produced[0] != produced[2])
     return make_error(Errc::kInternal, "probing a checkpoint's window: passes disagree");
+  // A reference past what was probed would find a zeroed byte.
+  if (produced[0] < kWindow && !ended)
+    return errorf(Errc::kInternal, "probing a checkpoint's window: input ends after {} bytes", produced[0]);
   std::vector<uint8_t> used(wl, 0);
   size_t first = wl;
   for (size_t p = 0; p < produced[0]; p++) {
@@ -273,23 +278,24 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
     last_cp_in = cp.in_offset;
     idx.checkpoints.push_back(std::move(cp));
   };
-  auto settle = [&](Candidate& c) -> Status {
+  auto settle = [&](Candidate& c) {
     const uint64_t out_gap = c.cp.out_offset - last_cp_out, in_gap = c.cp.in_offset - last_cp_in;
-    if (!c.holds_wanted || c.cp.out_offset < last_cp_out + min_gap) return ok();
+    if (!c.holds_wanted || c.cp.out_offset < last_cp_out + min_gap) return;
     const bool overdue = out_gap >= span - span / 8;  // chunk starts 1 span apart each get one
-    if (!overdue && (in_gap < in_hint || out_gap < out_hint)) return ok();
-    NYDUS_ASSIGN_OR_RETURN(std::vector<uint8_t> w, used_window(c.cp, c.input));
+    if (!overdue && (in_gap < in_hint || out_gap < out_hint)) return;
+    // A probe that cannot finish leaves the window whole (never wrong bytes).
+    auto probed = used_window(c.cp, c.input);
+    std::vector<uint8_t> w = probed ? std::move(*probed) : c.cp.window;
     const uint64_t kept = w.size() - uint64_t(std::count(w.begin(), w.end(), uint8_t(0)));
     const uint64_t in_need = kKeptRatio * kept, out_need = kLengthRatio * w.size();
     if (!overdue && (in_gap < in_need || out_gap < out_need)) {
       in_hint = in_need - in_need / 4;
       out_hint = out_need - out_need / 4;
-      return ok();
+      return;
     }
     c.cp.window = std::move(w);
     commit(std::move(c.cp));
     in_hint = out_hint = 0;
-    return ok();
   };
   auto wanted_before = [&](uint64_t end) {
     bool any_wanted = false;
@@ -331,7 +337,7 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
       if (!pending.empty() && !pending.back().closed) pending.back().holds_wanted = wanted_before(total_out);
       for (Candidate& c : pending) {
         c.closed = true;
-        NYDUS_TRY(settle(c));
+        settle(c);
       }
       pending.clear();
       idx.boundaries.push_back({total_in, total_out});
@@ -369,7 +375,7 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
       pending.back().holds_wanted = holds;
     }
     while (!pending.empty() && pending.front().closed && pending.front().cp.out_offset + kWindow <= total_out) {
-      NYDUS_TRY(settle(pending.front()));
+      settle(pending.front());
       pending.pop_front();
     }
     if (total_out - last_cp_out >= 2 * span) {  // no wanted offset for long: fall back to every span
