@@ -324,9 +324,15 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   };
   std::vector<BatchSlot> batch_slots_;
   // Order ci indices by where their bytes are stored in the blob.
+  // Ties (small ZRAN chunks starting in one deflate block, a batch's chunks)
+  // go in uncompressed order, which is the stream's: a reader's run is then
+  // cut right after its chunk, with no neighbour before it sorted after it.
   void sort_by_stored(std::vector<uint32_t>& cis) const {
-    std::sort(cis.begin(), cis.end(),
-              [&](uint32_t a, uint32_t b) { return chunks_[a].compressed_offset < chunks_[b].compressed_offset; });
+    std::sort(cis.begin(), cis.end(), [&](uint32_t a, uint32_t b) {
+      const ChunkSlot &x = chunks_[a], &y = chunks_[b];
+      return x.compressed_offset != y.compressed_offset ? x.compressed_offset < y.compressed_offset
+                                                        : x.uncompressed_offset < y.uncompressed_offset;
+    });
   }
   // Fetch the claimed chunks (sorted by compressed offset), write them, sync,
   // set their bits. Does not touch the in-flight table.

@@ -325,6 +325,72 @@ TEST(ZranCache, ReaderWaitsOnlyUpToItsChunk) {
   e.expect_files_equal(**c2);
 }
 
+// A small file whose chunk starts in the same deflate block as the file
+// before it (one compressed offset for both): the reader's fetch still stops
+// at its own chunk's end. Sorting the run by compressed offset alone left the
+// file before it after it, so the run could not be cut and the reader waited
+// for its whole context.
+TEST(ZranCache, ReaderOfAChunkSharingABlockWaitsOnlyUpToIt) {
+  TempDir dir;
+  const fs::path root = dir / "root";
+  fs::create_directories(root);
+  for (int i = 0; i < 40; i++) nydus::test::write_file(root / ("f" + std::to_string(i)), test::random_bytes(2000 + 700 * i, i));
+  const fs::path layer = dir / "layer.tar.gz";
+  ASSERT_EQ(std::system(("tar -C " + root.string() + " -cf - . | gzip -6 -n > " + layer.string()).c_str()), 0);
+  builder::CreateOptions o;
+  o.source_type = builder::SourceType::kTargzRef;
+  o.source = layer;
+  o.bootstrap = dir / "boot";
+  o.blob_dir = dir / "blobs";
+  auto r = builder::create_image(o);
+  ASSERT_TRUE(r) << r.error().to_string();
+  const format::BlobInfo info = r->blobs.at(0);
+  fs::copy_file(layer, o.blob_dir / info.blob_id);
+  const auto zb = format::decode_zran_meta_blob(read_file(o.blob_dir / format::to_hex(info.blob_meta_digest)), info, "t");
+  ASSERT_TRUE(zb);
+  const format::ZranMeta& zm = zb->meta;
+  // A chunk sharing its compressed offset with an earlier chunk of its
+  // context, with more of the context after it.
+  uint32_t target = UINT32_MAX;
+  for (uint32_t ci = 1; ci + 1 < zm.chunks.size() && target == UINT32_MAX; ci++) {
+    const auto &a = zm.chunks[ci - 1], &b = zm.chunks[ci], &c = zm.chunks[ci + 1];
+    if (a.zran_index == b.zran_index && b.zran_index == c.zran_index && a.ci.compressed_offset == b.ci.compressed_offset &&
+        c.ci.compressed_offset + c.ci.compressed_size > b.ci.compressed_offset + b.ci.compressed_size)
+      target = ci;
+  }
+  ASSERT_NE(target, UINT32_MAX) << "no chunk shares a block with the one before it";
+  const uint64_t end = zm.chunks[target].ci.compressed_offset + zm.chunks[target].ci.compressed_size;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  auto gated = std::make_shared<test::FakeBackend>(*LocalFsBackend::create(LocalFsConfig{o.blob_dir, {}, {}}));
+  gated->before_read = [&](const std::string& id, uint64_t off, uint64_t len) {
+    if (id != info.blob_id || off + len <= end) return;
+    std::unique_lock lk(mu);
+    cv.wait_for(lk, std::chrono::seconds(10), [&] { return open; });
+  };
+  CacheConfig cfg;
+  cfg.work_dir = dir / "cache";
+  cfg.amplify_reads = false;
+  auto c = BlobCache::open(info, gated, cfg, {});
+  ASSERT_TRUE(c) << c.error().to_string();
+  const auto ch = (*c)->chunk(target);
+  Bytes got(ch.uncompressed_size);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE((*c)->read(ch.uncompressed_offset, got));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "the reader waited for its context's tail";
+  {
+    std::lock_guard lk(mu);
+    open = true;
+  }
+  cv.notify_all();
+  // Its bytes are the source file's: find it by size among the sources.
+  bool found = false;
+  for (int i = 0; i < 40; i++)
+    found |= got == test::random_bytes(2000 + 700 * i, i);
+  EXPECT_TRUE(found);
+}
+
 // A big file read chunk by chunk, as `cat` reads it: each byte of the layer
 // is fetched about once. Before checkpoints sat right before chunk starts
 // (and runs crossed contexts), each context's fetch began at a checkpoint
