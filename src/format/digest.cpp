@@ -1,12 +1,23 @@
 #include "format/digest.h"
 
 #include <blake3.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <cstring>
 
 namespace nydus::format {
+
+namespace {
+// OpenSSL frees its tables at exit (an atexit handler) unless told not to,
+// while read-ahead threads may still be checking a chunk digest: nydusd
+// crashed in SHA256 after "bye" that way (zran.sh's truncated layer). This
+// runs before main, so before anything else initialises OpenSSL (libcurl
+// does it later, from curl_global_init), and the first initialisation
+// decides.
+[[maybe_unused]] const int kOpensslNoAtexit = OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
+}  // namespace
 
 Result<Digester> parse_digester(std::string_view name) {
   if (name == "blake3") return Digester::kBlake3;
