@@ -6,7 +6,6 @@
 #include <cstring>
 #include <deque>
 #include <limits>
-#include <optional>
 
 namespace nydus::format {
 
@@ -256,16 +255,12 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
   // The last rejected candidate's needs, less a quarter: no probe below them.
   uint64_t in_hint = 0, out_hint = 0;
 
-  auto here = [&] {  // the current boundary, without its window
+  auto take = [&](bool at_member_start) -> Result<GzipCheckpoint> {
     GzipCheckpoint cp;
     cp.in_offset = total_in;
     cp.out_offset = total_out;
     cp.bits = uint8_t(s.data_type & 7);
     if (cp.bits) cp.prev_byte = s.next_in > in.data() ? s.next_in[-1] : last_byte;
-    return cp;
-  };
-  auto take = [&](bool at_member_start) -> Result<GzipCheckpoint> {
-    GzipCheckpoint cp = here();
     cp.window.resize(kWindow);
     uInt len = 0;
     if (inflateGetDictionary(&s, cp.window.data(), &len) != Z_OK)

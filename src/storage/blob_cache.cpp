@@ -234,9 +234,9 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
     const uint32_t batch_end = take_marks(cis);
     auto extra = amplify(cis);
     if (extra.empty() && batch_end != kNoChunk && continue_ahead_) extra = run_after(batch_end, /*skip_ready=*/true);
-    // ZRAN: after our own claim, which takes the rest of our context along
-    // (it follows on a read-ahead thread); a read-ahead job claiming first
-    // would take our chunk with its context and keep us waiting for its run.
+    // ZRAN: after our own claim, which takes the rest of our context along,
+    // to follow on a read-ahead thread from where our fetch ends; a job
+    // claiming first would take that rest and fetch its context's lead again.
     if (!extra.empty() && !zran_) submit_ahead(std::move(extra));
     NYDUS_TRY(ensure(cis, false));
     if (!extra.empty() && zran_) submit_ahead(std::move(extra));

@@ -134,12 +134,18 @@ Result<ZranDicts::Window> ZranDicts::get(Backend& backend, uint32_t ctx, uint64_
   Status rs = ok();
   if (c.dict_size && !m_.window_frames.empty()) {
     const uint64_t at = m_.window_frames[ctx], len = m_.window_frames[ctx + 1] - at;
-    std::vector<uint8_t> frame(len);
     const uint64_t base = m_.window_frames.front();
-    if (!len) rs = corrupt("ZRAN window {}: no frame for {} bytes", ctx, c.dict_size);
-    else if (at - base + len <= m_.stored_windows.size())  // fetched with the head
-      std::memcpy(frame.data(), m_.stored_windows.data() + (at - base), len);
-    else rs = backend_read(backend, meta_id_, ci_offset_ + at, frame, bytes_fetched);
+    std::vector<uint8_t> fetched;
+    std::span<const uint8_t> frame;
+    if (!len) {
+      rs = corrupt("ZRAN window {}: no frame for {} bytes", ctx, c.dict_size);
+    } else if (at - base + len <= m_.stored_windows.size()) {  // fetched with the head
+      frame = std::span<const uint8_t>(m_.stored_windows).subspan(at - base, len);
+    } else {
+      fetched.resize(len);
+      rs = backend_read(backend, meta_id_, ci_offset_ + at, fetched, bytes_fetched);
+      frame = fetched;
+    }
     if (rs) rs = format::decompress(format::Compressor::kZstd, frame, *w);
   } else if (c.dict_size) {
     rs = backend_read(backend, meta_id_, ci_offset_ + m_.dict_table_offset + c.dict_offset, *w, bytes_fetched);
@@ -216,11 +222,11 @@ Result<std::shared_ptr<const format::ZranMeta>> load_zran_meta(const BlobInfo& b
                                                                   sizeof(format::ZranInflateContextOnDisk)))
                : std::min<uint64_t>(blob.ci_compressed_size, 8192 + uint64_t(blob.chunk_count) * 12);
   std::vector<uint8_t> head(head_len), hbytes(format::kBlobMetaHeaderSize);
-  if (whole) {
-    std::vector<uint8_t> both(head_len + hbytes.size());
-    NYDUS_TRY(backend_read(backend, meta_id, blob.ci_offset, both, bytes_fetched));
-    std::memcpy(head.data(), both.data(), head_len);
-    std::memcpy(hbytes.data(), both.data() + head_len, hbytes.size());
+  if (whole) {  // the header follows the ci buffer: one range for both
+    head.resize(head_len + hbytes.size());
+    NYDUS_TRY(backend_read(backend, meta_id, blob.ci_offset, head, bytes_fetched));
+    std::memcpy(hbytes.data(), head.data() + head_len, hbytes.size());
+    head.resize(head_len);
   } else {
     uint64_t header_fetched = 0;
     Status hs = ok();

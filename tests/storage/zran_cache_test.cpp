@@ -26,6 +26,25 @@ using nydus::test::read_file;
 using nydus::test::TempDir;
 using test::Bytes;
 
+// `root` under `dir` as one `tar | gzip <gzip_args>` layer (dir/layer.tar.gz),
+// built with `create --type targz-ref` (bootstrap dir/boot, meta blob in
+// dir/blobs) and copied into dir/blobs as the data blob: the layer is it.
+format::BlobInfo make_zran_image(const fs::path& dir, const fs::path& root, const std::string& gzip_args) {
+  const fs::path layer = dir / "layer.tar.gz";
+  EXPECT_EQ(std::system(("tar -C " + root.string() + " -cf - . | gzip " + gzip_args + " > " + layer.string()).c_str()), 0);
+  builder::CreateOptions o;
+  o.source_type = builder::SourceType::kTargzRef;
+  o.source = layer;
+  o.bootstrap = dir / "boot";
+  o.blob_dir = dir / "blobs";
+  auto r = builder::create_image(o);
+  EXPECT_TRUE(r) << r.error().to_string();
+  if (!r) return {};
+  const format::BlobInfo info = r->blobs.at(0);
+  fs::copy_file(layer, o.blob_dir / info.blob_id);
+  return info;
+}
+
 struct ZranEnv {
   TempDir dir;
   fs::path layer, blobs, x;
@@ -38,22 +57,13 @@ struct ZranEnv {
     fs::create_directories(root / "d");
     for (int i = 0; i < 30; i++) nydus::test::write_file(root / "d" / ("t" + std::to_string(i)), test::text_bytes(3000 + 50000 * i, i));
     nydus::test::write_file(root / "rand", test::random_bytes(1500000, 99));
+    info = make_zran_image(dir.path(), root, "-n");
     layer = dir / "layer.tar.gz";
-    EXPECT_EQ(std::system(("tar -C " + root.string() + " -cf - . | gzip -n > " + layer.string()).c_str()), 0);
+    blobs = dir / "blobs";
     x = dir / "x";
     fs::create_directories(x);
     EXPECT_EQ(std::system(("tar -C " + x.string() + " -xzf " + layer.string()).c_str()), 0);
-    blobs = dir / "blobs";
-    builder::CreateOptions o;
-    o.source_type = builder::SourceType::kTargzRef;
-    o.source = layer;
-    o.bootstrap = dir / "boot";
-    o.blob_dir = blobs;
-    auto r = builder::create_image(o);
-    EXPECT_TRUE(r) << r.error().to_string();
-    info = r->blobs.at(0);
-    fs::copy_file(layer, blobs / info.blob_id);  // the layer IS the data blob
-    boot = *format::Bootstrap::open(o.bootstrap);
+    boot = *format::Bootstrap::open(dir / "boot");
     auto table = *boot->chunk_table();
     digests.assign(info.chunk_count, {});
     for (const auto& c : table) digests.at(c.ci_index) = c.digest;
@@ -335,18 +345,10 @@ TEST(ZranCache, ReaderOfAChunkSharingABlockWaitsOnlyUpToIt) {
   const fs::path root = dir / "root";
   fs::create_directories(root);
   for (int i = 0; i < 40; i++) nydus::test::write_file(root / ("f" + std::to_string(i)), test::random_bytes(2000 + 700 * i, i));
-  const fs::path layer = dir / "layer.tar.gz";
-  ASSERT_EQ(std::system(("tar -C " + root.string() + " -cf - . | gzip -6 -n > " + layer.string()).c_str()), 0);
-  builder::CreateOptions o;
-  o.source_type = builder::SourceType::kTargzRef;
-  o.source = layer;
-  o.bootstrap = dir / "boot";
-  o.blob_dir = dir / "blobs";
-  auto r = builder::create_image(o);
-  ASSERT_TRUE(r) << r.error().to_string();
-  const format::BlobInfo info = r->blobs.at(0);
-  fs::copy_file(layer, o.blob_dir / info.blob_id);
-  const auto zb = format::decode_zran_meta_blob(read_file(o.blob_dir / format::to_hex(info.blob_meta_digest)), info, "t");
+  const format::BlobInfo info = make_zran_image(dir.path(), root, "-6 -n");
+  ASSERT_FALSE(info.blob_id.empty());
+  const fs::path blobs = dir / "blobs";
+  const auto zb = format::decode_zran_meta_blob(read_file(blobs / format::to_hex(info.blob_meta_digest)), info, "t");
   ASSERT_TRUE(zb);
   const format::ZranMeta& zm = zb->meta;
   // A chunk sharing its compressed offset with an earlier chunk of its
@@ -363,7 +365,7 @@ TEST(ZranCache, ReaderOfAChunkSharingABlockWaitsOnlyUpToIt) {
   std::mutex mu;
   std::condition_variable cv;
   bool open = false;
-  auto gated = std::make_shared<test::FakeBackend>(*LocalFsBackend::create(LocalFsConfig{o.blob_dir, {}, {}}));
+  auto gated = std::make_shared<test::FakeBackend>(*LocalFsBackend::create(LocalFsConfig{blobs, {}, {}}));
   gated->before_read = [&](const std::string& id, uint64_t off, uint64_t len) {
     if (id != info.blob_id || off + len <= end) return;
     std::unique_lock lk(mu);
@@ -405,24 +407,16 @@ TEST(ZranCache, SequentialReadFetchesTheLayerOnce) {
     big.insert(big.end(), b.begin(), b.end());
   }
   nydus::test::write_file(root / "big", big);
-  const fs::path layer = dir / "layer.tar.gz";
-  ASSERT_EQ(std::system(("tar -C " + root.string() + " -cf - . | gzip -n > " + layer.string()).c_str()), 0);
-  builder::CreateOptions o;
-  o.source_type = builder::SourceType::kTargzRef;
-  o.source = layer;
-  o.bootstrap = dir / "boot";
-  o.blob_dir = dir / "blobs";
-  auto r = builder::create_image(o);
-  ASSERT_TRUE(r) << r.error().to_string();
-  const format::BlobInfo info = r->blobs.at(0);
-  fs::copy_file(layer, o.blob_dir / info.blob_id);
+  const format::BlobInfo info = make_zran_image(dir.path(), root, "-n");
+  ASSERT_FALSE(info.blob_id.empty());
+  const fs::path blobs = dir / "blobs";
   CacheConfig cfg;
   cfg.work_dir = dir / "cache";
   cfg.amplify_reads = false;
-  auto c = BlobCache::open(info, *LocalFsBackend::create(LocalFsConfig{o.blob_dir, {}, {}}), cfg, {});
+  auto c = BlobCache::open(info, *LocalFsBackend::create(LocalFsConfig{blobs, {}, {}}), cfg, {});
   ASSERT_TRUE(c) << c.error().to_string();
   const uint64_t meta_bytes = (*c)->metrics().backend_bytes;
-  auto boot = *format::Bootstrap::open(o.bootstrap);
+  auto boot = *format::Bootstrap::open(dir / "boot");
   auto refs = *boot->chunks(*boot->inode(*boot->resolve("/big")));
   ASSERT_EQ(refs.size(), 6u);
   Bytes got;
@@ -434,7 +428,7 @@ TEST(ZranCache, SequentialReadFetchesTheLayerOnce) {
   }
   EXPECT_TRUE(got == big);
   const uint64_t fetched = (*c)->metrics().backend_bytes - meta_bytes;
-  EXPECT_LT(fetched, fs::file_size(layer) * 21 / 20 + 8 * format::kZranWindowSize) << fetched << " bytes fetched for a layer of " << fs::file_size(layer);
+  EXPECT_LT(fetched, fs::file_size(dir / "layer.tar.gz") * 21 / 20 + 8 * format::kZranWindowSize) << fetched << " bytes fetched for a layer of " << fs::file_size(dir / "layer.tar.gz");
 }
 
 TEST(ZranCache, ContextOutsideTheLayerIsALoadError) {
