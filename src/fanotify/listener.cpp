@@ -137,8 +137,13 @@ ListenerStats Listener::stats() const {
 }
 
 void Listener::read_loop() {
-  // Big enough for many events with their info records; aligned for the kernel.
-  alignas(fanotify_event_metadata) static thread_local uint8_t buf[65536];
+  // Big enough for many events with their info records; aligned for the
+  // kernel. On the heap: a thread_local array sits in every thread's TLS
+  // block, which each new thread zeroes (64 KiB of RSS per thread).
+  constexpr size_t kBuf = 65536;
+  static_assert(alignof(fanotify_event_metadata) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
+  const std::unique_ptr<uint8_t[]> storage(new uint8_t[kBuf]);
+  uint8_t* const buf = storage.get();
   while (!stop_reading_) {
     pollfd p{fan_fd_, POLLIN, 0};
     int r = ::poll(&p, 1, 100);
@@ -147,7 +152,7 @@ void Listener::read_loop() {
       return;
     }
     if (r <= 0) continue;
-    ssize_t n = ::read(fan_fd_, buf, sizeof(buf));
+    ssize_t n = ::read(fan_fd_, buf, kBuf);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
       spdlog::error("fanotify read: {}", std::strerror(errno));

@@ -17,6 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/scratch_pool.h"
 #include "fuse/fuse_channel.h"
 #include "fuse/page_pusher.h"
 #include "fuse/read_plan.h"
@@ -413,19 +414,18 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
   auto rt = route_or_reply(req, ino, "read");
   if (!rt) return;
   if (!rt->fs) return (void)fuse_reply_err(req, EISDIR);
-  // A request from an io_uring entry is read straight into the entry's reply
-  // payload (no copy there afterwards); else one reusable buffer per worker
-  // thread: reads are at most max_read bytes.
-  std::span<uint8_t> out = FuseUring::reply_buffer();
-  if (out.size() < size) {
-    thread_local std::vector<uint8_t> buf;
-    if (buf.size() < size) buf.resize(size);
-    out = std::span<uint8_t>(buf.data(), size);
-  }
-  auto r = rt->fs->read_ino(rt->ino, uint64_t(off), out.first(size));
-  if (!r) return reply_error(req, r.error(), "read", ino, rt->fs.get());
   PagePusher* pusher = vfs_of(req).pusher();  // req is gone once answered
-  fuse_reply_buf(req, reinterpret_cast<const char*>(out.data()), *r);
+  {
+    // A request from an io_uring entry is read straight into the entry's
+    // reply payload (no copy there afterwards); else into a buffer leased
+    // from the process's pool until the reply is sent.
+    std::span<uint8_t> out = FuseUring::reply_buffer();
+    Scratch lease;
+    if (out.size() < size) out = lease.get(size);
+    auto r = rt->fs->read_ino(rt->ino, uint64_t(off), out.first(size));
+    if (!r) return reply_error(req, r.error(), "read", ino, rt->fs.get());
+    fuse_reply_buf(req, reinterpret_cast<const char*>(out.data()), *r);
+  }
   // After the reply: the next files of a directory read in order.
   if (PagePusher* p = pusher)
     for (uint64_t next : rt->fs->files_to_push(rt->ino, uint64_t(off)))

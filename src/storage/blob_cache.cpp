@@ -17,6 +17,7 @@
 
 #include "common/file_util.h"
 #include "common/io.h"
+#include "common/scratch_pool.h"
 #include "common/work_queue.h"
 #include "format/blob_reader.h"
 #include "format/chunk_decode.h"
@@ -836,33 +837,6 @@ void BlobCacheImpl::read_ahead(uint64_t offset, uint64_t len) {
   }
 }
 
-// A thread's buffer for fetched and decoded chunk bytes, kept between fetches
-// and never zeroed: a fresh vector per fetch was mapped, page-faulted and
-// memset every time (M_MMAP_THRESHOLD is 256 KiB), 11 % of the daemon's CPU in
-// a cold tar. One bigger than kKeep (a huge amplify_io) is freed after use.
-class Scratch {
- public:
-  static constexpr size_t kKeep = 4u << 20;
-  std::span<uint8_t> get(size_t n) {
-    if (n > cap_) {
-      data_.reset();  // the old one goes first: no two at a time
-      data_.reset(new uint8_t[n]);
-      cap_ = n;
-    }
-    return {data_.get(), n};
-  }
-  void trim() {
-    if (cap_ > kKeep) {
-      data_.reset();
-      cap_ = 0;
-    }
-  }
-
- private:
-  std::unique_ptr<uint8_t[]> data_;
-  size_t cap_ = 0;
-};
-
 Status BlobCacheImpl::store_fetched(uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data,
                                     std::vector<uint32_t>& written) {
   if (ci < digests_.size() && digests_[ci] != format::Digest{}) {
@@ -918,13 +892,7 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch, co
   sort_by_stored(cis);
   Status first_error = ok();
   std::vector<uint32_t> written;
-  thread_local Scratch fetched_buf, plain_buf;
-  struct Trim {
-    ~Trim() {
-      fetched_buf.trim();
-      plain_buf.trim();
-    }
-  } trim_after;
+  Scratch fetched_buf, plain_buf;  // leased from the process's pool (common/scratch_pool.h)
   std::span<uint8_t> buf, plain;
   auto deliver = [&](uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data) {
     if (Status ds = store_fetched(ci, c, data, written); !ds && first_error) first_error = std::move(ds);

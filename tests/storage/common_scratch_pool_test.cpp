@@ -1,0 +1,106 @@
+// ScratchPool: buffers shared by the daemon's threads, kept up to a byte
+// budget (common/scratch_pool.h).
+#include "common/scratch_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <vector>
+
+namespace nydus {
+namespace {
+
+constexpr size_t kBudget = ScratchPool::kKeepBytes;
+
+TEST(ScratchPool, AGivenBufferServesTheNextRequestItFits) {
+  ScratchPool pool;
+  ScratchPool::Buffer a = pool.take(300 << 10);
+  ASSERT_GE(a.cap, size_t(300) << 10);
+  const uint8_t* p = a.data.get();
+  pool.give(std::move(a));
+  EXPECT_EQ(pool.kept_bytes(), size_t(320) << 10);  // rounded up to 64 KiB
+  ScratchPool::Buffer b = pool.take(100 << 10);  // smaller: the kept one
+  EXPECT_EQ(b.data.get(), p);
+  EXPECT_EQ(pool.kept_bytes(), 0u);
+  ScratchPool::Buffer c = pool.take(100 << 10);  // none kept now: a new one
+  EXPECT_NE(c.data.get(), p);
+}
+
+TEST(ScratchPool, TakesTheSmallestKeptBufferThatFits) {
+  ScratchPool pool;
+  ScratchPool::Buffer big = pool.take(1 << 20), small = pool.take(128 << 10);
+  const uint8_t *pb = big.data.get(), *ps = small.data.get();
+  pool.give(std::move(big));
+  pool.give(std::move(small));
+  EXPECT_EQ(pool.take(100 << 10).data.get(), ps);
+  EXPECT_EQ(pool.take(100 << 10).data.get(), pb);
+}
+
+TEST(ScratchPool, KeepsNoMoreThanItsBudget) {
+  ScratchPool pool;
+  const size_t quarter = kBudget / 4;
+  std::vector<ScratchPool::Buffer> out;
+  for (int i = 0; i < 6; i++) out.push_back(pool.take(quarter));
+  for (auto& b : out) pool.give(std::move(b));
+  EXPECT_EQ(pool.kept_bytes(), 4 * quarter);  // two of the six were freed
+  // A buffer above the budget is never kept.
+  pool.give(pool.take(kBudget + 1));
+  EXPECT_EQ(pool.kept_bytes(), 4 * quarter);
+}
+
+TEST(ScratchPool, ABiggerBufferReplacesSmallerOnes) {
+  ScratchPool pool;
+  std::vector<ScratchPool::Buffer> smalls;
+  for (size_t kept = 0; kept + (256 << 10) <= kBudget; kept += 256 << 10) smalls.push_back(pool.take(256 << 10));
+  for (auto& b : smalls) pool.give(std::move(b));
+  ASSERT_GT(pool.kept_bytes(), kBudget - (256 << 10));
+  ScratchPool::Buffer big = pool.take(2 << 20);
+  const uint8_t* p = big.data.get();
+  pool.give(std::move(big));
+  EXPECT_LE(pool.kept_bytes(), kBudget);
+  EXPECT_EQ(pool.take(2 << 20).data.get(), p);  // kept, at the cost of smaller ones
+  // ...but not an equal one: the kept ones stay.
+  ScratchPool same, other;
+  std::vector<ScratchPool::Buffer> halves;
+  for (int i = 0; i < 2; i++) halves.push_back(same.take(kBudget / 2));
+  const uint8_t* first = halves[0].data.get();
+  for (auto& b : halves) same.give(std::move(b));
+  same.give(other.take(kBudget / 2));
+  EXPECT_EQ(same.kept_bytes(), kBudget);
+  ScratchPool::Buffer x = same.take(1), y = same.take(1);
+  EXPECT_TRUE(x.data.get() == first || y.data.get() == first);
+}
+
+TEST(ScratchPool, LeasesGoBackToTheProcessPool) {
+  ScratchPool& pool = ScratchPool::instance();
+  const uint8_t* p;
+  {
+    Scratch s;
+    auto span = s.get(10);
+    span[0] = 1;
+    p = s.get(200 << 10).data();  // grows: the first buffer goes back
+  }
+  Scratch again;
+  EXPECT_EQ(again.get(200 << 10).data(), p);
+  EXPECT_LE(pool.kept_bytes(), kBudget);
+}
+
+TEST(ScratchPool, ThreadsShareItWithoutLosingBuffers) {
+  ScratchPool pool;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; t++)
+    ts.emplace_back([&pool, t] {
+      for (int i = 0; i < 2000; i++) {
+        ScratchPool::Buffer b = pool.take(size_t(64 + (i * 7 + t) % 900) << 10);
+        b.data[0] = uint8_t(i);
+        b.data[b.cap - 1] = uint8_t(t);
+        pool.give(std::move(b));
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_GT(pool.kept_bytes(), 0u);
+  EXPECT_LE(pool.kept_bytes(), kBudget);
+}
+
+}  // namespace
+}  // namespace nydus
