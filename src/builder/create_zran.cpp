@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <tuple>
 
 #include "builder/chunk_dict.h"
@@ -50,18 +53,79 @@ class Fd {
   int fd_;
 };
 
-// The second pass's sink: hashes each piece's bytes as they go by in the
-// decompressed stream, so a wrong stream offset (the only thing the image
-// records about where data is) fails the build instead of the reads.
-class StreamVerifier {
+// Where a piece of file data sits in the uncompressed tar stream.
+struct Extent {
+  uint64_t start = 0;
+  uint32_t size = 0;
+};
+
+// The chunk layout the tar scan (libarchive, inflating the layer itself)
+// learns as it goes, handed to the inflate scan that places checkpoints,
+// running beside it on the other core: a file's pieces are known as soon
+// as its header is read, and the inflate scan waits only when it is ahead.
+class LayoutFeed {
  public:
-  explicit StreamVerifier(const std::vector<Piece>& pieces) : pieces_(pieces) {}
+  explicit LayoutFeed(uint32_t chunk_size) : chunk_size_(chunk_size) {}
+
+  // Tar scan: a file's data is [start, start + size). Files come in stream order.
+  Status file(uint64_t start, uint64_t size) {
+    std::lock_guard lk(mu_);
+    if (cancelled_) return make_error(Errc::kInternal, "the layer's inflate scan failed first");
+    for (uint64_t off = 0; off < size; off += chunk_size_)
+      extents_.push_back({start + off, uint32_t(std::min<uint64_t>(chunk_size_, size - off))});
+    // Later files start after this one's data: every piece below it is known.
+    if (start + size > known_below_) {
+      known_below_ = start + size;
+      if (waiting_for_ != 0 && known_below_ >= waiting_for_) cv_.notify_one();
+    }
+    return ok();
+  }
+  void finish() {
+    std::lock_guard lk(mu_);
+    known_below_ = UINT64_MAX;
+    cv_.notify_one();
+  }
+  // Inflate scan: wait until every piece starting below `end` is known and
+  // move what is new into `out`.
+  void wait_until(uint64_t end, std::vector<Extent>& out) {
+    std::unique_lock lk(mu_);
+    if (known_below_ < end) {
+      waiting_for_ = end;
+      cv_.wait(lk, [&] { return known_below_ >= end; });
+      waiting_for_ = 0;
+    }
+    out.insert(out.end(), extents_.begin() + int64_t(taken_), extents_.end());
+    taken_ = extents_.size();
+  }
+  void cancel() {
+    std::lock_guard lk(mu_);
+    cancelled_ = true;
+  }
+
+ private:
+  const uint32_t chunk_size_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Extent> extents_;
+  size_t taken_ = 0;
+  uint64_t known_below_ = 0, waiting_for_ = 0;
+  bool cancelled_ = false;
+};
+
+// The inflate scan's sink: hashes each piece's bytes as they go by in the
+// decompressed stream; compared with what libarchive returned once both
+// scans are done, so a wrong stream offset (the only thing the image
+// records about where data is) fails the build instead of the reads.
+class StreamHasher {
+ public:
+  explicit StreamHasher(LayoutFeed& feed) : feed_(feed) {}
   Status feed(std::span<const uint8_t> data) {
     uint64_t at = pos_;
     pos_ += data.size();
-    while (!data.empty() && k_ < pieces_.size()) {
-      const Piece& pc = pieces_[k_];
-      const uint64_t want = pc.stream_off + filled_;
+    feed_.wait_until(pos_, layout_);
+    while (!data.empty() && k_ < layout_.size()) {
+      const Extent& pc = layout_[k_];
+      const uint64_t want = pc.start + filled_;
       if (want >= at + data.size()) break;
       if (want < at) return make_error(Errc::kInternal, "tar pieces out of stream order");
       const size_t skip = size_t(want - at);
@@ -72,9 +136,7 @@ class StreamVerifier {
       data = data.subspan(skip + take);
       at += skip + take;
       if (filled_ == pc.size) {
-        if (hash_->finish() != pc.digest)
-          return corrupt("file data at tar stream offset {:#x}+{} differs from what the tar reader returned",
-                         pc.stream_off, pc.size);
+        digests_.push_back(hash_->finish());
         hash_.reset();
         filled_ = 0;
         k_++;
@@ -82,12 +144,23 @@ class StreamVerifier {
     }
     return ok();
   }
-  bool done() const { return k_ == pieces_.size(); }
+  // Whether a piece starts below `end` that no earlier call reported
+  // (index_gzip's wanted offsets).
+  bool wanted_before(uint64_t end) {
+    feed_.wait_until(end, layout_);
+    const size_t first = w_;
+    while (w_ < layout_.size() && layout_[w_].start < end) w_++;
+    return w_ > first;
+  }
+  const std::vector<Extent>& layout() const { return layout_; }
+  const std::vector<Digest>& digests() const { return digests_; }
 
  private:
-  const std::vector<Piece>& pieces_;
+  LayoutFeed& feed_;
+  std::vector<Extent> layout_;
+  std::vector<Digest> digests_;  // of layout_[0, k_)
   uint64_t pos_ = 0, filled_ = 0;
-  size_t k_ = 0;
+  size_t k_ = 0, w_ = 0;
   std::unique_ptr<format::Sha256Stream> hash_;
 };
 
@@ -171,36 +244,31 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
     NYDUS_ASSIGN_OR_RETURN(dict, ChunkDict::open(o.chunk_dict, format::Digester::kSha256));
   }
 
-  // Pass 1: the tree and each chunk's bytes, as libarchive reads the layer.
-  std::vector<Piece> pieces;
-  auto tt = scan_tar(o.source.string(), o.chunk_size,
-                     [&](uint32_t node, uint64_t off, std::vector<uint8_t> piece) -> Status {
-                       pieces.push_back({node, off, uint32_t(piece.size()), format::sha256(piece)});
-                       return ok();
-                     });
-  if (!tt) return std::unexpected(std::move(tt).error());
-  for (Piece& p : pieces) {
-    const uint64_t base = p.node < tt->stream_offset.size() ? tt->stream_offset[p.node] : kNoStreamOffset;
-    if (base == kNoStreamOffset)
-      return make_error(Errc::kUnsupported, "--type targz-ref: the layer has a sparse file (its data is not contiguous)");
-    p.stream_off = base + p.stream_off;
-  }
-  for (size_t i = 1; i < pieces.size(); i++)
-    if (pieces[i].stream_off < pieces[i - 1].stream_off + pieces[i - 1].size)
-      return make_error(Errc::kInternal, "tar data pieces overlap in the stream");
-
-  // Pass 2: inflate checkpoints, the layer's sha256 (its blob id), and every
-  // piece's bytes checked at its stream offset.
   Fd fd(::open(o.source.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return sys_error("open " + o.source.string());
   uint8_t magic[3] = {};
   if (::pread(fd.get(), magic, 3, 0) != 3 || magic[0] != 0x1f || magic[1] != 0x8b || magic[2] != 8)
     return errorf(Errc::kInvalidArgument, "--type targz-ref: {} is not gzip", o.source.string());
+
+  // Two scans of the layer, side by side. The tar scan (another thread):
+  // the tree and each chunk's bytes, as libarchive reads the layer. The
+  // inflate scan (here): checkpoints placed before chunk starts, the layer's
+  // sha256 (its blob id), and every piece's bytes hashed at its stream offset.
+  LayoutFeed feed(o.chunk_size);
+  std::vector<Piece> pieces;
+  Result<TarTree> tt = std::unexpected(make_error(Errc::kInternal, "tar scan did not run").error());
+  std::thread tar_scan([&] {
+    tt = scan_tar(
+        o.source.string(), o.chunk_size,
+        [&](uint32_t node, uint64_t off, std::vector<uint8_t> piece) -> Status {
+          pieces.push_back({node, off, uint32_t(piece.size()), format::sha256(piece)});
+          return ok();
+        },
+        {}, {}, [&](uint32_t, uint64_t start, uint64_t size) { return feed.file(start, size); });
+    feed.finish();  // also on failure: the inflate scan must not wait for it
+  });
   format::Sha256Stream layer_hash;
-  StreamVerifier verify(pieces);
-  std::vector<uint64_t> chunk_starts;
-  chunk_starts.reserve(pieces.size());
-  for (const Piece& p : pieces) chunk_starts.push_back(p.stream_off);
+  StreamHasher hasher(feed);
   auto idx = format::index_gzip(
       [&](std::span<uint8_t> buf) -> Result<size_t> {
         for (;;) {
@@ -211,9 +279,36 @@ Result<CreateReport> create_zran_image(const CreateOptions& o) {
           return size_t(n);
         }
       },
-      [&](std::span<const uint8_t> piece) { return verify.feed(piece); }, kZranCheckpointSpan, chunk_starts);
+      [&](std::span<const uint8_t> piece) { return hasher.feed(piece); }, kZranCheckpointSpan,
+      format::GzipWantedFn([&](uint64_t end) -> Result<bool> { return hasher.wanted_before(end); }));
+  if (!idx) feed.cancel();
+  tar_scan.join();
+  if (!tt) return std::unexpected(std::move(tt).error());
   if (!idx) return std::unexpected(std::move(idx).error().context(o.source.string()));
-  if (!verify.done()) return corrupt("tar stream ends before the data of its last file");
+
+  for (Piece& p : pieces) {
+    const uint64_t base = p.node < tt->stream_offset.size() ? tt->stream_offset[p.node] : kNoStreamOffset;
+    if (base == kNoStreamOffset)
+      return make_error(Errc::kUnsupported, "--type targz-ref: the layer has a sparse file (its data is not contiguous)");
+    p.stream_off = base + p.stream_off;
+  }
+  for (size_t i = 1; i < pieces.size(); i++)
+    if (pieces[i].stream_off < pieces[i - 1].stream_off + pieces[i - 1].size)
+      return make_error(Errc::kInternal, "tar data pieces overlap in the stream");
+  // The inflate scan saw the same pieces at the same stream offsets, with
+  // the bytes libarchive returned.
+  const auto& layout = hasher.layout();
+  if (layout.size() != pieces.size())
+    return errorf(Errc::kInternal, "tar scan read {} data pieces, the layout had {}", pieces.size(), layout.size());
+  if (hasher.digests().size() != pieces.size()) return corrupt("tar stream ends before the data of its last file");
+  for (size_t i = 0; i < pieces.size(); i++) {
+    if (layout[i].start != pieces[i].stream_off || layout[i].size != pieces[i].size)
+      return errorf(Errc::kInternal, "tar data piece {} at {:#x}+{} in the layout, {:#x}+{} as read", i,
+                    layout[i].start, layout[i].size, pieces[i].stream_off, pieces[i].size);
+    if (hasher.digests()[i] != pieces[i].digest)
+      return corrupt("file data at tar stream offset {:#x}+{} differs from what the tar reader returned",
+                     pieces[i].stream_off, pieces[i].size);
+  }
 
   CreateReport rep;
   format::BootstrapSpec spec;

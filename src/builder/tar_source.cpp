@@ -50,8 +50,9 @@ Result<std::vector<std::string>> split_path(std::string_view p, const TarLimits&
 
 class TarBuilder {
  public:
-  TarBuilder(uint32_t chunk_size, const TarDataFn& on_data, const TarLimits& lim, const TarFileFn& on_file)
-      : chunk_size_(chunk_size), on_data_(on_data), on_file_(on_file), lim_(lim) {
+  TarBuilder(uint32_t chunk_size, const TarDataFn& on_data, const TarLimits& lim, const TarFileFn& on_file,
+             const TarStreamFn& on_stream)
+      : chunk_size_(chunk_size), on_data_(on_data), on_file_(on_file), on_stream_(on_stream), lim_(lim) {
     data_of_.push_back(0);
   }
 
@@ -253,7 +254,10 @@ class TarBuilder {
     // Right after its header the tar reader has consumed exactly the bytes
     // before the entry's data (filter 0 counts the decompressed stream).
     if (stream_offset_.size() <= node) stream_offset_.resize(size_t(node) + 1, kNoStreamOffset);
-    if (archive_entry_sparse_count(entry_) == 0) stream_offset_[node] = uint64_t(archive_filter_bytes(a, 0));
+    if (archive_entry_sparse_count(entry_) == 0) {
+      stream_offset_[node] = uint64_t(archive_filter_bytes(a, 0));
+      if (on_stream_) NYDUS_TRY(on_stream_(node, stream_offset_[node], size));
+    }
     uint64_t off = 0;
     while (off < size) {
       const size_t want = size_t(std::min<uint64_t>(chunk_size_, size - off));
@@ -274,6 +278,7 @@ class TarBuilder {
   uint32_t chunk_size_;
   const TarDataFn& on_data_;
   const TarFileFn& on_file_;
+  const TarStreamFn& on_stream_;
   TarLimits lim_;
   EditTree tree_;
   std::vector<uint32_t> data_of_;  // arena node -> node whose data it shares
@@ -285,8 +290,8 @@ class TarBuilder {
 }  // namespace
 
 Result<TarTree> scan_tar(const std::string& source, uint32_t chunk_size, const TarDataFn& on_data,
-                         const TarLimits& limits, const TarFileFn& on_file) {
-  TarBuilder b(chunk_size, on_data, limits, on_file);
+                         const TarLimits& limits, const TarFileFn& on_file, const TarStreamFn& on_stream) {
+  TarBuilder b(chunk_size, on_data, limits, on_file, on_stream);
   NYDUS_TRY(b.run(source));
   return b.finish();
 }

@@ -33,6 +33,10 @@ using TarDataFn = std::function<Status(uint32_t node, uint64_t offset, std::vect
 // Called for each regular file before its first piece, with its path in the
 // image ("/a/b"): lets a build decide where in the blob that file's data goes.
 using TarFileFn = std::function<void(uint32_t node, const std::string& image_path)>;
+// Called for each regular file with contiguous data before its first piece:
+// where its `size` bytes start in the uncompressed stream (as
+// TarTree::stream_offset records at the end). An error stops the scan.
+using TarStreamFn = std::function<Status(uint32_t node, uint64_t stream_offset, uint64_t size)>;
 
 struct TarTree {
   SourceTree tree;               // paths[] empty: data came through on_data
@@ -49,6 +53,7 @@ struct TarTree {
 inline constexpr uint64_t kNoStreamOffset = ~uint64_t(0);
 
 Result<TarTree> scan_tar(const std::string& source, uint32_t chunk_size, const TarDataFn& on_data,
-                         const TarLimits& limits = {}, const TarFileFn& on_file = {});
+                         const TarLimits& limits = {}, const TarFileFn& on_file = {},
+                         const TarStreamFn& on_stream = {});
 
 }  // namespace nydus::builder

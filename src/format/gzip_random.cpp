@@ -69,19 +69,26 @@ Status skip_to_next_member(z_stream& s) {
 Result<std::vector<uint8_t>> used_window(const GzipCheckpoint& cp, std::span<const uint8_t> input) {
   const size_t wl = cp.window.size();
   if (wl == 0) return std::vector<uint8_t>{};
-  thread_local std::vector<uint8_t> fake(kWindow), outs[3] = {std::vector<uint8_t>(kWindow), std::vector<uint8_t>(kWindow),
-                                                               std::vector<uint8_t>(kWindow)};
+  static const auto fakes = [] {  // the made-up windows, by pass
+    std::vector<std::vector<uint8_t>> f(3, std::vector<uint8_t>(kWindow));
+    for (size_t q = 0; q < kWindow; q++) {
+      f[0][q] = uint8_t(q);
+      f[1][q] = uint8_t(~q);
+      f[2][q] = uint8_t(q >> 8);
+    }
+    return f;
+  }();
+  thread_local std::vector<uint8_t> outs[3] = {std::vector<uint8_t>(kWindow), std::vector<uint8_t>(kWindow),
+                                               std::vector<uint8_t>(kWindow)};
   size_t produced[3] = {};
   bool ended = false;  // the member ended within the 32 KiB
   for (int pass = 0; pass < 3; pass++) {
-    for (size_t q = 0; q < wl; q++)
-      fake[q] = pass == 0 ? uint8_t(q) : pass == 1 ? uint8_t(~q) : uint8_t(q >> 8);
     Inflater z;
     NYDUS_TRY(z.init(kRawBits));
     z_stream& s = z.s;
     if (cp.bits && inflatePrime(&s, cp.bits, cp.prev_byte >> (8 - cp.bits)) != Z_OK)
       return make_error(Errc::kInternal, "inflatePrime failed");
-    if (inflateSetDictionary(&s, fake.data(), uInt(wl)) != Z_OK)
+    if (inflateSetDictionary(&s, fakes[pass].data(), uInt(wl)) != Z_OK)
       return make_error(Errc::kInternal, "inflateSetDictionary failed");
     s.next_in = const_cast<uint8_t*>(input.data());
     s.avail_in = uInt(input.size());
@@ -217,6 +224,17 @@ Status inflate_from_checkpoint(const InflatePoint& at, std::span<const uint8_t> 
 
 Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span,
                              std::span<const uint64_t> wanted) {
+  if (wanted.empty()) return index_gzip(read, sink, span, GzipWantedFn{});
+  size_t next = 0;
+  return index_gzip(read, sink, span, GzipWantedFn([&](uint64_t end) -> Result<bool> {
+                      const size_t first = next;
+                      while (next < wanted.size() && wanted[next] < end) next++;
+                      return next > first;
+                    }));
+}
+
+Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span,
+                             const GzipWantedFn& wanted) {
   Inflater z;
   NYDUS_TRY(z.init(kGzipBits));
   z_stream& s = z.s;
@@ -227,7 +245,6 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
   bool member_start = true;  // next block boundary is right after a header
   bool between_members = true;  // the input may end here
   bool any = false;
-  size_t next_wanted = 0;
 
   // With `wanted`, a checkpoint costs its window, and only the window bytes
   // its inflate refers to need keeping (used_window): in a layer of
@@ -292,14 +309,7 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
     commit(std::move(c.cp));
     in_hint = out_hint = 0;
   };
-  auto wanted_before = [&](uint64_t end) {
-    bool any_wanted = false;
-    while (next_wanted < wanted.size() && wanted[next_wanted] < end) {
-      any_wanted = true;
-      next_wanted++;
-    }
-    return any_wanted;
-  };
+  auto wanted_before = [&](uint64_t end) -> Result<bool> { return wanted ? wanted(end) : false; };
 
   for (;;) {
     if (s.avail_in == 0) {
@@ -329,7 +339,9 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
     if (ret == Z_STREAM_END) {
       // Nothing after a member's end refers back into it: every candidate
       // has all the input its probe needs.
-      if (!pending.empty() && !pending.back().closed) pending.back().holds_wanted = wanted_before(total_out);
+      if (!pending.empty() && !pending.back().closed) {
+        NYDUS_ASSIGN_OR_RETURN(pending.back().holds_wanted, wanted_before(total_out));
+      }
       for (Candidate& c : pending) {
         c.closed = true;
         settle(c);
@@ -351,10 +363,10 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
       NYDUS_ASSIGN_OR_RETURN(auto cp, take(true));
       commit(std::move(cp));
       member_start = false;
-      wanted_before(total_out);
+      NYDUS_TRY(wanted_before(total_out));
       continue;
     }
-    if (wanted.empty()) {
+    if (!wanted) {
       if (total_out - last_cp_out >= span) {
         NYDUS_ASSIGN_OR_RETURN(auto cp, take(false));
         commit(std::move(cp));
@@ -364,7 +376,7 @@ Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uin
     // The block that just ended holds a wanted offset: the boundary before it
     // is the closest a checkpoint can be, so the wanted bytes' fetch starts
     // at most one block early.
-    const bool holds = wanted_before(total_out);
+    NYDUS_ASSIGN_OR_RETURN(const bool holds, wanted_before(total_out));
     if (!pending.empty() && !pending.back().closed) {
       pending.back().closed = true;
       pending.back().holds_wanted = holds;

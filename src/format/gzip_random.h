@@ -100,5 +100,13 @@ using GzipSinkFn = std::function<Status(std::span<const uint8_t> piece)>;
 // is kCorrupt.
 Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span,
                              std::span<const uint64_t> wanted = {});
+// The same with wanted offsets revealed while the scan runs (a tar reader
+// beside it): `wanted(end)` says whether any wanted offset below `end` was
+// not reported by an earlier call, and must know all of them (waiting for
+// its source if need be): the checkpoints are then the same as with the
+// whole list up front. Null: no wanted offsets (checkpoints every `span`).
+using GzipWantedFn = std::function<Result<bool>(uint64_t end)>;
+Result<GzipIndex> index_gzip(const GzipReadFn& read, const GzipSinkFn& sink, uint64_t span,
+                             const GzipWantedFn& wanted);
 
 }  // namespace nydus::format

@@ -157,6 +157,45 @@ TEST(ZranBuild, RefusesNonGzip) {
   EXPECT_FALSE(create_image(o));
 }
 
+// The tar scan and the inflate scan run side by side (create_zran.cpp): a
+// failure on either side ends the build with an error, never a hang.
+TEST(ZranBuild, EitherScanFailingEndsTheBuild) {
+  TempDir d;
+  const fs::path root = d.path() / "root";
+  fs::create_directories(root);
+  for (int i = 0; i < 40; i++) nydus::test::write_file(root / ("f" + std::to_string(i)), nydus::test::random_bytes(200000, i));
+  const fs::path layer = d.path() / "layer.tar.gz";
+  ASSERT_EQ(std::system(("tar -C " + root.string() + " -cf - . | gzip -n > " + layer.string()).c_str()), 0);
+  const Bytes gz = read_file(layer);
+  auto build = [&](const Bytes& bytes) {
+    nydus::test::write_file(d.path() / "in.gz", bytes);
+    CreateOptions o;
+    o.source_type = SourceType::kTargzRef;
+    o.source = d.path() / "in.gz";
+    o.bootstrap = d.path() / "b";
+    o.blob_dir = d.path() / "blobs";
+    return create_image(o);
+  };
+  // Truncated mid-layer: both scans fail.
+  auto cut = build(Bytes(gz.begin(), gz.begin() + int64_t(gz.size() / 2)));
+  ASSERT_FALSE(cut);
+  // Valid gzip of something that is no tar: the tar scan fails, the inflate
+  // scan (which would wait for chunk starts) is let go.
+  const fs::path junk = d.path() / "junk.gz";
+  nydus::test::write_file(d.path() / "junk", nydus::test::random_bytes(3u << 20, 9));
+  ASSERT_EQ(std::system(("gzip -n -c " + (d.path() / "junk").string() + " > " + junk.string()).c_str()), 0);
+  auto notar = build(read_file(junk));
+  ASSERT_FALSE(notar);
+  // A flipped byte deep in the deflate data: a clear error.
+  Bytes bad = gz;
+  bad[bad.size() * 3 / 4] ^= 0x55;
+  EXPECT_FALSE(build(bad));
+  // And the intact layer still builds.
+  auto good = build(gz);
+  ASSERT_TRUE(good) << good.error().to_string();
+  EXPECT_EQ(good->chunks_total, 40u);
+}
+
 // Identical chunks share one ci entry (upstream deduplicates before it
 // allocates a ci index): two copies of a file cost one chunk, and every chunk
 // a file names is in the bootstrap's chunk table (merge looks them up there).

@@ -419,6 +419,78 @@ TEST(GzipRandom, SparseWindowsLetCheckpointsSitCloseBeforeSmallFiles) {
   }
 }
 
+// The builder learns chunk starts from a tar scan running beside the inflate
+// scan (create_zran.cpp): offsets revealed one call at a time must give the
+// checkpoints the whole list gives (the same image from either), and the
+// scan asks about ever later ends only.
+TEST(GzipRandom, WantedOffsetsRevealedAsTheScanGoesGiveTheSameCheckpoints) {
+  TempDir dir;
+  const fs::path root = dir.path() / "root";
+  fs::create_directories(root);
+  std::mt19937 rng(5);
+  for (int i = 0; i < 300; i++)
+    nydus::test::write_file(root / ("f" + std::to_string(i)), i % 3 ? random_bytes(rng() % 20000, i) : text_bytes(rng() % 40000, i));
+  const fs::path layer = dir.path() / "layer.tar.gz";
+  ASSERT_EQ(std::system(("tar -C " + root.string() + " -cf - . | gzip -6 -n > " + layer.string()).c_str()), 0);
+  const Bytes gz = read_file(layer);
+  std::vector<uint64_t> wanted;
+  for (uint64_t w = 700; w < 4u << 20; w += 1000 + (w * 7919) % 30000) wanted.push_back(w);
+  Bytes sunk_a, sunk_b;
+  auto whole = index_bytes(gz, &sunk_a, 1 << 20, wanted);
+  ASSERT_TRUE(whole) << whole.error().to_string();
+  size_t next = 0;
+  uint64_t last_end = 0;
+  bool backwards = false;
+  size_t pos = 0;
+  auto streamed = index_gzip(
+      [&](std::span<uint8_t> buf) -> Result<size_t> {
+        const size_t n = std::min(buf.size(), gz.size() - pos);
+        if (n) std::memcpy(buf.data(), gz.data() + pos, n);
+        pos += n;
+        return n;
+      },
+      [&](std::span<const uint8_t> piece) -> Status {
+        sunk_b.insert(sunk_b.end(), piece.begin(), piece.end());
+        return ok();
+      },
+      1 << 20, GzipWantedFn([&](uint64_t end) -> Result<bool> {
+        backwards |= end < last_end;
+        last_end = end;
+        const size_t first = next;
+        while (next < wanted.size() && wanted[next] < end) next++;
+        return next > first;
+      }));
+  ASSERT_TRUE(streamed) << streamed.error().to_string();
+  EXPECT_FALSE(backwards);
+  EXPECT_EQ(sunk_a, sunk_b);
+  ASSERT_GT(whole->checkpoints.size(), 4u);
+  ASSERT_EQ(whole->checkpoints.size(), streamed->checkpoints.size());
+  for (size_t i = 0; i < whole->checkpoints.size(); i++) {
+    const GzipCheckpoint &a = whole->checkpoints[i], &b = streamed->checkpoints[i];
+    EXPECT_EQ(a.in_offset, b.in_offset) << i;
+    EXPECT_EQ(a.out_offset, b.out_offset) << i;
+    EXPECT_EQ(a.bits, b.bits) << i;
+    EXPECT_EQ(a.window, b.window) << i;
+  }
+  // An error from the source stops the scan with it.
+  pos = 0;
+  Bytes sunk_c;
+  auto failed = index_gzip(
+      [&](std::span<uint8_t> buf) -> Result<size_t> {
+        const size_t n = std::min(buf.size(), gz.size() - pos);
+        if (n) std::memcpy(buf.data(), gz.data() + pos, n);
+        pos += n;
+        return n;
+      },
+      [&](std::span<const uint8_t> piece) -> Status { return ok(); }, 1 << 20,
+      GzipWantedFn([&](uint64_t end) -> Result<bool> {
+        if (end > (1u << 20)) return make_error(Errc::kIo, "tar scan failed");
+        return true;
+      }));
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.error().message.find("tar scan failed"), std::string::npos);
+}
+
 TEST(GzipRandom, NotGzipOrTruncated) {
   Bytes sunk;
   EXPECT_FALSE(index_bytes(Bytes(100, 'x'), &sunk, 1 << 20));
