@@ -51,6 +51,19 @@ class WorkQueue {
     cv_.notify_all();
   }
 
+  // close() without the drain: jobs still queued are dropped (optional
+  // work at a process's exit). Returns how many.
+  size_t abandon() {
+    std::deque<Job> dropped;
+    {
+      std::lock_guard lk(mu_);
+      closed_ = true;
+      dropped.swap(jobs_);
+    }
+    cv_.notify_all();
+    return dropped.size();
+  }
+
  private:
   std::mutex mu_;
   std::condition_variable cv_;

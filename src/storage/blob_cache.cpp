@@ -97,17 +97,22 @@ class DeferredPersist {
     return d;
   }
   void schedule(std::weak_ptr<BlobCacheImpl> c);
-
- private:
-  DeferredPersist() = default;
-  ~DeferredPersist() {
+  // The thread ends (caches persist what is left when they close); later
+  // schedules are ignored. Idempotent.
+  void stop() {
+    std::thread t;
     {
       std::lock_guard lk(mu_);
       stop_ = true;
+      t.swap(thread_);
     }
     cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    if (t.joinable()) t.join();
   }
+
+ private:
+  DeferredPersist() = default;
+  ~DeferredPersist() { stop(); }
   void run();
 
   std::mutex mu_;
@@ -130,8 +135,17 @@ class ReadAhead {
   }
   void submit(std::weak_ptr<BlobCacheImpl> c, std::vector<uint32_t> cis);
   // A ZRAN run's tail (never dropped once taken: its chunks stay claimed
-  // until it runs); false when the queue is full.
+  // until it runs); false when the queue is full or stopped.
   bool submit_tail(std::weak_ptr<BlobCacheImpl> c, std::shared_ptr<ZranTail> tail);
+  // Queued jobs dropped, running ones finished, threads joined; later
+  // submissions are refused. Idempotent.
+  void stop() {
+    std::call_once(started_, [] {});  // no start() after this
+    queue_.abandon();
+    std::lock_guard lk(stop_mu_);
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
 
  private:
   struct Job {
@@ -142,12 +156,10 @@ class ReadAhead {
   void start();
   static constexpr int kThreads = 4, kMaxQueued = 64;
   ReadAhead() = default;
-  ~ReadAhead() {
-    queue_.close();
-    for (auto& t : threads_) t.join();
-  }
+  ~ReadAhead() { stop(); }
 
   std::once_flag started_;
+  std::mutex stop_mu_;  // one stop() joins at a time
   std::atomic<int> queued_{0};
   WorkQueue<Job> queue_;
   std::vector<std::thread> threads_;
@@ -1016,7 +1028,7 @@ void ReadAhead::submit(std::weak_ptr<BlobCacheImpl> c, std::vector<uint32_t> cis
     queued_--;
     return;
   }
-  queue_.push(Job{std::move(c), std::move(cis), nullptr});
+  if (!queue_.try_push(Job{std::move(c), std::move(cis), nullptr}, SIZE_MAX)) queued_--;  // stopped
 }
 
 bool ReadAhead::submit_tail(std::weak_ptr<BlobCacheImpl> c, std::shared_ptr<ZranTail> tail) {
@@ -1025,8 +1037,9 @@ bool ReadAhead::submit_tail(std::weak_ptr<BlobCacheImpl> c, std::shared_ptr<Zran
     queued_--;
     return false;
   }
-  queue_.push(Job{std::move(c), {}, std::move(tail)});
-  return true;
+  if (queue_.try_push(Job{std::move(c), {}, std::move(tail)}, SIZE_MAX)) return true;
+  queued_--;  // stopped
+  return false;
 }
 
 void DeferredPersist::schedule(std::weak_ptr<BlobCacheImpl> c) {
@@ -1095,6 +1108,11 @@ Result<std::shared_ptr<BlobCache>> BlobCache::open(const format::BlobInfo& blob,
   auto cache = std::make_shared<BlobCacheImpl>();
   NYDUS_TRY(cache->init(blob, std::move(backend), cfg, std::move(digests)));
   return std::shared_ptr<BlobCache>(std::move(cache));
+}
+
+void stop_background_work() {
+  ReadAhead::instance().stop();
+  DeferredPersist::instance().stop();
 }
 
 }  // namespace nydus::storage

@@ -94,4 +94,12 @@ class BlobCache {
   virtual Status flush() = 0;
 };
 
+// For a daemon's exit, once its mounts are down: the shared read-ahead
+// threads finish the jobs they run and drop the queued ones, the deferred
+// persist thread ends (open caches persist their ready bits when they
+// close), and neither starts again. Without it they ran on into static
+// destruction (a read-ahead thread hashing a chunk while exit() tore
+// OpenSSL down). Idempotent.
+void stop_background_work();
+
 }  // namespace nydus::storage

@@ -636,5 +636,45 @@ TEST(BlobCache, ReadAheadFetchesMissingChunksSideBySide) {
   EXPECT_EQ(env.fake->reads.load(), fetched);
 }
 
+// stop_background_work (a daemon's exit): read-ahead jobs that run finish
+// before it returns, queued ones are dropped, later ones refused; reads
+// still fetch what they need themselves. In a child process: the threads
+// are the process's, shared by every cache.
+// The child's side: 0, or which expectation failed.
+int stop_background_work_scenario() {
+  Env env;
+  env.cfg.amplify_io = 1;  // one chunk per read-ahead job: 8 jobs, 4 threads
+  auto cache = env.open();
+  std::atomic<int> started{0}, finished{0};
+  env.fake->hook = [&](uint64_t, uint64_t) {
+    started++;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    finished++;
+  };
+  const uint64_t all = env.blob.info.uncompressed_size;
+  cache->read_ahead(0, all);
+  for (int i = 0; i < 200 && started.load() == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (started.load() == 0) return 2;
+  stop_background_work();
+  if (finished.load() != started.load()) return 3;  // returned before a running job ended
+  const int after = env.fake->reads.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  if (env.fake->reads.load() != after) return 4;  // a queued job ran after the stop
+  if (cache->is_ready(0, all)) return 5;          // nothing was dropped
+  cache->read_ahead(0, all);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (env.fake->reads.load() != after) return 6;  // a new job ran
+  env.fake->hook = nullptr;
+  Bytes out(all);
+  if (!cache->read(0, out) || out != env.blob.layout) return 7;
+  stop_background_work();  // again: nothing left to do
+  return 0;
+}
+
+TEST(BlobCacheDeathTest, StoppingBackgroundWorkFinishesRunningJobsAndDropsTheRest) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(std::_Exit(stop_background_work_scenario()), testing::ExitedWithCode(0), "");
+}
+
 }  // namespace
 }  // namespace nydus::storage

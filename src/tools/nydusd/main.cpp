@@ -39,6 +39,7 @@
 #include "fanotify/fanotify_image.h"
 #include "fscache/fscache_daemon.h"
 #include "runtime/config.h"
+#include "storage/blob_cache.h"
 
 namespace {
 
@@ -357,6 +358,7 @@ int run(Args& a, bool singleton) {
   });
   if (server) server->stop();
   daemon->shutdown(/*leave_handed_over=*/g_exit_by_api);
+  nydus::storage::stop_background_work();
   spdlog::info("bye");
   spdlog::shutdown();
   return rc;
@@ -414,6 +416,7 @@ int run_fanotify(Args& a) {
   });
   if (server) server->stop();
   (*img)->shutdown();
+  nydus::storage::stop_background_work();
   spdlog::info("bye");
   spdlog::shutdown();
   return rc;
@@ -456,6 +459,7 @@ int run_fscache(Args& a) {
       /*gone_is_error=*/true);
   if (server) server->stop();
   (*d)->shutdown();
+  nydus::storage::stop_background_work();
   spdlog::info("bye");
   spdlog::shutdown();
   return rc;
