@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -251,7 +252,10 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
     // to follow on a read-ahead thread from where our fetch ends; a job
     // claiming first would take that rest and fetch its context's lead again.
     if (!extra.empty() && !zran_) submit_ahead(std::move(extra));
-    NYDUS_TRY(ensure(cis, false));
+    if (Status es = ensure(cis, false); !es) {
+      if (es.error().code != Errc::kNoSpace) return es;
+      return read_uncached(offset, out, cis);
+    }
     if (!extra.empty() && zran_) submit_ahead(std::move(extra));
     // Gaps between chunks are holes of the sparse file: they read as zeros.
     return read_full_at(data_fd_, offset, out, "reading blob cache data");
@@ -353,13 +357,21 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // after the last urgent one may be handed to a read-ahead thread that goes
   // on with the same fetch and inflate (finish_tail); they are listed in
   // `deferred` and stay claimed until it ends.
+  // With `sink`, each chunk's checked bytes go there instead (nothing is
+  // written or marked).
+  using ChunkSink = std::function<void(uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data)>;
   Status fetch_claimed(std::vector<uint32_t> cis, bool prefetch, const std::vector<uint32_t>* urgent = nullptr,
-                       std::vector<uint32_t>* deferred = nullptr);
-  // Digest check (an all-zero digest means "unknown", see index_meta), then
-  // into the data file, then onto `written`; a chunk failing either is never
-  // marked ready.
+                       std::vector<uint32_t>* deferred = nullptr, const ChunkSink* sink = nullptr);
+  // Digest check (an all-zero digest means "unknown", see index_meta).
+  Status verify_fetched(uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data);
+  // verify_fetched, then into the data file, then onto `written`; a chunk
+  // failing either is never marked ready.
   Status store_fetched(uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data,
                        std::vector<uint32_t>& written);
+  // The cache file takes no more (its filesystem is full): the read is
+  // served from fetched bytes that are not kept, as upstream serves a read
+  // whose chunks it fails to persist. Cached chunks still come from the file.
+  Status read_uncached(uint64_t offset, std::span<uint8_t> out, const std::vector<uint32_t>& cis);
   // Mark stored chunks ready; their persistent bits follow the next sync.
   Status publish(const std::vector<uint32_t>& written);
   // Load the ci array (cache file or backend) and index it.
@@ -849,14 +861,44 @@ void BlobCacheImpl::read_ahead(uint64_t offset, uint64_t len) {
   }
 }
 
-Status BlobCacheImpl::store_fetched(uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data,
-                                    std::vector<uint32_t>& written) {
+Status BlobCacheImpl::verify_fetched(uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data) {
   if (ci < digests_.size() && digests_[ci] != format::Digest{}) {
     if (Status ds = format::verify_chunk(blob_.digester, c, data, digests_[ci]); !ds) {
       digest_failures_.fetch_add(1, std::memory_order_relaxed);
       return std::unexpected(std::move(ds).error().context(fmt::format("blob {} chunk {}", blob_.blob_id, ci)));
     }
   }
+  return ok();
+}
+
+Status BlobCacheImpl::read_uncached(uint64_t offset, std::span<uint8_t> out, const std::vector<uint32_t>& cis) {
+  std::memset(out.data(), 0, out.size());  // gaps between chunks read as zeros
+  const uint64_t end = offset + out.size();
+  auto copy = [&](const ChunkRecord& c, std::span<const uint8_t> data) {
+    const uint64_t from = std::max(offset, c.uncompressed_offset);
+    const uint64_t to = std::min(end, c.uncompressed_offset + data.size());
+    if (from < to) std::memcpy(out.data() + (from - offset), data.data() + (from - c.uncompressed_offset), to - from);
+  };
+  std::vector<uint32_t> missing;
+  for (uint32_t ci : cis) {
+    if (!ready(ci)) {
+      missing.push_back(ci);
+      continue;
+    }
+    const ChunkSlot& c = chunks_[ci];
+    const uint64_t from = std::max(offset, c.uncompressed_offset);
+    const uint64_t to = std::min(end, c.uncompressed_offset + c.uncompressed_size);
+    if (from < to)
+      NYDUS_TRY(read_full_at(data_fd_, from, out.subspan(from - offset, to - from), "reading blob cache data"));
+  }
+  if (missing.empty()) return ok();
+  const ChunkSink sink = [&](uint32_t, const ChunkRecord& c, std::span<const uint8_t> data) { copy(c, data); };
+  return fetch_claimed(std::move(missing), false, nullptr, nullptr, &sink);
+}
+
+Status BlobCacheImpl::store_fetched(uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data,
+                                    std::vector<uint32_t>& written) {
+  NYDUS_TRY(verify_fetched(ci, c, data));
   NYDUS_TRY(write_full_at(data_fd_, c.uncompressed_offset, data, "writing blob cache data"));
   written.push_back(ci);
   return ok();
@@ -900,14 +942,17 @@ void BlobCacheImpl::finish_tail(ZranTail& t) {
 }
 
 Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch, const std::vector<uint32_t>* urgent,
-                                    std::vector<uint32_t>* deferred) {
+                                    std::vector<uint32_t>* deferred, const ChunkSink* sink) {
   sort_by_stored(cis);
   Status first_error = ok();
   std::vector<uint32_t> written;
   Scratch fetched_buf, plain_buf;  // leased from the process's pool (common/scratch_pool.h)
   std::span<uint8_t> buf, plain;
   auto deliver = [&](uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data) {
-    if (Status ds = store_fetched(ci, c, data, written); !ds && first_error) first_error = std::move(ds);
+    Status ds = ok();
+    if (!sink) ds = store_fetched(ci, c, data, written);
+    else if ((ds = verify_fetched(ci, c, data))) (*sink)(ci, c, data);
+    if (!ds && first_error) first_error = std::move(ds);
   };
   size_t i = 0;
   while (i < cis.size()) {

@@ -3,7 +3,8 @@
 # End-to-end nydusd: awkward tree -> nydus-image create -> nydusd FUSE mount (localfs
 # backend + blob cache) -> compare with the source; SIGTERM gives a clean exit and
 # unmount; a restart on the same cache with the backend gone still serves what was
-# read; with digest_validate a corrupted blob gives EIO for the affected file only,
+# read; a cache whose filesystem fills up still serves every read right; with
+# digest_validate a corrupted blob gives EIO for the affected file only,
 # and the daemon keeps serving the others; tar of a directory read in order gets its
 # files pushed into the page cache ahead of it, byte-exact. Needs root and /dev/fuse
 # (else exit 77).
@@ -119,6 +120,31 @@ if step "restart without backend: mount" start_daemon second "$IMG/boot" "$IMG/c
   step "restart without backend: SIGTERM" stop_daemon "$MNT"
 fi
 mv "$IMG/blobs.gone" "$IMG/blobs"
+
+# ---- 2b. the cache's filesystem fills up ---------------------------------------------------
+# A 1 MiB tmpfs for the cache: the first chunks fill it (ENOSPC), and every read after
+# that is served from bytes fetched and not kept (as upstream serves a chunk it fails to
+# persist), never an EIO.
+FULL=$WORK/fullcache
+mkdir -p "$FULL"
+if mount -t tmpfs -o size=1m,mode=0755 tmpfs "$FULL"; then
+  write_config "$IMG/config-full.json" "$IMG/blobs" "$FULL" false
+  cache_filled() {
+    local avail
+    avail=$(df --output=avail -k "$FULL" | tail -n1 | tr -d ' ')
+    echo "cache filesystem: ${avail} KiB left; image data $(du -sk "$SRC" | cut -f1) KiB"
+    [ "$avail" -lt 256 ]
+  }
+  if step "full cache: mount" start_daemon full "$IMG/boot" "$IMG/config-full.json" "$MNT"; then
+    step "full cache: mounted tree == source" compare_trees "${CMP_OPTS[@]}" "$SRC" "$MNT"
+    step "full cache: its filesystem did fill up" cache_filled
+    step "full cache: again, all reads still right" compare_trees "${CMP_OPTS[@]}" "$SRC" "$MNT"
+    step "full cache: SIGTERM" stop_daemon "$MNT"
+  fi
+  umount "$FULL"
+else
+  step "full cache: mount a 1 MiB tmpfs" false
+fi
 
 # ---- 3. digest validation over a corrupted blob -----------------------------------------
 # A tiny uncompressed image: the first stored bytes of the blob belong to a_victim
