@@ -30,20 +30,26 @@ Bytes run(const std::string& cmd) {
   return out;
 }
 
+// index_gzip's input: `gz` from the start, in the pieces asked for.
+GzipReadFn read_from(const Bytes& gz) {
+  return [&gz, pos = size_t(0)](std::span<uint8_t> buf) mutable -> Result<size_t> {
+    const size_t n = std::min(buf.size(), gz.size() - pos);
+    if (n) std::memcpy(buf.data(), gz.data() + pos, n);  // gz.data() may be null when empty
+    pos += n;
+    return n;
+  };
+}
+
+// index_gzip's sink: appends to `*sunk`.
+GzipSinkFn append_to(Bytes* sunk) {
+  return [sunk](std::span<const uint8_t> piece) -> Status {
+    sunk->insert(sunk->end(), piece.begin(), piece.end());
+    return ok();
+  };
+}
+
 Result<GzipIndex> index_bytes(const Bytes& gz, Bytes* sunk, uint64_t span, std::span<const uint64_t> wanted = {}) {
-  size_t pos = 0;
-  return index_gzip(
-      [&](std::span<uint8_t> buf) -> Result<size_t> {
-        const size_t n = std::min(buf.size(), gz.size() - pos);
-        if (n) std::memcpy(buf.data(), gz.data() + pos, n);  // gz.data() may be null when empty
-        pos += n;
-        return n;
-      },
-      [&](std::span<const uint8_t> piece) -> Status {
-        sunk->insert(sunk->end(), piece.begin(), piece.end());
-        return ok();
-      },
-      span, wanted);
+  return index_gzip(read_from(gz), append_to(sunk), span, wanted);
 }
 
 // The smallest input end that lets output reach `end` (a boundary at or past it).
@@ -441,19 +447,8 @@ TEST(GzipRandom, WantedOffsetsRevealedAsTheScanGoesGiveTheSameCheckpoints) {
   size_t next = 0;
   uint64_t last_end = 0;
   bool backwards = false;
-  size_t pos = 0;
   auto streamed = index_gzip(
-      [&](std::span<uint8_t> buf) -> Result<size_t> {
-        const size_t n = std::min(buf.size(), gz.size() - pos);
-        if (n) std::memcpy(buf.data(), gz.data() + pos, n);
-        pos += n;
-        return n;
-      },
-      [&](std::span<const uint8_t> piece) -> Status {
-        sunk_b.insert(sunk_b.end(), piece.begin(), piece.end());
-        return ok();
-      },
-      1 << 20, GzipWantedFn([&](uint64_t end) -> Result<bool> {
+      read_from(gz), append_to(&sunk_b), 1 << 20, GzipWantedFn([&](uint64_t end) -> Result<bool> {
         backwards |= end < last_end;
         last_end = end;
         const size_t first = next;
@@ -473,17 +468,9 @@ TEST(GzipRandom, WantedOffsetsRevealedAsTheScanGoesGiveTheSameCheckpoints) {
     EXPECT_EQ(a.window, b.window) << i;
   }
   // An error from the source stops the scan with it.
-  pos = 0;
   Bytes sunk_c;
   auto failed = index_gzip(
-      [&](std::span<uint8_t> buf) -> Result<size_t> {
-        const size_t n = std::min(buf.size(), gz.size() - pos);
-        if (n) std::memcpy(buf.data(), gz.data() + pos, n);
-        pos += n;
-        return n;
-      },
-      [&](std::span<const uint8_t> piece) -> Status { return ok(); }, 1 << 20,
-      GzipWantedFn([&](uint64_t end) -> Result<bool> {
+      read_from(gz), append_to(&sunk_c), 1 << 20, GzipWantedFn([&](uint64_t end) -> Result<bool> {
         if (end > (1u << 20)) return make_error(Errc::kIo, "tar scan failed");
         return true;
       }));
