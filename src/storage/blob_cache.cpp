@@ -244,6 +244,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
                     blob_.blob_id, blob_.uncompressed_size);
     if (out.empty()) return ok();
     const auto cis = overlapping(offset, out.size());
+    if (cache_full()) return read_uncached(offset, out, cis);  // no fetch that cannot be kept
     // Read-ahead starts with the read, not after it: its round trip overlaps ours.
     const uint32_t batch_end = take_marks(cis);
     auto extra = amplify(cis);
@@ -266,6 +267,8 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
       return errorf(Errc::kInvalidArgument, "fetch at {:#x} beyond blob size {:#x}", offset, blob_.uncompressed_size);
     len = std::min(len, blob_.uncompressed_size - offset);  // prefetch hints may be coarse
     if (len == 0) return ok();
+    if (prefetch && cache_full())
+      return errorf(Errc::kNoSpace, "blob {}: prefetch skipped, the cache's filesystem is full", blob_.blob_id);
     const auto cis = overlapping(offset, len);
     auto extra = prefetch ? std::vector<uint32_t>{} : amplify(cis);
     NYDUS_TRY(ensure(cis, prefetch));
@@ -372,6 +375,17 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // served from fetched bytes that are not kept, as upstream serves a read
   // whose chunks it fails to persist. Cached chunks still come from the file.
   Status read_uncached(uint64_t offset, std::span<uint8_t> out, const std::vector<uint32_t>& cis);
+  // Until when (steady clock, ms) the cache counts as full after a store
+  // failed for space: reads then go uncached at once instead of fetching
+  // twice, and read-ahead and prefetch (which could keep nothing) do not
+  // run. Afterwards storing is tried again: space may have been freed.
+  static constexpr int64_t kFullBackoffMs = 5000;
+  std::atomic<int64_t> full_until_ms_{0};
+  static int64_t steady_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  bool cache_full() const { return steady_ms() < full_until_ms_.load(std::memory_order_relaxed); }
   // Mark stored chunks ready; their persistent bits follow the next sync.
   Status publish(const std::vector<uint32_t>& written);
   // Load the ci array (cache file or backend) and index it.
@@ -685,6 +699,7 @@ std::vector<uint32_t> BlobCacheImpl::run_after(uint32_t last, bool skip_ready) c
 }
 
 void BlobCacheImpl::submit_ahead(std::vector<uint32_t> batch) {
+  if (cache_full()) return;
   const uint32_t first = batch.front();
   {
     std::lock_guard lk(mu_);
@@ -847,6 +862,7 @@ size_t BlobCacheImpl::run_end(const std::vector<uint32_t>& cis, size_t i) const 
 }
 
 void BlobCacheImpl::read_ahead(uint64_t offset, uint64_t len) {
+  if (cache_full()) return;
   if (!fits(offset, len, blob_.uncompressed_size) || len == 0) return;
   std::vector<uint32_t> missing;
   for (uint32_t ci : overlapping(offset, len))
@@ -899,7 +915,10 @@ Status BlobCacheImpl::read_uncached(uint64_t offset, std::span<uint8_t> out, con
 Status BlobCacheImpl::store_fetched(uint32_t ci, const ChunkRecord& c, std::span<const uint8_t> data,
                                     std::vector<uint32_t>& written) {
   NYDUS_TRY(verify_fetched(ci, c, data));
-  NYDUS_TRY(write_full_at(data_fd_, c.uncompressed_offset, data, "writing blob cache data"));
+  if (Status ws = write_full_at(data_fd_, c.uncompressed_offset, data, "writing blob cache data"); !ws) {
+    if (ws.error().code == Errc::kNoSpace) full_until_ms_.store(steady_ms() + kFullBackoffMs, std::memory_order_relaxed);
+    return ws;
+  }
   written.push_back(ci);
   return ok();
 }
@@ -1060,6 +1079,7 @@ void ReadAhead::start() {
           // Best effort; chunks a reader is already fetching are left to it.
           auto cache = job->cache.lock();
           if (!cache) continue;
+          if (cache->cache_full() && !job->tail) continue;  // it could keep nothing
           if (job->tail) cache->finish_tail(*job->tail);
           else (void)cache->ensure(job->cis, /*prefetch=*/true, /*wait_for_others=*/false);
         }
