@@ -442,7 +442,9 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
   if (!rt) return;
   RafsFs* fs = rt->fs.get();
   Vfs& vfs = vfs_of(req);
-  std::vector<char> buf(size);
+  Scratch lease;  // a pooled reply buffer: no allocation and zeroing per request
+  const std::span<uint8_t> raw = lease.get(size);
+  char* const buf = reinterpret_cast<char*>(raw.data());
   size_t used = 0;
   bool first_file = off <= 0;  // no regular file listed before this one
   auto add = [&](const DirEntry& e) {
@@ -469,12 +471,12 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
         ep.attr.st_ino = kino;
         ep.attr.st_mode = e.mode;
       }
-      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, e.name.c_str(), &ep, off_t(e.next_off));
+      n = fuse_add_direntry_plus(req, buf + used, size - used, e.name.c_str(), &ep, off_t(e.next_off));
     } else {
       struct stat st{};
       st.st_ino = kino;
       st.st_mode = e.mode;
-      n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st, off_t(e.next_off));
+      n = fuse_add_direntry(req, buf + used, size - used, e.name.c_str(), &st, off_t(e.next_off));
     }
     if (n > size - used) return false;  // did not fit: the kernel asks again from this cookie
     used += n;
@@ -487,7 +489,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
   const uint64_t from = off < 0 ? 0 : uint64_t(off);
   auto st = fs ? fs->readdir(rt->ino, from, add) : vfs.pseudo_readdir(rt->ino, from, add);
   if (!st) return reply_error(req, st.error(), plus ? "readdirplus" : "readdir", ino, fs);
-  fuse_reply_buf(req, buf.data(), used);
+  fuse_reply_buf(req, buf, used);
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
