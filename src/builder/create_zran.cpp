@@ -71,8 +71,7 @@ class LayoutFeed {
   Status file(uint64_t start, uint64_t size) {
     std::lock_guard lk(mu_);
     if (cancelled_) return make_error(Errc::kInternal, "the layer's inflate scan failed first");
-    for (uint64_t off = 0; off < size; off += chunk_size_)
-      extents_.push_back({start + off, uint32_t(std::min<uint64_t>(chunk_size_, size - off))});
+    files_.push_back({start, size});
     // Later files start after this one's data: every piece below it is known.
     if (start + size > known_below_) {
       known_below_ = start + size;
@@ -86,7 +85,9 @@ class LayoutFeed {
     cv_.notify_one();
   }
   // Inflate scan: wait until every piece starting below `end` is known and
-  // move what is new into `out`.
+  // append those not handed out yet to `out`. Only pieces below `end`: a
+  // header's size is untrusted (a tar can claim a petabyte file), and the
+  // output reached, bounded by the layer, bounds the pieces.
   void wait_until(uint64_t end, std::vector<Extent>& out) {
     std::unique_lock lk(mu_);
     if (known_below_ < end) {
@@ -94,8 +95,17 @@ class LayoutFeed {
       cv_.wait(lk, [&] { return known_below_ >= end; });
       waiting_for_ = 0;
     }
-    out.insert(out.end(), extents_.begin() + int64_t(taken_), extents_.end());
-    taken_ = extents_.size();
+    while (next_file_ < files_.size()) {
+      const FileData& f = files_[next_file_];
+      if (next_off_ >= f.size) {
+        next_file_++;
+        next_off_ = 0;
+        continue;
+      }
+      if (f.start + next_off_ >= end) break;
+      out.push_back({f.start + next_off_, uint32_t(std::min<uint64_t>(chunk_size_, f.size - next_off_))});
+      next_off_ += chunk_size_;
+    }
   }
   void cancel() {
     std::lock_guard lk(mu_);
@@ -106,8 +116,12 @@ class LayoutFeed {
   const uint32_t chunk_size_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<Extent> extents_;
-  size_t taken_ = 0;
+  struct FileData {
+    uint64_t start = 0, size = 0;
+  };
+  std::vector<FileData> files_;
+  size_t next_file_ = 0;   // where wait_until goes on handing out pieces
+  uint64_t next_off_ = 0;  // (within files_[next_file_])
   uint64_t known_below_ = 0, waiting_for_ = 0;
   bool cancelled_ = false;
 };

@@ -196,6 +196,44 @@ TEST(ZranBuild, EitherScanFailingEndsTheBuild) {
   EXPECT_EQ(good->chunks_total, 40u);
 }
 
+// A tar header is untrusted: one claiming a file of 2^60 bytes (base-256
+// size field) over a layer of a few KB fails the build with an error. The
+// inflate scan learns chunk starts from headers; it must expand them only as
+// far as the stream reaches (2^40 pieces up front would never end).
+TEST(ZranBuild, AHeaderClaimingAHugeFileFailsCleanly) {
+  TempDir d;
+  Bytes tar(512, 0);
+  auto put = [&](size_t off, const std::string& v) { std::memcpy(tar.data() + off, v.data(), v.size()); };
+  put(0, "huge");
+  put(100, "0000644");
+  put(108, "0000000");
+  put(116, "0000000");
+  tar[124] = 0x80;  // base-256 size: 2^60
+  tar[124 + 4] = 0x10;
+  put(136, "00000000000");
+  put(148, "        ");
+  tar[156] = '0';
+  put(257, "ustar");
+  put(263, "00");
+  unsigned sum = 0;
+  for (uint8_t b : tar) sum += b;
+  char chk[8];
+  std::snprintf(chk, sizeof(chk), "%06o", sum);
+  std::memcpy(tar.data() + 148, chk, 7);
+  const Bytes data = nydus::test::random_bytes(8192, 3);
+  tar.insert(tar.end(), data.begin(), data.end());
+  nydus::test::write_file(d.path() / "huge.tar", tar);
+  ASSERT_EQ(std::system(("gzip -n -c " + (d.path() / "huge.tar").string() + " > " + (d.path() / "huge.tar.gz").string()).c_str()), 0);
+  CreateOptions o;
+  o.source_type = SourceType::kTargzRef;
+  o.source = d.path() / "huge.tar.gz";
+  o.bootstrap = d.path() / "b";
+  o.blob_dir = d.path() / "blobs";
+  auto r = create_image(o);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("Truncated tar archive"), std::string::npos) << r.error().to_string();
+}
+
 // Identical chunks share one ci entry (upstream deduplicates before it
 // allocates a ci index): two copies of a file cost one chunk, and every chunk
 // a file names is in the bootstrap's chunk table (merge looks them up there).
