@@ -1,6 +1,9 @@
 #include "common/scratch_pool.h"
 
+#include <malloc.h>
+
 #include <algorithm>
+#include <system_error>
 
 namespace nydus {
 
@@ -14,9 +17,43 @@ ScratchPool& ScratchPool::instance() {
   return *pool;
 }
 
+ScratchPool::~ScratchPool() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (releaser_.joinable()) releaser_.join();
+}
+
+void ScratchPool::release_when_idle() {
+  std::unique_lock lk(mu_);
+  while (!stop_) {
+    if (free_.empty()) {
+      cv_.wait(lk);  // nothing to release: no timer runs
+      continue;
+    }
+    const auto due = last_use_ + idle_;
+    if (std::chrono::steady_clock::now() < due) {
+      cv_.wait_until(lk, due);
+      continue;
+    }
+    std::vector<Buffer> released;
+    released.swap(free_);
+    kept_ = 0;
+    lk.unlock();
+    released.clear();
+    // Buffers below M_MMAP_THRESHOLD went back to malloc's free lists: hand
+    // those pages to the kernel as well.
+    malloc_trim(0);
+    lk.lock();
+  }
+}
+
 ScratchPool::Buffer ScratchPool::take(size_t n) {
   {
     std::lock_guard lk(mu_);
+    last_use_ = std::chrono::steady_clock::now();
     auto it = std::lower_bound(free_.begin(), free_.end(), n, [](const Buffer& x, size_t want) { return x.cap < want; });
     if (it != free_.end()) {
       Buffer b = std::move(*it);
@@ -35,6 +72,7 @@ void ScratchPool::give(Buffer b) {
   if (!b.data || b.cap > kKeepBytes) return;
   std::vector<Buffer> dropped;  // freed after the lock
   std::lock_guard lk(mu_);
+  last_use_ = std::chrono::steady_clock::now();
   // Room by dropping smaller kept buffers, smallest first, if they make
   // enough: a bigger buffer serves every smaller request too.
   size_t after = kept_, drop = 0;  // kept bytes once free_[0, drop) are gone
@@ -46,6 +84,16 @@ void ScratchPool::give(Buffer b) {
   auto at = std::lower_bound(free_.begin(), free_.end(), b.cap, [](const Buffer& x, size_t c) { return x.cap < c; });
   kept_ += b.cap;
   free_.insert(at, std::move(b));
+  if (idle_.count() > 0) {
+    if (!releaser_.joinable()) {
+      try {
+        releaser_ = std::thread([this] { release_when_idle(); });
+      } catch (const std::system_error&) {
+        // No thread to spare: the buffers stay kept, within kKeepBytes.
+      }
+    }
+    if (free_.size() == 1) cv_.notify_all();  // the releaser may sleep with nothing kept
+  }
 }
 
 size_t ScratchPool::kept_bytes() const {

@@ -9,11 +9,14 @@
 // daemon's CPU in a cold tar. Contents are never zeroed.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <span>
+#include <thread>
 #include <vector>
 
 namespace nydus {
@@ -23,6 +26,15 @@ class ScratchPool {
   // What the pool keeps once its buffers are given back: enough for a
   // couple of fetches at once of amplify_io with their decoded chunks.
   static constexpr size_t kKeepBytes = 6u << 20;
+  // Kept buffers are freed once no lease began or ended for this long: a
+  // daemon between bursts (the snapshotter runs one per image, most of
+  // them idle once their container started) holds none.
+  static constexpr std::chrono::milliseconds kIdleRelease{2000};
+
+  explicit ScratchPool(std::chrono::milliseconds idle_release = kIdleRelease) : idle_(idle_release) {}
+  ~ScratchPool();
+  ScratchPool(const ScratchPool&) = delete;
+  ScratchPool& operator=(const ScratchPool&) = delete;
 
   static ScratchPool& instance();
 
@@ -39,9 +51,17 @@ class ScratchPool {
   size_t kept_bytes() const;
 
  private:
+  // Sleeps while nothing is kept; frees what is kept after idle_ without use.
+  void release_when_idle();
+
+  const std::chrono::milliseconds idle_;
   mutable std::mutex mu_;  // held for a scan of a few entries, never across I/O
+  std::condition_variable cv_;
   std::vector<Buffer> free_;
   size_t kept_ = 0;
+  std::chrono::steady_clock::time_point last_use_{};
+  std::thread releaser_;  // started when a buffer is first kept
+  bool stop_ = false;
 };
 
 // One thread's lease of a pool buffer for a scope: get() grows it as needed,

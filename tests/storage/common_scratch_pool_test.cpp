@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -83,6 +84,29 @@ TEST(ScratchPool, LeasesGoBackToTheProcessPool) {
   Scratch again;
   EXPECT_EQ(again.get(200 << 10).data(), p);
   EXPECT_LE(pool.kept_bytes(), kBudget);
+}
+
+// A daemon between bursts holds no buffers: they go once the pool was idle
+// for its release time, and not while it is in use.
+TEST(ScratchPool, IdleBuffersAreReleased) {
+  using namespace std::chrono_literals;
+  ScratchPool pool(300ms);
+  pool.give(pool.take(1 << 20));
+  EXPECT_GT(pool.kept_bytes(), 0u);
+  // In use every 50 ms for 400 ms: kept throughout.
+  for (int i = 0; i < 8; i++) {
+    std::this_thread::sleep_for(50ms);
+    EXPECT_GT(pool.kept_bytes(), 0u) << i;
+    pool.give(pool.take(1 << 20));
+  }
+  // Then idle: released within a few release times.
+  for (int i = 0; i < 100 && pool.kept_bytes() > 0; i++) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(pool.kept_bytes(), 0u);
+  // And kept again (and released again) after that.
+  pool.give(pool.take(4096));
+  EXPECT_GT(pool.kept_bytes(), 0u);
+  for (int i = 0; i < 100 && pool.kept_bytes() > 0; i++) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(pool.kept_bytes(), 0u);
 }
 
 TEST(ScratchPool, ThreadsShareItWithoutLosingBuffers) {
