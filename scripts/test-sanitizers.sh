@@ -6,7 +6,8 @@
 #         then `ctest -L unit` there;
 #   tsan  TSan build of the concurrent parts only (storage_tests: the blob cache, its
 #         read-ahead and persist threads; api_tests; fuse_tests: the open-file cache;
-#         snapshotter_tests: daemon starts outside the snapshotter's lock) into
+#         snapshotter_tests: daemon starts outside the snapshotter's lock; builder_tests'
+#         ZranBuild.*: targz-ref's tar scan and inflate scan on two threads) into
 #         build-tsan/, running those binaries;
 #   fuzz  a short libFuzzer pass, FUZZ_SECONDS per target (default 30), via
 #         fuzz/run.sh into build-fuzz/ (skipped with a note when clang++-16 is missing).
@@ -59,12 +60,14 @@ if want tsan; then
     -DCMAKE_C_FLAGS="-O1 -g1 -fsanitize=thread -fno-omit-frame-pointer" \
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
   # nydusctl too: api_tests runs it against the server (a missing one fails in CI).
-  ninja -C "$TSAN_DIR" storage_tests api_tests fuse_tests snapshotter_tests nydusctl
-  stamp "TSan storage + api + fuse + snapshotter tests"
+  ninja -C "$TSAN_DIR" storage_tests api_tests fuse_tests snapshotter_tests builder_tests nydusctl
+  stamp "TSan storage + api + fuse + snapshotter + zran build tests"
   # The binaries directly: ctest would also list the parts not built here.
   for t in storage_tests api_tests fuse_tests snapshotter_tests; do
     (cd "$TSAN_DIR/tests" && "./$t" --gtest_brief=1) || { echo "sanitizers: TSan $t failed" >&2; exit 1; }
   done
+  (cd "$TSAN_DIR/tests" && ./builder_tests --gtest_brief=1 --gtest_filter='ZranBuild.*') ||
+    { echo "sanitizers: TSan builder_tests (ZranBuild) failed" >&2; exit 1; }
 fi
 
 if want fuzz && [ "$FUZZ_SECONDS" != 0 ]; then
