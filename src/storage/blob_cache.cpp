@@ -254,7 +254,9 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
     // claiming first would take that rest and fetch its context's lead again.
     if (!extra.empty() && !zran_) submit_ahead(std::move(extra));
     if (Status es = ensure(cis, false); !es) {
-      if (es.error().code != Errc::kNoSpace) return es;
+      // Ours failed for space, or a peer's we waited for did (its chunks
+      // then fail "concurrent fetches"): either way the bytes can be served.
+      if (es.error().code != Errc::kNoSpace && !cache_full()) return es;
       return read_uncached(offset, out, cis);
     }
     if (!extra.empty() && zran_) submit_ahead(std::move(extra));
