@@ -14,6 +14,7 @@
 #include <optional>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/file_util.h"
@@ -891,11 +892,11 @@ Status BlobCacheImpl::verify_fetched(uint32_t ci, const ChunkRecord& c, std::spa
 
 Status BlobCacheImpl::read_uncached(uint64_t offset, std::span<uint8_t> out, const std::vector<uint32_t>& cis) {
   std::memset(out.data(), 0, out.size());  // gaps between chunks read as zeros
-  const uint64_t end = offset + out.size();
-  auto copy = [&](const ChunkRecord& c, std::span<const uint8_t> data) {
-    const uint64_t from = std::max(offset, c.uncompressed_offset);
-    const uint64_t to = std::min(end, c.uncompressed_offset + data.size());
-    if (from < to) std::memcpy(out.data() + (from - offset), data.data() + (from - c.uncompressed_offset), to - from);
+  // Where a chunk's bytes [uoff, uoff + len) fall in `out`: the blob offset
+  // they start at and how many (0 if none).
+  auto clip = [&](uint64_t uoff, uint64_t len) -> std::pair<uint64_t, uint64_t> {
+    const uint64_t from = std::max(offset, uoff), to = std::min(offset + out.size(), uoff + len);
+    return {from, from < to ? to - from : 0};
   };
   std::vector<uint32_t> missing;
   for (uint32_t ci : cis) {
@@ -903,14 +904,14 @@ Status BlobCacheImpl::read_uncached(uint64_t offset, std::span<uint8_t> out, con
       missing.push_back(ci);
       continue;
     }
-    const ChunkSlot& c = chunks_[ci];
-    const uint64_t from = std::max(offset, c.uncompressed_offset);
-    const uint64_t to = std::min(end, c.uncompressed_offset + c.uncompressed_size);
-    if (from < to)
-      NYDUS_TRY(read_full_at(data_fd_, from, out.subspan(from - offset, to - from), "reading blob cache data"));
+    const auto [from, n] = clip(chunks_[ci].uncompressed_offset, chunks_[ci].uncompressed_size);
+    if (n) NYDUS_TRY(read_full_at(data_fd_, from, out.subspan(from - offset, n), "reading blob cache data"));
   }
   if (missing.empty()) return ok();
-  const ChunkSink sink = [&](uint32_t, const ChunkRecord& c, std::span<const uint8_t> data) { copy(c, data); };
+  const ChunkSink sink = [&](uint32_t, const ChunkRecord& c, std::span<const uint8_t> data) {
+    const auto [from, n] = clip(c.uncompressed_offset, data.size());
+    if (n) std::memcpy(out.data() + (from - offset), data.data() + (from - c.uncompressed_offset), n);
+  };
   return fetch_claimed(std::move(missing), false, nullptr, nullptr, &sink);
 }
 
