@@ -75,6 +75,12 @@ Bootstrap::~Bootstrap() {
   if (mapped_ && data_) munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+void Bootstrap::release_resident_pages() const {
+  // A private read-only file mapping is never written, so dropping its PTEs
+  // loses nothing: a later access maps the page cache's page again.
+  if (mapped_ && data_) ::madvise(const_cast<uint8_t*>(data_), size_, MADV_DONTNEED);
+}
+
 Result<std::shared_ptr<Bootstrap>> Bootstrap::open(const std::filesystem::path& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return sys_error("open bootstrap " + path.string());

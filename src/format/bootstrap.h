@@ -113,6 +113,13 @@ class Bootstrap {
   // Read the inline/plain data of a directory or symlink ([off, off+len) of its data).
   Result<std::span<const uint8_t>> data_range(const InodeView& inode, uint64_t off, uint64_t len) const;
 
+  // Unmap the pages of a mapped bootstrap file that are resident in this
+  // process (MADV_DONTNEED). They stay in the page cache, shared and
+  // reclaimable as any file's, and fault back in on the next access; the
+  // daemon's RSS then holds only what was touched since. A no-op for bytes
+  // held in memory (a v5 image's translation, from_bytes).
+  void release_resident_pages() const;
+
   // Resolve an absolute path ("/a/b") to a nid, without following symlinks.
   Result<uint64_t> resolve(std::string_view path) const;
 

@@ -69,7 +69,15 @@ Result<struct stat> RafsFs::getattr(uint64_t ino) {
   return entry_attr(ino);
 }
 
+void RafsFs::touched_metadata(uint64_t n) const {
+  const uint64_t before = metadata_touched_.fetch_add(n, std::memory_order_relaxed);
+  if (before / kReleaseEvery == (before + n) / kReleaseEvery) return;
+  boot_->release_resident_pages();
+  bootstrap_releases_.fetch_add(1, std::memory_order_relaxed);
+}
+
 Result<struct stat> RafsFs::entry_attr(uint64_t ino) const {
+  touched_metadata(1);
   NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
   return stat_of(iv);
 }
@@ -77,6 +85,7 @@ Result<struct stat> RafsFs::entry_attr(uint64_t ino) const {
 Result<std::optional<struct stat>> RafsFs::lookup(uint64_t parent, std::string_view name) {
   lookups_.fetch_add(1, std::memory_order_relaxed);
   if (name.size() > 255) return fs_answer(ENAMETOOLONG, "name too long");
+  touched_metadata(1);
   NYDUS_ASSIGN_OR_RETURN(format::InodeView dir, boot_->inode(to_nid(parent)));
   if (!dir.is_dir()) return fs_answer(ENOTDIR, fmt::format("nid {} is not a directory", dir.nid));
   NYDUS_ASSIGN_OR_RETURN(std::optional<format::DirEntryView> de, boot_->lookup(dir, name));
@@ -101,6 +110,7 @@ Status RafsFs::walk_dir(uint64_t ino, uint64_t off, const std::function<bool(con
   return boot_->for_each_dirent(dir, [&](const format::DirEntryView& d) {
     const uint64_t i = index++;
     if (i < off) return true;
+    touched_metadata(1);
     e.name.assign(d.name);
     e.ino = to_ino(d.nid);
     e.mode = 0;
@@ -123,6 +133,7 @@ Result<std::unique_ptr<OpenFile>> RafsFs::open(uint64_t ino, int flags) {
   if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) return fs_answer(EROFS, "read-only filesystem");
   NYDUS_ASSIGN_OR_RETURN(format::InodeView iv, boot_->inode(to_nid(ino)));
   if (iv.is_dir()) return fs_answer(EISDIR, "is a directory");
+  touched_metadata(1);
   auto f = std::make_unique<OpenFile>();
   f->nid = iv.nid;
   f->size = iv.size;
@@ -296,7 +307,7 @@ Status RafsFs::access(uint64_t ino, int mask) {
 FsMetrics RafsFs::metrics() const {
   auto ld = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   return FsMetrics{ld(lookups_),     ld(getattrs_),  ld(reads_), ld(read_bytes_),
-                   ld(read_errors_), ld(readdirs_), ld(errors_)};
+                   ld(read_errors_), ld(readdirs_), ld(errors_), ld(bootstrap_releases_)};
 }
 
 // ---- fuse_lowlevel_ops adapters ------------------------------------------------------

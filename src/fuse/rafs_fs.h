@@ -62,6 +62,7 @@ struct FsMetrics {
   uint64_t read_errors = 0;
   uint64_t readdirs = 0;
   uint64_t errors = 0;  // any op answered EIO
+  uint64_t bootstrap_releases = 0;  // times the mapped bootstrap's pages were released
 };
 
 struct FileStats {
@@ -119,6 +120,10 @@ class RafsFs {
   FsMetrics metrics() const;
   std::vector<FileStats> file_stats() const;
 
+  // Every this many inodes or entries decoded, the mapped bootstrap's
+  // resident pages are released (format::Bootstrap::release_resident_pages).
+  static constexpr uint64_t kReleaseEvery = 16384;
+
   // Counters the callbacks bump.
   void count_error() { errors_.fetch_add(1, std::memory_order_relaxed); }
   // The decoded file to read inode `ino` through: kept while it is being
@@ -151,6 +156,10 @@ class RafsFs {
   // reader waits for them (moves the file's read-ahead window).
   Result<size_t> read_bytes(OpenFile& f, uint64_t off, std::span<uint8_t> out, bool demand);
   void record_read(uint64_t nid, uint64_t bytes);
+  // `n` more inodes or entries were decoded from the bootstrap; every
+  // kReleaseEvery of them its mapped pages are released, so a walk of a big
+  // image does not keep the whole file resident in the daemon.
+  void touched_metadata(uint64_t n) const;
   // Ask the caches to fetch a file range in the background.
   void read_ahead(const OpenFile& f, ReadAheadWindow::Range r);
 
@@ -167,6 +176,7 @@ class RafsFs {
 
   std::atomic<uint64_t> lookups_{0}, getattrs_{0}, reads_{0}, read_bytes_{0}, read_errors_{0},
       readdirs_{0}, errors_{0};
+  mutable std::atomic<uint64_t> metadata_touched_{0}, bootstrap_releases_{0};
 
   // Per-file counters, sharded by nid so concurrent readers rarely contend;
   // the shard lock is held only to find the entry, never across I/O.

@@ -2,6 +2,8 @@
 
 #include <stdlib.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -79,6 +81,23 @@ bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return cond();
+}
+
+long mapping_rss_kb(const void* addr) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool in = false;
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  while (std::getline(smaps, line)) {
+    unsigned long lo = 0, hi = 0;
+    // A mapping's header line starts "lo-hi perms"; its fields are "Name:  value".
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+      in = a >= lo && a < hi;
+    } else if (in && line.rfind("Rss:", 0) == 0) {
+      return std::strtol(line.c_str() + 4, nullptr, 10);
+    }
+  }
+  return -1;
 }
 
 bool in_ci() {

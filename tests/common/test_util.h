@@ -52,6 +52,10 @@ std::vector<uint8_t> text_bytes(size_t n, uint32_t seed);
 // after one last look).
 bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit);
 
+// Resident kB of this process's mapping that holds `addr` (/proc/self/smaps);
+// -1 if no mapping holds it.
+long mapping_rss_kb(const void* addr);
+
 // Running under CI (CI=true), where every prerequisite is installed.
 bool in_ci();
 

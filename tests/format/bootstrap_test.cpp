@@ -316,6 +316,27 @@ TEST(BootstrapFixture, FromBytesEqualsOpen) {
   EXPECT_EQ((*a)->blobs()[0].blob_id, (*b)->blobs()[0].blob_id);
 }
 
+TEST(BootstrapFixture, ReleasingResidentPagesKeepsTheBytes) {
+  NYDUS_REQUIRE_FIXTURES();
+  auto b = Bootstrap::open(v6_boot());
+  ASSERT_TRUE(b) << b.error().to_string();
+  const std::vector<uint8_t> file = fixture_bytes();
+  auto bytes = (*b)->bytes();
+  ASSERT_EQ(bytes.size(), file.size());
+  EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), file.begin()));  // every page touched
+  EXPECT_GT(test::mapping_rss_kb(bytes.data()), 0);
+  (*b)->release_resident_pages();
+  EXPECT_EQ(test::mapping_rss_kb(bytes.data()), 0);
+  // The pages come back from the page cache on the next access.
+  EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), file.begin()));
+  EXPECT_EQ((*b)->resolve("/sync_io.rs").value(), 136u);
+  // Bytes held in memory are not released.
+  auto owned = open_bytes(fixture_bytes());
+  ASSERT_TRUE(owned);
+  (*owned)->release_resident_pages();
+  EXPECT_EQ((*owned)->resolve("/sync_io.rs").value(), 136u);
+}
+
 // (RAFS v5 files open too: bootstrap_v5_test.cpp.)
 TEST(BootstrapOpen, MissingFile) {
   auto r = Bootstrap::open("/nonexistent/dir/image.boot");

@@ -137,6 +137,29 @@ TEST_F(RafsFsTest, RootIsFuseRootAndInosAreNids) {
   EXPECT_EQ(bad.error().sys_errno, ENOTDIR);
 }
 
+// A walk of a big image keeps only what it touched lately of the mapped
+// bootstrap resident: every kReleaseEvery inodes or entries decoded, the
+// mapping's pages are released (what a release does to the mapping:
+// bootstrap_test.cpp's ReleasingResidentPagesKeepsTheBytes).
+TEST_F(RafsFsTest, DecodingManyInodesReleasesTheMappedBootstrap) {
+  const uint64_t before = fs_->metrics().bootstrap_releases;
+  for (uint64_t i = 0; i + 1 < RafsFs::kReleaseEvery; ++i) ASSERT_TRUE(fs_->getattr(1));
+  EXPECT_LE(fs_->metrics().bootstrap_releases, before + 1);
+  ASSERT_TRUE(fs_->getattr(1));
+  EXPECT_EQ(fs_->metrics().bootstrap_releases, before + 1);  // one within any kReleaseEvery decodes
+  // A listing counts each entry.
+  uint64_t listed = 0;
+  for (uint64_t i = 0; i < RafsFs::kReleaseEvery; i += listed) {
+    listed = 0;
+    ASSERT_TRUE(fs_->readdir(1, 0, [&](const DirEntry&) { ++listed; return true; }));
+    ASSERT_GT(listed, 0u);
+  }
+  EXPECT_EQ(fs_->metrics().bootstrap_releases, before + 2);
+  // The tree still reads right after the releases.
+  EXPECT_EQ(read_all(ino_of(1, "big"), 0, big_.size()), big_);
+  EXPECT_EQ(ino_of(ino_of(1, "dir"), "small") != 0, true);
+}
+
 TEST_F(RafsFsTest, Getattr) {
   auto st = fs_->getattr(ino_of(1, "big"));
   ASSERT_TRUE(st);
