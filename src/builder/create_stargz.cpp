@@ -181,8 +181,10 @@ class TocTree {
     if (!e.chunk_digest) return corrupt("data of '{}' at {:#x} has no chunkDigest", path, e.chunk_offset);
     if (e.inner_offset != 0)
       return errorf(Errc::kUnsupported,
-                    "'{}': innerOffset {} (several payloads in one gzip member) is not supported by RAFS "
-                    "(a chunk is one gzip member)", path, e.inner_offset);
+                    "'{}': innerOffset {} (several payloads in one gzip member, an eStargz min chunk size) is not "
+                    "supported by estargztoc-ref (a chunk is one gzip member); the layer is valid gzip: "
+                    "--type estargz-ref (ZRAN over the whole layer) references it lazily instead",
+                    path, e.inner_offset);
     if (e.chunk_offset >= f.size) return corrupt("chunk of '{}' at {:#x} beyond its size {:#x}", path, e.chunk_offset, f.size);
     const uint64_t size = e.chunk_size == 0 ? f.size - e.chunk_offset : e.chunk_size;
     if (e.chunk_offset % cs != 0)
