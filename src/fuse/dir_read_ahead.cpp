@@ -26,17 +26,7 @@ void DirReadAhead::listed(uint64_t dir, uint64_t index, uint64_t ino, bool first
   where_[ino] = Where{dir, index, first};
 }
 
-void DirReadAhead::tree_reader(uint32_t pid, bool followed) {
-  if (!followed) {
-    streak_.erase(pid);
-    return;
-  }
-  if (streak_.size() >= 256 && !streak_.contains(pid)) streak_.clear();  // bounded; forgetting costs a READ
-  unsigned& n = streak_[pid];
-  n = std::min(n + 1, kTreeReaderAfter);
-}
-
-std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, uint32_t pid, const Walk& walk) {
+std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, const Walk& walk) {
   uint64_t dir = 0, from = 0;
   unsigned window = 0;
   {
@@ -49,19 +39,15 @@ std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, uint32_t pid, co
       age(dirs_, dirs_old_);
       st = &dirs_[at.dir];
       *st = DirState{at.index, at.index + 1, 0};
-    } else if (st->unread ? at.index > st->pushed_end + kGap
-                          : at.index <= st->last || at.index > std::max(st->last + kGap, st->pushed_end)) {
+    } else if (at.index <= st->last || at.index > std::max(st->last + kGap, st->pushed_end)) {
       // A jump (or a reader starting over): the window closes.
       *st = DirState{at.index, at.index + 1, 0};
-      tree_reader(pid, false);
     } else {
       // In order: just after the last file read, or anywhere up to the end
       // of what was pushed (the reader read the pushed files from the page
       // cache). Push again once the reader is into the second half of the
       // last push.
       st->last = at.index;
-      st->unread = false;
-      tree_reader(pid, true);
       if (st->window != 0 && at.index + 1 + st->window / 2 < st->pushed_end) return {};
       window = st->window == 0 ? limits_.first_window : std::min(st->window * 4, limits_.max_window);
     }
@@ -75,30 +61,6 @@ std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, uint32_t pid, co
     st->pushed_end = from;  // a concurrent reader now starts past us
   }
 
-  auto [out, end] = pick(dir, from, window, walk);
-  std::lock_guard lk(mu_);
-  if (DirState* st = find_either(dirs_, dirs_old_, dir)) st->pushed_end = std::max(st->pushed_end, end);
-  return out;
-}
-
-std::vector<uint64_t> DirReadAhead::on_listing(uint64_t dir, uint32_t pid, const Walk& walk) {
-  const unsigned window = limits_.start_window;
-  {
-    std::lock_guard lk(mu_);
-    auto it = streak_.find(pid);
-    if (it == streak_.end() || it->second < kTreeReaderAfter) return {};
-    if (find_either(dirs_, dirs_old_, dir)) return {};  // read here already (or pushed)
-    age(dirs_, dirs_old_);
-    dirs_[dir] = DirState{0, 0, window, true};
-  }
-  auto [out, end] = pick(dir, 0, window, walk);
-  std::lock_guard lk(mu_);
-  if (DirState* st = find_either(dirs_, dirs_old_, dir)) st->pushed_end = std::max(st->pushed_end, end);
-  return out;
-}
-
-std::pair<std::vector<uint64_t>, uint64_t> DirReadAhead::pick(uint64_t dir, uint64_t from, unsigned window,
-                                                              const Walk& walk) const {
   std::vector<uint64_t> out;
   uint64_t bytes = 0, end = from;
   walk(dir, from, [&](uint64_t index, const Entry& e) {
@@ -110,7 +72,10 @@ std::pair<std::vector<uint64_t>, uint64_t> DirReadAhead::pick(uint64_t dir, uint
     }
     return true;
   });
-  return {std::move(out), end};
+
+  std::lock_guard lk(mu_);
+  if (DirState* st = find_either(dirs_, dirs_old_, dir)) st->pushed_end = std::max(st->pushed_end, end);
+  return out;
 }
 
 }  // namespace nydus::fuse

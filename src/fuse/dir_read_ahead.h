@@ -15,12 +15,6 @@
 // read-ahead). The reader's reads of pushed files are not seen here: the
 // READ of the first file past a push is what moves the window on.
 //
-// A reader that has gone through directories this way (tar again) gets the
-// first files of the next directory it lists pushed at once, before its
-// first READ there: readers are told apart by the pid FUSE gives with each
-// request, so a stat walk (which reads nothing) or an interpreter picking
-// modules out of directories does not trigger it.
-//
 // This class decides only; it neither reads nor pushes. State is kept for
 // recently listed directories in two generations (bounded memory).
 #pragma once
@@ -61,17 +55,9 @@ class DirReadAhead {
   // (0-based); `first`: no regular file comes before it.
   void listed(uint64_t dir, uint64_t index, uint64_t ino, bool first);
 
-  // A READ at offset 0 of `ino` by process `pid`: the inodes whose bytes to
-  // push now, in listing order (empty unless the reader follows the listing).
-  std::vector<uint64_t> on_first_read(uint64_t ino, uint32_t pid, const Walk& walk);
-  // Process `pid` listed `dir` from its start: the first files to push now
-  // if that reader has been reading directories in listing order (and
-  // nobody read in `dir` yet), else none.
-  std::vector<uint64_t> on_listing(uint64_t dir, uint32_t pid, const Walk& walk);
-
-  // Directories a reader must have read in listing order (two files or
-  // more each, no jump since) before its listings push.
-  static constexpr unsigned kTreeReaderAfter = 2;
+  // A READ at offset 0 of `ino`: the inodes whose bytes to push now, in
+  // listing order (empty unless the reader follows the listing).
+  std::vector<uint64_t> on_first_read(uint64_t ino, const Walk& walk);
 
  private:
   struct Where {
@@ -83,13 +69,7 @@ class DirReadAhead {
     uint64_t last = 0;        // index of the last file read
     uint64_t pushed_end = 0;  // entries before this one were pushed or passed over
     unsigned window = 0;      // files in the last push (0: closed)
-    bool unread = false;      // pushed on listing, no READ seen yet
   };
-  // The entries from `from` on to push, at most `window` files; returns
-  // them and the index past the last entry looked at.
-  std::pair<std::vector<uint64_t>, uint64_t> pick(uint64_t dir, uint64_t from, unsigned window, const Walk& walk) const;
-  // Under mu_: the reader followed a listing (up) or jumped (reset).
-  void tree_reader(uint32_t pid, bool followed);
   // Keep `cur` within half the entry budget: when full it becomes `old`,
   // and what `old` held goes.
   template <class Map>
@@ -103,7 +83,6 @@ class DirReadAhead {
   std::mutex mu_;  // held for map updates only, never across the walk
   std::unordered_map<uint64_t, Where> where_, where_old_;
   std::unordered_map<uint64_t, DirState> dirs_, dirs_old_;
-  std::unordered_map<uint32_t, unsigned> streak_;  // by pid: directories read in order lately
 };
 
 }  // namespace nydus::fuse

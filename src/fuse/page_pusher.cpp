@@ -12,7 +12,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/scratch_pool.h"
 #include "fuse/rafs_fs.h"
 
 namespace nydus::fuse {
@@ -50,14 +49,6 @@ bool PagePusher::push(std::shared_ptr<RafsFs> fs, uint64_t ino, uint64_t kernel_
   return st_->queue.try_push(Job{std::move(fs), ino, kernel_ino}, kMaxQueued);
 }
 
-uint64_t PagePusher::push_now(const std::shared_ptr<RafsFs>& fs, uint64_t ino, uint64_t kernel_ino) {
-  if (st_->stopping.load(std::memory_order_relaxed)) return 0;
-  Scratch buf;
-  const uint64_t n = push_file(*st_, Job{fs, ino, kernel_ino}, buf.get(kPiece));
-  if (n > 0) st_->files.fetch_add(1, std::memory_order_relaxed);
-  return n;
-}
-
 void PagePusher::stop(std::chrono::milliseconds wait) {
   st_->stopping.store(true);
   st_->queue.close();
@@ -75,7 +66,7 @@ void PagePusher::run(const std::shared_ptr<State>& st) {
   std::vector<uint8_t> buf(kPiece);  // one piece at a time: a small, steady footprint
   while (auto job = st->queue.pop()) {
     if (st->stopping.load(std::memory_order_relaxed)) continue;  // drain without work
-    if (push_file(*st, *job, buf) > 0) {
+    if (push_file(*st, *job, buf)) {
       st->files.fetch_add(1, std::memory_order_relaxed);
     }
   }
@@ -84,33 +75,33 @@ void PagePusher::run(const std::shared_ptr<State>& st) {
   st->done_cv.notify_all();
 }
 
-uint64_t PagePusher::push_file(State& st, const Job& job, std::span<uint8_t> buf) {
+bool PagePusher::push_file(State& st, const Job& job, std::span<uint8_t> buf) {
   auto f = job.fs->open(job.ino, O_RDONLY);
   if (!f) {
     spdlog::debug("page push of ino {}: {}", job.ino, f.error().message);
-    return 0;
+    return false;
   }
   for (uint64_t off = 0; off < (*f)->size;) {
     auto n = job.fs->read_for_push(**f, off, buf);
     if (!n || *n == 0) {
       if (!n) spdlog::debug("page push of ino {}: {}", job.ino, n.error().message);
-      return 0;
+      return false;
     }
     int rc;
     {
       std::shared_lock lk(st.store_mu);
-      if (st.stopping.load()) return 0;
+      if (st.stopping.load()) return false;
       rc = st.store(job.kernel_ino, off, std::span<const uint8_t>(buf.data(), *n));
     }
     if (rc != 0) {
       // ENOENT: the kernel forgot the inode meanwhile.
       if (rc != -ENOENT) spdlog::debug("page push of ino {}: {}", job.ino, std::strerror(-rc));
-      return 0;
+      return false;
     }
     st.bytes.fetch_add(*n, std::memory_order_relaxed);
     off += *n;
   }
-  return (*f)->size;
+  return true;
 }
 
 }  // namespace nydus::fuse

@@ -39,12 +39,6 @@ class PagePusher {
   // Queue file `ino` of `fs`, known to the kernel as `kernel_ino`; false if
   // the queue is full or the pusher stopped.
   bool push(std::shared_ptr<RafsFs> fs, uint64_t ino, uint64_t kernel_ino);
-  // Push file `ino` on the calling thread, now: the bytes stored, 0 if it
-  // could not be stored in full (or the pusher stopped). For the file a reader will open next: a
-  // worker that has just answered the READ before it is running already,
-  // where the pusher's thread would first have to be woken, and the reader
-  // often got there first (then it READs the file itself).
-  uint64_t push_now(const std::shared_ptr<RafsFs>& fs, uint64_t ino, uint64_t kernel_ino);
   // Drop what is queued and stop calling `store` (before the session goes).
   // Waits for the thread up to `wait`; a thread still reading then (a
   // backend that does not answer) ends on its own, without storing.
@@ -73,9 +67,8 @@ class PagePusher {
     std::atomic<uint64_t> files{0}, bytes{0};
   };
   static void run(const std::shared_ptr<State>& st);
-  // Read and store one file, piece by piece: its size, or 0 if any piece
-  // failed.
-  static uint64_t push_file(State& st, const Job& job, std::span<uint8_t> buf);
+  // Read and store one file, piece by piece; false if any piece failed.
+  static bool push_file(State& st, const Job& job, std::span<uint8_t> buf);
 
   std::shared_ptr<State> st_;
   bool started_ = false;

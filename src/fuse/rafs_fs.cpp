@@ -193,8 +193,9 @@ void RafsFs::listed(uint64_t dir, uint64_t index, uint64_t ino, bool first) {
   dir_read_ahead_.listed(dir, index, ino, first);
 }
 
-DirReadAhead::Walk RafsFs::listing_walk() const {
-  return [this](uint64_t dir, uint64_t from, const std::function<bool(uint64_t, const DirReadAhead::Entry&)>& fn) {
+std::vector<uint64_t> RafsFs::files_to_push(uint64_t ino, uint64_t off) {
+  if (off != 0) return {};
+  return dir_read_ahead_.on_first_read(ino, [&](uint64_t dir, uint64_t from, const auto& fn) {
     (void)walk_dir(dir, from, [&](const DirEntry& e) {
       DirReadAhead::Entry en{e.ino, e.mode == S_IFREG, 0};
       if (en.regular) {
@@ -204,29 +205,8 @@ DirReadAhead::Walk RafsFs::listing_walk() const {
       }
       return fn(e.next_off - 1, en);
     });
-  };
+  });
 }
-
-std::vector<uint64_t> RafsFs::files_to_push(uint64_t ino, uint64_t off, uint32_t pid) {
-  if (off != 0) return {};
-  return dir_read_ahead_.on_first_read(ino, pid, listing_walk());
-}
-
-std::vector<uint64_t> RafsFs::files_to_push_on_listing(uint64_t dir, uint32_t pid) {
-  return dir_read_ahead_.on_listing(dir, pid, listing_walk());
-}
-
-bool RafsFs::is_cached(uint64_t ino) {
-  auto f = file(ino);
-  if (!f) return false;
-  auto plan = plan_read((*f)->chunks, boot_->chunk_size(), (*f)->size, 0, (*f)->size, blob_sizes_,
-                        boot_->super_block().blkszbits);
-  if (!plan) return false;
-  for (const ReadSegment& s : plan->segments)
-    if (!blobs_[s.blob_index]->is_ready(s.blob_offset, s.len)) return false;
-  return true;
-}
-
 Result<size_t> RafsFs::read_for_push(OpenFile& f, uint64_t off, std::span<uint8_t> out) {
   const uint64_t want = bytes_left(f, off, out.size());
   NYDUS_ASSIGN_OR_RETURN(size_t n, read_bytes(f, off, out.first(want), false));
@@ -440,47 +420,17 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 // opens before they reach us. Reads name the inode (RafsFs::read_ino).
 void op_open(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, ENOSYS); }
 
-// Push `files` of `rt`'s image into the page cache, in order. The first of
-// them is the file the reader opens next, often before the pusher's thread
-// has woken up: this worker, running already, stores up to kInlineBytes of
-// them itself while they are cached (not on an io_uring entry, whose reply
-// goes only once the request returns, nor when it would wait for a fetch);
-// the rest go to the pusher's queue.
-constexpr uint64_t kInlineBytes = 256 << 10;
-void push_files(PagePusher& p, const Vfs::Route& rt, const std::vector<uint64_t>& files, bool may_inline) {
-  uint64_t inline_left = may_inline ? kInlineBytes : 0;
-  for (uint64_t next : files) {
-    const uint64_t kino = Vfs::outer(rt.slot, next);
-    if (inline_left > 0 && rt.fs->is_cached(next)) {
-      if (const uint64_t n = p.push_now(rt.fs, next, kino); n > 0) {
-        inline_left -= std::min(inline_left, n);
-        continue;
-      }
-    }
-    inline_left = 0;  // in order: once one goes to the queue, the rest do
-    if (!p.push(rt.fs, next, kino)) break;
-  }
-}
-
-uint32_t reader_pid(fuse_req_t req) {
-  const fuse_ctx* c = fuse_req_ctx(req);
-  return c ? uint32_t(c->pid) : 0;
-}
-
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
   if (off < 0) return (void)fuse_reply_err(req, EINVAL);
   auto rt = route_or_reply(req, ino, "read");
   if (!rt) return;
   if (!rt->fs) return (void)fuse_reply_err(req, EISDIR);
   PagePusher* pusher = vfs_of(req).pusher();  // req is gone once answered
-  const uint32_t pid = reader_pid(req);
-  bool on_ring = false;
   {
     // A request from an io_uring entry is read straight into the entry's
     // reply payload (no copy there afterwards); else into a buffer leased
     // from the process's pool until the reply is sent.
     std::span<uint8_t> out = FuseUring::reply_buffer();
-    on_ring = !out.empty();
     Scratch lease;
     if (out.size() < size) out = lease.get(size);
     auto r = rt->fs->read_ino(rt->ino, uint64_t(off), out.first(size));
@@ -488,7 +438,9 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
     fuse_reply_buf(req, reinterpret_cast<const char*>(out.data()), *r);
   }
   // After the reply: the next files of a directory read in order.
-  if (pusher) push_files(*pusher, *rt, rt->fs->files_to_push(rt->ino, uint64_t(off), pid), !on_ring);
+  if (PagePusher* p = pusher)
+    for (uint64_t next : rt->fs->files_to_push(rt->ino, uint64_t(off)))
+      if (!p->push(rt->fs, next, Vfs::outer(rt->slot, next))) break;
 }
 
 // Likewise no OPENDIR: the kernel then caches directory entries
@@ -548,13 +500,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
   const uint64_t from = off < 0 ? 0 : uint64_t(off);
   auto st = fs ? fs->readdir(rt->ino, from, add) : vfs.pseudo_readdir(rt->ino, from, add);
   if (!st) return reply_error(req, st.error(), plus ? "readdirplus" : "readdir", ino, fs);
-  PagePusher* pusher = vfs.pusher();  // req is gone once answered
-  const uint32_t pid = reader_pid(req);
-  const bool on_ring = !FuseUring::reply_buffer().empty();
   fuse_reply_buf(req, buf, used);
-  // A reader going through directories in order (tar) gets this one's
-  // first files pushed before it asks for them.
-  if (fs && pusher && from == 0) push_files(*pusher, *rt, fs->files_to_push_on_listing(rt->ino, pid), !on_ring);
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {

@@ -139,13 +139,7 @@ class RafsFs {
   // file in it); a READ of `ino` at `off` asks which files to push into the
   // page cache now.
   void listed(uint64_t dir, uint64_t index, uint64_t ino, bool first);
-  // `pid`: the reader's (FUSE request context); a listing of `dir` from its
-  // start by a reader that goes through directories in order asks the same.
-  std::vector<uint64_t> files_to_push(uint64_t ino, uint64_t off, uint32_t pid = 0);
-  std::vector<uint64_t> files_to_push_on_listing(uint64_t dir, uint32_t pid);
-  // Whether all of inode `ino`'s bytes are in the blob caches (reading it
-  // needs no fetch).
-  bool is_cached(uint64_t ino);
+  std::vector<uint64_t> files_to_push(uint64_t ino, uint64_t off);
   // The pusher reads a file's bytes at `off` into `out` (not counted as a
   // READ); short only at the end of the file.
   Result<size_t> read_for_push(OpenFile& f, uint64_t off, std::span<uint8_t> out);
@@ -154,8 +148,6 @@ class RafsFs {
   Result<struct stat> stat_of(const format::InodeView& ino) const;
   // readdir() without counting it: what the read-ahead across files walks.
   Status walk_dir(uint64_t ino, uint64_t off, const std::function<bool(const DirEntry&)>& fn) const;
-  // walk_dir as DirReadAhead sees a listing (regular files with their size).
-  DirReadAhead::Walk listing_walk() const;
   // How much of `len` bytes from `off` the file holds.
   static uint64_t bytes_left(const OpenFile& f, uint64_t off, uint64_t len) {
     return off >= f.size ? 0 : std::min<uint64_t>(len, f.size - off);

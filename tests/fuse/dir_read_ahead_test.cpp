@@ -53,13 +53,12 @@ struct Reader {
   std::set<uint64_t> pushed;
   uint64_t reads = 0;
   uint64_t pushes_of_a_pushed_file = 0;
-  uint32_t pid = 1;
 
   void read_all(DRA& ra, Tree& t, uint64_t dir) {
     for (const auto& e : t.dirs.at(dir)) {
       if (!e.regular || pushed.contains(e.ino)) continue;
       reads++;
-      for (uint64_t p : ra.on_first_read(e.ino, pid, t.walk())) {
+      for (uint64_t p : ra.on_first_read(e.ino, t.walk())) {
         if (!pushed.insert(p).second) pushes_of_a_pushed_file++;
       }
     }
@@ -86,13 +85,13 @@ TEST(DirReadAhead, FirstFileOpensASmallWindowOnly) {
   Tree t;
   t.dirs[1] = files(100, 100);
   t.list(ra, 1);
-  auto p = ra.on_first_read(100, 1, t.walk());
+  auto p = ra.on_first_read(100, t.walk());
   ASSERT_EQ(p.size(), l.start_window);
   EXPECT_EQ(p.front(), 101u);
   // A file in the middle read first: nothing.
   DRA ra2(l);
   t.list(ra2, 1);
-  EXPECT_TRUE(ra2.on_first_read(150, 1, t.walk()).empty());
+  EXPECT_TRUE(ra2.on_first_read(150, t.walk()).empty());
 }
 
 TEST(DirReadAhead, PickingSingleFilesPushesNothing) {
@@ -102,7 +101,7 @@ TEST(DirReadAhead, PickingSingleFilesPushesNothing) {
   t.list(ra, 1);
   // An interpreter importing a few modules: far apart, out of order.
   for (uint64_t ino : {340, 120, 480, 130, 260, 110, 400})
-    EXPECT_TRUE(ra.on_first_read(ino, 1, t.walk()).empty()) << ino;
+    EXPECT_TRUE(ra.on_first_read(ino, t.walk()).empty()) << ino;
 }
 
 TEST(DirReadAhead, JumpClosesTheWindow) {
@@ -110,11 +109,11 @@ TEST(DirReadAhead, JumpClosesTheWindow) {
   Tree t;
   t.dirs[1] = files(100, 1000);
   t.list(ra, 1);
-  EXPECT_TRUE(ra.on_first_read(110, 1, t.walk()).empty());
-  EXPECT_FALSE(ra.on_first_read(111, 1, t.walk()).empty()) << "two in order open it";
-  EXPECT_TRUE(ra.on_first_read(700, 1, t.walk()).empty()) << "a jump far past the window";
-  EXPECT_TRUE(ra.on_first_read(300, 1, t.walk()).empty()) << "and backwards";
-  EXPECT_FALSE(ra.on_first_read(301, 1, t.walk()).empty()) << "in order again";
+  EXPECT_TRUE(ra.on_first_read(110, t.walk()).empty());
+  EXPECT_FALSE(ra.on_first_read(111, t.walk()).empty()) << "two in order open it";
+  EXPECT_TRUE(ra.on_first_read(700, t.walk()).empty()) << "a jump far past the window";
+  EXPECT_TRUE(ra.on_first_read(300, t.walk()).empty()) << "and backwards";
+  EXPECT_FALSE(ra.on_first_read(301, t.walk()).empty()) << "in order again";
 }
 
 TEST(DirReadAhead, OnlySmallRegularFilesWithinTheByteBudget) {
@@ -133,10 +132,10 @@ TEST(DirReadAhead, OnlySmallRegularFilesWithinTheByteBudget) {
   t.list(ra, 1);
   // The first file: the start window (4 files) skips the subdirectory, the
   // big file and the empty one.
-  const std::vector<uint64_t> first = ra.on_first_read(100, 1, t.walk());
+  const std::vector<uint64_t> first = ra.on_first_read(100, t.walk());
   EXPECT_EQ(first, (std::vector<uint64_t>{101, 102, 103, 300}));
   // The reader goes on past the push: a bigger window, cut by the byte budget.
-  const std::vector<uint64_t> next = ra.on_first_read(301, 1, t.walk());
+  const std::vector<uint64_t> next = ra.on_first_read(301, t.walk());
   ASSERT_FALSE(next.empty());
   EXPECT_EQ(next.front(), 302u);
   EXPECT_EQ(next.size(), 5u) << "256 KiB of 60 KiB files: the fifth crosses the budget";
@@ -166,17 +165,17 @@ TEST(DirReadAhead, MemoryIsBoundedAndOldDirectoriesForgotten) {
     t.list(ra, d);
   }
   // Directory 1's entries went with an old generation: its reads push nothing.
-  EXPECT_TRUE(ra.on_first_read(10000, 1, t.walk()).empty());
-  EXPECT_TRUE(ra.on_first_read(10001, 1, t.walk()).empty());
+  EXPECT_TRUE(ra.on_first_read(10000, t.walk()).empty());
+  EXPECT_TRUE(ra.on_first_read(10001, t.walk()).empty());
   // The newest directory still works.
-  EXPECT_FALSE(ra.on_first_read(500000, 1, t.walk()).empty());
+  EXPECT_FALSE(ra.on_first_read(500000, t.walk()).empty());
 }
 
 TEST(DirReadAhead, UnknownFilesAndRereadsPushNothing) {
   DRA ra;
   Tree t;
   t.dirs[1] = files(100, 50);
-  EXPECT_TRUE(ra.on_first_read(100, 1, t.walk()).empty()) << "never listed";
+  EXPECT_TRUE(ra.on_first_read(100, t.walk()).empty()) << "never listed";
   t.list(ra, 1);
   Reader r;
   r.read_all(ra, t, 1);
@@ -185,75 +184,6 @@ TEST(DirReadAhead, UnknownFilesAndRereadsPushNothing) {
   r2.read_all(ra, t, 1);
   EXPECT_LE(r2.reads, 4u);
   EXPECT_EQ(r2.pushed.size() + r2.reads, 50u);
-}
-
-}  // namespace
-}  // namespace nydus::fuse
-
-namespace nydus::fuse {
-namespace {
-
-// tar: after it has read directories in listing order, the next directory
-// it lists gets its first files pushed at once, and reading that directory
-// then pushes nothing twice. Other processes' listings push nothing.
-TEST(DirReadAhead, TreeReaderGetsItsNextDirectoryPushedOnListing) {
-  DRA::Limits l;
-  DRA ra(l);
-  Tree t;
-  for (uint64_t d = 1; d <= 5; ++d) t.dirs[d] = files(d * 1000, 20);
-  Reader tar;
-  tar.pid = 7;
-  EXPECT_TRUE(ra.on_listing(1, 7, t.walk()).empty()) << "nothing known of pid 7 yet";
-  for (uint64_t d = 1; d <= DRA::kTreeReaderAfter; ++d) {
-    t.list(ra, d);
-    tar.read_all(ra, t, d);
-  }
-  EXPECT_TRUE(ra.on_listing(4, 9, t.walk()).empty()) << "another process (a stat walk)";
-  EXPECT_TRUE(ra.on_listing(1, 7, t.walk()).empty()) << "a directory read already";
-  t.list(ra, 3);
-  const std::vector<uint64_t> p = ra.on_listing(3, 7, t.walk());
-  ASSERT_EQ(p.size(), l.start_window);
-  EXPECT_EQ(p.front(), 3000u) << "from the directory's first file";
-  EXPECT_TRUE(ra.on_listing(3, 7, t.walk()).empty()) << "once per directory";
-  const uint64_t reads_before = tar.reads;
-  for (uint64_t ino : p) tar.pushed.insert(ino);
-  tar.read_all(ra, t, 3);
-  EXPECT_LE(tar.reads - reads_before, 2u) << "the READ past the push, and the one past the next";
-  EXPECT_EQ(tar.pushes_of_a_pushed_file, 0u);
-  EXPECT_EQ(tar.pushed.size() + tar.reads, 60u);
-}
-
-TEST(DirReadAhead, AJumpEndsTheTreeReader) {
-  DRA ra;
-  Tree t;
-  for (uint64_t d = 1; d <= 4; ++d) t.dirs[d] = files(d * 1000, 50);
-  Reader tar;
-  tar.pid = 7;
-  for (uint64_t d = 1; d <= 2; ++d) {
-    t.list(ra, d);
-    tar.read_all(ra, t, d);
-  }
-  t.list(ra, 3);
-  (void)ra.on_first_read(3010, 7, t.walk());
-  (void)ra.on_first_read(3011, 7, t.walk());
-  EXPECT_TRUE(ra.on_first_read(3045, 7, t.walk()).empty()) << "a jump";
-  EXPECT_TRUE(ra.on_listing(4, 7, t.walk()).empty()) << "pid 7 no longer counts as a tree reader";
-}
-
-// A reader that lists directories and reads a file here and there (an
-// interpreter) is not taken for a tree reader.
-TEST(DirReadAhead, PickingSingleFilesNeverPushesOnListing) {
-  DRA ra;
-  Tree t;
-  for (uint64_t d = 1; d <= 6; ++d) t.dirs[d] = files(d * 1000, 100);
-  for (uint64_t d = 1; d <= 5; ++d) {
-    t.list(ra, d);
-    EXPECT_TRUE(ra.on_listing(d, 5, t.walk()).empty()) << d;
-    (void)ra.on_first_read(d * 1000 + 40, 5, t.walk());
-    (void)ra.on_first_read(d * 1000 + 12, 5, t.walk());
-    (void)ra.on_first_read(d * 1000 + 77, 5, t.walk());
-  }
-  EXPECT_TRUE(ra.on_listing(6, 5, t.walk()).empty());
 }
 
 }  // namespace

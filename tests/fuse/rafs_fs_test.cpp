@@ -417,34 +417,6 @@ class BlockedCache : public FailingCache {
   bool entered_ = false, released_ = false;
 };
 
-// The worker that answered a READ stores the next file itself (push_now):
-// done when the call returns, with the source's bytes; only cached files
-// are pushed that way (RafsFs::is_cached), and nothing after stop().
-TEST_F(RafsFsTest, PushNowStoresTheWholeFileBeforeItReturns) {
-  const uint64_t big = ino_of(1, "big");
-  EXPECT_FALSE(fs_->is_cached(big)) << "nothing read yet: the blob cache is empty";
-  EXPECT_EQ(read_all(big, 0, big_.size()), big_);
-  EXPECT_TRUE(fs_->is_cached(big));
-  std::shared_ptr<RafsFs> sfs(std::move(fs_));
-  std::vector<uint8_t> stored;
-  int calls = 0;
-  PagePusher pusher([&](uint64_t kino, uint64_t off, std::span<const uint8_t> bytes) {
-    EXPECT_EQ(kino, big + 7);
-    EXPECT_EQ(off, stored.size());
-    stored.insert(stored.end(), bytes.begin(), bytes.end());
-    ++calls;
-    return 0;
-  });
-  ASSERT_EQ(pusher.push_now(sfs, big, big + 7), big_.size());
-  EXPECT_EQ(stored, big_) << "stored in full before push_now returned";
-  EXPECT_EQ(pusher.pushed_files(), 1u);
-  pusher.stop();
-  stored.clear();
-  EXPECT_EQ(pusher.push_now(sfs, big, big + 7), 0u);
-  EXPECT_TRUE(stored.empty());
-  EXPECT_EQ(calls, 1);
-}
-
 TEST_F(RafsFsTest, PusherStopDoesNotWaitForAStuckRead) {
   auto cache = std::make_shared<BlockedCache>(boot_->blobs().at(0));
   auto sfs = std::make_shared<RafsFs>(boot_, std::vector<std::shared_ptr<storage::BlobCache>>{cache}, FsOptions{});
