@@ -157,7 +157,7 @@ TEST_F(RafsFsTest, DecodingManyInodesReleasesTheMappedBootstrap) {
   EXPECT_EQ(fs_->metrics().bootstrap_releases, before + 2);
   // The tree still reads right after the releases.
   EXPECT_EQ(read_all(ino_of(1, "big"), 0, big_.size()), big_);
-  EXPECT_EQ(ino_of(ino_of(1, "dir"), "small") != 0, true);
+  EXPECT_NE(ino_of(ino_of(1, "dir"), "small"), 0u);
 }
 
 TEST_F(RafsFsTest, Getattr) {
