@@ -63,6 +63,7 @@ struct TocChunk {
   uint64_t file_offset;
   uint64_t size;
   uint64_t offset;  // gzip member in the layer
+  uint64_t inner;   // where the data starts in the member's inflated bytes (innerOffset)
   format::Digest digest;
   size_t entry;     // TOC index, for messages
 };
@@ -179,12 +180,6 @@ class TocTree {
     const format::TreeNode& f = nodes_[node];
     const std::string& path = paths_[node];
     if (!e.chunk_digest) return corrupt("data of '{}' at {:#x} has no chunkDigest", path, e.chunk_offset);
-    if (e.inner_offset != 0)
-      return errorf(Errc::kUnsupported,
-                    "'{}': innerOffset {} (several payloads in one gzip member, an eStargz min chunk size) is not "
-                    "supported by estargztoc-ref (a chunk is one gzip member); the layer is valid gzip: "
-                    "--type estargz-ref (ZRAN over the whole layer) references it lazily instead",
-                    path, e.inner_offset);
     if (e.chunk_offset >= f.size) return corrupt("chunk of '{}' at {:#x} beyond its size {:#x}", path, e.chunk_offset, f.size);
     const uint64_t size = e.chunk_size == 0 ? f.size - e.chunk_offset : e.chunk_size;
     if (e.chunk_offset % cs != 0)
@@ -194,7 +189,11 @@ class TocTree {
       return corrupt("'{}': chunk at {:#x} holds {:#x} bytes; RAFS needs {:#x} (--chunk-size) except for the last",
                      path, e.chunk_offset, size, cs);
     if (e.chunk_offset + size > f.size) return corrupt("'{}': chunk at {:#x} runs past the file's end", path, e.chunk_offset);
-    chunks.push_back({node, e.chunk_offset, size, e.offset, *e.chunk_digest, idx});
+    // A reader inflates the member from its start up to the data's end.
+    if (e.inner_offset + size > format::kMaxChunkSize)
+      return errorf(Errc::kUnsupported, "'{}': data at innerOffset {:#x} of its gzip member ends beyond {:#x}", path,
+                    e.inner_offset, format::kMaxChunkSize);
+    chunks.push_back({node, e.chunk_offset, size, e.offset, e.inner_offset, *e.chunk_digest, idx});
     return ok();
   }
 
@@ -331,26 +330,38 @@ Result<CreateReport> create_estargz_toc_image(const CreateOptions& o) {
     if (fresh) stored.push_back(k);
     else same_as[k] = it->second;
   }
-  // Compressed spans: each stored chunk starts its own gzip member; it may
-  // run up to the next member (or the layer's end), no further than the
-  // largest deflate output of its size. Two chunks at one offset overlap.
-  std::vector<uint32_t> by_off = stored;
-  std::sort(by_off.begin(), by_off.end(), [&](uint32_t a, uint32_t b) { return chunks[a].offset < chunks[b].offset; });
+  // Compressed spans, per gzip member: a member's data (one chunk, or with
+  // innerOffsets several, which must not overlap in its inflated bytes) is
+  // read as a span from the member's offset up to the next member (or the
+  // layer's end), no further than the largest deflate output of the bytes to
+  // inflate. A chunk alone at innerOffset 0 is upstream's plain stargz chunk;
+  // any other is a slice of its member (Bootstrap::adopt_stargz_chunks).
+  std::map<uint64_t, std::vector<uint32_t>> members;  // gzip offset -> stored chunk ids
+  for (uint32_t k : stored) members[chunks[k].offset].push_back(k);
   std::vector<uint32_t> csize(chunks.size(), 0);
+  std::vector<bool> slice(chunks.size(), false);
   uint64_t blob_end = 0;
-  for (size_t i = 0; i < by_off.size(); i++) {
-    const TocChunk& c = chunks[by_off[i]];
-    const uint64_t next = i + 1 < by_off.size() ? chunks[by_off[i + 1]].offset : o.blob_data_size;
-    if (next <= c.offset)
-      return corrupt("TOC entries {} and {} overlap: both are data at gzip offset {:#x}", c.entry,
-                     chunks[by_off[i + 1]].entry, c.offset);
-    const uint64_t span = std::min(gzip_compressed_bound(c.size), next - c.offset);
+  for (auto it = members.begin(); it != members.end(); ++it) {
+    auto& ks = it->second;
+    std::sort(ks.begin(), ks.end(), [&](uint32_t a, uint32_t b) { return chunks[a].inner < chunks[b].inner; });
+    for (size_t i = 1; i < ks.size(); i++)
+      if (chunks[ks[i - 1]].inner + chunks[ks[i - 1]].size > chunks[ks[i]].inner)
+        return corrupt("TOC entries {} and {} overlap: both are data at gzip offset {:#x} (innerOffset {:#x}, {:#x})",
+                       chunks[ks[i - 1]].entry, chunks[ks[i]].entry, it->first, chunks[ks[i - 1]].inner,
+                       chunks[ks[i]].inner);
+    const TocChunk& last = chunks[ks.back()];
+    const uint64_t inflated = last.inner + last.size;
+    const uint64_t next = std::next(it) != members.end() ? std::next(it)->first : o.blob_data_size;
+    const uint64_t span = std::min(gzip_compressed_bound(inflated), next - it->first);
     // Readers take at most a 16 MiB chunk's stored bytes (upstream: RAFS_MAX_CHUNK_SIZE).
     if (span > format::kMaxChunkSize)
-      return errorf(Errc::kUnsupported, "TOC entry {} ('{}'): a {:#x}-byte chunk may need {:#x} bytes of gzip, above {:#x}",
-                    c.entry, tree.path_of(c.node), c.size, span, format::kMaxChunkSize);
-    csize[by_off[i]] = uint32_t(span);
-    blob_end = std::max(blob_end, c.offset + csize[by_off[i]]);
+      return errorf(Errc::kUnsupported, "TOC entry {} ('{}'): {:#x} bytes of a gzip member may need {:#x} bytes of gzip, "
+                    "above {:#x}", last.entry, tree.path_of(last.node), inflated, span, format::kMaxChunkSize);
+    for (uint32_t k : ks) {
+      csize[k] = uint32_t(span);
+      slice[k] = ks.size() > 1 || chunks[k].inner != 0;
+    }
+    blob_end = std::max(blob_end, it->first + span);
   }
 
   // ci indices and the uncompressed layout follow the TOC order.
@@ -366,6 +377,10 @@ Result<CreateReport> create_estargz_toc_image(const CreateOptions& o) {
     r.uncompressed_offset = uoff;
     r.uncompressed_size = uint32_t(chunks[k].size);
     r.compressed = true;
+    if (slice[k]) {  // recorded as Bootstrap::adopt_stargz_chunks reads it
+      r.batch = true;
+      r.crc32 = uint32_t(chunks[k].inner);
+    }
     uoff = format::align_up(uoff + chunks[k].size, format::kBlockSize);
   }
   for (uint32_t k = 0; k < chunks.size(); k++)

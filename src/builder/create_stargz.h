@@ -15,8 +15,11 @@
 // bootstrap's chunk table locates the chunks instead, see
 // Bootstrap::adopt_stargz_chunks), identical chunks share one ci entry, mtime
 // comes from "modtime", devices and fifos are kept, and the TOC is checked
-// (overlapping or out-of-layer offsets, holes, innerOffset) before anything
-// is written. Reads verify chunkDigest.
+// (overlapping or out-of-layer offsets, holes) before anything is written.
+// Payloads that share a gzip member (innerOffset: layers made with eStargz's
+// min chunk size, which upstream reads from the member's start, wrongly)
+// become slices of the member's inflated head (Bootstrap::adopt_stargz_chunks).
+// Reads verify chunkDigest.
 #pragma once
 
 #include "builder/create_image.h"

@@ -66,7 +66,9 @@ inline ChunkInfoRecord chunk_info_record(const ChunkRecord& c, uint64_t file_off
   r.uncompressed_offset = c.uncompressed_offset;
   r.file_offset = file_offset;
   r.index = c.ci_index;
-  r.crc32 = c.has_crc32 ? c.crc32 : 0;
+  // Without kHasCrc32 the slot keeps what the record held (0 for upstream's
+  // images; an eStargz innerOffset for ours, see Bootstrap::adopt_stargz_chunks).
+  r.crc32 = c.crc32;
   return r;
 }
 

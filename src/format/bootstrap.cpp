@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <map>
 #include <unordered_set>
 
 #include "format/digest.h"
@@ -364,6 +365,15 @@ Compressor Bootstrap::compressor() const {
 // it never writes anywhere (ours records none), so the bootstrap's chunk
 // table is the only record of where chunks are: it stands in for the ci
 // array, as for RAFS v5, and the table's ci fields are not used.
+//
+// Payloads that share a gzip member (an eStargz TOC's innerOffset: layers
+// made with a min chunk size) are ours alone: such a chunk is flagged BATCH,
+// its record's crc32 slot (no HAS_CRC32) holds the innerOffset, and every
+// chunk of the member names the member's span as its stored bytes. It is
+// the [innerOffset, +size) slice of the member's inflated head, which is as
+// long as the furthest slice of the chunks sharing that span. Upstream looks
+// a BATCH chunk up in a blob meta, which these blobs do not have
+// (src/format/rafs-v6-format.md, 4.1).
 Status Bootstrap::adopt_stargz_chunks() {
   std::vector<size_t> stargz;
   for (size_t b = 0; b < blobs_.size(); ++b)
@@ -379,8 +389,29 @@ Status Bootstrap::adopt_stargz_chunks() {
     for (size_t i = 1; i < per[b].size(); ++i)
       if (per[b][i].ci_index == per[b][i - 1].ci_index)
         return corrupt("blob {}: chunk table lists ci {} twice", b, per[b][i].ci_index);
+    NYDUS_TRY(resolve_gzip_member_slices(b, per[b]));
     blobs_[b].bootstrap_chunks = std::make_shared<const std::vector<ChunkRecord>>(std::move(per[b]));
   }
+  return ok();
+}
+
+Status Bootstrap::resolve_gzip_member_slices(size_t b, std::vector<ChunkRecord>& chunks) const {
+  std::map<std::pair<uint64_t, uint32_t>, uint32_t> head;  // member span -> inflated length needed
+  for (ChunkRecord& c : chunks) {
+    if (!c.batch) continue;
+    if (!is_legacy_stargz(blobs_[b]) || c.has_crc32)
+      return corrupt("blob {}: ci {} is a batch chunk without a batch table", b, c.ci_index);
+    c.offset_in_batch = c.crc32;
+    c.crc32 = 0;
+    const uint64_t end = uint64_t(c.offset_in_batch) + c.uncompressed_size;
+    if (end > kMaxChunkSize)
+      return corrupt("blob {}: ci {} at {:#x} in its gzip member ends beyond {:#x}", b, c.ci_index, c.offset_in_batch,
+                     kMaxChunkSize);
+    uint32_t& len = head[{c.compressed_offset, c.compressed_size}];
+    len = std::max(len, uint32_t(end));
+  }
+  for (ChunkRecord& c : chunks)
+    if (c.batch) c.batch_size = head[{c.compressed_offset, c.compressed_size}];
   return ok();
 }
 

@@ -135,6 +135,7 @@ class Bootstrap {
   // Replace the v5 bytes by the v6 image written from them, then validate that.
   Status adopt_v5();
   Status adopt_stargz_chunks();
+  Status resolve_gzip_member_slices(size_t blob, std::vector<ChunkRecord>& chunks) const;
 
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;

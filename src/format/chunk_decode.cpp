@@ -69,8 +69,9 @@ Status decode_chunk(const BlobInfo& blob, const ChunkRecord& c, std::span<const 
     last.offset = ~0ull;
     // Upstream decompresses a batch iff its stored size differs from its
     // decoded size (the builder stores it raw when compression does not help).
+    // A gzip "batch" is the head of an eStargz member: always inflated.
     std::vector<uint8_t> data(c.batch_size);
-    if (plain.size() == c.batch_size) {
+    if (plain.size() == c.batch_size && blob.compressor != Compressor::kGzip) {
       std::memcpy(data.data(), plain.data(), data.size());
     } else {
       NYDUS_TRY(decompress(blob.compressor, plain, data));

@@ -479,8 +479,12 @@ Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
     for (auto& c : meta.chunks) c.uncompressed_offset = blob_.uncompressed_size;
     for (const auto& r : *blob_.bootstrap_chunks) {
       if (r.ci_index >= meta.chunks.size()) return corrupt("bootstrap chunk {} beyond {} chunks", r.ci_index, meta.chunks.size());
-      meta.chunks[r.ci_index] = {r.compressed_offset, r.compressed_size, r.uncompressed_offset, r.uncompressed_size,
-                                 r.compressed};
+      auto& d = meta.chunks[r.ci_index];
+      d = {r.compressed_offset, r.compressed_size, r.uncompressed_offset, r.uncompressed_size, r.compressed};
+      // Slices of a shared eStargz gzip member (Bootstrap::adopt_stargz_chunks).
+      d.batch = r.batch;
+      d.batch_size = r.batch_size;
+      d.offset_in_batch = r.offset_in_batch;
     }
     return index_meta(meta, digests);
   }

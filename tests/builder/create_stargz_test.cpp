@@ -7,6 +7,8 @@
 
 #include <sys/stat.h>
 
+#include <map>
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -136,6 +138,78 @@ TEST_F(StargzBuild, FilesReadBackFromTheirMembers) {
   EXPECT_EQ(b.blobs()[0].blob_id, blob_id);
   EXPECT_TRUE(format::is_legacy_stargz(b.blobs()[0]));
   EXPECT_EQ(b.blobs()[0].chunk_count, 4u);
+}
+
+// eStargz's min chunk size: payloads go on in the current gzip member after
+// their tar headers, and the TOC says where with innerOffset. Each is the
+// slice [innerOffset, +size) of its member's inflated bytes.
+TEST_F(StargzBuild, PayloadsSharingAGzipMemberAreSlicesOfIt) {
+  const auto a = pattern(700, 4), b = pattern(0x1000, 5), b2 = pattern(300, 6), c = pattern(50, 7);
+  const std::vector<uint8_t> header(512, 'h');
+  std::vector<uint8_t> m;
+  for (const auto* part : {&header, &a, &header, &b, &b2, &header}) m.insert(m.end(), part->begin(), part->end());
+  const uint64_t shared = layer.add(m);
+  const uint64_t own = layer.add(c);
+  const uint64_t b_inner = 512 + 700 + 512;
+  layer.entries = json::array(
+      {{{"name", "a"}, {"type", "reg"}, {"size", 700}, {"offset", shared}, {"innerOffset", 512},
+        {"chunkDigest", digest_of(a)}},
+       {{"name", "b"}, {"type", "reg"}, {"size", 0x1000 + 300}, {"chunkSize", 0x1000}, {"offset", shared},
+        {"innerOffset", b_inner}, {"chunkDigest", digest_of(b)}},
+       {{"name", "b"}, {"type", "chunk"}, {"chunkOffset", 0x1000}, {"offset", shared},
+        {"innerOffset", b_inner + 0x1000}, {"chunkDigest", digest_of(b2)}},
+       {{"name", "c"}, {"type", "reg"}, {"size", 50}, {"offset", own}, {"chunkDigest", digest_of(c)}}});
+  auto rep = build(toc());
+  ASSERT_TRUE(rep) << rep.error().message;
+  EXPECT_EQ(read("/a"), a);
+  std::vector<uint8_t> whole_b = b;
+  whole_b.insert(whole_b.end(), b2.begin(), b2.end());
+  EXPECT_EQ(read("/b"), whole_b);
+  EXPECT_EQ(read("/c"), c);
+
+  // The chunk table as Bootstrap::adopt_stargz_chunks reads it: the shared
+  // member's chunks are BATCH with their innerOffset in the crc32 slot and
+  // one span; "c" is upstream's plain stargz chunk.
+  auto boot = format::Bootstrap::open(dir / "boot");
+  ASSERT_TRUE(boot);
+  auto table = (*boot)->chunk_table();
+  ASSERT_TRUE(table);
+  ASSERT_EQ(table->size(), 4u);
+  std::map<uint32_t, format::ChunkRecord> by_inner;
+  for (const auto& r : *table) {
+    EXPECT_FALSE(r.has_crc32);
+    if (r.compressed_offset == own) {
+      EXPECT_FALSE(r.batch);
+      EXPECT_EQ(r.crc32, 0u);
+      continue;
+    }
+    EXPECT_TRUE(r.batch);
+    EXPECT_EQ(r.compressed_size, (*table)[0].compressed_size);
+    by_inner[r.crc32] = r;
+  }
+  EXPECT_EQ(by_inner.size(), 3u);
+  EXPECT_TRUE(by_inner.contains(512) && by_inner.contains(b_inner) && by_inner.contains(b_inner + 0x1000));
+  const auto& slices = *(*boot)->blobs()[0].bootstrap_chunks;
+  for (const auto& r : slices)
+    if (r.batch) EXPECT_EQ(r.batch_size, b_inner + 0x1000 + 300) << "the member's head up to its furthest slice";
+
+  // A lying innerOffset builds (the TOC is all the builder sees) but reads
+  // fail the chunkDigest, never return the member's other bytes.
+  layer.entries[0]["innerOffset"] = 513;
+  ASSERT_TRUE(build(toc()));
+  auto r = format::ImageReader::open(dir / "boot", {dir / "blobs", {}});
+  ASSERT_TRUE(r);
+  auto ino = (*r)->bootstrap().inode(*(*r)->bootstrap().resolve("/a"));
+  Status s = (*r)->read_file(*ino, true, [](uint64_t, std::span<const uint8_t>) { return ok(); });
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("digest"), std::string::npos) << s.error().message;
+  EXPECT_EQ(read("/c"), c);
+
+  // Two payloads whose slices overlap: a TOC no writer makes.
+  layer.entries[0]["innerOffset"] = b_inner - 100;
+  auto bad = build(toc());
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("overlap"), std::string::npos) << bad.error().message;
 }
 
 TEST_F(StargzBuild, RefusesTreesRafsCannotHold) {

@@ -19,9 +19,13 @@
 #    host's EROFS mounts them == tar -x;
 #  - a second eStargz layer (whiteouts): both built from their TOCs and
 #    merged == both layers applied;
+#  - a layer stargz-snapshotter's writer made with a min chunk size
+#    (tests/fixtures/estargz-min-chunk: payloads inside shared gzip members,
+#    at their innerOffset): estargztoc-ref, check, unpack and the mount ==
+#    tar -x, one small file read cold fetches its member only;
 #  - hostile TOCs: an offset outside the layer, two chunks at one offset,
-#    innerOffset, a chunk not tiling its file: a clear build error; a lying
-#    chunkDigest and an offset that is not a gzip member: EIO for that file
+#    a chunk not tiling its file: a clear build error; a lying chunkDigest,
+#    innerOffset, and an offset that is not a gzip member: EIO for that file
 #    only (never other bytes), and `check` fails naming it.
 set -uo pipefail
 . "$(dirname "$0")/lib/common.sh"
@@ -136,18 +140,24 @@ LAYER_SIZE=$(stat -c %s layer.tar.gz)
 
 # The TOC, read here independently of nydus-image: the 51-byte footer's SG
 # extra field gives its offset; it is the tar member stargz.index.json.
-extract_toc() {
-  "$PY" - layer.tar.gz toc.json <<'EOF' || return 1
-import io, sys, tarfile, zlib
+toc_from_layer() { # LAYER OUT
+  "$PY" - "$1" "$2" <<'EOF'
+import io, json, sys, tarfile, zlib
 b = open(sys.argv[1], "rb").read()
 f = b[-51:]
 assert f[:3] == b"\x1f\x8b\x08" and f[12:14] == b"SG" and f[32:38] == b"STARGZ", "no eStargz footer"
 off = int(f[16:32], 16)
 t = tarfile.open(fileobj=io.BytesIO(zlib.decompressobj(31).decompress(b[off:len(b) - 51])))
-open(sys.argv[2], "wb").write(t.extractfile("stargz.index.json").read())
+toc = t.extractfile("stargz.index.json").read()
+open(sys.argv[2], "wb").write(toc)
+e = json.loads(toc)["entries"]
+print(len(e), "entries,", sum(x["type"] == "chunk" for x in e), "chunk entries,",
+      sum(x.get("innerOffset", 0) != 0 for x in e), "with innerOffset")
 EOF
+}
+extract_toc() {
+  toc_from_layer layer.tar.gz toc.json || return 1
   [ "sha256:$(sha256sum toc.json | cut -c1-64)" = "$(cat toc.digest)" ] || { echo "TOC digest differs from the annotation"; return 1; }
-  "$PY" -c 'import json; e = json.load(open("toc.json"))["entries"]; print(len(e), "entries,", sum(x["type"] == "chunk" for x in e), "chunk entries")'
 }
 step "TOC from the layer (footer -> stargz.index.json), digest == annotation" extract_toc || { summary; exit 1; }
 
@@ -494,6 +504,55 @@ PY
 }
 step "upstream's estargz_sample.json: blob/chunk tables per stargz.rs, landmark left out" upstream_sample
 
+# ---- payloads sharing gzip members (eStargz's min chunk size) ------------------------------
+# tests/fixtures/estargz-min-chunk/layer.tar.gz was written by stargz-snapshotter's own
+# estargz library with a 16 KiB min chunk size (its README): 41 payloads sit inside a gzip
+# member after others, at their TOC entry's innerOffset; one member holds 31. Built from the
+# TOC alone, each is a slice of its member's inflated bytes: check, unpack and nydusd's
+# mount == tar -x of the layer, and one small file read cold costs its member, not the layer.
+MC=$WORK/minchunk
+MC_LAYER=$NYDUS_SOURCE_DIR/tests/fixtures/estargz-min-chunk/layer.tar.gz
+minchunk_build() {
+  mkdir -p "$MC/blobs" "$MC/cache" "$MC/ref" || return 1
+  local id; id=$(sha256sum "$MC_LAYER" | cut -c1-64)
+  cp "$MC_LAYER" "$MC/blobs/$id" || return 1
+  toc_from_layer "$MC_LAYER" "$MC/toc.json" | tee "$MC/toc.txt" || return 1
+  grep -q ' 41 with innerOffset' "$MC/toc.txt" || return 1
+  "$NYDUS_IMAGE" create --type estargztoc-ref --blob-id "$id" --chunk-size 0x10000 \
+    --blob-data-size "$(printf %x "$(stat -c %s "$MC_LAYER")")" -B "$MC/boot" "$MC/toc.json" || return 1
+  tar -C "$MC/ref" --numeric-owner --xattrs --xattrs-include='*' -xzf "$MC_LAYER" || return 1
+  rm -f "$MC/ref/stargz.index.json" "$MC/ref/.prefetch.landmark" "$MC/ref/.no.prefetch.landmark"
+}
+minchunk_unpack() {
+  "$NYDUS_IMAGE" unpack -B "$MC/boot" -D "$MC/blobs" --output "$MC/unpacked.tar" || return 1
+  mkdir -p "$MC/unpacked" &&
+    tar -C "$MC/unpacked" --numeric-owner --xattrs --xattrs-include='*' -xf "$MC/unpacked.tar" || return 1
+  compare_trees --ignore-root-attrs "$MC/ref" "$MC/unpacked"
+}
+minchunk_lazy() {
+  local before after f=srv/small/f05
+  before=$(backend_bytes "$MC/api.sock") || return 1
+  cmp "$MC/mnt/$f" "$MC/ref/$f" || return 1
+  after=$(backend_bytes "$MC/api.sock") || return 1
+  echo "backend bytes: $((after - before)) for $f; layer $(stat -c %s "$MC_LAYER") bytes"
+  [ $((after - before)) -gt 0 ] && [ $((after - before)) -lt 16384 ] || { echo "not a lazy read"; return 1; }
+}
+minchunk_mount() {
+  compare_trees --ignore-root-attrs "$MC/ref" "$MC/mnt" || return 1
+  [ "$(stat -c %i "$MC/mnt/usr/bin/tool")" = "$(stat -c %i "$MC/mnt/usr/bin/tool-link")" ] || { echo "hard link split"; return 1; }
+  [ "$(getfattr --only-values -n user.note "$MC/mnt/etc/motd")" = min-chunk ]
+}
+if step "min chunk size layer (stargz-snapshotter's writer): estargztoc-ref from its TOC" minchunk_build; then
+  step "min chunk size: check inflates every slice == chunkDigest" "$NYDUS_IMAGE" check -B "$MC/boot" -D "$MC/blobs"
+  step "min chunk size: unpack == tar -x" minchunk_unpack
+  write_config "$MC/config.json" "$MC/blobs" "$MC/cache" false
+  if step "min chunk size: nydusd mounts it (localfs)" start_daemon "$MC/boot" "$MC/config.json" "$MC/mnt" "$MC/api.sock"; then
+    step "min chunk size: a small file read cold fetches its gzip member only" minchunk_lazy
+    step "min chunk size: mount == tar -x (modes, owners, links, xattrs, content)" minchunk_mount
+    step "min chunk size: nydusd stops cleanly" stop_daemon "$MC/mnt"
+  fi
+fi
+
 # ---- hostile TOCs ------------------------------------------------------------------------
 # edit_toc OUT PYTHON: toc.json with entries `e` changed by PYTHON.
 edit_toc() {
@@ -518,8 +577,6 @@ edit_toc bad-outside.json 'find("etc/conf.d/small")["offset"] = '"$LAYER_SIZE"' 
 step "TOC offset outside the layer: build error" build_fails bad-outside.json "outside"
 edit_toc bad-overlap.json 'find("srv/deep/er/still/leaf")["offset"] = find("etc/conf.d/small")["offset"]'
 step "two chunks at one gzip offset: build error" build_fails bad-overlap.json "overlap"
-edit_toc bad-inner.json 'find("etc/conf.d/small")["innerOffset"] = 512'
-step "innerOffset: clear unsupported error" build_fails bad-inner.json "innerOffset"
 edit_toc bad-hole.json 'c = [x for x in e if x["name"] == "srv/big.bin" and x["type"] == "chunk"]; e.remove(c[0])'
 step "a chunk missing from a file: build error" build_fails bad-hole.json "hole"
 edit_toc bad-version.json 't["version"] = 2'
@@ -532,7 +589,8 @@ mkdir -p "$H"
 lie_toc() {
   edit_toc "$H/toc.json" '
 s = find("etc/conf.d/small"); d = s["chunkDigest"]; s["chunkDigest"] = d[:-1] + ("0" if d[-1] != "0" else "1")
-l = find("srv/deep/er/still/leaf"); l["offset"] += 1' || return 1
+l = find("srv/deep/er/still/leaf"); l["offset"] += 1
+find("usr/bin/bash")["innerOffset"] = 512' || return 1
   "$NYDUS_IMAGE" create --type estargztoc-ref --blob-id "$LAYER_ID" --blob-data-size "$(printf %x "$LAYER_SIZE")" \
     -B "$H/boot" "$H/toc.json"
 }
@@ -544,16 +602,16 @@ check_names_them() {
 }
 eio_only_there() {
   local m=$H/mnt f
-  for f in "$SMALL" srv/deep/er/still/leaf; do
+  for f in "$SMALL" srv/deep/er/still/leaf usr/bin/bash; do
     if out=$(cat "$m/$f" 2>&1); then echo "$f read as '$out'"; return 1; fi
     echo "$f: $out"
     grep -q 'Input/output error' <<<"$out" || return 1
   done
-  cmp "$m/srv/big.bin" "$REF/srv/big.bin" && cmp "$m/usr/bin/bash" "$REF/usr/bin/bash"
+  cmp "$m/srv/big.bin" "$REF/srv/big.bin" && cmp "$m/usr/bin/ls" "$REF/usr/bin/ls"
 }
 mkdir -p "$H/cache"
 write_config "$H/config.json" "$D/blobs" "$H/cache" true
-if step "lying TOC (chunkDigest, offset + 1) still builds" lie_toc; then
+if step "lying TOC (chunkDigest, offset + 1, innerOffset) still builds" lie_toc; then
   step "check fails on the lying chunks" check_names_them
   if step "lying TOC: nydusd mounts it" start_daemon "$H/boot" "$H/config.json" "$H/mnt" "$H/api.sock"; then
     step "lying TOC: EIO for those files only, others read right" eio_only_there
