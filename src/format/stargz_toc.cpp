@@ -2,6 +2,8 @@
 
 #include "common/base64.h"
 
+#include <algorithm>
+#include <bit>
 #include <ctime>
 #include <limits>
 #include <string_view>
@@ -158,6 +160,18 @@ Result<StargzToc> parse_stargz_toc(std::span<const uint8_t> bytes) {
     toc.entries.push_back(std::move(*e));
   }
   return toc;
+}
+
+uint64_t stargz_writer_chunk_size(const StargzToc& toc) {
+  constexpr uint64_t kDefault = 4u << 20;  // eStargz's, and upstream's --chunk-size for these images
+  uint64_t cut = 0, largest = 0;
+  for (const auto& e : toc.entries) {
+    if (e.type != StargzType::kReg && e.type != StargzType::kChunk) continue;
+    cut = std::max(cut, e.chunk_size);
+    if (e.type == StargzType::kReg) largest = std::max(largest, e.size);
+  }
+  if (cut != 0) return cut;
+  return largest <= kDefault ? kDefault : std::bit_ceil(std::min<uint64_t>(largest, uint64_t(1) << 62));
 }
 
 Result<uint64_t> parse_stargz_footer(std::span<const uint8_t> tail) {

@@ -58,6 +58,12 @@ struct StargzToc {
 // Parse and bound-check the TOC JSON (version must be 1).
 Result<StargzToc> parse_stargz_toc(std::span<const uint8_t> json);
 
+// The chunk size the TOC's writer cut files with (ctr-remote's
+// --estargz-chunk-size, 4 MiB by default): the largest chunkSize an entry
+// names, or, when no file was cut, 4 MiB or the next power of two that holds
+// the largest file. RAFS images of the TOC need it as their chunk size.
+uint64_t stargz_writer_chunk_size(const StargzToc& toc);
+
 // The TOC's offset from the layer's last bytes (eStargz 51-byte footer, or
 // the legacy 47-byte one when `tail` is that long). `tail` = the layer's
 // last kEstargzFooterSize bytes (or fewer for a tiny layer).

@@ -110,6 +110,23 @@ constexpr uint8_t kCtrRemoteFooter[] = {
     0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x61, 0x32, 0x31, 0x36, 0x38, 0x34, 0x53, 0x54,
     0x41, 0x52, 0x47, 0x5a, 0x01, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
 
+TEST(StargzToc, WriterChunkSizeIsTheLargestNamedOrHoldsTheLargestFile) {
+  auto toc_of = [](const std::string& entries) {
+    auto t = parse_stargz_toc(bytes(R"({"version":1,"entries":[)" + entries + "]}"));
+    EXPECT_TRUE(t) << t.error().message;
+    return *t;
+  };
+  const std::string d = std::string(R"("chunkDigest":")") + kSha + "\"";
+  // ctr-remote --estargz-chunk-size 65536: a cut file names it.
+  EXPECT_EQ(stargz_writer_chunk_size(toc_of(R"({"name":"a","type":"reg","size":70000,"chunkSize":65536,"offset":0,)" + d +
+                                            R"(},{"name":"a","type":"chunk","chunkOffset":65536,"offset":100,)" + d + "}")),
+            65536u);
+  // No file cut: eStargz's default, or the power of two over the largest file.
+  EXPECT_EQ(stargz_writer_chunk_size(toc_of(R"({"name":"a","type":"reg","size":5000,"offset":0,)" + d + "}")), 4u << 20);
+  EXPECT_EQ(stargz_writer_chunk_size(toc_of(R"({"name":"a","type":"reg","size":5000000,"offset":0,)" + d + "}")), 8u << 20);
+  EXPECT_EQ(stargz_writer_chunk_size(toc_of(R"({"name":"d","type":"dir"})")), 4u << 20);
+}
+
 TEST(StargzFooter, ReadsCtrRemoteFooter) {
   static_assert(sizeof(kCtrRemoteFooter) == kEstargzFooterSize);
   auto off = parse_stargz_footer(kCtrRemoteFooter);

@@ -20,6 +20,10 @@
 #   - the same image with the top layer's toc.digest annotation changed: that
 #     TOC is refused (logged), containerd downloads that layer whole, layer 1
 #     stays lazy under it, the sums are right;
+#   - 64 KiB chunks (ctr-remote --estargz-chunk-size 65536) and, over that
+#     layer 1, a layer stargz-snapshotter's writer made with a min chunk size
+#     (payloads inside shared gzip members, tests/fixtures/estargz-min-chunk):
+#     both built from their TOCs, the container's sums of its files right;
 #   - --fs-driver fanotify (kernels >= 6.14 with erofs): the lowerdir is EROFS
 #     over nydusd's cache files filled from the eStargz blobs, sums right;
 #   - --daemon-mode shared: the same through the shared nydusd, unmounted at image rm;
@@ -241,13 +245,76 @@ tampered_right() {
   awk 'NR == 1 { if ($5 >= 0.4 * $3 || $7 >= $3) exit 1 } NR == 2 { if ($7 < $3) exit 1 }' sent.txt
 }
 step "the bad TOC refused (logged), that layer downloaded whole; layer 1 still lazy; sums right" tampered_right
-rm_tampered() {
+rm_image_clean() { # REF: removed, and no nydusd or snapshot left after it
   local _
-  ct_ctr image rm --sync "$TAMPERED" || return 1
+  ct_ctr image rm --sync "$1" || return 1
   for _ in $(seq 50); do [ -z "$(nydusd_pids)" ] && [ -z "$(ls "$CT_ROOT/snapshots")" ] && break; sleep 0.2; done
   [ -z "$(nydusd_pids)" ] && [ -z "$(ls "$CT_ROOT/snapshots")" ]
 }
-step "ctr image rm of it: no nydusd or snapshot left" rm_tampered
+step "ctr image rm of it: no nydusd or snapshot left" rm_image_clean "$TAMPERED"
+
+# ---- 64 KiB chunks, and a layer made with eStargz's min chunk size --------------------------------
+# The image converted again with `ctr-remote ... --estargz-chunk-size 65536` (upstream's
+# snapshotter builds every TOC with 4 MiB chunks, and such layers fail there), its layer 1
+# (busybox) under tests/fixtures/estargz-min-chunk/layer.tar.gz, written by stargz-snapshotter's
+# own library with 64 KiB chunks and payloads inside shared gzip members (innerOffset): both
+# bootstraps are built from their TOCs (not downloaded), the container reads the files right.
+MINCHUNK=$REGISTRY_HOST/test/esgz:minchunk
+MC_LAYER=$NYDUS_SOURCE_DIR/tests/fixtures/estargz-min-chunk/layer.tar.gz
+minchunk_push() {
+  mkdir -p mc/ref && tar -C mc/ref --numeric-owner -xzf "$MC_LAYER" || return 1
+  gzip -dc "$MC_LAYER" >mc/layer.tar || return 1
+  ct_ctr "${CONV[@]}" images import --no-unpack --base-name src img.tar >/dev/null || return 1
+  local src; src=$(ct_ctr "${CONV[@]}" images ls -q | grep ':v2$' | head -1)
+  ctr-remote --address "$CT_CD_SOCK" "${CONV[@]}" image convert --estargz --oci --estargz-chunk-size 65536 \
+    "$src" "$REGISTRY_HOST/test/esgz:c64" || return 1
+  ct_ctr "${CONV[@]}" images push --plain-http "$REGISTRY_HOST/test/esgz:c64" "$REGISTRY_HOST/test/esgz:c64" || return 1
+  push_blob "$REGISTRY_HOST" test/esgz "$MC_LAYER" || return 1
+  curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REGISTRY_HOST/v2/test/esgz/manifests/c64" \
+    >mc/v2.json || return 1
+  curl -fsS "http://$REGISTRY_HOST/v2/test/esgz/blobs/$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["digest"])' mc/v2.json)" \
+    >mc/v2-config.json || return 1
+  "$PY" - "$MC_LAYER" mc <<'EOF' || return 1
+import hashlib, io, json, sys, tarfile, zlib
+layer, d = sys.argv[1], sys.argv[2]
+b = open(layer, "rb").read()
+toc_off = int(b[-51:][16:32], 16)
+toc = tarfile.open(fileobj=io.BytesIO(zlib.decompressobj(31).decompress(b[toc_off:-51]))).extractfile("stargz.index.json").read()
+m = json.load(open(d + "/v2.json"))
+cfg = json.load(open(d + "/v2-config.json"))
+cfg["rootfs"]["diff_ids"] = [cfg["rootfs"]["diff_ids"][0], "sha256:" + hashlib.sha256(open(d + "/layer.tar", "rb").read()).hexdigest()]
+cfg["history"] = cfg.get("history", [])[:1]
+cb = json.dumps(cfg).encode()
+open(d + "/config.json", "wb").write(cb)
+m["config"] = {"mediaType": m["config"]["mediaType"], "digest": "sha256:" + hashlib.sha256(cb).hexdigest(), "size": len(cb)}
+m["layers"] = [m["layers"][0], {
+    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "digest": "sha256:" + hashlib.sha256(b).hexdigest(), "size": len(b),
+    "annotations": {"containerd.io/snapshot/stargz/toc.digest": "sha256:" + hashlib.sha256(toc).hexdigest(),
+                    "io.containers.estargz.uncompressed-size": str(len(open(d + "/layer.tar", "rb").read()))}}]
+open(d + "/manifest.json", "w").write(json.dumps(m))
+print("layers:", [l["digest"] for l in m["layers"]])
+EOF
+  push_blob "$REGISTRY_HOST" test/esgz mc/config.json || return 1
+  curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary @mc/manifest.json \
+    "http://$REGISTRY_HOST/v2/test/esgz/manifests/minchunk"
+}
+step "ctr-remote --estargz-chunk-size 65536; its busybox layer + the min chunk size layer (fixture) pushed" minchunk_push
+step "rpull of the min chunk size image" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$MINCHUNK"
+MC_FILES="etc/hostname etc/motd usr/lib/json/decoder.py usr/share/words.txt usr/bin/tool srv/small/f05 srv/small/after-random"
+minchunk_right() {
+  local d
+  for d in $("$PY" -c 'import json,sys; print(" ".join(l["digest"] for l in json.load(open(sys.argv[1]))["layers"]))' mc/manifest.json); do
+    grep -q "eStargz layer $d of $MINCHUNK: bootstrap built from its TOC (sha256 == toc.digest label), not downloaded" \
+      "$CT_LOGS/snapshotter.log" || { grep "$d" "$CT_LOGS/snapshotter.log"; echo "layer $d was not prepared from its TOC"; return 1; }
+  done
+  (cd mc/ref && sha256sum $MC_FILES | sed 's#  #  /#') >mc/want.txt
+  run --rm "$MINCHUNK" minchunk /bin/sh -c "sha256sum $(echo " $MC_FILES" | sed 's# # /#g')" >mc/got.txt || return 1
+  diff mc/want.txt mc/got.txt || return 1
+  echo "$(wc -l <mc/got.txt) files of the min chunk size layer equal tar -x of it"
+}
+step "ctr run: files of the min chunk size layer (built from its TOC) equal tar -x of the layer" minchunk_right
+step "ctr image rm of it: no nydusd or snapshot left" rm_image_clean "$MINCHUNK"
 
 # ---- --fs-driver fanotify (kernel EROFS over the blob cache), where the kernel offers it ---------
 fanotify_kernel() {
