@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "format/bootstrap.h"
 #include "format/digest.h"
 #include "format/stargz_toc.h"
 #include "storage/backend.h"
@@ -173,6 +174,13 @@ Status prepare_estargz_layer(const EstargzLayerRequest& req) {
   auto toc = format::parse_stargz_toc(std::span(reinterpret_cast<const uint8_t*>(json.data()), json.size()));
   if (!toc) return std::unexpected(std::move(toc).error().context("eStargz TOC"));
   const uint64_t chunk_size = format::stargz_writer_chunk_size(*toc);
+  if (!req.below_bootstrap.empty()) {
+    NYDUS_ASSIGN_OR_RETURN(auto below, format::Bootstrap::open(req.below_bootstrap));
+    if (below->chunk_size() != chunk_size)
+      return errorf(Errc::kUnsupported,
+                    "its files are cut in chunks of {:#x}, the eStargz layers below it in {:#x} (one image, one chunk "
+                    "size)", chunk_size, below->chunk_size());
+  }
 
   const std::string toc_path = req.out_dir + "/" + std::string(kTocName);
   NYDUS_TRY(write_file(toc_path, json));

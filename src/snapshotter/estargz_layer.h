@@ -37,11 +37,16 @@ struct EstargzLayerRequest {
   std::string nydus_image;   // the nydus-image binary
   std::string out_dir;       // receives stargz.index.json, <blob_id> (the bootstrap), nydus-image.log
   std::string toc_digest;    // "sha256:<hex>" the TOC JSON must hash to (the layer's annotation); empty: unchecked
+  // The bootstrap of the eStargz layer below (empty for the bottom layer):
+  // a merged image has one chunk size, so a layer cut with another is left
+  // to containerd (kUnsupported) rather than fail the container's merge.
+  std::string below_bootstrap;
 };
 
 // Reads the layer's TOC from its backend and builds its bootstrap at
 // out_dir/<blob_id>. kNotFound: the blob has no eStargz footer (a plain layer);
-// kCorrupt: a TOC that is malformed, too large, or not the annotated digest.
+// kCorrupt: a TOC that is malformed, too large, or not the annotated digest;
+// kUnsupported: a chunk size other than the layers' below.
 Status prepare_estargz_layer(const EstargzLayerRequest& req);
 
 // One bootstrap for the whole image: `layer_boots` lowest layer first;

@@ -199,18 +199,23 @@ SResult<Snapshotter::DaemonRequest> Snapshotter::daemon_request(const Meta& meta
   return DaemonRequest{meta.id, boot, ref, meta.labels};
 }
 
+// Each eStargz layer's fs dir holds its bootstrap named by the layer's sha256 hex.
+std::string Snapshotter::estargz_layer_bootstrap(const std::string& id) const {
+  std::string found;
+  std::error_code ec;
+  for (fs::directory_iterator d(upper_path(id), ec), end; !ec && d != end; d.increment(ec)) {
+    std::string n = d->path().filename().string();
+    if (n.size() == 64 && n.find_first_not_of("0123456789abcdef") == std::string::npos) found = d->path().string();
+  }
+  return found;
+}
+
 SResult<void> Snapshotter::ensure_estargz_bootstrap(const Meta& meta) {
   const std::string out = upper_path(meta.id) + "/image.boot";
   if (::access(out.c_str(), R_OK) == 0) return {};
-  // Each layer's fs dir holds its bootstrap named by the layer's sha256 hex.
   std::vector<std::string> boots;
   for (auto it = meta.chain.rbegin(); it != meta.chain.rend(); ++it) {
-    std::string found;
-    std::error_code ec;
-    for (fs::directory_iterator d(upper_path(*it), ec), end; !ec && d != end; d.increment(ec)) {
-      std::string n = d->path().filename().string();
-      if (n.size() == 64 && n.find_first_not_of("0123456789abcdef") == std::string::npos) found = d->path().string();
-    }
+    std::string found = estargz_layer_bootstrap(*it);
     if (found.empty())
       return snap_error(Code::kFailedPrecondition, "eStargz layer snapshot {} has no bootstrap", *it);
     boots.push_back(found);
@@ -233,6 +238,7 @@ SResult<bool> Snapshotter::try_commit_estargz_layer(std::unique_lock<std::mutex>
     return false;
   // eStargz layers must be the bottom of the chain (one nydusd serves them
   // merged): above a layer containerd downloaded, download this one too.
+  std::string below;
   if (!parent.empty()) {
     auto p = ms_->get_info(parent);
     if (!p) return std::unexpected(p.error());
@@ -240,6 +246,7 @@ SResult<bool> Snapshotter::try_commit_estargz_layer(std::unique_lock<std::mutex>
       spdlog::info("layer {} of {}: a layer below it was downloaded, so is this one", digest, ref);
       return false;
     }
+    below = estargz_layer_bootstrap(p->id);
   }
   auto cfg = daemons_.config_for_image(ref, labels);
   if (!cfg) {
@@ -254,7 +261,7 @@ SResult<bool> Snapshotter::try_commit_estargz_layer(std::unique_lock<std::mutex>
   ::chmod(tmp.c_str(), 0755);
   lk.unlock();  // registry round trips and nydus-image: not under the main lock
   const std::string toc_digest = get(labels, label::kStargzTocDigest);
-  auto st = prepare_estargz_layer({*cfg, hex, nydus_image_, tmp, toc_digest});
+  auto st = prepare_estargz_layer({*cfg, hex, nydus_image_, tmp, toc_digest, below});
   lk.lock();
   if (!st) {
     fs::remove_all(tmp, ec);

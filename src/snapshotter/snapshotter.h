@@ -102,6 +102,7 @@ class Snapshotter {
                                          const std::string& parent, const std::string& target, const Labels& labels);
   // The merged bootstrap of an eStargz chain topped by `meta` (under mu_; made once).
   SResult<void> ensure_estargz_bootstrap(const Meta& meta);
+  std::string estargz_layer_bootstrap(const std::string& id) const;
   // Ensures the image's daemon runs, with `lk` (on mu_) released meanwhile and
   // the image pinned so no concurrent Remove stops it. Returns its mountpoint.
   SResult<std::string> start_daemon_unlocked(std::unique_lock<std::mutex>& lk, const DaemonRequest& req);

@@ -24,6 +24,8 @@
 #     layer 1, a layer stargz-snapshotter's writer made with a min chunk size
 #     (payloads inside shared gzip members, tests/fixtures/estargz-min-chunk):
 #     both built from their TOCs, the container's sums of its files right;
+#     the same layer over a 4 MiB-chunk layer 1: left to containerd (one
+#     merged bootstrap, one chunk size), the container still reads right;
 #   - --fs-driver fanotify (kernels >= 6.14 with erofs): the lowerdir is EROFS
 #     over nydusd's cache files filled from the eStargz blobs, sums right;
 #   - --daemon-mode shared: the same through the shared nydusd, unmounted at image rm;
@@ -261,6 +263,38 @@ step "ctr image rm of it: no nydusd or snapshot left" rm_image_clean "$TAMPERED"
 # bootstraps are built from their TOCs (not downloaded), the container reads the files right.
 MINCHUNK=$REGISTRY_HOST/test/esgz:minchunk
 MC_LAYER=$NYDUS_SOURCE_DIR/tests/fixtures/estargz-min-chunk/layer.tar.gz
+# over_layer1 BASE TAG: push test/esgz:TAG = layer 1 of test/esgz:BASE + the fixture layer.
+over_layer1() {
+  local base=$1 tag=$2
+  curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REGISTRY_HOST/v2/test/esgz/manifests/$base" \
+    >"mc/$base.json" || return 1
+  curl -fsS "http://$REGISTRY_HOST/v2/test/esgz/blobs/$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["digest"])' "mc/$base.json")" \
+    >"mc/$base-config.json" || return 1
+  "$PY" - "$MC_LAYER" mc "$base" "$tag" <<'EOF' || return 1
+import hashlib, io, json, sys, tarfile, zlib
+layer, d, base, tag = sys.argv[1:5]
+b = open(layer, "rb").read()
+toc_off = int(b[-51:][16:32], 16)
+toc = tarfile.open(fileobj=io.BytesIO(zlib.decompressobj(31).decompress(b[toc_off:-51]))).extractfile("stargz.index.json").read()
+m = json.load(open(f"{d}/{base}.json"))
+cfg = json.load(open(f"{d}/{base}-config.json"))
+cfg["rootfs"]["diff_ids"] = [cfg["rootfs"]["diff_ids"][0], "sha256:" + hashlib.sha256(open(d + "/layer.tar", "rb").read()).hexdigest()]
+cfg["history"] = cfg.get("history", [])[:1]
+cb = json.dumps(cfg).encode()
+open(f"{d}/{tag}-config.json", "wb").write(cb)
+m["config"] = {"mediaType": m["config"]["mediaType"], "digest": "sha256:" + hashlib.sha256(cb).hexdigest(), "size": len(cb)}
+m["layers"] = [m["layers"][0], {
+    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "digest": "sha256:" + hashlib.sha256(b).hexdigest(), "size": len(b),
+    "annotations": {"containerd.io/snapshot/stargz/toc.digest": "sha256:" + hashlib.sha256(toc).hexdigest(),
+                    "io.containers.estargz.uncompressed-size": str(len(open(d + "/layer.tar", "rb").read()))}}]
+open(f"{d}/{tag}.json", "w").write(json.dumps(m))
+print(tag, "layers:", [l["digest"] for l in m["layers"]])
+EOF
+  push_blob "$REGISTRY_HOST" test/esgz "mc/$tag-config.json" || return 1
+  curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@mc/$tag.json" \
+    "http://$REGISTRY_HOST/v2/test/esgz/manifests/$tag"
+}
 minchunk_push() {
   mkdir -p mc/ref && tar -C mc/ref --numeric-owner -xzf "$MC_LAYER" || return 1
   gzip -dc "$MC_LAYER" >mc/layer.tar || return 1
@@ -270,41 +304,14 @@ minchunk_push() {
     "$src" "$REGISTRY_HOST/test/esgz:c64" || return 1
   ct_ctr "${CONV[@]}" images push --plain-http "$REGISTRY_HOST/test/esgz:c64" "$REGISTRY_HOST/test/esgz:c64" || return 1
   push_blob "$REGISTRY_HOST" test/esgz "$MC_LAYER" || return 1
-  curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REGISTRY_HOST/v2/test/esgz/manifests/c64" \
-    >mc/v2.json || return 1
-  curl -fsS "http://$REGISTRY_HOST/v2/test/esgz/blobs/$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["digest"])' mc/v2.json)" \
-    >mc/v2-config.json || return 1
-  "$PY" - "$MC_LAYER" mc <<'EOF' || return 1
-import hashlib, io, json, sys, tarfile, zlib
-layer, d = sys.argv[1], sys.argv[2]
-b = open(layer, "rb").read()
-toc_off = int(b[-51:][16:32], 16)
-toc = tarfile.open(fileobj=io.BytesIO(zlib.decompressobj(31).decompress(b[toc_off:-51]))).extractfile("stargz.index.json").read()
-m = json.load(open(d + "/v2.json"))
-cfg = json.load(open(d + "/v2-config.json"))
-cfg["rootfs"]["diff_ids"] = [cfg["rootfs"]["diff_ids"][0], "sha256:" + hashlib.sha256(open(d + "/layer.tar", "rb").read()).hexdigest()]
-cfg["history"] = cfg.get("history", [])[:1]
-cb = json.dumps(cfg).encode()
-open(d + "/config.json", "wb").write(cb)
-m["config"] = {"mediaType": m["config"]["mediaType"], "digest": "sha256:" + hashlib.sha256(cb).hexdigest(), "size": len(cb)}
-m["layers"] = [m["layers"][0], {
-    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "digest": "sha256:" + hashlib.sha256(b).hexdigest(), "size": len(b),
-    "annotations": {"containerd.io/snapshot/stargz/toc.digest": "sha256:" + hashlib.sha256(toc).hexdigest(),
-                    "io.containers.estargz.uncompressed-size": str(len(open(d + "/layer.tar", "rb").read()))}}]
-open(d + "/manifest.json", "w").write(json.dumps(m))
-print("layers:", [l["digest"] for l in m["layers"]])
-EOF
-  push_blob "$REGISTRY_HOST" test/esgz mc/config.json || return 1
-  curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary @mc/manifest.json \
-    "http://$REGISTRY_HOST/v2/test/esgz/manifests/minchunk"
+  over_layer1 c64 minchunk
 }
 step "ctr-remote --estargz-chunk-size 65536; its busybox layer + the min chunk size layer (fixture) pushed" minchunk_push
 step "rpull of the min chunk size image" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$MINCHUNK"
 MC_FILES="etc/hostname etc/motd usr/lib/json/decoder.py usr/share/words.txt usr/bin/tool srv/small/f05 srv/small/after-random"
 minchunk_right() {
   local d
-  for d in $("$PY" -c 'import json,sys; print(" ".join(l["digest"] for l in json.load(open(sys.argv[1]))["layers"]))' mc/manifest.json); do
+  for d in $("$PY" -c 'import json,sys; print(" ".join(l["digest"] for l in json.load(open(sys.argv[1]))["layers"]))' mc/minchunk.json); do
     grep -q "eStargz layer $d of $MINCHUNK: bootstrap built from its TOC (sha256 == toc.digest label), not downloaded" \
       "$CT_LOGS/snapshotter.log" || { grep "$d" "$CT_LOGS/snapshotter.log"; echo "layer $d was not prepared from its TOC"; return 1; }
   done
@@ -315,6 +322,26 @@ minchunk_right() {
 }
 step "ctr run: files of the min chunk size layer (built from its TOC) equal tar -x of the layer" minchunk_right
 step "ctr image rm of it: no nydusd or snapshot left" rm_image_clean "$MINCHUNK"
+
+# The fixture layer (64 KiB chunks) over layer 1 of the 4 MiB-chunk image: one merged
+# bootstrap cannot hold both, so the snapshotter leaves that layer to containerd (logged)
+# and the container still starts and reads right.
+MIXED=$REGISTRY_HOST/test/esgz:mixed
+step "layer 1 of the 4 MiB image + the 64 KiB fixture layer pushed as test/esgz:mixed" over_layer1 v2 mixed
+mark
+step "rpull of the mixed chunk size image" ctr-remote --address "$CT_CD_SOCK" image rpull --plain-http --snapshotter nydus "$MIXED"
+mixed_right() {
+  local l1 l2
+  l1=$(sed -n 1p layers.txt | cut -d' ' -f1); l2=sha256:$(sha256sum "$MC_LAYER" | cut -c1-64)
+  grep -q "eStargz layer $l1 of $MIXED: bootstrap built from its TOC" "$CT_LOGS/snapshotter.log" ||
+    { echo "layer 1 was not prepared from its TOC"; return 1; }
+  grep -q "eStargz layer $l2 of $MIXED: its files are cut in chunks of 0x10000, the eStargz layers below it in 0x400000 .*; containerd will download it" \
+    "$CT_LOGS/snapshotter.log" || { grep "$l2" "$CT_LOGS/snapshotter.log"; echo "no chunk size refusal logged"; return 1; }
+  run --rm "$MIXED" mixed /bin/sh -c "sha256sum $(echo " $MC_FILES bin/busybox" | sed 's# # /#g')" >mc/got-mixed.txt || return 1
+  (cat mc/want.txt; grep ' /bin/busybox$' want_small.txt) | diff - mc/got-mixed.txt
+}
+step "mixed chunk sizes: the upper layer downloaded (logged), the container's sums right" mixed_right
+step "ctr image rm of it: no nydusd or snapshot left" rm_image_clean "$MIXED"
 
 # ---- --fs-driver fanotify (kernel EROFS over the blob cache), where the kernel offers it ---------
 fanotify_kernel() {
