@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -333,6 +334,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // gaps (joins_run), up to amplify_io bytes with the gaps (a single larger
   // chunk still goes alone).
   size_t run_end(const std::vector<uint32_t>& cis, size_t i) const;
+  void index_batch_peers();
   // Whether a chunk stored at `next` may share a request with a run ending at
   // `prev_end`: an eStargz layer keeps each file's tar header (a gzip member
   // of its own, ~50-100 bytes) between one file's chunks and the next, so a
@@ -427,6 +429,12 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   std::shared_ptr<Backend> backend_;
   std::shared_ptr<const format::ZranMeta> zran_;  // ZRAN blobs: chunks live in the gzip layer
   std::vector<std::vector<uint32_t>> zran_peers_;  // ZRAN: ci indices by context
+  // Batch chunks (--batch-size batches, eStargz payloads sharing a gzip
+  // member): ci indices by stored range, and each chunk's group (kNoGroup
+  // for the others). Empty when the blob has none.
+  static constexpr uint32_t kNoGroup = UINT32_MAX;
+  std::vector<std::vector<uint32_t>> batch_peers_;
+  std::vector<uint32_t> batch_group_;
   std::unique_ptr<ZranDicts> zran_dicts_;          // ZRAN: windows fetched on first use (after zran_)
   CacheConfig cfg_;
   std::vector<ChunkSlot> chunks_;
@@ -577,7 +585,23 @@ Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector
     if (chunks_[by_uoff_[k]].uncompressed_offset < p.uncompressed_offset + p.uncompressed_size)
       return corrupt("chunks {} and {} overlap in the uncompressed layout", by_uoff_[k - 1], by_uoff_[k]);
   }
+  index_batch_peers();
   return ok();
+}
+
+void BlobCacheImpl::index_batch_peers() {
+  batch_peers_.clear();
+  batch_group_.clear();
+  std::map<std::pair<uint64_t, uint32_t>, uint32_t> group_of_range;
+  for (uint32_t ci = 0; ci < chunks_.size(); ci++) {
+    const ChunkSlot& c = chunks_[ci];
+    if (!c.batch) continue;
+    if (batch_group_.empty()) batch_group_.assign(chunks_.size(), kNoGroup);
+    auto [it, fresh] = group_of_range.emplace(std::pair{c.compressed_offset, c.compressed_size}, uint32_t(batch_peers_.size()));
+    if (fresh) batch_peers_.emplace_back();
+    batch_peers_[it->second].push_back(ci);
+    batch_group_[ci] = it->second;
+  }
 }
 
 Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backend, const CacheConfig& cfg,
@@ -770,6 +794,22 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
       // later reads nearby then cost nothing.
       // Read-ahead leaves the chunks before its own to readers, who would
       // otherwise wait for its whole run.
+      // Batch chunks: the fetch and decode of one give every chunk of its
+      // stored range, so take those too (a directory of small files in one
+      // eStargz gzip member then costs one request, not one per file).
+      if (!batch_group_.empty()) {
+        uint32_t last_group = kNoGroup;
+        for (size_t k = 0, n = mine.size(); k < n; k++) {
+          const uint32_t g = batch_group_[mine[k]];
+          if (g == kNoGroup || g == last_group) continue;
+          last_group = g;
+          for (uint32_t peer : batch_peers_[g])
+            if (!ready(peer) && !inflight_[peer]) {
+              inflight_[peer] = 1;
+              peers.push_back(peer);
+            }
+        }
+      }
       if (zran_ && !mine.empty()) {
         uint32_t last_ctx = UINT32_MAX;
         for (uint32_t ci : mine) {

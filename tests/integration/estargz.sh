@@ -22,7 +22,8 @@
 #  - a layer stargz-snapshotter's writer made with a min chunk size
 #    (tests/fixtures/estargz-min-chunk: payloads inside shared gzip members,
 #    at their innerOffset): estargztoc-ref, check, unpack and the mount ==
-#    tar -x, one small file read cold fetches its member only;
+#    tar -x, one small file read cold fetches its member only, and with it
+#    the 30 other files of that member (one backend read for all);
 #  - hostile TOCs: an offset outside the layer, two chunks at one offset,
 #    a chunk not tiling its file: a clear build error; a lying chunkDigest,
 #    innerOffset, and an offset that is not a gzip member: EIO for that file
@@ -529,13 +530,22 @@ minchunk_unpack() {
     tar -C "$MC/unpacked" --numeric-owner --xattrs --xattrs-include='*' -xf "$MC/unpacked.tar" || return 1
   compare_trees --ignore-root-attrs "$MC/ref" "$MC/unpacked"
 }
+backend_reads() { # SOCK: read_count of GET /api/v1/metrics/backend
+  curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/backend |
+    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["read_count"])'
+}
 minchunk_lazy() {
-  local before after f=srv/small/f05
-  before=$(backend_bytes "$MC/api.sock") || return 1
+  local before after reads0 reads f=srv/small/f05
+  before=$(backend_bytes "$MC/api.sock") && reads0=$(backend_reads "$MC/api.sock") || return 1
   cmp "$MC/mnt/$f" "$MC/ref/$f" || return 1
   after=$(backend_bytes "$MC/api.sock") || return 1
   echo "backend bytes: $((after - before)) for $f; layer $(stat -c %s "$MC_LAYER") bytes"
   [ $((after - before)) -gt 0 ] && [ $((after - before)) -lt 16384 ] || { echo "not a lazy read"; return 1; }
+  # The 30 other files of that member came with it: one request for all 31.
+  for f in "$MC/ref"/srv/small/*; do cmp "$MC/mnt/srv/small/${f##*/}" "$f" || return 1; done
+  after=$(backend_bytes "$MC/api.sock") && reads=$(backend_reads "$MC/api.sock") || return 1
+  echo "srv/small/* (31 files, one gzip member): $((reads - reads0)) backend reads, $((after - before)) bytes"
+  [ $((reads - reads0)) -eq 1 ] && [ $((after - before)) -lt 16384 ]
 }
 minchunk_mount() {
   compare_trees --ignore-root-attrs "$MC/ref" "$MC/mnt" || return 1
@@ -547,7 +557,7 @@ if step "min chunk size layer (stargz-snapshotter's writer): estargztoc-ref from
   step "min chunk size: unpack == tar -x" minchunk_unpack
   write_config "$MC/config.json" "$MC/blobs" "$MC/cache" false
   if step "min chunk size: nydusd mounts it (localfs)" start_daemon "$MC/boot" "$MC/config.json" "$MC/mnt" "$MC/api.sock"; then
-    step "min chunk size: a small file read cold fetches its gzip member only" minchunk_lazy
+    step "min chunk size: a small file read cold fetches its gzip member only, with the 30 files in it" minchunk_lazy
     step "min chunk size: mount == tar -x (modes, owners, links, xattrs, content)" minchunk_mount
     step "min chunk size: nydusd stops cleanly" stop_daemon "$MC/mnt"
   fi

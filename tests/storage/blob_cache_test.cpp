@@ -334,6 +334,55 @@ TEST(BlobCache, AdjacentMissingChunksMergeIntoOneRequest) {
   EXPECT_EQ(read_range(*c2, 0, env.blob.info.uncompressed_size), env.blob.layout);
 }
 
+// A batch (--batch-size) is fetched and decoded whole for any of its chunks:
+// the others of that batch come with it (eStargz payloads sharing a gzip
+// member are batches too, see Bootstrap::adopt_stargz_chunks).
+TEST(BlobCache, ABatchChunkReadBringsItsWholeBatch) {
+  TempDir dir;
+  fs::create_directories(dir / "blobs");
+  format::BlobWriterOptions opts;
+  opts.compressor = Compressor::kZstd;
+  opts.chunk_size = 64 << 10;
+  opts.batch_size = 16 << 10;
+  auto w = format::BlobWriter::create(dir / "blob.tmp", opts);
+  ASSERT_TRUE(w) << w.error().message;
+  std::vector<Bytes> chunks;
+  std::vector<format::ChunkRecord> recs;
+  for (uint8_t i = 0; i < 12; i++) {  // 12 x 3-4 KiB: batches of four or five
+    chunks.push_back(test::text_bytes(3000 + 100 * i, i));
+    auto r = (*w)->add_batch_chunk(chunks.back(), format::compute_digest(opts.digester, chunks.back()),
+                                   format::crc32c(chunks.back()));
+    ASSERT_TRUE(r) << r.error().message;
+    recs.push_back(*r);
+  }
+  ASSERT_TRUE((*w)->finish_meta());
+  auto info = (*w)->close();
+  ASSERT_TRUE(info) << info.error().message;
+  fs::rename(dir / "blob.tmp", dir / "blobs" / info->blob_id);
+  auto fake = std::make_shared<FakeBackend>(*LocalFsBackend::create(LocalFsConfig{dir / "blobs", {}, {}}));
+  CacheConfig cfg;
+  cfg.work_dir = dir / "cache";
+  cfg.digest_validate = true;
+  cfg.amplify_reads = false;
+  std::vector<format::Digest> digests;
+  for (const auto& r : recs) digests.push_back(r.digest);
+  auto cache = BlobCache::open(*info, fake, cfg, digests);
+  ASSERT_TRUE(cache) << cache.error().message;
+  fake->reads = 0;  // the blob meta's fetch
+
+  EXPECT_EQ(read_range(**cache, recs[2].uncompressed_offset, chunks[2].size()), chunks[2]);
+  EXPECT_EQ(fake->reads.load(), 1);
+  size_t ready = 0;
+  for (size_t i = 0; i < recs.size(); i++) ready += (*cache)->is_ready(recs[i].uncompressed_offset, chunks[i].size());
+  EXPECT_GE(ready, 4u) << "chunk 2's batch, not chunk 2 alone";
+  EXPECT_LT(ready, recs.size()) << "the other batch stays where it is";
+  const int reads = fake->reads.load();
+  for (size_t i = 0; i < recs.size(); i++)
+    if ((*cache)->is_ready(recs[i].uncompressed_offset, chunks[i].size()))
+      EXPECT_EQ(read_range(**cache, recs[i].uncompressed_offset, chunks[i].size()), chunks[i]) << i;
+  EXPECT_EQ(fake->reads.load(), reads) << "its batch was served from the cache";
+}
+
 // ---- (h) damaged cache files ---------------------------------------------------------
 
 TEST(BlobCache, CorruptChunkMapIsDiscarded) {
