@@ -552,9 +552,24 @@ minchunk_mount() {
   [ "$(stat -c %i "$MC/mnt/usr/bin/tool")" = "$(stat -c %i "$MC/mnt/usr/bin/tool-link")" ] || { echo "hard link split"; return 1; }
   [ "$(getfattr --only-values -n user.note "$MC/mnt/etc/motd")" = min-chunk ]
 }
+# The layer is valid gzip: estargz-ref (ZRAN over it) and estargz-rafs (a Nydus blob) read it too.
+minchunk_other_types() {
+  local t
+  for t in estargz-ref estargz-rafs; do
+    mkdir -p "$MC/$t/blobs" "$MC/$t/un" || return 1
+    "$NYDUS_IMAGE" create --type "$t" -B "$MC/$t/boot" -D "$MC/$t/blobs" "$MC_LAYER" >/dev/null || return 1
+    [ "$t" = estargz-ref ] && cp "$MC_LAYER" "$MC/$t/blobs/$(sha256sum "$MC_LAYER" | cut -c1-64)"
+    "$NYDUS_IMAGE" check -B "$MC/$t/boot" -D "$MC/$t/blobs" >/dev/null || return 1
+    "$NYDUS_IMAGE" unpack -B "$MC/$t/boot" -D "$MC/$t/blobs" --output "$MC/$t/un.tar" >/dev/null || return 1
+    tar -C "$MC/$t/un" --numeric-owner --xattrs --xattrs-include='*' -xf "$MC/$t/un.tar" || return 1
+    echo "$t: $(compare_trees --ignore-root-attrs "$MC/ref" "$MC/$t/un" | tail -1)"
+    compare_trees --ignore-root-attrs "$MC/ref" "$MC/$t/un" >/dev/null || return 1
+  done
+}
 if step "min chunk size layer (stargz-snapshotter's writer): estargztoc-ref from its TOC" minchunk_build; then
   step "min chunk size: check inflates every slice == chunkDigest" "$NYDUS_IMAGE" check -B "$MC/boot" -D "$MC/blobs"
   step "min chunk size: unpack == tar -x" minchunk_unpack
+  step "min chunk size: estargz-ref (ZRAN) and estargz-rafs of the layer: check, unpack == tar -x" minchunk_other_types
   write_config "$MC/config.json" "$MC/blobs" "$MC/cache" false
   if step "min chunk size: nydusd mounts it (localfs)" start_daemon "$MC/boot" "$MC/config.json" "$MC/mnt" "$MC/api.sock"; then
     step "min chunk size: a small file read cold fetches its gzip member only, with the 30 files in it" minchunk_lazy
