@@ -845,6 +845,7 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
       urgent = mine;
       std::sort(urgent.begin(), urgent.end());
     }
+    const size_t own = mine.size();
     mine.insert(mine.end(), peers.begin(), peers.end());
     if (mine.empty() && theirs.empty()) return ok();
     Status st = ok();
@@ -857,7 +858,10 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
           if (!std::binary_search(deferred.begin(), deferred.end(), ci)) inflight_[ci] = 0;
       }
       cv_.notify_all();
-      if (!st) return st;
+      // A peer taken along that failed (its digest, say) fails its own
+      // readers later, not this one.
+      if (!st && std::any_of(mine.begin(), mine.begin() + ptrdiff_t(own), [&](uint32_t ci) { return !ready(ci); }))
+        return st;
     }
     if (!wait_for_others) return ok();
     if (!theirs.empty()) {

@@ -381,6 +381,16 @@ TEST(BlobCache, ABatchChunkReadBringsItsWholeBatch) {
     if ((*cache)->is_ready(recs[i].uncompressed_offset, chunks[i].size()))
       EXPECT_EQ(read_range(**cache, recs[i].uncompressed_offset, chunks[i].size()), chunks[i]) << i;
   EXPECT_EQ(fake->reads.load(), reads) << "its batch was served from the cache";
+
+  // A chunk of the batch that fails its digest fails its own reads only.
+  cfg.work_dir = dir / "cache2";
+  digests[1][0] ^= 1;
+  auto c2 = BlobCache::open(*info, fake, cfg, digests);
+  ASSERT_TRUE(c2) << c2.error().message;
+  EXPECT_EQ(read_range(**c2, recs[2].uncompressed_offset, chunks[2].size()), chunks[2]);
+  Bytes out(chunks[1].size());
+  EXPECT_FALSE((*c2)->read(recs[1].uncompressed_offset, out)) << "chunk 1's digest is wrong";
+  EXPECT_EQ(read_range(**c2, recs[0].uncompressed_offset, chunks[0].size()), chunks[0]);
 }
 
 // ---- (h) damaged cache files ---------------------------------------------------------
