@@ -190,8 +190,11 @@ TEST_F(StargzBuild, PayloadsSharingAGzipMemberAreSlicesOfIt) {
   EXPECT_EQ(by_inner.size(), 3u);
   EXPECT_TRUE(by_inner.contains(512) && by_inner.contains(b_inner) && by_inner.contains(b_inner + 0x1000));
   const auto& slices = *(*boot)->blobs()[0].bootstrap_chunks;
-  for (const auto& r : slices)
-    if (r.batch) EXPECT_EQ(r.batch_size, b_inner + 0x1000 + 300) << "the member's head up to its furthest slice";
+  for (const auto& r : slices) {
+    if (r.batch) {
+      EXPECT_EQ(r.batch_size, b_inner + 0x1000 + 300) << "the member's head up to its furthest slice";
+    }
+  }
 
   // A lying innerOffset builds (the TOC is all the builder sees) but reads
   // fail the chunkDigest, never return the member's other bytes.

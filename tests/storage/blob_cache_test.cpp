@@ -377,9 +377,11 @@ TEST(BlobCache, ABatchChunkReadBringsItsWholeBatch) {
   EXPECT_GE(ready, 4u) << "chunk 2's batch, not chunk 2 alone";
   EXPECT_LT(ready, recs.size()) << "the other batch stays where it is";
   const int reads = fake->reads.load();
-  for (size_t i = 0; i < recs.size(); i++)
-    if ((*cache)->is_ready(recs[i].uncompressed_offset, chunks[i].size()))
+  for (size_t i = 0; i < recs.size(); i++) {
+    if ((*cache)->is_ready(recs[i].uncompressed_offset, chunks[i].size())) {
       EXPECT_EQ(read_range(**cache, recs[i].uncompressed_offset, chunks[i].size()), chunks[i]) << i;
+    }
+  }
   EXPECT_EQ(fake->reads.load(), reads) << "its batch was served from the cache";
 
   // A chunk of the batch that fails its digest fails its own reads only.
