@@ -334,7 +334,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // gaps (joins_run), up to amplify_io bytes with the gaps (a single larger
   // chunk still goes alone).
   size_t run_end(const std::vector<uint32_t>& cis, size_t i) const;
-  void index_batch_peers();
+  void index_peer_groups();
   // Whether a chunk stored at `next` may share a request with a run ending at
   // `prev_end`: an eStargz layer keeps each file's tar header (a gzip member
   // of its own, ~50-100 bytes) between one file's chunks and the next, so a
@@ -428,13 +428,13 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   BlobInfo blob_;
   std::shared_ptr<Backend> backend_;
   std::shared_ptr<const format::ZranMeta> zran_;  // ZRAN blobs: chunks live in the gzip layer
-  std::vector<std::vector<uint32_t>> zran_peers_;  // ZRAN: ci indices by context
-  // Batch chunks (--batch-size batches, eStargz payloads sharing a gzip
-  // member): ci indices by stored range, and each chunk's group (kNoGroup
-  // for the others). Empty when the blob has none.
+  // Peer groups: chunks that one fetch and one decode produce together (a
+  // ZRAN context; a batch: --batch-size batches, eStargz payloads sharing a
+  // gzip member). ci indices by group, and each chunk's group (kNoGroup for
+  // the others). Empty when the blob has none.
   static constexpr uint32_t kNoGroup = UINT32_MAX;
-  std::vector<std::vector<uint32_t>> batch_peers_;
-  std::vector<uint32_t> batch_group_;
+  std::vector<std::vector<uint32_t>> peer_groups_;
+  std::vector<uint32_t> group_of_;
   std::unique_ptr<ZranDicts> zran_dicts_;          // ZRAN: windows fetched on first use (after zran_)
   CacheConfig cfg_;
   std::vector<ChunkSlot> chunks_;
@@ -506,12 +506,8 @@ Status BlobCacheImpl::load_meta(const std::vector<format::Digest>& digests) {
     if (!zm) return std::unexpected(std::move(zm).error());
     zran_ = std::move(*zm);
     if (zran_->lazy_dicts) zran_dicts_ = std::make_unique<ZranDicts>(*zran_, blob_);
-    zran_peers_.assign(zran_->contexts.size(), {});
     format::BlobMeta meta;
-    for (uint32_t ci = 0; ci < zran_->chunks.size(); ci++) {
-      meta.chunks.push_back(zran_->chunks[ci].ci);
-      zran_peers_[zran_->chunks[ci].zran_index].push_back(ci);
-    }
+    for (const auto& c : zran_->chunks) meta.chunks.push_back(c.ci);
     return index_meta(meta, digests);
   }
   const fs::path cache_path = cfg_.work_dir / (blob_.blob_id + ".blob.meta");
@@ -585,22 +581,31 @@ Status BlobCacheImpl::index_meta(const format::BlobMeta& meta, const std::vector
     if (chunks_[by_uoff_[k]].uncompressed_offset < p.uncompressed_offset + p.uncompressed_size)
       return corrupt("chunks {} and {} overlap in the uncompressed layout", by_uoff_[k - 1], by_uoff_[k]);
   }
-  index_batch_peers();
+  index_peer_groups();
   return ok();
 }
 
-void BlobCacheImpl::index_batch_peers() {
-  batch_peers_.clear();
-  batch_group_.clear();
+void BlobCacheImpl::index_peer_groups() {
+  peer_groups_.clear();
+  group_of_.clear();
+  if (zran_) {  // (index_meta took its chunks in order, one ci each)
+    peer_groups_.assign(zran_->contexts.size(), {});
+    group_of_.resize(chunks_.size());
+    for (uint32_t ci = 0; ci < chunks_.size(); ci++) {
+      group_of_[ci] = zran_->chunks[ci].zran_index;
+      peer_groups_[group_of_[ci]].push_back(ci);
+    }
+    return;
+  }
   std::map<std::pair<uint64_t, uint32_t>, uint32_t> group_of_range;
   for (uint32_t ci = 0; ci < chunks_.size(); ci++) {
     const ChunkSlot& c = chunks_[ci];
     if (!c.batch) continue;
-    if (batch_group_.empty()) batch_group_.assign(chunks_.size(), kNoGroup);
-    auto [it, fresh] = group_of_range.emplace(std::pair{c.compressed_offset, c.compressed_size}, uint32_t(batch_peers_.size()));
-    if (fresh) batch_peers_.emplace_back();
-    batch_peers_[it->second].push_back(ci);
-    batch_group_[ci] = it->second;
+    if (group_of_.empty()) group_of_.assign(chunks_.size(), kNoGroup);
+    auto [it, fresh] = group_of_range.emplace(std::pair{c.compressed_offset, c.compressed_size}, uint32_t(peer_groups_.size()));
+    if (fresh) peer_groups_.emplace_back();
+    peer_groups_[it->second].push_back(ci);
+    group_of_[ci] = it->second;
   }
 }
 
@@ -789,38 +794,24 @@ Status BlobCacheImpl::ensure(const std::vector<uint32_t>& cis, bool prefetch, bo
           mine.push_back(ci);
         }
       }
-      // ZRAN: one fetch and one inflate from the context's checkpoint produce
-      // every chunk of that context, so take them all (as upstream does):
-      // later reads nearby then cost nothing.
-      // Read-ahead leaves the chunks before its own to readers, who would
-      // otherwise wait for its whole run.
-      // Batch chunks: the fetch and decode of one give every chunk of its
-      // stored range, so take those too (a directory of small files in one
-      // eStargz gzip member then costs one request, not one per file).
-      if (!batch_group_.empty()) {
+      // Peers: one fetch and one decode of a ZRAN context (from its
+      // checkpoint) or of a batch produce every chunk in it, so take them all
+      // (as upstream does for ZRAN): later reads nearby then cost nothing, and
+      // a directory of small files in one eStargz gzip member costs one
+      // request, not one per file. Read-ahead leaves a context's chunks before
+      // its own to readers, who would otherwise wait for its whole run (mine
+      // are in stream order, but for deduplicated chunks: then read-ahead
+      // takes a few peers less, nothing worse).
+      if (!group_of_.empty()) {
+        auto stream_pos = [&](uint32_t ci) -> uint32_t { return zran_ ? zran_->chunks[ci].zran_offset : 0; };
         uint32_t last_group = kNoGroup;
-        for (size_t k = 0, n = mine.size(); k < n; k++) {
-          const uint32_t g = batch_group_[mine[k]];
+        for (uint32_t ci : mine) {
+          const uint32_t g = group_of_[ci];
           if (g == kNoGroup || g == last_group) continue;
           last_group = g;
-          for (uint32_t peer : batch_peers_[g])
-            if (!ready(peer) && !inflight_[peer]) {
-              inflight_[peer] = 1;
-              peers.push_back(peer);
-            }
-        }
-      }
-      if (zran_ && !mine.empty()) {
-        uint32_t last_ctx = UINT32_MAX;
-        for (uint32_t ci : mine) {
-          const uint32_t ctx = zran_->chunks[ci].zran_index;
-          if (ctx == last_ctx) continue;
-          last_ctx = ctx;
-          // (mine are in stream order, but for deduplicated chunks: then
-          // read-ahead takes a few peers less, nothing worse)
-          const uint32_t from = zran_->chunks[ci].zran_offset;
-          for (uint32_t peer : zran_peers_[ctx])
-            if (!ready(peer) && !inflight_[peer] && (!prefetch || zran_->chunks[peer].zran_offset >= from)) {
+          const uint32_t from = stream_pos(ci);
+          for (uint32_t peer : peer_groups_[g])
+            if (!ready(peer) && !inflight_[peer] && (!prefetch || stream_pos(peer) >= from)) {
               inflight_[peer] = 1;
               peers.push_back(peer);
             }
