@@ -5,12 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <map>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>

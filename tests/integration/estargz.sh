@@ -195,16 +195,12 @@ unpack_cmp() {
 }
 step "unpack == tar -x of the layer" unpack_cmp
 
-backend_bytes() { # SOCK: read_amount_total of GET /api/v1/metrics/backend
-  curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/backend |
-    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["read_amount_total"])'
-}
 SMALL=etc/conf.d/small
 small_file_cold() { # DIR: one small file costs a few KiB of the layer
   local before after
-  before=$(backend_bytes "$1/api.sock") || return 1
+  before=$(backend_metric "$1/api.sock" read_amount_total) || return 1
   cmp "$1/mnt/$SMALL" "$REF/$SMALL" || return 1
-  after=$(backend_bytes "$1/api.sock") || return 1
+  after=$(backend_metric "$1/api.sock" read_amount_total) || return 1
   echo "backend bytes: $before before, $after after reading $SMALL; layer $LAYER_SIZE bytes"
   [ $((after - before)) -gt 0 ] && [ $((after - before)) -lt 65536 ] || { echo "not a lazy read"; return 1; }
 }
@@ -530,20 +526,16 @@ minchunk_unpack() {
     tar -C "$MC/unpacked" --numeric-owner --xattrs --xattrs-include='*' -xf "$MC/unpacked.tar" || return 1
   compare_trees --ignore-root-attrs "$MC/ref" "$MC/unpacked"
 }
-backend_reads() { # SOCK: read_count of GET /api/v1/metrics/backend
-  curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/backend |
-    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["read_count"])'
-}
 minchunk_lazy() {
   local before after reads0 reads f=srv/small/f05
-  before=$(backend_bytes "$MC/api.sock") && reads0=$(backend_reads "$MC/api.sock") || return 1
+  before=$(backend_metric "$MC/api.sock" read_amount_total) && reads0=$(backend_metric "$MC/api.sock" read_count) || return 1
   cmp "$MC/mnt/$f" "$MC/ref/$f" || return 1
-  after=$(backend_bytes "$MC/api.sock") || return 1
+  after=$(backend_metric "$MC/api.sock" read_amount_total) || return 1
   echo "backend bytes: $((after - before)) for $f; layer $(stat -c %s "$MC_LAYER") bytes"
   [ $((after - before)) -gt 0 ] && [ $((after - before)) -lt 16384 ] || { echo "not a lazy read"; return 1; }
   # The 30 other files of that member came with it: one request for all 31.
   for f in "$MC/ref"/srv/small/*; do cmp "$MC/mnt/srv/small/${f##*/}" "$f" || return 1; done
-  after=$(backend_bytes "$MC/api.sock") && reads=$(backend_reads "$MC/api.sock") || return 1
+  after=$(backend_metric "$MC/api.sock" read_amount_total) && reads=$(backend_metric "$MC/api.sock" read_count) || return 1
   echo "srv/small/* (31 files, one gzip member): $((reads - reads0)) backend reads, $((after - before)) bytes"
   [ $((reads - reads0)) -eq 1 ] && [ $((after - before)) -lt 16384 ]
 }

@@ -31,10 +31,6 @@ mkdir -p "$LOG_DIR"
 source "$LIB_DIR/one_nydusd.sh"
 trap one_nydusd_cleanup EXIT
 
-backend_bytes() { # SOCK: read_amount_total of GET /api/v1/metrics/backend
-  curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/backend |
-    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["read_amount_total"])'
-}
 
 # ---- the layer -----------------------------------------------------------------
 S=$WORK/synth/odd
@@ -98,9 +94,9 @@ listing() {
 
 check_mount() {
   local mnt=$D/mnt sock=$D/api.sock before after
-  before=$(backend_bytes "$sock") || return 1
+  before=$(backend_metric "$sock" read_amount_total) || return 1
   cmp "$mnt/$SMALL" "$REF/$SMALL" || return 1
-  after=$(backend_bytes "$sock") || return 1
+  after=$(backend_metric "$sock" read_amount_total) || return 1
   echo "backend bytes: $before before, $after after reading $SMALL ($(stat -c %s "$REF/$SMALL") bytes)"
   [ "$after" -lt $((2 * 1024 * 1024)) ] || { echo "one small file cost $after backend bytes"; return 1; }
 }

@@ -189,13 +189,9 @@ mount_lazy() { # [BOOTSTRAP]
   for i in $(seq 100); do grep -q " $WORK/mnt " /proc/mounts && return 0; sleep 0.1; done
   cat "$WORK/nydusd.log"; return 1
 }
-backend_bytes() {
-  curl -sf --unix-socket "$WORK/api.sock" http://localhost/api/v1/metrics/backend |
-    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["read_amount_total"])'
-}
 small_read() {
   cmp ref/rootfs/etc/os-release "$WORK/mnt/etc/os-release" || return 1
-  local b; b=$(backend_bytes) || return 1
+  local b; b=$(backend_metric "$WORK/api.sock" read_amount_total) || return 1
   echo "backend bytes after one small file: $b"
   [ "$b" -lt 2000000 ]
 }

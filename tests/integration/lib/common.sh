@@ -117,6 +117,12 @@ PYEOF
 erofs_mount() { "$PY" "$LIB_DIR/erofs_mount.py" mount "$@"; }
 erofs_umount() { "$PY" "$LIB_DIR/erofs_mount.py" umount "$@"; }
 compare_trees() { "$PY" "$LIB_DIR/compare_trees.py" "$@"; }
+# backend_metric SOCK FIELD: one field (read_count, read_amount_total, ...) of nydusd's
+# GET /api/v1/metrics/backend on API socket SOCK.
+backend_metric() {
+  curl -sf --unix-socket "$1" http://localhost/api/v1/metrics/backend |
+    "$PY" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
+}
 
 # umount_below DIR: unmount everything mounted at or below DIR (deepest first, lazily).
 umount_below() {
