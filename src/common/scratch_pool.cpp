@@ -30,7 +30,9 @@ void ScratchPool::release_when_idle() {
   std::unique_lock lk(mu_);
   while (!stop_) {
     if (free_.empty()) {
+      releaser_parked_ = true;
       cv_.wait(lk);  // nothing to release: no timer runs
+      releaser_parked_ = false;
       continue;
     }
     const auto due = last_use_ + idle_;
@@ -92,8 +94,20 @@ void ScratchPool::give(Buffer b) {
         // No thread to spare: the buffers stay kept, within kKeepBytes.
       }
     }
-    if (free_.size() == 1) cv_.notify_all();  // the releaser may sleep with nothing kept
+    // Wake the releaser only when it sleeps with nothing kept: otherwise its
+    // timed wait finds last_use_ moved on by itself. A wake-up per give()
+    // was a futex wake and a cross-CPU switch on every FUSE reply.
+    if (releaser_parked_) {
+      releaser_parked_ = false;  // one wake-up, however many gives come before it runs
+      wakeups_++;
+      cv_.notify_all();
+    }
   }
+}
+
+size_t ScratchPool::releaser_wakeups() const {
+  std::lock_guard lk(mu_);
+  return wakeups_;
 }
 
 size_t ScratchPool::kept_bytes() const {

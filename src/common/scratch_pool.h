@@ -49,6 +49,9 @@ class ScratchPool {
   void give(Buffer b);
 
   size_t kept_bytes() const;
+  // Times give() woke the releaser: once per idle period, not per lease
+  // (a wake-up is a futex call and a switch on the FUSE reply path).
+  size_t releaser_wakeups() const;
 
  private:
   // Sleeps while nothing is kept; frees what is kept after idle_ without use.
@@ -62,6 +65,8 @@ class ScratchPool {
   std::chrono::steady_clock::time_point last_use_{};
   std::thread releaser_;  // started when a buffer is first kept
   bool stop_ = false;
+  bool releaser_parked_ = false;  // asleep with nothing kept: only then does give() wake it
+  size_t wakeups_ = 0;
 };
 
 // One thread's lease of a pool buffer for a scope: get() grows it as needed,

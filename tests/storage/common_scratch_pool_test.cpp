@@ -109,6 +109,17 @@ TEST(ScratchPool, IdleBuffersAreReleased) {
   EXPECT_EQ(pool.kept_bytes(), 0u);
 }
 
+// Every FUSE reply leases a buffer: a lease must not wake the releaser
+// while it already waits out the idle time (it did, once per reply).
+TEST(ScratchPool, LeasesDoNotWakeTheReleaserWhileItHoldsBuffers) {
+  using namespace std::chrono_literals;
+  ScratchPool pool(10s);
+  pool.give(pool.take(1 << 20));
+  EXPECT_EQ(pool.releaser_wakeups(), 0u);  // the first buffer starts the releaser
+  for (int i = 0; i < 1000; i++) pool.give(pool.take(64 << 10));
+  EXPECT_EQ(pool.releaser_wakeups(), 0u);
+}
+
 TEST(ScratchPool, ThreadsShareItWithoutLosingBuffers) {
   ScratchPool pool;
   std::vector<std::thread> ts;
