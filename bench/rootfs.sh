@@ -11,12 +11,15 @@
 # entry, `tar cf - . | cat` of everything, and a python start in a chroot that
 # imports numpy and a few standard modules. RUNS (3) alternating rounds: in
 # each round every setup runs every workload once; the table shows medians
-# and the ratio to kernel EROFS, plus each daemon's peak RSS.
+# and the ratio to kernel EROFS, plus each daemon's peak RSS; a second table gives
+# the readers' own CPU time (user + sys of find, of tar and cat, of python):
+# what a workload costs in its own processes, kernel code included, before it
+# waits for anything.
 #
 # Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), ROOTFS_CACHE
 #      (/var/cache/nydus-cpp, the rootfs tarball), RUNS (3), KEEP=1, SETUPS (space-separated
-#      subset of: erofs fuse fuse-nodra fuse-nospin fuse-cold fuse-cold-nodra fuse-uring fanotify
-#      squashfuse). BENCH_TMP on a RAM-backed ext4 (not tmpfs: EROFS cannot mount files
+#      subset of: erofs fuse fuse-nodra fuse-nospin fuse-cold fuse-cold-nodra fuse-uring
+#      fuse-cold-uring fanotify squashfuse). BENCH_TMP on a RAM-backed ext4 (not tmpfs: EROFS cannot mount files
 #      there) takes the disk's noise out of the comparison.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -88,20 +91,29 @@ stop_nydusd() {
 }
 warm() { tar -C "$1" -cf - . | cat >/dev/null; }  # fill a blob cache (untimed)
 
-# run WORKLOAD MOUNT: page cache dropped, print the seconds it took.
+# run WORKLOAD MOUNT: page cache dropped, print the seconds it took and the
+# CPU seconds (user + sys) of the workload's processes.
 run() {
-  local t0 t1
+  local t0 t1 cpu
   drop
   t0=$(now)
-  case $1 in
-    stat) find "$2" -printf '%s %m\n' >/dev/null ;;
-    tar) tar -C "$2" -cf - . | cat >/dev/null ;;
-    python) chroot "$2" python3 -c "$IMPORTS" || echo "python failed in $2" >&2 ;;
-  esac
+  # `times` in the subshell: its own user and sys time, then its children's
+  # (not through a pipe: that would be another subshell, without children).
+  cpu=$(
+    case $1 in
+      stat) find "$2" -printf '%s %m\n' >/dev/null ;;
+      tar) tar -C "$2" -cf - . | cat >/dev/null ;;
+      python) chroot "$2" python3 -c "$IMPORTS" || echo "python failed in $2" >&2 ;;
+    esac
+    times
+  )
   t1=$(now)
-  python3 -c "print(f'{$t1 - $t0:.3f}')"
+  python3 -c "
+import re, sys
+u, s = (int(m) * 60 + float(x) for m, x in re.findall(r'(\d+)m([\d.]+)s', sys.argv[1])[-2:])
+print(f'{$t1 - $t0:.3f} {u + s:.3f}')" "$cpu"
 }
-record() { echo "$1 $2 $3" >>"$W/times"; }  # record SETUP WORKLOAD SECONDS
+record() { echo "$1 $2 $3" >>"$W/times"; }  # record SETUP WORKLOAD "SECONDS CPU_SECONDS"
 
 # Long-lived mounts, set up once; "fuse-cold*" get a fresh daemon and cache per workload.
 for s in $SETUPS; do
@@ -136,10 +148,18 @@ for r in $(seq "$RUNS"); do
   echo "# round $r of $RUNS" >&2
   for s in $SETUPS; do
     for w in stat tar python; do
-      if [ "$s" = fuse-cold ] || [ "$s" = fuse-cold-nodra ]; then
+      if [ "$s" = fuse-cold ] || [ "$s" = fuse-cold-nodra ] || [ "$s" = fuse-cold-uring ]; then
         rm -rf "$W/cache-cold"
         if [ "$s" = fuse-cold-nodra ]; then
           NYDUS_DIR_READ_AHEAD=0 start_nydusd "$s" "$W/cache-cold" --fuse-uring off || continue
+        elif [ "$s" = fuse-cold-uring ]; then
+          [ -w /sys/module/fuse/parameters/enable_uring ] || continue
+          URING_WAS=$(cat /sys/module/fuse/parameters/enable_uring)
+          echo Y >/sys/module/fuse/parameters/enable_uring
+          start_nydusd "$s" "$W/cache-cold" --fuse-uring on
+          rc=$?
+          echo "$URING_WAS" >/sys/module/fuse/parameters/enable_uring
+          [ $rc -eq 0 ] || continue
         else
           start_nydusd "$s" "$W/cache-cold" --fuse-uring off || continue
         fi
@@ -157,19 +177,21 @@ for s in fuse fuse-nodra fuse-nospin fuse-uring fanotify; do stop_nydusd "$s"; d
 python3 - "$W" "$SETUPS" <<'PY'
 import os, statistics, sys
 w, setups = sys.argv[1], sys.argv[2].split()
-times = {}
+times, cpus = {}, {}
 for line in open(os.path.join(w, "times")):
-    s, wl, t = line.split()
+    s, wl, t, cpu = line.split()
     times.setdefault((s, wl), []).append(float(t))
+    cpus.setdefault((s, wl), []).append(float(cpu))
 names = {"erofs": "kernel EROFS", "fuse": "nydusd FUSE, warm blob cache",
          "fuse-nospin": "nydusd FUSE, warm blob cache, no polling (NYDUS_FUSE_SPIN_US=0)",
          "fuse-nodra": "nydusd FUSE, warm blob cache, no read-ahead across files (NYDUS_DIR_READ_AHEAD=0)",
          "fuse-cold": "nydusd FUSE, empty blob cache (local blob)",
          "fuse-cold-nodra": "nydusd FUSE, empty blob cache, no read-ahead across files",
          "fuse-uring": "nydusd FUSE io_uring, warm blob cache",
+         "fuse-cold-uring": "nydusd FUSE io_uring, empty blob cache (local blob)",
          "fanotify": "nydusd fanotify, warm cache", "squashfuse": "squashfuse"}
-def med(s, wl):
-    v = times.get((s, wl))
+def med(s, wl, table=times):
+    v = table.get((s, wl))
     return statistics.median(v) if v else None
 def rss(s):
     try:
@@ -187,6 +209,19 @@ for s in setups:
         m, k = med(s, wl), med("erofs", wl)
         cells += [f"{m:.2f}" if m is not None else "-", f"{m / k:.2f}" if m and k else "-"]
     print(f"| {names.get(s, s)} | " + " | ".join(cells) + f" | {rss(s)} |")
+print()
+print("Readers' own CPU (user + sys of the workload's processes; medians, seconds; × EROFS's wall time):")
+print()
+print("| setup | stat walk | × EROFS wall | tar all | × EROFS wall | python imports | × EROFS wall |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for s in setups:
+    if not any(k[0] == s for k in cpus):
+        continue
+    cells = []
+    for wl in ("stat", "tar", "python"):
+        m, k = med(s, wl, cpus), med("erofs", wl)
+        cells += [f"{m:.2f}" if m is not None else "-", f"{m / k:.2f}" if m is not None and k else "-"]
+    print(f"| {names.get(s, s)} | " + " | ".join(cells) + " |")
 PY
 echo
 echo "FUSE io_uring row: transport ${TRANSPORT:-not run} (nydusctl info);"
