@@ -1,6 +1,8 @@
 #include "fuse/dir_read_ahead.h"
 
 #include <algorithm>
+#include <cstring>
+#include <limits>
 
 namespace nydus::fuse {
 
@@ -18,12 +20,52 @@ auto* find_either(Map& cur, Map& old, uint64_t key) {
   return static_cast<typename Map::mapped_type*>(nullptr);
 }
 
+// Inode numbers run in sequence: a multiplicative hash spreads them.
+size_t slot_of(uint64_t ino, size_t mask) { return size_t((ino * 0x9E3779B97F4A7C15ull) >> 32) & mask; }
+
 }  // namespace
 
+DirReadAhead::WhereTable::WhereTable(size_t max_count) {
+  size_t slots = 2;
+  while (slots < 2 * std::max<size_t>(max_count, 1)) slots *= 2;
+  slots_.reset(static_cast<Where*>(std::calloc(slots, sizeof(Where))));
+  if (slots_) mask_ = slots - 1;
+}
+
+DirReadAhead::Where* DirReadAhead::WhereTable::find(uint64_t ino) const {
+  if (!slots_ || ino == 0) return nullptr;
+  for (size_t i = slot_of(ino, mask_);; i = (i + 1) & mask_) {
+    if (slots_[i].ino == ino) return &slots_[i];
+    if (slots_[i].ino == 0) return nullptr;  // never full: an empty slot ends every probe
+  }
+}
+
+void DirReadAhead::WhereTable::put(const Where& w) {
+  if (!slots_ || w.ino == 0 || count_ >= (mask_ + 1) / 2) return;
+  size_t i = slot_of(w.ino, mask_);
+  while (slots_[i].ino != 0 && slots_[i].ino != w.ino) i = (i + 1) & mask_;
+  if (slots_[i].ino == 0) count_++;
+  slots_[i] = w;
+}
+
+void DirReadAhead::WhereTable::clear() {
+  if (slots_) std::memset(static_cast<void*>(slots_.get()), 0, (mask_ + 1) * sizeof(Where));
+  count_ = 0;
+}
+
+DirReadAhead::DirReadAhead(Limits l)
+    : limits_(l), where_(std::max<size_t>(l.max_entries / 2, 1)), where_old_(std::max<size_t>(l.max_entries / 2, 1)) {}
+
 void DirReadAhead::listed(uint64_t dir, uint64_t index, uint64_t ino, bool first) {
+  if (index > std::numeric_limits<uint32_t>::max()) return;  // past any real listing: not remembered
   std::lock_guard lk(mu_);
-  age(where_, where_old_);
-  where_[ino] = Where{dir, index, first};
+  // Keep the current generation within half the budget: when full it becomes
+  // the old one, and what the old one held goes.
+  if (where_.count() >= std::max<size_t>(limits_.max_entries / 2, 1)) {
+    std::swap(where_, where_old_);
+    where_.clear();
+  }
+  where_.put(Where{ino, dir, uint32_t(index), first});
 }
 
 std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, const Walk& walk) {
@@ -31,9 +73,13 @@ std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, const Walk& walk
   unsigned window = 0;
   {
     std::lock_guard lk(mu_);
-    const Where* w = find_either(where_, where_old_, ino);
+    const Where* w = where_.find(ino);
+    if (!w) w = where_old_.find(ino);
     if (!w) return {};
-    const Where at = *w;
+    struct {
+      uint64_t dir, index;
+      bool first;
+    } const at{w->dir, w->index, w->first != 0};
     DirState* st = find_either(dirs_, dirs_old_, at.dir);
     if (!st) {
       age(dirs_, dirs_old_);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
 #include <set>
 
 namespace nydus::fuse {
@@ -169,6 +170,29 @@ TEST(DirReadAhead, MemoryIsBoundedAndOldDirectoriesForgotten) {
   EXPECT_TRUE(ra.on_first_read(10001, t.walk()).empty());
   // The newest directory still works.
   EXPECT_FALSE(ra.on_first_read(500000, t.walk()).empty());
+}
+
+// Every file of the listings within the budget is found again, whatever
+// slots their inode numbers hash to (a reader's first file of a directory
+// opens the small window: its listing record was found).
+TEST(DirReadAhead, EveryRecentlyListedFileIsRemembered) {
+  DRA::Limits l;
+  l.max_entries = 2048;  // a generation holds 1024
+  DRA ra(l);
+  Tree t;
+  // Scattered inode numbers (a regular sequence hashes without a collision).
+  std::mt19937_64 rng(17);
+  for (uint64_t d = 1; d <= 500; ++d) {
+    const uint64_t a = rng() | 1, b = a + 1;
+    t.dirs[d] = {{a, true, 4096}, {b, true, 4096}};
+    t.list(ra, d);
+  }
+  int found = 0;
+  for (uint64_t d = 1; d <= 500; ++d) {
+    const uint64_t a = t.dirs[d][0].ino;
+    if (ra.on_first_read(a, t.walk()) == std::vector<uint64_t>{a + 1}) found++;
+  }
+  EXPECT_EQ(found, 500);
 }
 
 TEST(DirReadAhead, UnknownFilesAndRereadsPushNothing) {
