@@ -199,29 +199,25 @@ def rss(s):
         return f"{max(v) / 1024:.0f} MiB"
     except OSError:
         return "-"
-print("| setup | stat walk (s) | × EROFS | tar all (s) | × EROFS | python imports (s) | × EROFS | peak RSS |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for s in setups:
-    if not any(k[0] == s for k in times):
-        continue
-    cells = []
-    for wl in ("stat", "tar", "python"):
-        m, k = med(s, wl), med("erofs", wl)
-        cells += [f"{m:.2f}" if m is not None else "-", f"{m / k:.2f}" if m and k else "-"]
-    print(f"| {names.get(s, s)} | " + " | ".join(cells) + f" | {rss(s)} |")
+def table(header, source, last=lambda s: ""):
+    # One row per setup: each workload's median from `source`, and its ratio
+    # to kernel EROFS's median wall time.
+    print(header)
+    print("|---" + "|---:" * (header.count("|") - 2) + "|")
+    for s in setups:
+        if not any(k[0] == s for k in source):
+            continue
+        cells = []
+        for wl in ("stat", "tar", "python"):
+            m, k = med(s, wl, source), med("erofs", wl)
+            cells += [f"{m:.2f}" if m is not None else "-", f"{m / k:.2f}" if m is not None and k else "-"]
+        print(f"| {names.get(s, s)} | " + " | ".join(cells) + " |" + last(s))
+table("| setup | stat walk (s) | × EROFS | tar all (s) | × EROFS | python imports (s) | × EROFS | peak RSS |",
+      times, lambda s: f" {rss(s)} |")
 print()
 print("Readers' own CPU (user + sys of the workload's processes; medians, seconds; × EROFS's wall time):")
 print()
-print("| setup | stat walk | × EROFS wall | tar all | × EROFS wall | python imports | × EROFS wall |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for s in setups:
-    if not any(k[0] == s for k in cpus):
-        continue
-    cells = []
-    for wl in ("stat", "tar", "python"):
-        m, k = med(s, wl, cpus), med("erofs", wl)
-        cells += [f"{m:.2f}" if m is not None else "-", f"{m / k:.2f}" if m is not None and k else "-"]
-    print(f"| {names.get(s, s)} | " + " | ".join(cells) + " |")
+table("| setup | stat walk | × EROFS wall | tar all | × EROFS wall | python imports | × EROFS wall |", cpus)
 PY
 echo
 echo "FUSE io_uring row: transport ${TRANSPORT:-not run} (nydusctl info);"
