@@ -1,7 +1,6 @@
 #include "fuse/dir_read_ahead.h"
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 
 namespace nydus::fuse {
@@ -20,38 +19,7 @@ auto* find_either(Map& cur, Map& old, uint64_t key) {
   return static_cast<typename Map::mapped_type*>(nullptr);
 }
 
-// Inode numbers run in sequence: a multiplicative hash spreads them.
-size_t slot_of(uint64_t ino, size_t mask) { return size_t((ino * 0x9E3779B97F4A7C15ull) >> 32) & mask; }
-
 }  // namespace
-
-DirReadAhead::WhereTable::WhereTable(size_t max_count) {
-  size_t slots = 2;
-  while (slots < 2 * std::max<size_t>(max_count, 1)) slots *= 2;
-  slots_.reset(static_cast<Where*>(std::calloc(slots, sizeof(Where))));
-  if (slots_) mask_ = slots - 1;
-}
-
-DirReadAhead::Where* DirReadAhead::WhereTable::find(uint64_t ino) const {
-  if (!slots_ || ino == 0) return nullptr;
-  for (size_t i = slot_of(ino, mask_);; i = (i + 1) & mask_) {
-    if (slots_[i].ino == ino) return &slots_[i];
-    if (slots_[i].ino == 0) return nullptr;  // never full: an empty slot ends every probe
-  }
-}
-
-void DirReadAhead::WhereTable::put(const Where& w) {
-  if (!slots_ || w.ino == 0 || count_ >= (mask_ + 1) / 2) return;
-  size_t i = slot_of(w.ino, mask_);
-  while (slots_[i].ino != 0 && slots_[i].ino != w.ino) i = (i + 1) & mask_;
-  if (slots_[i].ino == 0) count_++;
-  slots_[i] = w;
-}
-
-void DirReadAhead::WhereTable::clear() {
-  if (slots_) std::memset(static_cast<void*>(slots_.get()), 0, (mask_ + 1) * sizeof(Where));
-  count_ = 0;
-}
 
 DirReadAhead::DirReadAhead(Limits l)
     : limits_(l), where_(std::max<size_t>(l.max_entries / 2, 1)), where_old_(std::max<size_t>(l.max_entries / 2, 1)) {}
@@ -61,11 +29,11 @@ void DirReadAhead::listed(uint64_t dir, uint64_t index, uint64_t ino, bool first
   std::lock_guard lk(mu_);
   // Keep the current generation within half the budget: when full it becomes
   // the old one, and what the old one held goes.
-  if (where_.count() >= std::max<size_t>(limits_.max_entries / 2, 1)) {
+  if (where_.size() >= std::max<size_t>(limits_.max_entries / 2, 1)) {
     std::swap(where_, where_old_);
     where_.clear();
   }
-  where_.put(Where{ino, dir, uint32_t(index), first});
+  where_.put(ino, Where{dir, uint32_t(index), first});
 }
 
 std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, const Walk& walk) {
@@ -79,7 +47,7 @@ std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, const Walk& walk
     struct {
       uint64_t dir, index;
       bool first;
-    } const at{w->dir, w->index, w->first != 0};
+    } const at{w->dir, w->index, w->first};
     DirState* st = find_either(dirs_, dirs_old_, at.dir);
     if (!st) {
       age(dirs_, dirs_old_);

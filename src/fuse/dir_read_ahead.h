@@ -23,12 +23,12 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
 #include <functional>
-#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
+
+#include "common/u64_table.h"
 
 namespace nydus::fuse {
 
@@ -65,30 +65,10 @@ class DirReadAhead {
   std::vector<uint64_t> on_first_read(uint64_t ino, const Walk& walk);
 
  private:
-  struct Where {
-    uint64_t ino = 0;  // 0: an empty slot (no inode is 0)
+  struct Where {  // by inode number
     uint64_t dir = 0;
     uint32_t index = 0;
-    uint32_t first = 0;
-  };
-  // One generation of Where records: open addressing with linear probing,
-  // at most half full. Calloc'd: only the pages a listing reaches become
-  // resident.
-  class WhereTable {
-   public:
-    explicit WhereTable(size_t max_count);
-    size_t count() const { return count_; }
-    Where* find(uint64_t ino) const;
-    void put(const Where& w);  // replaces the record of w.ino, if any
-    void clear();
-
-   private:
-    struct Free {
-      void operator()(Where* p) const { std::free(p); }
-    };
-    std::unique_ptr<Where[], Free> slots_;  // null when out of memory: remembers nothing
-    size_t mask_ = 0;
-    size_t count_ = 0;
+    bool first = false;
   };
   struct DirState {
     uint64_t last = 0;        // index of the last file read
@@ -106,7 +86,7 @@ class DirReadAhead {
 
   Limits limits_;
   std::mutex mu_;  // held for map updates only, never across the walk
-  WhereTable where_, where_old_;
+  U64Table<Where> where_, where_old_;
   std::unordered_map<uint64_t, DirState> dirs_, dirs_old_;
 };
 

@@ -11,8 +11,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr size_t kMaxPending = 1 << 16;  // never grows past this even if replies went missing
-
 uint64_t ld(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
 
 template <size_t N>
@@ -79,7 +77,7 @@ void FsIoStats::on_request(uint32_t opcode, uint64_t unique, uint64_t nodeid) {
   Pending p{opcode, nodeid, std::chrono::steady_clock::now(), wall_secs()};
   PendingShard& sh = shard_of(unique);
   std::lock_guard lk(sh.mu);
-  if (sh.map.size() < kMaxPending / kPendingShards) sh.map.insert_or_assign(unique, p);
+  sh.map.put(unique, p);  // false at the bound: that request goes unaccounted
 }
 
 void FsIoStats::on_reply(uint64_t unique, int32_t error, uint64_t payload) {
@@ -87,10 +85,10 @@ void FsIoStats::on_reply(uint64_t unique, int32_t error, uint64_t payload) {
   {
     PendingShard& sh = shard_of(unique);
     std::lock_guard lk(sh.mu);
-    auto it = sh.map.find(unique);
-    if (it == sh.map.end()) return;
-    p = it->second;
-    sh.map.erase(it);
+    const Pending* found = sh.map.find(unique);
+    if (!found) return;
+    p = *found;
+    sh.map.erase(unique);
   }
   settle(p, error, payload);
 }
@@ -147,7 +145,7 @@ std::vector<InflightOp> FsIoStats::inflight() const {
   std::vector<InflightOp> out;
   for (const PendingShard& sh : pending_) {
     std::lock_guard lk(sh.mu);
-    for (const auto& [unique, p] : sh.map) out.push_back({p.inode, p.opcode, unique, p.wall_secs});
+    sh.map.for_each([&](uint64_t unique, const Pending& p) { out.push_back({p.inode, p.opcode, unique, p.wall_secs}); });
   }
   std::sort(out.begin(), out.end(), [](const InflightOp& a, const InflightOp& b) { return a.unique < b.unique; });
   return out;

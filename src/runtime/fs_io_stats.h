@@ -21,6 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/u64_table.h"
+
 namespace nydus::runtime {
 
 // Upstream's StatsFop order: the index of each fop_hits/fop_errors entry.
@@ -92,9 +94,11 @@ class FsIoStats {
   // removing one per request, rarely meet on a lock.
   struct PendingShard {
     mutable std::mutex mu;
-    std::unordered_map<uint64_t, Pending> map;  // bounded: kMaxPending / kPendingShards
+    U64Table<Pending> map{kMaxPendingPerShard};  // no allocation per request
   };
   static constexpr size_t kPendingShards = 16;
+  // Never grows past this even if replies went missing.
+  static constexpr size_t kMaxPendingPerShard = (1 << 16) / kPendingShards;
   PendingShard& shard_of(uint64_t unique) { return pending_[(unique >> 1) % kPendingShards]; }
   std::array<PendingShard, kPendingShards> pending_;
   mutable std::mutex files_mu_;                    // the per-inode maps below
