@@ -29,14 +29,18 @@ ScratchPool::~ScratchPool() {
 void ScratchPool::release_when_idle() {
   std::unique_lock lk(mu_);
   while (!stop_) {
-    if (free_.empty()) {
+    const auto due = last_use_ + idle_;
+    const bool in_use = std::chrono::steady_clock::now() < due;
+    if (free_.empty() && !in_use) {
       releaser_parked_ = true;
-      cv_.wait(lk);  // nothing to release: no timer runs
+      cv_.wait(lk);  // idle with nothing to release: no timer runs
       releaser_parked_ = false;
       continue;
     }
-    const auto due = last_use_ + idle_;
-    if (std::chrono::steady_clock::now() < due) {
+    if (in_use) {
+      // Nothing kept may only mean every buffer is leased right now: look
+      // again when the pool has been idle, rather than sleep until the next
+      // give() has to wake us.
       cv_.wait_until(lk, due);
       continue;
     }
