@@ -90,6 +90,20 @@ stop_nydusd() {
   kill -TERM "$p"; wait "$p" 2>/dev/null; unset "DPIDS[$1]"
 }
 warm() { tar -C "$1" -cf - . | cat >/dev/null; }  # fill a blob cache (untimed)
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+# with_uring CMD...: run CMD with the fuse module offering FUSE over io_uring to
+# new mounts (its default is off), then put the setting back; CMD's status, or
+# 1 when the kernel has no such switch.
+with_uring() {
+  [ -w "$URING_PARAM" ] || return 1
+  local was rc
+  was=$(cat "$URING_PARAM")
+  echo Y >"$URING_PARAM"
+  "$@"
+  rc=$?
+  echo "$was" >"$URING_PARAM"
+  return $rc
+}
 
 # run WORKLOAD MOUNT: page cache dropped, print the seconds it took and the
 # CPU seconds (user + sys) of the workload's processes.
@@ -128,12 +142,9 @@ for s in $SETUPS; do
     fuse-nospin)  # workers sleep as soon as no request waits (before the poll in fuse_channel.cpp)
       NYDUS_FUSE_SPIN_US=0 start_nydusd fuse-nospin "$W/cache-fuse-nospin" --fuse-uring off && warm "$W/mnt-fuse-nospin" ;;
     fuse-uring)
-      if [ -w /sys/module/fuse/parameters/enable_uring ]; then
-        URING_WAS=$(cat /sys/module/fuse/parameters/enable_uring)
-        echo Y >/sys/module/fuse/parameters/enable_uring
-        start_nydusd fuse-uring "$W/cache-fuse-uring" --fuse-uring on && warm "$W/mnt-fuse-uring" &&
+      if [ -w "$URING_PARAM" ]; then
+        with_uring start_nydusd fuse-uring "$W/cache-fuse-uring" --fuse-uring on && warm "$W/mnt-fuse-uring" &&
           TRANSPORT=$("$BIN/nydusctl" --sock "$W/fuse-uring.sock" info 2>/dev/null | awk '/FUSE:/ {print $2}')
-        echo "$URING_WAS" >/sys/module/fuse/parameters/enable_uring
       else
         echo "(no FUSE io_uring in this kernel)" >&2
       fi ;;
@@ -153,13 +164,7 @@ for r in $(seq "$RUNS"); do
         if [ "$s" = fuse-cold-nodra ]; then
           NYDUS_DIR_READ_AHEAD=0 start_nydusd "$s" "$W/cache-cold" --fuse-uring off || continue
         elif [ "$s" = fuse-cold-uring ]; then
-          [ -w /sys/module/fuse/parameters/enable_uring ] || continue
-          URING_WAS=$(cat /sys/module/fuse/parameters/enable_uring)
-          echo Y >/sys/module/fuse/parameters/enable_uring
-          start_nydusd "$s" "$W/cache-cold" --fuse-uring on
-          rc=$?
-          echo "$URING_WAS" >/sys/module/fuse/parameters/enable_uring
-          [ $rc -eq 0 ] || continue
+          with_uring start_nydusd "$s" "$W/cache-cold" --fuse-uring on || continue
         else
           start_nydusd "$s" "$W/cache-cold" --fuse-uring off || continue
         fi

@@ -30,6 +30,7 @@ class U64Table {
   U64Table& operator=(U64Table&&) noexcept = default;
 
   size_t size() const { return count_; }
+  size_t max_size() const { return max_count_; }
 
   V* find(uint64_t key) const {
     if (!slots_ || key == 0) return nullptr;
@@ -59,13 +60,16 @@ class U64Table {
     return true;
   }
 
-  bool erase(uint64_t key) {
+  // Removes `key`'s record, copying it to `out` first if given: one probe
+  // where a find and an erase would take two.
+  bool erase(uint64_t key, V* out = nullptr) {
     if (!slots_ || key == 0) return false;
     size_t i = home(key);
     while (slots_[i].key != key) {
       if (slots_[i].key == 0) return false;
       i = (i + 1) & mask_;
     }
+    if (out) *out = slots_[i].value;
     // Move back each later record of the run whose home is not between the
     // hole and it, so that no probe meets an empty slot before its key.
     for (size_t j = (i + 1) & mask_; slots_[j].key != 0; j = (j + 1) & mask_) {

@@ -21,19 +21,22 @@ auto* find_either(Map& cur, Map& old, uint64_t key) {
 
 }  // namespace
 
+// Each generation of listing records holds half the entry budget.
 DirReadAhead::DirReadAhead(Limits l)
-    : limits_(l), where_(std::max<size_t>(l.max_entries / 2, 1)), where_old_(std::max<size_t>(l.max_entries / 2, 1)) {}
+    : limits_(l), where_(std::max<size_t>(l.max_entries / 2, 1)), where_old_(where_.max_size()) {}
 
 void DirReadAhead::listed(uint64_t dir, uint64_t index, uint64_t ino, bool first) {
-  if (index > std::numeric_limits<uint32_t>::max()) return;  // past any real listing: not remembered
+  // Past any real listing, or no inode: not remembered.
+  if (index > std::numeric_limits<uint32_t>::max() || ino == 0) return;
   std::lock_guard lk(mu_);
-  // Keep the current generation within half the budget: when full it becomes
-  // the old one, and what the old one held goes.
-  if (where_.size() >= std::max<size_t>(limits_.max_entries / 2, 1)) {
+  const Where w{dir, uint32_t(index), first};
+  // A full current generation becomes the old one, and what the old one
+  // held goes.
+  if (!where_.put(ino, w)) {
     std::swap(where_, where_old_);
     where_.clear();
+    where_.put(ino, w);
   }
-  where_.put(ino, Where{dir, uint32_t(index), first});
 }
 
 std::vector<uint64_t> DirReadAhead::on_first_read(uint64_t ino, const Walk& walk) {

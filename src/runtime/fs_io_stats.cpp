@@ -85,10 +85,7 @@ void FsIoStats::on_reply(uint64_t unique, int32_t error, uint64_t payload) {
   {
     PendingShard& sh = shard_of(unique);
     std::lock_guard lk(sh.mu);
-    const Pending* found = sh.map.find(unique);
-    if (!found) return;
-    p = *found;
-    sh.map.erase(unique);
+    if (!sh.map.erase(unique, &p)) return;
   }
   settle(p, error, payload);
 }

@@ -58,7 +58,15 @@ TEST(U64Table, MatchesAMapUnderRandomPutsAndErases) {
     for (int op = 0; op < 60000; ++op) {
       const uint64_t k = 1 + rng() % range;
       if (rng() % 3 == 0) {
-        EXPECT_EQ(t.erase(k), ref.erase(k) == 1) << "range " << range << " op " << op;
+        Rec out{};
+        auto it = ref.find(k);
+        const bool had = it != ref.end();
+        const uint64_t want = had ? it->second.a : 0;
+        EXPECT_EQ(t.erase(k, op % 2 ? &out : nullptr), had) << "range " << range << " op " << op;
+        if (had && op % 2) {
+          EXPECT_EQ(out.a, want) << "the erased record, range " << range << " op " << op;
+        }
+        if (had) ref.erase(it);
       } else {
         const Rec r{rng(), uint32_t(op)};
         const bool fits = ref.contains(k) || ref.size() < (1u << 12);
