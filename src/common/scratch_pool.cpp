@@ -70,7 +70,7 @@ ScratchPool::Buffer ScratchPool::take(size_t n) {
   }
   Buffer b;
   b.cap = std::max(kGranule, (n + kGranule - 1) / kGranule * kGranule);
-  b.data.reset(new uint8_t[b.cap]);
+  b.data.reset(new (std::align_val_t(kAlign)) uint8_t[b.cap]);
   return b;
 }
 

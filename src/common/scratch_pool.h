@@ -38,8 +38,13 @@ class ScratchPool {
 
   static ScratchPool& instance();
 
+  // Page-aligned, so that a buffer can take an O_DIRECT read.
+  static constexpr size_t kAlign = 4096;
+  struct AlignedDelete {
+    void operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t(kAlign)); }
+  };
   struct Buffer {
-    std::unique_ptr<uint8_t[]> data;
+    std::unique_ptr<uint8_t[], AlignedDelete> data;
     size_t cap = 0;
   };
   // A kept buffer of at least n bytes (the smallest such), else a new one.

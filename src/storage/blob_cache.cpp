@@ -189,6 +189,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
       (void)persist(true);
       ::close(data_fd_);
     }
+    if (direct_fd_ >= 0) ::close(direct_fd_);
   }
 
   const BlobInfo& info() const override { return blob_; }
@@ -262,8 +263,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
       return read_uncached(offset, out, cis);
     }
     if (!extra.empty() && zran_) submit_ahead(std::move(extra));
-    // Gaps between chunks are holes of the sparse file: they read as zeros.
-    return read_full_at(data_fd_, offset, out, "reading blob cache data");
+    return read_data(offset, out, cis);
   }
 
   Status fetch_range(uint64_t offset, uint64_t len, bool prefetch) override {
@@ -442,6 +442,18 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   std::vector<uint32_t> by_uoff_;  // ci indices sorted by uncompressed offset
   fs::path data_path_;
   int data_fd_ = -1;
+  // The data file again, O_DIRECT (-1: the filesystem refused it). Big
+  // reads of chunks already on disk take it: the reply's copy into the
+  // kernel is then the only copy, and those bytes are not cached twice
+  // (once as this file's pages, once as the FUSE file's). Sequential reads
+  // of a rootfs's big files over FUSE: 1,287 -> 1,570 MB/s (bench/README).
+  // Small reads stay buffered: the file's own read-ahead serves the next
+  // small file from memory, where a direct read would wait for the disk.
+  int direct_fd_ = -1;
+  std::atomic<bool> direct_ok_{true};  // cleared by a direct read the filesystem rejects
+  static constexpr size_t kDirectMin = 64 << 10, kDirectAlign = 4096;
+  // Bytes of [offset, +out.size()), all in the data file (`cis`: the chunks overlapping it).
+  Status read_data(uint64_t offset, std::span<uint8_t> out, const std::vector<uint32_t>& cis);
   std::unique_ptr<ChunkMap> map_;
 
   std::mutex mu_;  // guards inflight_; never held across I/O
@@ -653,6 +665,7 @@ Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backen
   data_path_ = cfg_.work_dir / (blob_.blob_id + ".blob.data");
   data_fd_ = ::open(data_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (data_fd_ < 0) return sys_error(fmt::format("opening {}", data_path_.string()));
+  direct_fd_ = ::open(data_path_.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
   struct stat st;
   if (::fstat(data_fd_, &st) != 0) return sys_error(fmt::format("stat {}", data_path_.string()));
   if (!S_ISREG(st.st_mode)) return errorf(Errc::kInvalidArgument, "{} is not a regular file", data_path_.string());
@@ -678,6 +691,27 @@ Status BlobCacheImpl::init(const BlobInfo& blob, std::shared_ptr<Backend> backen
     if (map_->is_ready(ci)) mark_ready(ci);
   last_persist_ = std::chrono::steady_clock::now();
   return ok();
+}
+
+Status BlobCacheImpl::read_data(uint64_t offset, std::span<uint8_t> out, const std::vector<uint32_t>& cis) {
+  // Direct only for chunks whose persistent bit is set: their bytes were
+  // synced before it was, so no dirty page of ours has to be written back
+  // first (a direct read flushes the range it covers).
+  const size_t head = out.size() & ~(kDirectAlign - 1);
+  if (direct_fd_ >= 0 && out.size() >= kDirectMin && offset % kDirectAlign == 0 &&
+      reinterpret_cast<uintptr_t>(out.data()) % kDirectAlign == 0 && direct_ok_.load(std::memory_order_relaxed) &&
+      std::all_of(cis.begin(), cis.end(), [&](uint32_t ci) { return map_->is_ready(ci); })) {
+    Status ds = read_full_at(direct_fd_, offset, out.first(head), "reading blob cache data (direct)");
+    if (ds) {
+      if (head == out.size()) return ok();
+      return read_full_at(data_fd_, offset + head, out.subspan(head), "reading blob cache data");
+    }
+    // The filesystem wants another alignment, say: buffered reads from now
+    // on (they read the same bytes).
+    direct_ok_.store(false, std::memory_order_relaxed);
+  }
+  // Gaps between chunks are holes of the sparse file: they read as zeros.
+  return read_full_at(data_fd_, offset, out, "reading blob cache data");
 }
 
 std::vector<uint32_t> BlobCacheImpl::overlapping(uint64_t offset, uint64_t len) const {

@@ -4,7 +4,15 @@
 // write-then-mark ordering that makes a crash harmless.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <barrier>
+#include <cstdlib>
 #include <map>
 #include <thread>
 
@@ -184,6 +192,124 @@ TEST(BlobCache, ReadyChunksSurviveReopenWithoutBackend) {
   // The backend recovers: the same cache fetches now.
   dead->fail = false;
   EXPECT_EQ(read_range(*cache, env.uoff(5), 10), env.expect(env.uoff(5), 10));
+}
+
+// Pages of [off, off+len) of `path` in the kernel's page cache (mincore):
+// an independent look at whether a read went through it.
+size_t resident_pages(const fs::path& path, uint64_t off, uint64_t len) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return SIZE_MAX;
+  const uint64_t size = fs::file_size(path);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) return SIZE_MAX;
+  std::vector<unsigned char> vec((size + 4095) / 4096);
+  size_t n = SIZE_MAX;
+  if (::mincore(map, size, vec.data()) == 0) {
+    n = 0;
+    for (uint64_t p = off / 4096; p < (off + len + 4095) / 4096 && p < vec.size(); p++) n += vec[p] & 1;
+  }
+  ::munmap(map, size);
+  return n;
+}
+
+// Drop the file's pages from the page cache (they are clean once synced).
+void evict(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+// A page-aligned buffer, as the FUSE paths lease them (ScratchPool, the
+// io_uring payload); `skew` bytes in, to get an unaligned one.
+struct AlignedBuf {
+  explicit AlignedBuf(size_t n, size_t skew = 0)
+      : mem(static_cast<uint8_t*>(std::aligned_alloc(4096, (n + skew + 4095) / 4096 * 4096))), span(mem + skew, n) {}
+  ~AlignedBuf() { std::free(mem); }
+  uint8_t* mem;
+  std::span<uint8_t> span;
+};
+
+TEST(BlobCache, BigReadsOfChunksOnDiskGoAroundThePageCache) {
+  Env env;
+  const uint64_t big = env.uend(4) / 4096 * 4096;  // > 64 KiB, chunks 0-4
+  ASSERT_GE(big, 128u << 10);
+  {
+    auto cache = env.open();
+    ASSERT_TRUE(cache);
+    EXPECT_EQ(read_range(*cache, 0, env.uend(7)), env.expect(0, env.uend(7)));
+  }  // closed: the bits are persisted
+  const fs::path data = env.file(".blob.data");
+  evict(data);
+  ASSERT_EQ(resident_pages(data, 0, env.uend(7)), 0u) << "the filesystem keeps every page (tmpfs?): cannot tell";
+
+  auto cache = env.open();
+  ASSERT_TRUE(cache);
+  AlignedBuf direct(big);
+  ASSERT_TRUE(cache->read(0, direct.span).has_value());
+  EXPECT_TRUE(std::equal(direct.span.begin(), direct.span.end(), env.expect(0, big).begin()));
+  EXPECT_EQ(resident_pages(data, 0, big), 0u) << "a big aligned read of synced chunks went through the page cache";
+
+  // Not 4 KiB-aligned in memory, or small: buffered (the kernel sees the pages).
+  AlignedBuf skewed(big, 1);
+  ASSERT_TRUE(cache->read(0, skewed.span).has_value());
+  EXPECT_TRUE(std::equal(skewed.span.begin(), skewed.span.end(), env.expect(0, big).begin()));
+  EXPECT_GT(resident_pages(data, 0, big), 0u);
+  evict(data);
+  AlignedBuf small(8192);
+  ASSERT_TRUE(cache->read(env.uoff(4), small.span).has_value());
+  EXPECT_TRUE(std::equal(small.span.begin(), small.span.end(), env.expect(env.uoff(4), 8192).begin()));
+  EXPECT_GT(resident_pages(data, env.uoff(4), 8192), 0u);
+
+  // An unaligned length: the aligned head direct, the tail buffered.
+  evict(data);
+  AlignedBuf odd(big - 100);
+  ASSERT_TRUE(cache->read(0, odd.span).has_value());
+  EXPECT_TRUE(std::equal(odd.span.begin(), odd.span.end(), env.expect(0, big - 100).begin()));
+  EXPECT_EQ(resident_pages(data, 0, big - 4096), 0u);
+}
+
+// Extents of `path` the filesystem has not allocated yet (FIEMAP's
+// delayed-allocation flag: written, not yet written back). ext4 writes the
+// file back as it answers, so this looks once.
+size_t delalloc_extents(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return SIZE_MAX;
+  constexpr unsigned kMax = 64;
+  std::vector<uint8_t> mem(sizeof(fiemap) + kMax * sizeof(fiemap_extent));
+  auto* fm = reinterpret_cast<fiemap*>(mem.data());
+  fm->fm_start = 0;
+  fm->fm_length = FIEMAP_MAX_OFFSET;
+  fm->fm_extent_count = kMax;
+  size_t n = SIZE_MAX;
+  if (::ioctl(fd, FS_IOC_FIEMAP, fm) == 0) {
+    n = 0;
+    for (unsigned i = 0; i < fm->fm_mapped_extents; i++) n += (fm->fm_extents[i].fe_flags & FIEMAP_EXTENT_DELALLOC) != 0;
+  }
+  ::close(fd);
+  return n;
+}
+
+// Chunks fetched by this process are read buffered until their bits are
+// persisted: a direct read would first write their dirty pages back.
+TEST(BlobCache, FreshlyFetchedChunksAreReadThroughThePageCache) {
+  Env env;
+  auto cache = env.open();
+  ASSERT_TRUE(cache);
+  const uint64_t big = env.uend(4) / 4096 * 4096;
+  // Whether this filesystem shows delayed allocation at all (FIEMAP of a
+  // file writes it back, so the probe is another file).
+  const fs::path probe = env.dir / "probe";
+  write_file(probe, std::string(65536, 'x'));
+  ASSERT_GT(delalloc_extents(probe), 0u) << "the filesystem allocates at once (no delayed allocation): cannot tell";
+  ASSERT_TRUE(cache->fetch_range(0, big, false).has_value());
+  const fs::path data = env.file(".blob.data");
+  AlignedBuf buf(big);
+  ASSERT_TRUE(cache->read(0, buf.span).has_value());
+  EXPECT_TRUE(std::equal(buf.span.begin(), buf.span.end(), env.expect(0, big).begin()));
+  EXPECT_GT(delalloc_extents(data), 0u) << "the read wrote the fetched chunks back";
 }
 
 TEST(BlobCache, BlobWithoutMetaIsUnsupported) {
