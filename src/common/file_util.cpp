@@ -57,4 +57,15 @@ Result<std::string> read_file_bounded(const std::filesystem::path& path, size_t 
   return out;
 }
 
+std::string resolve_parent(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::absolute(path, ec);
+  if (ec) p = path;
+  p = p.lexically_normal();
+  if (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();  // "a/b/" -> "a/b"
+  if (!p.has_filename()) return p.string();  // the root
+  const std::filesystem::path parent = std::filesystem::weakly_canonical(p.parent_path(), ec);
+  return ((ec ? p.parent_path() : parent) / p.filename()).string();
+}
+
 }  // namespace nydus

@@ -20,4 +20,10 @@ Status write_file_atomic(const std::filesystem::path& path, std::span<const uint
 // refused (kInvalidArgument) rather than read, an absent one is kNotFound.
 Result<std::string> read_file_bounded(const std::filesystem::path& path, size_t max_size);
 
+// `path` absolute and normalised, its parent directory resolved (symlinks,
+// "..") and its last component kept as named, never looked at: a stat of a
+// FUSE mountpoint whose daemon is gone (a takeover in progress) would wait
+// for a GETATTR that nobody answers.
+std::string resolve_parent(const std::string& path);
+
 }  // namespace nydus

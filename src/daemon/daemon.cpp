@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/fd_passing.h"
+#include "common/file_util.h"
 #include "daemon/fuse_handover.h"
 #include "fuse/fuse_channel.h"
 
@@ -17,13 +18,6 @@ std::string canonical_mountpoint(const std::string& mp) {
   std::error_code ec;
   auto c = std::filesystem::weakly_canonical(mp, ec);
   return ec ? mp : c.string();
-}
-// The same, resolving only the parent: a stat of a FUSE mountpoint nobody
-// serves yet (a takeover) would wait forever for its GETATTR.
-std::string canonical_outside(const std::string& mp) {
-  std::filesystem::path p = std::filesystem::path(mp).lexically_normal();
-  if (!p.has_filename()) p = p.parent_path();
-  return (std::filesystem::path(canonical_mountpoint(p.parent_path().string())) / p.filename()).string();
 }
 }  // namespace
 
@@ -276,8 +270,8 @@ Status Daemon::takeover() {
     }
     NYDUS_ASSIGN_OR_RETURN(HandedState hs, receive_state(opts_.supervisor));
     auto h = decode_fuse_handover(hs.data);
-    const std::string mp = canonical_outside(opts_.fuse_mountpoint);
-    if (h && canonical_outside(h->mountpoint) != mp)
+    const std::string mp = resolve_parent(opts_.fuse_mountpoint);
+    if (h && resolve_parent(h->mountpoint) != mp)
       h = errorf(Errc::kInvalidArgument, "the supervisor holds {}, this daemon serves {}", h->mountpoint, mp);
     if (!h) {
       if (hs.fd >= 0) ::close(hs.fd);

@@ -163,6 +163,48 @@ step "shared: remount /snap-1 serves image one again" shared_mount snap-1 "$WORK
 step "shared: /snap-1 == source one after the remount" compare_trees "$SRC1" "$MNT2/snap-1" "${CMP_OPTS[@]}"
 step "shared: SIGTERM unmounts" stop_pid "$SH_PID" "$MNT2"
 
+# ---- 3b. shared daemon failover, as the snapshotter's --recover-policy failover does it ----
+# The failover daemon starts while nobody answers the connection. It must not
+# stat its mountpoint then: the shared root's attributes last 1 s, and such a
+# stat waits for a GETATTR for good (containers_recovery.sh hung there now
+# and then while nydusd resolved its whole mountpoint path at start).
+NYDUSCTL=${NYDUSCTL:-$NYDUS_BIN_DIR/nydusctl}
+MNT4=$WORK/mnt-shared-fo SUP4=$WORK/shared-fo-supervisor.sock
+mkdir -p "$MNT4"
+"$NYDUSCTL" supervise --path "$SUP4" >"$LOG_DIR/shared-fo-supervisor.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do [ -S "$SUP4" ] && break; sleep 0.1; done
+fo_daemon() {  # fo_daemon N [args...]: shared daemon N on MNT4, its API at shared-fo-N.sock
+  "$NYDUSD" fuse --thread-num 4 --mountpoint "$MNT4" --apisock "$WORK/shared-fo-$1.sock" --supervisor "$SUP4" \
+    --id shared_daemon --log-level info --failover-policy resend "${@:2}" >"$LOG_DIR/shared-fo-$1.out" 2>&1 &
+  PIDS+=($!)
+  FO_PID=$!
+}
+fo_first() {
+  fo_daemon 1 && wait_running "$WORK/shared-fo-1.sock" "$FO_PID" || return 1
+  FO1=$FO_PID
+  local code
+  code=$(api "$WORK/shared-fo-1.sock" POST "/api/v1/mount?mountpoint=/snap-1" -o "$WORK/resp" -w '%{http_code}' \
+    --data-binary "$(mount_req "$WORK/one.boot" "$CFG")")
+  [ "$code" = 204 ] || [ "$code" = 200 ] || { echo "mount: HTTP $code $(cat "$WORK/resp")"; return 1; }
+  "$NYDUSCTL" --sock "$WORK/shared-fo-1.sock" sendfd
+}
+step "shared failover: a daemon with /snap-1, its fd and state at the supervisor" fo_first
+step "shared failover: /snap-1 == source one" compare_trees "$SRC1" "$MNT4/snap-1" "${CMP_OPTS[@]}"
+fo_kill() {
+  kill -KILL "$FO1"; wait "$FO1" 2>/dev/null
+  sleep 1.5  # the root's attributes expire: a stat of MNT4 would now wait for a GETATTR
+  fo_daemon 2 --upgrade
+  local i
+  for i in $(seq 50); do [ -S "$WORK/shared-fo-2.sock" ] && break; sleep 0.1; done
+  [ -S "$WORK/shared-fo-2.sock" ] || { echo "the failover daemon has no API socket after 5 s:"; tail -3 "$LOG_DIR/shared-fo-2.out"; return 1; }
+  "$NYDUSCTL" --sock "$WORK/shared-fo-2.sock" takeover && "$NYDUSCTL" --sock "$WORK/shared-fo-2.sock" start &&
+    wait_running "$WORK/shared-fo-2.sock" "$FO_PID"
+}
+step "shared failover: kill -9, 1.5 s, the --upgrade daemon takes the connection over" fo_kill
+step "shared failover: /snap-1 == source one through the new daemon" compare_trees "$SRC1" "$MNT4/snap-1" "${CMP_OPTS[@]}"
+step "shared failover: SIGTERM unmounts" stop_pid "$FO_PID" "$MNT4"
+
 # ---- 4. fscache command line parses (no /dev/cachefiles here: it must fail on the device) ----
 fscache_cmdline() {
   local rc

@@ -75,5 +75,28 @@ TEST(CommonIo, AtomicReplaceLeavesOnlyTheNewFile) {
   fs::remove_all(dir);
 }
 
+// The parent is resolved, the last component is kept as named and never
+// looked at (a FUSE mountpoint without its daemon would hang a stat).
+TEST(CommonIo, ResolveParentResolvesOnlyTheParent) {
+  const fs::path dir = fs::canonical(fs::temp_directory_path()) / ("nydus-resolve-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "real" / "sub");
+  fs::create_directory_symlink(dir / "real", dir / "link");
+  fs::create_directory_symlink(dir / "real" / "sub", dir / "real" / "alias");
+  EXPECT_EQ(resolve_parent((dir / "link" / "sub").string()), (dir / "real" / "sub").string());
+  EXPECT_EQ(resolve_parent((dir / "link" / "sub/").string()), (dir / "real" / "sub").string());
+  EXPECT_EQ(resolve_parent((dir / "link" / ".." / "link" / "sub").string()), (dir / "real" / "sub").string());
+  // The last component stays as named, symlink or not, existing or not.
+  EXPECT_EQ(resolve_parent((dir / "link" / "alias").string()), (dir / "real" / "alias").string());
+  EXPECT_EQ(resolve_parent((dir / "link" / "none").string()), (dir / "real" / "none").string());
+  EXPECT_EQ(resolve_parent("/"), "/");
+  // Relative to the working directory.
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir / "link");
+  EXPECT_EQ(resolve_parent("sub"), (dir / "real" / "sub").string());
+  fs::current_path(cwd);
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace nydus

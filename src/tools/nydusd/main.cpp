@@ -35,6 +35,7 @@
 #include "api/api_routes.h"
 #include "api/http_server.h"
 #include "common/build_info.h"
+#include "common/file_util.h"
 #include "daemon/daemon.h"
 #include "fanotify/fanotify_image.h"
 #include "fscache/fscache_daemon.h"
@@ -285,11 +286,10 @@ int run(Args& a, bool singleton) {
   nydus::daemon::DaemonOptions dopts;
   dopts.id = a.id;
   dopts.apisock = a.apisock;
-  if (!singleton) {
-    std::error_code ec;
-    auto mp = std::filesystem::weakly_canonical(std::filesystem::absolute(a.mountpoint), ec);
-    dopts.fuse_mountpoint = ec ? a.mountpoint : mp.string();
-  }
+  // Never a stat of the mountpoint itself: a failover daemon starts while
+  // the connection there has nobody to answer it (shared daemons' pseudo
+  // root keeps its attributes 1 s, and the stat then hung for good).
+  if (!singleton) dopts.fuse_mountpoint = nydus::resolve_parent(a.mountpoint);
   dopts.fuse_threads = a.threads;
   dopts.singleton = singleton;
   dopts.supervisor = a.supervisor;
