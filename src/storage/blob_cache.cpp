@@ -446,7 +446,7 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   // reads of chunks already on disk take it: the reply's copy into the
   // kernel is then the only copy, and those bytes are not cached twice
   // (once as this file's pages, once as the FUSE file's). Sequential reads
-  // of a rootfs's big files over FUSE: 1,287 -> 1,570 MB/s (bench/README).
+  // of a rootfs's big files over /dev/fuse: 1,103 -> 1,660 MB/s (bench/README).
   // Small reads stay buffered: the file's own read-ahead serves the next
   // small file from memory, where a direct read would wait for the disk.
   int direct_fd_ = -1;
@@ -697,10 +697,10 @@ Status BlobCacheImpl::read_data(uint64_t offset, std::span<uint8_t> out, const s
   // Direct only for chunks whose persistent bit is set: their bytes were
   // synced before it was, so no dirty page of ours has to be written back
   // first (a direct read flushes the range it covers).
-  const size_t head = out.size() & ~(kDirectAlign - 1);
   if (direct_fd_ >= 0 && out.size() >= kDirectMin && offset % kDirectAlign == 0 &&
       reinterpret_cast<uintptr_t>(out.data()) % kDirectAlign == 0 && direct_ok_.load(std::memory_order_relaxed) &&
       std::all_of(cis.begin(), cis.end(), [&](uint32_t ci) { return map_->is_ready(ci); })) {
+    const size_t head = out.size() & ~(kDirectAlign - 1);  // the tail (< 4 KiB) is read buffered
     Status ds = read_full_at(direct_fd_, offset, out.first(head), "reading blob cache data (direct)");
     if (ds) {
       if (head == out.size()) return ok();

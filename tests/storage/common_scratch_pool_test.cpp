@@ -13,6 +13,20 @@ namespace {
 
 constexpr size_t kBudget = ScratchPool::kKeepBytes;
 
+// Page-aligned, so that the blob cache can read into a lease with O_DIRECT
+// (the classic FUSE transport's READ replies are such leases).
+TEST(ScratchPool, BuffersArePageAligned) {
+  ScratchPool pool;
+  for (size_t n : {size_t(1), size_t(4096), size_t(65536), size_t(128 << 10) + 1, size_t(1) << 20}) {
+    ScratchPool::Buffer b = pool.take(n);
+    ASSERT_TRUE(b.data);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(b.data.get()) % ScratchPool::kAlign, 0u) << n;
+    pool.give(std::move(b));
+  }
+  Scratch lease;
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(lease.get(200000).data()) % ScratchPool::kAlign, 0u);
+}
+
 TEST(ScratchPool, AGivenBufferServesTheNextRequestItFits) {
   ScratchPool pool;
   ScratchPool::Buffer a = pool.take(300 << 10);
