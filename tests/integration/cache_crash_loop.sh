@@ -159,7 +159,7 @@ fi
 # ---- figures -----------------------------------------------------------------------------------
 L=$WORK/loop.json
 echo "---- figures"
-echo "kills (kill -9):                   $(jget "$L" kills) (during start-up $(jget "$L" kills_early), 5-150 ms after the readers started $(jget "$L" kills_short), ~1-1.4 s in around the map persist $(jget "$L" kills_persist): after it $(jget "$L" persist_kills_map_grew), before/inside it $(jget "$L" persist_kills_map_unchanged)); $(jget "$L" kills_with_reads_in_flight) with reads in flight; cache wiped $(jget "$L" cache_wipes) times"
+echo "kills (kill -9):                   $(jget "$L" kills) (during start-up $(jget "$L" kills_early), 5-150 ms after the readers started $(jget "$L" kills_short), 1-2 s in around the map persist $(jget "$L" kills_persist): after it $(jget "$L" persist_kills_map_grew), before/inside it $(jget "$L" persist_kills_map_unchanged)); $(jget "$L" kills_with_reads_in_flight) with reads in flight; cache wiped $(jget "$L" cache_wipes) times"
 echo "chunks ready at kill (avg of $(jget "$L" chunks_total)):   in memory $(jget "$L" avg_ready_mem_at_kill), persisted in the map $(jget "$L" avg_ready_disk_after_kill) (max $(jget "$L" max_ready_disk); kills with a complete map: $(jget "$L" full_cache_kills))"
 echo "reads checked during the loop:     $(jget "$L" reads_checked) full + $(jget "$L" partial_reads_checked) short ($(jget "$L" bytes_checked) bytes); $(jget "$L" errors_after_kill) failed after the kill (expected), $(jget "$L" unexpected_errors) failed while the daemon was alive"
 echo "wrong bytes during the loop:       $(jget "$L" wrong_bytes)"

@@ -11,7 +11,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <barrier>
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <thread>
@@ -687,9 +689,9 @@ TEST(BlobCache, BytesAreWrittenBeforeBitsAreSet) {
   EXPECT_EQ(read_range(*after, 0, env.uend(2)), env.expect(0, env.uend(2)));
 }
 
-// Bits set inside the once-a-second persist window reach the chunk map on
-// disk about a second later even with no further misses: a crash (here: a
-// copy of the files, as a kill -9 would leave them) keeps them.
+// Bits reach the chunk map on disk about a second after the last write even
+// with no further misses: a crash (here: a copy of the files, as a kill -9
+// would leave them) keeps them.
 TEST(BlobCache, ReadyBitsArePersistedWithoutFurtherMisses) {
   Env env;
   auto cache = env.open();
@@ -702,6 +704,45 @@ TEST(BlobCache, ReadyBitsArePersistedWithoutFurtherMisses) {
   bool persisted = false;
   for (int i = 0; i < 40 && !(persisted = on_disk()); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_TRUE(persisted) << "the ready bit of chunk 1 never reached the chunk map";
+}
+
+// A fill that goes on is not synced under the reader's feet: the bits wait
+// until writes pause for a second (then they reach the map, as above). A
+// sync in mid-fill made the disk write back while the reader waited to read.
+TEST(BlobCache, ReadyBitsWaitForTheFillToSettle) {
+  using Clock = std::chrono::steady_clock;
+  // A slow machine may pause between two of our reads for as long as the
+  // quiet window: that attempt proves nothing and is run again.
+  bool checked = false;
+  for (int attempt = 0; attempt < 3 && !checked; ++attempt) {
+    Env env;
+    auto cache = env.open();
+    ASSERT_TRUE(cache);
+    auto on_disk = [&] {
+      auto m = ChunkMap::open(env.file(".chunk_map"), env.blob.info.chunk_count, false);
+      size_t n = 0;
+      for (uint32_t ci = 0; m && ci < env.blob.info.chunk_count; ++ci) n += (*m)->is_ready(ci);
+      return n;
+    };
+    // One new chunk every 200 ms for 1.4 s: longer than the old once-a-second
+    // persist, each write well inside the quiet window of the one before.
+    auto last = Clock::now();
+    auto longest_gap = Clock::duration::zero();
+    for (size_t i = 0; i < 8; ++i) {
+      if (i) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      ASSERT_EQ(read_range(*cache, env.uoff(i), 5), env.expect(env.uoff(i), 5));
+      longest_gap = std::max(longest_gap, Clock::now() - last);
+      last = Clock::now();
+    }
+    const size_t mid_fill = on_disk();
+    if (Clock::now() - last + longest_gap > std::chrono::milliseconds(800)) continue;
+    checked = true;
+    EXPECT_EQ(mid_fill, 0u) << "ready bits were synced while chunks were still being written";
+    size_t settled = 0;
+    for (int i = 0; i < 40 && (settled = on_disk()) < 8; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(settled, 8u) << "the bits never reached the chunk map once the fill settled";
+  }
+  EXPECT_TRUE(checked) << "three attempts each paused for a second between two reads";
 }
 
 // A data file that is missing or of the wrong size makes the old chunk map

@@ -76,16 +76,20 @@ read_files() {
   while IFS= read -r f; do cat "/mnt/fuse/$f" > /dev/null; done < /tmp/list
 }
 
-# slow_read FILTER: read those files in 256 KiB blocks, 50 ms apart, so the
-# fills go on for seconds and a cut lands in the middle of them. No pipeline:
-# the loop runs in the caller's process, so killing that stops it.
+# slow_read FILTER [PAUSE_AT]: read those files in 256 KiB blocks, 50 ms
+# apart, so the fills go on for seconds and a cut lands in the middle of them;
+# after PAUSE_AT blocks, stop for 2 s (writes that pause for a second let the
+# daemon sync and persist its bits) and touch /tmp/paused. No pipeline: the
+# loop runs in the caller's process, so killing that stops it.
 slow_read() {
   awk "$1" /expected/files > /tmp/slow-list
+  done_blocks=0
   while IFS= read -r f; do
     n=$(( ($(stat -c %s "/mnt/fuse/$f") + 262143) / 262144 )) b=0
     while [ $b -lt $n ]; do
       dd if="/mnt/fuse/$f" of=/dev/null bs=262144 skip=$b count=1 2>/dev/null
-      usleep 50000; b=$((b + 1))
+      usleep 50000; b=$((b + 1)); done_blocks=$((done_blocks + 1))
+      if [ "$done_blocks" = "${2:-}" ]; then sleep 2; touch /tmp/paused; fi
     done
   done < /tmp/slow-list
 }
@@ -112,9 +116,9 @@ round() {
   READER=
   case $NAME in
     synced_map)
-      # Half the files, read to the end; then wait past the deferred persist
-      # (1.1 s) so the map holds their bits, and write the map back before
-      # the data, as the kernel may at any time.
+      # Half the files, read to the end; then wait past the persist (a
+      # second after the last write) so the map holds their bits, and write
+      # the map back before the data, as the kernel may at any time.
       read_files 'NR % 2 == 1'
       sleep 3
       sync -d "$CACHE/$BLOB.chunk_map" ;;
@@ -125,11 +129,16 @@ round() {
       READER=$!
       sleep 2 ;;
     mid_read_synced_map)
-      # Everything, slowly; after the first persists the map is written back
-      # while fetches are still writing data, and the power goes right after.
-      (slow_read 'NR % 3 != 0'; slow_read 'NR % 3 == 0') &
+      # Everything, slowly, with one pause after 12 blocks: the fill
+      # settles, so the daemon syncs the data and persists those bits; then
+      # the reading goes on, the map is written back while fetches are still
+      # writing data, and the power goes right after.
+      rm -f /tmp/paused
+      (slow_read 'NR % 3 != 0' 12; slow_read 'NR % 3 == 0') &
       READER=$!
-      sleep 3
+      i=0
+      while [ ! -e /tmp/paused ] && [ $i -lt 600 ]; do usleep 100000; i=$((i + 1)); done
+      sleep 1
       sync -d "$CACHE/$BLOB.chunk_map" ;;
   esac
   # A reader that already finished would make this a cut after the fill.

@@ -401,8 +401,10 @@ class Readers:
         # A random subset of the files per iteration, so the cache fills unevenly.
         k = max(1, int(len(files) * rng.uniform(0.03, 0.25)))
         self.subset = rng.sample(files, k)
-        # From switch_at on, another subset: new misses then (the daemon persists its
-        # map only from a fetch >= 1 s after the previous persist).
+        # From switch_at on, another subset: new misses after the first persist (the
+        # daemon persists its map once its writes pause for a second, here about a
+        # second after the first subset is cached), so some kills land while the
+        # map holds bits and fetches are writing more.
         self.switch_at = switch_at
         self.subset2 = rng.sample(files, max(1, int(len(files) * rng.uniform(0.03, 0.25))))
         self.threads = [threading.Thread(target=self.run, args=(rng.randrange(1 << 30),), daemon=True)
@@ -526,12 +528,13 @@ def cmd_loop(a):
                                     + f.read()[-2000:])
             else:
                 readers = Readers(a.mnt, files, data, rng, rng.randint(1, a.max_readers),
-                                  switch_at=t0 + 1.0 if kind == "persist" else None)
+                                  switch_at=t0 + 1.6 if kind == "persist" else None)
                 if kind == "short":
                     time.sleep(rng.uniform(a.min_delay_ms, a.max_delay_ms) / 1000)
                 else:
-                    # Around the first persist of the map (~1 s after the cache opens).
-                    time.sleep(max(0.0, t0 + rng.uniform(1.0, 1.4) - time.monotonic()))
+                    # Around the first persist of the map (a second after the first
+                    # subset is cached) and into the second subset's fetches.
+                    time.sleep(max(0.0, t0 + rng.uniform(1.0, 2.0) - time.monotonic()))
         ready_mem = None
         if mounted and kind != "early":
             m = api_get(a.sock, "/api/v1/metrics/blobcache", timeout=0.3)
@@ -645,7 +648,7 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--fresh-every", type=int, default=15, help="wipe the cache dir every N iterations")
     p.add_argument("--early-frac", type=float, default=0.1, help="kills during start-up")
-    p.add_argument("--persist-frac", type=float, default=0.25, help="kills ~1 s in (map persist)")
+    p.add_argument("--persist-frac", type=float, default=0.25, help="kills 1-2 s in (around the map persist)")
     p.add_argument("--min-delay-ms", type=float, default=5)
     p.add_argument("--max-delay-ms", type=float, default=150)
     p.add_argument("--max-readers", type=int, default=4)
