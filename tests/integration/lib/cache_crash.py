@@ -538,8 +538,10 @@ def cmd_loop(a):
         ready_mem = None
         if mounted and kind != "early":
             m = api_get(a.sock, "/api/v1/metrics/blobcache", timeout=0.3)
-            if isinstance(m, list) and m:
-                ready_mem = sum(int(b.get("chunks_ready", 0)) for b in m)
+            # Upstream's object, with our per-blob list under "blobs".
+            blobs = m.get("blobs") if isinstance(m, dict) else None
+            if isinstance(blobs, list) and blobs:
+                ready_mem = sum(int(b.get("chunks_ready", 0)) for b in blobs)
         inflight = 0
         if readers:
             readers.killed.set()
