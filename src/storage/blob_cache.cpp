@@ -392,7 +392,8 @@ class BlobCacheImpl final : public BlobCache, public std::enable_shared_from_thi
   }
   bool cache_full() const { return steady_ms() < full_until_ms_.load(std::memory_order_relaxed); }
   // Mark stored chunks ready; their persistent bits follow the next sync.
-  Status publish(const std::vector<uint32_t>& written);
+  // Cannot fail: the sync that may fail runs later, in persist().
+  void publish(const std::vector<uint32_t>& written);
   // Load the ci array (cache file or backend) and index it.
   Status load_meta(const std::vector<format::Digest>& digests);
   Status timed_backend_read(uint64_t offset, std::span<uint8_t> out);
@@ -1005,8 +1006,8 @@ Status BlobCacheImpl::store_fetched(uint32_t ci, const ChunkRecord& c, std::span
   return ok();
 }
 
-Status BlobCacheImpl::publish(const std::vector<uint32_t>& written) {
-  if (written.empty()) return ok();
+void BlobCacheImpl::publish(const std::vector<uint32_t>& written) {
+  if (written.empty()) return;
   for (uint32_t ci : written) mark_ready(ci);
   const auto now = std::chrono::steady_clock::now();
   {
@@ -1016,7 +1017,6 @@ Status BlobCacheImpl::publish(const std::vector<uint32_t>& written) {
     pending_.insert(pending_.end(), written.begin(), written.end());
   }
   if (!persist_scheduled_.exchange(true)) DeferredPersist::instance().schedule(weak_from_this(), now + kPersistQuiet);
-  return ok();
 }
 
 std::optional<std::chrono::steady_clock::time_point> BlobCacheImpl::persist_if_settled() {
@@ -1044,7 +1044,7 @@ void BlobCacheImpl::finish_tail(ZranTail& t) {
                                },
                                &fetched);
   backend_bytes_.fetch_add(fetched, std::memory_order_relaxed);
-  (void)publish(written);
+  publish(written);
   // Readers waiting on these claim what is still missing themselves.
   {
     std::lock_guard lk(mu_);
@@ -1158,7 +1158,7 @@ Status BlobCacheImpl::fetch_claimed(std::vector<uint32_t> cis, bool prefetch, co
   }
   // Readers may use the bytes at once (they are in the page cache); the
   // persistent bits follow after the next sync.
-  if (Status ps = publish(written); !ps && first_error) first_error = std::move(ps);
+  publish(written);
   return first_error;
 }
 
