@@ -10,8 +10,10 @@
 # Workloads, page cache dropped before each: `find -printf '%s %m'` over every
 # entry, `tar cf - . | cat` of everything, and a python start in a chroot that
 # imports numpy and a few standard modules. RUNS (3) alternating rounds: in
-# each round every setup runs every workload once; the table shows medians
-# and the ratio to kernel EROFS, plus each daemon's peak RSS; a second table gives
+# each round every workload runs once on every setup, one setup right after
+# the other; the table shows medians and the ratio to kernel EROFS (the median
+# of each round's own ratio, so that the machine's drift between rounds cancels),
+# plus each daemon's peak RSS; a second table gives
 # the readers' own CPU time (user + sys of find, of tar and cat, of python):
 # what a workload costs in its own processes, kernel code included, before it
 # waits for anything.
@@ -127,7 +129,7 @@ import re, sys
 u, s = (int(m) * 60 + float(x) for m, x in re.findall(r'(\d+)m([\d.]+)s', sys.argv[1])[-2:])
 print(f'{$t1 - $t0:.3f} {u + s:.3f}')" "$cpu"
 }
-record() { echo "$1 $2 $3" >>"$W/times"; }  # record SETUP WORKLOAD "SECONDS CPU_SECONDS"
+record() { echo "$1 $2 $r $3" >>"$W/times"; }  # record SETUP WORKLOAD "SECONDS CPU_SECONDS" (in round $r)
 
 # Long-lived mounts, set up once; "fuse-cold*" get a fresh daemon and cache per workload.
 for s in $SETUPS; do
@@ -157,8 +159,8 @@ done
 
 for r in $(seq "$RUNS"); do
   echo "# round $r of $RUNS" >&2
-  for s in $SETUPS; do
-    for w in stat tar python; do
+  for w in stat tar python; do
+    for s in $SETUPS; do
       if [ "$s" = fuse-cold ] || [ "$s" = fuse-cold-nodra ] || [ "$s" = fuse-cold-uring ]; then
         rm -rf "$W/cache-cold"
         if [ "$s" = fuse-cold-nodra ]; then
@@ -182,11 +184,11 @@ for s in fuse fuse-nodra fuse-nospin fuse-uring fanotify; do stop_nydusd "$s"; d
 python3 - "$W" "$SETUPS" <<'PY'
 import os, statistics, sys
 w, setups = sys.argv[1], sys.argv[2].split()
-times, cpus = {}, {}
+times, cpus = {}, {}  # (setup, workload) -> {round: seconds}
 for line in open(os.path.join(w, "times")):
-    s, wl, t, cpu = line.split()
-    times.setdefault((s, wl), []).append(float(t))
-    cpus.setdefault((s, wl), []).append(float(cpu))
+    s, wl, r, t, cpu = line.split()
+    times.setdefault((s, wl), {})[r] = float(t)
+    cpus.setdefault((s, wl), {})[r] = float(cpu)
 names = {"erofs": "kernel EROFS", "fuse": "nydusd FUSE, warm blob cache",
          "fuse-nospin": "nydusd FUSE, warm blob cache, no polling (NYDUS_FUSE_SPIN_US=0)",
          "fuse-nodra": "nydusd FUSE, warm blob cache, no read-ahead across files (NYDUS_DIR_READ_AHEAD=0)",
@@ -197,7 +199,14 @@ names = {"erofs": "kernel EROFS", "fuse": "nydusd FUSE, warm blob cache",
          "fanotify": "nydusd fanotify, warm cache", "squashfuse": "squashfuse"}
 def med(s, wl, table=times):
     v = table.get((s, wl))
-    return statistics.median(v) if v else None
+    return statistics.median(v.values()) if v else None
+def ratio(s, wl, table=times):
+    # The median over rounds of this round's figure / kernel EROFS's wall time
+    # in the same round: runs minutes apart on a VM whose speed drifts by
+    # +-30 % are never compared with each other.
+    v, k = table.get((s, wl), {}), times.get(("erofs", wl), {})
+    pairs = [v[r] / k[r] for r in v if k.get(r)]
+    return statistics.median(pairs) if pairs else None
 def rss(s):
     try:
         v = [int(x) for x in open(os.path.join(w, f"rss-{s}")).read().split()]
@@ -206,7 +215,7 @@ def rss(s):
         return "-"
 def table(header, source, last=lambda s: ""):
     # One row per setup: each workload's median from `source`, and its ratio
-    # to kernel EROFS's median wall time.
+    # to kernel EROFS's wall time (ratio()).
     print(header)
     print("|---" + "|---:" * (header.count("|") - 2) + "|")
     for s in setups:
@@ -214,8 +223,8 @@ def table(header, source, last=lambda s: ""):
             continue
         cells = []
         for wl in ("stat", "tar", "python"):
-            m, k = med(s, wl, source), med("erofs", wl)
-            cells += [f"{m:.2f}" if m is not None else "-", f"{m / k:.2f}" if m is not None and k else "-"]
+            m, x = med(s, wl, source), ratio(s, wl, source)
+            cells += [f"{m:.2f}" if m is not None else "-", f"{x:.2f}" if x is not None else "-"]
         print(f"| {names.get(s, s)} | " + " | ".join(cells) + " |" + last(s))
 table("| setup | stat walk (s) | × EROFS | tar all (s) | × EROFS | python imports (s) | × EROFS | peak RSS |",
       times, lambda s: f" {rss(s)} |")
@@ -226,5 +235,5 @@ table("| setup | stat walk | × EROFS wall | tar all | × EROFS wall | python im
 PY
 echo
 echo "FUSE io_uring row: transport ${TRANSPORT:-not run} (nydusctl info);"
-echo "rootfs: $MB MB, $ENTRIES entries (bookworm minbase + $PACKAGES); medians of $RUNS alternating rounds;" \
+echo "rootfs: $MB MB, $ENTRIES entries (bookworm minbase + $PACKAGES); medians of $RUNS alternating rounds (ratios: median of the rounds' own);" \
   "$(nproc) CPUs; $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
