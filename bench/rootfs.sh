@@ -107,11 +107,17 @@ with_uring() {
   return $rc
 }
 
-# run WORKLOAD MOUNT: page cache dropped, print the seconds it took and the
-# CPU seconds (user + sys) of the workload's processes.
+# The CPU time the hypervisor gave other guests while ours wanted it (steal,
+# /proc/stat, USER_HZ ticks over all CPUs). On this VM it went from nothing
+# to 7 s of CPU within one 3 s tar, which no median of 5 rounds hides.
+steal() { awk 'NR == 1 {print $9}' /proc/stat; }
+# run WORKLOAD MOUNT: page cache dropped, print the seconds it took, the
+# CPU seconds (user + sys) of the workload's processes and the seconds of
+# CPU stolen from the VM meanwhile.
 run() {
-  local t0 t1 cpu
+  local t0 t1 cpu s0 s1
   drop
+  s0=$(steal)
   t0=$(now)
   # `times` in the subshell: its own user and sys time, then its children's
   # (not through a pipe: that would be another subshell, without children).
@@ -124,12 +130,13 @@ run() {
     times
   )
   t1=$(now)
+  s1=$(steal)
   python3 -c "
-import re, sys
+import os, re, sys
 u, s = (int(m) * 60 + float(x) for m, x in re.findall(r'(\d+)m([\d.]+)s', sys.argv[1])[-2:])
-print(f'{$t1 - $t0:.3f} {u + s:.3f}')" "$cpu"
+print(f'{$t1 - $t0:.3f} {u + s:.3f} {($s1 - $s0) / os.sysconf(\"SC_CLK_TCK\"):.2f}')" "$cpu"
 }
-record() { echo "$1 $2 $r $3" >>"$W/times"; }  # record SETUP WORKLOAD "SECONDS CPU_SECONDS" (in round $r)
+record() { echo "$1 $2 $r $3" >>"$W/times"; }  # record SETUP WORKLOAD "SECONDS CPU_SECONDS STEAL_SECONDS" (in round $r)
 
 # Long-lived mounts, set up once; "fuse-cold*" get a fresh daemon and cache per workload.
 for s in $SETUPS; do
@@ -184,11 +191,12 @@ for s in fuse fuse-nodra fuse-nospin fuse-uring fanotify; do stop_nydusd "$s"; d
 python3 - "$W" "$SETUPS" <<'PY'
 import os, statistics, sys
 w, setups = sys.argv[1], sys.argv[2].split()
-times, cpus = {}, {}  # (setup, workload) -> {round: seconds}
+times, cpus, steals = {}, {}, {}  # (setup, workload) -> {round: seconds}
 for line in open(os.path.join(w, "times")):
-    s, wl, r, t, cpu = line.split()
+    s, wl, r, t, cpu, stolen = line.split()
     times.setdefault((s, wl), {})[r] = float(t)
     cpus.setdefault((s, wl), {})[r] = float(cpu)
+    steals.setdefault((s, wl), {})[r] = float(stolen)
 names = {"erofs": "kernel EROFS", "fuse": "nydusd FUSE, warm blob cache",
          "fuse-nospin": "nydusd FUSE, warm blob cache, no polling (NYDUS_FUSE_SPIN_US=0)",
          "fuse-nodra": "nydusd FUSE, warm blob cache, no read-ahead across files (NYDUS_DIR_READ_AHEAD=0)",
@@ -232,6 +240,18 @@ print()
 print("Readers' own CPU (user + sys of the workload's processes; medians, seconds; × EROFS's wall time):")
 print()
 table("| setup | stat walk | × EROFS wall | tar all | × EROFS wall | python imports | × EROFS wall |", cpus)
+print()
+print("CPU time the hypervisor took from this VM during the runs (steal, seconds over all CPUs; median / max of the rounds):")
+print()
+print("| setup | stat walk | tar all | python imports |")
+print("|---|---:|---:|---:|")
+for s in setups:
+    if any(k[0] == s for k in steals):
+        cells = []
+        for wl in ("stat", "tar", "python"):
+            v = list(steals.get((s, wl), {}).values())
+            cells.append(f"{statistics.median(v):.2f} / {max(v):.2f}" if v else "-")
+        print(f"| {names.get(s, s)} | " + " | ".join(cells) + " |")
 PY
 echo
 echo "FUSE io_uring row: transport ${TRANSPORT:-not run} (nydusctl info);"
