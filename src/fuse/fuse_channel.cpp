@@ -19,6 +19,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "fuse/request_poll.h"
+
 namespace nydus::fuse {
 
 namespace {
@@ -150,17 +152,14 @@ ssize_t FuseChannel::io_read(int fd, void* buf, size_t len, void*) {
     // for one (see wait_readable) and try again.
     ssize_t n = ::read(fd, buf, len);
     if (n < 0 && errno == EAGAIN && !c->spinning_.exchange(true, std::memory_order_acquire)) {
-      // One worker at a time polls a little before it sleeps: a reader
-      // walking a tree sends its next request within microseconds of our
-      // reply, and taking it without the sleep and wake-up of a round trip
-      // cut a warm stat walk of a 40,872-entry rootfs from 0.53 to 0.36-0.41 s
-      // and its tar from 4.21 to 2.7-3.2 s (bench/rootfs.sh). Yielding in
-      // between leaves the CPU to whoever else can run (2 vCPUs here).
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_micros());
-      while (n < 0 && errno == EAGAIN && std::chrono::steady_clock::now() < until) {
-        sched_yield();
-        n = ::read(fd, buf, len);
-      }
+      // One worker at a time polls a little before it sleeps (request_poll.h).
+      poll_for_request(
+          [&] {
+            n = ::read(fd, buf, len);
+            return !(n < 0 && errno == EAGAIN);
+          },
+          [] { sched_yield(); }, [] { return std::chrono::steady_clock::now(); },
+          PollLimits{.budget = std::chrono::microseconds(spin_micros())});
       c->spinning_.store(false, std::memory_order_release);
     }
     if (n < 0 && errno == EAGAIN) {
