@@ -6,7 +6,10 @@
 #   - our nydusd FUSE mount, blob cache warm and (per run) empty over a local
 #     blob; with FUSE over io_uring as well when the kernel offers it;
 #   - nydusd fanotify mode (kernel EROFS over our cache files), warm cache;
-#   - squashfuse on a squashfs of the same tree.
+#   - squashfuse on a squashfs of the same tree;
+#   - fuse-floor (bench/fuse_floor.cpp): the same tree answered from memory,
+#     the least any FUSE daemon can cost, over libfuse's own loop and over
+#     nydusd's /dev/fuse and io_uring channels.
 # Workloads, page cache dropped before each: `find -printf '%s %m'` over every
 # entry, `tar cf - . | cat` of everything, and a python start in a chroot that
 # imports numpy and a few standard modules. RUNS (3) alternating rounds: in
@@ -21,7 +24,8 @@
 # Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), ROOTFS_CACHE
 #      (/var/cache/nydus-cpp, the rootfs tarball), RUNS (3), KEEP=1, SETUPS (space-separated
 #      subset of: erofs fuse fuse-nodra fuse-nospin fuse-cold fuse-cold-nodra fuse-uring
-#      fuse-cold-uring fanotify squashfuse). BENCH_TMP on a RAM-backed ext4 (not tmpfs: EROFS cannot mount files
+#      fuse-cold-uring fanotify squashfuse fuse-floor fuse-floor-channel fuse-floor-uring).
+#      BENCH_TMP on a RAM-backed ext4 (not tmpfs: EROFS cannot mount files
 #      there) takes the disk's noise out of the comparison.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -82,6 +86,19 @@ JSON
   DPIDS[$name]=$!
   for _ in $(seq 200); do mounted "$W/mnt-$name" && return 0; sleep 0.05; done
   echo "nydusd ($name) did not mount: $(tail -n1 "$W/nydusd-$name.log")" >&2
+  kill "${DPIDS[$name]}" 2>/dev/null; wait "${DPIDS[$name]}" 2>/dev/null; unset "DPIDS[$name]"
+  return 1
+}
+# start_floor NAME [fuse-floor flag]: fuse-floor serving the source tree at mnt-NAME
+# (it reads the whole tree into memory first).
+start_floor() {
+  local name=$1
+  shift
+  mkdir -p "$W/mnt-$name"
+  "$BIN/fuse-floor" "$@" "$SRC" "$W/mnt-$name" >"$W/nydusd-$name.log" 2>&1 &
+  DPIDS[$name]=$!
+  for _ in $(seq 1200); do mounted "$W/mnt-$name" && return 0; sleep 0.05; done
+  echo "fuse-floor ($name) did not mount: $(tail -n1 "$W/nydusd-$name.log")" >&2
   kill "${DPIDS[$name]}" 2>/dev/null; wait "${DPIDS[$name]}" 2>/dev/null; unset "DPIDS[$name]"
   return 1
 }
@@ -158,6 +175,9 @@ for s in $SETUPS; do
         echo "(no FUSE io_uring in this kernel)" >&2
       fi ;;
     fanotify) start_nydusd fanotify "$W/cache-fanotify" fanotify && warm "$W/mnt-fanotify" ;;
+    fuse-floor) start_floor fuse-floor ;;
+    fuse-floor-channel) start_floor fuse-floor-channel --nydus-channel ;;
+    fuse-floor-uring) [ -w "$URING_PARAM" ] && with_uring start_floor fuse-floor-uring --nydus-uring ;;
     squashfuse)
       mkdir -p "$W/mnt-squashfuse"
       squashfuse "$W/tree.sqfs" "$W/mnt-squashfuse" && DPIDS[squashfuse]=$(pgrep -n squashfuse) ;;
@@ -185,7 +205,9 @@ for r in $(seq "$RUNS"); do
     done
   done
 done
-for s in fuse fuse-nodra fuse-nospin fuse-uring fanotify; do stop_nydusd "$s"; done
+for s in fuse fuse-nodra fuse-nospin fuse-uring fanotify fuse-floor fuse-floor-channel fuse-floor-uring; do
+  stop_nydusd "$s"
+done
 [ -n "${DPIDS[squashfuse]:-}" ] && awk '/VmHWM/ {print $2}' /proc/"${DPIDS[squashfuse]}"/status >"$W/rss-squashfuse"
 
 python3 - "$W" "$SETUPS" <<'PY'
@@ -204,7 +226,10 @@ names = {"erofs": "kernel EROFS", "fuse": "nydusd FUSE, warm blob cache",
          "fuse-cold-nodra": "nydusd FUSE, empty blob cache, no read-ahead across files",
          "fuse-uring": "nydusd FUSE io_uring, warm blob cache",
          "fuse-cold-uring": "nydusd FUSE io_uring, empty blob cache (local blob)",
-         "fanotify": "nydusd fanotify, warm cache", "squashfuse": "squashfuse"}
+         "fanotify": "nydusd fanotify, warm cache", "squashfuse": "squashfuse",
+         "fuse-floor": "fuse-floor: answers from memory, libfuse's loop",
+         "fuse-floor-channel": "fuse-floor: answers from memory, nydusd's /dev/fuse channel",
+         "fuse-floor-uring": "fuse-floor: answers from memory, nydusd's io_uring channel"}
 def med(s, wl, table=times):
     v = table.get((s, wl))
     return statistics.median(v.values()) if v else None
