@@ -2,10 +2,10 @@
 //
 // Serves a copy of a directory tree that it reads into memory at start-up
 // (attributes, symlink targets and file bytes), through libfuse's low-level
-// API, with the same connection settings as nydusd (READDIRPLUS always,
-// no OPEN/OPENDIR, cached symlinks, parallel dirops, long entry and attribute
-// timeouts). Every request is answered from memory: no image to parse, no
-// cache to look up, no disk. What a workload still costs over kernel EROFS
+// API, with nydusd's connection settings (negotiate_connection: READDIRPLUS
+// always, cached symlinks, parallel dirops), no OPEN/OPENDIR (ENOSYS, as
+// nydusd) and nydusd's entry and attribute timeouts. Every request is
+// answered from memory: no image to parse, no cache to look up, no disk. What a workload still costs over kernel EROFS
 // on this mount is what the FUSE protocol and the transport cost, which no
 // daemon can take away (bench/rootfs.sh, setups fuse-floor*).
 //
@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "fuse/fuse_channel.h"
+#include "fuse/rafs_fs.h"
 
 namespace {
 
@@ -106,18 +107,7 @@ fuse_entry_param entry_of(const Node& n) {
   return e;
 }
 
-void op_init(void*, fuse_conn_info* conn) {
-  auto want = [&](unsigned cap) {
-    if (conn->capable & cap) conn->want |= cap;
-  };
-  want(FUSE_CAP_PARALLEL_DIROPS);
-  want(FUSE_CAP_READDIRPLUS);
-  conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
-  want(FUSE_CAP_ASYNC_READ);
-  want(FUSE_CAP_CACHE_SYMLINKS);
-  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-  conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
-}
+void op_init(void*, fuse_conn_info* conn) { nydus::fuse::negotiate_connection(conn); }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Node* p = node(parent);

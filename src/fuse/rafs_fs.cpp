@@ -340,22 +340,7 @@ std::optional<Vfs::Route> route_or_reply(fuse_req_t req, uint64_t ino, const cha
   return std::move(*r);
 }
 
-void op_init(void*, struct fuse_conn_info* conn) {
-  auto want = [&](unsigned cap) {
-    if (conn->capable & cap) conn->want |= cap;
-  };
-  want(FUSE_CAP_PARALLEL_DIROPS);  // lookups in one directory need no kernel serialisation
-  // Always READDIRPLUS: a listing brings every entry's attributes, so a walk
-  // that stats what it lists sends no LOOKUP per entry (find over 50,000
-  // files: 2.3 s with the kernel's adaptive choice, 0.3 s without).
-  want(FUSE_CAP_READDIRPLUS);
-  conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
-  want(FUSE_CAP_ASYNC_READ);
-  want(FUSE_CAP_CACHE_SYMLINKS);   // immutable image: symlink targets can stay cached
-  // Nothing changes under the kernel's page cache, so no invalidation on mtime.
-  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-  conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
-}
+void op_init(void*, struct fuse_conn_info* conn) { negotiate_connection(conn); }
 
 // Pseudo directories (a shared daemon's mount points) are cached briefly: an
 // image mounted or unmounted there shows within a second even if the
@@ -645,6 +630,23 @@ std::optional<unsigned> fuse_conn_id(const std::string& mountpoint) {
 }
 
 }  // namespace
+
+void negotiate_connection(struct fuse_conn_info* conn) {
+  auto want = [&](unsigned cap) {
+    if (conn->capable & cap) conn->want |= cap;
+  };
+  want(FUSE_CAP_PARALLEL_DIROPS);  // lookups in one directory need no kernel serialisation
+  // Always READDIRPLUS: a listing brings every entry's attributes, so a walk
+  // that stats what it lists sends no LOOKUP per entry (find over 50,000
+  // files: 2.3 s with the kernel's adaptive choice, 0.3 s without).
+  want(FUSE_CAP_READDIRPLUS);
+  conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+  want(FUSE_CAP_ASYNC_READ);
+  want(FUSE_CAP_CACHE_SYMLINKS);   // immutable image: symlink targets can stay cached
+  // Nothing changes under the kernel's page cache, so no invalidation on mtime.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
+}
 
 // ---- FuseSession -----------------------------------------------------------------------
 

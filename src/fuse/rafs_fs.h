@@ -39,12 +39,18 @@
 #include "storage/blob_cache.h"
 
 struct fuse_session;
+struct fuse_conn_info;
 
 namespace nydus::fuse {
 
 class FuseChannel;
 class PagePusher;
 class Vfs;
+
+// What nydusd asks of a FUSE connection at INIT (READDIRPLUS always,
+// parallel dirops, cached symlinks, no splicing); bench/fuse_floor.cpp
+// negotiates the same.
+void negotiate_connection(struct fuse_conn_info* conn);
 
 struct FsOptions {
   double entry_timeout = 3600;  // the image is immutable: let the kernel cache
