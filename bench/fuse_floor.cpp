@@ -5,9 +5,10 @@
 // API, with nydusd's connection settings (negotiate_connection: READDIRPLUS
 // always, cached symlinks, parallel dirops), no OPEN/OPENDIR (ENOSYS, as
 // nydusd) and nydusd's entry and attribute timeouts. Every request is
-// answered from memory: no image to parse, no cache to look up, no disk. What a workload still costs over kernel EROFS
-// on this mount is what the FUSE protocol and the transport cost, which no
-// daemon can take away (bench/rootfs.sh, setups fuse-floor*).
+// answered from memory: no image to parse, no cache to look up, no disk.
+// What a workload still costs over kernel EROFS on this mount is what the
+// FUSE protocol and the transport cost, which no daemon can take away
+// (bench/rootfs.sh, setups fuse-floor*).
 //
 //   fuse-floor [--nydus-channel | --nydus-uring] SOURCE_DIR MOUNTPOINT
 //
@@ -21,7 +22,6 @@
 // Stops on SIGINT/SIGTERM or unmount. Not part of the product.
 #define FUSE_USE_VERSION 312
 #include <dirent.h>
-#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "common/file_util.h"
 #include "fuse/fuse_channel.h"
 #include "fuse/rafs_fs.h"
 
@@ -46,7 +47,7 @@ struct Node {
 };
 // nodes[i] has FUSE node id i + 1; nodes[0] is the root (FUSE_ROOT_ID).
 std::vector<Node> nodes;
-constexpr double kTimeout = 3600;  // as nydusd for an image
+const nydus::fuse::FsOptions kNydusFs;  // nydusd's entry and attribute timeouts for an image
 
 bool load(const std::string& path, uint32_t self) {
   Node& n = nodes[self];
@@ -60,18 +61,9 @@ bool load(const std::string& path, uint32_t self) {
     return true;
   }
   if (S_ISREG(n.st.st_mode)) {
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    std::string b(size_t(n.st.st_size), '\0');
-    size_t got = 0;
-    while (got < b.size()) {
-      ssize_t r = pread(fd, b.data() + got, b.size() - got, off_t(got));
-      if (r <= 0) break;
-      got += size_t(r);
-    }
-    close(fd);
-    b.resize(got);
-    nodes[self].bytes = std::move(b);
+    auto bytes = nydus::read_file_bounded(path, size_t(n.st.st_size));
+    if (!bytes) return false;
+    nodes[self].bytes = std::move(*bytes);
     return true;
   }
   if (!S_ISDIR(n.st.st_mode)) return true;
@@ -102,8 +94,8 @@ fuse_entry_param entry_of(const Node& n) {
   fuse_entry_param e{};
   e.ino = n.st.st_ino;
   e.attr = n.st;
-  e.attr_timeout = kTimeout;
-  e.entry_timeout = kTimeout;
+  e.attr_timeout = kNydusFs.attr_timeout;
+  e.entry_timeout = kNydusFs.entry_timeout;
   return e;
 }
 
@@ -122,7 +114,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Node* n = node(ino);
   if (!n) return void(fuse_reply_err(req, ENOENT));
-  fuse_reply_attr(req, &n->st, kTimeout);
+  fuse_reply_attr(req, &n->st, kNydusFs.attr_timeout);
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -186,11 +178,11 @@ int main(int argc, char** argv) {
     fprintf(stderr, "fuse-floor: cannot mount %s\n", mnt);
     return 1;
   }
-  constexpr unsigned kNydusThreads = 4;  // nydusd's default (--threads)
+  const unsigned nydus_threads = nydus::fuse::SessionOptions{}.max_threads;  // nydusd's default (--threads)
   std::unique_ptr<nydus::fuse::FuseChannel> channel;
   if (mode == "--nydus-channel" || mode == "--nydus-uring") {
     auto uring = mode == "--nydus-uring" ? nydus::fuse::UringMode::kOn : nydus::fuse::UringMode::kOff;
-    auto ch = nydus::fuse::FuseChannel::create(fuse_session_fd(se), {}, uring, kNydusThreads);
+    auto ch = nydus::fuse::FuseChannel::create(fuse_session_fd(se), {}, uring, nydus_threads);
     if (!ch || !(*ch)->install(se)) {
       fprintf(stderr, "fuse-floor: nydusd's channel failed\n");
       return 1;
@@ -201,8 +193,8 @@ int main(int argc, char** argv) {
           mode.empty() ? "(libfuse loop)" : mode.c_str());
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   if (channel) {  // as nydusd's FuseSession::start
-    fuse_loop_cfg_set_max_threads(cfg, kNydusThreads);
-    fuse_loop_cfg_set_idle_threads(cfg, kNydusThreads);
+    fuse_loop_cfg_set_max_threads(cfg, nydus_threads);
+    fuse_loop_cfg_set_idle_threads(cfg, nydus_threads);
   }
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);

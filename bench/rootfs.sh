@@ -71,6 +71,15 @@ drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 mounted() { awk -v d="$1" '$5 == d {f=1} END {exit !f}' /proc/self/mountinfo; }
 
+# await_mount NAME WHAT TRIES: wait up to TRIES x 50 ms for daemon DPIDS[NAME] (a WHAT)
+# to mount mnt-NAME; if it does not, say so, stop it and fail.
+await_mount() {
+  local name=$1 what=$2 tries=$3
+  for _ in $(seq "$tries"); do mounted "$W/mnt-$name" && return 0; sleep 0.05; done
+  echo "$what ($name) did not mount: $(tail -n1 "$W/nydusd-$name.log")" >&2
+  kill "${DPIDS[$name]}" 2>/dev/null; wait "${DPIDS[$name]}" 2>/dev/null; unset "DPIDS[$name]"
+  return 1
+}
 # start_nydusd NAME CACHE_DIR [nydusd args...]: a daemon serving mnt-NAME.
 start_nydusd() {
   local name=$1 cache=$2
@@ -84,10 +93,7 @@ JSON
   "$BIN/nydusd" "$@" --bootstrap "$W/boot" --config "$W/cfg-$name.json" --mountpoint "$W/mnt-$name" \
     --apisock "$W/$name.sock" --log-level warn >"$W/nydusd-$name.log" 2>&1 &
   DPIDS[$name]=$!
-  for _ in $(seq 200); do mounted "$W/mnt-$name" && return 0; sleep 0.05; done
-  echo "nydusd ($name) did not mount: $(tail -n1 "$W/nydusd-$name.log")" >&2
-  kill "${DPIDS[$name]}" 2>/dev/null; wait "${DPIDS[$name]}" 2>/dev/null; unset "DPIDS[$name]"
-  return 1
+  await_mount "$name" nydusd 200
 }
 # start_floor NAME [fuse-floor flag]: fuse-floor serving the source tree at mnt-NAME
 # (it reads the whole tree into memory first).
@@ -97,10 +103,7 @@ start_floor() {
   mkdir -p "$W/mnt-$name"
   "$BIN/fuse-floor" "$@" "$SRC" "$W/mnt-$name" >"$W/nydusd-$name.log" 2>&1 &
   DPIDS[$name]=$!
-  for _ in $(seq 1200); do mounted "$W/mnt-$name" && return 0; sleep 0.05; done
-  echo "fuse-floor ($name) did not mount: $(tail -n1 "$W/nydusd-$name.log")" >&2
-  kill "${DPIDS[$name]}" 2>/dev/null; wait "${DPIDS[$name]}" 2>/dev/null; unset "DPIDS[$name]"
-  return 1
+  await_mount "$name" fuse-floor 1200
 }
 stop_nydusd() {
   local p=${DPIDS[$1]:-}
