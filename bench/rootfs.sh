@@ -21,8 +21,13 @@
 # what a workload costs in its own processes, kernel code included, before it
 # waits for anything.
 #
+# TREE=generated serves bench/make_tree.py's tree instead (the one bench/read.sh
+# uses: 2 x BIG_MB MB files and SMALL_FILES small files in 100 directories); it
+# has no python, so only the stat walk and the tar run.
+#
 # Env: BUILD_DIR (./build), BENCH_TMP (/var/tmp), ROOTFS_CACHE
-#      (/var/cache/nydus-cpp, the rootfs tarball), RUNS (3), KEEP=1, SETUPS (space-separated
+#      (/var/cache/nydus-cpp, the rootfs tarball), TREE (rootfs | generated),
+#      SMALL_FILES (50000), BIG_MB (256), RUNS (3), KEEP=1, SETUPS (space-separated
 #      subset of: erofs fuse fuse-nodra fuse-nospin fuse-cold fuse-cold-nodra fuse-uring
 #      fuse-cold-uring fanotify squashfuse fuse-floor fuse-floor-channel fuse-floor-uring).
 #      BENCH_TMP on a RAM-backed ext4 (not tmpfs: EROFS cannot mount files
@@ -41,9 +46,16 @@ for t in mksquashfs squashfuse; do
   command -v $t >/dev/null || { echo "install mmdebstrap, squashfs-tools and squashfuse (apt-get)" >&2; exit 1; }
 done
 
-# The rootfs tarball, made once per package list (tests/integration/lib/distro_rootfs.sh).
-. "$LIB/distro_rootfs.sh"
-TARBALL=$(distro_rootfs_tar "$PACKAGES") || exit 1
+TREE=${TREE:-rootfs}
+case $TREE in
+  rootfs)
+    # The rootfs tarball, made once per package list (tests/integration/lib/distro_rootfs.sh).
+    . "$LIB/distro_rootfs.sh"
+    TARBALL=$(distro_rootfs_tar "$PACKAGES") || exit 1
+    WORKLOADS="stat tar python" ;;
+  generated) WORKLOADS="stat tar" ;;
+  *) echo "TREE is rootfs or generated, not $TREE" >&2; exit 1 ;;
+esac
 
 W=$(mktemp -d "${BENCH_TMP:-/var/tmp}/nydus-bench-rootfs.XXXXXX")
 declare -A DPIDS=()
@@ -57,10 +69,14 @@ trap cleanup EXIT
 
 SRC=$W/src
 mkdir -p "$SRC"
-tar -C "$SRC" --numeric-owner -xf "$TARBALL"
+if [ "$TREE" = rootfs ]; then
+  tar -C "$SRC" --numeric-owner -xf "$TARBALL"
+else
+  python3 "$ROOT/bench/make_tree.py" "$SRC" "${BIG_MB:-256}" "${SMALL_FILES:-50000}"
+fi
 ENTRIES=$(find "$SRC" | wc -l)
 MB=$(du -sm --apparent-size "$SRC" | cut -f1)
-echo "# rootfs: $MB MB, $ENTRIES entries; building images" >&2
+echo "# $TREE: $MB MB, $ENTRIES entries; building images" >&2
 "$BIN/nydus-image" create -B "$W/boot" -D "$W/blobs" --blob-cache-dir "$W/kcache" -J "$W/create.json" "$SRC" \
   >/dev/null 2>&1 || { echo "nydus-image create failed" >&2; exit 1; }
 BLOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blobs"][0])' "$W/create.json")
@@ -189,7 +205,7 @@ done
 
 for r in $(seq "$RUNS"); do
   echo "# round $r of $RUNS" >&2
-  for w in stat tar python; do
+  for w in $WORKLOADS; do
     for s in $SETUPS; do
       if [ "$s" = fuse-cold ] || [ "$s" = fuse-cold-nodra ] || [ "$s" = fuse-cold-uring ]; then
         rm -rf "$W/cache-cold"
@@ -283,5 +299,10 @@ for s in setups:
 PY
 echo
 echo "FUSE io_uring row: transport ${TRANSPORT:-not run} (nydusctl info);"
-echo "rootfs: $MB MB, $ENTRIES entries (bookworm minbase + $PACKAGES); medians of $RUNS alternating rounds (ratios: median of the rounds' own);" \
+if [ "$TREE" = rootfs ]; then
+  WHAT="rootfs: $MB MB, $ENTRIES entries (bookworm minbase + $PACKAGES)"
+else
+  WHAT="generated tree (bench/make_tree.py): $MB MB, $ENTRIES entries"
+fi
+echo "$WHAT; medians of $RUNS alternating rounds (ratios: median of the rounds' own);" \
   "$(nproc) CPUs; $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
